@@ -1,0 +1,102 @@
+"""Inference on images of any size: the device it runs on and a tiled forward pass.
+
+`tiled_forward` cuts the LR image into `tile` x `tile` cores, gives each `overlap` LR pixels of
+context on every side, runs the generator on batches of these equal-sized windows and keeps only
+the cores of the SR outputs. With `overlap` at least the network's receptive-field radius the
+result equals the untiled forward pass (no seams); smaller overlaps trade exactness for memory.
+Windows travel to the model's device one batch at a time and the SR image is assembled on the
+input's device, so a CPU input bounds the accelerator memory by the batch of windows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sr_gan.errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → CUDA when available, else CPU; anything else is passed to `torch.device`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but CUDA is not available here: use device=cpu or device=auto")
+    return device
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _windows(length: int, tile: int, overlap: int) -> tuple[int, list[tuple[int, int]]]:
+    """Core size and (core start, window start) along one axis; every window has the same size.
+
+    Cores are `tile` long and cover [0, length); the last one is shifted back to end at the border
+    instead of being shorter. A window is its core plus `overlap` on each side, shifted inside the
+    image where it would stick out, so it keeps at least `overlap` of context on inner sides.
+    """
+    core = min(tile, length)
+    window = min(length, core + 2 * overlap)
+    core_starts = [*range(0, length - core, core), length - core]
+    return core, [(c, min(max(c - overlap, 0), length - window)) for c in core_starts]
+
+
+@torch.no_grad()
+def tiled_forward(
+    model: nn.Module,
+    lr: torch.Tensor,
+    *,
+    scale: int,
+    tile: int,
+    overlap: int,
+    batch_size: int = 4,
+) -> torch.Tensor:
+    """Super-resolve `lr` (B, C, h, w) tile by tile; returns float32 (B, C_out, h·scale, w·scale).
+
+    `tile=0` (or an image no larger than one tile) is a plain forward pass. Networks that
+    pixel-unshuffle their input (RRDBNet at x1/x2, attribute `unshuffle`) get tiles, overlaps and
+    window positions on multiples of that factor, so each window sees the same pixel phases as
+    the whole image. Runs on the model's device in the ambient autocast state.
+    """
+    if tile < 0 or overlap < 0:
+        raise UserError(f"tile={tile}, tile_overlap={overlap}: both must be >= 0 (tile=0 turns tiling off)")
+    device = next(model.parameters()).device
+    height, width = lr.shape[-2:]
+    if tile == 0 or (height <= tile and width <= tile):
+        return _checked(model(lr.to(device)), lr, scale).to(lr.device)
+    align = getattr(model, "unshuffle", 1)
+    tile, overlap = _round_up(tile, align), _round_up(overlap, align)
+    core_h, rows = _windows(height, tile, overlap)
+    core_w, cols = _windows(width, tile, overlap)
+    win_h, win_w = min(height, core_h + 2 * overlap), min(width, core_w + 2 * overlap)
+    positions = [(row, col) for row in rows for col in cols]
+    batch = lr.shape[0]
+    out: torch.Tensor | None = None
+    step = max(1, batch_size // batch)  # windows per forward pass
+    for first in range(0, len(positions), step):
+        chunk = positions[first : first + step]
+        windows = torch.cat([lr[..., wy : wy + win_h, wx : wx + win_w] for (_, wy), (_, wx) in chunk])
+        sr = _checked(model(windows.to(device)), windows, scale).to(lr.device)  # (len(chunk)·B, C, ...)
+        if out is None:
+            out = sr.new_empty((batch, sr.shape[1], height * scale, width * scale))
+        for k, ((cy, wy), (cx, wx)) in enumerate(chunk):
+            top, left = (cy - wy) * scale, (cx - wx) * scale
+            core = sr[k * batch : (k + 1) * batch, :, top : top + core_h * scale, left : left + core_w * scale]
+            out[..., cy * scale : (cy + core_h) * scale, cx * scale : (cx + core_w) * scale] = core
+    assert out is not None  # there is always at least one window
+    return out
+
+
+def _checked(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """`sr` as float32 after checking that it is `lr` magnified by `scale`."""
+    if sr.shape[-2:] != (lr.shape[-2] * scale, lr.shape[-1] * scale):
+        raise UserError(
+            f"the model maps {lr.shape[-2]}x{lr.shape[-1]} to {sr.shape[-2]}x{sr.shape[-1]}, "
+            f"not x{scale}: set scale to the checkpoint's scale"
+        )
+    return sr.float()
