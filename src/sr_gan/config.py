@@ -1,0 +1,35 @@
+"""Config helpers shared by the Hydra apps: resolvers and start-up checks that name the keys."""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from sr_gan.errors import UserError
+
+
+def register_resolvers() -> None:
+    """``${wandb_offline:}`` is true unless ``WANDB_MODE=online`` (offline by default: no account needed)."""
+    if not OmegaConf.has_resolver("wandb_offline"):
+        OmegaConf.register_new_resolver(
+            "wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online"
+        )
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Fail at start-up, in one line, on settings that would break deep inside training."""
+    max_steps = cfg.trainer.get("max_steps")
+    if not isinstance(max_steps, int) or max_steps <= 0:
+        raise UserError(f"trainer.max_steps={max_steps} must be a positive number of training batches")
+    disc = cfg.get("discriminator")
+    if disc is not None and disc.get("input_size") is not None:
+        if disc.input_size != cfg.data.patch_size:
+            raise UserError(
+                f"discriminator.input_size={disc.input_size} differs from data.patch_size="
+                f"{cfg.data.patch_size}: the discriminator sees HR patches, make them equal"
+            )
+    if cfg.data.patch_size % cfg.data.scale:
+        raise UserError(
+            f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}"
+        )

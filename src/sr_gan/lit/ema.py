@@ -1,0 +1,32 @@
+"""Exponential moving average of the generator (ESRGAN reference code practice, decay 0.999).
+
+The averaged generator is a plain frozen copy, so checkpoints hold it under ``generator_ema.*``
+with the generator's own key names (what ``sr_gan.weights`` and exported files expect).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def make_ema(generator: nn.Module) -> nn.Module:
+    """A frozen copy of ``generator`` to hold the average."""
+    return copy.deepcopy(generator).requires_grad_(False).eval()
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, generator: nn.Module, *, decay: float) -> None:
+    """``theta_ema <- decay * theta_ema + (1 - decay) * theta``: one fused lerp, no host sync.
+
+    Buffers (BatchNorm running statistics) are *copied* from the live generator, not averaged: an
+    average of running statistics is not the statistics of the averaged network, and BasicSR's
+    habit of leaving them at their initial values breaks SRResNet's BN. Only G is averaged
+    (Lightning's weight-averaging callback would average the discriminator too).
+    """
+    params = [p.detach() for p in generator.parameters()]
+    torch._foreach_lerp_(list(ema.parameters()), params, 1.0 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), generator.buffers(), strict=True):
+        ema_buffer.copy_(buffer)

@@ -1,0 +1,276 @@
+"""One LightningModule for PSNR-oriented and GAN super-resolution training.
+
+SRResNet/RRDB-PSNR (no discriminator), SRGAN and ESRGAN differ only in what is plugged in: the
+generator, an optional discriminator and the weighted loss terms. The step never branches on
+model names, so every ablation between SRGAN and ESRGAN is a config override (the BasicSR trap of
+``SRGANModel -> ESRGANModel`` re-implementing the step is avoided on purpose).
+
+Per batch (manual optimization, as in the reference code):
+  1. G step (unless the discriminator is warming up or ``d_steps_per_g_step`` skips it):
+     ``L_G = w_pix * L_pix + w_percep * L_percep + w_adv * L_adv(D(HR), D(G(LR)))`` with D frozen.
+  2. D step on ``G(LR).detach()``: ``L_D = l_d_real + l_d_fake``.
+  3. Schedulers stepped once per *batch*; EMA of G updated after each G step.
+
+Budgets count batches, not optimizer steps: with two optimizers Lightning's ``global_step``
+advances twice per batch. See :mod:`sr_gan.callbacks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric
+
+from sr_gan.errors import UserError
+from sr_gan.lit.ema import make_ema, update_ema
+from sr_gan.lit.samples import save_comparison
+from sr_gan.losses import AdversarialLoss
+from sr_gan.metrics import psnr, ssim
+from sr_gan.ops import imresize
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], LRScheduler]
+
+_STAGES = ("val", "test")
+_METRICS = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")
+
+
+class SRGANModule(L.LightningModule):
+    """Trains a super-resolution generator, adversarially when a discriminator is given.
+
+    Args:
+        generator: maps LR ``(B, 3, h, w)`` in [0, 1] to SR ``(B, 3, h*s, w*s)``.
+        discriminator: returns raw logits; ``None`` trains PSNR-oriented (or perceptual-only).
+        pixel_loss / perceptual_loss / adversarial_loss: unweighted loss terms (``None`` = off).
+        pixel_weight / perceptual_weight / adversarial_weight: the objective's weights;
+            the adversarial weight scales the generator's term only, never ``L_D``.
+        optimizer_g / optimizer_d: factories taking parameters (Hydra ``_partial_``).
+        scheduler_g / scheduler_d: factories taking an optimizer; stepped once per batch.
+        scale: upscaling factor (metrics crop ``scale`` pixels from every border).
+        ema_decay: decay of the generator EMA; ``None`` disables it. When on, validation, test
+            and exported weights use the EMA generator.
+        d_steps_per_g_step: G is updated on every k-th batch (D on every batch).
+        d_init_steps: batches at the start during which only D is trained.
+        generator_config: the generator's resolved Hydra config, stored in checkpoints so that
+            ``sr_gan.weights.load_generator`` can rebuild it.
+        num_samples: validation images saved as ``bicubic | SR | HR`` PNG strips.
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module | None = None,
+        pixel_loss: nn.Module | None = None,
+        pixel_weight: float = 1.0,
+        perceptual_loss: nn.Module | None = None,
+        perceptual_weight: float = 1.0,
+        adversarial_loss: AdversarialLoss | None = None,
+        adversarial_weight: float = 5e-3,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory | None = None,
+        scheduler_g: SchedulerFactory | None = None,
+        scheduler_d: SchedulerFactory | None = None,
+        scale: int,
+        ema_decay: float | None = None,
+        d_steps_per_g_step: int = 1,
+        d_init_steps: int = 0,
+        generator_config: dict[str, Any] | None = None,
+        num_samples: int = 4,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.pixel_loss = pixel_loss
+        self.perceptual_loss = perceptual_loss
+        self.adversarial_loss = adversarial_loss
+        self.weights = {"pix": pixel_weight, "percep": perceptual_weight, "gan": adversarial_weight}
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
+        self.scale = scale
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise UserError(f"model.ema_decay={ema_decay} must be in (0, 1), or null to switch EMA off")
+        self.ema_decay = ema_decay
+        self.generator_ema = make_ema(generator) if ema_decay else None
+        self.d_steps_per_g_step = d_steps_per_g_step
+        self.d_init_steps = d_init_steps
+        self.generator_config = generator_config
+        self.num_samples = num_samples
+        self.metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict({m: MeanMetric() for m in _METRICS}) for stage in _STAGES}
+        )
+        _check_objective(pixel_loss, perceptual_loss, adversarial_loss, discriminator, optimizer_d)
+
+    # ------------------------------------------------------------------ set-up
+    def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler]]:
+        optimizers = [self.optimizer_g(self.generator.parameters())]
+        factories = [self.scheduler_g]
+        if self.discriminator is not None:
+            optimizers.append(self.optimizer_d(self.discriminator.parameters()))
+            factories.append(self.scheduler_d)
+        schedulers = [f(opt) for f, opt in zip(factories, optimizers, strict=True) if f is not None]
+        return optimizers, schedulers
+
+    def init_generator_from(self, state: dict[str, Tensor]) -> None:
+        """Initialise G (and its EMA) from a PSNR-oriented run: the two-stage recipe of both papers."""
+        self.generator.load_state_dict(state, strict=True)
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(self.generator.state_dict())
+
+    @property
+    def inference_generator(self) -> nn.Module:
+        """The generator used for validation, test and export: the EMA one when enabled."""
+        return self.generator if self.generator_ema is None else self.generator_ema
+
+    def forward(self, lr: Tensor) -> Tensor:
+        return self.inference_generator(lr)
+
+    # ------------------------------------------------------------------ training
+    @property
+    def batches_done(self) -> int:
+        """Training batches completed before the current one (restored on resume)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s)
+        optimizers = self.optimizers()
+        opt_g, opt_d = (optimizers, None) if self.discriminator is None else optimizers
+        step = self.batches_done
+        update_g = opt_d is None or (step >= self.d_init_steps and step % self.d_steps_per_g_step == 0)
+        with torch.set_grad_enabled(update_g):
+            sr = self.generator(lr)  # (B, 3, H, W)
+        logs = {f"train/lr_{n}": o.param_groups[0]["lr"] for n, o in zip("gd", self.trainer.optimizers)}
+        if update_g:
+            logs |= self.generator_step(sr, hr, opt_g)
+        if opt_d is not None:
+            logs |= self.discriminator_step(sr.detach(), hr, opt_d)
+        self._step_schedulers()
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=lr.shape[0])
+
+    def generator_step(self, sr: Tensor, hr: Tensor, opt_g: Optimizer) -> dict[str, Tensor]:
+        """One G update with D frozen (toggled off: no gradient reaches D); then the EMA update."""
+        with self.toggled_optimizer(opt_g):
+            terms = self.generator_losses(sr, hr)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(torch.stack(list(terms.values())).sum())
+            opt_g.step()
+        if self.generator_ema is not None:
+            update_ema(self.generator_ema, self.generator, decay=self.ema_decay)
+        return {f"train/l_g_{k}": v.detach() for k, v in terms.items()}
+
+    def discriminator_step(self, fake: Tensor, hr: Tensor, opt_d: Optimizer) -> dict[str, Tensor]:
+        """One D update on real HR and detached SR: ``L_D = l_d_real + l_d_fake``."""
+        with self.toggled_optimizer(opt_d):
+            real_logits = self.discriminator(hr)
+            fake_logits = self.discriminator(fake)
+            l_real, l_fake = self.adversarial_loss.discriminator_loss(real_logits, fake_logits)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(l_real + l_fake)
+            opt_d.step()
+        return {
+            "train/l_d_real": l_real.detach(),
+            "train/l_d_fake": l_fake.detach(),
+            "train/d_real": real_logits.detach().mean(),
+            "train/d_fake": fake_logits.detach().mean(),
+        }
+
+    def generator_losses(self, sr: Tensor, hr: Tensor) -> dict[str, Tensor]:
+        """The weighted generator terms, keyed ``pix``, ``percep``, ``gan`` (only those switched on)."""
+        terms: dict[str, Tensor] = {}
+        if self.pixel_loss is not None:
+            terms["pix"] = self.weights["pix"] * self.pixel_loss(sr, hr)
+        if self.perceptual_loss is not None:
+            terms["percep"] = self.weights["percep"] * self.perceptual_loss(sr, hr)
+        if self.discriminator is not None:
+            fake_logits = self.discriminator(sr)
+            real_logits = None
+            if self.adversarial_loss.needs_real_logits_for_generator:
+                with torch.no_grad():
+                    real_logits = self.discriminator(hr)
+            terms["gan"] = self.weights["gan"] * self.adversarial_loss.generator_loss(
+                real_logits, fake_logits
+            )
+        return terms
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self.inference_generator(lr)
+        bicubic = imresize(lr, self.scale)
+        crop = self.scale
+        metrics = self.metrics[stage]
+        metrics["psnr"].update(psnr(sr, hr, crop_border=crop))
+        metrics["ssim"].update(ssim(sr, hr, crop_border=crop))
+        metrics["psnr_bicubic"].update(psnr(bicubic, hr, crop_border=crop))
+        metrics["ssim_bicubic"].update(ssim(bicubic, hr, crop_border=crop))
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=1)
+        if batch_idx < self.num_samples and self.trainer.is_global_zero:
+            self._save_samples(stage, batch, bicubic, sr)
+
+    def _save_samples(self, stage: str, batch: dict[str, Any], bicubic: Tensor, sr: Tensor) -> None:
+        names = batch.get("name", [f"{i}" for i in range(sr.shape[0])])
+        folder = Path(self.trainer.default_root_dir) / "samples" / f"{stage}_{self.batches_done:07d}"
+        for i, name in enumerate(names):
+            path = save_comparison(folder / f"{name}.png", bicubic[i], sr[i], batch["hr"][i])
+            for logger in self.loggers:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key=f"{stage}/samples/{name}", images=[str(path)], step=self.batches_done)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what is needed to rebuild G; drop the frozen VGG (it is rebuilt from its weights)."""
+        checkpoint["sr_gan"] = {"generator": self.generator_config, "scale": self.scale}
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("perceptual_loss.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put the frozen VGG back so that strict loading still checks every other key."""
+        own = self.state_dict()
+        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith("perceptual_loss.")})
+
+
+def _check_objective(
+    pixel_loss: nn.Module | None,
+    perceptual_loss: nn.Module | None,
+    adversarial_loss: AdversarialLoss | None,
+    discriminator: nn.Module | None,
+    optimizer_d: OptimizerFactory | None,
+) -> None:
+    """Refuse objectives that cannot train, naming the config keys to change."""
+    if pixel_loss is None and perceptual_loss is None and adversarial_loss is None:
+        raise UserError("the loss has no term: pick one, e.g. loss=l1, loss=vgg54, loss=srgan or loss=ragan")
+    if adversarial_loss is not None and discriminator is None:
+        raise UserError(
+            "an adversarial loss needs a discriminator: set discriminator=srgan|vgg128|unet "
+            "(or use a loss without a GAN term, e.g. loss=l1)"
+        )
+    if discriminator is not None and adversarial_loss is None:
+        raise UserError(
+            "a discriminator is configured but the loss has no adversarial term: "
+            "set discriminator=none or a GAN loss (loss=srgan, loss=ragan)"
+        )
+    if discriminator is not None and optimizer_d is None:
+        raise UserError("a discriminator needs an optimizer: set optim.discriminator")

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real Hydra config composed with tiny, CPU-sized overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sr_gan.config import register_resolvers
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# Small enough for 2 CPU cores, big enough to exercise every part.
+TINY = [
+    "model.generator.num_features=8",
+    "model.generator.num_blocks=1",
+    "data.patch_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.repeat=2",
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "module.num_samples=1",
+    "logger=csv",
+    "allow_random_vgg=true",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Demo photos in a session cache, W&B offline and silent."""
+    os.environ["SR_GAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ["WANDB_SILENT"] = "true"
+    register_resolvers()
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``conf/train.yaml`` with TINY + ``overrides``, outputs under ``tmp_path``."""
+
+    def _make(*overrides: str, tiny: bool = True) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                overrides=[*(TINY if tiny else []), *overrides],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            if cfg.loss.perceptual is not None:
+                cfg.loss.perceptual.pretrained = False  # no ImageNet weights offline
+            del cfg.hydra
+        return cfg
+
+    return _make

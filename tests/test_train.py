@@ -1,0 +1,195 @@
+"""Training: the GAN step's halves, EMA, batch budgets, init_from, and every config combination."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from sr_gan.lit import SRGANModule, make_ema, update_ema
+from sr_gan.train import build_module, train
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------- composition
+@pytest.mark.parametrize("model", _options("model"))
+@pytest.mark.parametrize("loss", _options("loss"))
+@pytest.mark.parametrize("discriminator", [*_options("discriminator"), "implied"])
+def test_every_combination_composes(make_cfg, model: str, loss: str, discriminator: str) -> None:
+    overrides = [f"model={model}", f"loss={loss}"]
+    if discriminator != "implied":
+        overrides.append(f"discriminator={discriminator}")
+    cfg = make_cfg(*overrides)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    gan = cfg.loss.adversarial is not None
+    if discriminator == "implied":  # a GAN loss brings its discriminator, a PSNR loss none
+        assert (cfg.discriminator is not None) == gan
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(make_cfg, experiment: str) -> None:
+    cfg = make_cfg(f"experiment={experiment}", tiny=False)
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def test_esrgan_recipe_carries_the_paper_values(make_cfg) -> None:
+    cfg = make_cfg("experiment=esrgan_x4", tiny=False)
+    assert cfg.model.generator._target_ == "sr_gan.archs.RRDBNet"
+    assert (cfg.model.generator.num_blocks, cfg.model.ema_decay) == (23, 0.999)
+    assert cfg.discriminator._target_ == "sr_gan.archs.VGGStyleDiscriminator"
+    assert cfg.discriminator.input_size == cfg.data.patch_size == 128
+    assert cfg.data.batch_size == 16
+    assert cfg.loss.adversarial._target_ == "sr_gan.losses.RelativisticGANLoss"
+    assert (cfg.loss.adversarial_weight, cfg.loss.pixel_weight) == (5e-3, 1e-2)
+    assert dict(cfg.loss.perceptual.layer_weights) == {"conv5_4": 1.0}
+    assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4
+    assert list(cfg.optim.scheduler.milestones) == [50000, 100000, 200000, 300000]
+    assert cfg.trainer.max_steps == 400000
+    assert OmegaConf.is_missing(cfg.model, "init_from")
+
+
+def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:
+    cfg = make_cfg("experiment=srgan_x4", tiny=False)
+    assert cfg.model.generator._target_ == "sr_gan.archs.SRResNet"
+    assert cfg.discriminator._target_ == "sr_gan.archs.SRGANDiscriminator"
+    assert cfg.data.patch_size == cfg.discriminator.input_size == 96
+    assert cfg.loss.adversarial_weight == 1e-3
+    assert dict(cfg.loss.perceptual.layer_weights) == {"relu5_4": 1.0}
+    assert cfg.loss.perceptual.feature_scale == pytest.approx(1 / 12.75)
+    assert list(cfg.optim.scheduler.milestones) == [100000] and cfg.optim.scheduler.gamma == 0.1
+    assert cfg.trainer.max_steps == 200000
+
+
+# ---------------------------------------------------------------------------- one step each
+_RUN_ONE = (
+    [(m, "l1", None) for m in _options("model")]
+    + [("srresnet", loss, None) for loss in _options("loss") if loss not in ("l1",)]
+    + [("rrdb", "ragan", d) for d in ("srgan", "vgg128", "unet")]
+)
+
+
+@pytest.mark.parametrize(("model", "loss", "discriminator"), _RUN_ONE)
+def test_every_option_trains_one_batch(make_cfg, tmp_path, model, loss, discriminator) -> None:
+    overrides = [f"model={model}", f"loss={loss}", "trainer.max_steps=1", "test=false"]
+    if discriminator:
+        overrides.append(f"discriminator={discriminator}")
+    metric = train(make_cfg(*overrides, "optimized_metric=val/psnr"))
+    assert metric is not None and metric > 0
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+# ---------------------------------------------------------------------------- the GAN step
+class _Spy(SRGANModule):
+    """Checks, between the halves of a batch, which parameters moved and which got gradients."""
+
+    def generator_step(self, sr, hr, opt_g):
+        d_before = [p.detach().clone() for p in self.discriminator.parameters()]
+        g_before = [p.detach().clone() for p in self.generator.parameters()]
+        logs = super().generator_step(sr, hr, opt_g)
+        assert all(p.grad is None for p in self.discriminator.parameters()), "G step reached D"
+        assert all(torch.equal(a, p) for a, p in zip(d_before, self.discriminator.parameters()))
+        assert any(not torch.equal(a, p) for a, p in zip(g_before, self.generator.parameters()))
+        self.halves = [*getattr(self, "halves", []), "g"]
+        return logs
+
+    def discriminator_step(self, fake, hr, opt_d):
+        g_before = [p.detach().clone() for p in self.generator.parameters()]
+        d_before = [p.detach().clone() for p in self.discriminator.parameters()]
+        logs = super().discriminator_step(fake, hr, opt_d)
+        assert all(torch.equal(a, p) for a, p in zip(g_before, self.generator.parameters()))
+        assert any(not torch.equal(a, p) for a, p in zip(d_before, self.discriminator.parameters()))
+        self.halves = [*getattr(self, "halves", []), "d"]
+        return logs
+
+
+def _fit(cfg, module_cls=SRGANModule):
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from sr_gan.callbacks import BatchBudget
+
+    module = instantiate(cfg.module, _target_=f"{module_cls.__module__}.{module_cls.__qualname__}")
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, limit_val_batches=0, callbacks=[BatchBudget(cfg.trainer.max_steps)],
+    )
+    trainer.fit(module, datamodule=instantiate(cfg.data))
+    return module, trainer
+
+
+def test_gan_step_halves_touch_only_their_player(make_cfg) -> None:
+    module, _ = _fit(make_cfg("model=rrdb", "loss=ragan"), _Spy)
+    assert module.halves == ["g", "d", "g", "d"]
+
+
+def test_discriminator_warm_up_and_k_skip_generator_batches(make_cfg) -> None:
+    cfg = make_cfg("loss=srgan", "trainer.max_steps=5", "module.d_init_steps=2", "module.d_steps_per_g_step=2")
+    module, trainer = _fit(cfg, _Spy)
+    # batches 0,1: D only (warm-up); then G on even batches 2 and 4, D on every batch.
+    assert module.halves == ["d", "d", "g", "d", "d", "g", "d"]
+    assert trainer.global_step == 7  # Lightning counts optimizer steps ...
+    assert module.batches_done == 5  # ... the budget counts batches
+
+
+def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path) -> None:
+    cfg = make_cfg(
+        "loss=ragan", "trainer.max_steps=3", "trainer.val_check_interval=2",
+        "optim.scheduler.milestones=[2]", "optim.generator.lr=0.1", "optim.discriminator.lr=0.1", "test=false",
+    )
+    train(cfg)
+    rows = _metrics(tmp_path)
+    lrs = [float(r["train/lr_g"]) for r in rows if r.get("train/lr_g")]
+    assert lrs == pytest.approx([0.1, 0.1, 0.05])  # 3 batches, halved after the 2nd
+    assert len([r for r in rows if r.get("val/psnr")]) == 2  # at batch 2 and at the end (3)
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["val_0000002", "val_0000003"]
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6  # two optimizers: Lightning's counter ran twice as fast
+    assert ckpt["sr_gan"]["generator"]["_target_"] == "sr_gan.archs.SRResNet"
+    assert not any(k.startswith("perceptual_loss.") for k in ckpt["state_dict"])
+
+
+# ---------------------------------------------------------------------------- EMA, init_from
+def test_generator_ema_arithmetic() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = make_ema(net)
+    start = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net[1].running_mean.fill_(3.0)
+    update_ema(ema, net, decay=0.9)
+    for e, s, p in zip(ema.parameters(), start, net.parameters()):
+        torch.testing.assert_close(e, 0.9 * s + 0.1 * p)
+    assert torch.equal(ema[1].running_mean, net[1].running_mean)  # buffers copied, not averaged
+    assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_validation_uses_the_ema_generator(make_cfg) -> None:
+    module = build_module(make_cfg("model=rrdb"))
+    assert module.inference_generator is module.generator_ema
+    module = build_module(make_cfg("model=rrdb", "model.ema_decay=null"))
+    assert module.inference_generator is module.generator
+
+
+def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path) -> None:
+    train(make_cfg("model=rrdb", "test=false"))
+    ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt_path, weights_only=True)["state_dict"]
+    module = build_module(make_cfg("model=rrdb", "loss=ragan", f"model.init_from={ckpt_path}"))
+    for key, value in module.generator.state_dict().items():
+        assert torch.equal(value, state[f"generator_ema.{key}"]), key  # EMA weights preferred
+    for key, value in module.generator_ema.state_dict().items():
+        assert torch.equal(value, state[f"generator_ema.{key}"]), key
