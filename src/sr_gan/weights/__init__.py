@@ -1,0 +1,34 @@
+"""Safe loading of generator checkpoints and weight files, key conversion, safetensors writing."""
+
+from sr_gan.weights.files import (
+    UnsafeCheckpointError,
+    atomic_path,
+    load_state_file,
+    refuse_overwrite,
+    save_generator_file,
+)
+from sr_gan.weights.generator import (
+    GeneratorWeights,
+    extract_generator_state,
+    find_generator_weights,
+    infer_rrdbnet_config,
+    load_generator,
+)
+from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_sequential, sequential_to_ours
+
+__all__ = [
+    "GeneratorWeights",
+    "UnsafeCheckpointError",
+    "atomic_path",
+    "esrgan_old_to_ours",
+    "extract_generator_state",
+    "find_generator_weights",
+    "infer_rrdbnet_config",
+    "load_generator",
+    "load_state_file",
+    "ours_to_esrgan_old",
+    "ours_to_sequential",
+    "refuse_overwrite",
+    "save_generator_file",
+    "sequential_to_ours",
+]

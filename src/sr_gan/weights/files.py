@@ -1,0 +1,91 @@
+"""Reading weight files without unpickling code, and writing them atomically.
+
+Torch files are read with `torch.load(weights_only=True)`: only tensors and plain containers are
+rebuilt, so a file that carries pickled Python objects (which could run code while loading) is
+refused with `UnsafeCheckpointError` instead of being executed.
+"""
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from pickle import UnpicklingError
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+# Metadata keys of the safetensors files we write (safetensors metadata is str → str).
+GENERATOR_KEY = "sr_gan.generator"  # JSON of the resolved Hydra config of the generator
+SCALE_KEY = "sr_gan.scale"
+
+
+class UnsafeCheckpointError(ValueError):
+    """A torch file needs more than `weights_only=True` allows, i.e. it holds pickled objects."""
+
+
+def load_state_file(path: str | Path) -> dict[str, Any]:
+    """Load a weight file as plain containers of tensors, without unpickling arbitrary objects.
+
+    `.safetensors` files give `{"tensors": {name: Tensor}, "metadata": {str: str}}`; any other
+    file is read with `torch.load(map_location="cpu", weights_only=True)` and returned as is.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weight file")
+    if path.suffix == ".safetensors":
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return {"tensors": load_file(path), "metadata": metadata}
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        reason = f"it needs {found[1]}" if found else "not a plain pickle of tensors and containers"
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load, torch.load(weights_only=True) rejects it ({reason}): it may hold "
+            "pickled Python objects, which run code when unpickled; convert it with a tool you trust, "
+            "or export it with `python -m sr_gan.export`"
+        ) from err
+    except Exception as err:  # torch raises KeyError, RuntimeError, EOFError ... on foreign files
+        raise ValueError(f"{path}: not a torch or safetensors weight file ({type(err).__name__}: {err})") from err
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
+    return loaded
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
+
+    A crash mid-write leaves the old file (or none) rather than a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name rather than tempfile.mkstemp, whose 0600 mode the final file would keep.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_generator_file(
+    path: str | Path, state: Mapping[str, torch.Tensor], *, config: dict[str, Any], scale: int
+) -> None:
+    """Write a generator state dict as safetensors, its config (plain containers) and scale as metadata."""
+    tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
+    metadata = {"format": "pt", GENERATOR_KEY: json.dumps(config), SCALE_KEY: str(scale)}
+    with atomic_path(path) as temporary:
+        save_file(tensors, temporary, metadata=metadata)
+
+
+def refuse_overwrite(out: str | Path, *inputs: str | Path) -> None:
+    """Raise a ValueError if writing `out` would replace one of the `inputs`."""
+    if any(Path(out).resolve() == Path(source).resolve() for source in inputs):
+        raise ValueError(f"out={out} is also an input: choose another output file")

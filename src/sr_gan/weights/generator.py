@@ -1,0 +1,141 @@
+"""Finding the generator weights in a checkpoint or weight file, and building the generator from them.
+
+Understood containers (what `load_state_file` returns):
+- sr_gan Lightning checkpoints: `state_dict` with `generator.*` and, with EMA, `generator_ema.*`
+  keys, plus `sr_gan = {"generator": <Hydra config>, "scale": int}`;
+- safetensors files written by `save_generator_file` (config and scale in the metadata);
+- BasicSR files `{"params": ..., "params_ema": ...}`;
+- plain state dicts with our keys, or either original ESRGAN layout (see `sr_gan.weights.keys`).
+"""
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, load_state_file
+from sr_gan.weights.keys import StateDict, count_blocks, is_esrgan_old, to_our_keys
+
+_SHOWN_KEYS = 5  # how many offending keys an error message lists
+
+
+@dataclass(frozen=True)
+class GeneratorWeights:
+    """Generator weights found in a file, with what the file says about them."""
+
+    state: StateDict  # keys in the file's own layout
+    source: str  # lightning | basicsr | esrgan-old | safetensors | state_dict
+    ema: bool  # the EMA copy was picked
+    config: dict[str, Any] | None = None  # stored Hydra config of the generator, if any
+    scale: int | None = None
+
+
+def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -> GeneratorWeights:
+    """Pick the generator weights out of a loaded file; EMA weights win when `prefer_ema`."""
+    if "tensors" in obj and "metadata" in obj:  # load_state_file's form of a safetensors file
+        metadata = obj["metadata"]
+        config = json.loads(metadata[GENERATOR_KEY]) if GENERATOR_KEY in metadata else None
+        scale = int(metadata[SCALE_KEY]) if SCALE_KEY in metadata else None
+        return GeneratorWeights(obj["tensors"], "safetensors", False, config, scale)
+    if isinstance(obj.get("state_dict"), Mapping):
+        state_dict = obj["state_dict"]
+        ema = prefer_ema and any(key.startswith("generator_ema.") for key in state_dict)
+        prefix = "generator_ema." if ema else "generator."
+        state = {key.removeprefix(prefix): value for key, value in state_dict.items() if key.startswith(prefix)}
+        if not state:
+            raise ValueError("checkpoint 'state_dict' has no 'generator.*' keys; is it an sr_gan checkpoint?")
+        stored = obj.get("sr_gan", {})
+        return GeneratorWeights(state, "lightning", ema, stored.get("generator"), stored.get("scale"))
+    if "params" in obj or "params_ema" in obj:
+        ema = "params_ema" in obj and (prefer_ema or "params" not in obj)
+        return GeneratorWeights(obj["params_ema" if ema else "params"], "basicsr", ema)
+    if obj and all(isinstance(value, Tensor) for value in obj.values()):
+        return GeneratorWeights(dict(obj), "esrgan-old" if is_esrgan_old(obj) else "state_dict", False)
+    raise ValueError(
+        f"no generator weights found (top-level keys {list(obj)[:_SHOWN_KEYS]}); expected an sr_gan "
+        "checkpoint, a BasicSR file (params / params_ema), an ESRGAN release file or a state dict"
+    )
+
+
+def extract_generator_state(obj: Mapping[str, Any], *, prefer_ema: bool = True) -> StateDict:
+    """The generator state dict of a loaded file, renamed to our (BasicSR) keys."""
+    return to_our_keys(find_generator_weights(obj, prefer_ema=prefer_ema).state)
+
+
+def infer_rrdbnet_config(state: StateDict) -> dict[str, Any]:
+    """RRDBNet config read off the tensor shapes of a state dict with our keys (files without config).
+
+    num_features = conv_first's output channels; num_blocks = number of `body.{i}` indices;
+    growth_channels = body.0.rdb1.conv1's output channels; out_channels = conv_last's output
+    channels. The scale follows from how much the input was pixel-unshuffled before conv_first:
+    conv_first in-channels / out_channels = 1 → x4 (x8 when conv_up3 exists), 4 → x2, 16 → x1
+    (3 / 12 / 48 for RGB). Assumes in_channels == out_channels, as in every released model.
+    """
+    needed = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight")
+    if missing := [key for key in needed if key not in state]:
+        raise ValueError(f"cannot infer the RRDBNet config, keys {missing} are missing: pass generator_config")
+    num_features, first_in = state["conv_first.weight"].shape[:2]
+    channels = state["conv_last.weight"].shape[0]
+    scales = {1: 8 if "conv_up3.weight" in state else 4, 4: 2, 16: 1}
+    if first_in % channels or first_in // channels not in scales:
+        raise ValueError(
+            f"conv_first takes {first_in} channels for {channels} output channels, which is no RRDBNet "
+            "scale (x1, x2, x4 take 16x, 4x, 1x): pass generator_config"
+        )
+    return {
+        "_target_": "sr_gan.archs.RRDBNet",
+        "in_channels": channels,
+        "out_channels": channels,
+        "num_features": num_features,
+        "num_blocks": count_blocks(state),
+        "growth_channels": state["body.0.rdb1.conv1.weight"].shape[0],
+        "scale": scales[first_in // channels],
+    }
+
+
+def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
+    """Raise a one-line ValueError listing missing, unexpected and mis-shaped keys, if any."""
+    expected = generator.state_dict()
+    problems = {
+        "missing": [key for key in expected if key not in state],
+        "unexpected": [key for key in state if key not in expected],
+        "wrong shape": [key for key in state if key in expected and state[key].shape != expected[key].shape],
+    }
+    if any(problems.values()):
+        listed = "; ".join(f"{len(keys)} {kind} {keys[:_SHOWN_KEYS]}" for kind, keys in problems.items() if keys)
+        raise ValueError(f"weights do not fit {target}: {listed}; pass generator_config matching the file")
+
+
+def load_generator(
+    path: str | Path,
+    *,
+    prefer_ema: bool = True,
+    generator_config: Mapping[str, Any] | DictConfig | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the generator stored in `path` and load its weights strictly; returned in eval mode.
+
+    The config is `generator_config` when given, else the one stored in the file, else inferred
+    (`infer_rrdbnet_config`). Returns the generator and `{"scale", "config", "source", "ema"}`.
+    """
+    loaded = load_state_file(path)
+    try:
+        weights = find_generator_weights(loaded, prefer_ema=prefer_ema)
+        state = to_our_keys(weights.state)
+        if isinstance(generator_config, DictConfig):
+            generator_config = OmegaConf.to_container(generator_config, resolve=True)
+        config = dict(generator_config or weights.config or infer_rrdbnet_config(state))
+        scale = config.get("scale", weights.scale)
+        if scale is None:
+            raise ValueError("the scale is unknown: add 'scale' to generator_config")
+        generator = instantiate(config)
+        _check_fit(generator, state, config["_target_"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+    generator.load_state_dict(state, strict=True)
+    info = {"scale": int(scale), "config": config, "source": weights.source, "ema": weights.ema}
+    return generator.eval(), info

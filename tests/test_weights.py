@@ -1,0 +1,182 @@
+"""Safe loading of generator weights in every documented layout (tiny RRDBNet, CPU)."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sr_gan.archs import RRDBNet, SRResNet
+from sr_gan.weights import (
+    UnsafeCheckpointError,
+    esrgan_old_to_ours,
+    extract_generator_state,
+    infer_rrdbnet_config,
+    load_generator,
+    ours_to_esrgan_old,
+    ours_to_sequential,
+    sequential_to_ours,
+)
+
+TINY = {"num_features": 8, "num_blocks": 2, "growth_channels": 4}
+
+
+def tiny_rrdbnet(scale: int = 4, seed: int = 0) -> RRDBNet:
+    torch.manual_seed(seed)
+    return RRDBNet(**TINY, scale=scale).eval()
+
+
+def rrdbnet_config(scale: int = 4) -> dict:
+    return {"_target_": "sr_gan.archs.RRDBNet", "in_channels": 3, "out_channels": 3, **TINY, "scale": scale}
+
+
+@torch.no_grad()
+def upscale(net: nn.Module) -> torch.Tensor:
+    torch.manual_seed(1)
+    return net(torch.rand(1, 3, 8, 8))  # (1, 3, 8s, 8s)
+
+
+def save(tmp_path: Path, obj: object, name: str = "weights.pth") -> Path:
+    path = tmp_path / name
+    torch.save(obj, path)
+    return path
+
+
+def lightning_ckpt(generator: nn.Module, config: dict, *, ema: nn.Module | None = None) -> dict:
+    """The layout of an sr_gan Lightning checkpoint, with the parts the loader must ignore."""
+    state_dict = {f"generator.{key}": value for key, value in generator.state_dict().items()}
+    if ema is not None:
+        state_dict |= {f"generator_ema.{key}": value for key, value in ema.state_dict().items()}
+    state_dict["discriminator.conv.weight"] = torch.zeros(1)
+    return {"state_dict": state_dict, "sr_gan": {"generator": config, "scale": config["scale"]}, "global_step": 7}
+
+
+LAYOUTS = {
+    "state_dict": lambda state: state,
+    "esrgan-old": ours_to_esrgan_old,
+    "esrgan-sequential": ours_to_sequential,
+    "basicsr": lambda state: {"params": state},
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_loads_to_the_same_network(tmp_path: Path, layout: str) -> None:
+    reference = tiny_rrdbnet()
+    path = save(tmp_path, LAYOUTS[layout](reference.state_dict()))
+    generator, info = load_generator(path)
+    assert torch.equal(upscale(generator), upscale(reference))
+    assert not generator.training
+    assert info["source"] == layout.replace("-sequential", "-old")
+    assert info["config"] == rrdbnet_config() and info["scale"] == 4 and not info["ema"]
+
+
+def test_lightning_checkpoint_prefers_ema(tmp_path: Path) -> None:
+    generator, ema = tiny_rrdbnet(seed=0), tiny_rrdbnet(seed=1)
+    path = save(tmp_path, lightning_ckpt(generator, rrdbnet_config(), ema=ema), "last.ckpt")
+    loaded, info = load_generator(path)
+    assert torch.equal(upscale(loaded), upscale(ema)) and info["ema"] and info["source"] == "lightning"
+    loaded, info = load_generator(path, prefer_ema=False)
+    assert torch.equal(upscale(loaded), upscale(generator)) and not info["ema"]
+
+
+def test_basicsr_params_ema_preferred_over_params(tmp_path: Path) -> None:
+    params, params_ema = tiny_rrdbnet(seed=0), tiny_rrdbnet(seed=1)
+    path = save(tmp_path, {"params": params.state_dict(), "params_ema": params_ema.state_dict()})
+    loaded, info = load_generator(path)
+    assert torch.equal(upscale(loaded), upscale(params_ema)) and info["ema"]
+    loaded, info = load_generator(path, prefer_ema=False)
+    assert torch.equal(upscale(loaded), upscale(params)) and not info["ema"]
+
+
+def test_lightning_config_with_partial_layers_builds_the_generator(tmp_path: Path) -> None:
+    config = {
+        "_target_": "sr_gan.archs.SRResNet",
+        "num_features": 8,
+        "num_blocks": 1,
+        "scale": 2,
+        "norm_layer": {"_target_": "torch.nn.BatchNorm2d", "_partial_": True},
+    }
+    torch.manual_seed(0)
+    reference = SRResNet(num_features=8, num_blocks=1, scale=2)
+    reference.train()(torch.rand(2, 3, 8, 8))  # non-trivial BatchNorm running statistics
+    reference.eval()
+    loaded, info = load_generator(save(tmp_path, lightning_ckpt(reference, config), "srgan.ckpt"))
+    assert isinstance(loaded.norm_body, nn.BatchNorm2d)
+    assert torch.equal(upscale(loaded), upscale(reference)) and info["scale"] == 2
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_config_inferred_from_shapes(tmp_path: Path, scale: int) -> None:
+    reference = tiny_rrdbnet(scale)
+    assert infer_rrdbnet_config(reference.state_dict()) == rrdbnet_config(scale)
+    loaded, info = load_generator(save(tmp_path, ours_to_sequential(reference.state_dict())))
+    assert torch.equal(upscale(loaded), upscale(reference)) and info["scale"] == scale
+
+
+def test_sequential_names_match_the_2018_release() -> None:
+    weights = {key for key in ours_to_sequential(tiny_rrdbnet().state_dict()) if key.endswith(".weight")}
+    head = {key.removesuffix(".weight") for key in weights if ".RDB" not in key}
+    assert head == {"model.0", "model.1.sub.2", "model.3", "model.6", "model.8", "model.10"}
+    assert "model.1.sub.1.RDB3.conv5.0.weight" in weights
+
+
+@pytest.mark.parametrize("to_old,to_ours", [(ours_to_esrgan_old, esrgan_old_to_ours), (ours_to_sequential, sequential_to_ours)])
+@pytest.mark.parametrize("scale", [4, 8])
+def test_key_conversion_round_trips(to_old, to_ours, scale: int) -> None:
+    state = tiny_rrdbnet(scale).state_dict()
+    old = to_old(state)
+    assert not old.keys() & state.keys() - {"conv_first.weight", "conv_first.bias", "conv_last.weight", "conv_last.bias"}
+    back = to_ours(old)
+    assert back.keys() == state.keys() and all(back[key] is state[key] for key in state)
+
+
+def test_extract_ignores_everything_but_the_generator() -> None:
+    generator = tiny_rrdbnet()
+    state = extract_generator_state(lightning_ckpt(generator, rrdbnet_config()))
+    assert state.keys() == generator.state_dict().keys()
+
+
+class Payload:
+    """Unpickling this runs open(marker, "w"): creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return open, (str(self.marker), "w")
+
+
+@pytest.mark.parametrize("dump", [torch.save, lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=2))])
+def test_pickled_payload_is_refused_and_never_runs(tmp_path: Path, dump) -> None:
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pth"
+    dump({"params": {}, "extra": Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil.pth: refused to load.*needs (builtins|io)\.open.*pickled Python objects") as caught:
+        load_generator(path)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()
+    with open(path, "rb") as handle:  # the payload is live: an unsafe load does run it
+        pickle.load(handle) if dump is not torch.save else torch.load(handle, weights_only=False)
+    assert marker.exists()
+
+
+def test_missing_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        load_generator(tmp_path / "nowhere.pth")
+    (tmp_path / "notes.pth").write_text("not weights")
+    with pytest.raises(ValueError, match="notes.pth: "):  # unreadable or refused, never unpickled
+        load_generator(tmp_path / "notes.pth")
+    with pytest.raises(ValueError, match="no generator weights found"):
+        load_generator(save(tmp_path, {"optimizer": {"lr": 1e-4}}))
+
+
+def test_mismatched_weights_name_file_and_keys(tmp_path: Path) -> None:
+    path = save(tmp_path, tiny_rrdbnet().state_dict())
+    with pytest.raises(ValueError, match=r"weights\.pth: .*30 missing \['body\.2\.") as caught:
+        load_generator(path, generator_config=rrdbnet_config() | {"num_blocks": 3})
+    assert "pass generator_config" in str(caught.value)
+    with pytest.raises(ValueError, match=r"30 unexpected \['body\.1\."):
+        load_generator(path, generator_config=rrdbnet_config() | {"num_blocks": 1})
+    with pytest.raises(ValueError, match=r"wrong shape \['conv_first\.weight"):
+        load_generator(path, generator_config=rrdbnet_config() | {"num_features": 16})
