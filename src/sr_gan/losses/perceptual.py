@@ -1,0 +1,187 @@
+"""VGG19 perceptual loss: SRGAN's VGG loss (after ReLU) and ESRGAN's loss before activation.
+
+Layer names follow the VGG papers: ``conv{i}_{j}`` is the j-th conv of block i *before* its ReLU,
+``relu{i}_{j}`` the same map after the ReLU, ``pool{i}`` the block's max-pool. SRGAN's phi_{5,4}
+("VGG54") is ``relu5_4`` and VGG22 is ``relu2_2``; ESRGAN uses ``conv5_4`` (torchvision
+``vgg19().features[:35]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+from torchvision.models import VGG19_Weights, vgg19
+from torchvision.models.vgg import cfgs, make_layers
+
+_log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_VGG19_CFG = cfgs["E"]  # torchvision's VGG19 layout: conv widths, "M" = max-pool
+
+RANDOM_VGG_WARNING = (
+    "perceptual loss uses a RANDOM VGG19: the loss is not perceptual; "
+    "set loss.perceptual.weights=/path/vgg19.pth or connect to the internet"
+)
+
+
+def _vgg19_layer_index() -> dict[str, int]:
+    """``{"conv1_1": 0, "relu1_1": 1, ..., "conv5_4": 34, "relu5_4": 35, "pool5": 36}``."""
+    index: dict[str, int] = {}
+    position, block, conv = 0, 1, 1
+    for width in _VGG19_CFG:
+        if width == "M":
+            index[f"pool{block}"] = position
+            position, block, conv = position + 1, block + 1, 1
+        else:
+            index[f"conv{block}_{conv}"] = position
+            index[f"relu{block}_{conv}"] = position + 1
+            position, conv = position + 2, conv + 1
+    return index
+
+
+VGG19_LAYER_INDEX: Mapping[str, int] = MappingProxyType(_vgg19_layer_index())
+"""VGG19 layer name → index in torchvision's ``vgg19().features``."""
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The ``features`` weights from a torchvision VGG19 state_dict (whole model or features only)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VGG19 weights file not found: {path} (set loss.perceptual.weights to an existing "
+            ".pth/.safetensors torchvision vgg19 state_dict)"
+        )
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+
+
+def _warn_random_vgg() -> None:
+    warnings.warn(RANDOM_VGG_WARNING, stacklevel=4)
+    _log.warning(RANDOM_VGG_WARNING)
+
+
+def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool) -> nn.Sequential:
+    """``vgg19().features`` with weights from a file, torchvision's ImageNet download, or random."""
+    if weights is not None:
+        path = Path(weights).expanduser()
+        features = make_layers(_VGG19_CFG)  # the features only: no 120 M-parameter classifier to build
+        try:
+            features.load_state_dict(_read_state_dict(path))
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"loss.perceptual.weights={path} is not a torchvision vgg19 state_dict: {err}"
+            ) from err
+        return features
+    if pretrained:
+        try:
+            return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
+        except (OSError, RuntimeError) as err:  # offline (URLError is an OSError) or a bad download
+            if not allow_random:
+                raise RuntimeError(
+                    f"could not get the ImageNet VGG19 weights ({err}): set "
+                    "loss.perceptual.weights=/path/vgg19.pth (torchvision vgg19-dcbb9e9d.pth) or "
+                    "connect to the internet (loss.perceptual.allow_random=true trains with a random VGG)"
+                ) from err
+    _warn_random_vgg()
+    return vgg19().features
+
+
+class PerceptualLoss(nn.Module):
+    """Distance between VGG19 feature maps of SR and HR images (SRGAN Eq. 5, ESRGAN Sec. 3.3).
+
+    L_percep = sum_l w_l * criterion(s * phi_l(SR), s * phi_l(HR))
+
+    with phi_l the VGG19 map named ``l`` of the ImageNet-normalised RGB input, w_l its weight and
+    s = ``feature_scale``. ESRGAN: ``{"conv5_4": 1}`` with L1 and s = 1. SRGAN: ``{"relu5_4": 1}``
+    (or ``relu2_2``) with MSE and s = 1/12.75 (Ledig et al. 2017, Sec. 3.2: the feature maps are
+    rescaled by 1/12.75, "equivalent to multiplying Eq. 5 with a rescaling factor of ~0.006" =
+    1/12.75^2 for MSE). The value is unweighted; the GAN module applies the objective's weight.
+
+    The VGG is truncated after the deepest requested layer, run once per image batch, frozen, kept
+    in eval mode, and run in float32 even under autocast. HR features are computed without grad.
+
+    Args:
+        layer_weights: VGG19 layer name → weight (names in :data:`VGG19_LAYER_INDEX`).
+        criterion: distance between feature maps; ``None`` → ``nn.L1Loss()`` (ESRGAN).
+        feature_scale: factor applied to both feature maps before the criterion.
+        use_input_norm: normalise [0, 1] RGB input with the ImageNet mean / std.
+        pretrained: ImageNet weights from torchvision (download / cache); False → random VGG.
+        weights: a local torchvision vgg19 state_dict (.pth or .safetensors, the whole model or
+            the ``features.*`` part); takes precedence over ``pretrained``.
+        allow_random: if the download fails, fall back to a random VGG (with a loud warning)
+            instead of raising.
+    """
+
+    def __init__(
+        self,
+        *,
+        layer_weights: Mapping[str, float] = MappingProxyType({"conv5_4": 1.0}),
+        criterion: nn.Module | None = None,
+        feature_scale: float = 1.0,
+        use_input_norm: bool = True,
+        pretrained: bool = True,
+        weights: str | None = None,
+        allow_random: bool = False,
+    ) -> None:
+        super().__init__()
+        if not layer_weights:
+            raise ValueError("loss.perceptual.layer_weights is empty: give at least one, e.g. {conv5_4: 1.0}")
+        unknown = [name for name in layer_weights if name not in VGG19_LAYER_INDEX]
+        if unknown:
+            raise ValueError(
+                f"loss.perceptual.layer_weights: unknown VGG19 layer(s) {unknown}; "
+                f"valid names: {', '.join(VGG19_LAYER_INDEX)}"
+            )
+        self.layer_weights = dict(layer_weights)
+        self._layer_at = {VGG19_LAYER_INDEX[name]: name for name in self.layer_weights}
+        self.criterion = nn.L1Loss() if criterion is None else criterion
+        self.feature_scale = feature_scale
+
+        features = _vgg19_features(pretrained=pretrained, weights=weights, allow_random=allow_random)
+        self.vgg = features[: max(self._layer_at) + 1].requires_grad_(False).eval()
+        for layer in self.vgg:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = False  # an in-place ReLU would overwrite a collected conv{i}_{j} map
+
+        # Buffers, not torchvision's Normalize: that one copies mean/std to the device every call.
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if use_input_norm else ((0.0,) * 3, (1.0,) * 3)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        """The VGG stays in eval mode whatever the parent module does."""
+        return super().train(False)
+
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """The requested VGG19 maps of RGB ``x`` in [0, 1], in float32, from one pass."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = (x.float() - self.mean) / self.std  # (B, 3, H, W)
+            maps: dict[str, Tensor] = {}
+            for position, layer in enumerate(self.vgg):
+                x = layer(x)  # (B, C_l, H_l, W_l)
+                if position in self._layer_at:
+                    maps[self._layer_at[position]] = x
+            return maps
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        """Unweighted perceptual loss of SR ``(B, 3, H, W)`` against HR ``(B, 3, H, W)``."""
+        s = self.feature_scale
+        with torch.autocast(device_type=sr.device.type, enabled=False):
+            sr_maps = self.features(sr)
+            with torch.no_grad():
+                hr_maps = self.features(hr)
+            terms = [
+                weight * self.criterion(s * sr_maps[name], s * hr_maps[name])
+                for name, weight in self.layer_weights.items()
+            ]
+            return torch.stack(terms).sum()
