@@ -22,6 +22,11 @@ def check_train_config(cfg: DictConfig) -> None:
     max_steps = cfg.trainer.get("max_steps")
     if not isinstance(max_steps, int) or max_steps <= 0:
         raise UserError(f"trainer.max_steps={max_steps} must be a positive number of training batches")
+    if OmegaConf.is_missing(cfg.model, "init_from"):
+        raise UserError(
+            "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
+            "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN)"
+        )
     disc = cfg.get("discriminator")
     if disc is not None and disc.get("input_size") is not None:
         if disc.input_size != cfg.data.patch_size:

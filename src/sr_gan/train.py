@@ -26,8 +26,8 @@ register_resolvers()
 
 def build_module(cfg: DictConfig) -> SRGANModule:
     """Instantiate the LightningModule, initialising G from ``model.init_from`` when set."""
-    generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
-    module: SRGANModule = instantiate(cfg.module, generator_config=generator_config)
+    module: SRGANModule = instantiate(cfg.module)
+    module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
     if cfg.model.init_from:
         from sr_gan.weights import extract_generator_state, load_state_file
 

@@ -58,8 +58,6 @@ class SRGANModule(L.LightningModule):
             and exported weights use the EMA generator.
         d_steps_per_g_step: G is updated on every k-th batch (D on every batch).
         d_init_steps: batches at the start during which only D is trained.
-        generator_config: the generator's resolved Hydra config, stored in checkpoints so that
-            ``sr_gan.weights.load_generator`` can rebuild it.
         num_samples: validation images saved as ``bicubic | SR | HR`` PNG strips.
     """
 
@@ -82,7 +80,6 @@ class SRGANModule(L.LightningModule):
         ema_decay: float | None = None,
         d_steps_per_g_step: int = 1,
         d_init_steps: int = 0,
-        generator_config: dict[str, Any] | None = None,
         num_samples: int = 4,
     ) -> None:
         super().__init__()
@@ -102,7 +99,9 @@ class SRGANModule(L.LightningModule):
         self.generator_ema = make_ema(generator) if ema_decay else None
         self.d_steps_per_g_step = d_steps_per_g_step
         self.d_init_steps = d_init_steps
-        self.generator_config = generator_config
+        # The generator's resolved Hydra config (set by sr_gan.train), stored in checkpoints so
+        # that sr_gan.weights.load_generator can rebuild the network without this code's config.
+        self.generator_config: dict[str, Any] | None = None
         self.num_samples = num_samples
         self.metrics = nn.ModuleDict(
             {stage: nn.ModuleDict({m: MeanMetric() for m in _METRICS}) for stage in _STAGES}
