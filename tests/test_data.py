@@ -1,0 +1,351 @@
+"""Data pipeline: decoding, pairing, aligned crops, on-device augmentation, the datamodule, demo set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.io import write_png
+
+from sr_gan.data import DataError, SRDataModule, TrainPatchDataset, ValImageDataset, demo
+from sr_gan.data import paired_augment, read_image
+from sr_gan.errors import UserError
+from sr_gan.ops import imresize
+
+SCALE = 4
+
+
+def save(image: torch.Tensor, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(image, str(path))
+    return path
+
+
+def unique_blocks(height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """LR (3, h, w) with a distinct colour per pixel, and HR whose SCALE x SCALE blocks repeat it."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(256 * 256, generator=g)[: height * width].view(height, width)
+    lr = torch.stack([index // 256, index % 256, (index * 7) % 256]).to(torch.uint8)  # (3, h, w)
+    hr = lr.repeat_interleave(SCALE, -2).repeat_interleave(SCALE, -1)  # (3, h*s, w*s)
+    return hr, lr
+
+
+def upsample_nearest(lr: torch.Tensor) -> torch.Tensor:
+    return lr.repeat_interleave(SCALE, -2).repeat_interleave(SCALE, -1)
+
+
+@pytest.fixture
+def div2k(tmp_path: Path) -> dict[str, Path]:
+    """A DIV2K-style pair of folders: HR/0001.png ↔ X4/0001x4.png, two 48x40 images."""
+    for i in (1, 2):
+        hr, lr = unique_blocks(10, 12, seed=i)
+        save(hr, tmp_path / "HR" / f"000{i}.png")
+        save(lr, tmp_path / "X4" / f"000{i}x4.png")
+    return {"hr": tmp_path / "HR", "lr": tmp_path / "X4"}
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def test_read_image_converts_grey_16bit_alpha_and_bmp_to_rgb_uint8(tmp_path: Path) -> None:
+    grey16 = (np.arange(48 * 32, dtype=np.uint16).reshape(32, 48) * 40).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    image = read_image(tmp_path / "grey16.png")
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 48)
+    assert torch.equal(image[0], image[2])
+    assert torch.equal(image[0], torch.from_numpy((grey16 >> 8).astype(np.uint8)))  # 8 high bits
+
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "rgb.bmp")
+    expected = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1)
+    assert torch.equal(read_image(tmp_path / "rgba.png"), expected)
+    assert torch.equal(read_image(tmp_path / "rgb.bmp"), expected)
+
+
+def test_unreadable_image_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError, match="broken.png") as info:
+        read_image(bad)
+    assert "\n" not in str(info.value)
+
+
+# --- pairing and crops ---------------------------------------------------------------------------
+
+
+def test_div2k_pairing_and_val_mod_crop(div2k: dict[str, Path], tmp_path: Path) -> None:
+    val = ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
+    assert [p.lr.name for p in val.pairs] == ["0001x4.png", "0002x4.png"]
+    item = val[1]
+    assert item["name"] == "0002" and item["hr"].shape == (3, 40, 48) and item["lr"].shape == (3, 10, 12)
+    assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
+
+    # HR 50x43 is mod-cropped (top-left kept) to 48x40, which the same-stem LR 12x10 matches
+    hr, lr = unique_blocks(10, 12)
+    big = torch.zeros(3, 43, 50, dtype=torch.uint8)
+    big[:, :40, :48] = hr
+    save(big, tmp_path / "odd" / "HR" / "img.png")
+    save(lr, tmp_path / "odd" / "LR" / "img.png")
+    item = ValImageDataset(hr_dir=tmp_path / "odd" / "HR", lr_dir=tmp_path / "odd" / "LR", scale=SCALE)[0]
+    assert torch.equal(item["hr"], hr)
+
+
+def test_missing_lr_partner_names_the_file_and_folder(div2k: dict[str, Path]) -> None:
+    (div2k["lr"] / "0002x4.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"0002\.png.*X4"):
+        ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
+
+
+def test_size_mismatch_names_both_files_and_sizes(div2k: dict[str, Path]) -> None:
+    save(torch.zeros(3, 10, 11, dtype=torch.uint8), div2k["lr"] / "0002x4.png")
+    with pytest.raises(ValueError) as info:
+        TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    message = str(info.value)
+    assert "0002x4.png" in message and "0002.png" in message and "11x10" in message and "12x10" in message
+    assert "\n" not in message
+
+
+def test_patch_size_and_small_image_errors_name_the_keys(div2k: dict[str, Path]) -> None:
+    with pytest.raises(DataError, match=r"data\.patch_size=18.*data\.scale=4"):
+        TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=18)
+    with pytest.raises(DataError, match=r"0001\.png.*data\.patch_size=48"):
+        TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=48)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_train_crops_are_aligned_on_the_scale_grid(div2k: dict[str, Path], cache: bool) -> None:
+    torch.manual_seed(0)
+    paired = TrainPatchDataset(
+        hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16, repeat=3, cache=cache
+    )
+    assert len(paired) == 6
+    corners = set()
+    for i in range(60):
+        item = paired[i % len(paired)]
+        assert item["hr"].shape == (3, 16, 16) and item["lr"].shape == (3, 4, 4)
+        assert item["hr"].dtype == torch.uint8 and item["lr"].dtype == torch.uint8
+        # every LR colour is unique in the image, so equality pins the LR crop to the HR crop
+        assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
+        corners.add(tuple(item["lr"][:, 0, 0].tolist()))
+    assert len(corners) > 10  # random positions
+
+    hr_only = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16)
+    for i in range(20):
+        patch = hr_only[i % 2]["hr"]
+        assert list(hr_only[i % 2]) == ["hr"]
+        # an HR crop on the scale grid holds whole constant 4x4 blocks
+        assert torch.equal(upsample_nearest(patch[:, ::SCALE, ::SCALE]), patch)
+
+
+# --- on-device augmentation ---------------------------------------------------------------------
+
+
+def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 transforms of the square: 4 rotations, each optionally mirrored."""
+    rotations = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return rotations + [r.flip(-1) for r in rotations]
+
+
+def test_paired_augment_keeps_hr_and_lr_aligned_per_sample() -> None:
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(64, 3, 8, 8, generator=g)
+    lr = F.avg_pool2d(hr, 2)  # (64, 3, 4, 4)
+    aug_hr, aug_lr = paired_augment(hr, lr, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(aug_lr, F.avg_pool2d(aug_hr, 2))
+    assert not torch.equal(aug_hr, hr)
+    same = paired_augment(hr, lr, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(same[0], aug_hr) and torch.equal(same[1], aug_lr)
+
+    off, none = paired_augment(hr, None, hflip=False, vflip=False, rot90=False)
+    assert torch.equal(off, hr) and none is None
+    with pytest.raises(ValueError, match="square"):
+        paired_augment(torch.zeros(2, 3, 8, 6), None)
+
+
+def test_paired_augment_draws_all_eight_dihedral_transforms() -> None:
+    base = torch.arange(3 * 6 * 6, dtype=torch.uint8).view(3, 6, 6)  # no symmetry
+    batch = base.expand(800, -1, -1, -1)
+    out, _ = paired_augment(batch, None, generator=torch.Generator().manual_seed(0))
+    references = torch.stack(dihedral(base))  # (8, 3, 6, 6)
+    matches = (out[:, None] == references[None]).flatten(2).all(-1)  # (800, 8)
+    assert torch.equal(matches.sum(1), torch.ones(800, dtype=torch.long))  # each output is one of them
+    counts = matches.sum(0)
+    assert counts.min() > 60, counts  # all 8 occur, about 100 each
+
+
+# --- datamodule ---------------------------------------------------------------------------------
+
+
+def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 4, 4, generator=g)
+    return (F.interpolate(coarse, size=(height, width), mode="bilinear")[0] * 255).round().to(torch.uint8)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    for i in range(3):
+        save(smooth_image(48, 48, i), tmp_path / "train" / f"im{i}.png")
+    save(smooth_image(45, 50, 9), tmp_path / "val" / "odd.png")
+    return {"train": tmp_path / "train", "val": tmp_path / "val"}
+
+
+def make_datamodule(folders: dict[str, Path], **overrides) -> SRDataModule:
+    options = dict(
+        train_hr_dir=folders["train"], val_hr_dir=folders["val"], scale=SCALE, patch_size=16,
+        batch_size=4, num_workers=0, repeat=4,
+    )  # fmt: skip
+    return SRDataModule(**{**options, **overrides})
+
+
+def test_datamodule_makes_quantized_bicubic_lr_on_the_fly(folders: dict[str, Path]) -> None:
+    calls = []
+    dm = make_datamodule(folders, prepare=lambda: calls.append(1))
+    dm.prepare_data()
+    dm.setup("fit")
+    assert calls == [1] and (dm.scale, dm.patch_size) == (SCALE, 16)
+    loader = dm.train_dataloader()
+    assert len(loader) == 3  # 12 patches, batches of 4
+
+    raw = next(iter(loader))
+    assert raw["hr"].dtype == torch.uint8 and set(raw) == {"hr"}
+    batch = dm.on_after_batch_transfer(raw, 0)  # no trainer attached: no augmentation
+    hr, lr = batch["hr"], batch["lr"]
+    assert hr.dtype == lr.dtype == torch.float32
+    assert hr.shape == (4, 3, 16, 16) and lr.shape == (4, 3, 4, 4)
+    torch.testing.assert_close(hr, raw["hr"].float() / 255)
+    torch.testing.assert_close(lr, imresize(hr, 1 / SCALE), atol=0.5 / 255 + 1e-6, rtol=0)
+    assert torch.equal(lr * 255, (lr * 255).round()) and lr.min() >= 0 and lr.max() <= 1
+
+    dm_float = make_datamodule(folders, quantize_lr=False)
+    torch.testing.assert_close(dm_float.on_after_batch_transfer(raw, 0)["lr"], imresize(hr, 1 / SCALE))
+
+    val = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    assert len(val) == 1 and val[0]["name"] == ["odd"]
+    assert val[0]["hr"].shape == (1, 3, 44, 48) and val[0]["lr"].shape == (1, 3, 11, 12)  # mod-cropped
+    assert len(dm.test_dataloader()) == 1
+
+
+def test_datamodule_augments_paired_lr_only_while_training(div2k: dict[str, Path]) -> None:
+    dm = SRDataModule(
+        train_hr_dir=div2k["hr"], train_lr_dir=div2k["lr"], val_hr_dir=div2k["hr"], val_lr_dir=div2k["lr"],
+        scale=SCALE, patch_size=16, batch_size=2, num_workers=0, repeat=8,
+    )  # fmt: skip
+    dm.setup("fit")
+    raw = next(iter(dm.train_dataloader()))
+    raw = {k: torch.cat([v] * 16) for k, v in raw.items()}  # (32, ...): identity for all is unlikely
+    dm.trainer = SimpleNamespace(training=False)
+    plain = dm.on_after_batch_transfer(raw, 0)
+    torch.testing.assert_close(plain["lr"], raw["lr"].float() / 255)
+    dm.trainer = SimpleNamespace(training=True)
+    augmented = dm.on_after_batch_transfer(raw, 0)
+    assert not torch.equal(augmented["hr"], plain["hr"])
+    assert torch.equal(upsample_nearest(augmented["lr"]), augmented["hr"])  # still aligned
+
+
+def test_datamodule_rejects_an_epoch_shorter_than_a_batch(folders: dict[str, Path]) -> None:
+    dm = make_datamodule(folders, repeat=1, batch_size=8)
+    with pytest.raises(DataError, match=r"data\.batch_size=8.*data\.repeat"):
+        dm.setup("fit")
+
+
+class _Probe(L.LightningModule):
+    """Records the batches a real Trainer hands to the steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.train_hr, self.val_batches = [], []
+
+    def training_step(self, batch, batch_idx):  # noqa: ANN001
+        self.train_hr.append(batch["hr"])
+        return (self.weight - batch["lr"].mean()) ** 2
+
+    def validation_step(self, batch, batch_idx) -> None:  # noqa: ANN001
+        self.val_batches.append(batch)
+
+    def configure_optimizers(self):  # noqa: ANN201
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_datamodule_under_a_real_trainer_augments_training_batches_only(tmp_path: Path) -> None:
+    image = smooth_image(16, 16, 3)
+    save(image, tmp_path / "train" / "a.png")
+    save(image, tmp_path / "val" / "a.png")
+    dm = SRDataModule(
+        train_hr_dir=tmp_path / "train", val_hr_dir=tmp_path / "val", scale=SCALE, patch_size=16,
+        batch_size=8, num_workers=2, repeat=24, cache=True,
+    )  # fmt: skip
+    probe = _Probe()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(probe, datamodule=dm)
+    def to_uint8(x: torch.Tensor) -> torch.Tensor:
+        return (x * 255).round().to(torch.uint8)
+
+    references = dihedral(image)
+    seen = {tuple(int(torch.equal(to_uint8(x), t)) for t in references) for x in torch.cat(probe.train_hr)}
+    assert len(seen) > 1 and all(sum(t) == 1 for t in seen)  # flipped/rotated copies of the image
+    assert len(probe.val_batches) == 1 and torch.equal(to_uint8(probe.val_batches[0]["hr"][0]), image)
+    assert probe.val_batches[0]["lr"].shape == (1, 3, 4, 4)
+
+
+# --- the embedded demo set ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "skimage_photos"
+    demo.prepare_skimage_photos(root)
+    return root
+
+
+def test_demo_photos_are_split_deterministically_and_cropped_for_validation(demo_root: Path) -> None:
+    train = sorted(p.name for p in (demo_root / "train").iterdir())
+    val = sorted(p.name for p in (demo_root / "val").iterdir())
+    assert val == ["chelsea.png", "coffee.png"]
+    expected = {Path(f).stem + ".png" for f in demo.DEMO_PHOTOS} - set(val)
+    assert set(train) == expected and len(train) >= 5
+    source = Path(demo.skimage.data.__file__).parent
+    copied = read_image(demo_root / "train" / "astronaut.png")
+    assert torch.equal(copied, read_image(source / "astronaut.png"))
+    for name in val:
+        image = read_image(demo_root / "val" / name)
+        assert image.shape[1:] == (256, 256) and not torch.equal(image[0], image[1])  # colour
+
+
+def test_demo_prepare_is_idempotent_and_reproducible(demo_root: Path, tmp_path: Path) -> None:
+    stamps = {p: p.stat().st_mtime_ns for p in demo_root.rglob("*")}
+    demo.prepare_skimage_photos(demo_root)  # second call: nothing written
+    assert {p: p.stat().st_mtime_ns for p in demo_root.rglob("*")} == stamps
+    again = tmp_path / "again"
+    demo.prepare_skimage_photos(again)
+    files = sorted(p.relative_to(demo_root) for p in demo_root.rglob("*.png"))
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*.png"))
+    assert all((demo_root / f).read_bytes() == (again / f).read_bytes() for f in files)
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no staging folder left behind
+
+
+def test_demo_refuses_a_foreign_folder_and_honours_the_cache_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "mine.txt").write_text("x")
+    with pytest.raises(UserError, match="not a complete demo set"):
+        demo.prepare_skimage_photos(tmp_path / "photos")
+    monkeypatch.setenv("SR_GAN_CACHE", str(tmp_path / "cache"))
+    assert demo.default_cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv("SR_GAN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert demo.default_cache_dir() == tmp_path / "xdg" / "sr_gan"
+    assert os.fspath(demo.DEMO_ROOT).endswith(os.path.join("sr_gan", "skimage_photos"))
