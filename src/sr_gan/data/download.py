@@ -1,0 +1,264 @@
+"""Download and unpack the public SR data sets: DIV2K and the benchmark sets.
+
+    python -m sr_gan.data.download div2k --root data/ [--parts train_hr valid_hr x4]
+    python -m sr_gan.data.download benchmarks --root data/ [--sets Set5 Set14]
+
+An archive is streamed to a temporary file beside its destination, checked against its pinned
+checksum (a mismatch deletes it), renamed into place, unpacked with every member checked to stay
+inside the destination, then deleted; a marker file makes a second run a no-op. A checksum that
+is not pinned is never invented: the download goes on with a warning that prints the sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from sr_gan.errors import UserError, exit_on_user_error
+
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A file of a registry: its name under the base URL and its published checksum(s)."""
+
+    filename: str
+    sha256: str | None = None
+    md5: str | None = None
+
+
+# Official ETH Zurich host; sha256 as pinned by tensorflow/datasets (url_checksums/div2k.txt).
+DIV2K_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
+DIV2K_PARTS: dict[str, tuple[Archive, ...]] = {
+    "train_hr": (
+        Archive(
+            "DIV2K_train_HR.zip",
+            sha256="9d0b9c463f6e35b6c62cc6a930ee2224f670b34c1df841a57670f9acf0f6c335",
+        ),
+    ),
+    "valid_hr": (
+        Archive(
+            "DIV2K_valid_HR.zip",
+            sha256="20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc",
+        ),
+    ),
+    "x2": (
+        Archive(
+            "DIV2K_train_LR_bicubic_X2.zip",
+            sha256="a53a424317575838dadce4bcd97cf7b744d6855f43740ed5f0245af3cf4bd850",
+        ),
+        Archive(
+            "DIV2K_valid_LR_bicubic_X2.zip",
+            sha256="60eed9875c697df51204aa579e2a699e1d5215095788a097ff54dd17e2664d57",
+        ),
+    ),
+    "x3": (
+        Archive(
+            "DIV2K_train_LR_bicubic_X3.zip",
+            sha256="ad5c8e5507e2765823d3c2c5bd0934842efcd487c5370604c224090898b3163a",
+        ),
+        Archive(
+            "DIV2K_valid_LR_bicubic_X3.zip",
+            sha256="04b9a2ed3b4a0715d3924d3ae8514830c3328fac8d30512ce716d6f419e052a3",
+        ),
+    ),
+    "x4": (
+        Archive(
+            "DIV2K_train_LR_bicubic_X4.zip",
+            sha256="f006b837f4eb52b82909aa01478e6d6d199eefce932179491d0c9dbb706dde3a",
+        ),
+        Archive(
+            "DIV2K_valid_LR_bicubic_X4.zip",
+            sha256="a50a5d1c4b88de4e8d300d8fb2b904c52fe93b2b298a4899697760d7cbb6d553",
+        ),
+    ),
+}
+
+# The benchmark archive of EDSR-PyTorch (Lim et al., 2017), used by EDSR, RCAN, torchSR and many
+# more: HR and MATLAB-bicubic LR_bicubic/X2..X4 of four sets. md5 as pinned by torchSR.
+BENCHMARK_URL = "https://cv.snu.ac.kr/research/EDSR/"
+BENCHMARK_ARCHIVE = Archive("benchmark.tar", md5="4ace41d33c2384b97e6b320cd0afd6ba")
+BENCHMARK_SETS = {  # our name → folder inside the archive (holding HR/ and LR_bicubic/X{s}/)
+    "Set5": "benchmark/Set5",
+    "Set14": "benchmark/Set14",
+    "BSD100": "benchmark/B100",
+    "Urban100": "benchmark/Urban100",
+}
+MANGA109_HELP = (
+    "Manga109 may not be redistributed (its licence): request it at "
+    "http://www.manga109.org/en/download.html and put its images in {root}/benchmark/Manga109/HR "
+    "(the LR is then made on the fly by bicubic downscaling)"
+)
+
+
+def _stream(url: str, file: BinaryIO) -> dict[str, str]:
+    """Copy `url` into `file` with a progress bar; returns its sha256 and md5 hex digests."""
+    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, Progress(*columns) as progress:
+            size = int(response.headers.get("Content-Length") or 0)
+            task = progress.add_task(url.rsplit("/", 1)[-1], total=size or None)
+            while chunk := response.read(CHUNK_BYTES):
+                file.write(chunk)
+                for digest in hashes.values():
+                    digest.update(chunk)
+                progress.advance(task, len(chunk))
+    except OSError as err:  # URLError, HTTPError, timeouts, a full disk
+        reason = getattr(err, "reason", err)
+        raise UserError(f"cannot download {url}: {reason}; check the network or --base-url") from None
+    return {name: digest.hexdigest() for name, digest in hashes.items()}
+
+
+def _fetch(url: str, path: Path, *, sha256: str | None, md5: str | None) -> None:
+    """Download `url` to a temporary file beside `path`, verify it, then rename it to `path`."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            got = _stream(url, file)
+        for name, expected in (("sha256", sha256), ("md5", md5)):
+            if expected is not None and got[name] != expected.lower():
+                raise UserError(
+                    f"{name} mismatch for {url}: expected {expected}, got {got[name]}; download removed"
+                )
+        if sha256 is None and md5 is None:
+            warnings.warn(
+                f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}", stacklevel=3
+            )
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def _check_member(archive: Path, name: str, dest_dir: Path) -> None:
+    """Refuse a member that would land outside `dest_dir` (absolute path, `..`)."""
+    root = dest_dir.resolve()
+    if not (root / name).resolve().is_relative_to(root):
+        raise UserError(
+            f"archive {archive} has a member {name!r} that escapes {dest_dir}: refusing to extract"
+        )
+
+
+def _extract(archive: Path, dest_dir: Path) -> None:
+    """Unpack a zip or tar archive (any compression) into `dest_dir`, members checked first."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                _check_member(archive, name, dest_dir)
+            zf.extractall(dest_dir)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for member in members:
+                _check_member(archive, member.name, dest_dir)
+                if not (member.isfile() or member.isdir()):
+                    raise UserError(
+                        f"archive {archive} has a link or special file {member.name!r}: refusing to extract"
+                    )
+            # Python's own "data" filter where it exists (3.10.12+, 3.11.4+), on top of our checks
+            data_filter = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tf.extractall(dest_dir, members=members, **data_filter)
+    else:
+        raise UserError(f"{archive} is neither a zip nor a tar archive")
+
+
+def download_and_extract(
+    url: str,
+    dest_dir: str | Path,
+    *,
+    sha256: str | None,
+    md5: str | None = None,
+    filename: str | None = None,
+) -> Path:
+    """Download `url` into `dest_dir`, verify it, unpack it there and delete the archive.
+
+    Skipped when the marker of a previous extraction exists. Returns `dest_dir`.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    filename = filename or Path(urllib.parse.urlparse(url).path).name
+    marker = dest_dir / f".{filename}.extracted"
+    if marker.is_file():
+        print(f"{filename}: already extracted in {dest_dir}")
+        return dest_dir
+    archive = dest_dir / filename
+    if not archive.is_file():  # present only after a verified download whose extraction was cut
+        _fetch(url, archive, sha256=sha256, md5=md5)
+    try:
+        _extract(archive, dest_dir)
+    except UserError:  # a refused archive is not kept for a retry
+        archive.unlink()
+        raise
+    archive.unlink()
+    marker.write_text(f"{url}\n")
+    return dest_dir
+
+
+def download_div2k(root: str | Path, parts: list[str], *, base_url: str = DIV2K_URL) -> Path:
+    """Fetch DIV2K `parts` (train_hr, valid_hr, x2, x3, x4) into `root/DIV2K`; returns that folder."""
+    unknown = sorted(set(parts) - set(DIV2K_PARTS))
+    if unknown:
+        raise UserError(f"unknown DIV2K parts {unknown}: choose from {list(DIV2K_PARTS)}")
+    dest = Path(root) / "DIV2K"
+    for part in parts:
+        for archive in DIV2K_PARTS[part]:
+            url = f"{base_url.rstrip('/')}/{archive.filename}"
+            download_and_extract(url, dest, sha256=archive.sha256, md5=archive.md5)
+    return dest
+
+
+def download_benchmarks(
+    root: str | Path, sets: list[str], *, base_url: str = BENCHMARK_URL
+) -> dict[str, Path]:
+    """Fetch the benchmark sets (one archive holds all four) into `root`; returns each set's folder."""
+    if "Manga109" in sets:
+        raise UserError(MANGA109_HELP.format(root=root))
+    unknown = sorted(set(sets) - set(BENCHMARK_SETS))
+    if unknown:
+        raise UserError(f"unknown benchmark sets {unknown}: choose from {list(BENCHMARK_SETS)}")
+    url = f"{base_url.rstrip('/')}/{BENCHMARK_ARCHIVE.filename}"
+    download_and_extract(url, root, sha256=BENCHMARK_ARCHIVE.sha256, md5=BENCHMARK_ARCHIVE.md5)
+    return {name: Path(root) / BENCHMARK_SETS[name] for name in sets}
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sr_gan.data.download", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="dataset", required=True)
+    div2k = commands.add_parser("div2k", help="DIV2K 800 train / 100 valid HR and bicubic LR")
+    div2k.add_argument(
+        "--parts", nargs="+", default=["train_hr", "valid_hr", "x4"], choices=list(DIV2K_PARTS)
+    )
+    div2k.add_argument("--base-url", default=DIV2K_URL)
+    benchmarks = commands.add_parser("benchmarks", help="Set5, Set14, BSD100, Urban100 (HR + bicubic LR)")
+    benchmarks.add_argument(
+        "--sets", nargs="+", default=list(BENCHMARK_SETS), choices=[*BENCHMARK_SETS, "Manga109"]
+    )
+    benchmarks.add_argument("--base-url", default=BENCHMARK_URL)
+    for command in (div2k, benchmarks):
+        command.add_argument("--root", type=Path, default=Path("data"), help="data folder (paths.data_dir)")
+    args = parser.parse_args(argv)
+    if args.dataset == "div2k":
+        print(f"DIV2K in {download_div2k(args.root, args.parts, base_url=args.base_url)}")
+    else:
+        for name, folder in download_benchmarks(args.root, args.sets, base_url=args.base_url).items():
+            print(f"{name}: HR in {folder / 'HR'}, LR in {folder / 'LR_bicubic'}/X{{scale}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Downloads against a loopback HTTP server: checksums, atomic files, safe extraction, skip, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import encode_png
+
+from sr_gan.data import download
+from sr_gan.data.download import Archive, download_and_extract, main
+from sr_gan.errors import UserError
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder) of an HTTP server on 127.0.0.1 serving a temporary folder."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def tiny_pngs() -> dict[str, bytes]:
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8, generator=g) for _ in range(3)]
+    return {f"set/HR/im{i}.png": encode_png(image).numpy().tobytes() for i, image in enumerate(images)}
+
+
+def make_zip(path: Path, files: dict[str, bytes]) -> str:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_tar_gz(path: Path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+def test_zip_download_is_verified_extracted_then_skipped(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = served
+    files = tiny_pngs()
+    sha = make_zip(folder / "pngs.zip", files)
+    dest = tmp_path / "data"
+    assert download_and_extract(f"{url}/pngs.zip", dest, sha256=sha) == dest
+    for name, data in files.items():
+        assert (dest / name).read_bytes() == data
+    assert leftovers(dest) == [".pngs.zip.extracted"]  # archive deleted, no partial file
+
+    (folder / "pngs.zip").unlink()  # a second run must not ask the server again
+    download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+    assert (dest / "set/HR/im0.png").read_bytes() == files["set/HR/im0.png"]
+
+
+def test_tar_gz_download_checked_by_md5(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = served
+    files = tiny_pngs()
+    md5 = make_tar_gz(folder / "pngs.tar.gz", files)
+    download_and_extract(f"{url}/pngs.tar.gz", tmp_path / "data", sha256=None, md5=md5)
+    assert all((tmp_path / "data" / name).read_bytes() == data for name, data in files.items())
+
+
+def test_checksum_mismatch_is_one_line_and_leaves_nothing(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = served
+    real = make_zip(folder / "pngs.zip", tiny_pngs())
+    dest = tmp_path / "data"
+    with pytest.raises(UserError) as info:
+        download_and_extract(f"{url}/pngs.zip", dest, sha256="0" * 64)
+    message = str(info.value)
+    assert "\n" not in message and f"expected {'0' * 64}" in message and f"got {real}" in message
+    assert list(dest.iterdir()) == []  # no archive, no partial file, nothing extracted
+
+
+def test_unpinned_download_warns_with_its_sha256(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = served
+    sha = make_zip(folder / "pngs.zip", tiny_pngs())
+    with pytest.warns(UserWarning, match=f"no pinned checksum.*{sha}"):
+        download_and_extract(f"{url}/pngs.zip", tmp_path / "data", sha256=None)
+    assert (tmp_path / "data" / "set/HR/im2.png").is_file()
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/tmp/evil_sr_gan.txt", "ok/../../evil.txt"])
+def test_members_escaping_the_destination_are_refused(
+    served: tuple[str, Path], tmp_path: Path, member: str
+) -> None:
+    url, folder = served
+    sha = make_zip(folder / "evil.zip", {"fine.txt": b"ok", member: b"pwned"})
+    dest = tmp_path / "data"
+    with pytest.raises(UserError, match="escapes"):
+        download_and_extract(f"{url}/evil.zip", dest, sha256=sha)
+    assert list(dest.iterdir()) == [] and not (tmp_path / "evil.txt").exists()  # archive removed too
+    assert not Path("/tmp/evil_sr_gan.txt").exists()
+
+
+def test_tar_links_are_refused(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = served
+    with tarfile.open(folder / "link.tar", "w") as tf:
+        link = tarfile.TarInfo("passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    sha = hashlib.sha256((folder / "link.tar").read_bytes()).hexdigest()
+    with pytest.raises(UserError, match="link"):
+        download_and_extract(f"{url}/link.tar", tmp_path / "data", sha256=sha)
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_cli_fetches_registry_entries_from_a_base_url(
+    served: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, folder = served
+    files = tiny_pngs()
+    train = make_zip(folder / "train_x4.zip", {f"DIV2K_train_LR_bicubic/X4/{k}": v for k, v in files.items()})
+    valid = make_zip(folder / "valid_x4.zip", {f"DIV2K_valid_LR_bicubic/X4/{k}": v for k, v in files.items()})
+    archives = (Archive("train_x4.zip", sha256=train), Archive("valid_x4.zip", sha256=valid))
+    monkeypatch.setitem(download.DIV2K_PARTS, "x4", archives)
+    main(["div2k", "--root", str(tmp_path), "--parts", "x4", "--base-url", url + "/"])
+    extracted = tmp_path / "DIV2K/DIV2K_valid_LR_bicubic/X4/set/HR/im1.png"
+    assert extracted.read_bytes() == files["set/HR/im1.png"]
+    assert f"DIV2K in {tmp_path / 'DIV2K'}" in capsys.readouterr().out
+
+    bench = {f"benchmark/Set5/HR/{k[-7:]}": v for k, v in files.items()}
+    md5 = make_tar_gz(folder / "benchmark.tar.gz", bench)
+    monkeypatch.setattr(download, "BENCHMARK_ARCHIVE", Archive("benchmark.tar.gz", md5=md5))
+    main(["benchmarks", "--root", str(tmp_path), "--sets", "Set5", "--base-url", url])
+    assert (tmp_path / "benchmark/Set5/HR/im0.png").read_bytes() == files["set/HR/im0.png"]
+
+    with pytest.raises(SystemExit) as exit_info:  # Manga109 may not be redistributed: say so, exit 2
+        main(["benchmarks", "--root", str(tmp_path), "--sets", "Manga109"])
+    assert exit_info.value.code == 2 and "manga109.org" in capsys.readouterr().err
+
+
+def test_registry_pins_every_div2k_archive() -> None:
+    archives = [a for part in download.DIV2K_PARTS.values() for a in part]
+    assert len(archives) == 8 and all(a.sha256 and len(a.sha256) == 64 for a in archives)
+    assert download.BENCHMARK_ARCHIVE.md5 == "4ace41d33c2384b97e6b320cd0afd6ba"
