@@ -121,12 +121,15 @@ def test_sequential_names_match_the_2018_release() -> None:
     assert "model.1.sub.1.RDB3.conv5.0.weight" in weights
 
 
-@pytest.mark.parametrize("to_old,to_ours", [(ours_to_esrgan_old, esrgan_old_to_ours), (ours_to_sequential, sequential_to_ours)])
+@pytest.mark.parametrize(
+    ("to_old", "to_ours"), [(ours_to_esrgan_old, esrgan_old_to_ours), (ours_to_sequential, sequential_to_ours)]
+)
 @pytest.mark.parametrize("scale", [4, 8])
 def test_key_conversion_round_trips(to_old, to_ours, scale: int) -> None:
     state = tiny_rrdbnet(scale).state_dict()
     old = to_old(state)
-    assert not old.keys() & state.keys() - {"conv_first.weight", "conv_first.bias", "conv_last.weight", "conv_last.bias"}
+    shared_names = {"conv_first.weight", "conv_first.bias", "conv_last.weight", "conv_last.bias"}
+    assert not old.keys() & state.keys() - shared_names
     back = to_ours(old)
     assert back.keys() == state.keys() and all(back[key] is state[key] for key in state)
 
@@ -152,7 +155,8 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path: Path, dump) -> None
     marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.pth"
     dump({"params": {}, "extra": Payload(marker)}, path)
-    with pytest.raises(UnsafeCheckpointError, match=r"evil.pth: refused to load.*needs (builtins|io)\.open.*pickled Python objects") as caught:
+    refused = r"evil.pth: refused to load.*needs (builtins|io)\.open.*pickled Python objects"
+    with pytest.raises(UnsafeCheckpointError, match=refused) as caught:
         load_generator(path)
     assert "\n" not in str(caught.value)
     assert not marker.exists()

@@ -1,0 +1,100 @@
+"""Export a generator: safetensors weights with their config, optionally an ONNX graph.
+
+    python -m sr_gan.export ckpt=PATH out=generator.safetensors [ema=false] [onnx=generator.onnx] [onnx_check=true]
+
+The safetensors file loads back with `sr_gan.weights.load_generator` (config from its metadata)
+and cannot execute code when loaded, unlike a pickled checkpoint.
+"""
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from sr_gan.weights import atomic_path, load_generator, refuse_overwrite, save_generator_file
+from sr_gan.weights.cli import exit_on_user_error, path_arg
+
+# (batch, height, width) of the ONNX check inputs: two sizes, both multiples of 4 so that the
+# pixel-unshuffle of x1 / x2 RRDBNets applies.
+ONNX_CHECK_SIZES = ((1, 16, 16), (2, 24, 20))
+
+
+def export_safetensors(
+    ckpt: str | Path, out: str | Path, *, prefer_ema: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Write the generator of `ckpt` (EMA copy when present and `prefer_ema`) to `out`, atomically."""
+    refuse_overwrite(out, ckpt)
+    generator, info = load_generator(ckpt, prefer_ema=prefer_ema)
+    save_generator_file(out, generator.state_dict(), config=info["config"], scale=info["scale"])
+    return generator, info
+
+
+def export_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, opset: int = 17) -> None:
+    """Write `generator` as ONNX with dynamic batch, height and width.
+
+    Uses the TorchScript-based exporter (`dynamo=False`): the torch.export-based default of
+    torch >= 2.9 needs the `onnxscript` package, which is not a dependency; the legacy exporter
+    handles pixel_unshuffle, nearest upsampling and dynamic axes exactly for these networks.
+    """
+    sample = torch.rand(1, in_channels, 16, 16)  # (B, C, h, w); any size, the axes are dynamic
+    with warnings.catch_warnings(), atomic_path(path) as temporary:
+        warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export", DeprecationWarning)
+        torch.onnx.export(
+            generator,
+            (sample,),
+            str(temporary),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["lr"],
+            output_names=["sr"],
+            dynamic_axes={  # distinct names: the output is `scale` times larger than the input
+                "lr": {0: "batch", 2: "height", 3: "width"},
+                "sr": {0: "batch", 2: "sr_height", 3: "sr_width"},
+            },
+        )
+
+
+@torch.no_grad()
+def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, atol: float = 1e-4) -> float:
+    """Max |onnxruntime - PyTorch| over `ONNX_CHECK_SIZES` random inputs; ValueError above `atol`."""
+    import onnxruntime  # optional dependency (dev extra), only needed for this check
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch, height, width in ONNX_CHECK_SIZES:
+        lr = torch.rand(batch, in_channels, height, width)  # (B, C, h, w)
+        (sr,) = session.run(None, {"lr": lr.numpy()})  # (B, C, h·s, w·s)
+        worst = max(worst, float(np.abs(sr - generator(lr).numpy()).max()))
+    if worst > atol:
+        raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.2e} > {atol:.0e}")
+    return worst
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True)
+        out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors")
+        onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx") if cfg.onnx else None
+        if onnx:
+            refuse_overwrite(onnx, ckpt, out)
+        generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)
+        weights = "EMA" if info["ema"] else "non-EMA"
+        target = info["config"]["_target_"]
+        print(f"wrote {out}: {target} x{info['scale']}, {weights} weights from a {info['source']} file")
+        if onnx:
+            in_channels = info["config"].get("in_channels", 3)
+            export_onnx(generator, onnx, in_channels=in_channels, opset=cfg.onnx_opset)
+            print(f"wrote {onnx} (opset {cfg.onnx_opset})")
+            if cfg.onnx_check:
+                difference = check_onnx(generator, onnx, in_channels=in_channels)
+                print(f"onnxruntime vs PyTorch: max abs diff {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Network interpolation (Wang et al. 2018, ESRGAN Sec. 3.4).
+
+    theta_interp = (1 - alpha) * theta_PSNR + alpha * theta_GAN
+
+A smooth trade-off between the PSNR-oriented generator and the GAN generator fine-tuned from it,
+without retraining:
+
+    python -m sr_gan.interpolate psnr=PATH gan=PATH alpha=0.8 out=interpolated.safetensors
+"""
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
+from sr_gan.weights.cli import UsageError, exit_on_user_error, path_arg
+
+StateDict = dict[str, torch.Tensor]
+
+
+def interpolate_state_dicts(psnr: StateDict, gan: StateDict, alpha: float) -> StateDict:
+    """theta = (1 - alpha) * theta_PSNR + alpha * theta_GAN for every floating-point tensor.
+
+    Computed with `torch.lerp`, which returns its end points exactly at alpha = 0 and 1. Integer
+    buffers (BatchNorm's num_batches_tracked) are counters, not weights: they are taken from the
+    nearer end point (PSNR for alpha < 0.5, GAN otherwise).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} is outside [0, 1]: 0 gives the PSNR model, 1 the GAN model")
+    if psnr.keys() != gan.keys():
+        only_psnr, only_gan = sorted(psnr.keys() - gan.keys()), sorted(gan.keys() - psnr.keys())
+        raise ValueError(
+            f"the state dicts have different keys (only PSNR: {only_psnr[:5]}, only GAN: {only_gan[:5]}): "
+            "interpolate two generators of one architecture"
+        )
+    interpolated = {}
+    for key, start in psnr.items():
+        end = gan[key]
+        if start.shape != end.shape or start.dtype != end.dtype:
+            raise ValueError(
+                f"'{key}' is {start.dtype} {tuple(start.shape)} in PSNR but {end.dtype} {tuple(end.shape)} in GAN: "
+                "interpolate two generators of one architecture"
+            )
+        if start.is_floating_point():
+            interpolated[key] = torch.lerp(start, end, alpha)
+        else:
+            interpolated[key] = (start if alpha < 0.5 else end).clone()
+    return interpolated
+
+
+def interpolate_files(
+    psnr: str | Path, gan: str | Path, out: str | Path, *, alpha: float, prefer_ema: bool = True
+) -> dict[str, Any]:
+    """Interpolate the generators of two files and write the result to `out` (safetensors).
+
+    Both files must hold the same generator config and scale; returns `{"config", "scale"}`.
+    """
+    refuse_overwrite(out, psnr, gan)
+    psnr_generator, psnr_info = load_generator(psnr, prefer_ema=prefer_ema)
+    gan_generator, gan_info = load_generator(gan, prefer_ema=prefer_ema)
+    config, gan_config = psnr_info["config"], gan_info["config"]
+    if config != gan_config or psnr_info["scale"] != gan_info["scale"]:
+        differ = sorted(key for key in config.keys() | gan_config.keys() if config.get(key) != gan_config.get(key))
+        raise ValueError(
+            f"psnr={psnr} and gan={gan} hold different generators (config keys {differ}, scales "
+            f"{psnr_info['scale']} / {gan_info['scale']}): interpolate a GAN model with the PSNR model "
+            "it was fine-tuned from"
+        )
+    state = interpolate_state_dicts(psnr_generator.state_dict(), gan_generator.state_dict(), alpha)
+    save_generator_file(out, state, config=config, scale=psnr_info["scale"])
+    return {"config": config, "scale": psnr_info["scale"]}
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="interpolate")
+def main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True)
+        gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True)
+        out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors")
+        if isinstance(cfg.alpha, bool) or not isinstance(cfg.alpha, int | float):
+            raise UsageError(f"alpha={cfg.alpha!r} is not a number: pass e.g. alpha=0.8")
+        info = interpolate_files(psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema)
+        print(f"wrote {out}: {info['config']['_target_']} x{info['scale']}, alpha={cfg.alpha}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Exporting a generator: safetensors round trip, ONNX vs PyTorch, the `python -m sr_gan.export` CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from sr_gan.archs import RRDBNet
+from sr_gan.export import check_onnx, export_onnx, export_safetensors
+from sr_gan.weights import load_generator
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+Generators = tuple[nn.Module, nn.Module]  # (generator, EMA generator)
+CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 2, "growth_channels": 4, "scale": 2}
+
+
+def tiny_rrdbnet(seed: int) -> RRDBNet:
+    torch.manual_seed(seed)
+    return RRDBNet(num_features=8, num_blocks=2, growth_channels=4, scale=2).eval()
+
+
+@pytest.fixture
+def generators() -> Generators:
+    """(generator, EMA generator) with different weights."""
+    return tiny_rrdbnet(0), tiny_rrdbnet(1)
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path, generators: Generators) -> Path:
+    """An sr_gan Lightning checkpoint with EMA, saved the way Lightning does (torch.save)."""
+    generator, ema = generators
+    state_dict = {f"generator.{k}": v for k, v in generator.state_dict().items()}
+    state_dict |= {f"generator_ema.{k}": v for k, v in ema.state_dict().items()}
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": state_dict, "sr_gan": {"generator": CONFIG, "scale": 2}}, path)
+    return path
+
+
+@torch.no_grad()
+def upscale(net: nn.Module) -> torch.Tensor:
+    torch.manual_seed(1)
+    return net(torch.rand(1, 3, 8, 12))  # (1, 3, 16, 24)
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_safetensors_round_trip(tmp_path: Path, ckpt: Path, generators: Generators, ema: bool) -> None:
+    out = tmp_path / "generator.safetensors"
+    export_safetensors(ckpt, out, prefer_ema=ema)
+    with safe_open(out, framework="pt") as handle:
+        metadata = handle.metadata()
+    assert json.loads(metadata["sr_gan.generator"]) == CONFIG and metadata["sr_gan.scale"] == "2"
+    loaded, info = load_generator(out)
+    assert info == {"scale": 2, "config": CONFIG, "source": "safetensors", "ema": False}
+    assert torch.equal(upscale(loaded), upscale(generators[1] if ema else generators[0]))
+
+
+def test_export_never_overwrites_its_input(tmp_path: Path, ckpt: Path) -> None:
+    out = tmp_path / "generator.safetensors"
+    export_safetensors(ckpt, out)
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match="is also an input"):
+        export_safetensors(tmp_path / "." / "generator.safetensors", out)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator.safetensors", "last.ckpt"]  # no temp files
+
+
+def test_onnx_matches_pytorch_on_two_sizes(tmp_path: Path, generators: Generators) -> None:
+    generator, other = generators
+    path = tmp_path / "generator.onnx"
+    export_onnx(generator, path, opset=17)
+    assert check_onnx(generator, path) <= 1e-4  # sizes (1, 16, 16) and (2, 24, 20): dynamic axes
+    with pytest.raises(ValueError, match="onnxruntime differs from PyTorch"):
+        check_onnx(other, path)  # the check can fail
+
+
+def run_module(module: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <overrides>` in `cwd`, as a user runs it (src on the path)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generators: Generators) -> None:
+    overrides = ["ckpt=last.ckpt", "out=gen.safetensors", "onnx=gen.onnx", "onnx_check=true"]
+    proc = run_module("sr_gan.export", tmp_path, *overrides)
+    assert proc.returncode == 0, proc.stderr
+    assert "max abs diff" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.onnx", "gen.safetensors", "last.ckpt"]
+    loaded, info = load_generator(tmp_path / "gen.safetensors")
+    assert torch.equal(upscale(loaded), upscale(generators[1]))  # EMA by default
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["out=gen.safetensors"], "'ckpt' is not set: add ckpt="),
+        (["ckpt=last.ckpt", "out=gen.pth"], "out=gen.pth must end in .safetensors"),
+    ],
+)
+def test_cli_bad_key_is_one_line_and_exit_2(tmp_path: Path, ckpt: Path, overrides: list[str], message: str) -> None:
+    proc = run_module("sr_gan.export", tmp_path, *overrides)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

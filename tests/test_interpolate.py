@@ -1,0 +1,94 @@
+"""Network interpolation (ESRGAN Sec. 3.4): exact end points, the mean, refusals, the CLI."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from sr_gan.interpolate import interpolate_files, interpolate_state_dicts
+from sr_gan.weights import load_generator, save_generator_file
+from tests.test_export import run_module
+
+CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
+
+
+def state(seed: int) -> dict[str, torch.Tensor]:
+    """Float weights of awkward magnitudes, plus an integer buffer as BatchNorm has."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "conv.weight": torch.randn(4, 3, 3, 3, generator=generator) * 1e3,
+        "conv.bias": torch.rand(4, generator=generator) * 1e-3,
+        "norm.num_batches_tracked": torch.tensor(seed * 10 + 1),
+    }
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_end_points_are_exact(alpha: float) -> None:
+    psnr, gan = state(0), state(1)
+    expected = psnr if alpha == 0 else gan
+    result = interpolate_state_dicts(psnr, gan, alpha)
+    assert result.keys() == expected.keys() and all(torch.equal(result[k], expected[k]) for k in expected)
+
+
+def test_half_is_the_mean_and_counters_come_from_the_nearer_end() -> None:
+    psnr, gan = state(0), state(1)
+    half = interpolate_state_dicts(psnr, gan, 0.5)
+    for key in ("conv.weight", "conv.bias"):
+        torch.testing.assert_close(half[key], (psnr[key] + gan[key]) / 2)
+    assert half["norm.num_batches_tracked"] == gan["norm.num_batches_tracked"]
+    assert interpolate_state_dicts(psnr, gan, 0.3)["norm.num_batches_tracked"] == psnr["norm.num_batches_tracked"]
+    quarter = interpolate_state_dicts(psnr, gan, 0.25)["conv.bias"]
+    torch.testing.assert_close(quarter, 0.75 * psnr["conv.bias"] + 0.25 * gan["conv.bias"])
+
+
+def test_mismatches_are_refused() -> None:
+    psnr, gan = state(0), state(1)
+    with pytest.raises(ValueError, match=r"different keys .*only GAN: \['extra.weight'\]"):
+        interpolate_state_dicts(psnr, gan | {"extra.weight": torch.zeros(1)}, 0.5)
+    with pytest.raises(ValueError, match=r"'conv.bias' is torch.float32 \(4,\) in PSNR but torch.float32 \(5,\)"):
+        interpolate_state_dicts(psnr, gan | {"conv.bias": torch.zeros(5)}, 0.5)
+    with pytest.raises(ValueError, match=r"alpha=1.5 is outside \[0, 1\]"):
+        interpolate_state_dicts(psnr, gan, 1.5)
+
+
+def write_generator(path: Path, seed: int, config: dict = CONFIG) -> torch.nn.Module:
+    """A freshly initialised generator, saved as our safetensors file (config in the metadata)."""
+    torch.manual_seed(seed)
+    generator = instantiate(config)
+    save_generator_file(path, generator.state_dict(), config=config, scale=config["scale"])
+    return generator
+
+
+def test_files_with_different_generators_are_refused(tmp_path: Path) -> None:
+    psnr, gan, out = (tmp_path / f"{name}.safetensors" for name in ("psnr", "gan", "out"))
+    write_generator(psnr, 0)
+    write_generator(gan, 1, CONFIG | {"num_blocks": 2})
+    with pytest.raises(ValueError, match=r"hold different generators \(config keys \['num_blocks'\]"):
+        interpolate_files(psnr, gan, out, alpha=0.5)
+    assert not out.exists()
+    with pytest.raises(ValueError, match="is also an input"):
+        interpolate_files(psnr, psnr, psnr, alpha=0.5)
+
+
+@pytest.mark.slow
+def test_cli_writes_the_interpolated_generator(tmp_path: Path) -> None:
+    psnr = write_generator(tmp_path / "psnr.safetensors", 0).state_dict()
+    gan = write_generator(tmp_path / "gan.safetensors", 1).state_dict()
+    overrides = ["psnr=psnr.safetensors", "gan=gan.safetensors", "alpha=0.8", "out=mix.safetensors"]
+    proc = run_module("sr_gan.interpolate", tmp_path, *overrides)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gan.safetensors", "mix.safetensors", "psnr.safetensors"]
+    mixed, info = load_generator(tmp_path / "mix.safetensors")
+    assert info["config"] == CONFIG and info["scale"] == 4
+    for key, value in mixed.state_dict().items():
+        torch.testing.assert_close(value, 0.2 * psnr[key] + 0.8 * gan[key])
+
+
+@pytest.mark.slow
+def test_cli_bad_alpha_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    write_generator(tmp_path / "psnr.safetensors", 0)
+    overrides = ["psnr=psnr.safetensors", "gan=psnr.safetensors", "alpha=strong", "out=mix.safetensors"]
+    proc = run_module("sr_gan.interpolate", tmp_path, *overrides)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: alpha='strong' is not a number: pass e.g. alpha=0.8"
