@@ -82,3 +82,14 @@ def test_wrong_scale_and_bad_arguments_are_user_errors() -> None:
     with pytest.raises(UserError, match="device"):
         resolve_device("nonsense")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_odd_sizes_are_padded_for_unshuffling_networks() -> None:
+    """RRDBNet x2 needs even sides: an odd image is edge-padded and the output cropped back."""
+    net = RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=2).eval()
+    lr = torch.rand(1, 3, 21, 17)
+    with torch.no_grad():
+        expected = net(torch.nn.functional.pad(lr, (0, 1, 0, 1), mode="replicate"))[..., :42, :34]
+    sr = tiled_forward(net, lr, scale=2, tile=0, overlap=0)
+    assert sr.shape == (1, 3, 42, 34)
+    assert torch.equal(sr, expected)

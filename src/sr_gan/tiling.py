@@ -11,6 +11,7 @@ input's device, so a CPU input bounds the accelerator memory by the batch of win
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sr_gan.errors import UserError
@@ -61,16 +62,27 @@ def tiled_forward(
     `tile=0` (or an image no larger than one tile) is a plain forward pass. Networks that
     pixel-unshuffle their input (RRDBNet at x1/x2, attribute `unshuffle`) get tiles, overlaps and
     window positions on multiples of that factor, so each window sees the same pixel phases as
-    the whole image. Runs on the model's device in the ambient autocast state.
+    the whole image; an image whose sides are not multiples of it is edge-padded and the output
+    cropped back. Runs on the model's device in the ambient autocast state.
     """
     if tile < 0 or overlap < 0:
         raise UserError(f"tile={tile}, tile_overlap={overlap}: both must be >= 0 (tile=0 turns tiling off)")
+    align = getattr(model, "unshuffle", 1)
+    height, width = lr.shape[-2:]
+    pad_h, pad_w = _round_up(height, align) - height, _round_up(width, align) - width
+    if pad_h or pad_w:
+        lr = F.pad(lr, (0, pad_w, 0, pad_h), mode="replicate")  # (B, C, h + pad_h, w + pad_w)
+    tile, overlap = _round_up(tile, align), _round_up(overlap, align)
+    sr = _tiled(model, lr, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size)
+    return sr[..., : height * scale, : width * scale]
+
+
+def _tiled(model: nn.Module, lr: torch.Tensor, *, scale: int, tile: int, overlap: int, batch_size: int) -> torch.Tensor:
+    """`tiled_forward` on an image whose sides fit the model: equal windows, batched, cores kept."""
     device = next(model.parameters()).device
     height, width = lr.shape[-2:]
     if tile == 0 or (height <= tile and width <= tile):
         return _checked(model(lr.to(device)), lr, scale).to(lr.device)
-    align = getattr(model, "unshuffle", 1)
-    tile, overlap = _round_up(tile, align), _round_up(overlap, align)
     core_h, rows = _windows(height, tile, overlap)
     core_w, cols = _windows(width, tile, overlap)
     win_h, win_w = min(height, core_h + 2 * overlap), min(width, core_w + 2 * overlap)

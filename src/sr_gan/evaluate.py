@@ -1,0 +1,385 @@
+"""``python -m sr_gan.evaluate``: the papers' benchmark table for one or more generators.
+
+    python -m sr_gan.evaluate ckpt=runs/last.ckpt datasets=[Set5,Set14,BSD100]
+    python -m sr_gan.evaluate ckpt=[psnr.safetensors,a05.safetensors,gan.safetensors] plot=true
+    python -m sr_gan.evaluate ckpt=bicubic datasets=[path/to/photos]
+
+Protocol (SRGAN Sec. 3.2, ESRGAN code; see docs): HR mod-cropped to the scale; LR from the
+dataset's `LR_bicubic/X<s>` folder, else MATLAB-bicubic `imresize(HR, 1/s)` rounded to 8 bits;
+SR clamped and rounded to 8 bits; `s` border pixels cropped; PSNR and SSIM on the BT.601 Y
+channel in float64. Each dataset gets a bicubic row (`imresize(LR, s)`) and one row per model.
+Results go to the console (rich) and to `out_dir` as Markdown, CSV and JSON (with per-image
+scores), optionally a perception–distortion PNG per dataset and a W&B table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from sr_gan.config import register_resolvers
+from sr_gan.data.datasets import ValImageDataset
+from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.metrics import crop_border, psnr, quantize, ssim
+from sr_gan.ops import imresize
+from sr_gan.perception import LPIPS_LABEL, VIF_LABEL, load_lpips, lpips_backbone_path, lpips_score, vif_y
+from sr_gan.perception import plot_perception_distortion
+from sr_gan.tiling import resolve_device, tiled_forward
+from sr_gan.weights import atomic_path, load_generator
+
+Upscaler = Callable[[torch.Tensor], torch.Tensor]  # LR (1, 3, h, w) float64 in [0, 1] → SR (1, 3, H, W)
+
+# metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
+COLUMNS = {
+    "psnr_y": ("PSNR-Y", 2),
+    "ssim_y": ("SSIM-Y", 4),
+    "psnr_rgb": ("PSNR-RGB", 2),
+    "lpips": ("LPIPS", 4),
+    "vif_y": ("VIF-Y", 4),
+}
+BICUBIC = "bicubic"
+register_resolvers()  # ${wandb_offline:} of conf/logger/wandb.yaml
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """An evaluation set: HR folder and, if the dataset ships one, its bicubic LR folder."""
+
+    name: str
+    hr_dir: Path
+    lr_dir: Path | None  # None: LR = imresize(HR, 1/scale) rounded to 8 bits
+
+
+def _layout(root: Path, scale: int) -> tuple[Path, Path]:
+    """(HR folder, candidate LR folder) of the known layouts rooted at `root`."""
+    if (root / "HR").is_dir():  # benchmark sets: Set5/HR, Set5/LR_bicubic/X4
+        return root / "HR", root / "LR_bicubic" / f"X{scale}"
+    if (root / "DIV2K_valid_HR").is_dir():  # DIV2K/DIV2K_valid_HR, DIV2K_valid_LR_bicubic/X4
+        return root / "DIV2K_valid_HR", root / "DIV2K_valid_LR_bicubic" / f"X{scale}"
+    if root.name.endswith("_HR"):  # the HR folder itself: DIV2K_valid_HR
+        return root, root.with_name(root.name.removesuffix("_HR") + "_LR_bicubic") / f"X{scale}"
+    return root, root / "LR_bicubic" / f"X{scale}"  # a plain folder of HR images
+
+
+def find_benchmark(entry: str, *, scale: int, data_dir: Path) -> Benchmark:
+    """Resolve a `datasets` entry: a folder, or a name under `<data_dir>/benchmark` or `<data_dir>`."""
+    candidates = [Path(entry), data_dir / "benchmark" / entry, data_dir / entry]
+    root = next((path for path in candidates if path.is_dir()), None)
+    if root is None:
+        raise UserError(
+            f"datasets: {entry!r} is neither a folder nor a data set under {data_dir}/benchmark or "
+            f"{data_dir}: pass a folder of HR images, or set paths.data_dir (env SR_GAN_DATA)"
+        )
+    hr_dir, lr_dir = _layout(root, scale)
+    return Benchmark(name=Path(entry).name, hr_dir=hr_dir, lr_dir=lr_dir if lr_dir.is_dir() else None)
+
+
+def iter_pairs(dataset: ValImageDataset, *, device: torch.device) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, LR, HR) float64 images in [0, 1], (1, 3, h, w) and (1, 3, h·s, w·s), on `device`."""
+    scale = dataset.scale
+    for item in dataset:
+        hr = item["hr"].to(device).unsqueeze(0).double() / 255  # (1, 3, H, W)
+        if "lr" in item:
+            lr = item["lr"].to(device).unsqueeze(0).double() / 255
+        else:  # the standard protocol: MATLAB bicubic, stored as an 8-bit image
+            lr = quantize(imresize(hr, 1 / scale)) / 255  # (1, 3, H/s, W/s)
+        yield item["name"], lr, hr
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def bicubic_upscaler(scale: int) -> Upscaler:
+    """The bicubic baseline: MATLAB-compatible `imresize(LR, scale)`, kept in float64 up to the
+    8-bit rounding (a float32 copy can move values that sit next to a .5 level)."""
+    return lambda lr: imresize(lr.double(), scale)
+
+
+def network_upscaler(model: torch.nn.Module, *, scale: int, tile: int, overlap: int) -> Upscaler:
+    """A generator run on the whole LR image, or tile by tile when `tile` > 0."""
+    return lambda lr: tiled_forward(model, lr.float(), scale=scale, tile=tile, overlap=overlap)
+
+
+def model_names(paths: Sequence[Path]) -> list[str]:
+    """Row names: file stems, prefixed by the parent folder where two stems collide."""
+    stems = [path.stem for path in paths]
+    return [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+
+
+def load_models(
+    ckpts: Sequence[str], *, scale: int | None, device: torch.device, generator: dict[str, Any] | None
+) -> tuple[dict[str, torch.nn.Module], int]:
+    """Load every checkpoint (eval mode, on `device`) and agree on one scale.
+
+    `scale=None` takes the checkpoints' scale; a given scale must match every checkpoint.
+    """
+    models, scales = {}, set()
+    for name, path in zip(model_names([Path(c) for c in ckpts]), ckpts, strict=True):
+        if name == BICUBIC:
+            raise UserError(f"ckpt={path}: a row named 'bicubic' would hide the baseline; rename the file")
+        try:
+            model, info = load_generator(path, generator_config=generator)
+        except ValueError as err:  # also UnsafeCheckpointError: the message names the file
+            raise UserError(f"ckpt: {err}") from None
+        if scale is not None and info["scale"] != scale:
+            raise UserError(f"ckpt {path} is a x{info['scale']} model but scale={scale}: set scale={info['scale']}")
+        models[name] = model.to(device)
+        scales.add(info["scale"])
+    if len(scales) > 1:
+        raise UserError(f"ckpt: the checkpoints have different scales {sorted(scales)}: evaluate one scale at a time")
+    return models, scale or (scales.pop() if scales else 4)
+
+
+# --- scoring --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scorer:
+    """Per-image scores of one SR image against its HR image, all on the same `scale` crop."""
+
+    scale: int
+    rgb: bool = False
+    lpips: torch.nn.Module | None = None
+    vif: bool = False
+
+    def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+        sr = quantize(sr) / 255  # what an 8-bit image file would hold
+        scores = {
+            "psnr_y": psnr(sr, hr, crop_border=self.scale),
+            "ssim_y": ssim(sr, hr, crop_border=self.scale),
+        }
+        if self.rgb:
+            scores["psnr_rgb"] = psnr(sr, hr, crop_border=self.scale, test_y_channel=False)
+        if self.lpips is not None:
+            scores["lpips"] = lpips_score(self.lpips, crop_border(sr, self.scale), crop_border(hr, self.scale))
+        if self.vif:
+            scores["vif_y"] = vif_y(sr, hr, crop_border=self.scale)
+        return {key: float(value.reshape(())) for key, value in scores.items()}
+
+
+PerImage = dict[str, dict[str, dict[str, dict[str, float]]]]  # dataset → model → image → metric → value
+
+
+@torch.no_grad()
+def evaluate(
+    benchmarks: Sequence[Benchmark], upscalers: dict[str, Upscaler], scorer: Scorer, *, device: torch.device
+) -> PerImage:
+    """Score every model on every image; each image is read once and passed to all models."""
+    datasets = {b.name: ValImageDataset(hr_dir=b.hr_dir, lr_dir=b.lr_dir, scale=scorer.scale) for b in benchmarks}
+    results: PerImage = {name: {model: {} for model in upscalers} for name in datasets}
+    with Progress(transient=True) as progress:
+        task = progress.add_task("evaluating", total=sum(len(d) for d in datasets.values()))
+        for dataset_name, dataset in datasets.items():
+            for image, lr, hr in iter_pairs(dataset, device=device):
+                for model, upscale in upscalers.items():
+                    results[dataset_name][model][image] = scorer(upscale(lr), hr)
+                progress.advance(task)
+    return results
+
+
+def summarize(results: PerImage) -> list[dict[str, Any]]:
+    """One row per (dataset, model): the mean of each metric over the images, and their number."""
+    rows = []
+    for dataset, per_model in results.items():
+        for model, per_image in per_model.items():
+            keys = [key for key in COLUMNS if key in next(iter(per_image.values()), {})]
+            means = {key: sum(s[key] for s in per_image.values()) / len(per_image) for key in keys}
+            rows.append({"dataset": dataset, "model": model, **means, "images": len(per_image)})
+    return rows
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def _headers(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return ["dataset", "model", *(key for key in COLUMNS if key in rows[0]), "images"]
+
+
+def _cell(key: str, value: Any) -> str:
+    return f"{value:.{COLUMNS[key][1]}f}" if key in COLUMNS else str(value)
+
+
+def _title(key: str) -> str:
+    return COLUMNS[key][0] if key in COLUMNS else key.capitalize()
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], *, protocol: str) -> str:
+    """A Markdown table (the papers' precision: PSNR 2 decimals, SSIM 4) under a protocol line."""
+    keys = _headers(rows)
+    lines = [f"| {' | '.join(_title(k) for k in keys)} |", f"|{'---|' * len(keys)}"]
+    lines += [f"| {' | '.join(_cell(k, row[k]) for k in keys)} |" for row in rows]
+    return f"{protocol}\n\n" + "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV with full-precision values."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_headers(rows), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def rich_table(rows: Sequence[dict[str, Any]], *, protocol: str) -> Table:
+    keys = _headers(rows)
+    table = Table(title=protocol)
+    for key in keys:
+        table.add_column(_title(key), justify="right" if key in COLUMNS or key == "images" else "left")
+    for row in rows:
+        table.add_row(*(_cell(k, row[k]) for k in keys))
+    return table
+
+
+def plot_datasets(rows: Sequence[dict[str, Any]], *, out_dir: Path, scale: int) -> list[Path]:
+    """One perception–distortion PNG per dataset: PSNR-Y against LPIPS (else VIF-Y)."""
+    key, label = ("lpips", LPIPS_LABEL) if "lpips" in rows[0] else ("vif_y", VIF_LABEL)
+    paths = []
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        points = {r["model"]: (r["model"], r["psnr_y"], r[key]) for r in rows if r["dataset"] == dataset}
+        baseline = points.pop(BICUBIC)
+        path = out_dir / f"perception_distortion_{dataset}.png"
+        plot_perception_distortion(
+            list(points.values()), baseline=baseline, score_label=label, title=f"{dataset} x{scale}", path=path
+        )
+        paths.append(path)
+    return paths
+
+
+def log_to_wandb(rows: Sequence[dict[str, Any]], plots: Sequence[Path], cfg: DictConfig) -> None:
+    """The table (and plots) as one W&B run built from `conf/logger/wandb.yaml` (offline by default)."""
+    logger = instantiate(cfg.logger.wandb)
+    keys = _headers(rows)
+    try:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_table("eval/results", columns=keys, data=[[row[k] for k in keys] for row in rows])
+        for path in plots:
+            logger.log_image(f"eval/{path.stem}", images=[str(path)])
+    finally:
+        import wandb
+
+        wandb.finish()
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, ListConfig | list | tuple) else [str(value)]
+
+
+def _lpips_metric(setting: Any, device: torch.device, console: Console) -> torch.nn.Module | None:
+    """LPIPS per `lpips=auto|true|false`; never downloads, never fakes a value."""
+    if setting is False:
+        return None
+    if setting not in (True, "auto"):
+        raise UserError(f"lpips={setting!r}: use auto, true or false")
+    metric = load_lpips(device)
+    if metric is None:
+        hint = (
+            f"LPIPS needs torchvision's ImageNet AlexNet at {lpips_backbone_path()} (fetch it once "
+            "online: python -c \"import torchvision; torchvision.models.alexnet(weights='DEFAULT')\")"
+        )
+        if setting is True:
+            raise UserError(f"lpips=true but {hint}, or set lpips=auto")
+        console.print(f"note: no LPIPS column: {hint}")
+    return metric
+
+
+def _check_datasets(entries: list[str]) -> None:
+    """Fail fast, before any model is loaded."""
+    if not entries:
+        raise UserError("datasets is empty: pass datasets=[Set5,Set14] or datasets=[path/to/hr_images]")
+    if len({Path(e).name for e in entries}) < len(entries):
+        raise UserError(f"datasets={entries}: two entries have the same folder name; rename one")
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN (VIF of an image under 41 px after the crop) → null, so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_reports(rows: list[dict[str, Any]], report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """results.md, results.csv and results.json (rows and per-image scores), each written atomically."""
+    texts = {
+        "results.md": to_markdown(rows, protocol=report["protocol"]),
+        "results.csv": to_csv(rows),
+        "results.json": json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n",
+    }
+    for name, text in texts.items():
+        with atomic_path(out_dir / name) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    return [out_dir / name for name in texts]
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
+    console = Console()
+    ckpts = [c for c in _as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
+    entries = _as_list(cfg.datasets)
+    _check_datasets(entries)
+    device = resolve_device(cfg.device)
+    generator = OmegaConf.to_container(cfg.generator, resolve=True) if cfg.generator is not None else None
+    models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)
+    benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
+    lpips = _lpips_metric(cfg.lpips, device, console)
+    scorer = Scorer(scale=scale, rgb=cfg.rgb, lpips=lpips, vif=cfg.plot and lpips is None)
+    upscalers = {BICUBIC: bicubic_upscaler(scale)} | {
+        name: network_upscaler(model, scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap)
+        for name, model in models.items()
+    }
+
+    results = evaluate(benchmarks, upscalers, scorer, device=device)
+    rows = summarize(results)
+    protocol = (
+        f"x{scale}, Y channel (BT.601) unless marked RGB, {scale}-pixel border cropped, "
+        "SR rounded to 8 bits, bicubic = MATLAB imresize"
+    )
+    report = {
+        "scale": scale,
+        "crop_border": scale,
+        "protocol": protocol,
+        "lr": {b.name: str(b.lr_dir) if b.lr_dir else "imresize(HR, 1/scale), 8-bit" for b in benchmarks},
+        "ckpt": dict(zip(models, ckpts, strict=True)),
+        "rows": rows,
+        "per_image": results,
+    }
+    out_dir = Path(cfg.out_dir)
+    written = write_reports(rows, report, out_dir)
+    plots = plot_datasets(rows, out_dir=out_dir, scale=scale) if cfg.plot else []
+    console.print(rich_table(rows, protocol=protocol))
+    console.print("written: " + ", ".join(str(path) for path in written + plots))
+    if (cfg.get("logger") or {}).get("wandb") is not None:  # logger=wandb; other loggers add nothing here
+        log_to_wandb(rows, plots, cfg)
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    exit_on_user_error(run)(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Evaluation: data set layouts, the table against an independent numpy computation, reports, CLI."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from scipy.signal import correlate2d
+from skimage import data as skdata
+
+from sr_gan.archs import SRResNet
+from sr_gan.errors import UserError
+from sr_gan.evaluate import find_benchmark, run
+from sr_gan.ops import imresize
+from sr_gan.weights import save_generator_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = 2
+TINY_G = {"_target_": "sr_gan.archs.SRResNet", "num_features": 8, "num_blocks": 1, "scale": SCALE}
+
+
+# --- an independent implementation of the protocol (numpy, float64) -------------------------------
+
+
+def _y(rgb255: np.ndarray) -> np.ndarray:
+    """BT.601 Y of (H, W, 3) levels 0..255, as MATLAB's rgb2ycbcr (not rounded)."""
+    return 16 + (65.481 * rgb255[..., 0] + 128.553 * rgb255[..., 1] + 24.966 * rgb255[..., 2]) / 255
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a - b) ** 2)))
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al. 2004: 11x11 Gaussian (sigma 1.5), 'valid' filtering, data range 255."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return correlate2d(x, window, mode="valid")
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = f(a), f(b)
+    var_a, var_b, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ssim_map.mean())
+
+
+def _reference(hr_u8: np.ndarray, sr_float: np.ndarray, *, rgb: bool = False) -> dict[str, float]:
+    """Scores of an SR image (H, W, 3) float against an HR (H, W, 3) uint8, border = scale."""
+    crop = (slice(SCALE, -SCALE), slice(SCALE, -SCALE))
+    sr255 = np.round(np.clip(sr_float, 0, 1) * 255)[crop].astype(np.float64)
+    hr255 = hr_u8[crop].astype(np.float64)
+    scores = {"psnr_y": _psnr(_y(sr255), _y(hr255)), "ssim_y": _ssim(_y(sr255), _y(hr255))}
+    if rgb:
+        scores["psnr_rgb"] = _psnr(sr255, hr255)
+    return scores
+
+
+def _to_tensor(x: np.ndarray) -> torch.Tensor:  # (H, W, 3) → (1, 3, H, W) float64 in [0, 1]
+    return torch.from_numpy(np.array(x)).permute(2, 0, 1)[None].double() / 255
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:  # (1, 3, H, W) → (H, W, 3) float64
+    return x[0].permute(1, 2, 0).double().numpy()
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Three small skimage photos with odd sizes (the HR gets mod-cropped to even sizes)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    crops = {
+        "astronaut": skdata.astronaut()[60:113, 180:227],
+        "chelsea": skdata.chelsea()[40:91, 120:175],
+        "coffee": skdata.coffee()[100:149, 200:251],
+    }
+    for name, pixels in crops.items():
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    return folder
+
+
+def _tiny_generator(path: Path, seed: int) -> SRResNet:
+    torch.manual_seed(seed)
+    net = SRResNet(num_features=8, num_blocks=1, scale=SCALE)
+    save_generator_file(path, net.state_dict(), config=TINY_G, scale=SCALE)
+    return net.eval()
+
+
+def _cfg(tmp_path: Path, **overrides: object) -> DictConfig:
+    cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
+    cfg.paths = {"data_dir": str(tmp_path / "data")}
+    cfg.out_dir = str(tmp_path / "eval")
+    cfg.device = "cpu"
+    cfg.lpips = False
+    return OmegaConf.merge(cfg, overrides)
+
+
+# --- data set layouts ------------------------------------------------------------------------------
+
+
+def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
+    data_dir = tmp_path / "data"
+    (data_dir / "benchmark" / "Set5" / "HR").mkdir(parents=True)
+    (data_dir / "benchmark" / "Set5" / "LR_bicubic" / "X2").mkdir(parents=True)
+    (data_dir / "DIV2K" / "DIV2K_valid_HR").mkdir(parents=True)
+    (data_dir / "DIV2K" / "DIV2K_valid_LR_bicubic" / "X4").mkdir(parents=True)
+
+    set5 = find_benchmark("Set5", scale=2, data_dir=data_dir)
+    assert (set5.name, set5.hr_dir, set5.lr_dir) == (
+        "Set5", data_dir / "benchmark/Set5/HR", data_dir / "benchmark/Set5/LR_bicubic/X2"
+    )
+    assert find_benchmark("Set5", scale=4, data_dir=data_dir).lr_dir is None  # no X4 folder: made on the fly
+    div2k = find_benchmark("DIV2K", scale=4, data_dir=data_dir)
+    assert div2k.hr_dir == data_dir / "DIV2K/DIV2K_valid_HR"
+    assert div2k.lr_dir == data_dir / "DIV2K/DIV2K_valid_LR_bicubic/X4"
+    direct = find_benchmark(str(data_dir / "DIV2K" / "DIV2K_valid_HR"), scale=4, data_dir=tmp_path)
+    assert direct.lr_dir == div2k.lr_dir
+    plain = find_benchmark(str(photos), scale=2, data_dir=data_dir)
+    assert (plain.name, plain.hr_dir, plain.lr_dir) == ("photos", photos, None)
+    with pytest.raises(UserError, match="Set14"):
+        find_benchmark("Set14", scale=2, data_dir=data_dir)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def test_table_matches_independent_computation(tmp_path: Path, photos: Path) -> None:
+    nets = {"psnr": _tiny_generator(tmp_path / "psnr.safetensors", 0), "gan": _tiny_generator(tmp_path / "gan.safetensors", 1)}
+    cfg = _cfg(tmp_path, ckpt=[str(tmp_path / "psnr.safetensors"), str(tmp_path / "gan.safetensors")],
+               datasets=[str(photos)], rgb=True, tile=16, tile_overlap=12)
+    rows = run(cfg)
+
+    assert [(r["dataset"], r["model"]) for r in rows] == [("photos", "bicubic"), ("photos", "psnr"), ("photos", "gan")]
+    assert all(list(r) == ["dataset", "model", "psnr_y", "ssim_y", "psnr_rgb", "images"] for r in rows)
+    assert all(r["images"] == 3 for r in rows)
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["scale"] == report["crop_border"] == SCALE
+
+    expected: dict[str, list[dict[str, float]]] = {"bicubic": [], "psnr": [], "gan": []}
+    for path in sorted(photos.glob("*.png")):
+        hr = np.asarray(Image.open(path))
+        hr = hr[: hr.shape[0] // SCALE * SCALE, : hr.shape[1] // SCALE * SCALE]  # mod-crop
+        lr = torch.round(imresize(_to_tensor(hr), 1 / SCALE).clamp(0, 1) * 255) / 255  # 8-bit LR
+        expected["bicubic"].append(_reference(hr, _to_numpy(imresize(lr, SCALE)), rgb=True))
+        for name, net in nets.items():
+            with torch.no_grad():
+                expected[name].append(_reference(hr, _to_numpy(net(lr.float())), rgb=True))
+        for model, scores in expected.items():
+            got = report["per_image"]["photos"][model][path.stem]
+            assert got == pytest.approx(scores[-1], abs=1e-4), (model, path.stem)
+    for row in rows:
+        for key in ("psnr_y", "ssim_y", "psnr_rgb"):
+            assert row[key] == pytest.approx(np.mean([s[key] for s in expected[row["model"]]]), abs=1e-4)
+
+    with open(tmp_path / "eval" / "results.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(t["model"], float(t["psnr_y"])) for t in table] == [(r["model"], pytest.approx(r["psnr_y"])) for r in rows]
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert "| Dataset | Model | PSNR-Y | SSIM-Y | PSNR-RGB | Images |" in markdown
+    assert f"| photos | bicubic | {rows[0]['psnr_y']:.2f} | {rows[0]['ssim_y']:.4f} |" in markdown
+
+
+def test_lr_folder_is_used_when_present(tmp_path: Path, photos: Path) -> None:
+    """With LR_bicubic/X<s> the given LR images are upsampled, not LR made from HR."""
+    lr_dir = photos / "LR_bicubic" / f"X{SCALE}"
+    lr_dir.mkdir(parents=True)
+    for path in photos.glob("*.png"):
+        with Image.open(path) as image:  # nearest-neighbour LR: clearly not the bicubic one
+            image.resize((image.width // SCALE, image.height // SCALE), Image.NEAREST).save(lr_dir / f"{path.stem}x{SCALE}.png")
+    rows = run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["lr"]["photos"] == str(lr_dir)
+    hr = np.asarray(Image.open(photos / "chelsea.png"))[:50, :54]  # 51 x 55 mod-cropped
+    lr = _to_tensor(np.asarray(Image.open(lr_dir / f"chelseax{SCALE}.png")))
+    expected = _reference(hr, _to_numpy(imresize(lr, SCALE)))
+    assert report["per_image"]["photos"]["bicubic"]["chelsea"] == pytest.approx(expected, abs=1e-4)
+    assert [r["model"] for r in rows] == ["bicubic"]
+
+
+def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.fromarray(skdata.astronaut()[::4, ::4]).save(folder / "astronaut.png")  # 128 x 128
+    _tiny_generator(tmp_path / "a0.safetensors", 0)
+    _tiny_generator(tmp_path / "a1.safetensors", 1)
+    cfg = _cfg(tmp_path, ckpt=[str(tmp_path / "a0.safetensors"), str(tmp_path / "a1.safetensors")],
+               datasets=[str(folder)], plot=True)
+    rows = run(cfg)
+    assert all(0 < r["vif_y"] <= 1.5 for r in rows)  # VIF-P: 1 for a perfect copy
+    png = tmp_path / "eval" / "perception_distortion_big.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_errors_name_the_key(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match="datasets is empty"):
+        run(_cfg(tmp_path, datasets=[]))
+    _tiny_generator(tmp_path / "g.safetensors", 0)
+    with pytest.raises(UserError, match="x2 model but scale=4"):
+        run(_cfg(tmp_path, ckpt=str(tmp_path / "g.safetensors"), datasets=[str(photos)], scale=4))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights"))  # no AlexNet here
+    with pytest.raises(UserError, match="lpips=true"):
+        run(_cfg(tmp_path, datasets=[str(photos)], lpips=True))
+
+
+@pytest.mark.slow
+def test_cli_bicubic_baseline_writes_reports(tmp_path: Path, photos: Path) -> None:
+    """The real Hydra app: baseline only, reports and the offline W&B run in out_dir, nothing else
+    left in the working dir; a bad entry is one line on stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TORCH_HOME": str(tmp_path / "torch"), "WANDB_MODE": "offline"}
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "sr_gan.evaluate", "ckpt=bicubic", f"datasets=[{photos}]", "out_dir=out", "scale=2", "logger=wandb"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no LPIPS column" in result.stdout and "bicubic" in result.stdout
+    assert sorted(p.name for p in work.iterdir()) == ["out"]
+    assert sorted(p.name for p in (work / "out").iterdir()) == ["results.csv", "results.json", "results.md", "wandb"]
+    assert list((work / "out" / "wandb").glob("offline-run-*/run-*.wandb"))
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "sr_gan.evaluate", "datasets=[NoSuchSet]"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "NoSuchSet" in bad.stderr

@@ -1,0 +1,171 @@
+"""Upscaling users' images: kinds kept (grey, alpha, 16 bit), inputs never overwritten, failures reported."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from skimage import data as skdata
+from torchvision.io import ImageReadMode, decode_image
+
+from sr_gan.archs import SRResNet
+from sr_gan.errors import UserError
+from sr_gan.ops import imresize
+from sr_gan.upscale import encode_png16, find_inputs, plan_outputs, read_picture, run, upscale_picture
+from sr_gan.weights import save_generator_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = 2
+TINY_G = {"_target_": "sr_gan.archs.SRResNet", "num_features": 8, "num_blocks": 1, "scale": SCALE}
+RGB = skdata.astronaut()[100:124, 180:210]  # (24, 30, 3) uint8
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_generator_file(path, SRResNet(num_features=8, num_blocks=1, scale=SCALE).state_dict(), config=TINY_G, scale=SCALE)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """One file of each kind, plus a corrupt one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(RGB).save(folder / "rgb.png")
+    Image.fromarray(RGB).save(folder / "photo.jpg", quality=95)
+    Image.fromarray(RGB[..., 1]).save(folder / "grey.png")
+    Image.fromarray(np.dstack([RGB, np.full(RGB.shape[:2], 77, np.uint8)])).save(folder / "rgba.png")
+    (folder / "rgb16.png").write_bytes(encode_png16(RGB.astype(np.uint16) * 257 + 3))  # 16 bits that matter
+    palette = Image.fromarray(RGB).convert("P", palette=Image.ADAPTIVE, colors=16)
+    palette.save(folder / "palette.png", transparency=0)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder
+
+
+def _cfg(**overrides: object) -> DictConfig:
+    cfg = OmegaConf.load(ROOT / "conf" / "upscale.yaml")
+    return OmegaConf.merge(cfg, {"device": "cpu", "tile": 0, **overrides})
+
+
+def _decode(path: Path) -> torch.Tensor:
+    return decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # (C, H, W) uint8 / uint16
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def test_every_kind_keeps_its_kind(tmp_path: Path, ckpt: Path, images: Path) -> None:
+    before = _digests(images)
+    failures = run(_cfg(ckpt=str(ckpt), input=str(images), out_dir=str(tmp_path / "out")))
+    assert len(failures) == 1 and "broken.png" in failures[0] and "\n" not in failures[0]
+    assert _digests(images) == before  # inputs untouched
+    out = tmp_path / "out"
+    expected = {  # name: (channels, dtype)
+        "rgb_x2.png": (3, torch.uint8),
+        "photo_x2.png": (3, torch.uint8),
+        "grey_x2.png": (1, torch.uint8),
+        "rgba_x2.png": (4, torch.uint8),
+        "rgb16_x2.png": (3, torch.uint16),
+        "palette_x2.png": (4, torch.uint8),  # palette with transparency → RGBA
+    }
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name, (channels, dtype) in expected.items():
+        pixels = _decode(out / name)
+        assert pixels.shape == (channels, 48, 60) and pixels.dtype == dtype, name
+    alpha = _decode(out / "rgba_x2.png")[3]
+    assert (alpha == 77).all()  # a constant alpha stays constant under bicubic
+    assert (_decode(out / "palette_x2.png")[3] < 255).any()  # the transparent index survived
+
+
+def test_pixels_are_the_network_output(tmp_path: Path, ckpt: Path) -> None:
+    """RGB equals the forward pass rounded; alpha equals MATLAB bicubic; grey is the luma of RGB."""
+    from sr_gan.weights import load_generator
+
+    model, _ = load_generator(ckpt)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    alpha = np.linspace(0, 255, RGB.shape[0] * RGB.shape[1]).reshape(RGB.shape[:2]).astype(np.uint8)
+    Image.fromarray(np.dstack([RGB, alpha])).save(folder / "a.png")
+    Image.fromarray(RGB[..., 0]).save(folder / "g.png")
+    assert run(_cfg(ckpt=str(ckpt), input=str(folder))) == []  # outputs next to the inputs
+
+    x = torch.from_numpy(RGB).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        sr = model(x).clamp(0, 1)
+    got = _decode(folder / "a_x2.png").float()
+    assert torch.equal(got[:3], torch.round(sr[0] * 255))
+    a = torch.from_numpy(alpha)[None, None].double() / 255
+    assert torch.equal(got[3], torch.round(imresize(a, SCALE).clamp(0, 1) * 255)[0, 0].float())
+
+    grey_in = torch.from_numpy(RGB[..., 0])[None, None].float().expand(-1, 3, -1, -1) / 255
+    with torch.no_grad():
+        sr_grey = model(grey_in).clamp(0, 1)[0]  # (3, H, W)
+    luma = 0.299 * sr_grey[0] + 0.587 * sr_grey[1] + 0.114 * sr_grey[2]
+    assert (_decode(folder / "g_x2.png")[0].float() - luma * 255).abs().max() <= 0.51
+
+
+def test_16_bit_levels_survive(tmp_path: Path) -> None:
+    """A 16-bit PNG is read with all 16 bits and written back with 16 bits (identity network)."""
+    pixels = (np.arange(2 * 3 * 4).reshape(2, 3, 4) * 2731 + 1).astype(np.uint16)  # (H, W, RGBA)
+    (tmp_path / "x.png").write_bytes(encode_png16(pixels))
+    picture = read_picture(tmp_path / "x.png")
+    assert picture.bits == 16 and picture.alpha is not None and not picture.grey
+    assert torch.equal(torch.round(picture.rgb[0] * 65535).to(torch.int32), torch.from_numpy(pixels[..., :3].astype(np.int32)).permute(2, 0, 1))
+
+
+def test_output_names_never_hit_an_input(tmp_path: Path) -> None:
+    a_png, a_jpg, b_png = tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"
+    plan = plan_outputs([a_png, a_jpg, b_png], out_dir=None, suffix="", fmt="png")
+    assert "would overwrite an input" in plan[a_png]  # a.png → a.png
+    assert "would overwrite an input" in plan[a_jpg]  # a.jpg → a.png, also an input
+    assert "would overwrite an input" in plan[b_png]
+    plan = plan_outputs([a_png, a_jpg], out_dir=tmp_path / "out", suffix="_x4", fmt="png")
+    assert plan[a_png] == tmp_path / "out" / "a_x4.png"
+    assert "also the output of" in plan[a_jpg]  # two inputs, one output name: the second is refused
+
+
+def test_inputs_from_folder_glob_and_file(tmp_path: Path, images: Path) -> None:
+    (images / "notes.txt").write_text("not an image")
+    (images / "rgb_x2.png").write_bytes((images / "rgb.png").read_bytes())  # an earlier output
+    from_folder = find_inputs(str(images), suffix="_x2")
+    assert [p.name for p in from_folder] == sorted(["broken.png", "grey.png", "palette.png", "photo.jpg", "rgb.png", "rgb16.png", "rgba.png"])
+    assert [p.name for p in find_inputs(str(images / "r*.png"), suffix="_x2")] == ["rgb.png", "rgb16.png", "rgba.png"]
+    assert find_inputs(str(images / "rgb_x2.png"), suffix="_x2") == [images / "rgb_x2.png"]  # named explicitly
+    with pytest.raises(UserError, match="names no image"):
+        find_inputs(str(tmp_path / "nothing*.png"), suffix="_x2")
+
+
+def test_precision_choices(tmp_path: Path, ckpt: Path, images: Path) -> None:
+    with pytest.raises(UserError, match="fp16 needs a CUDA"):
+        run(_cfg(ckpt=str(ckpt), input=str(images), precision="fp16"))
+    from sr_gan.weights import load_generator
+
+    model, _ = load_generator(ckpt)
+    picture = read_picture(images / "rgb.png")
+    full = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=None)
+    half = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=torch.bfloat16)
+    assert (full.rgb - half.rgb).abs().max() < 0.05  # bf16 autocast on the CPU: close, not equal
+
+
+@pytest.mark.slow
+def test_cli_reports_the_corrupt_file_and_writes_the_rest(tmp_path: Path, ckpt: Path, images: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, "-m", "sr_gan.upscale", f"ckpt={ckpt}", f"input={images}/*.png", "tile=16"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: cannot read")]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    written = sorted(p.name for p in images.glob("*_x2.png"))
+    assert written == sorted(["grey_x2.png", "palette_x2.png", "rgb16_x2.png", "rgba_x2.png", "rgb_x2.png"])
+    assert not list(tmp_path.glob("*.log")) and not (tmp_path / "outputs").exists()  # no Hydra litter
