@@ -113,6 +113,7 @@ def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "benchmark" / "Set5" / "HR").mkdir(parents=True)
     (data_dir / "benchmark" / "Set5" / "LR_bicubic" / "X2").mkdir(parents=True)
+    (data_dir / "benchmark" / "B100" / "HR").mkdir(parents=True)  # the archive's name of BSD100
     (data_dir / "DIV2K" / "DIV2K_valid_HR").mkdir(parents=True)
     (data_dir / "DIV2K" / "DIV2K_valid_LR_bicubic" / "X4").mkdir(parents=True)
 
@@ -121,6 +122,8 @@ def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
         "Set5", data_dir / "benchmark/Set5/HR", data_dir / "benchmark/Set5/LR_bicubic/X2"
     )
     assert find_benchmark("Set5", scale=4, data_dir=data_dir).lr_dir is None  # no X4 folder: made on the fly
+    bsd100 = find_benchmark("BSD100", scale=4, data_dir=data_dir)
+    assert (bsd100.name, bsd100.hr_dir) == ("BSD100", data_dir / "benchmark/B100/HR")
     div2k = find_benchmark("DIV2K", scale=4, data_dir=data_dir)
     assert div2k.hr_dir == data_dir / "DIV2K/DIV2K_valid_HR"
     assert div2k.lr_dir == data_dir / "DIV2K/DIV2K_valid_LR_bicubic/X4"
@@ -128,7 +131,7 @@ def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
     assert direct.lr_dir == div2k.lr_dir
     plain = find_benchmark(str(photos), scale=2, data_dir=data_dir)
     assert (plain.name, plain.hr_dir, plain.lr_dir) == ("photos", photos, None)
-    with pytest.raises(UserError, match="Set14"):
+    with pytest.raises(UserError, match="Set14.*sr_gan.data.download benchmarks"):
         find_benchmark("Set14", scale=2, data_dir=data_dir)
 
 

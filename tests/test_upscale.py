@@ -17,8 +17,16 @@ from torchvision.io import ImageReadMode, decode_image
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
 from sr_gan.ops import imresize
-from sr_gan.upscale import encode_png16, find_inputs, plan_outputs, read_picture, run, upscale_picture
-from sr_gan.weights import save_generator_file
+from sr_gan.upscale import (
+    encode_png16,
+    find_inputs,
+    plan_outputs,
+    read_picture,
+    run,
+    upscale_file,
+    upscale_picture,
+)
+from sr_gan.weights import load_generator, save_generator_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
@@ -88,8 +96,6 @@ def test_every_kind_keeps_its_kind(tmp_path: Path, ckpt: Path, images: Path) -> 
 
 def test_pixels_are_the_network_output(tmp_path: Path, ckpt: Path) -> None:
     """RGB equals the forward pass rounded; alpha equals MATLAB bicubic; grey is the luma of RGB."""
-    from sr_gan.weights import load_generator
-
     model, _ = load_generator(ckpt)
     folder = tmp_path / "in"
     folder.mkdir()
@@ -122,6 +128,17 @@ def test_16_bit_levels_survive(tmp_path: Path) -> None:
     assert torch.equal(torch.round(picture.rgb[0] * 65535).to(torch.int32), torch.from_numpy(pixels[..., :3].astype(np.int32)).permute(2, 0, 1))
 
 
+def test_exif_rotation_and_unwritable_output(tmp_path: Path, ckpt: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(RGB).save(tmp_path / "phone.jpg", exif=exif)
+    assert read_picture(tmp_path / "phone.jpg").rgb.shape == (1, 3, 30, 24)  # (H, W) as displayed
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    model, _ = load_generator(ckpt)
+    failure = upscale_file(model, tmp_path / "phone.jpg", tmp_path / "blocked" / "phone_x2.png", scale=SCALE, cfg=_cfg())
+    assert failure is not None and failure.startswith("cannot write") and "\n" not in failure
+
+
 def test_output_names_never_hit_an_input(tmp_path: Path) -> None:
     a_png, a_jpg, b_png = tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"
     plan = plan_outputs([a_png, a_jpg, b_png], out_dir=None, suffix="", fmt="png")
@@ -147,8 +164,6 @@ def test_inputs_from_folder_glob_and_file(tmp_path: Path, images: Path) -> None:
 def test_precision_choices(tmp_path: Path, ckpt: Path, images: Path) -> None:
     with pytest.raises(UserError, match="fp16 needs a CUDA"):
         run(_cfg(ckpt=str(ckpt), input=str(images), precision="fp16"))
-    from sr_gan.weights import load_generator
-
     model, _ = load_generator(ckpt)
     picture = read_picture(images / "rgb.png")
     full = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=None)

@@ -33,6 +33,7 @@ from rich.table import Table
 
 from sr_gan.config import register_resolvers
 from sr_gan.data.datasets import ValImageDataset
+from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import imresize
@@ -79,13 +80,16 @@ def _layout(root: Path, scale: int) -> tuple[Path, Path]:
 
 
 def find_benchmark(entry: str, *, scale: int, data_dir: Path) -> Benchmark:
-    """Resolve a `datasets` entry: a folder, or a name under `<data_dir>/benchmark` or `<data_dir>`."""
-    candidates = [Path(entry), data_dir / "benchmark" / entry, data_dir / entry]
+    """Resolve a `datasets` entry: a folder, or a name under `<data_dir>/benchmark` or `<data_dir>`
+    (where `python -m sr_gan.data.download` puts them; BSD100 is the archive's `B100`)."""
+    in_archive = BENCHMARK_SETS.get(entry, f"benchmark/{entry}")
+    candidates = [Path(entry), data_dir / in_archive, data_dir / entry]
     root = next((path for path in candidates if path.is_dir()), None)
     if root is None:
         raise UserError(
-            f"datasets: {entry!r} is neither a folder nor a data set under {data_dir}/benchmark or "
-            f"{data_dir}: pass a folder of HR images, or set paths.data_dir (env SR_GAN_DATA)"
+            f"datasets: {entry!r} is neither a folder nor a data set under {data_dir}/benchmark or {data_dir}: "
+            f"fetch it with `python -m sr_gan.data.download benchmarks --root {data_dir}`, pass a folder of "
+            "HR images, or set paths.data_dir (env SR_GAN_DATA)"
         )
     hr_dir, lr_dir = _layout(root, scale)
     return Benchmark(name=Path(entry).name, hr_dir=hr_dir, lr_dir=lr_dir if lr_dir.is_dir() else None)
@@ -112,9 +116,9 @@ def bicubic_upscaler(scale: int) -> Upscaler:
     return lambda lr: imresize(lr.double(), scale)
 
 
-def network_upscaler(model: torch.nn.Module, *, scale: int, tile: int, overlap: int) -> Upscaler:
+def network_upscaler(model: torch.nn.Module, *, scale: int, tile: int, overlap: int, batch_size: int) -> Upscaler:
     """A generator run on the whole LR image, or tile by tile when `tile` > 0."""
-    return lambda lr: tiled_forward(model, lr.float(), scale=scale, tile=tile, overlap=overlap)
+    return lambda lr: tiled_forward(model, lr.float(), scale=scale, tile=tile, overlap=overlap, batch_size=batch_size)
 
 
 def model_names(paths: Sequence[Path]) -> list[str]:
@@ -347,7 +351,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     lpips = _lpips_metric(cfg.lpips, device, console)
     scorer = Scorer(scale=scale, rgb=cfg.rgb, lpips=lpips, vif=cfg.plot and lpips is None)
     upscalers = {BICUBIC: bicubic_upscaler(scale)} | {
-        name: network_upscaler(model, scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap)
+        name: network_upscaler(model, scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap, batch_size=cfg.tile_batch)
         for name, model in models.items()
     }
 

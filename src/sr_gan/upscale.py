@@ -6,11 +6,12 @@
 
 Each image keeps its kind: grey in → grey out (the network sees it replicated to RGB and its
 output is turned back to luma), an alpha channel is enlarged on its own with MATLAB bicubic and
-re-attached, 16-bit PNGs give 16-bit PNGs. Outputs are `<stem><suffix>.<format>`, next to each
-input unless `out_dir` is set, written atomically. An output path that is one of the inputs is
-refused (that file fails; nothing is overwritten). With a folder or glob input, files whose stem
-already ends in the suffix (outputs of an earlier run) are skipped. A file that cannot be read or
-written is reported in one line and the others go on; the exit status is then 1.
+re-attached, 16-bit PNGs give 16-bit PNGs, EXIF rotation is applied. Outputs are
+`<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written atomically. An
+output path that is one of the inputs is refused (that file fails: no input is ever overwritten;
+an earlier output is replaced). With a folder or glob input, files whose stem already ends in the
+suffix (outputs of an earlier run) are skipped. A file that cannot be read or written is reported
+in one line and the others go on; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
+from PIL import Image, ImageOps
 from rich.console import Console
 from rich.progress import Progress
 from torchvision.io import ImageReadMode, decode_image
@@ -59,10 +60,12 @@ class Picture:
 
 
 def _decode(path: Path) -> torch.Tensor:
-    """(C, H, W) uint8 or uint16 with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
+    """(C, H, W) uint8 or uint16 with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), EXIF
+    orientation applied; torchvision keeps 16 bits and alpha, PIL reads palettes and the rest."""
     with Image.open(path) as image:  # reads the header only; not an image → OSError
         if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
-            return decode_image(str(path), mode=ImageReadMode.UNCHANGED)  # keeps 16 bits, alpha
+            return decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+        image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
         if image.mode.startswith("I;16"):  # 16-bit grey outside PNG (e.g. TIFF)
             return torch.from_numpy(np.asarray(image, dtype=np.uint16).copy())[None]
         alpha = "A" in image.getbands() or "transparency" in image.info
@@ -167,14 +170,41 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
 
 @torch.no_grad()
 def upscale_picture(
-    model: torch.nn.Module, picture: Picture, *, scale: int, tile: int, overlap: int, dtype: torch.dtype | None
+    model: torch.nn.Module,
+    picture: Picture,
+    *,
+    scale: int,
+    tile: int,
+    overlap: int,
+    batch_size: int = 1,
+    dtype: torch.dtype | None = None,
 ) -> Picture:
     """The network on the RGB part (in `dtype` autocast), MATLAB bicubic on the alpha channel."""
     device_type = next(model.parameters()).device.type
     with torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext():
-        sr = tiled_forward(model, picture.rgb, scale=scale, tile=tile, overlap=overlap)  # (1, 3, sH, sW)
+        sr = tiled_forward(model, picture.rgb, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size)
     alpha = None if picture.alpha is None else imresize(picture.alpha.double(), scale).float()
-    return Picture(rgb=sr.clamp(0, 1), alpha=alpha, grey=picture.grey, bits=picture.bits)
+    return Picture(rgb=sr.clamp(0, 1), alpha=alpha, grey=picture.grey, bits=picture.bits)  # (1, 3, sH, sW)
+
+
+def upscale_file(model: torch.nn.Module, source: Path, target: Path | str, *, scale: int, cfg: DictConfig) -> str | None:
+    """Read, upscale and write one file; returns None, or a one-line message saying why it failed."""
+    if isinstance(target, str):  # refused by plan_outputs
+        return target
+    try:
+        picture = read_picture(source)
+        sr = upscale_picture(
+            model, picture, scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap, batch_size=cfg.tile_batch,
+            dtype=PRECISIONS[cfg.precision],
+        )
+        write_picture(sr, target, fmt=cfg.format)
+    except UserError as err:  # names the file already
+        return str(err)
+    except OSError as err:  # e.g. a full disk or a folder without write permission
+        return f"cannot write {target}: {err}"
+    except torch.OutOfMemoryError:
+        return f"{source}: out of memory at tile={cfg.tile}, tile_batch={cfg.tile_batch}: lower them (tile=0 is no tiling)"
+    return None
 
 
 def _check(cfg: DictConfig, device: torch.device) -> None:
@@ -206,22 +236,9 @@ def run(cfg: DictConfig) -> list[str]:
     failures = []
     with Progress(console=console) as progress:
         for source in progress.track(inputs, description=f"x{scale} on {device}"):
-            target = plan[source]
-            try:
-                if isinstance(target, str):
-                    raise UserError(target)
-                sr = upscale_picture(
-                    model, read_picture(source), scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap,
-                    dtype=PRECISIONS[cfg.precision],
-                )
-                write_picture(sr, target, fmt=cfg.format)
-            except (UserError, OSError) as err:
-                failures.append(f"{source}: {err}" if isinstance(err, OSError) else str(err))
-            except torch.OutOfMemoryError:
-                failures.append(f"{source}: out of memory: set tile=256 (or smaller)")
-            else:
-                continue
-            progress.console.print(f"error: {failures[-1]}")
+            if (failure := upscale_file(model, source, plan[source], scale=scale, cfg=cfg)) is not None:
+                progress.console.print(f"error: {failure}")
+                failures.append(failure)
     done = len(inputs) - len(failures)
     console.print(f"{done} of {len(inputs)} image(s) written" + (f" to {out_dir}" if out_dir else ""))
     return failures
