@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from scipy.signal import correlate2d
+from torchmetrics.functional.image import learned_perceptual_image_patch_similarity
 from skimage import data as skdata
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
 from sr_gan.evaluate import find_benchmark, run
+from sr_gan.perception import lpips_backbone_path
 from sr_gan.ops import imresize
 from sr_gan.weights import save_generator_file
 
@@ -203,6 +206,24 @@ def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:
     assert all(0 < r["vif_y"] <= 1.5 for r in rows)  # VIF-P: 1 for a perfect copy
     png = tmp_path / "eval" / "perception_distortion_big.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lpips_column_when_the_backbone_is_cached(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LPIPS wiring, with a random AlexNet standing in for the ImageNet one (no download here):
+    the values are not meaningful LPIPS, only equal to torchmetrics' on the same cropped images."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    backbone = lpips_backbone_path()
+    backbone.parent.mkdir(parents=True)
+    torch.save(torchvision.models.alexnet().state_dict(), backbone)
+    run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE, lpips="auto"))
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert "lpips" in report["rows"][0]
+    hr = _to_tensor(np.asarray(Image.open(photos / "coffee.png"))[:48, :50])
+    lr = torch.round(imresize(hr, 1 / SCALE).clamp(0, 1) * 255) / 255
+    sr = torch.round(imresize(lr, SCALE).clamp(0, 1) * 255) / 255
+    crop = (..., slice(SCALE, -SCALE), slice(SCALE, -SCALE))
+    expected = learned_perceptual_image_patch_similarity(sr[crop].float(), hr[crop].float(), normalize=True)
+    assert report["per_image"]["photos"]["bicubic"]["coffee"]["lpips"] == pytest.approx(float(expected), abs=1e-5)
 
 
 def test_config_errors_name_the_key(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,9 +53,9 @@ def load_lpips(device: torch.device) -> LearnedPerceptualImagePatchSimilarity | 
 
 @torch.no_grad()
 def lpips_score(metric: LearnedPerceptualImagePatchSimilarity, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """Per-image LPIPS (B,) of RGB images in [0, 1], (B, 3, H, W)."""
+    """Per-image LPIPS (B,) of RGB images in [0, 1], (B, 3, H, W), computed in float32."""
     metric.reset()
-    metric.update(sr.clamp(0, 1), hr.clamp(0, 1))
+    metric.update(sr.float().clamp(0, 1), hr.float().clamp(0, 1))
     return metric.compute().reshape(-1)
 
 
