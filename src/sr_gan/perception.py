@@ -22,17 +22,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # no pyplot: no global backend, works without a display
+from torchmetrics.functional.image import visual_information_fidelity
+from torchmetrics.image import LearnedPerceptualImagePatchSimilarity
+from torchvision.models import AlexNet_Weights
 
-matplotlib.use("Agg")  # files only: no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchmetrics.functional.image import visual_information_fidelity  # noqa: E402
-from torchmetrics.image import LearnedPerceptualImagePatchSimilarity  # noqa: E402
-from torchvision.models import AlexNet_Weights  # noqa: E402
-
-from sr_gan.metrics import crop_border as crop, quantize, rgb_to_y  # noqa: E402
-from sr_gan.weights import atomic_path  # noqa: E402
+from sr_gan.metrics import crop_border as crop, quantize, rgb_to_y
+from sr_gan.weights import atomic_path
 
 LPIPS_LABEL = "LPIPS (AlexNet, lower = better)"
 VIF_LABEL = "VIF-P on Y (full-reference fidelity, not a perceptual index; higher = better)"
@@ -84,7 +81,8 @@ def plot_perception_distortion(
     `points` are (model name, PSNR in dB, score) in sweep order, joined by a line (e.g. the
     network-interpolation alphas of ESRGAN Sec. 3.4); `baseline` (bicubic) stands apart in grey.
     """
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.add_subplot()
     ax.plot([p[1] for p in points], [p[2] for p in points], "-o", color="tab:blue")
     if baseline is not None:
         ax.plot(baseline[1], baseline[2], "s", color="grey")
@@ -97,4 +95,3 @@ def plot_perception_distortion(
     fig.tight_layout()
     with atomic_path(path) as temporary:
         fig.savefig(temporary, format="png")
-    plt.close(fig)
