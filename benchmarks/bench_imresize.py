@@ -14,5 +14,12 @@ def run(device: str) -> list[dict]:
     hr = torch.rand(16, 3, 128, 128, device=dev)  # a training batch of ESRGAN crops
     ours = median_ms(lambda: imresize(hr, 0.25), dev)
     base = median_ms(lambda: F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True), dev)
-    return [{"name": "x4 bicubic degradation, 16x128px", "device": str(dev), "ours_ms": ours,
-             "baseline_ms": base, "baseline": "F.interpolate antialias"}]
+    return [
+        {
+            "name": "x4 bicubic degradation, 16x128px",
+            "device": str(dev),
+            "ours_ms": ours,
+            "baseline_ms": base,
+            "baseline": "F.interpolate antialias",
+        }
+    ]

@@ -64,15 +64,29 @@ def _parts(kwargs: dict, patch: int) -> dict:
 def _ours(device: torch.device, kwargs: dict, patch: int, batch: int) -> float:
     p = _parts(kwargs, patch)
     module = SRGANModule(
-        generator=p["generator"], discriminator=p["discriminator"], pixel_loss=nn.L1Loss(), pixel_weight=1e-2,
-        perceptual_loss=p["perceptual"], adversarial_loss=RelativisticGANLoss(), adversarial_weight=5e-3,
-        optimizer_g=lambda ps: torch.optim.Adam(ps, lr=1e-4), optimizer_d=lambda ps: torch.optim.Adam(ps, lr=1e-4),
-        scale=4, ema_decay=0.999,
+        generator=p["generator"],
+        discriminator=p["discriminator"],
+        pixel_loss=nn.L1Loss(),
+        pixel_weight=1e-2,
+        perceptual_loss=p["perceptual"],
+        adversarial_loss=RelativisticGANLoss(),
+        adversarial_weight=5e-3,
+        optimizer_g=lambda ps: torch.optim.Adam(ps, lr=1e-4),
+        optimizer_d=lambda ps: torch.optim.Adam(ps, lr=1e-4),
+        scale=4,
+        ema_decay=0.999,
     )
     timer = _BatchTimer(device)
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_steps=-1, max_epochs=-1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        accelerator=device.type,
+        devices=1,
+        max_steps=-1,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
         callbacks=[BatchBudget(WARMUP + BATCHES), timer],
     )
     trainer.fit(module, DataLoader(_Batches(WARMUP + BATCHES, patch, batch), batch_size=batch))
@@ -112,5 +126,12 @@ def run(device: str, size: str) -> list[dict]:
     kwargs, patch, batch = SIZES[size]
     base = _baseline(dev, kwargs, patch, batch)
     ours = _ours(dev, kwargs, patch, batch)
-    return [{"name": f"ESRGAN train step ({size}: {batch}x{patch}px)", "device": str(dev), "ours_ms": ours,
-             "baseline_ms": base, "baseline": "plain PyTorch loop"}]
+    return [
+        {
+            "name": f"ESRGAN train step ({size}: {batch}x{patch}px)",
+            "device": str(dev),
+            "ours_ms": ours,
+            "baseline_ms": base,
+            "baseline": "plain PyTorch loop",
+        }
+    ]

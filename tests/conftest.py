@@ -60,6 +60,8 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path)
             cfg.paths.log_dir = str(tmp_path / "logs")
+            if cfg.discriminator is not None and tiny:
+                cfg.discriminator.num_features = 8
             if cfg.loss.perceptual is not None:
                 cfg.loss.perceptual.pretrained = False  # no ImageNet weights offline
             del cfg.hydra

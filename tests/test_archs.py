@@ -9,8 +9,8 @@ from torch.nn.utils import parametrize
 
 from sr_gan.archs import (
     RRDB,
-    RRDBNet,
     ResidualDenseBlock,
+    RRDBNet,
     SRGANDiscriminator,
     SRResNet,
     UNetDiscriminatorSN,

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import write_png
 
-from sr_gan.data import DataError, SRDataModule, TrainPatchDataset, ValImageDataset, demo
-from sr_gan.data import paired_augment, read_image
+from sr_gan.data import DataError, SRDataModule, TrainPatchDataset, ValImageDataset, demo, paired_augment, read_image
 from sr_gan.errors import UserError
 from sr_gan.ops import imresize
 
@@ -290,6 +289,7 @@ def test_datamodule_under_a_real_trainer_augments_training_batches_only(tmp_path
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(probe, datamodule=dm)
+
     def to_uint8(x: torch.Tensor) -> torch.Tensor:
         return (x * 255).round().to(torch.uint8)
 

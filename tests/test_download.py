@@ -111,9 +111,7 @@ def test_unpinned_download_warns_with_its_sha256(served: tuple[str, Path], tmp_p
 
 
 @pytest.mark.parametrize("member", ["../evil.txt", "/tmp/evil_sr_gan.txt", "ok/../../evil.txt"])
-def test_members_escaping_the_destination_are_refused(
-    served: tuple[str, Path], tmp_path: Path, member: str
-) -> None:
+def test_members_escaping_the_destination_are_refused(served: tuple[str, Path], tmp_path: Path, member: str) -> None:
     url, folder = served
     sha = make_zip(folder / "evil.zip", {"fine.txt": b"ok", member: b"pwned"})
     dest = tmp_path / "data"

@@ -14,14 +14,14 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from scipy.signal import correlate2d
-from torchmetrics.functional.image import learned_perceptual_image_patch_similarity
 from skimage import data as skdata
+from torchmetrics.functional.image import learned_perceptual_image_patch_similarity
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
 from sr_gan.evaluate import find_benchmark, run
-from sr_gan.perception import lpips_backbone_path
 from sr_gan.ops import imresize
+from sr_gan.perception import lpips_backbone_path
 from sr_gan.weights import save_generator_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,9 @@ def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
 
     set5 = find_benchmark("Set5", scale=2, data_dir=data_dir)
     assert (set5.name, set5.hr_dir, set5.lr_dir) == (
-        "Set5", data_dir / "benchmark/Set5/HR", data_dir / "benchmark/Set5/LR_bicubic/X2"
+        "Set5",
+        data_dir / "benchmark/Set5/HR",
+        data_dir / "benchmark/Set5/LR_bicubic/X2",
     )
     assert find_benchmark("Set5", scale=4, data_dir=data_dir).lr_dir is None  # no X4 folder: made on the fly
     bsd100 = find_benchmark("BSD100", scale=4, data_dir=data_dir)
@@ -142,9 +144,18 @@ def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
 
 
 def test_table_matches_independent_computation(tmp_path: Path, photos: Path) -> None:
-    nets = {"psnr": _tiny_generator(tmp_path / "psnr.safetensors", 0), "gan": _tiny_generator(tmp_path / "gan.safetensors", 1)}
-    cfg = _cfg(tmp_path, ckpt=[str(tmp_path / "psnr.safetensors"), str(tmp_path / "gan.safetensors")],
-               datasets=[str(photos)], rgb=True, tile=16, tile_overlap=12)
+    nets = {
+        "psnr": _tiny_generator(tmp_path / "psnr.safetensors", 0),
+        "gan": _tiny_generator(tmp_path / "gan.safetensors", 1),
+    }
+    cfg = _cfg(
+        tmp_path,
+        ckpt=[str(tmp_path / "psnr.safetensors"), str(tmp_path / "gan.safetensors")],
+        datasets=[str(photos)],
+        rgb=True,
+        tile=16,
+        tile_overlap=12,
+    )
     rows = run(cfg)
 
     assert [(r["dataset"], r["model"]) for r in rows] == [("photos", "bicubic"), ("photos", "psnr"), ("photos", "gan")]
@@ -183,7 +194,9 @@ def test_lr_folder_is_used_when_present(tmp_path: Path, photos: Path) -> None:
     lr_dir.mkdir(parents=True)
     for path in photos.glob("*.png"):
         with Image.open(path) as image:  # nearest-neighbour LR: clearly not the bicubic one
-            image.resize((image.width // SCALE, image.height // SCALE), Image.NEAREST).save(lr_dir / f"{path.stem}x{SCALE}.png")
+            image.resize((image.width // SCALE, image.height // SCALE), Image.NEAREST).save(
+                lr_dir / f"{path.stem}x{SCALE}.png"
+            )
     rows = run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
     report = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert report["lr"]["photos"] == str(lr_dir)
@@ -200,15 +213,21 @@ def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:
     Image.fromarray(skdata.astronaut()[::4, ::4]).save(folder / "astronaut.png")  # 128 x 128
     _tiny_generator(tmp_path / "a0.safetensors", 0)
     _tiny_generator(tmp_path / "a1.safetensors", 1)
-    cfg = _cfg(tmp_path, ckpt=[str(tmp_path / "a0.safetensors"), str(tmp_path / "a1.safetensors")],
-               datasets=[str(folder)], plot=True)
+    cfg = _cfg(
+        tmp_path,
+        ckpt=[str(tmp_path / "a0.safetensors"), str(tmp_path / "a1.safetensors")],
+        datasets=[str(folder)],
+        plot=True,
+    )
     rows = run(cfg)
     assert all(0 < r["vif_y"] <= 1.5 for r in rows)  # VIF-P: 1 for a perfect copy
     png = tmp_path / "eval" / "perception_distortion_big.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_lpips_column_when_the_backbone_is_cached(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lpips_column_when_the_backbone_is_cached(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The LPIPS wiring, with a random AlexNet standing in for the ImageNet one (no download here):
     the values are not meaningful LPIPS, only equal to torchmetrics' on the same cropped images."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -241,12 +260,30 @@ def test_config_errors_name_the_key(tmp_path: Path, photos: Path, monkeypatch: p
 def test_cli_bicubic_baseline_writes_reports(tmp_path: Path, photos: Path) -> None:
     """The real Hydra app: baseline only, reports and the offline W&B run in out_dir, nothing else
     left in the working dir; a bad entry is one line on stderr."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TORCH_HOME": str(tmp_path / "torch"), "WANDB_MODE": "offline"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "TORCH_HOME": str(tmp_path / "torch"),
+        "WANDB_MODE": "offline",
+    }
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "sr_gan.evaluate", "ckpt=bicubic", f"datasets=[{photos}]", "out_dir=out", "scale=2", "logger=wandb"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "sr_gan.evaluate",
+            "ckpt=bicubic",
+            f"datasets=[{photos}]",
+            "out_dir=out",
+            "scale=2",
+            "logger=wandb",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "no LPIPS column" in result.stdout and "bicubic" in result.stdout
@@ -256,7 +293,11 @@ def test_cli_bicubic_baseline_writes_reports(tmp_path: Path, photos: Path) -> No
 
     bad = subprocess.run(
         [sys.executable, "-m", "sr_gan.evaluate", "datasets=[NoSuchSet]"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "NoSuchSet" in bad.stderr

@@ -15,9 +15,9 @@ from sr_gan.ops import imresize
 def _matlab_cubic(x: np.ndarray) -> np.ndarray:
     absx = np.abs(x)
     absx2, absx3 = absx**2, absx**3
-    return (1.5 * absx3 - 2.5 * absx2 + 1) * (absx <= 1) + (
-        -0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2
-    ) * ((1 < absx) & (absx <= 2))
+    return (1.5 * absx3 - 2.5 * absx2 + 1) * (absx <= 1) + (-0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2) * (
+        (1 < absx) & (absx <= 2)
+    )
 
 
 def _matlab_contributions(in_length, out_length, scale, antialiasing):

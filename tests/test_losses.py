@@ -96,9 +96,7 @@ def test_esrgan_default_truncates_at_conv5_4(vgg_file) -> None:
 def test_loss_value_equals_hand_computation(reference_vgg, vgg_file, images, criterion) -> None:
     layer_weights = {"relu2_2": 0.5, "conv3_1": 2.0}
     scale = 1 / 12.75
-    loss = PerceptualLoss(
-        layer_weights=layer_weights, criterion=criterion, feature_scale=scale, weights=vgg_file
-    )
+    loss = PerceptualLoss(layer_weights=layer_weights, criterion=criterion, feature_scale=scale, weights=vgg_file)
     sr, hr = images
     sr_maps = _reference_maps(reference_vgg, sr, list(layer_weights))
     hr_maps = _reference_maps(reference_vgg, hr, list(layer_weights))
@@ -126,9 +124,7 @@ def test_weights_file_round_trip(reference_vgg, images, tmp_path, suffix, prefix
     for key, value in loss.vgg.state_dict().items():
         assert torch.equal(value, reference_vgg.state_dict()[key]), key
     sr, _ = images
-    torch.testing.assert_close(
-        loss.features(sr)["conv5_4"], _reference_maps(reference_vgg, sr, ["conv5_4"])["conv5_4"]
-    )
+    torch.testing.assert_close(loss.features(sr)["conv5_4"], _reference_maps(reference_vgg, sr, ["conv5_4"])["conv5_4"])
 
 
 def test_pretrained_takes_torchvision_imagenet_weights(reference_vgg, monkeypatch) -> None:

@@ -34,9 +34,7 @@ def _ref_ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
     sigma1_sq = filt(a * a) - mu1**2
     sigma2_sq = filt(b * b) - mu2**2
     sigma12 = filt(a * b) - mu1 * mu2
-    ssim_map = ((2 * mu1 * mu2 + c1) * (2 * sigma12 + c2)) / (
-        (mu1**2 + mu2**2 + c1) * (sigma1_sq + sigma2_sq + c2)
-    )
+    ssim_map = ((2 * mu1 * mu2 + c1) * (2 * sigma12 + c2)) / ((mu1**2 + mu2**2 + c1) * (sigma1_sq + sigma2_sq + c2))
     return ssim_map.mean()
 
 

@@ -58,7 +58,7 @@ def test_esrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4
     assert list(cfg.optim.scheduler.milestones) == [50000, 100000, 200000, 300000]
     assert cfg.trainer.max_steps == 400000
-    assert OmegaConf.is_missing(cfg.model, "init_from")
+    assert cfg.require_init_from and cfg.model.init_from is None
 
 
 def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:
@@ -98,6 +98,8 @@ class _Spy(SRGANModule):
     def generator_step(self, sr, hr, opt_g):
         d_before = [p.detach().clone() for p in self.discriminator.parameters()]
         g_before = [p.detach().clone() for p in self.generator.parameters()]
+        for p in self.discriminator.parameters():
+            p.grad = None  # left from the previous D step; the G step must not fill it
         logs = super().generator_step(sr, hr, opt_g)
         assert all(p.grad is None for p in self.discriminator.parameters()), "G step reached D"
         assert all(torch.equal(a, p) for a, p in zip(d_before, self.discriminator.parameters()))
@@ -123,8 +125,14 @@ def _fit(cfg, module_cls=SRGANModule):
 
     module = instantiate(cfg.module, _target_=f"{module_cls.__module__}.{module_cls.__qualname__}")
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, limit_val_batches=0, callbacks=[BatchBudget(cfg.trainer.max_steps)],
+        accelerator="cpu",
+        max_steps=-1,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[BatchBudget(cfg.trainer.max_steps)],
     )
     trainer.fit(module, datamodule=instantiate(cfg.data))
     return module, trainer
@@ -146,8 +154,13 @@ def test_discriminator_warm_up_and_k_skip_generator_batches(make_cfg) -> None:
 
 def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path) -> None:
     cfg = make_cfg(
-        "loss=ragan", "trainer.max_steps=3", "trainer.val_check_interval=2",
-        "optim.scheduler.milestones=[2]", "optim.generator.lr=0.1", "optim.discriminator.lr=0.1", "test=false",
+        "loss=ragan",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=2",
+        "optim.scheduler.milestones=[2]",
+        "optim.generator.lr=0.1",
+        "optim.discriminator.lr=0.1",
+        "test=false",
     )
     train(cfg)
     rows = _metrics(tmp_path)

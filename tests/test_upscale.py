@@ -38,7 +38,9 @@ RGB = skdata.astronaut()[100:124, 180:210]  # (24, 30, 3) uint8
 def ckpt(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"
-    save_generator_file(path, SRResNet(num_features=8, num_blocks=1, scale=SCALE).state_dict(), config=TINY_G, scale=SCALE)
+    save_generator_file(
+        path, SRResNet(num_features=8, num_blocks=1, scale=SCALE).state_dict(), config=TINY_G, scale=SCALE
+    )
     return path
 
 
@@ -125,7 +127,10 @@ def test_16_bit_levels_survive(tmp_path: Path) -> None:
     (tmp_path / "x.png").write_bytes(encode_png16(pixels))
     picture = read_picture(tmp_path / "x.png")
     assert picture.bits == 16 and picture.alpha is not None and not picture.grey
-    assert torch.equal(torch.round(picture.rgb[0] * 65535).to(torch.int32), torch.from_numpy(pixels[..., :3].astype(np.int32)).permute(2, 0, 1))
+    assert torch.equal(
+        torch.round(picture.rgb[0] * 65535).to(torch.int32),
+        torch.from_numpy(pixels[..., :3].astype(np.int32)).permute(2, 0, 1),
+    )
 
 
 def test_exif_rotation_and_unwritable_output(tmp_path: Path, ckpt: Path) -> None:
@@ -135,7 +140,9 @@ def test_exif_rotation_and_unwritable_output(tmp_path: Path, ckpt: Path) -> None
     assert read_picture(tmp_path / "phone.jpg").rgb.shape == (1, 3, 30, 24)  # (H, W) as displayed
     (tmp_path / "blocked").write_text("a file where the output folder should be")
     model, _ = load_generator(ckpt)
-    failure = upscale_file(model, tmp_path / "phone.jpg", tmp_path / "blocked" / "phone_x2.png", scale=SCALE, cfg=_cfg())
+    failure = upscale_file(
+        model, tmp_path / "phone.jpg", tmp_path / "blocked" / "phone_x2.png", scale=SCALE, cfg=_cfg()
+    )
     assert failure is not None and failure.startswith("cannot write") and "\n" not in failure
 
 
@@ -154,7 +161,9 @@ def test_inputs_from_folder_glob_and_file(tmp_path: Path, images: Path) -> None:
     (images / "notes.txt").write_text("not an image")
     (images / "rgb_x2.png").write_bytes((images / "rgb.png").read_bytes())  # an earlier output
     from_folder = find_inputs(str(images), suffix="_x2")
-    assert [p.name for p in from_folder] == sorted(["broken.png", "grey.png", "palette.png", "photo.jpg", "rgb.png", "rgb16.png", "rgba.png"])
+    assert [p.name for p in from_folder] == sorted(
+        ["broken.png", "grey.png", "palette.png", "photo.jpg", "rgb.png", "rgb16.png", "rgba.png"]
+    )
     assert [p.name for p in find_inputs(str(images / "r*.png"), suffix="_x2")] == ["rgb.png", "rgb16.png", "rgba.png"]
     assert find_inputs(str(images / "rgb_x2.png"), suffix="_x2") == [images / "rgb_x2.png"]  # named explicitly
     with pytest.raises(UserError, match="names no image"):
@@ -176,7 +185,11 @@ def test_cli_reports_the_corrupt_file_and_writes_the_rest(tmp_path: Path, ckpt: 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     result = subprocess.run(
         [sys.executable, "-m", "sr_gan.upscale", f"ckpt={ckpt}", f"input={images}/*.png", "tile=16"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: cannot read")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,9 +13,7 @@ from sr_gan.errors import UserError
 def register_resolvers() -> None:
     """``${wandb_offline:}`` is true unless ``WANDB_MODE=online`` (offline by default: no account needed)."""
     if not OmegaConf.has_resolver("wandb_offline"):
-        OmegaConf.register_new_resolver(
-            "wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online"
-        )
+        OmegaConf.register_new_resolver("wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online")
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -22,7 +21,7 @@ def check_train_config(cfg: DictConfig) -> None:
     max_steps = cfg.trainer.get("max_steps")
     if not isinstance(max_steps, int) or max_steps <= 0:
         raise UserError(f"trainer.max_steps={max_steps} must be a positive number of training batches")
-    if OmegaConf.is_missing(cfg.model, "init_from"):
+    if cfg.get("require_init_from") and not cfg.model.init_from:
         raise UserError(
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
             "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN)"
@@ -35,6 +34,16 @@ def check_train_config(cfg: DictConfig) -> None:
                 f"{cfg.data.patch_size}: the discriminator sees HR patches, make them equal"
             )
     if cfg.data.patch_size % cfg.data.scale:
-        raise UserError(
-            f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}"
-        )
+        raise UserError(f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}")
+
+
+def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "") -> Path:
+    """``cfg[key]`` as a Path, checked: set, with the given suffix, and existing if ``must_exist``."""
+    if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+        raise UserError(f"'{key}' is not set: add {key}={example}")
+    path = Path(str(cfg[key]))
+    if suffix and path.suffix != suffix:
+        raise UserError(f"{key}={path} must end in {suffix}: e.g. {key}={example}")
+    if must_exist and not path.is_file():
+        raise UserError(f"{key}={path}: no such file; pass an existing file, e.g. {key}={example}")
+    return path

@@ -10,7 +10,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A problem with the user's input (a config key, a file); its message says how to fix it."""
 
 
@@ -22,7 +22,7 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except (UserError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

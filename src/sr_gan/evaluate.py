@@ -37,8 +37,15 @@ from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import imresize
-from sr_gan.perception import LPIPS_LABEL, VIF_LABEL, load_lpips, lpips_backbone_path, lpips_score, vif_y
-from sr_gan.perception import plot_perception_distortion
+from sr_gan.perception import (
+    LPIPS_LABEL,
+    VIF_LABEL,
+    load_lpips,
+    lpips_backbone_path,
+    lpips_score,
+    plot_perception_distortion,
+    vif_y,
+)
 from sr_gan.tiling import resolve_device, tiled_forward
 from sr_gan.weights import atomic_path, load_generator
 

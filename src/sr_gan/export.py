@@ -16,8 +16,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from sr_gan.config import path_arg
+from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.weights import atomic_path, load_generator, refuse_overwrite, save_generator_file
-from sr_gan.weights.cli import exit_on_user_error, path_arg
 
 # (batch, height, width) of the ONNX check inputs: two sizes, both multiples of 4 so that the
 # pixel-unshuffle of x1 / x2 RRDBNets applies.
@@ -71,29 +72,29 @@ def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, 
         (sr,) = session.run(None, {"lr": lr.numpy()})  # (B, C, h·s, w·s)
         worst = max(worst, float(np.abs(sr - generator(lr).numpy()).max()))
     if worst > atol:
-        raise ValueError(f"{path}: onnxruntime differs from PyTorch by {worst:.2e} > {atol:.0e}")
+        raise UserError(f"{path}: onnxruntime differs from PyTorch by {worst:.2e} > {atol:.0e}")
     return worst
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True)
-        out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors")
-        onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx") if cfg.onnx else None
-        if onnx:
-            refuse_overwrite(onnx, ckpt, out)
-        generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)
-        weights = "EMA" if info["ema"] else "non-EMA"
-        target = info["config"]["_target_"]
-        print(f"wrote {out}: {target} x{info['scale']}, {weights} weights from a {info['source']} file")
-        if onnx:
-            in_channels = info["config"].get("in_channels", 3)
-            export_onnx(generator, onnx, in_channels=in_channels, opset=cfg.onnx_opset)
-            print(f"wrote {onnx} (opset {cfg.onnx_opset})")
-            if cfg.onnx_check:
-                difference = check_onnx(generator, onnx, in_channels=in_channels)
-                print(f"onnxruntime vs PyTorch: max abs diff {difference:.2e}")
+    ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True)
+    out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors")
+    onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx") if cfg.onnx else None
+    if onnx:
+        refuse_overwrite(onnx, ckpt, out)
+    generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)
+    weights = "EMA" if info["ema"] else "non-EMA"
+    target = info["config"]["_target_"]
+    print(f"wrote {out}: {target} x{info['scale']}, {weights} weights from a {info['source']} file")
+    if onnx:
+        in_channels = info["config"].get("in_channels", 3)
+        export_onnx(generator, onnx, in_channels=in_channels, opset=cfg.onnx_opset)
+        print(f"wrote {onnx} (opset {cfg.onnx_opset})")
+        if cfg.onnx_check:
+            difference = check_onnx(generator, onnx, in_channels=in_channels)
+            print(f"onnxruntime vs PyTorch: max abs diff {difference:.2e}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from sr_gan.config import path_arg
+from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
-from sr_gan.weights.cli import UsageError, exit_on_user_error, path_arg
 
 StateDict = dict[str, torch.Tensor]
 
@@ -29,10 +30,10 @@ def interpolate_state_dicts(psnr: StateDict, gan: StateDict, alpha: float) -> St
     nearer end point (PSNR for alpha < 0.5, GAN otherwise).
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha={alpha} is outside [0, 1]: 0 gives the PSNR model, 1 the GAN model")
+        raise UserError(f"alpha={alpha} is outside [0, 1]: 0 gives the PSNR model, 1 the GAN model")
     if psnr.keys() != gan.keys():
         only_psnr, only_gan = sorted(psnr.keys() - gan.keys()), sorted(gan.keys() - psnr.keys())
-        raise ValueError(
+        raise UserError(
             f"the state dicts have different keys (only PSNR: {only_psnr[:5]}, only GAN: {only_gan[:5]}): "
             "interpolate two generators of one architecture"
         )
@@ -40,7 +41,7 @@ def interpolate_state_dicts(psnr: StateDict, gan: StateDict, alpha: float) -> St
     for key, start in psnr.items():
         end = gan[key]
         if start.shape != end.shape or start.dtype != end.dtype:
-            raise ValueError(
+            raise UserError(
                 f"'{key}' is {start.dtype} {tuple(start.shape)} in PSNR but {end.dtype} {tuple(end.shape)} in GAN: "
                 "interpolate two generators of one architecture"
             )
@@ -64,7 +65,7 @@ def interpolate_files(
     config, gan_config = psnr_info["config"], gan_info["config"]
     if config != gan_config or psnr_info["scale"] != gan_info["scale"]:
         differ = sorted(key for key in config.keys() | gan_config.keys() if config.get(key) != gan_config.get(key))
-        raise ValueError(
+        raise UserError(
             f"psnr={psnr} and gan={gan} hold different generators (config keys {differ}, scales "
             f"{psnr_info['scale']} / {gan_info['scale']}): interpolate a GAN model with the PSNR model "
             "it was fine-tuned from"
@@ -75,15 +76,15 @@ def interpolate_files(
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="interpolate")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True)
-        gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True)
-        out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors")
-        if isinstance(cfg.alpha, bool) or not isinstance(cfg.alpha, int | float):
-            raise UsageError(f"alpha={cfg.alpha!r} is not a number: pass e.g. alpha=0.8")
-        info = interpolate_files(psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema)
-        print(f"wrote {out}: {info['config']['_target_']} x{info['scale']}, alpha={cfg.alpha}")
+    psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True)
+    gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True)
+    out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors")
+    if isinstance(cfg.alpha, bool) or not isinstance(cfg.alpha, int | float):
+        raise UserError(f"alpha={cfg.alpha!r} is not a number: pass e.g. alpha=0.8")
+    info = interpolate_files(psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema)
+    print(f"wrote {out}: {info['config']['_target_']} x{info['scale']}, alpha={cfg.alpha}")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from torchmetrics.functional.image import visual_information_fidelity
 from torchmetrics.image import LearnedPerceptualImagePatchSimilarity
 from torchvision.models import AlexNet_Weights
 
-from sr_gan.metrics import crop_border as crop, quantize, rgb_to_y
+from sr_gan.metrics import crop_border as crop
+from sr_gan.metrics import quantize, rgb_to_y
 from sr_gan.weights import atomic_path
 
 LPIPS_LABEL = "LPIPS (AlexNet, lower = better)"

@@ -187,14 +187,21 @@ def upscale_picture(
     return Picture(rgb=sr.clamp(0, 1), alpha=alpha, grey=picture.grey, bits=picture.bits)  # (1, 3, sH, sW)
 
 
-def upscale_file(model: torch.nn.Module, source: Path, target: Path | str, *, scale: int, cfg: DictConfig) -> str | None:
+def upscale_file(
+    model: torch.nn.Module, source: Path, target: Path | str, *, scale: int, cfg: DictConfig
+) -> str | None:
     """Read, upscale and write one file; returns None, or a one-line message saying why it failed."""
     if isinstance(target, str):  # refused by plan_outputs
         return target
     try:
         picture = read_picture(source)
         sr = upscale_picture(
-            model, picture, scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap, batch_size=cfg.tile_batch,
+            model,
+            picture,
+            scale=scale,
+            tile=cfg.tile,
+            overlap=cfg.tile_overlap,
+            batch_size=cfg.tile_batch,
             dtype=PRECISIONS[cfg.precision],
         )
         write_picture(sr, target, fmt=cfg.format)
@@ -203,7 +210,9 @@ def upscale_file(model: torch.nn.Module, source: Path, target: Path | str, *, sc
     except OSError as err:  # e.g. a full disk or a folder without write permission
         return f"cannot write {target}: {err}"
     except torch.OutOfMemoryError:
-        return f"{source}: out of memory at tile={cfg.tile}, tile_batch={cfg.tile_batch}: lower them (tile=0 is no tiling)"
+        return (
+            f"{source}: out of memory at tile={cfg.tile}, tile_batch={cfg.tile_batch}: lower them (tile=0 is no tiling)"
+        )
     return None
 
 

@@ -47,6 +47,5 @@ def check_multiple(network: str, name: str, value: int, factor: int) -> None:
     """Raise a ValueError unless `value` is a positive multiple of `factor`."""
     if value <= 0 or value % factor:
         raise ValueError(
-            f"{network}: {name}={value} must be a positive multiple of {factor} "
-            f"(the network downsamples by {factor})"
+            f"{network}: {name}={value} must be a positive multiple of {factor} (the network downsamples by {factor})"
         )

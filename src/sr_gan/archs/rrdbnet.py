@@ -77,9 +77,7 @@ class RRDBNet(nn.Module):
         self.scale = scale
         self.unshuffle = _UNSHUFFLE[scale]
         self.conv_first = nn.Conv2d(in_channels * self.unshuffle**2, num_features, 3, padding=1)
-        self.body = make_layer(
-            lambda: RRDB(num_features=num_features, growth_channels=growth_channels), num_blocks
-        )
+        self.body = make_layer(lambda: RRDB(num_features=num_features, growth_channels=growth_channels), num_blocks)
         self.conv_body = nn.Conv2d(num_features, num_features, 3, padding=1)
         self.conv_up1 = nn.Conv2d(num_features, num_features, 3, padding=1)
         self.conv_up2 = nn.Conv2d(num_features, num_features, 3, padding=1)

@@ -89,9 +89,7 @@ def find_lr_partner(hr: Path, lr_by_stem: dict[str, Path], lr_dir: Path, scale: 
     for stem in stems:
         if stem in lr_by_stem:
             return lr_by_stem[stem]
-    raise FileNotFoundError(
-        f"no LR partner of {hr} in {lr_dir}: expected a file named {stems[0]}.* or {stems[1]}.*"
-    )
+    raise FileNotFoundError(f"no LR partner of {hr} in {lr_dir}: expected a file named {stems[0]}.* or {stems[1]}.*")
 
 
 def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> list[ImagePair]:

@@ -131,13 +131,9 @@ def _fetch(url: str, path: Path, *, sha256: str | None, md5: str | None) -> None
             got = _stream(url, file)
         for name, expected in (("sha256", sha256), ("md5", md5)):
             if expected is not None and got[name] != expected.lower():
-                raise UserError(
-                    f"{name} mismatch for {url}: expected {expected}, got {got[name]}; download removed"
-                )
+                raise UserError(f"{name} mismatch for {url}: expected {expected}, got {got[name]}; download removed")
         if sha256 is None and md5 is None:
-            warnings.warn(
-                f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}", stacklevel=3
-            )
+            warnings.warn(f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}", stacklevel=3)
         os.replace(partial, path)
     finally:
         Path(partial).unlink(missing_ok=True)
@@ -147,9 +143,7 @@ def _check_member(archive: Path, name: str, dest_dir: Path) -> None:
     """Refuse a member that would land outside `dest_dir` (absolute path, `..`)."""
     root = dest_dir.resolve()
     if not (root / name).resolve().is_relative_to(root):
-        raise UserError(
-            f"archive {archive} has a member {name!r} that escapes {dest_dir}: refusing to extract"
-        )
+        raise UserError(f"archive {archive} has a member {name!r} that escapes {dest_dir}: refusing to extract")
 
 
 def _extract(archive: Path, dest_dir: Path) -> None:
@@ -220,9 +214,7 @@ def download_div2k(root: str | Path, parts: list[str], *, base_url: str = DIV2K_
     return dest
 
 
-def download_benchmarks(
-    root: str | Path, sets: list[str], *, base_url: str = BENCHMARK_URL
-) -> dict[str, Path]:
+def download_benchmarks(root: str | Path, sets: list[str], *, base_url: str = BENCHMARK_URL) -> dict[str, Path]:
     """Fetch the benchmark sets (one archive holds all four) into `root`; returns each set's folder."""
     if "Manga109" in sets:
         raise UserError(MANGA109_HELP.format(root=root))
@@ -236,19 +228,13 @@ def download_benchmarks(
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m sr_gan.data.download", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m sr_gan.data.download", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="dataset", required=True)
     div2k = commands.add_parser("div2k", help="DIV2K 800 train / 100 valid HR and bicubic LR")
-    div2k.add_argument(
-        "--parts", nargs="+", default=["train_hr", "valid_hr", "x4"], choices=list(DIV2K_PARTS)
-    )
+    div2k.add_argument("--parts", nargs="+", default=["train_hr", "valid_hr", "x4"], choices=list(DIV2K_PARTS))
     div2k.add_argument("--base-url", default=DIV2K_URL)
     benchmarks = commands.add_parser("benchmarks", help="Set5, Set14, BSD100, Urban100 (HR + bicubic LR)")
-    benchmarks.add_argument(
-        "--sets", nargs="+", default=list(BENCHMARK_SETS), choices=[*BENCHMARK_SETS, "Manga109"]
-    )
+    benchmarks.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS), choices=[*BENCHMARK_SETS, "Manga109"])
     benchmarks.add_argument("--base-url", default=BENCHMARK_URL)
     for command in (div2k, benchmarks):
         command.add_argument("--root", type=Path, default=Path("data"), help="data folder (paths.data_dir)")

@@ -103,9 +103,7 @@ class SRGANModule(L.LightningModule):
         # that sr_gan.weights.load_generator can rebuild the network without this code's config.
         self.generator_config: dict[str, Any] | None = None
         self.num_samples = num_samples
-        self.metrics = nn.ModuleDict(
-            {stage: nn.ModuleDict({m: MeanMetric() for m in _METRICS}) for stage in _STAGES}
-        )
+        self.metrics = nn.ModuleDict({stage: nn.ModuleDict({m: MeanMetric() for m in _METRICS}) for stage in _STAGES})
         _check_objective(pixel_loss, perceptual_loss, adversarial_loss, discriminator, optimizer_d)
 
     # ------------------------------------------------------------------ set-up
@@ -194,9 +192,7 @@ class SRGANModule(L.LightningModule):
             if self.adversarial_loss.needs_real_logits_for_generator:
                 with torch.no_grad():
                     real_logits = self.discriminator(hr)
-            terms["gan"] = self.weights["gan"] * self.adversarial_loss.generator_loss(
-                real_logits, fake_logits
-            )
+            terms["gan"] = self.weights["gan"] * self.adversarial_loss.generator_loss(real_logits, fake_logits)
         return terms
 
     def _step_schedulers(self) -> None:

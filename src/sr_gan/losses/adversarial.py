@@ -89,9 +89,7 @@ class RelativisticGANLoss(AdversarialLoss):
                 "compute them when needs_real_logits_for_generator is True"
             )
         real_logits = real_logits.detach()
-        return 0.5 * (
-            _bce(real_logits - fake_logits.mean(), 0.0) + _bce(fake_logits - real_logits.mean(), 1.0)
-        )
+        return 0.5 * (_bce(real_logits - fake_logits.mean(), 0.0) + _bce(fake_logits - real_logits.mean(), 1.0))
 
 
 class LSGANLoss(AdversarialLoss):

@@ -78,9 +78,7 @@ def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool
         try:
             features.load_state_dict(_read_state_dict(path))
         except RuntimeError as err:
-            raise RuntimeError(
-                f"loss.perceptual.weights={path} is not a torchvision vgg19 state_dict: {err}"
-            ) from err
+            raise RuntimeError(f"loss.perceptual.weights={path} is not a torchvision vgg19 state_dict: {err}") from err
         return features
     if pretrained:
         try:

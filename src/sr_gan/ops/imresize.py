@@ -91,9 +91,7 @@ def imresize(
     if (scale is None) == (size is None):
         raise ValueError("imresize: pass exactly one of `scale` or `size`")
     if not x.is_floating_point():
-        raise TypeError(
-            f"imresize: x has dtype {x.dtype}; convert it to float first (x.float() / 255)"
-        )
+        raise TypeError(f"imresize: x has dtype {x.dtype}; convert it to float first (x.float() / 255)")
     if x.ndim not in (3, 4):
         raise ValueError(f"imresize: x must be (B, C, H, W) or (C, H, W), got {tuple(x.shape)}")
     in_h, in_w = x.shape[-2:]

@@ -19,12 +19,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from sr_gan.errors import UserError
+
 # Metadata keys of the safetensors files we write (safetensors metadata is str → str).
 GENERATOR_KEY = "sr_gan.generator"  # JSON of the resolved Hydra config of the generator
 SCALE_KEY = "sr_gan.scale"
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError):
     """A torch file needs more than `weights_only=True` allows, i.e. it holds pickled objects."""
 
 
@@ -52,9 +54,9 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
             "or export it with `python -m sr_gan.export`"
         ) from err
     except Exception as err:  # torch raises KeyError, RuntimeError, EOFError ... on foreign files
-        raise ValueError(f"{path}: not a torch or safetensors weight file ({type(err).__name__}: {err})") from err
+        raise UserError(f"{path}: not a torch or safetensors weight file ({type(err).__name__}: {err})") from err
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
+        raise UserError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
     return loaded
 
 
@@ -88,4 +90,4 @@ def save_generator_file(
 def refuse_overwrite(out: str | Path, *inputs: str | Path) -> None:
     """Raise a ValueError if writing `out` would replace one of the `inputs`."""
     if any(Path(out).resolve() == Path(source).resolve() for source in inputs):
-        raise ValueError(f"out={out} is also an input: choose another output file")
+        raise UserError(f"out={out} is also an input: choose another output file")

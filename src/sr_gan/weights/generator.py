@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from sr_gan.errors import UserError
 from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, load_state_file
 from sr_gan.weights.keys import StateDict, count_blocks, is_esrgan_old, to_our_keys
 
@@ -48,7 +49,7 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
         prefix = "generator_ema." if ema else "generator."
         state = {key.removeprefix(prefix): value for key, value in state_dict.items() if key.startswith(prefix)}
         if not state:
-            raise ValueError("checkpoint 'state_dict' has no 'generator.*' keys; is it an sr_gan checkpoint?")
+            raise UserError("checkpoint 'state_dict' has no 'generator.*' keys; is it an sr_gan checkpoint?")
         stored = obj.get("sr_gan", {})
         return GeneratorWeights(state, "lightning", ema, stored.get("generator"), stored.get("scale"))
     if "params" in obj or "params_ema" in obj:
@@ -56,7 +57,7 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
         return GeneratorWeights(obj["params_ema" if ema else "params"], "basicsr", ema)
     if obj and all(isinstance(value, Tensor) for value in obj.values()):
         return GeneratorWeights(dict(obj), "esrgan-old" if is_esrgan_old(obj) else "state_dict", False)
-    raise ValueError(
+    raise UserError(
         f"no generator weights found (top-level keys {list(obj)[:_SHOWN_KEYS]}); expected an sr_gan "
         "checkpoint, a BasicSR file (params / params_ema), an ESRGAN release file or a state dict"
     )
@@ -78,12 +79,12 @@ def infer_rrdbnet_config(state: StateDict) -> dict[str, Any]:
     """
     needed = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight")
     if missing := [key for key in needed if key not in state]:
-        raise ValueError(f"cannot infer the RRDBNet config, keys {missing} are missing: pass generator_config")
+        raise UserError(f"cannot infer the RRDBNet config, keys {missing} are missing: pass generator_config")
     num_features, first_in = state["conv_first.weight"].shape[:2]
     channels = state["conv_last.weight"].shape[0]
     scales = {1: 8 if "conv_up3.weight" in state else 4, 4: 2, 16: 1}
     if first_in % channels or first_in // channels not in scales:
-        raise ValueError(
+        raise UserError(
             f"conv_first takes {first_in} channels for {channels} output channels, which is no RRDBNet "
             "scale (x1, x2, x4 take 16x, 4x, 1x): pass generator_config"
         )
@@ -108,7 +109,7 @@ def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
     }
     if any(problems.values()):
         listed = "; ".join(f"{len(keys)} {kind} {keys[:_SHOWN_KEYS]}" for kind, keys in problems.items() if keys)
-        raise ValueError(f"weights do not fit {target}: {listed}; pass generator_config matching the file")
+        raise UserError(f"weights do not fit {target}: {listed}; pass generator_config matching the file")
 
 
 def load_generator(
@@ -131,11 +132,11 @@ def load_generator(
         config = dict(generator_config or weights.config or infer_rrdbnet_config(state))
         scale = config.get("scale", weights.scale)
         if scale is None:
-            raise ValueError("the scale is unknown: add 'scale' to generator_config")
+            raise UserError("the scale is unknown: add 'scale' to generator_config")
         generator = instantiate(config)
         _check_fit(generator, state, config["_target_"])
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+        raise UserError(f"{path}: {err}") from err
     generator.load_state_dict(state, strict=True)
     info = {"scale": int(scale), "config": config, "source": weights.source, "ema": weights.ema}
     return generator.eval(), info

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from sr_gan.errors import UserError
+
 StateDict = dict[str, Tensor]
 
 
@@ -72,7 +74,7 @@ def rename_keys(state: StateDict, source: KeyLayout, target: KeyLayout) -> State
         elif match := re.fullmatch(source.body_pattern, module):
             new_module = target.body_format.format(*match.groups())
         else:
-            raise ValueError(f"state-dict key '{key}' is not an RRDBNet key of the expected layout")
+            raise UserError(f"state-dict key '{key}' is not an RRDBNet key of the expected layout")
         renamed[f"{new_module}.{parameter}"] = tensor
     return renamed
 
@@ -96,7 +98,7 @@ def sequential_to_ours(state: StateDict) -> StateDict:
     trunk = [int(m[1]) for key in state if (m := re.fullmatch(r"model\.1\.sub\.(\d+)\.weight", key))]
     tail = {int(m[1]) for key in state if (m := re.fullmatch(r"model\.(\d+)\.weight", key)) and m[1] != "0"}
     if len(trunk) != 1 or len(tail) < 3:
-        raise ValueError(
+        raise UserError(
             "state dict with model.N keys is not the 2018 ESRGAN layout: expected one trunk conv "
             "'model.1.sub.<num_blocks>.weight' and model.3 ... model.<last> convs after it"
         )
