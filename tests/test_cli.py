@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY
+from tests.helpers import run_module
 
 pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [sys.executable, "-m", "sr_gan.train", *args, f"paths.log_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return run_module("sr_gan.train", *args, f"paths.log_dir={tmp_path}")
 
 
 def _tiny(*extra: str) -> list[str]:

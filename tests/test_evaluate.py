@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from sr_gan.evaluate import find_benchmark, run
 from sr_gan.ops import imresize
 from sr_gan.perception import lpips_backbone_path
 from sr_gan.weights import save_generator_file
+from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
@@ -260,30 +258,18 @@ def test_config_errors_name_the_key(tmp_path: Path, photos: Path, monkeypatch: p
 def test_cli_bicubic_baseline_writes_reports(tmp_path: Path, photos: Path) -> None:
     """The real Hydra app: baseline only, reports and the offline W&B run in out_dir, nothing else
     left in the working dir; a bad entry is one line on stderr."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "src"),
-        "TORCH_HOME": str(tmp_path / "torch"),
-        "WANDB_MODE": "offline",
-    }
+    env = {"TORCH_HOME": str(tmp_path / "torch")}
     work = tmp_path / "work"
     work.mkdir()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sr_gan.evaluate",
-            "ckpt=bicubic",
-            f"datasets=[{photos}]",
-            "out_dir=out",
-            "scale=2",
-            "logger=wandb",
-        ],
+    result = run_module(
+        "sr_gan.evaluate",
+        "ckpt=bicubic",
+        f"datasets=[{photos}]",
+        "out_dir=out",
+        "scale=2",
+        "logger=wandb",
         cwd=work,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "no LPIPS column" in result.stdout and "bicubic" in result.stdout
@@ -291,13 +277,6 @@ def test_cli_bicubic_baseline_writes_reports(tmp_path: Path, photos: Path) -> No
     assert sorted(p.name for p in (work / "out").iterdir()) == ["results.csv", "results.json", "results.md", "wandb"]
     assert list((work / "out" / "wandb").glob("offline-run-*/run-*.wandb"))
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "sr_gan.evaluate", "datasets=[NoSuchSet]"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_module("sr_gan.evaluate", "datasets=[NoSuchSet]", cwd=work, env=env)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "NoSuchSet" in bad.stderr

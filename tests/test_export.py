@@ -1,9 +1,6 @@
 """Exporting a generator: safetensors round trip, ONNX vs PyTorch, the `python -m sr_gan.export` CLI."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +11,8 @@ from torch import nn
 from sr_gan.archs import RRDBNet
 from sr_gan.export import check_onnx, export_onnx, export_safetensors
 from sr_gan.weights import load_generator
+from tests.helpers import run_module
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 Generators = tuple[nn.Module, nn.Module]  # (generator, EMA generator)
 CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 2, "growth_channels": 4, "scale": 2}
 
@@ -79,18 +76,10 @@ def test_onnx_matches_pytorch_on_two_sizes(tmp_path: Path, generators: Generator
         check_onnx(other, path)  # the check can fail
 
 
-def run_module(module: str, cwd: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    """`python -m <module> <overrides>` in `cwd`, as a user runs it (src on the path)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
 @pytest.mark.slow
 def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generators: Generators) -> None:
     overrides = ["ckpt=last.ckpt", "out=gen.safetensors", "onnx=gen.onnx", "onnx_check=true"]
-    proc = run_module("sr_gan.export", tmp_path, *overrides)
+    proc = run_module("sr_gan.export", *overrides, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "max abs diff" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.onnx", "gen.safetensors", "last.ckpt"]
@@ -107,7 +96,7 @@ def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generat
     ],
 )
 def test_cli_bad_key_is_one_line_and_exit_2(tmp_path: Path, ckpt: Path, overrides: list[str], message: str) -> None:
-    proc = run_module("sr_gan.export", tmp_path, *overrides)
+    proc = run_module("sr_gan.export", *overrides, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

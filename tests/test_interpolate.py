@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from sr_gan.interpolate import interpolate_files, interpolate_state_dicts
 from sr_gan.weights import load_generator, save_generator_file
-from tests.test_export import run_module
+from tests.helpers import run_module
 
 CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
 
@@ -76,7 +76,7 @@ def test_cli_writes_the_interpolated_generator(tmp_path: Path) -> None:
     psnr = write_generator(tmp_path / "psnr.safetensors", 0).state_dict()
     gan = write_generator(tmp_path / "gan.safetensors", 1).state_dict()
     overrides = ["psnr=psnr.safetensors", "gan=gan.safetensors", "alpha=0.8", "out=mix.safetensors"]
-    proc = run_module("sr_gan.interpolate", tmp_path, *overrides)
+    proc = run_module("sr_gan.interpolate", *overrides, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gan.safetensors", "mix.safetensors", "psnr.safetensors"]
     mixed, info = load_generator(tmp_path / "mix.safetensors")
@@ -89,6 +89,6 @@ def test_cli_writes_the_interpolated_generator(tmp_path: Path) -> None:
 def test_cli_bad_alpha_is_one_line_and_exit_2(tmp_path: Path) -> None:
     write_generator(tmp_path / "psnr.safetensors", 0)
     overrides = ["psnr=psnr.safetensors", "gan=psnr.safetensors", "alpha=strong", "out=mix.safetensors"]
-    proc = run_module("sr_gan.interpolate", tmp_path, *overrides)
+    proc = run_module("sr_gan.interpolate", *overrides, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: alpha='strong' is not a number: pass e.g. alpha=0.8"

@@ -1,9 +1,6 @@
 """Upscaling users' images: kinds kept (grey, alpha, 16 bit), inputs never overwritten, failures reported."""
 
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,7 @@ from sr_gan.upscale import (
     upscale_picture,
 )
 from sr_gan.weights import load_generator, save_generator_file
+from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
@@ -182,15 +180,7 @@ def test_precision_choices(tmp_path: Path, ckpt: Path, images: Path) -> None:
 
 @pytest.mark.slow
 def test_cli_reports_the_corrupt_file_and_writes_the_rest(tmp_path: Path, ckpt: Path, images: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    result = subprocess.run(
-        [sys.executable, "-m", "sr_gan.upscale", f"ckpt={ckpt}", f"input={images}/*.png", "tile=16"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_module("sr_gan.upscale", f"ckpt={ckpt}", f"input={images}/*.png", "tile=16", cwd=tmp_path)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: cannot read")]
     assert len(errors) == 1 and "broken.png" in errors[0]
