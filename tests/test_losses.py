@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision.transforms.functional import normalize
 
+from sr_gan.errors import UserError
 from sr_gan.losses import (
     VGG19_LAYER_INDEX,
     AdversarialLoss,
@@ -182,7 +183,7 @@ def test_missing_weights_file_names_path_and_key(tmp_path) -> None:
 def test_wrong_weights_file_names_key(tmp_path) -> None:
     path = tmp_path / "other.pth"
     torch.save({"conv.weight": torch.zeros(1)}, path)
-    with pytest.raises(RuntimeError, match=r"loss\.perceptual\.weights=.*not a torchvision vgg19"):
+    with pytest.raises(UserError, match=r"loss\.perceptual\.weights=.*not a torchvision vgg19"):
         PerceptualLoss(weights=str(path))
 
 
@@ -195,7 +196,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_offline_without_fallback_raises_with_fix(offline) -> None:
-    with pytest.raises(RuntimeError, match=r"loss\.perceptual\.weights=/path/vgg19\.pth") as info:
+    with pytest.raises(UserError, match=r"loss\.perceptual\.weights=/path/vgg19\.pth") as info:
         PerceptualLoss(layer_weights={"relu1_1": 1.0})
     assert "\n" not in str(info.value)
 

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.errors import UserError
 
 
+def _if_pixel_loss(pixel_only: Any, otherwise: Any, *, _root_: DictConfig) -> Any:
+    """``${if_pixel_loss:a,b}``: ``a`` when the objective has only a pixel term, else ``b``.
+
+    The CPU demo sizes itself with it: VGG19 and discriminator passes cost about ten times a
+    small generator's, so perceptual and GAN objectives get smaller patches and fewer batches.
+    """
+    loss = _root_.loss
+    value = pixel_only if loss.get("perceptual") is None and loss.get("adversarial") is None else otherwise
+    return OmegaConf.create(value) if isinstance(value, list | dict) else value  # a node, to resolve in place
+
+
 def register_resolvers() -> None:
-    """``${wandb_offline:}`` is true unless ``WANDB_MODE=online`` (offline by default: no account needed)."""
+    """``${wandb_offline:}`` (true unless ``WANDB_MODE=online``: no account needed), ``${if_pixel_loss:a,b}``."""
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online")
+    if not OmegaConf.has_resolver("if_pixel_loss"):
+        OmegaConf.register_new_resolver("if_pixel_loss", _if_pixel_loss)
 
 
 def check_train_config(cfg: DictConfig) -> None:

@@ -15,14 +15,29 @@ class UserError(ValueError):
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run ``fn``; on :class:`UserError` (or a missing file) print one line to stderr and exit 2."""
+    """Run ``fn``; on :class:`UserError` (or a missing file) print one line to stderr and exit 2.
+
+    The error may arrive wrapped, e.g. in Hydra's ``InstantiationException`` when a constructor
+    built from the config refused its arguments: the cause chain is searched for it.
+    """
 
     @wraps(fn)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
         try:
             return fn(*args, **kwargs)
-        except (UserError, FileNotFoundError) as err:
-            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        except Exception as err:
+            user_error = _find_user_error(err)
+            if user_error is None:
+                raise
+            print(f"error: {' '.join(str(user_error).split())}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper
+
+
+def _find_user_error(err: BaseException | None) -> BaseException | None:
+    while err is not None:
+        if isinstance(err, UserError | FileNotFoundError):
+            return err
+        err = err.__cause__
+    return None

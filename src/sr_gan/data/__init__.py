@@ -1,24 +1,28 @@
 """Data pipeline: image folders (uint8 decode + crop in workers), on-device augmentation and
-degradation in `SRDataModule`, the embedded demo photos and the DIV2K / benchmark downloads."""
+degradation in `SRDataModule`, the embedded demo photos and the DIV2K / benchmark downloads.
 
-from sr_gan.data.augment import paired_augment
-from sr_gan.data.datamodule import SRDataModule
-from sr_gan.data.datasets import (
-    DataError,
-    ImagePair,
-    TrainPatchDataset,
-    ValImageDataset,
-    pair_images,
-    read_image,
-)
+Names are imported lazily: `evaluate` and `upscale` read images through `sr_gan.data.datasets`
+without paying for Lightning's import (seconds) that `SRDataModule` needs.
+"""
 
-__all__ = [
-    "DataError",
-    "ImagePair",
-    "SRDataModule",
-    "TrainPatchDataset",
-    "ValImageDataset",
-    "paired_augment",
-    "pair_images",
-    "read_image",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "paired_augment": "sr_gan.data.augment",
+    "SRDataModule": "sr_gan.data.datamodule",
+    "DataError": "sr_gan.data.datasets",
+    "ImagePair": "sr_gan.data.datasets",
+    "TrainPatchDataset": "sr_gan.data.datasets",
+    "ValImageDataset": "sr_gan.data.datasets",
+    "pair_images": "sr_gan.data.datasets",
+    "read_image": "sr_gan.data.datasets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sr_gan.data' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

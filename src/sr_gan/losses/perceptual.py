@@ -15,10 +15,12 @@ from pathlib import Path
 from types import MappingProxyType
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 from torchvision.models import VGG19_Weights, vgg19
 from torchvision.models.vgg import cfgs, make_layers
+
+from sr_gan.errors import UserError
+from sr_gan.weights.files import load_state_file
 
 _log = logging.getLogger(__name__)
 
@@ -58,10 +60,8 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             f"VGG19 weights file not found: {path} (set loss.perceptual.weights to an existing "
             ".pth/.safetensors torchvision vgg19 state_dict)"
         )
-    if path.suffix == ".safetensors":
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = load_state_file(path)
+    state = loaded["tensors"] if path.suffix == ".safetensors" else loaded
     return {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
 
 
@@ -78,14 +78,17 @@ def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool
         try:
             features.load_state_dict(_read_state_dict(path))
         except RuntimeError as err:
-            raise RuntimeError(f"loss.perceptual.weights={path} is not a torchvision vgg19 state_dict: {err}") from err
+            first_line = str(err).splitlines()[0]
+            raise UserError(
+                f"loss.perceptual.weights={path} is not a torchvision vgg19 state_dict ({first_line})"
+            ) from None
         return features
     if pretrained:
         try:
             return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
         except (OSError, RuntimeError) as err:  # offline (URLError is an OSError) or a bad download
             if not allow_random:
-                raise RuntimeError(
+                raise UserError(
                     f"could not get the ImageNet VGG19 weights ({err}): set "
                     "loss.perceptual.weights=/path/vgg19.pth (torchvision vgg19-dcbb9e9d.pth) or "
                     "connect to the internet (loss.perceptual.allow_random=true trains with a random VGG)"
