@@ -170,7 +170,7 @@ def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path) -> N
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["val_0000002", "val_0000003"]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6  # two optimizers: Lightning's counter ran twice as fast
-    assert ckpt["sr_gan"]["generator"]["_target_"] == "sr_gan.archs.SRResNet"
+    assert ckpt["sr_gan"]["generator"]["_target_"] == "sr_gan.archs.RRDBNet"
     assert not any(k.startswith("perceptual_loss.") for k in ckpt["state_dict"])
 
 

@@ -36,7 +36,7 @@ from sr_gan.data.datasets import ValImageDataset
 from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
-from sr_gan.ops import imresize
+from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import (
     LPIPS_LABEL,
     VIF_LABEL,
@@ -110,7 +110,7 @@ def iter_pairs(dataset: ValImageDataset, *, device: torch.device) -> Iterator[tu
         if "lr" in item:
             lr = item["lr"].to(device).unsqueeze(0).double() / 255
         else:  # the standard protocol: MATLAB bicubic, stored as an 8-bit image
-            lr = quantize(imresize(hr, 1 / scale)) / 255  # (1, 3, H/s, W/s)
+            lr = bicubic_degrade(hr, scale)  # (1, 3, H/s, W/s)
         yield item["name"], lr, hr
 
 

@@ -7,6 +7,7 @@ loggers -> trainer. Returns the monitored metric so Hydra sweepers can optimise 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import hydra
@@ -47,6 +48,8 @@ def build_module(cfg: DictConfig) -> SRGANModule:
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
+    # The EMA generator and the frozen VGG are in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)

@@ -19,7 +19,7 @@ from torchvision.transforms.v2.functional import to_dtype
 
 from sr_gan.data.augment import paired_augment
 from sr_gan.data.datasets import DataError, TrainPatchDataset, ValImageDataset
-from sr_gan.ops import imresize
+from sr_gan.ops import bicubic_degrade
 
 
 class SRDataModule(L.LightningDataModule):
@@ -106,10 +106,7 @@ class SRDataModule(L.LightningDataModule):
 
     def degrade(self, hr: Tensor) -> Tensor:
         """LR = MATLAB bicubic(HR, 1/scale), rounded to 8-bit levels if `quantize_lr`."""
-        lr = imresize(hr, 1 / self.scale)  # (B, 3, H/s, W/s)
-        if self.quantize_lr:
-            lr = lr.mul(255).round().clamp(0, 255).div(255)
-        return lr
+        return bicubic_degrade(hr, self.scale, to_8bit=self.quantize_lr)  # (B, 3, H/s, W/s)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         # `trainer` is None when no Trainer is attached (unit tests): treated as not training

@@ -17,6 +17,7 @@ advances twice per batch. See :mod:`sr_gan.callbacks`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -196,11 +197,18 @@ class SRGANModule(L.LightningModule):
         return terms
 
     def _step_schedulers(self) -> None:
+        """Step every schedule once per batch, so milestones count batches (BasicSR does the same).
+
+        During a D warm-up G's schedule advances while G does not step; PyTorch warns about that
+        order, which here is intended.
+        """
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
