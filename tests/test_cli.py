@@ -26,7 +26,9 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     proc = _run(tmp_path, *_tiny("trainer.max_steps=3"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "train" / "runs").iterdir()
-    assert (run / ".hydra" / "config.yaml").exists()  # the resolved-able config of the run
+    assert (run / ".hydra" / "config.yaml").exists()  # the composed config, as Hydra writes it
+    resolved = (run / "config.yaml").read_text()  # ... and resolved: values, no interpolations
+    assert "${" not in resolved and "_target_: sr_gan.archs.RRDBNet" in resolved
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     with open(run / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

@@ -206,3 +206,39 @@ def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path) -> None:
         assert torch.equal(value, state[f"generator_ema.{key}"]), key  # EMA weights preferred
     for key, value in module.generator_ema.state_dict().items():
         assert torch.equal(value, state[f"generator_ema.{key}"]), key
+
+
+# ---------------------------------------------------------------------------- paper recipes
+def _div2k_layout(root: Path, scale: int = 4) -> None:
+    """A miniature DIV2K tree (4 train, 2 valid images) with MATLAB-bicubic LR, as the official one."""
+    from torchvision.io import write_png
+
+    from sr_gan.ops import bicubic_degrade
+
+    torch.manual_seed(0)
+    for split, count in (("train", 4), ("valid", 2)):
+        hr_dir = root / "DIV2K" / f"DIV2K_{split}_HR"
+        lr_dir = root / "DIV2K" / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
+        hr_dir.mkdir(parents=True)
+        lr_dir.mkdir(parents=True)
+        for i in range(count):
+            hr = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12), size=(48, 48), mode="bilinear")
+            hr = (hr * 255).round() / 255
+            lr = bicubic_degrade(hr, scale)
+            write_png((hr[0] * 255).to(torch.uint8), str(hr_dir / f"{i:04d}.png"))
+            write_png((lr[0] * 255).round().to(torch.uint8), str(lr_dir / f"{i:04d}x{scale}.png"))
+
+
+@pytest.mark.parametrize("experiment", ["srresnet_x4", "rrdb_psnr_x4"])
+def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str) -> None:
+    """The recipes' data wiring (paths, paired LR) on a tiny DIV2K; sizes shrunk to run on a CPU."""
+    _div2k_layout(tmp_path / "data")
+    cfg = make_cfg(
+        f"experiment={experiment}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "trainer.precision=32-true",
+        "data.repeat=1",
+        "test=false",
+    )
+    assert cfg.data.train_lr_dir.endswith("DIV2K/DIV2K_train_LR_bicubic/X4")
+    assert train(OmegaConf.merge(cfg, {"optimized_metric": "val/psnr"})) > 0

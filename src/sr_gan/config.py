@@ -61,3 +61,11 @@ def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = Fals
     if must_exist and not path.is_file():
         raise UserError(f"{key}={path}: no such file; pass an existing file, e.g. {key}={example}")
     return path
+
+
+def save_resolved_config(resolved: dict[str, Any], path: Path) -> None:
+    """Write the run's fully resolved config (every interpolation replaced by its value), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    OmegaConf.save(OmegaConf.create(resolved), tmp)
+    os.replace(tmp, path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -17,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget
-from sr_gan.config import check_train_config, register_resolvers
+from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 
@@ -63,6 +64,8 @@ def train(cfg: DictConfig) -> float | None:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1
     )
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if trainer.is_global_zero:
+        save_resolved_config(resolved, Path(cfg.paths.output_dir) / "config.yaml")
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
     try:
