@@ -242,3 +242,26 @@ def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str)
     )
     assert cfg.data.train_lr_dir.endswith("DIV2K/DIV2K_train_LR_bicubic/X4")
     assert train(OmegaConf.merge(cfg, {"optimized_metric": "val/psnr"})) > 0
+
+
+def test_resume_continues_the_batch_budget_and_schedules(make_cfg, tmp_path) -> None:
+    """Everything the run needs is in last.ckpt: a resumed run ends where an uninterrupted one does."""
+    common = [
+        "loss=ragan",
+        "trainer.val_check_interval=2",
+        "optim.scheduler.milestones=[3]",
+        "test=false",
+        "optim.generator.lr=1e-3",
+        "optim.discriminator.lr=2e-4",
+    ]
+    train(make_cfg(*common, "trainer.max_steps=2"))
+    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    train(make_cfg(*common, "trainer.max_steps=4", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+    assert [s["last_epoch"] for s in resumed["lr_schedulers"]] == [4, 4]  # G and D schedules, in batches
+    assert [s["_last_lr"] for s in resumed["lr_schedulers"]] == [[1e-3 * 0.5], [2e-4 * 0.5]]
+    assert not torch.equal(
+        first["state_dict"]["generator_ema.conv_first.weight"], resumed["state_dict"]["generator_ema.conv_first.weight"]
+    )
