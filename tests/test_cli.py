@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
+from sr_gan.data import ValImageDataset
+from sr_gan.metrics import psnr
+from sr_gan.ops import bicubic_degrade, imresize
 from tests.conftest import TINY
 from tests.helpers import run_module
 
@@ -61,3 +66,20 @@ def test_train_cli_bad_settings_fail_in_one_line(tmp_path: Path, overrides, mess
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
+    """trainer=ddp: G and D in one module under DDP, rank-0-only files, metrics reduced over ranks."""
+    overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    proc = _run(tmp_path, *_tiny(*overrides, "loss=ragan", "trainer.max_steps=4", "logger=csv"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # per rank
+    with open(run / "csv" / "metrics.csv") as f:
+        tested = [r for r in csv.DictReader(f) if r.get("test/psnr_bicubic")]
+    # Each rank saw half of the validation images: the logged mean must be over all of them.
+    val = ValImageDataset(hr_dir=Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos" / "val", scale=4)
+    hrs = [item["hr"][None].float() / 255 for item in val]
+    expected = torch.cat([psnr(imresize(bicubic_degrade(hr, 4), 4), hr, crop_border=4) for hr in hrs]).mean()
+    assert len(val) == 2 and float(tested[-1]["test/psnr_bicubic"]) == pytest.approx(float(expected), abs=1e-4)
