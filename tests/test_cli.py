@@ -34,6 +34,7 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert (run / ".hydra" / "config.yaml").exists()  # the composed config, as Hydra writes it
     resolved = (run / "config.yaml").read_text()  # ... and resolved: values, no interpolations
     assert "${" not in resolved and "_target_: sr_gan.archs.RRDBNet" in resolved
+    assert "\ngroup: demo\n" in resolved  # the W&B group: the experiment the run belongs to
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     with open(run / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

@@ -59,6 +59,7 @@ def test_esrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert list(cfg.optim.scheduler.milestones) == [50000, 100000, 200000, 300000]
     assert cfg.trainer.max_steps == 400000
     assert cfg.require_init_from and cfg.model.init_from is None
+    assert cfg.group == "esrgan_x4"  # W&B group
 
 
 def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:

@@ -47,8 +47,6 @@ def check_train_config(cfg: DictConfig) -> None:
                 f"discriminator.input_size={disc.input_size} differs from data.patch_size="
                 f"{cfg.data.patch_size}: the discriminator sees HR patches, make them equal"
             )
-    if cfg.data.patch_size % cfg.data.scale:
-        raise UserError(f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}")
 
 
 def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "") -> Path:
