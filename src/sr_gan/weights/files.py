@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from sr_gan.errors import UserError
 
@@ -40,9 +40,9 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
     if path.suffix == ".safetensors":
-        with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        return {"tensors": load_file(path), "metadata": metadata}
+        with safe_open(path, framework="pt") as handle:  # one open for the tensors and the metadata
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            return {"tensors": tensors, "metadata": handle.metadata() or {}}
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except UnpicklingError as err:
@@ -88,6 +88,6 @@ def save_generator_file(
 
 
 def refuse_overwrite(out: str | Path, *inputs: str | Path) -> None:
-    """Raise a ValueError if writing `out` would replace one of the `inputs`."""
+    """Raise a UserError if writing `out` would replace one of the `inputs`."""
     if any(Path(out).resolve() == Path(source).resolve() for source in inputs):
         raise UserError(f"out={out} is also an input: choose another output file")
