@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,11 +135,16 @@ def model_names(paths: Sequence[Path]) -> list[str]:
 
 
 def load_models(
-    ckpts: Sequence[str], *, scale: int | None, device: torch.device, generator: dict[str, Any] | None
+    ckpts: Sequence[str],
+    *,
+    scale: int | None,
+    device: torch.device,
+    generator: Mapping[str, Any] | DictConfig | None,
 ) -> tuple[dict[str, torch.nn.Module], int]:
     """Load every checkpoint (eval mode, on `device`) and agree on one scale.
 
     `scale=None` takes the checkpoints' scale; a given scale must match every checkpoint.
+    `generator` (the `generator` key) overrides the config stored in the files.
     """
     models, scales = {}, set()
     for name, path in zip(model_names([Path(c) for c in ckpts]), ckpts, strict=True):
@@ -352,8 +357,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     entries = _as_list(cfg.datasets)
     _check_datasets(entries)
     device = resolve_device(cfg.device)
-    generator = OmegaConf.to_container(cfg.generator, resolve=True) if cfg.generator is not None else None
-    models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)
+    models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=cfg.generator)
     benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
     lpips = _lpips_metric(cfg.lpips, device, console)
     scorer = Scorer(scale=scale, rgb=cfg.rgb, lpips=lpips, vif=cfg.plot and lpips is None)
