@@ -34,6 +34,7 @@ from rich.progress import Progress
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, rgb_to_grayscale
 
+from sr_gan.config import path_arg
 from sr_gan.data.datasets import IMAGE_EXTENSIONS
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.ops import imresize
@@ -230,11 +231,11 @@ def run(cfg: DictConfig) -> list[str]:
     console = Console(stderr=True, soft_wrap=True)  # one line per message, however long
     device = resolve_device(cfg.device)
     _check(cfg, device)
-    for key, example in (("ckpt", "generator.safetensors"), ("input", "photos/")):
-        if cfg[key] is None:
-            raise UserError(f"{key} is not set: add {key}={example}")
+    ckpt = path_arg(cfg, "ckpt", example="generator.safetensors", must_exist=True)
+    if cfg.input is None:
+        raise UserError("input is not set: add input=photos/ (a file, a folder or a quoted glob)")
     try:
-        model, info = load_generator(cfg.ckpt)
+        model, info = load_generator(ckpt)
     except ValueError as err:  # the message names the file and what is wrong
         raise UserError(f"ckpt: {err}") from None
     model, scale = model.to(device), info["scale"]
