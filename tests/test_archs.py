@@ -17,6 +17,7 @@ from sr_gan.archs import (
     VGGStyleDiscriminator,
     count_parameters,
 )
+from sr_gan.errors import UserError
 
 TINY_SRRESNET = {"num_features": 8, "num_blocks": 2}
 TINY_RRDBNET = {"num_features": 8, "num_blocks": 1, "growth_channels": 4}
@@ -102,7 +103,7 @@ def test_srresnet_residual_convs_use_scaled_init() -> None:
 
 
 def test_srresnet_rejects_unsupported_scale() -> None:
-    with pytest.raises(ValueError, match="scale=5"):
+    with pytest.raises(UserError, match=r"scale=5.*data\.scale"):
         SRResNet(scale=5)
 
 
@@ -139,7 +140,7 @@ def test_rrdbnet_x8_adds_conv_up3_only() -> None:
 
 @pytest.mark.parametrize("scale", [3, 16])
 def test_rrdbnet_rejects_unsupported_scale(scale: int) -> None:
-    with pytest.raises(ValueError, match=f"scale={scale}"):
+    with pytest.raises(UserError, match=rf"scale={scale}.*data\.scale"):
         RRDBNet(scale=scale)
 
 
@@ -228,14 +229,14 @@ def test_fixed_size_discriminators_reject_other_sizes(network: type[nn.Module], 
         f"{network.__name__} was built for {built}x{built} inputs but got {got}x{got}: "
         f"set discriminator.input_size to data.patch_size ({got})"
     )
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UserError) as error:
         net(torch.rand(1, 3, got, got))
     assert str(error.value) == message
 
 
 @pytest.mark.parametrize(("network", "bad_size"), [(VGGStyleDiscriminator, 48), (SRGANDiscriminator, 40)])
 def test_fixed_size_discriminators_reject_bad_input_size(network: type[nn.Module], bad_size: int) -> None:
-    with pytest.raises(ValueError, match=f"input_size={bad_size}"):
+    with pytest.raises(UserError, match=rf"input_size={bad_size}.*data\.patch_size"):
         network(input_size=bad_size)
 
 
@@ -261,7 +262,7 @@ def test_unet_discriminator_skip_connection_changes_output() -> None:
 
 
 def test_unet_discriminator_rejects_size_not_multiple_of_8() -> None:
-    with pytest.raises(ValueError, match="36x32"):
+    with pytest.raises(UserError, match=r"36x32.*data\.patch_size"):
         UNetDiscriminatorSN(num_features=4)(torch.rand(1, 3, 36, 32))
 
 

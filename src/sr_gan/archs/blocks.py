@@ -5,6 +5,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from sr_gan.errors import UserError
+
 
 @torch.no_grad()
 def default_init_weights(modules: Iterable[nn.Module], scale: float = 1.0) -> None:
@@ -31,21 +33,22 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def check_input_size(network: str, input_size: int, x: torch.Tensor) -> None:
-    """Raise a ValueError unless `x` is (B, C, input_size, input_size).
+    """Raise a UserError (a ValueError) unless `x` is (B, C, input_size, input_size).
 
     Discriminators ending in a Linear layer only accept the patch size they were built for.
     """
     height, width = x.shape[-2:]
     if (height, width) != (input_size, input_size):
-        raise ValueError(
+        raise UserError(
             f"{network} was built for {input_size}x{input_size} inputs but got {height}x{width}: "
             f"set discriminator.input_size to data.patch_size ({height})"
         )
 
 
-def check_multiple(network: str, name: str, value: int, factor: int) -> None:
-    """Raise a ValueError unless `value` is a positive multiple of `factor`."""
-    if value <= 0 or value % factor:
-        raise ValueError(
-            f"{network}: {name}={value} must be a positive multiple of {factor} (the network downsamples by {factor})"
+def check_input_size_multiple(network: str, input_size: int, factor: int) -> None:
+    """Raise a UserError (a ValueError) unless `input_size` is a positive multiple of `factor`."""
+    if input_size <= 0 or input_size % factor:
+        raise UserError(
+            f"{network}: input_size={input_size} must be a positive multiple of {factor} (the network "
+            f"downsamples by {factor}): set data.patch_size to a multiple of {factor}"
         )

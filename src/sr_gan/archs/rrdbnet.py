@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_gan.archs.blocks import default_init_weights, make_layer
+from sr_gan.errors import UserError
 
 RESIDUAL_SCALE = 0.2  # beta, Sec. 3.3
 # scale → pixel_unshuffle factor of the input: x1 and x2 reuse the x4 network on a smaller grid.
@@ -73,7 +74,7 @@ class RRDBNet(nn.Module):
     ) -> None:
         super().__init__()
         if scale not in _UNSHUFFLE:
-            raise ValueError(f"RRDBNet: scale={scale} is not supported; use 1, 2, 4 or 8")
+            raise UserError(f"RRDBNet: scale={scale} is not supported (data.scale): use 1, 2, 4 or 8")
         self.scale = scale
         self.unshuffle = _UNSHUFFLE[scale]
         self.conv_first = nn.Conv2d(in_channels * self.unshuffle**2, num_features, 3, padding=1)

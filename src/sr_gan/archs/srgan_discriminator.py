@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from sr_gan.archs.blocks import check_input_size, check_multiple
+from sr_gan.archs.blocks import check_input_size, check_input_size_multiple
 
 # (output channels as a multiple of num_features, stride): k3n64s1 ... k3n512s2.
 _CONV_LAYERS = ((1, 1), (1, 2), (2, 1), (2, 2), (4, 1), (4, 2), (8, 1), (8, 2))
@@ -27,7 +27,7 @@ class SRGANDiscriminator(nn.Module):
 
     def __init__(self, *, in_channels: int = 3, num_features: int = 64, input_size: int = 96) -> None:
         super().__init__()
-        check_multiple("SRGANDiscriminator", "input_size", input_size, 16)
+        check_input_size_multiple("SRGANDiscriminator", input_size, 16)
         self.input_size = input_size
         layers, channels = [], in_channels
         for index, (multiple, stride) in enumerate(_CONV_LAYERS):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sr_gan.archs.blocks import default_init_weights, make_layer
+from sr_gan.errors import UserError
 
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]
@@ -26,7 +27,7 @@ def _upsample_factors(scale: int) -> list[int]:
         return [3]
     if scale >= 2 and scale & (scale - 1) == 0:
         return [2] * int(math.log2(scale))
-    raise ValueError(f"SRResNet: scale={scale} is not supported; use 2, 3, 4 or 8")
+    raise UserError(f"SRResNet: scale={scale} is not supported (data.scale): use 2, 3, 4 or 8")
 
 
 class ResidualBlock(nn.Module):

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from sr_gan.errors import UserError
+
 
 def _sn_conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Module:
     return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=1, bias=False))
@@ -47,7 +49,7 @@ class UNetDiscriminatorSN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         height, width = x.shape[-2:]
         if height % 8 or width % 8:
-            raise ValueError(
+            raise UserError(
                 f"UNetDiscriminatorSN needs inputs whose height and width are multiples of 8, "
                 f"got {height}x{width}: make data.patch_size a multiple of 8"
             )

@@ -8,7 +8,7 @@ bn4_1, linear1, linear2 so its weight files load unchanged.
 import torch
 from torch import nn
 
-from sr_gan.archs.blocks import check_input_size, check_multiple
+from sr_gan.archs.blocks import check_input_size, check_input_size_multiple
 
 _NUM_STAGES = 5  # each stage halves the size: input_size / 32 at the end
 
@@ -22,7 +22,7 @@ class VGGStyleDiscriminator(nn.Module):
 
     def __init__(self, *, in_channels: int = 3, num_features: int = 64, input_size: int = 128) -> None:
         super().__init__()
-        check_multiple("VGGStyleDiscriminator", "input_size", input_size, 2**_NUM_STAGES)
+        check_input_size_multiple("VGGStyleDiscriminator", input_size, 2**_NUM_STAGES)
         self.input_size = input_size
         channels = [num_features * m for m in (1, 2, 4, 8, 8)]
         self.conv0_0 = nn.Conv2d(in_channels, channels[0], 3, padding=1)
