@@ -34,7 +34,7 @@ class VGGStyleDiscriminator(nn.Module):
             setattr(self, f"conv{k}_0", nn.Conv2d(c_in, c_out, 3, padding=1, bias=False))
             setattr(self, f"bn{k}_0", nn.BatchNorm2d(c_out))
             setattr(self, f"conv{k}_1", nn.Conv2d(c_out, c_out, 4, stride=2, padding=1, bias=False))
-            setattr(self, f"bn{k}_1", nn.BatchNorm2d(channels[k]))
+            setattr(self, f"bn{k}_1", nn.BatchNorm2d(c_out))
         self.linear1 = nn.Linear(channels[-1] * (input_size // 2**_NUM_STAGES) ** 2, 100)
         self.linear2 = nn.Linear(100, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
