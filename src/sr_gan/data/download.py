@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import tarfile
-import tempfile
 import urllib.parse
 import urllib.request
 import warnings
@@ -27,6 +25,7 @@ from typing import BinaryIO
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.weights.files import atomic_path
 
 CHUNK_BYTES = 1 << 20
 
@@ -125,18 +124,14 @@ def _stream(url: str, file: BinaryIO) -> dict[str, str]:
 
 def _fetch(url: str, path: Path, *, sha256: str | None, md5: str | None) -> None:
     """Download `url` to a temporary file beside `path`, verify it, then rename it to `path`."""
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
+    with atomic_path(path) as partial:  # removed unless the block completes
+        with partial.open("wb") as file:
             got = _stream(url, file)
         for name, expected in (("sha256", sha256), ("md5", md5)):
             if expected is not None and got[name] != expected.lower():
                 raise UserError(f"{name} mismatch for {url}: expected {expected}, got {got[name]}; download removed")
         if sha256 is None and md5 is None:
             warnings.warn(f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}", stacklevel=3)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
 
 
 def _check_member(archive: Path, name: str, dest_dir: Path) -> None:
