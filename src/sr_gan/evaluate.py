@@ -9,15 +9,11 @@ dataset's `LR_bicubic/X<s>` folder, else MATLAB-bicubic `imresize(HR, 1/s)` roun
 SR clamped and rounded to 8 bits; `s` border pixels cropped; PSNR and SSIM on the BT.601 Y
 channel in float64. Each dataset gets a bicubic row (`imresize(LR, s)`) and one row per model.
 Results go to the console (rich) and to `out_dir` as Markdown, CSV and JSON (with per-image
-scores), optionally a perception–distortion PNG per dataset and a W&B table.
+scores), optionally a perception–distortion PNG per dataset and a W&B table (`evaluate_report`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,40 +21,23 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from sr_gan.config import register_resolvers
 from sr_gan.data.datasets import ValImageDataset
 from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.evaluate_report import PerImage, log_to_wandb, plot_datasets, rich_table, summarize, write_reports
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import bicubic_degrade, imresize
-from sr_gan.perception import (
-    LPIPS_LABEL,
-    VIF_LABEL,
-    load_lpips,
-    lpips_backbone_path,
-    lpips_score,
-    plot_perception_distortion,
-    vif_y,
-)
+from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
 from sr_gan.tiling import resolve_device, tiled_forward
-from sr_gan.weights import atomic_path, load_generator
+from sr_gan.weights import load_generator
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]  # LR (1, 3, h, w) float64 in [0, 1] → SR (1, 3, H, W)
 
-# metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
-COLUMNS = {
-    "psnr_y": ("PSNR-Y", 2),
-    "ssim_y": ("SSIM-Y", 4),
-    "psnr_rgb": ("PSNR-RGB", 2),
-    "lpips": ("LPIPS", 4),
-    "vif_y": ("VIF-Y", 4),
-}
 BICUBIC = "bicubic"
 register_resolvers()  # ${wandb_offline:} of conf/logger/wandb.yaml
 
@@ -190,9 +169,6 @@ class Scorer:
         return {key: float(value.reshape(())) for key, value in scores.items()}
 
 
-PerImage = dict[str, dict[str, dict[str, dict[str, float]]]]  # dataset → model → image → metric → value
-
-
 @torch.no_grad()
 def evaluate(
     benchmarks: Sequence[Benchmark], upscalers: dict[str, Upscaler], scorer: Scorer, *, device: torch.device
@@ -208,89 +184,6 @@ def evaluate(
                     results[dataset_name][model][image] = scorer(upscale(lr), hr)
                 progress.advance(task)
     return results
-
-
-def summarize(results: PerImage) -> list[dict[str, Any]]:
-    """One row per (dataset, model): the mean of each metric over the images, and their number."""
-    rows = []
-    for dataset, per_model in results.items():
-        for model, per_image in per_model.items():
-            keys = [key for key in COLUMNS if key in next(iter(per_image.values()), {})]
-            means = {key: sum(s[key] for s in per_image.values()) / len(per_image) for key in keys}
-            rows.append({"dataset": dataset, "model": model, **means, "images": len(per_image)})
-    return rows
-
-
-# --- reports --------------------------------------------------------------------------------------
-
-
-def _headers(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return ["dataset", "model", *(key for key in COLUMNS if key in rows[0]), "images"]
-
-
-def _cell(key: str, value: Any) -> str:
-    return f"{value:.{COLUMNS[key][1]}f}" if key in COLUMNS else str(value)
-
-
-def _title(key: str) -> str:
-    return COLUMNS[key][0] if key in COLUMNS else key.capitalize()
-
-
-def to_markdown(rows: Sequence[dict[str, Any]], *, protocol: str) -> str:
-    """A Markdown table (the papers' precision: PSNR 2 decimals, SSIM 4) under a protocol line."""
-    keys = _headers(rows)
-    lines = [f"| {' | '.join(_title(k) for k in keys)} |", f"|{'---|' * len(keys)}"]
-    lines += [f"| {' | '.join(_cell(k, row[k]) for k in keys)} |" for row in rows]
-    return f"{protocol}\n\n" + "\n".join(lines) + "\n"
-
-
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """CSV with full-precision values."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_headers(rows), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def rich_table(rows: Sequence[dict[str, Any]], *, protocol: str) -> Table:
-    keys = _headers(rows)
-    table = Table(title=protocol)
-    for key in keys:
-        table.add_column(_title(key), justify="right" if key in COLUMNS or key == "images" else "left")
-    for row in rows:
-        table.add_row(*(_cell(k, row[k]) for k in keys))
-    return table
-
-
-def plot_datasets(rows: Sequence[dict[str, Any]], *, out_dir: Path, scale: int) -> list[Path]:
-    """One perception–distortion PNG per dataset: PSNR-Y against LPIPS (else VIF-Y)."""
-    key, label = ("lpips", LPIPS_LABEL) if "lpips" in rows[0] else ("vif_y", VIF_LABEL)
-    paths = []
-    for dataset in dict.fromkeys(row["dataset"] for row in rows):
-        points = {r["model"]: (r["model"], r["psnr_y"], r[key]) for r in rows if r["dataset"] == dataset}
-        baseline = points.pop(BICUBIC)
-        path = out_dir / f"perception_distortion_{dataset}.png"
-        plot_perception_distortion(
-            list(points.values()), baseline=baseline, score_label=label, title=f"{dataset} x{scale}", path=path
-        )
-        paths.append(path)
-    return paths
-
-
-def log_to_wandb(rows: Sequence[dict[str, Any]], plots: Sequence[Path], cfg: DictConfig) -> None:
-    """The table (and plots) as one W&B run built from `conf/logger/wandb.yaml` (offline by default)."""
-    logger = instantiate(cfg.logger.wandb)
-    keys = _headers(rows)
-    try:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_table("eval/results", columns=keys, data=[[row[k] for k in keys] for row in rows])
-        for path in plots:
-            logger.log_image(f"eval/{path.stem}", images=[str(path)])
-    finally:
-        import wandb
-
-        wandb.finish()
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -328,28 +221,6 @@ def _check_datasets(entries: list[str]) -> None:
         raise UserError(f"datasets={entries}: two entries have the same folder name; rename one")
 
 
-def _strict_json(value: Any) -> Any:
-    """NaN (VIF of an image under 41 px after the crop) → null, so the file is strict JSON."""
-    if isinstance(value, dict):
-        return {key: _strict_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_strict_json(item) for item in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def write_reports(rows: list[dict[str, Any]], report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """results.md, results.csv and results.json (rows and per-image scores), each written atomically."""
-    texts = {
-        "results.md": to_markdown(rows, protocol=report["protocol"]),
-        "results.csv": to_csv(rows),
-        "results.json": json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n",
-    }
-    for name, text in texts.items():
-        with atomic_path(out_dir / name) as temporary:
-            temporary.write_text(text, encoding="utf-8")
-    return [out_dir / name for name in texts]
-
-
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
     console = Console()
@@ -383,7 +254,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     }
     out_dir = Path(cfg.out_dir)
     written = write_reports(rows, report, out_dir)
-    plots = plot_datasets(rows, out_dir=out_dir, scale=scale) if cfg.plot else []
+    plots = plot_datasets(rows, out_dir=out_dir, scale=scale, baseline=BICUBIC) if cfg.plot else []
     console.print(rich_table(rows, protocol=protocol))
     console.print("written: " + ", ".join(str(path) for path in written + plots))
     if (cfg.get("logger") or {}).get("wandb") is not None:  # logger=wandb; other loggers add nothing here
