@@ -112,11 +112,11 @@ def encode_png16(pixels: np.ndarray) -> bytes:
 
 def write_picture(picture: Picture, path: Path, *, fmt: str) -> None:
     """Write `picture` to `path` atomically: 16 bits only as PNG, alpha never as JPEG."""
+    if FORMATS[fmt] == "JPEG" and picture.alpha is not None:
+        raise UserError(f"format={fmt} cannot store the alpha channel of {path.name}: use format=png")
     colour = rgb_to_grayscale(picture.rgb) if picture.grey else picture.rgb  # (1, C, H, W)
     x = colour if picture.alpha is None else torch.cat([colour, picture.alpha], dim=1)
     bits = picture.bits if fmt == "png" else 8
-    if FORMATS[fmt] == "JPEG" and picture.alpha is not None:
-        raise UserError(f"format={fmt} cannot store the alpha channel of {path.name}: use format=png")
     pixels = x[0].clamp(0, 1).mul(2**bits - 1).round().permute(1, 2, 0).numpy()  # (H, W, C)
     with atomic_path(path) as temporary:
         if bits == 16:
