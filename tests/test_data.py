@@ -75,6 +75,9 @@ def test_unreadable_image_is_a_one_line_error_naming_the_file(tmp_path: Path) ->
     with pytest.raises(DataError, match="broken.png") as info:
         read_image(bad)
     assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="broken.png") as info:  # the header read at start-up
+        ValImageDataset(hr_dir=tmp_path, scale=SCALE)
+    assert "\n" not in str(info.value)
 
 
 # --- pairing and crops ---------------------------------------------------------------------------

@@ -26,6 +26,12 @@ class DataError(UserError, ValueError):
     """A data file that cannot be used as it is (unreadable, wrong size); the message names it."""
 
 
+def _unreadable(path: Path, err: Exception) -> DataError:
+    """The one-line error for an image that cannot be decoded: its path and the first line of why."""
+    reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+    return DataError(f"cannot read image {path}: {reason}")
+
+
 def read_image(path: str | Path) -> Tensor:
     """Decode an image file to uint8 RGB (3, H, W): grey → RGB, alpha dropped, 16-bit → 8-bit."""
     path = Path(path)
@@ -35,8 +41,7 @@ def read_image(path: str | Path) -> Tensor:
                 return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
         image = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
     except (RuntimeError, OSError) as err:
-        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise DataError(f"cannot read image {path}: {reason}") from None
+        raise _unreadable(path, err) from None
     return to_dtype(image, torch.uint8, scale=True)  # a 16-bit PNG keeps its 8 high bits
 
 
@@ -46,7 +51,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
     except OSError as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        raise _unreadable(path, err) from None
     return height, width
 
 
