@@ -83,7 +83,7 @@ def main(cfg: DictConfig) -> None:
     out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors")
     onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx") if cfg.onnx else None
     if onnx:
-        refuse_overwrite(onnx, ckpt, out)
+        refuse_overwrite(onnx, ckpt, out, key="onnx")
     generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)
     weights = "EMA" if info["ema"] else "non-EMA"
     target = info["config"]["_target_"]

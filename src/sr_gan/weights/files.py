@@ -87,7 +87,7 @@ def save_generator_file(
         save_file(tensors, temporary, metadata=metadata)
 
 
-def refuse_overwrite(out: str | Path, *inputs: str | Path) -> None:
-    """Raise a UserError if writing `out` would replace one of the `inputs`."""
+def refuse_overwrite(out: str | Path, *inputs: str | Path, key: str = "out") -> None:
+    """Raise a UserError naming the config `key` if writing `out` would replace one of the `inputs`."""
     if any(Path(out).resolve() == Path(source).resolve() for source in inputs):
-        raise UserError(f"out={out} is also an input: choose another output file")
+        raise UserError(f"{key}={out} is also an input: choose another output file")
