@@ -53,16 +53,25 @@ VGG19_LAYER_INDEX: Mapping[str, int] = MappingProxyType(_vgg19_layer_index())
 """VGG19 layer name → index in torchvision's ``vgg19().features``."""
 
 
+def _load_features(state: Mapping[str, Tensor]) -> nn.Sequential:
+    """``vgg19().features`` built alone (no 120 M-parameter classifier) and loaded from a
+    torchvision VGG19 state_dict, whole model or features only; strict, so a foreign file raises."""
+    features = make_layers(_VGG19_CFG)
+    features.load_state_dict(
+        {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    )
+    return features
+
+
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    """The ``features`` weights from a torchvision VGG19 state_dict (whole model or features only)."""
+    """The tensors of a torchvision VGG19 state_dict file (.pth or .safetensors)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"VGG19 weights file not found: {path} (set loss.perceptual.weights to an existing "
             ".pth/.safetensors torchvision vgg19 state_dict)"
         )
     loaded = load_state_file(path)
-    state = loaded["tensors"] if path.suffix == ".safetensors" else loaded
-    return {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
+    return loaded["tensors"] if path.suffix == ".safetensors" else loaded
 
 
 def _warn_random_vgg() -> None:
@@ -74,18 +83,16 @@ def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool
     """``vgg19().features`` with weights from a file, torchvision's ImageNet download, or random."""
     if weights is not None:
         path = Path(weights).expanduser()
-        features = make_layers(_VGG19_CFG)  # the features only: no 120 M-parameter classifier to build
         try:
-            features.load_state_dict(_read_state_dict(path))
+            return _load_features(_read_state_dict(path))
         except RuntimeError as err:
             first_line = str(err).splitlines()[0]
             raise UserError(
                 f"loss.perceptual.weights={path} is not a torchvision vgg19 state_dict ({first_line})"
             ) from None
-        return features
     if pretrained:
-        try:
-            return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
+        try:  # what vgg19(weights=IMAGENET1K_V1) downloads, hash checked
+            state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True, check_hash=True)
         except (OSError, RuntimeError) as err:  # offline (URLError is an OSError) or a bad download
             if not allow_random:
                 raise UserError(
@@ -93,8 +100,10 @@ def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool
                     "loss.perceptual.weights=/path/vgg19.pth (torchvision vgg19-dcbb9e9d.pth) or "
                     "connect to the internet (loss.perceptual.allow_random=true trains with a random VGG)"
                 ) from err
+        else:
+            return _load_features(state)
     _warn_random_vgg()
-    return vgg19().features
+    return vgg19().features  # the whole model: its init (and RNG draws) are torchvision's
 
 
 class PerceptualLoss(nn.Module):
