@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
 
 
@@ -63,7 +64,5 @@ def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = Fals
 
 def save_resolved_config(resolved: dict[str, Any], path: Path) -> None:
     """Write the run's fully resolved config (every interpolation replaced by its value), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    OmegaConf.save(OmegaConf.create(resolved), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        OmegaConf.save(OmegaConf.create(resolved), tmp)

@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
+from sr_gan.atomic import atomic_path
 from sr_gan.perception import LPIPS_LABEL, VIF_LABEL, plot_perception_distortion
-from sr_gan.weights import atomic_path
 
 # metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
 COLUMNS = {

@@ -16,9 +16,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from sr_gan.atomic import atomic_path
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
-from sr_gan.weights import atomic_path, load_generator, refuse_overwrite, save_generator_file
+from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
 
 # (batch, height, width) of the ONNX check inputs: two sizes, both multiples of 4 so that the
 # pixel-unshuffle of x1 / x2 RRDBNets applies.

@@ -39,8 +39,9 @@ def crop_border(x: Tensor, n: int) -> Tensor:
     return x[..., n:-n, n:-n] if n else x
 
 
-def _protocol(sr: Tensor, hr: Tensor, crop: int, test_y_channel: bool) -> tuple[Tensor, Tensor]:
-    """Quantize, crop and (optionally) take Y of both images, in float64 on their device."""
+def protocol_images(sr: Tensor, hr: Tensor, *, crop: int, test_y_channel: bool = True) -> tuple[Tensor, Tensor]:
+    """Quantize, crop and (optionally) take Y of both images, in float64 on their device: what
+    every full-reference score of the protocol (PSNR, SSIM, VIF) is computed on."""
     if sr.shape != hr.shape or sr.ndim != 4 or sr.shape[1] != 3:
         raise ValueError(
             f"metrics: sr {tuple(sr.shape)} and hr {tuple(hr.shape)} must both be (B, 3, H, W) "
@@ -59,7 +60,7 @@ def psnr(sr: Tensor, hr: Tensor, *, crop_border: int, test_y_channel: bool = Tru
     Hand-written because torchmetrics' PSNR keeps ``log(255)`` and ``log(10)`` in float32, which
     moves float64 results by about 1e-6 dB.
     """
-    sr, hr = _protocol(sr, hr, crop_border, test_y_channel)
+    sr, hr = protocol_images(sr, hr, crop=crop_border, test_y_channel=test_y_channel)
     mse = (sr - hr).pow(2).mean(dim=(1, 2, 3))  # (B,)
     return 10 * torch.log10(255**2 / mse)
 
@@ -84,7 +85,7 @@ def ssim(sr: Tensor, hr: Tensor, *, crop_border: int, test_y_channel: bool = Tru
     Hand-written because torchmetrics' SSIM (1.9) averages its map over reflect-padded border
     positions too, which moves SSIM by about 1e-3 against the protocol.
     """
-    sr, hr = _protocol(sr, hr, crop_border, test_y_channel)  # (B, C, H, W)
+    sr, hr = protocol_images(sr, hr, crop=crop_border, test_y_channel=test_y_channel)  # (B, C, H, W)
     if min(sr.shape[-2:]) < _SSIM_WINDOW:
         raise ValueError(
             f"ssim: the images cropped by crop_border={crop_border} are {tuple(sr.shape[-2:])}, "

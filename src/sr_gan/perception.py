@@ -28,9 +28,8 @@ from torchmetrics.functional.image import visual_information_fidelity
 from torchmetrics.image import LearnedPerceptualImagePatchSimilarity
 from torchvision.models import AlexNet_Weights
 
-from sr_gan.metrics import crop_border as crop
-from sr_gan.metrics import quantize, rgb_to_y
-from sr_gan.weights import atomic_path
+from sr_gan.atomic import atomic_path
+from sr_gan.metrics import protocol_images
 
 LPIPS_LABEL = "LPIPS (AlexNet, lower = better)"
 VIF_LABEL = "VIF-P on Y (full-reference fidelity, not a perceptual index; higher = better)"
@@ -62,8 +61,7 @@ def vif_y(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int) -> torch.Tens
     """Per-image VIF-P (B,) of RGB images in [0, 1] on the BT.601 Y channel of their 8-bit levels
     (VIF's noise variance 2.0 assumes 0..255), after cropping `crop_border` pixels, as PSNR/SSIM;
     NaN when the crop is under 41 x 41."""
-    sr_y = rgb_to_y(quantize(crop(sr, crop_border).double()))  # (B, 1, H, W) in 16..235
-    hr_y = rgb_to_y(quantize(crop(hr, crop_border).double()))
+    sr_y, hr_y = protocol_images(sr, hr, crop=crop_border)  # (B, 1, H, W) in 16..235
     if min(sr_y.shape[-2:]) < VIF_MIN_SIZE:
         return torch.full((sr.shape[0],), float("nan"), dtype=torch.float64)
     return visual_information_fidelity(sr_y, hr_y, reduction="none")

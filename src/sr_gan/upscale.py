@@ -34,12 +34,13 @@ from rich.progress import Progress
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, rgb_to_grayscale
 
+from sr_gan.atomic import atomic_path
 from sr_gan.config import path_arg
 from sr_gan.data.datasets import IMAGE_EXTENSIONS
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.ops import imresize
 from sr_gan.tiling import resolve_device, tiled_forward
-from sr_gan.weights import atomic_path, load_generator
+from sr_gan.weights import load_generator
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # format key → PIL writer

@@ -24,8 +24,8 @@ from typing import BinaryIO
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError, exit_on_user_error
-from sr_gan.weights.files import atomic_path
 
 CHUNK_BYTES = 1 << 20
 

@@ -2,7 +2,6 @@
 
 from sr_gan.weights.files import (
     UnsafeCheckpointError,
-    atomic_path,
     load_state_file,
     refuse_overwrite,
     save_generator_file,
@@ -19,7 +18,6 @@ from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_
 __all__ = [
     "GeneratorWeights",
     "UnsafeCheckpointError",
-    "atomic_path",
     "esrgan_old_to_ours",
     "extract_generator_state",
     "find_generator_weights",

@@ -6,11 +6,8 @@ refused with `UnsafeCheckpointError` instead of being executed.
 """
 
 import json
-import os
 import re
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from pickle import UnpicklingError
 from typing import Any
@@ -19,6 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
 
 # Metadata keys of the safetensors files we write (safetensors metadata is str → str).
@@ -58,23 +56,6 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
     return loaded
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
-
-    A crash mid-write leaves the old file (or none) rather than a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name rather than tempfile.mkstemp, whose 0600 mode the final file would keep.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def save_generator_file(
