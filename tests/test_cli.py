@@ -60,6 +60,8 @@ def test_train_cli_sweeps_with_multirun(tmp_path: Path) -> None:
         (["loss=ragan", "discriminator=none"], "needs a discriminator"),
         (["loss=srgan", "discriminator.input_size=96"], "discriminator.input_size=96 differs from data.patch_size=32"),
         (["experiment=esrgan_x4", "data=demo"], "model.init_from"),
+        (["data=folder"], "data.train_hr_dir, data.val_hr_dir must be set"),
+        (["data=folder", "data.train_hr_dir=/nowhere", "data.val_hr_dir=/nowhere"], "/nowhere does not exist"),
     ],
 )
 def test_train_cli_bad_settings_fail_in_one_line(tmp_path: Path, overrides, message) -> None:

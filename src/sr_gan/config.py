@@ -33,6 +33,10 @@ def register_resolvers() -> None:
 
 def check_train_config(cfg: DictConfig) -> None:
     """Fail at start-up, in one line, on settings that would break deep inside training."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = " ".join(f"{key}=..." for key in missing)
+        raise UserError(f"{', '.join(missing)} must be set (the config leaves them '???'): add {example}")
     max_steps = cfg.trainer.get("max_steps")
     if not isinstance(max_steps, int) or max_steps <= 0:
         raise UserError(f"trainer.max_steps={max_steps} must be a positive number of training batches")
