@@ -74,7 +74,7 @@ def test_layer_index_names_torchvision_layers(reference_vgg: nn.Sequential) -> N
 
 def test_features_equal_manual_torchvision_slices(reference_vgg, vgg_file, images) -> None:
     names = ["relu2_2", "conv4_4", "conv5_4", "relu5_4"]
-    loss = PerceptualLoss(layer_weights=dict.fromkeys(names, 1.0), weights=vgg_file)
+    loss = PerceptualLoss(layers=names, weights=vgg_file)
     assert len(loss.vgg) == 36  # truncated after relu5_4
     sr, _ = images
     maps = loss.features(sr)
@@ -97,7 +97,13 @@ def test_esrgan_default_truncates_at_conv5_4(vgg_file) -> None:
 def test_loss_value_equals_hand_computation(reference_vgg, vgg_file, images, criterion) -> None:
     layer_weights = {"relu2_2": 0.5, "conv3_1": 2.0}
     scale = 1 / 12.75
-    loss = PerceptualLoss(layer_weights=layer_weights, criterion=criterion, feature_scale=scale, weights=vgg_file)
+    loss = PerceptualLoss(
+        layers=list(layer_weights),
+        layer_weights=list(layer_weights.values()),
+        criterion=criterion,
+        feature_scale=scale,
+        weights=vgg_file,
+    )
     sr, hr = images
     sr_maps = _reference_maps(reference_vgg, sr, list(layer_weights))
     hr_maps = _reference_maps(reference_vgg, hr, list(layer_weights))
@@ -121,7 +127,7 @@ def test_weights_file_round_trip(reference_vgg, images, tmp_path, suffix, prefix
         save_file(state, path)
     else:
         torch.save(state, path)
-    loss = PerceptualLoss(layer_weights={"conv5_4": 1.0}, weights=str(path))
+    loss = PerceptualLoss(layers=["conv5_4"], weights=str(path))
     for key, value in loss.vgg.state_dict().items():
         assert torch.equal(value, reference_vgg.state_dict()[key]), key
     sr, _ = images
@@ -138,13 +144,13 @@ def test_pretrained_takes_torchvision_imagenet_weights(reference_vgg, monkeypatc
         return model_state | state
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
-    loss = PerceptualLoss(layer_weights={"relu2_2": 1.0})
+    loss = PerceptualLoss(layers=["relu2_2"])
     assert requested == [torchvision.models.VGG19_Weights.IMAGENET1K_V1.url]
     assert torch.equal(loss.vgg[0].weight, reference_vgg[0].weight)
 
 
 def test_frozen_eval_and_gradient_only_to_sr(vgg_file, images) -> None:
-    loss = PerceptualLoss(layer_weights={"conv3_1": 1.0}, weights=vgg_file)
+    loss = PerceptualLoss(layers=["conv3_1"], weights=vgg_file)
     parent = nn.ModuleDict({"perceptual": loss}).train()
     assert parent.training and not any(m.training for m in loss.modules())
     assert not any(p.requires_grad for p in loss.parameters())
@@ -156,7 +162,7 @@ def test_frozen_eval_and_gradient_only_to_sr(vgg_file, images) -> None:
 
 
 def test_float32_under_bf16_autocast(vgg_file, images) -> None:
-    loss = PerceptualLoss(layer_weights={"relu2_2": 1.0, "conv3_1": 1.0}, weights=vgg_file)
+    loss = PerceptualLoss(layers=["relu2_2", "conv3_1"], weights=vgg_file)
     sr, hr = (t.bfloat16() for t in images)
     reference = loss(sr.float(), hr.float())
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -169,9 +175,11 @@ def test_float32_under_bf16_autocast(vgg_file, images) -> None:
 
 def test_unknown_layer_lists_valid_names(vgg_file) -> None:
     with pytest.raises(ValueError, match=r"'conv5_5'.*valid names: conv1_1, relu1_1.*relu5_4, pool5"):
-        PerceptualLoss(layer_weights={"conv5_5": 1.0}, weights=vgg_file)
-    with pytest.raises(ValueError, match="loss.perceptual.layer_weights is empty"):
-        PerceptualLoss(layer_weights={}, weights=vgg_file)
+        PerceptualLoss(layers=["conv5_5"], weights=vgg_file)
+    with pytest.raises(ValueError, match="loss.perceptual.layers is empty"):
+        PerceptualLoss(layers=[], weights=vgg_file)
+    with pytest.raises(ValueError, match="2 values for 1 loss.perceptual.layers"):
+        PerceptualLoss(layers=["conv5_4"], layer_weights=[1.0, 2.0], weights=vgg_file)
 
 
 def test_missing_weights_file_names_path_and_key(tmp_path) -> None:
@@ -197,7 +205,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_offline_without_fallback_raises_with_fix(offline) -> None:
     with pytest.raises(UserError, match=r"loss\.perceptual\.weights=/path/vgg19\.pth") as info:
-        PerceptualLoss(layer_weights={"relu1_1": 1.0})
+        PerceptualLoss(layers=["relu1_1"])
     assert "\n" not in str(info.value)
 
 
@@ -206,7 +214,7 @@ def test_offline_without_fallback_raises_with_fix(offline) -> None:
 )
 def test_random_vgg_warns_loudly(offline, caplog, kwargs) -> None:
     with caplog.at_level(logging.WARNING), pytest.warns(UserWarning, match="RANDOM VGG19"):
-        loss = PerceptualLoss(layer_weights={"relu1_1": 1.0}, **kwargs)
+        loss = PerceptualLoss(layers=["relu1_1"], **kwargs)
     assert "loss.perceptual.weights=" in caplog.text and "RANDOM VGG19" in caplog.text
     assert len(loss.vgg) == 2
 

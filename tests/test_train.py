@@ -54,7 +54,7 @@ def test_esrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.data.batch_size == 16
     assert cfg.loss.adversarial._target_ == "sr_gan.losses.RelativisticGANLoss"
     assert (cfg.loss.adversarial_weight, cfg.loss.pixel_weight) == (5e-3, 1e-2)
-    assert dict(cfg.loss.perceptual.layer_weights) == {"conv5_4": 1.0}
+    assert list(cfg.loss.perceptual.layers) == ["conv5_4"]
     assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4
     assert list(cfg.optim.scheduler.milestones) == [50000, 100000, 200000, 300000]
     assert cfg.trainer.max_steps == 400000
@@ -68,7 +68,7 @@ def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.discriminator._target_ == "sr_gan.archs.SRGANDiscriminator"
     assert cfg.data.patch_size == cfg.discriminator.input_size == 96
     assert cfg.loss.adversarial_weight == 1e-3
-    assert dict(cfg.loss.perceptual.layer_weights) == {"relu5_4": 1.0}
+    assert list(cfg.loss.perceptual.layers) == ["relu5_4"]
     assert cfg.loss.perceptual.feature_scale == pytest.approx(1 / 12.75)
     assert list(cfg.optim.scheduler.milestones) == [100000] and cfg.optim.scheduler.gamma == 0.1
     assert cfg.trainer.max_steps == 200000
@@ -266,3 +266,25 @@ def test_resume_continues_the_batch_budget_and_schedules(make_cfg, tmp_path) -> 
     assert not torch.equal(
         first["state_dict"]["generator_ema.conv_first.weight"], resumed["state_dict"]["generator_ema.conv_first.weight"]
     )
+
+
+@pytest.mark.parametrize(
+    ("loss", "layers"),
+    [
+        ("vgg22", {"relu2_2"}),
+        ("vgg54", {"relu5_4"}),
+        ("srgan", {"relu5_4"}),
+        ("srgan_vgg22", {"relu2_2"}),
+        ("srgan_preact", {"conv5_4"}),
+        ("esrgan", {"conv5_4"}),
+        ("ragan", {"conv5_4"}),
+    ],
+)
+def test_each_perceptual_loss_uses_exactly_its_layers(make_cfg, loss: str, layers: set[str]) -> None:
+    """Hydra merges mappings: a config derived from another must not keep the parent's layer too."""
+    assert set(make_cfg(f"loss={loss}").loss.perceptual.layers) == layers
+
+
+def test_a_layer_override_replaces_the_layers(make_cfg) -> None:
+    cfg = make_cfg("loss=esrgan", "loss.perceptual.layers=[conv2_2,conv3_4]", "loss.perceptual.layer_weights=[0.5,1]")
+    assert build_module(cfg).perceptual_loss.layer_weights == {"conv2_2": 0.5, "conv3_4": 1.0}

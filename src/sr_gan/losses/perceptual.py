@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -112,8 +112,8 @@ class PerceptualLoss(nn.Module):
     L_percep = sum_l w_l * criterion(s * phi_l(SR), s * phi_l(HR))
 
     with phi_l the VGG19 map named ``l`` of the ImageNet-normalised RGB input, w_l its weight and
-    s = ``feature_scale``. ESRGAN: ``{"conv5_4": 1}`` with L1 and s = 1. SRGAN: ``{"relu5_4": 1}``
-    (or ``relu2_2``) with MSE and s = 1/12.75 (Ledig et al. 2017, Sec. 3.2: the feature maps are
+    s = ``feature_scale``. ESRGAN: ``layers=["conv5_4"]`` with L1 and s = 1. SRGAN: ``["relu5_4"]``
+    (or ``["relu2_2"]``) with MSE and s = 1/12.75 (Ledig et al. 2017, Sec. 3.2: the feature maps are
     rescaled by 1/12.75, "equivalent to multiplying Eq. 5 with a rescaling factor of ~0.006" =
     1/12.75^2 for MSE). The value is unweighted; the GAN module applies the objective's weight.
 
@@ -121,7 +121,10 @@ class PerceptualLoss(nn.Module):
     in eval mode, and run in float32 even under autocast. HR features are computed without grad.
 
     Args:
-        layer_weights: VGG19 layer name → weight (names in :data:`VGG19_LAYER_INDEX`).
+        layers: VGG19 layer names (:data:`VGG19_LAYER_INDEX`). Lists rather than a mapping so that
+            a Hydra override replaces the set (``loss.perceptual.layers=[conv2_2,conv3_4]``):
+            Hydra merges mappings key by key, which would keep the config's layer beside the new.
+        layer_weights: one weight per layer; ``None`` → 1 each.
         criterion: distance between feature maps; ``None`` → ``nn.L1Loss()`` (ESRGAN).
         feature_scale: factor applied to both feature maps before the criterion.
         use_input_norm: normalise [0, 1] RGB input with the ImageNet mean / std.
@@ -135,7 +138,8 @@ class PerceptualLoss(nn.Module):
     def __init__(
         self,
         *,
-        layer_weights: Mapping[str, float] = MappingProxyType({"conv5_4": 1.0}),
+        layers: Sequence[str] = ("conv5_4",),
+        layer_weights: Sequence[float] | None = None,
         criterion: nn.Module | None = None,
         feature_scale: float = 1.0,
         use_input_norm: bool = True,
@@ -144,15 +148,20 @@ class PerceptualLoss(nn.Module):
         allow_random: bool = False,
     ) -> None:
         super().__init__()
-        if not layer_weights:
-            raise ValueError("loss.perceptual.layer_weights is empty: give at least one, e.g. {conv5_4: 1.0}")
-        unknown = [name for name in layer_weights if name not in VGG19_LAYER_INDEX]
+        if not layers:
+            raise UserError("loss.perceptual.layers is empty: give at least one, e.g. [conv5_4]")
+        unknown = [name for name in layers if name not in VGG19_LAYER_INDEX]
         if unknown:
-            raise ValueError(
-                f"loss.perceptual.layer_weights: unknown VGG19 layer(s) {unknown}; "
-                f"valid names: {', '.join(VGG19_LAYER_INDEX)}"
+            raise UserError(
+                f"loss.perceptual.layers: unknown VGG19 layer(s) {unknown}; valid names: {', '.join(VGG19_LAYER_INDEX)}"
             )
-        self.layer_weights = dict(layer_weights)
+        weights_per_layer = [1.0] * len(layers) if layer_weights is None else list(layer_weights)
+        if len(weights_per_layer) != len(layers):
+            raise UserError(
+                f"loss.perceptual.layer_weights has {len(weights_per_layer)} values for {len(layers)} "
+                "loss.perceptual.layers: give one weight per layer"
+            )
+        self.layer_weights = dict(zip(layers, weights_per_layer, strict=True))  # name -> weight
         self._layer_at = {VGG19_LAYER_INDEX[name]: name for name in self.layer_weights}
         self.criterion = nn.L1Loss() if criterion is None else criterion
         self.feature_scale = feature_scale
