@@ -19,7 +19,7 @@ test:  ## the whole test suite (CPU, a few minutes)
 test-fast:  ## tests without the end-to-end CLI runs
 	$(PYTHON) -m pytest -q -m "not slow"
 
-bench:  ## benchmarks (speed/memory; ratios against a baseline measured in the same run)
+bench:  ## benchmarks: speed ratios against baselines measured in the same run
 	$(PYTHON) -m benchmarks
 
 clean:  ## remove run folders and caches made by tests and demos
