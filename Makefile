@@ -1,5 +1,8 @@
 # sr-gan developer commands. `make help` lists them.
-PYTHON ?= python
+# `make install` makes a virtual environment in .venv (Debian/Ubuntu's system pip refuses installs
+# outside one, PEP 668) and every other target runs its Python. VENV=... or PYTHON=... override it.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 PIP ?= $(PYTHON) -m pip
 
 .PHONY: help install train test test-fast bench clean
@@ -7,7 +10,8 @@ PIP ?= $(PYTHON) -m pip
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install:  ## install sr-gan (editable) with the test extras
+install:  ## make .venv and install sr-gan (editable) with the test extras into it
+	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PIP) install -e ".[dev]"
 
 train:  ## the CPU demo: python -m sr_gan.train (a few minutes, beats bicubic)
