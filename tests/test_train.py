@@ -238,15 +238,21 @@ def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str)
         f"experiment={experiment}",
         f"paths.data_dir={tmp_path / 'data'}",
         "trainer.precision=32-true",
-        "data.repeat=1",
         "test=false",
     )
     assert cfg.data.train_lr_dir.endswith("DIV2K/DIV2K_train_LR_bicubic/X4")
     assert train(OmegaConf.merge(cfg, {"optimized_metric": "val/psnr"})) > 0
 
 
-def test_resume_continues_the_batch_budget_and_schedules(make_cfg, tmp_path) -> None:
-    """Everything the run needs is in last.ckpt: a resumed run ends where an uninterrupted one does."""
+def _losses(run_dir: Path) -> list[dict[str, str]]:
+    return [
+        {k: v for k, v in r.items() if k.startswith("train/") and v} for r in _metrics(run_dir) if r["train/l_d_real"]
+    ]
+
+
+def test_resume_is_exact(make_cfg, tmp_path) -> None:
+    """N batches straight == N/2, a new process-like start from last.ckpt, N/2 more: bitwise equal
+    weights, optimizer states, schedules and per-batch losses (G, EMA, D; RaGAN + perceptual)."""
     common = [
         "loss=ragan",
         "trainer.val_check_interval=2",
@@ -255,17 +261,54 @@ def test_resume_continues_the_batch_budget_and_schedules(make_cfg, tmp_path) -> 
         "optim.generator.lr=1e-3",
         "optim.discriminator.lr=2e-4",
     ]
-    train(make_cfg(*common, "trainer.max_steps=2"))
-    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    train(make_cfg(*common, "trainer.max_steps=4", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
-    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+
+    def run(folder: Path, *overrides: str) -> None:
+        cfg = make_cfg(*common, *overrides)
+        cfg.paths.output_dir = str(folder)
+        train(cfg)
+
+    run(straight_dir, "trainer.max_steps=4")
+    run(resumed_dir, "trainer.max_steps=2")
+    half = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    run(resumed_dir, "trainer.max_steps=4", "ckpt_path=last")
+
+    straight, resumed = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (straight_dir, resumed_dir)
+    )
+    assert half["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+    assert half["SRDataModule"]["stream_position"] == 2 * 2 and resumed["SRDataModule"]["stream_position"] == 4 * 2
+    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert not torch.equal(
+        half["state_dict"]["generator.conv_first.weight"], resumed["state_dict"]["generator.conv_first.weight"]
+    )
+    for ours, theirs in zip(straight["optimizer_states"], resumed["optimizer_states"], strict=True):
+        for state, other in zip(ours["state"].values(), theirs["state"].values(), strict=True):
+            assert all(torch.equal(state[k], other[k]) for k in state)
     assert [s["last_epoch"] for s in resumed["lr_schedulers"]] == [4, 4]  # G and D schedules, in batches
     assert [s["_last_lr"] for s in resumed["lr_schedulers"]] == [[1e-3 * 0.5], [2e-4 * 0.5]]
-    assert not torch.equal(
-        first["state_dict"]["generator_ema.conv_first.weight"], resumed["state_dict"]["generator_ema.conv_first.weight"]
-    )
+    assert _losses(straight_dir)[2:] == _losses(resumed_dir)  # the resumed run's batches 3 and 4
+
+
+def test_rng_states_travel_in_the_checkpoint() -> None:
+    import random
+
+    import numpy as np
+
+    from sr_gan.callbacks import RNGState
+
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    saved = RNGState().state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    callback = RNGState()
+    callback.load_state_dict(saved)
+    callback.on_train_start(None, None)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(again[0], expected[0]) and (again[1] == expected[1]).all() and again[2] == expected[2]
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,11 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget
+from sr_gan.checkpoint_io import is_url
 from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
@@ -31,6 +33,8 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     """Instantiate the LightningModule, initialising G from ``model.init_from`` when set."""
     module: SRGANModule = instantiate(cfg.module)
     module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
+    if cfg.discriminator is not None:
+        module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
     if cfg.model.init_from:
         state = extract_generator_state(load_state_file(cfg.model.init_from), prefer_ema=True)
         try:
@@ -45,9 +49,38 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     return module
 
 
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated
+
+
+def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: a file, an http(s) URL, a run folder (its last.ckpt), or
+    ``last``: this run folder's ``checkpoints/last.ckpt`` if it exists (a requeued job with a fixed
+    ``hydra.run.dir``), else none and the run starts afresh."""
+    if value in (None, ""):
+        return None
+    if is_url(value):
+        return str(value)
+    if value == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            log.info("ckpt_path=last: no %s yet, starting from scratch", last)
+            return None
+        return str(last)
+    path = Path(value)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UserError(
+            f"ckpt_path={value}: no such checkpoint; pass a .ckpt file, a run folder holding "
+            "checkpoints/last.ckpt, an http(s) URL, or last"
+        )
+    return str(path)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if cfg.get("seed") is not None:
@@ -68,12 +101,14 @@ def train(cfg: DictConfig) -> float | None:
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metric = trainer.callback_metrics.get(cfg.optimized_metric)
         return None if metric is None else float(metric)
+    except SIGTERMException:  # the checkpoint is saved (callbacks.PreemptionCheckpoint)
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
     finally:
         _finish_wandb()
 

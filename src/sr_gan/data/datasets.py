@@ -123,10 +123,14 @@ def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> li
 class TrainPatchDataset(Dataset):
     """Random `patch_size` HR crops on the `scale` grid, with the LR crop at the same place.
 
-    With an LR folder the LR crop at (y, x) of size patch_size/scale pairs with the HR crop at
+    Items are keyed by ``(image index, crop seed)`` as `sr_gan.data.sampler.PatchStream` yields
+    them: the crop corner and the dihedral transform (`flips`: horizontal, vertical, transpose;
+    applied on the device by `paired_augment`) are drawn from a generator seeded with the crop
+    seed, so a patch depends on its key alone, never on the worker or its RNG state. With an LR
+    folder the LR crop at (y, x) of size patch_size/scale pairs with the HR crop at
     (y·scale, x·scale); without one only {"hr"} is returned and the LR is made on the device.
-    `repeat` multiplies the length (epochs of enough batches on tiny sets); `cache` keeps the
-    decoded images in memory (decoded here, in the main process, so forked workers share them).
+    `cache` keeps the decoded images in memory (decoded here, in the main process, so forked
+    workers share them).
     """
 
     def __init__(
@@ -136,13 +140,11 @@ class TrainPatchDataset(Dataset):
         lr_dir: str | Path | None = None,
         scale: int,
         patch_size: int,
-        repeat: int = 1,
+        augment: bool = True,
         cache: bool = False,
     ) -> None:
         if patch_size % scale:
             raise DataError(f"data.patch_size={patch_size} is not a multiple of data.scale={scale}")
-        if repeat < 1:
-            raise DataError(f"data.repeat={repeat} must be >= 1")
         self.pairs = pair_images(hr_dir, lr_dir, scale)
         for pair in self.pairs:
             if min(pair.height, pair.width) < patch_size:
@@ -150,21 +152,27 @@ class TrainPatchDataset(Dataset):
                     f"image {pair.hr} is {pair.width}x{pair.height} after mod-crop, smaller than "
                     f"data.patch_size={patch_size}: remove it or lower data.patch_size"
                 )
-        self.scale, self.patch_size, self.repeat = scale, patch_size, repeat
+        self.scale, self.patch_size, self.augment = scale, patch_size, augment
         self.cache = [pair.load() for pair in self.pairs] if cache else None
 
     def __len__(self) -> int:
-        return len(self.pairs) * self.repeat
+        return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        index %= len(self.pairs)
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
+        index, seed = key
         pair = self.pairs[index]
         images = self.cache[index] if self.cache is not None else pair.load()
+        generator = torch.Generator().manual_seed(seed)
         s, lr_patch = self.scale, self.patch_size // self.scale
         # top-left corner drawn on the LR grid, so the HR corner is a multiple of the scale
-        y = int(torch.randint(pair.height // s - lr_patch + 1, ()))
-        x = int(torch.randint(pair.width // s - lr_patch + 1, ()))
-        patches = {"hr": images["hr"][:, y * s : (y + lr_patch) * s, x * s : (x + lr_patch) * s]}  # (3, P, P)
+        y = int(torch.randint(pair.height // s - lr_patch + 1, (), generator=generator))
+        x = int(torch.randint(pair.width // s - lr_patch + 1, (), generator=generator))
+        flips = torch.randint(2, (3,), generator=generator).bool() & self.augment  # (3,)
+        patches = {
+            "hr": images["hr"][:, y * s : (y + lr_patch) * s, x * s : (x + lr_patch) * s],  # (3, P, P)
+            "flips": flips,
+            "seed": torch.tensor(seed),
+        }
         if "lr" in images:
             patches["lr"] = images["lr"][:, y : y + lr_patch, x : x + lr_patch]  # (3, P/s, P/s)
         return patches

@@ -100,9 +100,11 @@ class SRGANModule(L.LightningModule):
         self.generator_ema = make_ema(generator) if ema_decay else None
         self.d_steps_per_g_step = d_steps_per_g_step
         self.d_init_steps = d_init_steps
-        # The generator's resolved Hydra config (set by sr_gan.train), stored in checkpoints so
-        # that sr_gan.weights.load_generator can rebuild the network without this code's config.
+        # The networks' resolved Hydra configs (set by sr_gan.train), stored in checkpoints so that
+        # sr_gan.weights.load_generator can rebuild G without this code's config, and a resumed
+        # run is checked against the run that wrote the checkpoint.
         self.generator_config: dict[str, Any] | None = None
+        self.discriminator_config: dict[str, Any] | None = None
         self.num_samples = num_samples
         self.metrics = nn.ModuleDict({stage: nn.ModuleDict({m: MeanMetric() for m in _METRICS}) for stage in _STAGES})
         _check_objective(pixel_loss, perceptual_loss, adversarial_loss, discriminator, optimizer_d)
@@ -244,15 +246,37 @@ class SRGANModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store what is needed to rebuild G; drop the frozen VGG (it is rebuilt from its weights)."""
-        checkpoint["sr_gan"] = {"generator": self.generator_config, "scale": self.scale}
+        checkpoint["sr_gan"] = {
+            "generator": self.generator_config,
+            "discriminator": self.discriminator_config,
+            "scale": self.scale,
+        }
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("perceptual_loss.")]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put the frozen VGG back so that strict loading still checks every other key."""
-        own = self.state_dict()
-        checkpoint["state_dict"].update({k: v for k, v in own.items() if k.startswith("perceptual_loss.")})
+        """Refuse a checkpoint of other networks in one line; put the frozen VGG back so that strict
+        loading still checks every other key."""
+        stored = checkpoint.get("sr_gan", {})
+        for name, own in (("generator", self.generator_config), ("discriminator", self.discriminator_config)):
+            theirs = stored.get(name)
+            if own is not None and theirs is not None and theirs != own:
+                differ = _differences(theirs, own, prefix=f"{'model.' if name == 'generator' else ''}{name}")
+                raise UserError(
+                    f"the checkpoint holds another {name} ({'; '.join(differ[:4])}): resume with the "
+                    "settings of the run that wrote it (its config.yaml), or start a new run with model.init_from"
+                )
+        own_state = self.state_dict()
+        checkpoint["state_dict"].update({k: v for k, v in own_state.items() if k.startswith("perceptual_loss.")})
+
+
+def _differences(theirs: Any, ours: Any, *, prefix: str) -> list[str]:
+    """`key=<checkpoint's> here <ours>` for every leaf where two nested configs differ."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        keys = sorted(theirs.keys() | ours.keys())
+        return [d for k in keys for d in _differences(theirs.get(k), ours.get(k), prefix=f"{prefix}.{k}")]
+    return [] if theirs == ours else [f"{prefix}={theirs} in the checkpoint, {ours} here"]
 
 
 def _check_objective(
