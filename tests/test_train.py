@@ -118,13 +118,16 @@ class _Spy(SRGANModule):
         return logs
 
 
-def _fit(cfg, module_cls=SRGANModule):
+def _fit(cfg, module_cls=SRGANModule, prepare=None):
+    """Fit cfg.module built as `module_cls` (after `prepare(module)`) on cfg.data, without logging."""
     import lightning as L
     from hydra.utils import instantiate
 
     from sr_gan.callbacks import BatchBudget
 
-    module = instantiate(cfg.module, _target_=f"{module_cls.__module__}.{module_cls.__qualname__}")
+    module = module_cls(**instantiate(cfg.module, _target_="builtins.dict"))  # module_cls may be a local class
+    if prepare is not None:
+        prepare(module)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=-1,

@@ -68,10 +68,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 f"refused to write {path}: {len(bad)} weight tensors hold NaN/Inf (e.g. {bad[0]}), the run "
                 "diverged; the previous checkpoint is intact: resume from it with a lower learning rate"
             )
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
         try:
-            with atomic_path(path) as temporary:
-                torch.save(checkpoint, temporary)
-        except OSError as err:
+            with atomic_path(path) as temporary, open(temporary, "wb") as file:
+                torch.save(checkpoint, file)  # through a Python file: a failed write raises its OSError
+        except (OSError, RuntimeError) as failure:
+            if (err := _os_error(failure)) is None:
+                raise
             reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else err.strerror
             raise UserError(
                 f"cannot write checkpoint {path}: {reason} ({err}); the previous checkpoint is intact: "
@@ -82,3 +86,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_url(str(path)) if is_url(path) else load_state_file(path)
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err`: torch.save reports a failed write as a RuntimeError whose context it is."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
