@@ -172,3 +172,15 @@ def test_unreadable_source_is_named_once_and_the_rest_is_prepared(source: Path) 
     (source / "bad.png").unlink()
     prepare_folder(source, progress=False)
     assert inodes(out) == before and len(PreparedImages(out)) == 4
+
+
+@pytest.mark.slow  # one generated 2K image: a few seconds
+def test_data_benchmark_runs_and_prepared_beats_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import bench_data
+
+    monkeypatch.setenv("SR_GAN_BENCH_DIR", str(tmp_path))
+    figures = bench_data.measure(1, [0], seconds=0.05)
+    per_worker = figures["per_worker"]
+    assert per_worker["prepared, a map per crop"] >= 10 * per_worker["raw PNG decode"]  # the target
+    assert figures["loader"][0] > 0
+    assert (tmp_path / "div2k_like_v1_1" / "HR.prepared" / MANIFEST).is_file()

@@ -3,21 +3,24 @@ so a training crop reads only its rows instead of decoding a whole 2K PNG.
 
 Made once by ``python -m sr_gan.data.prepare <folder>``; read by `PreparedImages`.
 
-Storage, chosen by measurement (``python -m benchmarks.bench_data``, one process, 2-core CPU, eight
-DIV2K-like 2040x1356 PNGs of 4.7 MB, an HR 128 px crop plus its LR x4 32 px crop):
+Storage, chosen by measurement (``python -m benchmarks.bench_data --candidates``: one process,
+one thread, eight DIV2K-like 2040x1356 PNGs of 4.7 MB, an HR 128 px crop plus its LR x4 32 px crop;
+2-core CPU shared with other jobs, so the crops/s move between runs and the ratios less):
 
-    raw PNG decode of HR + LR, then crop (today's TrainPatchDataset)      18 crops/s
-    BasicSR sub-images (480 px, step 240, PNG level 3), decode + crop    164 crops/s   9x raw
-    one big flat uint8 file, memory-mapped once                        13 000 crops/s
-    one .npy per image, a fresh memory map per crop                     5 800 crops/s   320x raw
-    one .npy per image, memory maps kept open (what we use)            20 000 crops/s  1100x raw
+    raw: decode HR + LR PNG, then crop (today's TrainPatchDataset)       10-18 crops/s        1x
+    BasicSR sub-images (480 px every 240, PNG level 3), decode + crop   105-166 crops/s     9-10x
+    one flat file holding every image, mapped once                    20k-37k crops/s   ~2000x
+    one (3, H, W) .npy per image, maps kept open (what we use)        18k-29k crops/s   ~1700x
+    the same with a new map per crop (more images than max_open)      3.3k-4.9k crops/s  ~300x
 
-Per-image `.npy` (HWC, the layout a crop reads row by row) won: fastest, self-describing
-(`np.load` opens one), and a changed source rebuilds one file, so preparing is resumable. The
-sub-images of the reference implementation (BasicSR `extract_subimages`) still decode a PNG per
-crop (9x, short of the 10x target), store 3.8x the PNG bytes because the windows overlap, and
-over-sample image borders. A `.npy` costs H x W x 3 bytes: about 1.9x the PNG (DIV2K train HR:
-6.6 GB against 3.5 GB of PNG); see docs/data.md.
+Per-image `.npy` won: as fast as the flat file (whose 1.1-1.2x is the per-crop Python around our
+reader: a dataset item, bounds checks), and a changed source rebuilds one file, a damaged array is
+found and rebuilt alone, an interrupted run resumes, and `np.load` opens one. The reference
+implementation's sub-images (BasicSR `extract_subimages`) still decode a PNG per crop (short of the
+10x target), store 3.8x the PNG bytes because the windows overlap, and over-sample image borders.
+(3, H, W) rather than (H, W, 3): a crop is 3 x h runs of w bytes, 2.5x faster to copy out than a
+transposing copy. An array costs H x W x 3 bytes, about 1.9x the PNG (DIV2K train HR: 6.6 GB
+against 3.5 GB of PNG); see docs/data.md.
 
 A folder is complete only with its `manifest.json`, written last and atomically. While preparing,
 each finished image is appended to `manifest.partial.jsonl`, so an interrupted run resumes where it
