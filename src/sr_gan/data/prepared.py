@@ -193,6 +193,8 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
     """
     src_dir = Path(src_dir)
     out_dir = prepared_dir(src_dir) if out_dir is None else Path(out_dir)
+    if not src_dir.is_dir():
+        raise UserError(f"image folder {src_dir} does not exist: nothing to prepare")
     sources = list_images(src_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = _read_records(out_dir)
@@ -240,9 +242,9 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
             f"{reason}{others}; the {len(entries)} other images of {src_dir} are prepared: fix or remove "
             f"{'them' if others else 'it'} and rerun {rerun_command(src_dir)}"
         )
-    manifest = {**header, "images": [_manifest_entry(entries[name]) for name in names]}
+    images = ",\n".join(json.dumps(_manifest_entry(entries[name])) for name in names)  # one line each
     with atomic_path(out_dir / MANIFEST) as partial:
-        partial.write_text(json.dumps(manifest, indent=1) + "\n")
+        partial.write_text(json.dumps(header)[:-1] + f', "images": [\n{images}\n]}}\n')
     (out_dir / JOURNAL).unlink()
     if progress:
         print(f"{src_dir}: {len(todo)} images prepared, {len(kept)} already were, in {out_dir}")
