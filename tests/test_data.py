@@ -390,3 +390,22 @@ def test_demo_refuses_a_foreign_folder_and_honours_the_cache_variable(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert demo.default_cache_dir() == tmp_path / "xdg" / "sr_gan"
     assert os.fspath(demo.DEMO_ROOT).endswith(os.path.join("sr_gan", "skimage_photos"))
+
+
+def test_prepared_folders_give_the_same_patches_as_the_image_files(div2k: dict[str, Path]) -> None:
+    from sr_gan.data.prepared import prepare_folder
+
+    keys = stream_keys(2, 12)
+    decoded = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    expected = [decoded[k] for k in keys]
+    prepare_folder(div2k["hr"], progress=False)
+    hr_only = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    assert hr_only.prepared["hr"] is not None and hr_only.prepared["lr"] is None and hr_only.decoded
+    prepare_folder(div2k["lr"], progress=False)
+    prepared = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    assert not prepared.decoded
+    for dataset in (hr_only, prepared):
+        for key, item in zip(keys, expected):
+            assert all(torch.equal(dataset[key][k], item[k]) for k in item)
+    off = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16, use_prepared=False)
+    assert off.prepared == {"hr": None}

@@ -37,7 +37,9 @@ class SRDataModule(L.LightningDataModule):
     downloader). Validation and test batches hold one whole image each (sizes differ); the test
     set is the validation set. Without an LR folder the LR is bicubic(HR, 1/scale), quantized to
     1/255 steps if `quantize_lr` (as LR PNGs made offline by MATLAB are). `seed` seeds the patch
-    stream (``None``: a random one, saved in checkpoints like the stream position).
+    stream (``None``: a random one, saved in checkpoints like the stream position). With
+    `use_prepared`, training crops are read from ``<folder>.prepared`` where
+    ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class SRDataModule(L.LightningDataModule):
         num_workers: int = 4,
         seed: int | None = None,
         cache: bool = False,
+        use_prepared: bool = True,
         augment: bool = True,
         quantize_lr: bool = True,
         prepare: Callable[[], None] | None = None,
@@ -65,7 +68,8 @@ class SRDataModule(L.LightningDataModule):
         self.scale, self.patch_size = scale, patch_size
         self.batch_size, self.num_workers = batch_size, num_workers
         self.seed = secrets.randbits(63) if seed is None else seed
-        self.cache, self.augment, self.quantize_lr = cache, augment, quantize_lr
+        self.cache, self.use_prepared = cache, use_prepared
+        self.augment, self.quantize_lr = augment, quantize_lr
         self.prepare = prepare
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.train_set: TrainPatchDataset | None = None
@@ -86,6 +90,7 @@ class SRDataModule(L.LightningDataModule):
                 patch_size=self.patch_size,
                 augment=self.augment,
                 cache=self.cache,
+                use_prepared=self.use_prepared,
             )
         if self.val_set is None:
             self.val_set = ValImageDataset(hr_dir=self.val_hr_dir, lr_dir=self.val_lr_dir, scale=self.scale)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -18,6 +19,9 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from sr_gan.errors import UserError
+
+if TYPE_CHECKING:
+    from sr_gan.data.prepared import PreparedImages
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -129,8 +133,11 @@ class TrainPatchDataset(Dataset):
     seed, so a patch depends on its key alone, never on the worker or its RNG state. With an LR
     folder the LR crop at (y, x) of size patch_size/scale pairs with the HR crop at
     (y·scale, x·scale); without one only {"hr"} is returned and the LR is made on the device.
-    `cache` keeps the decoded images in memory (decoded here, in the main process, so forked
-    workers share them).
+
+    Pixels come from the folder's prepared arrays when `use_prepared` and
+    ``python -m sr_gan.data.prepare`` made them (a crop reads only its rows), else from the
+    decoded image files; `cache` keeps decoded images in memory (decoded here, in the main
+    process, so forked workers share them).
     """
 
     def __init__(
@@ -142,6 +149,7 @@ class TrainPatchDataset(Dataset):
         patch_size: int,
         augment: bool = True,
         cache: bool = False,
+        use_prepared: bool = True,
     ) -> None:
         if patch_size % scale:
             raise DataError(f"data.patch_size={patch_size} is not a multiple of data.scale={scale}")
@@ -153,7 +161,17 @@ class TrainPatchDataset(Dataset):
                     f"data.patch_size={patch_size}: remove it or lower data.patch_size"
                 )
         self.scale, self.patch_size, self.augment = scale, patch_size, augment
-        self.cache = [pair.load() for pair in self.pairs] if cache else None
+        from sr_gan.data.prepared import open_prepared  # TODO(imageio): prepared imports list_images from here
+
+        folders = {"hr": hr_dir} if lr_dir is None else {"hr": hr_dir, "lr": lr_dir}
+        self.prepared = {side: open_prepared(folder) if use_prepared else None for side, folder in folders.items()}
+        self.decoded = any(store is None for store in self.prepared.values())  # some side reads image files
+        self.positions = {
+            side: _positions(store, [getattr(pair, side).name for pair in self.pairs])
+            for side, store in self.prepared.items()
+            if store is not None
+        }
+        self.cache = [pair.load() for pair in self.pairs] if cache and self.decoded else None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -161,21 +179,28 @@ class TrainPatchDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
         index, seed = key
         pair = self.pairs[index]
-        images = self.cache[index] if self.cache is not None else pair.load()
         generator = torch.Generator().manual_seed(seed)
         s, lr_patch = self.scale, self.patch_size // self.scale
         # top-left corner drawn on the LR grid, so the HR corner is a multiple of the scale
         y = int(torch.randint(pair.height // s - lr_patch + 1, (), generator=generator))
         x = int(torch.randint(pair.width // s - lr_patch + 1, (), generator=generator))
         flips = torch.randint(2, (3,), generator=generator).bool() & self.augment  # (3,)
-        patches = {
-            "hr": images["hr"][:, y * s : (y + lr_patch) * s, x * s : (x + lr_patch) * s],  # (3, P, P)
-            "flips": flips,
-            "seed": torch.tensor(seed),
-        }
-        if "lr" in images:
-            patches["lr"] = images["lr"][:, y : y + lr_patch, x : x + lr_patch]  # (3, P/s, P/s)
-        return patches
+        decoded = (self.cache[index] if self.cache is not None else pair.load()) if self.decoded else {}
+        corners = {"hr": (y * s, x * s, self.patch_size), "lr": (y, x, lr_patch)}
+        patches = {"flips": flips, "seed": torch.tensor(seed)}
+        for side, store in self.prepared.items():
+            top, left, size = corners[side]
+            if store is not None:
+                patches[side] = store.crop(self.positions[side][index], top, left, size, size)
+            else:
+                patches[side] = decoded[side][:, top : top + size, left : left + size]
+        return patches  # "hr" (3, P, P) [+ "lr" (3, P/s, P/s)] uint8, "flips" (3,), "seed" ()
+
+
+def _positions(store: PreparedImages, names: list[str]) -> list[int]:
+    """Where each file name is in a prepared folder (which holds the same images as its source)."""
+    index = {name: i for i, name in enumerate(store.names)}
+    return [index[name] for name in names]
 
 
 class ValImageDataset(Dataset):
