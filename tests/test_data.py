@@ -316,11 +316,11 @@ class _Probe(L.LightningModule):
 
 
 def test_datamodule_under_a_real_trainer_augments_training_batches_only(tmp_path: Path) -> None:
-    image = smooth_image(16, 16, 3)
+    image = smooth_image(32, 32, 3)
     save(image, tmp_path / "train" / "a.png")
     save(image, tmp_path / "val" / "a.png")
     dm = SRDataModule(
-        train_hr_dir=tmp_path / "train", val_hr_dir=tmp_path / "val", scale=SCALE, patch_size=16,
+        train_hr_dir=tmp_path / "train", val_hr_dir=tmp_path / "val", scale=SCALE, patch_size=32,
         batch_size=8, num_workers=2, cache=True,
     )  # fmt: skip
     probe = _Probe()
@@ -338,7 +338,7 @@ def test_datamodule_under_a_real_trainer_augments_training_batches_only(tmp_path
     seen = {tuple(int(torch.equal(to_uint8(x), t)) for t in references) for x in torch.cat(probe.train_hr)}
     assert len(seen) > 1 and all(sum(t) == 1 for t in seen)  # flipped/rotated copies of the image
     assert len(probe.val_batches) == 1 and torch.equal(to_uint8(probe.val_batches[0]["hr"][0]), image)
-    assert probe.val_batches[0]["lr"].shape == (1, 3, 4, 4)
+    assert probe.val_batches[0]["lr"].shape == (1, 3, 8, 8)
 
 
 # --- the embedded demo set ----------------------------------------------------------------------
@@ -409,3 +409,39 @@ def test_prepared_folders_give_the_same_patches_as_the_image_files(div2k: dict[s
             assert all(torch.equal(dataset[key][k], item[k]) for k in item)
     off = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16, use_prepared=False)
     assert off.prepared == {"hr": None}
+
+
+def test_every_unusable_image_is_reported_at_start_up_once(tmp_path: Path) -> None:
+    for name in ("a", "b", "c", "d"):
+        save(smooth_image(40, 40, 1), tmp_path / "train" / f"{name}.png")
+    (tmp_path / "train" / "b.png").write_bytes(b"garbage")
+    (tmp_path / "train" / "d.png").write_bytes((tmp_path / "train" / "a.png").read_bytes()[:200])  # header only
+    with pytest.raises(DataError, match=r"cannot read image .*b\.png") as info:
+        TrainPatchDataset(hr_dir=tmp_path / "train", scale=SCALE, patch_size=16)  # headers: b only
+    assert "d.png" not in str(info.value)
+    with pytest.raises(DataError) as info:
+        TrainPatchDataset(hr_dir=tmp_path / "train", scale=SCALE, patch_size=16, verify=True)
+    message = str(info.value)
+    assert message.startswith("2 images of") and message.count("cannot read image") == 2
+    assert "b.png" in message and "d.png" in message and "a.png" not in message
+    assert "\n" not in message
+
+
+def test_a_validation_image_too_small_for_ssim_is_named_at_start_up(tmp_path: Path) -> None:
+    save(smooth_image(48, 48, 1), tmp_path / "val" / "fine.png")
+    save(smooth_image(18, 60, 2), tmp_path / "val" / "tiny.png")  # 16 px after mod-crop, needs 11 + 2 * 4
+    with pytest.raises(DataError, match=r"smaller than 19x19 .*tiny\.png \(60x16\)") as info:
+        ValImageDataset(hr_dir=tmp_path / "val", scale=SCALE)
+    assert "fine.png" not in str(info.value)
+
+
+def test_a_worker_error_prints_as_its_own_one_line(div2k: dict[str, Path], tmp_path: Path) -> None:
+    from sr_gan.errors import one_line
+
+    dataset = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16)
+    dataset.pairs[0].hr.write_bytes(b"broken after the start-up scan")
+    loader = torch.utils.data.DataLoader(dataset, sampler=PatchStream(1, seed=0), batch_size=1, num_workers=1)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert "Traceback" in str(info.value)  # how DataLoader re-raises a worker's error
+    assert one_line(info.value).startswith("cannot read image ") and "0001.png" in one_line(info.value)

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
+from sr_gan.schema import TRAIN, validate
 
 
 def _if_pixel_loss(pixel_only: Any, otherwise: Any, *, _root_: DictConfig) -> Any:
@@ -37,9 +38,7 @@ def check_train_config(cfg: DictConfig) -> None:
     if missing:
         example = " ".join(f"{key}=..." for key in missing)
         raise UserError(f"{', '.join(missing)} must be set (the config leaves them '???'): add {example}")
-    max_steps = cfg.trainer.get("max_steps")
-    if not isinstance(max_steps, int) or max_steps <= 0:
-        raise UserError(f"trainer.max_steps={max_steps} must be a positive number of training batches")
+    validate(cfg, TRAIN)
     if cfg.get("require_init_from") and not cfg.model.init_from:
         raise UserError(
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "

@@ -39,7 +39,8 @@ class SRDataModule(L.LightningDataModule):
     1/255 steps if `quantize_lr` (as LR PNGs made offline by MATLAB are). `seed` seeds the patch
     stream (``None``: a random one, saved in checkpoints like the stream position). With
     `use_prepared`, training crops are read from ``<folder>.prepared`` where
-    ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`).
+    ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`). Image headers are
+    read at set-up (sizes, pairs); `verify` also decodes every image then.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class SRDataModule(L.LightningDataModule):
         seed: int | None = None,
         cache: bool = False,
         use_prepared: bool = True,
+        verify: bool = False,
         augment: bool = True,
         quantize_lr: bool = True,
         prepare: Callable[[], None] | None = None,
@@ -68,7 +70,7 @@ class SRDataModule(L.LightningDataModule):
         self.scale, self.patch_size = scale, patch_size
         self.batch_size, self.num_workers = batch_size, num_workers
         self.seed = secrets.randbits(63) if seed is None else seed
-        self.cache, self.use_prepared = cache, use_prepared
+        self.cache, self.use_prepared, self.verify = cache, use_prepared, verify
         self.augment, self.quantize_lr = augment, quantize_lr
         self.prepare = prepare
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
@@ -91,9 +93,12 @@ class SRDataModule(L.LightningDataModule):
                 augment=self.augment,
                 cache=self.cache,
                 use_prepared=self.use_prepared,
+                verify=self.verify,
             )
         if self.val_set is None:
-            self.val_set = ValImageDataset(hr_dir=self.val_hr_dir, lr_dir=self.val_lr_dir, scale=self.scale)
+            self.val_set = ValImageDataset(
+                hr_dir=self.val_hr_dir, lr_dir=self.val_lr_dir, scale=self.scale, verify=self.verify
+            )
 
     # ------------------------------------------------------------------ loaders
     def _shard(self) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from sr_gan.errors import UserError
+from sr_gan.metrics import SSIM_WINDOW
 
 if TYPE_CHECKING:
     from sr_gan.data.prepared import PreparedImages
@@ -101,27 +102,48 @@ def find_lr_partner(hr: Path, lr_by_stem: dict[str, Path], lr_dir: Path, scale: 
     raise FileNotFoundError(f"no LR partner of {hr} in {lr_dir}: expected a file named {stems[0]}.* or {stems[1]}.*")
 
 
-def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> list[ImagePair]:
+def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, *, verify: bool = False) -> list[ImagePair]:
     """Pair every HR image of `hr_dir` with its LR image in `lr_dir` (if given), sorted by name.
 
-    Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files.
+    Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files;
+    with `verify` every image is also decoded whole (a file truncated after its header is found
+    now rather than at batch N). The problems of all files are collected and reported together.
     """
     lr_by_stem = {} if lr_dir is None else {p.stem: p for p in list_images(lr_dir)}
-    pairs = []
+    pairs, problems = [], []
     for hr in list_images(hr_dir):
-        height, width = image_size(hr)
-        height, width = height - height % scale, width - width % scale  # mod-crop
-        lr = None
-        if lr_dir is not None:
-            lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
-            lr_height, lr_width = image_size(lr)
-            if (lr_height * scale, lr_width * scale) != (height, width):
-                raise DataError(
-                    f"size mismatch at data.scale={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
-                    f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
-                )
-        pairs.append(ImagePair(hr=hr, lr=lr, height=height, width=width))
+        try:
+            pairs.append(_pair(hr, lr_by_stem, lr_dir, scale, verify=verify))
+        except (DataError, FileNotFoundError) as err:
+            problems.append(err)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        shown = "; ".join(str(err) for err in problems[:_SHOWN_PROBLEMS])
+        more = f"; and {len(problems) - _SHOWN_PROBLEMS} more" if len(problems) > _SHOWN_PROBLEMS else ""
+        raise DataError(f"{len(problems)} images of {hr_dir} cannot be used: {shown}{more}")
     return pairs
+
+
+_SHOWN_PROBLEMS = 10
+
+
+def _pair(hr: Path, lr_by_stem: dict[str, Path], lr_dir: str | Path | None, scale: int, *, verify: bool) -> ImagePair:
+    height, width = image_size(hr)
+    height, width = height - height % scale, width - width % scale  # mod-crop
+    lr = None
+    if lr_dir is not None:
+        lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
+        lr_height, lr_width = image_size(lr)
+        if (lr_height * scale, lr_width * scale) != (height, width):
+            raise DataError(
+                f"size mismatch at data.scale={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
+                f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
+            )
+    pair = ImagePair(hr=hr, lr=lr, height=height, width=width)
+    if verify:
+        pair.load()
+    return pair
 
 
 class TrainPatchDataset(Dataset):
@@ -150,10 +172,11 @@ class TrainPatchDataset(Dataset):
         augment: bool = True,
         cache: bool = False,
         use_prepared: bool = True,
+        verify: bool = False,
     ) -> None:
         if patch_size % scale:
             raise DataError(f"data.patch_size={patch_size} is not a multiple of data.scale={scale}")
-        self.pairs = pair_images(hr_dir, lr_dir, scale)
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)
         for pair in self.pairs:
             if min(pair.height, pair.width) < patch_size:
                 raise DataError(
@@ -206,9 +229,18 @@ def _positions(store: PreparedImages, names: list[str]) -> list[int]:
 class ValImageDataset(Dataset):
     """Whole images for validation/test: {"hr", "name"} (+ "lr" with an LR folder), HR mod-cropped."""
 
-    def __init__(self, *, hr_dir: str | Path, lr_dir: str | Path | None = None, scale: int) -> None:
-        self.pairs = pair_images(hr_dir, lr_dir, scale)
+    def __init__(
+        self, *, hr_dir: str | Path, lr_dir: str | Path | None = None, scale: int, verify: bool = False
+    ) -> None:
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)
         self.scale = scale
+        need = SSIM_WINDOW + 2 * scale  # SSIM's window must fit once the scale is cropped from each border
+        if small := [p for p in self.pairs if min(p.height, p.width) < need]:
+            names = ", ".join(f"{p.hr} ({p.width}x{p.height})" for p in small[:_SHOWN_PROBLEMS])
+            raise DataError(
+                f"validation images smaller than {need}x{need} after mod-crop (SSIM's {SSIM_WINDOW}-pixel window "
+                f"inside a {scale}-pixel border crop): {names}; remove them from {hr_dir}"
+            )
 
     def __len__(self) -> int:
         return len(self.pairs)
