@@ -445,3 +445,15 @@ def test_a_worker_error_prints_as_its_own_one_line(div2k: dict[str, Path], tmp_p
         next(iter(loader))
     assert "Traceback" in str(info.value)  # how DataLoader re-raises a worker's error
     assert one_line(info.value).startswith("cannot read image ") and "0001.png" in one_line(info.value)
+
+
+def test_validation_keeps_the_first_images_and_their_aligned_centres(div2k: dict[str, Path]) -> None:
+    whole = ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
+    small = ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, max_images=1, crop=22)
+    assert len(small) == 1 and small.crop == 20
+    item, full = small[0], whole[0]  # HR 48x40 (WxH): centre 20x20 from top 8, left 12
+    assert item["hr"].shape == (3, 20, 20) and item["lr"].shape == (3, 5, 5)
+    assert torch.equal(item["hr"], full["hr"][:, 8:28, 12:32]) and torch.equal(item["lr"], full["lr"][:, 2:7, 3:8])
+    assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
+    with pytest.raises(DataError, match=r"data\.val_crop=12 is below 19"):
+        ValImageDataset(hr_dir=div2k["hr"], scale=SCALE, crop=12)

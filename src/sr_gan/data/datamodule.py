@@ -40,7 +40,8 @@ class SRDataModule(L.LightningDataModule):
     stream (``None``: a random one, saved in checkpoints like the stream position). With
     `use_prepared`, training crops are read from ``<folder>.prepared`` where
     ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`). Image headers are
-    read at set-up (sizes, pairs); `verify` also decodes every image then.
+    read at set-up (sizes, pairs); `verify` also decodes every image then. `val_max_images` and
+    `val_crop` keep validation during training small (`ValImageDataset`).
     """
 
     def __init__(
@@ -58,6 +59,8 @@ class SRDataModule(L.LightningDataModule):
         cache: bool = False,
         use_prepared: bool = True,
         verify: bool = False,
+        val_max_images: int | None = None,
+        val_crop: int | None = None,
         augment: bool = True,
         quantize_lr: bool = True,
         prepare: Callable[[], None] | None = None,
@@ -71,6 +74,7 @@ class SRDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.seed = secrets.randbits(63) if seed is None else seed
         self.cache, self.use_prepared, self.verify = cache, use_prepared, verify
+        self.val_max_images, self.val_crop = val_max_images, val_crop
         self.augment, self.quantize_lr = augment, quantize_lr
         self.prepare = prepare
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
@@ -97,7 +101,12 @@ class SRDataModule(L.LightningDataModule):
             )
         if self.val_set is None:
             self.val_set = ValImageDataset(
-                hr_dir=self.val_hr_dir, lr_dir=self.val_lr_dir, scale=self.scale, verify=self.verify
+                hr_dir=self.val_hr_dir,
+                lr_dir=self.val_lr_dir,
+                scale=self.scale,
+                verify=self.verify,
+                max_images=self.val_max_images,
+                crop=self.val_crop,
             )
 
     # ------------------------------------------------------------------ loaders

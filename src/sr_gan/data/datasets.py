@@ -227,14 +227,29 @@ def _positions(store: PreparedImages, names: list[str]) -> list[int]:
 
 
 class ValImageDataset(Dataset):
-    """Whole images for validation/test: {"hr", "name"} (+ "lr" with an LR folder), HR mod-cropped."""
+    """Images for validation/test: {"hr", "name"} (+ "lr" with an LR folder), HR mod-cropped.
+
+    `max_images` keeps the first images by name and `crop` cuts the centre `crop` x `crop` HR
+    pixels (on the scale grid; the LR crop matches): validation during training then stays a
+    small fixed set, however large the folder (full evaluation: ``python -m sr_gan.evaluate``).
+    """
 
     def __init__(
-        self, *, hr_dir: str | Path, lr_dir: str | Path | None = None, scale: int, verify: bool = False
+        self,
+        *,
+        hr_dir: str | Path,
+        lr_dir: str | Path | None = None,
+        scale: int,
+        verify: bool = False,
+        max_images: int | None = None,
+        crop: int | None = None,
     ) -> None:
-        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)[:max_images]
         self.scale = scale
+        self.crop = None if crop is None else crop - crop % scale
         need = SSIM_WINDOW + 2 * scale  # SSIM's window must fit once the scale is cropped from each border
+        if self.crop is not None and self.crop < need:
+            raise DataError(f"data.val_crop={crop} is below {need}, the smallest size SSIM can score at x{scale}")
         if small := [p for p in self.pairs if min(p.height, p.width) < need]:
             names = ", ".join(f"{p.hr} ({p.width}x{p.height})" for p in small[:_SHOWN_PROBLEMS])
             raise DataError(
@@ -247,4 +262,12 @@ class ValImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor | str]:
         pair = self.pairs[index]
-        return {**pair.load(), "name": pair.name}
+        images = pair.load()
+        if self.crop is not None:
+            s = self.scale
+            height, width = min(self.crop, pair.height), min(self.crop, pair.width)
+            top, left = (pair.height - height) // 2 // s * s, (pair.width - width) // 2 // s * s
+            images["hr"] = images["hr"][:, top : top + height, left : left + width]
+            if "lr" in images:
+                images["lr"] = images["lr"][:, top // s : (top + height) // s, left // s : (left + width) // s]
+        return {**images, "name": pair.name}

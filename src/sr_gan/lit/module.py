@@ -242,6 +242,22 @@ class SRGANModule(L.LightningModule):
     def on_validation_start(self) -> None:
         if self.trainer.state.fn == "fit":
             self.check_finite()
+        self._pause_cudnn_benchmark()
+
+    def on_validation_end(self) -> None:
+        torch.backends.cudnn.benchmark = self._cudnn_benchmark
+
+    def on_test_start(self) -> None:
+        self._pause_cudnn_benchmark()
+
+    def on_test_end(self) -> None:
+        torch.backends.cudnn.benchmark = self._cudnn_benchmark
+
+    def _pause_cudnn_benchmark(self) -> None:
+        """Evaluation images differ in size: cuDNN's autotuner (trainer.benchmark) would time every
+        algorithm for each new shape, so it is off during validation and test."""
+        self._cudnn_benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False
 
     def generator_losses(self, sr: Tensor, hr: Tensor) -> dict[str, Tensor]:
         """The weighted generator terms, keyed ``pix``, ``percep``, ``gan`` (only those switched on)."""
