@@ -211,7 +211,7 @@ def evaluate(
 # --- command line ---------------------------------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, ListConfig | list | tuple) else [str(value)]
@@ -246,8 +246,8 @@ def _check_datasets(entries: list[str]) -> None:
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
     console = Console()
-    ckpts = [c for c in _as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
-    entries = _as_list(cfg.datasets)
+    ckpts = [c for c in as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
+    entries = as_list(cfg.datasets)
     _check_datasets(entries)
     check_writable(Path(cfg.out_dir))  # before hours of scoring, not after
     device = resolve_device(cfg.device)
