@@ -262,6 +262,11 @@ def test_runs_of_other_scales_or_validation_sets_are_refused(tmp_path: Path) -> 
         run(_cfg(a, b))
     with pytest.raises(UserError, match="differ in data.val_hr_dir"):
         run(_cfg(a, c))
+    with pytest.raises(UserError, match="pick=worst: use auto, best or last"):
+        run(_cfg(a, pick="worst"))
+    with pytest.raises(UserError, match="crop=1,2: use crop=auto or crop=x,y,size"):
+        run(_cfg(a, crop="1,2"))
+    assert not (tmp_path / "a" / "compare").exists()  # nothing written
     with pytest.raises(UserError, match="matches nothing"):
         run(_cfg(tmp_path / "nothing*"))
     with pytest.raises(UserError, match="no run folder"):

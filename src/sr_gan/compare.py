@@ -29,6 +29,7 @@ W&B run (job_type=compare, offline unless WANDB_MODE=online) in the runs' group.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from collections.abc import Sequence
@@ -36,23 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, open_dict
 from rich.console import Console
 from torch import Tensor
 
+from sr_gan import evaluate_report as reports
 from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
 from sr_gan.config import register_resolvers
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.evaluate import BICUBIC, Scorer, as_list, lpips_metric
-from sr_gan.evaluate_report import (
-    Column,
-    check_writable,
-    log_to_wandb,
-    plot_datasets,
-    rich_table,
-    summarize,
-    write_reports,
-)
+from sr_gan.evaluate_report import Column
 from sr_gan.run_folders import Run, check_comparable, differing_keys, find_runs, read_runs, run_values, short_labels
 from sr_gan.tiling import resolve_device
 
@@ -68,8 +62,6 @@ CONSOLE = ("result", "best_psnr", "last_psnr", "bicubic_psnr", "batches", "wall_
 
 def picked(run: Run, pick: str) -> str:
     """'best' or 'last': the checkpoint that stands for `run` (see `pick` in the help above)."""
-    if pick not in PICKS:
-        raise UserError(f"pick={pick}: use auto, best or last")
     return pick if pick != "auto" else "last" if run.has_discriminator else "best"
 
 
@@ -141,7 +133,36 @@ def plane_rows(strips: dict[str, dict[str, Strip]], scorer: Scorer) -> list[dict
         run: {name: score(per_image[name].sr, per_image[name].hr) for name in common}
         for run, per_image in strips.items()
     }
-    return summarize({PLANE_SET: results})
+    return reports.summarize({PLANE_SET: results})
+
+
+def draw(
+    runs: Sequence[Run],
+    rows: Sequence[dict[str, Any]],
+    labels: dict[str, str],
+    cfg: DictConfig,
+    *,
+    out_dir: Path,
+    scale: int,
+    console: Console,
+) -> tuple[list[Path], dict[str, tuple[int, int, int]], list[dict[str, Any]]]:
+    """curves.png, crops.png and the perception-distortion plane (from the samples of each
+    run's picked checkpoint); returns the PNGs written, the crop boxes and the sample scores."""
+    figures = [save_figure(curves_figure(runs, labels, smoothing=cfg.smoothing), out_dir / "curves.png")]
+    strips = {r.name: read_strips(r.samples.get(row[f"{row['result']}_batch"])) for r, row in zip(runs, rows)}
+    strips = {name: per_image for name, per_image in strips.items() if per_image}
+    if missing := [run.name for run in runs if run.name not in strips]:
+        console.print(f"note: no validation samples at the picked checkpoint of {', '.join(missing)}")
+    if not strips:
+        return figures, {}, []
+    crops = crop_boxes(strips, _crop_arg(cfg.crop), cfg.crop_size)
+    figures.append(save_figure(crops_figure(strips, crops, labels), out_dir / "crops.png"))
+    scores: list[dict[str, Any]] = []
+    if cfg.plane:
+        lpips = lpips_metric(cfg.lpips, resolve_device(cfg.device), console)
+        scores = plane_rows(strips, Scorer(scale=scale, lpips=lpips, vif=lpips is None))
+        figures += reports.plot_datasets(scores, out_dir=out_dir, scale=scale, baseline=BICUBIC) if scores else []
+    return figures, crops, scores
 
 
 def _crop_arg(value: Any) -> tuple[int, int, int] | None:
@@ -174,9 +195,11 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     paths = find_runs(as_list(cfg.runs))
     runs = read_runs(paths)
     check_comparable(runs)
-    crop = _crop_arg(cfg.crop)
+    _crop_arg(cfg.crop)  # bad values fail now, before anything is written
+    if cfg.pick not in PICKS:
+        raise UserError(f"pick={cfg.pick}: use auto, best or last")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(os.path.commonpath([p.absolute() for p in paths])) / "compare"
-    check_writable(out_dir)
+    reports.check_writable(out_dir)
     scale = next((r.config["data"]["scale"] for r in runs if r.config is not None), None)
 
     groups, leaves = differing_keys(runs)
@@ -184,25 +207,10 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = [run_row(run, values[run.name], pick=cfg.pick, stale_s=cfg.stale_s) for run in runs]
     columns, text = table_columns([*groups, *leaves], rows), caption(scale, cfg.pick)
     shown = [c for c in columns if c.key in CONSOLE or c.key in ("run", "status", *groups, *leaves)]
-    console.print(rich_table(rows, shown, caption=text))  # before any file: nothing is lost on a write error
+    console.print(reports.rich_table(rows, shown, caption=text))  # before any file: nothing is lost on a write error
 
     labels = run_labels(runs, values, [*groups, *leaves])
-    figures = [save_figure(curves_figure(runs, labels, smoothing=cfg.smoothing), out_dir / "curves.png")]
-    strips = {r.name: read_strips(r.samples.get(row[f"{row['result']}_batch"])) for r, row in zip(runs, rows)}
-    strips = {name: per_image for name, per_image in strips.items() if per_image}
-    crops, scores = {}, []
-    if strips:
-        crops = crop_boxes(strips, crop, cfg.crop_size)
-        figures.append(save_figure(crops_figure(strips, crops, labels), out_dir / "crops.png"))
-    if strips and cfg.plane:
-        lpips = lpips_metric(cfg.lpips, resolve_device(cfg.device), console)
-        scores = plane_rows(strips, Scorer(scale=scale or 4, lpips=lpips, vif=lpips is None))
-        if scores:
-            figures += plot_datasets(scores, out_dir=out_dir, scale=scale or 4, baseline=BICUBIC)
-    missing = [run.name for run in runs if run.name not in strips]
-    if missing:
-        console.print(f"note: no validation samples at the picked checkpoint for {', '.join(missing)}")
-
+    figures, crops, scores = draw(runs, rows, labels, cfg, out_dir=out_dir, scale=scale or 4, console=console)
     report = {
         "caption": text,
         "pick": cfg.pick,
@@ -212,12 +220,15 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         "crops": {name: dict(zip("x y size".split(), box)) for name, box in crops.items()},
         "samples_scores": scores,
     }
-    written = write_reports(rows, report, out_dir, columns=columns, caption=text, stem="table")
+    written = reports.write_reports(rows, report, out_dir, columns=columns, caption=text, stem="table")
     console.print("written: " + ", ".join(str(path) for path in written + figures))
     if (cfg.get("logger") or {}).get("wandb") is not None:  # logger=wandb
         group = cfg.group or wandb_group(runs, paths)
-        log_to_wandb(rows, figures, cfg, columns=columns, key="compare/table", job_type="compare", group=group,
-                     name=f"{cfg.task_name}-{group}", save_dir=str(out_dir))  # fmt: skip
+        wandb = {"job_type": "compare", "group": group, "name": f"{cfg.task_name}-{group}", "save_dir": str(out_dir)}
+        ran = copy.deepcopy(cfg)  # the config as it ran, for the W&B run's config
+        with open_dict(ran):
+            ran.merge_with({"group": group, "out_dir": str(out_dir), "logger": {"wandb": wandb}})
+        reports.log_to_wandb(rows, figures, ran, columns=columns, key="compare/table")
     return rows
 
 
