@@ -28,7 +28,7 @@ from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
 from sr_gan.metrics import psnr
-from sr_gan.run_folders import read_runs
+from sr_gan.run_folders import read_runs, short_labels
 from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +252,12 @@ def test_crashed_and_running_runs_are_reported(sweep: Path) -> None:
     assert rows["0"]["status"] == "done"
     markdown = (sweep / "compare" / "table.md").read_text()
     assert "| 4 | crashed (2/4 batches, no last.ckpt) |" in markdown
+    labels = json.loads((sweep / "compare" / "table.json").read_text())["labels"]
+    assert (labels["4"], labels["5"], labels["0"]) == (
+        "4: loss=l1 num_features=8 (crashed)",
+        "5: loss=l1 num_features=8 (running)",
+        "0: loss=l1 num_features=4",
+    )
 
 
 def test_runs_of_other_scales_or_validation_sets_are_refused(tmp_path: Path) -> None:
@@ -297,6 +303,11 @@ def test_wandb_group_is_the_runs_group_else_their_folder(tmp_path: Path) -> None
     assert wandb_group(runs, [a, b]) == "sweep"  # two groups: the common folder's name
     runs[1].config["logger"]["wandb"]["group"] = "g0"  # type: ignore[index]
     assert wandb_group(runs, [a, b]) == "g0"
+
+
+def test_labels_use_the_shortest_unambiguous_key() -> None:
+    keys = ["loss", "model.generator.num_features", "discriminator.num_features", "optim.generator.lr"]
+    assert list(short_labels(keys).values()) == ["loss", "generator.num_features", "discriminator.num_features", "lr"]
 
 
 def test_command_line_paths_become_the_runs_list() -> None:

@@ -11,7 +11,9 @@ overrides (key=value, see conf/compare.yaml):
                    last.ckpt for runs with a discriminator (a GAN stage: its PSNR-best checkpoint
                    is the blurriest) and best.ckpt (highest val/psnr) otherwise
   crop=auto|x,y,size    the validation crop shown across runs (auto: where bicubic and HR differ
-                   most, crop_size pixels); lpips=auto|true|false; logger=wandb; stale_s=900
+                   most, crop_size pixels)
+  plane=true|false  score the saved samples for the perception-distortion plane (lpips=auto|true|false)
+  logger=wandb  stale_s=900 (a run short of its budget, silent this long, is "crashed")
 
 Works offline from what each run folder holds (config.yaml, .hydra/, csv/metrics.csv, samples/):
 no W&B account, no checkpoint loading. Writes into out_dir:
@@ -65,7 +67,7 @@ def picked(run: Run, pick: str) -> str:
     return pick if pick != "auto" else "last" if run.has_discriminator else "best"
 
 
-def run_row(run: Run, values: dict[str, str], *, pick: str, stale_s: float) -> dict[str, Any]:
+def run_row(run: Run, values: dict[str, str | None], *, pick: str, stale_s: float) -> dict[str, Any]:
     """One table row: what the run is, how far it got, its best and last validation."""
     val = run.val_rows()
     best = max(val, key=lambda r: r["val/psnr"], default={})  # the first maximum, as ModelCheckpoint keeps
@@ -107,13 +109,15 @@ def caption(scale: int | None, pick: str) -> str:
 # --- figures --------------------------------------------------------------------------------------
 
 
-def run_labels(runs: Sequence[Run], values: dict[str, dict[str, str]], keys: Sequence[str]) -> dict[str, str]:
-    """`<run>: loss=ragan num_features=64`, plus the status of runs that are not done."""
+def run_labels(runs: Sequence[Run], rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, str]:
+    """`<run>: loss=ragan num_features=64` (keys the run lacks left out), plus the status of a
+    run that is not done: the legend of curves.png and the titles of crops.png."""
     short = short_labels(keys)
     labels = {}
-    for run in runs:
-        label = " ".join([f"{run.name}:", *(f"{short[k]}={values[run.name][k]}" for k in keys)])
-        labels[run.name] = label.removesuffix(":")
+    for run, row in zip(runs, rows):
+        words = [f"{run.name}:", *(f"{short[k]}={row[k]}" for k in keys if row[k] is not None)]
+        words += [] if row["status"] == "done" else [f"({row['status'].split(' (')[0]})"]
+        labels[run.name] = " ".join(words).removesuffix(":")
     return labels
 
 
@@ -159,7 +163,8 @@ def draw(
     figures.append(save_figure(crops_figure(strips, crops, labels), out_dir / "crops.png"))
     scores: list[dict[str, Any]] = []
     if cfg.plane:
-        lpips = lpips_metric(cfg.lpips, resolve_device(cfg.device), console)
+        without = "perception-distortion plane on VIF-P, not LPIPS"
+        lpips = lpips_metric(cfg.lpips, resolve_device(cfg.device), console, without=without)
         scores = plane_rows(strips, Scorer(scale=scale, lpips=lpips, vif=lpips is None))
         figures += reports.plot_datasets(scores, out_dir=out_dir, scale=scale, baseline=BICUBIC) if scores else []
     return figures, crops, scores
@@ -209,7 +214,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     shown = [c for c in columns if c.key in CONSOLE or c.key in ("run", "status", *groups, *leaves)]
     console.print(reports.rich_table(rows, shown, caption=text))  # before any file: nothing is lost on a write error
 
-    labels = run_labels(runs, values, [*groups, *leaves])
+    labels = run_labels(runs, rows, [*groups, *leaves])
     figures, crops, scores = draw(runs, rows, labels, cfg, out_dir=out_dir, scale=scale or 4, console=console)
     report = {
         "caption": text,

@@ -24,6 +24,7 @@ from sr_gan.metrics import psnr
 from sr_gan.run_folders import Run
 
 TILE_INCHES = 1.8  # one crop tile in crops.png
+LEGEND_CHARS_PER_INCH = 13  # characters of 8-point text per inch, about: how many legend columns fit
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -86,7 +87,9 @@ def curves_figure(runs: Sequence[Run], labels: Mapping[str, str], *, smoothing: 
         ax.grid(alpha=0.3)
         if prefix != "val/psnr" and all(y > 0 for line in ax.lines for y in line.get_ydata()):
             ax.set_yscale("log")
-    fig.legend(loc="outside lower center", ncols=min(3, len(runs) + 1), fontsize=8)
+    longest = max(len(label) for label in [*labels.values(), "bicubic 00.00 dB"])
+    columns = int(fig.get_figwidth() * LEGEND_CHARS_PER_INCH // (longest + 6))  # + the line sample
+    fig.legend(loc="outside lower center", ncols=max(1, min(columns, len(runs) + 1)), fontsize=8)
     return fig
 
 
@@ -173,7 +176,7 @@ def crops_figure(
         x, y, size = crops[name]
         row[0].set_ylabel(f"{name}\nx={x} y={y}, {size} px", fontsize=8)
     for ax, title in zip(axes[0], titles):
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=7)
     return fig
 
 

@@ -217,8 +217,11 @@ def as_list(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, ListConfig | list | tuple) else [str(value)]
 
 
-def lpips_metric(setting: Any, device: torch.device, console: Console) -> torch.nn.Module | None:
-    """LPIPS per `lpips=auto|true|false`; never downloads, never fakes a value."""
+def lpips_metric(
+    setting: Any, device: torch.device, console: Console, *, without: str = "no LPIPS column"
+) -> torch.nn.Module | None:
+    """LPIPS per `lpips=auto|true|false`; never downloads, never fakes a value. `without` says
+    what the user gets instead when the weights are absent."""
     if setting is False:
         return None
     if setting not in (True, "auto"):
@@ -231,7 +234,7 @@ def lpips_metric(setting: Any, device: torch.device, console: Console) -> torch.
         )
         if setting is True:
             raise UserError(f"lpips=true but {hint}, or set lpips=auto")
-        console.print(f"note: no LPIPS column: {hint}")
+        console.print(f"note: {without}: {hint}")
     return metric
 
 

@@ -289,20 +289,29 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def run_values(run: Run, groups: Sequence[str], leaves: Sequence[str]) -> dict[str, str]:
-    """The run's cells for the differing keys ('–' where it has no such key); a run without
+def run_values(run: Run, groups: Sequence[str], leaves: Sequence[str]) -> dict[str, str | None]:
+    """The run's cells for the differing keys (None where it has no such key); a run without
     config.yaml shows what its command line set."""
-    values = {group: run.choices.get(group, "–") for group in groups}
+    values: dict[str, str | None] = {group: run.choices.get(group) for group in groups}
     if run.config is not None:
         flat = flatten(run.config)
-        values |= {key: format_value(flat[key]) if key in flat else "–" for key in leaves}
+        values |= {key: format_value(flat[key]) if key in flat else None for key in leaves}
     else:
         given = dict(override.lstrip("+").split("=", 1) for override in run.overrides if "=" in override)
-        values |= {key: given.get(key, "?") for key in leaves}
+        values |= {key: given.get(key) for key in leaves}
     return values
 
 
 def short_labels(keys: Sequence[str]) -> dict[str, str]:
-    """Legend names: the last part of a dotted key unless two keys share it."""
-    tails = [key.rsplit(".", 1)[-1] for key in keys]
-    return {key: tail if tails.count(tail) == 1 else key for key, tail in zip(keys, tails)}
+    """Legend names: the shortest tail of each dotted key that no other key ends with
+    (`model.generator.num_features` → `num_features`, or `generator.num_features` beside
+    `discriminator.num_features`)."""
+    parts = [key.split(".") for key in keys]
+    labels = {}
+    for i, own in enumerate(parts):
+        others = parts[:i] + parts[i + 1 :]
+        k = 1
+        while k < len(own) and any(other[-k:] == own[-k:] for other in others):
+            k += 1
+        labels[keys[i]] = ".".join(own[-k:])
+    return labels
