@@ -9,7 +9,7 @@ overrides (key=value, see conf/compare.yaml):
   out_dir=DIR      where to write (default: <the runs' common folder>/compare)
   pick=auto|best|last   the checkpoint whose numbers and samples stand for a run: auto takes
                    last.ckpt for runs with a discriminator (a GAN stage: its PSNR-best checkpoint
-                   is the blurriest) and best.ckpt (highest val/psnr) otherwise
+                   is usually its blurriest) and best.ckpt (highest val/psnr) otherwise
   crop=auto|x,y,size    the validation crop shown across runs (auto: where bicubic and HR differ
                    most, crop_size pixels)
   plane=true|false  score the saved samples for the perception-distortion plane (lpips=auto|true|false)
