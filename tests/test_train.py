@@ -136,7 +136,7 @@ def _fit(cfg, module_cls=SRGANModule, prepare=None):
         enable_checkpointing=False,
         enable_progress_bar=False,
         limit_val_batches=0,
-        callbacks=[BatchBudget(cfg.trainer.max_steps)],
+        callbacks=[BatchBudget(cfg.trainer.max_steps * cfg.optim.accumulate_batches)],
     )
     trainer.fit(module, datamodule=instantiate(cfg.data))
     return module, trainer

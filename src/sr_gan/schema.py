@@ -35,6 +35,8 @@ class Rule:
     def allows(self, value: Any) -> bool:
         if value is None:
             return self.nullable
+        if self.kind is object:  # any type: the choices decide
+            return value in self.choices
         if isinstance(value, bool) != (self.kind is bool):  # True is an int to Python, not to us
             return False
         if self.kind is float:
@@ -90,6 +92,11 @@ TRAIN: Mapping[str, Rule] = {
     "optim.generator.lr": POSITIVE,
     "optim.discriminator.lr": POSITIVE,
     "optim.scheduler.gamma": Rule(float, above=0, high=1),
+    "optim.generator.fused": Rule(bool, nullable=True),
+    "optim.discriminator.fused": Rule(bool, nullable=True),
+    "optim.accumulate_batches": POSITIVE_INT,
+    "model.compile": Rule(object, choices=(False, True, "inductor", "eager", "aot_eager", "cudagraphs")),
+    "model.channels_last": Rule(bool),
     "optim.clip_grad_norm.generator": Rule(float, above=0, nullable=True),
     "optim.clip_grad_norm.discriminator": Rule(float, above=0, nullable=True),
     "module.d_steps_per_g_step": POSITIVE_INT,

@@ -90,10 +90,16 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
     callbacks: list[L.Callback] = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks.append(BatchBudget(cfg.trainer.max_steps))
+    batches_per_iteration = cfg.optim.accumulate_batches
+    callbacks.append(BatchBudget(cfg.trainer.max_steps * batches_per_iteration))
     loggers = [instantiate(lg) for lg in (cfg.logger or {}).values() if lg is not None]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        max_steps=-1,
+        max_epochs=-1,
+        val_check_interval=cfg.trainer.val_check_interval * batches_per_iteration,
     )
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     if trainer.is_global_zero:

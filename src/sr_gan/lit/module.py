@@ -62,8 +62,15 @@ class SRGANModule(L.LightningModule):
         d_init_steps: batches at the start during which only D is trained.
         clip_grad_norm_g / clip_grad_norm_d: clip the L2 norm of all of G's (D's) gradients to
             this value before its step (``None``: no clipping).
+        accumulate_batches: k; each optimizer step (an *iteration*) averages the gradients of k
+            loader batches, as one batch k times larger would (exactly so for per-sample losses
+            and BN-free networks; RaGAN's batch means are then per loader batch). Warm-up,
+            k-skip, schedules, EMA and the batch budget count iterations.
         nonfinite_patience: batches in a row with a NaN/Inf loss or gradient after which training
             stops (their steps are skipped where the optimizer can; see `sr_gan.lit.guard`).
+        channels_last: G and D in NHWC memory format (faster convolutions on tensor-core GPUs).
+        compile: ``torch.compile`` G and D in place (state-dict keys unchanged) with this backend
+            (``True``: inductor); a network that fails to compile runs eagerly, with a warning.
         num_samples: validation images saved as ``bicubic | SR | HR`` PNG strips.
     """
 
@@ -88,7 +95,10 @@ class SRGANModule(L.LightningModule):
         d_init_steps: int = 0,
         clip_grad_norm_g: float | None = None,
         clip_grad_norm_d: float | None = None,
+        accumulate_batches: int = 1,
         nonfinite_patience: int = 10,
+        channels_last: bool = False,
+        compile: bool | str = False,
         num_samples: int = 4,
     ) -> None:
         super().__init__()
@@ -109,6 +119,11 @@ class SRGANModule(L.LightningModule):
         self.d_steps_per_g_step = d_steps_per_g_step
         self.d_init_steps = d_init_steps
         self.clip_grad_norm = {"g": clip_grad_norm_g, "d": clip_grad_norm_d}
+        if accumulate_batches < 1:
+            raise UserError(f"optim.accumulate_batches={accumulate_batches} must be >= 1")
+        self.accumulate_batches = accumulate_batches
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.compile_backend = "inductor" if compile is True else compile or None
         self.guard = NonFiniteGuard(nonfinite_patience)
         self._skip_on_device: dict[int, bool] = {}  # id(optimizer) -> fused kernels skip bad steps
         self._lr_values: dict[str, float] = {}  # learning rates as last logged ...
@@ -123,6 +138,20 @@ class SRGANModule(L.LightningModule):
         _check_objective(pixel_loss, perceptual_loss, adversarial_loss, discriminator, optimizer_d)
 
     # ------------------------------------------------------------------ set-up
+    def configure_model(self) -> None:
+        """The speed switches: memory format and compilation of the trained networks."""
+        networks = [n for n in (self.generator, self.generator_ema, self.discriminator) if n is not None]
+        for network in networks:
+            network.to(memory_format=self.memory_format)
+        if self.compile_backend is not None and not getattr(self, "_compiled", False):
+            # A backend failure (no C compiler, an unsupported op) falls back to eager, with dynamo's warning.
+            torch._dynamo.config.suppress_errors = True
+            for network in (self.generator, self.discriminator):  # not the EMA copy: validation shapes vary
+                if network is not None:
+                    network.compile(backend=self.compile_backend)
+            self._compiled = True
+            warnings.warn(f"model.compile={self.compile_backend}: G and D compile on their first batches", stacklevel=2)
+
     def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler]]:
         optimizers = [self.optimizer_g(self.generator.parameters())]
         factories = [self.scheduler_g]
@@ -158,52 +187,72 @@ class SRGANModule(L.LightningModule):
         self._skip_on_device = {id(o): can_skip_on_device(o) and scaler is None for o in self.trainer.optimizers}
         self.guard.skipping = all(self._skip_on_device.values())
 
+    @property
+    def iterations_done(self) -> int:
+        """Optimizer iterations completed: batches / ``accumulate_batches``."""
+        return self.batches_done // self.accumulate_batches
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s)
+        lr, hr = lr.contiguous(memory_format=self.memory_format), hr.contiguous(memory_format=self.memory_format)
         optimizers = self.optimizers()
         opt_g, opt_d = (optimizers, None) if self.discriminator is None else optimizers
-        step = self.batches_done
-        update_g = opt_d is None or (step >= self.d_init_steps and step % self.d_steps_per_g_step == 0)
+        step, iteration = self.batches_done, self.iterations_done
+        first, last = step % self.accumulate_batches == 0, (step + 1) % self.accumulate_batches == 0
+        warm = iteration >= self.d_init_steps and iteration % self.d_steps_per_g_step == 0
+        update_g = opt_d is None or warm
         with torch.set_grad_enabled(update_g):
             sr = self.generator(lr)  # (B, 3, H, W)
-        logs = self._learning_rates()  # the rates this batch steps with
+        logs = self._learning_rates()  # the rates this iteration steps with
         if update_g:
-            logs |= self.generator_step(sr, hr, opt_g)
+            logs |= self.generator_step(sr, hr, opt_g, first=first, last=last)
         if opt_d is not None:
-            logs |= self.discriminator_step(sr.detach(), hr, opt_d)
+            logs |= self.discriminator_step(sr.detach(), hr, opt_d, first=first, last=last)
         self.guard.update({k.removeprefix("train/"): v for k, v in logs.items()}, step)
-        self._step_schedulers()
+        if last:
+            self._step_schedulers()
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=lr.shape[0])
         if (step + 1) % self.trainer.log_every_n_steps == 0:
             self.check_finite()
 
-    def generator_step(self, sr: Tensor, hr: Tensor, opt_g: Optimizer) -> dict[str, Tensor]:
-        """One G update with D frozen (toggled off: no gradient reaches D); then the EMA update."""
+    def generator_step(
+        self, sr: Tensor, hr: Tensor, opt_g: Optimizer, *, first: bool = True, last: bool = True
+    ) -> dict[str, Tensor]:
+        """G's backward with D frozen (toggled off: no gradient reaches D); on the `last` batch of an
+        iteration its step, then the EMA update. `first` clears the gradients."""
         with self.toggled_optimizer(opt_g):
             terms = self.generator_losses(sr, hr)
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(torch.stack(list(terms.values())).sum())
-            grad_norm = self._step(opt_g, self.generator, "g")
-        if self.generator_ema is not None:
+            if first:
+                opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(torch.stack(list(terms.values())).sum() / self.accumulate_batches)
+            logs = {f"train/l_g_{k}": v.detach() for k, v in terms.items()}
+            if last:
+                logs["train/grad_norm_g"] = self._step(opt_g, self.generator, "g")
+        if last and self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, decay=self.ema_decay)
-        return {f"train/l_g_{k}": v.detach() for k, v in terms.items()} | {"train/grad_norm_g": grad_norm}
+        return logs
 
-    def discriminator_step(self, fake: Tensor, hr: Tensor, opt_d: Optimizer) -> dict[str, Tensor]:
-        """One D update on real HR and detached SR: ``L_D = l_d_real + l_d_fake``."""
+    def discriminator_step(
+        self, fake: Tensor, hr: Tensor, opt_d: Optimizer, *, first: bool = True, last: bool = True
+    ) -> dict[str, Tensor]:
+        """D's backward on real HR and detached SR, ``L_D = l_d_real + l_d_fake``; its step on the
+        `last` batch of an iteration."""
         with self.toggled_optimizer(opt_d):
             real_logits = self.discriminator(hr)
             fake_logits = self.discriminator(fake)
             l_real, l_fake = self.adversarial_loss.discriminator_loss(real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(l_real + l_fake)
-            grad_norm = self._step(opt_d, self.discriminator, "d")
-        return {
-            "train/l_d_real": l_real.detach(),
-            "train/l_d_fake": l_fake.detach(),
-            "train/d_real": real_logits.detach().mean(),
-            "train/d_fake": fake_logits.detach().mean(),
-            "train/grad_norm_d": grad_norm,
-        }
+            if first:
+                opt_d.zero_grad(set_to_none=True)
+            self.manual_backward((l_real + l_fake) / self.accumulate_batches)
+            logs = {
+                "train/l_d_real": l_real.detach(),
+                "train/l_d_fake": l_fake.detach(),
+                "train/d_real": real_logits.detach().mean(),
+                "train/d_fake": fake_logits.detach().mean(),
+            }
+            if last:
+                logs["train/grad_norm_d"] = self._step(opt_d, self.discriminator, "d")
+        return logs
 
     def _step(self, optimizer: Optimizer, network: nn.Module, player: str) -> Tensor:
         """Clip (if configured) and step; returns the gradients' norm, NaN/Inf iff one of them is.
@@ -304,7 +353,7 @@ class SRGANModule(L.LightningModule):
 
     def _score(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         lr, hr = batch["lr"].float(), batch["hr"].float()
-        sr = self.inference_generator(lr)
+        sr = self.inference_generator(lr.contiguous(memory_format=self.memory_format))
         bicubic = imresize(lr, self.scale)
         crop = self.scale
         metrics = self.metrics[stage]
