@@ -209,3 +209,11 @@ def test_small_patches_and_bad_inputs() -> None:
         quiet_stage(kernel_prob=[1, 0])
     with pytest.raises(UserError, match=r"kernel_size_range=\[6, 21\]"):
         RealESRGANDegradation(first=quiet_stage(), second=quiet_stage(), kernel_size_range=(6, 21))
+
+
+def test_trainer_precision_does_not_change_the_degradation(realesrgan: RealESRGANDegradation) -> None:
+    hr = batch(2, 32)
+    expected, _ = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as under trainer=gpu (bf16-mixed)
+        got, target = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, expected) and target.dtype == torch.float32

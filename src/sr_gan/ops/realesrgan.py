@@ -39,7 +39,7 @@ from sr_gan.ops.jpeg import jpeg_compress
 from sr_gan.ops.kernels import GRID, anisotropic_kernels, pulse_kernels, sinc_kernels
 from sr_gan.ops.noise import gaussian_noise, poisson_noise
 from sr_gan.ops.resize import RESIZE_MODES, resize_per_sample_mode
-from sr_gan.ops.sharpen import border_for, usm_sharpen
+from sr_gan.ops.sharpen import usm_sharpen
 
 # The reference's kernel_list, in this order; kernel_prob gives one probability per family.
 KERNEL_FAMILIES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
@@ -206,7 +206,10 @@ class RealESRGANDegradation(nn.Module):
 
     @staticmethod
     def _filter(x: Tensor, kernel: Tensor) -> Tensor:
-        return filter2d(x, kernel, border_type=border_for(x, GRID))  # kernel (B, G, G): one per sample
+        """Filter each sample with its own kernel (B, G, G), reflect padding as the reference's filter2D
+        (replicate when the image is too small to reflect GRID // 2 pixels)."""
+        border = "reflect" if min(x.shape[-2:]) > GRID // 2 else "replicate"
+        return filter2d(x, kernel, border_type=border)
 
     def _noise(self, x: Tensor, stage: DegradationStage, g: torch.Generator, params: Params, tag: str) -> Tensor:
         n, device = x.shape[0], x.device
@@ -257,6 +260,28 @@ class RealESRGANDegradation(nn.Module):
         params |= {"final/resize_mode": mode, "final/jpeg_quality": quality, "final/jpeg_first": jpeg_first}
         return torch.where(jpeg_first[:, None, None, None], compressed_first, resized_first)
 
+    def _degrade(
+        self, hr: Tensor, factors: tuple[float, float], g: torch.Generator, params: Params
+    ) -> tuple[Tensor, Tensor]:
+        """USM, the two orders and the final stage; `factors` are the two random resizes of this batch."""
+        n, device = hr.shape[0], hr.device
+        height, width = hr.shape[-2:]
+        lr_size = (height // self.scale, width // self.scale)
+        target = usm_sharpen(hr) if self.usm_sharpen else hr
+        size = (max(1, int(height * factors[0])), max(1, int(width * factors[0])))  # F.interpolate's floor
+        out = self._order(target, self.first, size, g, params, "first")
+        quality = uniform(*self.first.jpeg_range, n, generator=g, device=device)
+        out = self._jpeg(out, quality)
+        params["first/jpeg_quality"] = quality
+
+        # reference: the second resize is relative to the LR size, int(H / s * factor)
+        size = (max(1, int(lr_size[0] * factors[1])), max(1, int(lr_size[1] * factors[1])))
+        out = self._order(out, self.second, size, g, params, "second")
+        out = self._final(out, lr_size, g, params)
+        params["first/resize_factor"] = torch.full((n,), factors[0], device=device)
+        params["second/resize_factor"] = torch.full((n,), factors[1], device=device)
+        return (out * 255).round().clamp(0, 255) / 255, target  # the LR is 8-bit, as a saved image
+
     @torch.no_grad()
     def forward(
         self, hr: Tensor, generator: torch.Generator | None = None, return_params: bool = False
@@ -271,27 +296,10 @@ class RealESRGANDegradation(nn.Module):
                 f"degradation: HR batch {tuple(hr.shape)} must be (B, 3, H, W) with H and W multiples of "
                 f"scale={self.scale}: make data.patch_size a multiple of data.scale"
             )
-        n, device = hr.shape[0], hr.device
-        g = resolve_generator(generator, device)
+        g = resolve_generator(generator, hr.device)
         host = host_rng(g)  # the per-batch resize factors: from the state at entry, before any device draw
         factors = (self._resize_factor(self.first, host), self._resize_factor(self.second, host))
-        height, width = hr.shape[-2:]
-        lr_size = (height // self.scale, width // self.scale)
         params: Params = {}
-
-        target = usm_sharpen(hr.float()) if self.usm_sharpen else hr.float()
-        size = (max(1, int(height * factors[0])), max(1, int(width * factors[0])))  # F.interpolate's floor
-        out = self._order(target, self.first, size, g, params, "first")
-        quality = uniform(*self.first.jpeg_range, n, generator=g, device=device)
-        out = self._jpeg(out, quality)
-        params["first/jpeg_quality"] = quality
-
-        # reference: the second resize is relative to the LR size, int(H / s * factor)
-        size = (max(1, int(lr_size[0] * factors[1])), max(1, int(lr_size[1] * factors[1])))
-        out = self._order(out, self.second, size, g, params, "second")
-        out = self._final(out, lr_size, g, params)
-        lr = (out * 255).round().clamp(0, 255) / 255  # the LR is 8-bit, as a saved image
-
-        params["first/resize_factor"] = torch.full((n,), factors[0], device=device)
-        params["second/resize_factor"] = torch.full((n,), factors[1], device=device)
+        with torch.autocast(hr.device.type, enabled=False):  # float32 throughout, whatever the trainer's precision
+            lr, target = self._degrade(hr.float(), factors, g, params)
         return (lr, target, params) if return_params else (lr, target)
