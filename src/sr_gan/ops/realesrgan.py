@@ -126,8 +126,8 @@ class RealESRGANDegradation(nn.Module):
         final_sinc_prob: probability of the sinc filter after the final resize.
         kernel_size_range: odd blur/sinc kernel sizes drawn uniformly from this range (<= 21).
         usm_sharpen: the HR target is USM-sharpened (and the LR made from it), as the reference's
-            `gt_usm` / `l1_gt_usm` + `percep_gt_usm` (its `gan_gt_usm` is False: the lead may want the
-            un-sharpened HR for the discriminator; see docs/degradations.md).
+            `gt_usm` / `l1_gt_usm` + `percep_gt_usm` (its discriminator sees the un-sharpened HR,
+            `gan_gt_usm: False`; docs/degradations.md).
     """
 
     def __init__(
@@ -296,6 +296,8 @@ class RealESRGANDegradation(nn.Module):
                 f"degradation: HR batch {tuple(hr.shape)} must be (B, 3, H, W) with H and W multiples of "
                 f"scale={self.scale}: make data.patch_size a multiple of data.scale"
             )
+        if not hr.is_floating_point():
+            raise TypeError(f"degradation: HR batch is {hr.dtype}; pass floats in [0, 1] (uint8 / 255)")
         g = resolve_generator(generator, hr.device)
         host = host_rng(g)  # the per-batch resize factors: from the state at entry, before any device draw
         factors = (self._resize_factor(self.first, host), self._resize_factor(self.second, host))
