@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 from skimage import data
@@ -15,7 +16,6 @@ from sr_gan.errors import UserError
 from sr_gan.ops import RealESRGANDegradation
 from sr_gan.ops.sharpen import usm_sharpen
 from tests.helpers import run_module
-from tests.test_realesrgan_degradation import from_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -49,8 +49,8 @@ def test_preview_grid_is_reproducible_and_shows_n_draws(photo: Path, tmp_path: P
 
 
 def test_captions_name_the_drawn_parameters() -> None:
-    degradation = from_config("realesrgan")
-    assert isinstance(degradation, RealESRGANDegradation)
+    degradation = instantiate(degrade_cfg().degradation)  # conf/degrade.yaml's default: realesrgan
+    assert isinstance(degradation, RealESRGANDegradation) and degradation.scale == 4
     _, _, params = degradation(torch.rand(4, 3, 32, 32), generator=torch.Generator().manual_seed(0), return_params=True)
     for i in range(4):
         lines = describe(params, i)
