@@ -17,7 +17,7 @@ from torchvision.io import write_png
 from sr_gan.data import DataError, SRDataModule, TrainPatchDataset, ValImageDataset, demo, paired_augment, read_image
 from sr_gan.data.sampler import PatchStream, ShardSampler
 from sr_gan.errors import UserError
-from sr_gan.ops import imresize
+from sr_gan.ops import BicubicDegradation, imresize
 
 SCALE = 4
 
@@ -241,6 +241,11 @@ def folders(tmp_path: Path) -> dict[str, Path]:
     return {"train": tmp_path / "train", "val": tmp_path / "val"}
 
 
+def transfer(dm: SRDataModule, batch: dict) -> dict:
+    """What Lightning does with a batch between the loader and the step (on the CPU here)."""
+    return dm.on_after_batch_transfer(dm.on_before_batch_transfer(batch, 0), 0)
+
+
 def make_datamodule(folders: dict[str, Path], **overrides) -> SRDataModule:
     options = dict(
         train_hr_dir=folders["train"], val_hr_dir=folders["val"], scale=SCALE, patch_size=16,
@@ -262,7 +267,7 @@ def test_datamodule_makes_quantized_bicubic_lr_on_the_fly(folders: dict[str, Pat
     raw = next(iter(loader))
     assert raw["hr"].dtype == torch.uint8 and set(raw) == {"hr", "flips", "seed"}
     raw["flips"].zero_()  # identity, to compare with the raw patches
-    batch = dm.on_after_batch_transfer(raw, 0)
+    batch = transfer(dm, raw)
     assert set(batch) == {"hr", "lr", "seed"}
     hr, lr = batch["hr"], batch["lr"]
     assert hr.dtype == lr.dtype == torch.float32
@@ -271,11 +276,11 @@ def test_datamodule_makes_quantized_bicubic_lr_on_the_fly(folders: dict[str, Pat
     torch.testing.assert_close(lr, imresize(hr, 1 / SCALE), atol=0.5 / 255 + 1e-6, rtol=0)
     assert torch.equal(lr * 255, (lr * 255).round()) and lr.min() >= 0 and lr.max() <= 1
 
-    dm_float = make_datamodule(folders, quantize_lr=False)
+    dm_float = make_datamodule(folders, degradation=BicubicDegradation(scale=SCALE, quantize=False))
     raw["flips"] = torch.zeros(4, 3, dtype=torch.bool)
-    torch.testing.assert_close(dm_float.on_after_batch_transfer(raw, 0)["lr"], imresize(hr, 1 / SCALE))
+    torch.testing.assert_close(transfer(dm_float, raw)["lr"], imresize(hr, 1 / SCALE))
 
-    val = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    val = [transfer(dm, b) for b in dm.val_dataloader()]
     assert len(val) == 1 and val[0]["name"] == ["odd"]
     assert val[0]["hr"].shape == (1, 3, 44, 48) and val[0]["lr"].shape == (1, 3, 11, 12)  # mod-cropped
     assert len(dm.test_dataloader()) == 1
@@ -289,9 +294,9 @@ def test_datamodule_applies_the_patch_flips_to_paired_lr(div2k: dict[str, Path])
     dm.setup("fit")
     raw = next(iter(dm.train_dataloader()))
     assert raw["flips"].any() and not raw["flips"].all()
-    plain = dm.on_after_batch_transfer({**raw, "flips": torch.zeros_like(raw["flips"])}, 0)
+    plain = transfer(dm, {**raw, "flips": torch.zeros_like(raw["flips"])})
     torch.testing.assert_close(plain["lr"], raw["lr"].float() / 255)
-    augmented = dm.on_after_batch_transfer(dict(raw), 0)
+    augmented = transfer(dm, dict(raw))
     assert not torch.equal(augmented["hr"], plain["hr"])
     assert torch.equal(upsample_nearest(augmented["lr"]), augmented["hr"])  # still aligned
 
@@ -457,3 +462,23 @@ def test_validation_keeps_the_first_images_and_their_aligned_centres(div2k: dict
     assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
     with pytest.raises(DataError, match=r"data\.val_crop=12 is below 19"):
         ValImageDataset(hr_dir=div2k["hr"], scale=SCALE, crop=12)
+
+
+def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(folders: dict[str, Path]) -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "degradation" / "realesrgan.yaml")
+    config.scale = SCALE
+    dm = make_datamodule(folders, degradation=instantiate(config), patch_size=32)
+    dm.setup("fit")
+    loader = iter(dm.train_dataloader())
+    raw, other = next(loader), next(loader)
+    first, again, second = transfer(dm, dict(raw)), transfer(dm, dict(raw)), transfer(dm, dict(other))
+    assert first["lr"].shape == (4, 3, 8, 8) and first["hr"].shape == (4, 3, 32, 32)
+    assert torch.equal(first["lr"], again["lr"])  # a function of the batch's patch seed
+    assert not torch.equal(first["lr"], transfer(dm, {**raw, "seed": raw["seed"] + 1})["lr"])
+    assert not torch.equal(first["lr"], imresize(first["hr"], 1 / SCALE))  # not the bicubic LR
+    val = [transfer(dm, b) for b in dm.val_dataloader()]
+    assert torch.equal(val[0]["lr"], transfer(dm, next(iter(dm.val_dataloader())))["lr"])  # fixed per image
+    assert second["lr"].shape == first["lr"].shape

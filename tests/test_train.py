@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,25 @@ def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.loss.perceptual.feature_scale == pytest.approx(1 / 12.75)
     assert list(cfg.optim.scheduler.milestones) == [100000] and cfg.optim.scheduler.gamma == 0.1
     assert cfg.trainer.max_steps == 200000
+
+
+def test_realesrgan_recipe_carries_the_paper_values(make_cfg) -> None:
+    cfg = make_cfg("experiment=realesrgan_x4", tiny=False)
+    assert cfg.data.degradation._target_ == "sr_gan.ops.RealESRGANDegradation"
+    assert cfg.data.train_lr_dir is None and cfg.data.val_lr_dir is None  # LR made on the device
+    assert cfg.discriminator._target_ == "sr_gan.archs.UNetDiscriminatorSN"
+    assert cfg.loss.adversarial._target_ == "sr_gan.losses.VanillaGANLoss"
+    assert (cfg.loss.pixel_weight, cfg.loss.perceptual_weight, cfg.loss.adversarial_weight) == (1.0, 1.0, 0.1)
+    assert list(cfg.loss.perceptual.layers) == ["conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4"]
+    assert list(cfg.loss.perceptual.layer_weights) == [0.1, 0.1, 1.0, 1.0, 1.0]
+    assert (cfg.data.patch_size, cfg.data.batch_size, cfg.model.ema_decay) == (256, 12, 0.999)
+    assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4 and cfg.trainer.max_steps == 400000
+    assert make_cfg("experiment=realesrnet_x4", tiny=False).optim.generator.lr == 2e-4
+
+
+def test_the_demo_trains_on_real_world_degradations(make_cfg) -> None:
+    metric = train(make_cfg("degradation=realesrgan", "trainer.max_steps=2", "test=false", "optimized_metric=val/psnr"))
+    assert metric is not None and math.isfinite(metric)
 
 
 # ---------------------------------------------------------------------------- one step each
@@ -233,7 +253,7 @@ def _div2k_layout(root: Path, scale: int = 4) -> None:
             write_png((lr[0] * 255).round().to(torch.uint8), str(lr_dir / f"{i:04d}x{scale}.png"))
 
 
-@pytest.mark.parametrize("experiment", ["srresnet_x4", "rrdb_psnr_x4"])
+@pytest.mark.parametrize("experiment", ["srresnet_x4", "rrdb_psnr_x4", "realesrnet_x4"])
 def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str) -> None:
     """The recipes' data wiring (paths, paired LR) on a tiny DIV2K; sizes shrunk to run on a CPU."""
     _div2k_layout(tmp_path / "data")

@@ -26,8 +26,8 @@ from torchvision.transforms.v2.functional import to_dtype
 
 from sr_gan.data.augment import paired_augment
 from sr_gan.data.datasets import TrainPatchDataset, ValImageDataset
-from sr_gan.data.sampler import PatchStream, ShardSampler
-from sr_gan.ops import bicubic_degrade
+from sr_gan.data.sampler import PatchStream, ShardSampler, mix_seed
+from sr_gan.ops import BicubicDegradation
 
 
 class SRDataModule(L.LightningDataModule):
@@ -35,8 +35,10 @@ class SRDataModule(L.LightningDataModule):
 
     `prepare` is called once in `prepare_data` (a Hydra `_partial_` factory: the demo writer or a
     downloader). Validation and test batches hold one whole image each (sizes differ); the test
-    set is the validation set. Without an LR folder the LR is bicubic(HR, 1/scale), quantized to
-    1/255 steps if `quantize_lr` (as LR PNGs made offline by MATLAB are). `seed` seeds the patch
+    set is the validation set. Without an LR folder, `degradation` makes the LR on the device
+    (``lr, hr = degradation(hr, generator=g)``, `sr_gan.ops`; default: the papers' MATLAB bicubic,
+    rounded to 8 bits like LR PNGs), drawing from a generator seeded by each batch's first patch
+    seed (validation: a fixed seed per image, so every validation sees the same LR). `seed` seeds the patch
     stream (``None``: a random one, saved in checkpoints like the stream position). With
     `use_prepared`, training crops are read from ``<folder>.prepared`` where
     ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`). Image headers are
@@ -62,7 +64,7 @@ class SRDataModule(L.LightningDataModule):
         val_max_images: int | None = None,
         val_crop: int | None = None,
         augment: bool = True,
-        quantize_lr: bool = True,
+        degradation: Callable[..., tuple[Tensor, Tensor]] | None = None,
         prepare: Callable[[], None] | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -75,7 +77,9 @@ class SRDataModule(L.LightningDataModule):
         self.seed = secrets.randbits(63) if seed is None else seed
         self.cache, self.use_prepared, self.verify = cache, use_prepared, verify
         self.val_max_images, self.val_crop = val_max_images, val_crop
-        self.augment, self.quantize_lr = augment, quantize_lr
+        self.augment = augment
+        self.degradation = BicubicDegradation(scale=scale) if degradation is None else degradation
+        self._generators: dict[torch.device, torch.Generator] = {}
         self.prepare = prepare
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.train_set: TrainPatchDataset | None = None
@@ -159,14 +163,25 @@ class SRDataModule(L.LightningDataModule):
         self.seed, self.stream_start = state_dict["seed"], state_dict["stream_position"]
 
     # ------------------------------------------------------------------ on the device
-    def degrade(self, hr: Tensor) -> Tensor:
-        """LR = MATLAB bicubic(HR, 1/scale), rounded to 8-bit levels if `quantize_lr`."""
-        return bicubic_degrade(hr, self.scale, to_8bit=self.quantize_lr)  # (B, 3, H/s, W/s)
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        # The degradation's seed as a Python int, read while the batch is still on the CPU (no device sync).
+        if "seed" in batch:  # training: the first patch's seed
+            return {**batch, "seed": int(batch["seed"][0])}
+        return {**batch, "seed": mix_seed(self.seed, -1, int(batch["index"][0]))}  # validation: fixed per image
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         hr, lr = batch["hr"], batch.get("lr")  # uint8 (B, 3, H, W), (B, 3, H/s, W/s) or None
         if "flips" in batch:  # training patches; on uint8: a quarter of the float32 memory traffic
             hr, lr = paired_augment(hr, lr, batch.pop("flips"))
         hr = to_dtype(hr, torch.float32, scale=True)  # (B, 3, H, W) in [0, 1]
-        lr = self.degrade(hr) if lr is None else to_dtype(lr, torch.float32, scale=True)
+        if lr is None:
+            lr, hr = self.degradation(hr, generator=self._generator(hr.device, batch["seed"]))
+        else:
+            lr = to_dtype(lr, torch.float32, scale=True)
         return {**batch, "lr": lr, "hr": hr}
+
+    def _generator(self, device: torch.device, seed: int) -> torch.Generator:
+        """One generator per device, re-seeded for each batch (a host-side call: no device sync)."""
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device)
+        return self._generators[device].manual_seed(seed)

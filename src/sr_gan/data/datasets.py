@@ -270,4 +270,4 @@ class ValImageDataset(Dataset):
             images["hr"] = images["hr"][:, top : top + height, left : left + width]
             if "lr" in images:
                 images["lr"] = images["lr"][:, top // s : (top + height) // s, left // s : (left + width) // s]
-        return {**images, "name": pair.name}
+        return {**images, "name": pair.name, "index": index}
