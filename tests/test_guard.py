@@ -42,9 +42,9 @@ def test_fused_adam_skips_bad_steps_on_the_device_and_training_goes_on(make_cfg)
     before = {}
 
     class Spy(SRGANModule):
-        def generator_step(self, sr, hr, opt_g):  # noqa: ANN001, ANN202
+        def generator_step(self, sr, hr, opt_g, **kwargs):  # noqa: ANN001, ANN202
             before[self.batches_done] = [p.detach().clone() for p in self.generator.parameters()]
-            return super().generator_step(sr, hr, opt_g)
+            return super().generator_step(sr, hr, opt_g, **kwargs)
 
     bad_batches = NaNOnCalls([2, 3])  # batches 3 and 4
     module, _ = _fit(cfg, Spy, prepare=lambda m: setattr(m, "pixel_loss", bad_batches))

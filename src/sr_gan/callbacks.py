@@ -1,4 +1,4 @@
-"""Training callbacks: a batch budget, RNG states in checkpoints, a checkpoint on pre-emption."""
+"""Training callbacks: a batch budget and its progress bar, RNG states in checkpoints, a checkpoint on pre-emption."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,22 @@ class BatchBudget(L.Callback):
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.total.completed >= self.max_batches:
             trainer.should_stop = True
+
+
+class BudgetProgressBar(RichProgressBar):
+    """Lightning's progress bar, counting towards the batch budget: the patch stream is endless, so
+    "Epoch 0/-2" with no total was all Lightning could show."""
+
+    def __init__(self, max_batches: int) -> None:
+        super().__init__()
+        self.max_batches = max_batches
+
+    @property
+    def total_train_batches(self) -> int:
+        return self.max_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'Training':{len(self.validation_description)}}"
 
 
 class RNGState(L.Callback):

@@ -1,11 +1,11 @@
-"""Loggers: Lightning's CSV logger, made to keep a resumed run's history."""
+"""Loggers: Lightning's CSV and W&B loggers, adjusted to how sr-gan runs are compared."""
 
 from __future__ import annotations
 
 import csv
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
@@ -30,3 +30,27 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+# Summaries of the best value (W&B keeps the last one by default): what a GAN ablation's table shows.
+BEST = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "max", "test/ssim": "max"}
+
+
+class SRWandbLogger(WandbLogger):
+    """Lightning's W&B logger, with the run summary holding the best ``val/psnr`` (and SSIM, LPIPS)
+    beside the last, and without the ``anonymous`` setting that wandb >= 0.19 warns is ignored."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):  # noqa: ANN201 - a wandb Run
+        fresh = self._experiment is None
+        run = super().experiment
+        if fresh and hasattr(run, "define_metric"):
+            for key, summary in BEST.items():
+                run.define_metric(key, summary=f"{summary},last")
+        return run

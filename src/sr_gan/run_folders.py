@@ -1,6 +1,7 @@
 """Training run folders as ``sr_gan.train`` leaves them, read back offline (README "What a run leaves").
 
-A run folder holds `config.yaml` (the resolved config), `.hydra/hydra.yaml` (with the config group
+A run folder holds `run.json` (its status and headline numbers, `sr_gan.run_summary`), `config.yaml`
+(the resolved config), `.hydra/hydra.yaml` (with the config group
 choices, e.g. `loss: ragan`) and `.hydra/overrides.yaml`, `csv/metrics.csv`, `checkpoints/best.ckpt`
 and `last.ckpt`, and `samples/val_<batches>/<image>.png`. Nothing here needs W&B or a checkpoint
 load. What differs between runs is found here too (`differing_keys`): the comparison's columns.
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from sr_gan.errors import UserError
+from sr_gan.run_summary import read_record
 
 # Config groups and keys that say how a run is logged or where it writes, not what it trains.
 IGNORED_GROUPS = ("hydra", "logger", "paths")
@@ -41,6 +43,7 @@ class Run:
     samples: dict[int, Path] = field(default_factory=dict)  # batches done → samples/val_<batches>
     has_best: bool = False
     has_last: bool = False
+    record: dict[str, Any] | None = None  # run.json (sr_gan.run_summary), written at start and end
     started: float = 0.0  # file times (s since the epoch): .hydra/ written at start ...
     updated: float = 0.0  # ... and the newest metrics, checkpoint or sample file
 
@@ -67,6 +70,10 @@ class Run:
         `stale_s` seconds counts as crashed, a more recent one as still running."""
         if self.config is None:
             return "crashed (before training: no config.yaml)"
+        ended = (self.record or {}).get("status")
+        if ended in ("done", "failed", "preempted"):  # what the run itself recorded as it ended
+            error = (self.record or {}).get("error")
+            return ended if not error else f"{ended} ({error[:80]})"
         budget = self.budget
         if budget is not None and self.batches >= budget and self.has_last:
             return "done"
@@ -164,6 +171,7 @@ def read_run(path: Path) -> Run:
     for folder in (path / "samples").glob("val_*"):
         if (match := _SAMPLES.fullmatch(folder.name)) and folder.is_dir():
             run.samples[int(match.group(1))] = folder
+    run.record = read_record(path)
     checkpoints = path / "checkpoints"
     run.has_best, run.has_last = (checkpoints / "best.ckpt").is_file(), (checkpoints / "last.ckpt").is_file()
     run.started = _mtime([hydra / "hydra.yaml"]) or _mtime([path / "config.yaml"])  # Hydra writes it at start

@@ -7,6 +7,7 @@ loggers -> trainer. Returns the monitored metric so Hydra sweepers can optimise 
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,17 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.callbacks import BatchBudget
+from sr_gan.callbacks import BatchBudget, BudgetProgressBar
 from sr_gan.checkpoint_io import is_url
 from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
+from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.weights import extract_generator_state, load_state_file
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,7 @@ def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    quiet_third_party_noise()
     # The EMA generator and the frozen VGG are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if cfg.get("seed") is not None:
@@ -89,34 +93,74 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
+    trainer = build_trainer(cfg)
+    for name in ("generator", "discriminator"):
+        if (network := getattr(module, name)) is not None:
+            log.info(
+                "%s: %s, %s parameters",
+                name,
+                type(network).__name__,
+                f"{sum(p.numel() for p in network.parameters()):,}",
+            )
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    resolved["choices"] = _choices()
+    record = RunRecord(folder=Path(cfg.paths.output_dir))
+    if trainer.is_global_zero:
+        save_resolved_config(resolved, record.folder / "config.yaml")
+        record.write()
+    for lg in trainer.loggers:
+        lg.log_hyperparams(resolved)
+    status, error, last = "failed", None, {}
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        status = "done"
+        metric = trainer.callback_metrics.get(cfg.optimized_metric)
+        return None if metric is None else float(metric)
+    except SIGTERMException:  # the checkpoint is saved (callbacks.PreemptionCheckpoint)
+        status = "preempted"
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    except BaseException as err:
+        error = err
+        raise
+    finally:
+        if trainer.is_global_zero:
+            score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+            best_psnr = None if score is None else float(score)
+            record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
+            record.finish(status, trainer, error)
+            for line in summary(record, best_psnr=best_psnr, last=last):
+                log.info(line)
+        _finish_wandb()
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with sr-gan's callbacks and loggers; budgets, validation
+    interval and the progress bar count optimizer iterations (x ``optim.accumulate_batches`` batches)."""
+    batches = cfg.trainer.max_steps * cfg.optim.accumulate_batches
     callbacks: list[L.Callback] = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    batches_per_iteration = cfg.optim.accumulate_batches
-    callbacks.append(BatchBudget(cfg.trainer.max_steps * batches_per_iteration))
+    callbacks.append(BatchBudget(batches))
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(BudgetProgressBar(batches))
     loggers = [instantiate(lg) for lg in (cfg.logger or {}).values() if lg is not None]
-    trainer: L.Trainer = instantiate(
+    return instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         max_steps=-1,
         max_epochs=-1,
-        val_check_interval=cfg.trainer.val_check_interval * batches_per_iteration,
+        val_check_interval=cfg.trainer.val_check_interval * cfg.optim.accumulate_batches,
     )
-    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    if trainer.is_global_zero:
-        save_resolved_config(resolved, Path(cfg.paths.output_dir) / "config.yaml")
-    for lg in trainer.loggers:
-        lg.log_hyperparams(resolved)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if cfg.test:
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-        metric = trainer.callback_metrics.get(cfg.optimized_metric)
-        return None if metric is None else float(metric)
-    except SIGTERMException:  # the checkpoint is saved (callbacks.PreemptionCheckpoint)
-        raise SystemExit(PREEMPTED_EXIT_CODE) from None
-    finally:
-        _finish_wandb()
+
+
+def _choices() -> dict[str, str]:
+    """The config group options of this run (``loss: ragan``), logged beside the resolved config so
+    that W&B can group and filter runs by them."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {group: str(option) for group, option in choices.items() if not group.startswith("hydra")}
 
 
 def _finish_wandb() -> None:
@@ -130,9 +174,19 @@ def _finish_wandb() -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    try:
+        return exit_on_user_error(train)(cfg)
+    except SystemExit:
+        _remove_if_unused(Path(cfg.paths.output_dir))
+        raise
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """A run refused at start-up leaves no run folder: Hydra makes one (.hydra/, train.log) before the
+    config is checked; it goes if nothing else was written."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

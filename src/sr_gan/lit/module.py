@@ -116,6 +116,7 @@ class SRGANModule(L.LightningModule):
             raise UserError(f"model.ema_decay={ema_decay} must be in (0, 1), or null to switch EMA off")
         self.ema_decay = ema_decay
         self.generator_ema = make_ema(generator) if ema_decay else None
+        self.ema_from_weights = False  # init_generator_from: the EMA starts from trained weights
         self.d_steps_per_g_step = d_steps_per_g_step
         self.d_init_steps = d_init_steps
         self.clip_grad_norm = {"g": clip_grad_norm_g, "d": clip_grad_norm_d}
@@ -166,6 +167,7 @@ class SRGANModule(L.LightningModule):
         self.generator.load_state_dict(state, strict=True)
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(self.generator.state_dict())
+            self.ema_from_weights = True
 
     @property
     def inference_generator(self) -> nn.Module:
@@ -229,8 +231,20 @@ class SRGANModule(L.LightningModule):
             if last:
                 logs["train/grad_norm_g"] = self._step(opt_g, self.generator, "g")
         if last and self.generator_ema is not None:
-            update_ema(self.generator_ema, self.generator, decay=self.ema_decay)
+            update_ema(self.generator_ema, self.generator, decay=self.current_ema_decay)
         return logs
+
+    @property
+    def current_ema_decay(self) -> float:
+        """`ema_decay`, ramped up as ``(1 + t) / (10 + t)`` after t iterations while the EMA started from
+        G's random initial weights (TF's and timm's warm-up): with a constant 0.999, 1000 iterations
+        in the average would still be 37 % random weights, so early validations and exports showed
+        noise. An EMA started from trained weights (``model.init_from``, both papers' GAN stages)
+        uses the constant decay, as the reference implementation."""
+        if self.ema_from_weights:
+            return self.ema_decay
+        t = self.iterations_done
+        return min(self.ema_decay, (1 + t) / (10 + t))
 
     def discriminator_step(
         self, fake: Tensor, hr: Tensor, opt_d: Optimizer, *, first: bool = True, last: bool = True
