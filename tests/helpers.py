@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -25,3 +27,27 @@ def run_module(
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=merged, capture_output=True, text=True, timeout=timeout
     )
+
+
+def wandb_records(path: Path) -> list[Any]:
+    """The protobuf records of an offline `run-*.wandb` file (W&B's LevelDB-style log: a 7-byte
+    file header, then 32 KiB blocks of records with a 7-byte header: CRC, length, type)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, records, payload = path.read_bytes(), [], b""
+    position, block = 7, 32768
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # block trailer: padding
+            position += block - position % block
+            continue
+        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
+        payload += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+            payload = b""
+        elif kind == 0:
+            break
+    return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from sr_gan.data.demo import prepare_skimage_photos
 from sr_gan.metrics import psnr
 from sr_gan.ops import bicubic_degrade, imresize
 from tests.conftest import TINY
-from tests.helpers import run_module
+from tests.helpers import run_module, wandb_records
 
 pytestmark = pytest.mark.slow
 
@@ -45,15 +46,35 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert [r for r in rows if r.get("test/psnr")], "the best checkpoint was tested"
     assert list((run / "samples").glob("val_*/*.png")), "validation strips written"
     assert list((run / "wandb").glob("offline-run-*")), "W&B ran offline beside the Hydra output"
+    record = json.loads((run / "run.json").read_text())
+    assert (record["status"], record["batches"], record["error"]) == ("done", 3, None)
+    assert record["metrics"]["val/psnr"] == pytest.approx(float(final["val/psnr"]), abs=1e-5)
+    assert "train.log" in {p.name for p in run.iterdir()} and "batches in" in (run / "train.log").read_text()
 
 
 def test_train_cli_sweeps_with_multirun(tmp_path: Path) -> None:
-    proc = _run(tmp_path, "-m", "loss=l1,mse", *_tiny("trainer.max_steps=1", "test=false", "logger=csv"))
+    proc = _run(tmp_path, "-m", "loss=l1,srgan", *_tiny("trainer.max_steps=1", "test=false"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
     assert all((sweep / j / "checkpoints" / "last.ckpt").exists() for j in jobs)
+    # W&B (offline): the sweep is the group, a job is named by its overrides and typed by its stage,
+    # and the config holds the group choices as keys to group and filter by.
+    for job, (loss, stage) in zip(jobs, [("l1", "psnr"), ("srgan", "gan")]):
+        records = wandb_records(next((sweep / job / "wandb").glob("offline-run-*/run-*.wandb")))
+        (run,) = [r.run for r in records if r.HasField("run")]
+        assert (run.run_group, run.job_type) == (f"demo-{sweep.name}", stage)
+        assert run.display_name == f"train-loss={loss}"  # the swept key only
+        config = {item.key: item.value_json for r in records if r.HasField("config") for item in r.config.update}
+        assert json.loads(config["choices"])["loss"] == loss and json.loads(config["choices"])["model"] == "rrdb"
+        assert json.loads((sweep / job / "run.json").read_text())["status"] == "done"
+
+
+def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path: Path) -> None:
+    proc = _run(tmp_path, *_tiny("data.batch_size=0", "logger=csv"))
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1].startswith("error: data.batch_size=0 is not allowed")
+    assert not list((tmp_path / "train" / "runs").iterdir())
 
 
 @pytest.mark.parametrize(

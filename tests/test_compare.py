@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
 from sr_gan.metrics import psnr
 from sr_gan.run_folders import read_runs, short_labels
-from tests.helpers import run_module
+from tests.helpers import run_module, wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 48  # HR size of the synthetic validation images (VIF needs 41 px after the border crop)
@@ -328,30 +327,6 @@ def test_help_is_the_module_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest
 
 
 # --- a real sweep, made once --------------------------------------------------------------------
-
-
-def wandb_records(path: Path) -> list[Any]:
-    """The protobuf records of an offline `run-*.wandb` file (W&B's LevelDB-style log: a 7-byte
-    file header, then 32 KiB blocks of records with a 7-byte header: CRC, length, type)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, records, payload = path.read_bytes(), [], b""
-    position, block = 7, 32768
-    while position + 7 <= len(data):
-        if block - position % block < 7:  # block trailer: padding
-            position += block - position % block
-            continue
-        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
-        payload += data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind in (1, 4):  # FULL or LAST
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(payload)
-            records.append(record)
-            payload = b""
-        elif kind == 0:
-            break
-    return records
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,10 +38,22 @@ def _run_group(*, _root_: DictConfig) -> str:
 
 
 def _run_name() -> str:
-    """``${run_name:}``: the overrides that make this run what it is (``loss=ragan,model=rrdb``),
-    or the experiment's name when there are none."""
+    """``${run_name:}``: the overrides that make this run what it is: in a sweep the swept ones
+    (``loss=ragan``, the values its jobs differ in), else every command-line override, or the
+    experiment's name when there is none."""
     hydra = HydraConfig.get()
+    if hydra.mode == RunMode.MULTIRUN and (swept := _swept_keys(Path(hydra.sweep.dir) / "multirun.yaml")):
+        return ",".join(sorted(o for o in hydra.overrides.task if o.split("=")[0].lstrip("+~") in swept))
     return hydra.job.override_dirname or hydra.runtime.choices.get("experiment", "run")
+
+
+def _swept_keys(multirun_yaml: Path) -> set[str]:
+    """The keys a sweep varies (``loss=l1,mse``, ``range(...)``), read from the multirun.yaml that
+    Hydra's sweeper writes into the sweep folder before its jobs start."""
+    if not multirun_yaml.is_file():
+        return set()
+    task = OmegaConf.load(multirun_yaml).hydra.overrides.task
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(list(task)) if o.is_sweep_override()}
 
 
 def _job_type(*, _root_: DictConfig) -> str:
