@@ -31,6 +31,7 @@ TINY = [
     "module.num_samples=1",
     "logger=csv",
     "allow_random_vgg=true",
+    "demo_psnr_init=false",  # GAN tests start from random weights; tests/test_demo_stage.py checks the stage
 ]
 
 

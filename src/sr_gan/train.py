@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
 from sr_gan.checkpoint_io import is_url
 from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
+from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
@@ -85,6 +86,8 @@ def train(cfg: DictConfig) -> float | None:
     check_train_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     quiet_third_party_noise()
+    if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
+        cfg.model.init_from = str(psnr_stage_checkpoint(cfg))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if cfg.get("seed") is not None:

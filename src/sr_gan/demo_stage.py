@@ -1,0 +1,81 @@
+"""The demo's GAN runs start from a PSNR-oriented generator, as both papers' GAN stages do.
+
+``python -m sr_gan.train model=rrdb loss=ragan`` on the demo data would otherwise start the GAN from
+noise: in a few hundred batches that gives a dark, cast or gridded image, not a GAN result. With
+``demo_psnr_init: true`` (experiment=demo) a GAN objective without ``model.init_from`` first gets
+the PSNR stage of the same generator on the same data (``loss=l1``, the demo's PSNR sizes): cached
+under ``${paths.cache_dir}/demo_psnr_stage/<key>`` and trained there once when absent, the key
+being a hash of everything that makes that stage (generator, data, budget, optimiser, seed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from sr_gan.run_summary import read_record
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# Overrides that shape the stage too: the generator, the data, the seed, the hardware it runs on.
+_KEPT = ("model", "data", "seed", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
+_KEPT += ("trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
+_STAGE = ["loss=l1", "discriminator=none", "test=false", "logger=csv", "ckpt_path=null", "demo_psnr_init=false"]
+
+
+def needs_psnr_stage(cfg: DictConfig) -> bool:
+    """A demo GAN run that was given no starting generator."""
+    return bool(cfg.get("demo_psnr_init")) and cfg.loss.get("adversarial") is not None and not cfg.model.init_from
+
+
+def stage_config(cfg: DictConfig) -> DictConfig:
+    """The PSNR stage of `cfg`'s generator and data: the run's model/data overrides + `_STAGE`."""
+    task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    overrides = [*(o for o in task if _kept(o)), *_STAGE]
+    if GlobalHydra.instance().is_initialized():
+        stage = compose(config_name="train", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            stage = compose(config_name="train", overrides=overrides)
+    resolved = OmegaConf.to_container(stage, resolve=True)
+    key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
+    return stage
+
+
+def _kept(override: str) -> bool:
+    """Whether a command-line override shapes the PSNR stage too (the generator, the data, the seed)."""
+    key = override.lstrip("+~").split("=")[0]
+    return any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in _KEPT)
+
+
+def psnr_stage_checkpoint(cfg: DictConfig) -> Path:
+    """The last.ckpt of the demo PSNR stage matching `cfg`, trained first if no finished one is cached."""
+    from sr_gan.train import train  # the stage is a training run of its own
+
+    stage = stage_config(cfg)
+    folder = Path(stage.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:  # parallel sweep jobs train it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        checkpoint = folder / "checkpoints" / "last.ckpt"
+        if (read_record(folder) or {}).get("status") == "done" and checkpoint.is_file():
+            log.info("GAN stage starts from the demo's PSNR-oriented generator (as both papers): %s", checkpoint)
+        else:
+            log.warning(
+                "GAN stage on the demo data: training its PSNR-oriented generator first (both papers start "
+                "the GAN from it; cached for later runs) in %s; demo_psnr_init=false starts from noise",
+                folder,
+            )
+            train(stage)
+    return checkpoint

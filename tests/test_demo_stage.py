@@ -1,0 +1,43 @@
+"""The demo's GAN stage starts from the cached PSNR stage of the same generator (both papers' recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sr_gan import demo_stage
+from sr_gan.train import train
+
+
+def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(
+        demo_stage, "_STAGE", [*demo_stage._STAGE, "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    )
+    cache = tmp_path / "cache"
+    gan = ["loss=ragan", "demo_psnr_init=true", f"paths.cache_dir={cache}", "trainer.max_steps=1", "test=false"]
+    cfg = make_cfg(*gan)
+    assert demo_stage.needs_psnr_stage(cfg)
+    train(cfg)
+    (stage,) = [p for p in (cache / "demo_psnr_stage").iterdir() if p.is_dir()]
+    checkpoint = stage / "checkpoints" / "last.ckpt"
+    assert cfg.model.init_from == str(checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["sr_gan"]["discriminator"] is None and saved["state_dict"]["generator.conv_first.weight"].shape[0] == 8
+    stamp = checkpoint.stat().st_mtime_ns
+
+    again = make_cfg(*gan)
+    train(again)  # reuses the finished stage
+    assert again.model.init_from == str(checkpoint) and checkpoint.stat().st_mtime_ns == stamp
+    other = make_cfg(*gan, "model.generator.num_features=4")  # another generator: another stage
+    assert demo_stage.stage_config(other).paths.output_dir != str(stage)
+
+
+@pytest.mark.parametrize(
+    "overrides", [["loss=l1"], ["loss=ragan", "demo_psnr_init=false"], ["loss=ragan", "model.init_from=x.ckpt"]]
+)
+def test_no_stage_where_none_is_due(make_cfg, overrides: list[str]) -> None:
+    assert not demo_stage.needs_psnr_stage(
+        make_cfg(*overrides, "demo_psnr_init=true" if "demo_psnr_init=false" not in overrides else "seed=1")
+    )
