@@ -21,7 +21,7 @@ from sr_gan.callbacks import BatchBudget
 from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
-from sr_gan.weights import extract_generator_state, load_state_file
+from sr_gan.weights import load_generator_state
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -32,7 +32,7 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     module: SRGANModule = instantiate(cfg.module)
     module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
     if cfg.model.init_from:
-        state = extract_generator_state(load_state_file(cfg.model.init_from), prefer_ema=True)
+        state = load_generator_state(cfg.model.init_from, prefer_ema=True)  # builds nothing from the file
         try:
             module.init_generator_from(state)
         except RuntimeError as err:
