@@ -11,48 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
-from sr_gan.errors import UserError
+from sr_gan.imageio import DataError, image_size, read_image  # also imported from here by older code
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-class DataError(UserError, ValueError):
-    """A data file that cannot be used as it is (unreadable, wrong size); the message names it."""
-
-
-def _unreadable(path: Path, err: Exception) -> DataError:
-    """The one-line error for an image that cannot be decoded: its path and the first line of why."""
-    reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-    return DataError(f"cannot read image {path}: {reason}")
-
-
-def read_image(path: str | Path) -> Tensor:
-    """Decode an image file to uint8 RGB (3, H, W): grey → RGB, alpha dropped, 16-bit → 8-bit."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".bmp":  # torchvision's decoder reads no BMP
-            with Image.open(path) as image:
-                return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
-        image = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
-    except (RuntimeError, OSError) as err:
-        raise _unreadable(path, err) from None
-    return to_dtype(image, torch.uint8, scale=True)  # a 16-bit PNG keeps its 8 high bits
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image from its header alone (PIL decodes no pixels here)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except OSError as err:
-        raise _unreadable(path, err) from None
-    return height, width
 
 
 def list_images(folder: str | Path) -> list[Path]:
