@@ -190,6 +190,11 @@ def test_cli_reports_the_corrupt_file_and_writes_the_rest(tmp_path: Path, ckpt: 
     assert not list(tmp_path.glob("*.log")) and not (tmp_path / "outputs").exists()  # no Hydra litter
 
 
+def test_empty_suffix_keeps_every_image_of_a_folder(images: Path) -> None:
+    """suffix= (outputs beside the inputs under out_dir) must not read as 'every stem ends in it'."""
+    assert len(find_inputs(str(images), suffix="")) == 7
+
+
 def test_a_decompression_bomb_fails_alone(tmp_path: Path, ckpt: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()

@@ -9,8 +9,8 @@ output is turned back to luma), an alpha channel is enlarged on its own with MAT
 re-attached, 16-bit PNGs give 16-bit PNGs, EXIF rotation is applied. Outputs are
 `<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written atomically. An
 output path that is one of the inputs is refused (that file fails: no input is ever overwritten;
-an earlier output is replaced). With a folder or glob input, files whose stem already ends in the
-suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are refused
+an earlier output is replaced). With a folder or glob input, files whose stem already ends in a
+non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are refused
 from their header. A file that cannot be read or written is reported in one line and the others
 go on; the exit status is then 1. Memory: the output image in its file's dtype plus one tile.
 """
@@ -121,7 +121,7 @@ def find_inputs(pattern: str, *, suffix: str) -> list[Path]:
         found = [p for p in path.iterdir() if p.is_file()]
     else:
         found = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
-    images = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and not p.stem.endswith(suffix))
+    images = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and not (suffix and p.stem.endswith(suffix)))
     if not images:
         raise UserError(
             f"input={pattern} names no image file ({'/'.join(EXTENSIONS)}): pass a file, a folder or a "
