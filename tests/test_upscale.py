@@ -248,10 +248,10 @@ def test_memory_stays_near_the_output_size() -> None:
     loading the model stays within the 8-bit output plus one tile and fixed costs.
 
     Bound, MiB: the output 2400x1800x3 bytes = 12.4; the LR image as float32 (1, 3, 450, 600) = 3.1;
-    a tile (64 + 2 x 4 = 72 LR px, 288 HR px windows, RRDBNet with 2 features keeps about 6 maps of
-    2 channels float32 at HR) = 4; PNG rows, zlib state, allocator and Python: 25. Total 45. The
-    float32 output alone is 49 MiB: before streaming the growth was 151 MiB, now it is 30-33 MiB
-    (2-core CPU).
+    a tile = 10 (64 + 2 x 4 = 72 LR px windows, 288 x 288 at HR: RRDBNet with 2 features keeps about
+    6 maps of 2 channels float32 there, 4 MiB, and a 3x3 convolution unfolds its input into 2 x 9
+    channels, 6 MiB); PNG rows, zlib state, allocator and Python: 20. Total 45. The float32 output
+    alone is 49 MiB: before streaming the growth was 151 MiB, now it is 30-33 MiB (2-core CPU).
     """
     result = subprocess.run(
         [
