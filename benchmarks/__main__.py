@@ -33,7 +33,10 @@ def main() -> None:
             f"{r['baseline_ms'] / r['ours_ms']:.2f}x",
         )
     Console().print(table)
-    memory = Table(title="upscale peak memory (RSS growth after loading the model; tiny RRDBNet, tile 512)")
+    memory = Table(
+        title="upscale peak memory (RSS growth after loading the model; tiny RRDBNet, "
+        f"tile {bench_upscale_memory.TILE}, overlap {bench_upscale_memory.OVERLAP})"
+    )
     for column in ("image", "output (8-bit RGB)", "peak RSS growth", "growth / output", "time"):
         memory.add_column(column)
     for r in bench_upscale_memory.run(args.device):
