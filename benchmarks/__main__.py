@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: run every benchmark and print one table of ratios."""
+"""``python -m benchmarks``: run every benchmark; one table of speed ratios, one of upscaling memory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_data, bench_degradation, bench_imresize, bench_train_step
+from benchmarks import bench_data, bench_degradation, bench_imresize, bench_train_step, bench_upscale_memory
 
 
 def main() -> None:
@@ -38,6 +38,21 @@ def main() -> None:
             f"{r['baseline_ms'] / r['ours_ms']:.2f}x",
         )
     Console().print(table)
+    memory = Table(
+        title="upscale peak memory (RSS growth after loading the model; tiny RRDBNet, "
+        f"tile {bench_upscale_memory.TILE}, overlap {bench_upscale_memory.OVERLAP})"
+    )
+    for column in ("image", "output (8-bit RGB)", "peak RSS growth", "growth / output", "time"):
+        memory.add_column(column)
+    for r in bench_upscale_memory.run(args.device):
+        memory.add_row(
+            r["name"],
+            f"{r['output_mb']:.0f} MiB",
+            f"{r['growth_mb']:.0f} MiB",
+            f"{r['per_output']:.2f}x",
+            f"{r['seconds']:.1f} s",
+        )
+    Console().print(memory)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import torch
 
 from sr_gan.archs import RRDBNet, SRResNet
 from sr_gan.errors import UserError
-from sr_gan.tiling import _windows, resolve_device, tiled_forward
+from sr_gan.tiling import _windows, resolve_device, sr_tiles, tiled_forward
 
 # Receptive-field radius in LR pixels of SRResNet(num_blocks=1, scale=2): conv9 (4) + block (2)
 # + conv_body (1) + upsampling conv (1) + conv9 at HR (4 HR px = 2 LR px) = 10.
@@ -93,3 +93,15 @@ def test_odd_sizes_are_padded_for_unshuffling_networks() -> None:
     sr = tiled_forward(net, lr, scale=2, tile=0, overlap=0)
     assert sr.shape == (1, 3, 42, 34)
     assert torch.equal(sr, expected)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_streamed_cores_cover_the_output(scale: int) -> None:
+    """sr_tiles' cores cover the output (padding of unshuffling networks cropped away); written in
+    the order they come, they give what tiled_forward assembles."""
+    net = RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=scale).eval()  # x2 pads odd sides
+    lr = torch.rand(1, 3, 37, 51)
+    out = torch.full((1, 3, 37 * scale, 51 * scale), float("nan"))
+    for top, left, core in sr_tiles(net, lr, scale=scale, tile=16, overlap=6):
+        out[..., top : top + core.shape[-2], left : left + core.shape[-1]] = core
+    assert torch.equal(out, tiled_forward(net, lr, scale=scale, tile=16, overlap=6))  # no NaN left

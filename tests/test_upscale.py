@@ -1,6 +1,10 @@
 """Upscaling users' images: kinds kept (grey, alpha, 16 bit), inputs never overwritten, failures reported."""
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,20 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from skimage import data as skdata
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 
+import sr_gan.upscale as upscale_module
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
+from sr_gan.imageio import read_picture, write_image
 from sr_gan.ops import imresize
-from sr_gan.upscale import (
-    encode_png16,
-    find_inputs,
-    plan_outputs,
-    read_picture,
-    run,
-    upscale_file,
-    upscale_picture,
-)
+from sr_gan.tiling import tiled_forward
+from sr_gan.upscale import find_inputs, plan_outputs, run, upscale_file, upscale_picture
 from sr_gan.weights import load_generator, save_generator_file
+from tests.helpers import png_bomb as bomb
 from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def images(tmp_path: Path) -> Path:
     Image.fromarray(RGB).save(folder / "photo.jpg", quality=95)
     Image.fromarray(RGB[..., 1]).save(folder / "grey.png")
     Image.fromarray(np.dstack([RGB, np.full(RGB.shape[:2], 77, np.uint8)])).save(folder / "rgba.png")
-    (folder / "rgb16.png").write_bytes(encode_png16(RGB.astype(np.uint16) * 257 + 3))  # 16 bits that matter
+    write_image(folder / "rgb16.png", RGB.astype(np.uint16) * 257 + 3, fmt="png")  # 16 bits that matter
     palette = Image.fromarray(RGB).convert("P", palette=Image.ADAPTIVE, colors=16)
     palette.save(folder / "palette.png", transparency=0)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -122,7 +123,7 @@ def test_pixels_are_the_network_output(tmp_path: Path, ckpt: Path) -> None:
 def test_16_bit_levels_survive(tmp_path: Path) -> None:
     """A 16-bit PNG is read with all 16 bits and written back with 16 bits (identity network)."""
     pixels = (np.arange(2 * 3 * 4).reshape(2, 3, 4) * 2731 + 1).astype(np.uint16)  # (H, W, RGBA)
-    (tmp_path / "x.png").write_bytes(encode_png16(pixels))
+    write_image(tmp_path / "x.png", pixels, fmt="png")
     picture = read_picture(tmp_path / "x.png")
     assert picture.bits == 16 and picture.alpha is not None and not picture.grey
     assert torch.equal(
@@ -173,9 +174,9 @@ def test_precision_choices(tmp_path: Path, ckpt: Path, images: Path) -> None:
         run(_cfg(ckpt=str(ckpt), input=str(images), precision="fp16"))
     model, _ = load_generator(ckpt)
     picture = read_picture(images / "rgb.png")
-    full = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=None)
-    half = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=torch.bfloat16)
-    assert (full.rgb - half.rgb).abs().max() < 0.05  # bf16 autocast on the CPU: close, not equal
+    full = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=None).astype(int)
+    half = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=torch.bfloat16).astype(int)
+    assert 0 < np.abs(full - half).max() < 0.05 * 255  # bf16 autocast on the CPU: close, not equal
 
 
 @pytest.mark.slow
@@ -187,3 +188,85 @@ def test_cli_reports_the_corrupt_file_and_writes_the_rest(tmp_path: Path, ckpt: 
     written = sorted(p.name for p in images.glob("*_x2.png"))
     assert written == sorted(["grey_x2.png", "palette_x2.png", "rgb16_x2.png", "rgba_x2.png", "rgb_x2.png"])
     assert not list(tmp_path.glob("*.log")) and not (tmp_path / "outputs").exists()  # no Hydra litter
+
+
+def test_empty_suffix_keeps_every_image_of_a_folder(images: Path) -> None:
+    """suffix= (outputs beside the inputs under out_dir) must not read as 'every stem ends in it'."""
+    assert len(find_inputs(str(images), suffix="")) == 7
+
+
+def test_a_decompression_bomb_fails_alone(tmp_path: Path, ckpt: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(RGB).save(folder / "ok.png")
+    bomb(folder / "bomb.png", 30_000, 30_000)  # 9 * 10**8 pixels claimed
+    failures = run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(tmp_path / "out")))
+    assert len(failures) == 1 and "bomb.png is 30000x30000" in failures[0] and "raise max_pixels" in failures[0]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["ok_x2.png"]
+    with pytest.raises(UserError, match="max_pixels='many'"):
+        run(_cfg(ckpt=str(ckpt), input=str(folder), max_pixels="many"))
+
+
+KINDS = {  # name: (H, W, C) pixels
+    "rgb8": RGB,
+    "grey8": RGB[..., 1:2],
+    "rgba8": np.dstack([RGB, np.random.default_rng(0).integers(0, 256, RGB.shape[:2])]).astype(np.uint8),
+    "rgb16": RGB.astype(np.uint16) * 257 + np.random.default_rng(1).integers(0, 257, RGB.shape).astype(np.uint16),
+    "greyalpha16": np.dstack([RGB[..., :1], RGB[..., 2:]]).astype(np.uint16) * 257 + 7,
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_streamed_tiles_equal_the_whole_image_path(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Bit-identical to what upscaling gave before streaming: the float SR image of tiled_forward
+    (the evaluate path, same tiles), clamped, grey taken as luma, rounded once to the file's bits;
+    alpha by imresize of the whole channel. Tiles of 8 px and alpha strips of 5 rows exercise the
+    seams between stored pieces."""
+    monkeypatch.setattr(upscale_module, "ALPHA_STRIP_ROWS", 5)
+    pixels = KINDS[kind]
+    write_image(tmp_path / f"{kind}.png", pixels, fmt="png")
+    assert run(_cfg(ckpt=str(ckpt), input=str(tmp_path / f"{kind}.png"), tile=8, tile_overlap=3)) == []
+    got = _decode(tmp_path / f"{kind}_x2.png").permute(1, 2, 0).numpy()  # (2H, 2W, C)
+
+    model, _ = load_generator(ckpt)
+    bits = 16 if pixels.dtype == np.uint16 else 8
+    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None] / (2**bits - 1)  # (1, C, H, W)
+    colours = 3 if pixels.shape[-1] >= 3 else 1
+    sr = tiled_forward(model, x[:, :colours].expand(-1, 3, -1, -1), scale=SCALE, tile=8, overlap=3).clamp(0, 1)
+    planes = [rgb_to_grayscale(sr) if colours == 1 else sr]
+    if pixels.shape[-1] in (2, 4):
+        planes.append(imresize(x[:, colours:].double(), SCALE).float())
+    expected = torch.cat(planes, 1)[0].clamp(0, 1).mul(2**bits - 1).round().permute(1, 2, 0).numpy()
+    assert got.dtype == pixels.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.slow
+def test_memory_stays_near_the_output_size() -> None:
+    """600x450 at x4 (benchmarks/bench_upscale_memory in a fresh process): peak RSS growth after
+    loading the model stays within the 8-bit output plus one tile and fixed costs.
+
+    Bound, MiB: the output 2400x1800x3 bytes = 12.4; the LR image as float32 (1, 3, 450, 600) = 3.1;
+    a tile = 10 (64 + 2 x 4 = 72 LR px windows, 288 x 288 at HR: RRDBNet with 2 features keeps about
+    6 maps of 2 channels float32 there, 4 MiB, and a 3x3 convolution unfolds its input into 2 x 9
+    channels, 6 MiB); PNG rows, zlib state, allocator and Python: 20. Total 45. The float32 output
+    alone is 49 MiB: before streaming the growth was 151 MiB, now it is 30-33 MiB (2-core CPU).
+    """
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_upscale_memory",
+            *"--sizes 600x450 --tile 64 --overlap 4 --features 2 --json".split(),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    growth = json.loads(result.stdout.strip().splitlines()[-1])["growth_mb"]
+    assert growth < 45, f"peak RSS grew by {growth:.0f} MiB"

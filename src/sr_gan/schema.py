@@ -83,6 +83,7 @@ TRAIN: Mapping[str, Rule] = {
     "data.use_prepared": Rule(bool),
     "data.val_max_images": Rule(int, low=1, nullable=True),
     "data.val_crop": Rule(int, low=1, nullable=True),
+    "data.max_image_pixels": Rule(int, low=1, nullable=True),
     "model.ema_decay": Rule(float, above=0, below=1, nullable=True),
     "model.generator.num_features": POSITIVE_INT,
     "model.generator.num_blocks": POSITIVE_INT,

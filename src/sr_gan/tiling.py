@@ -6,9 +6,15 @@ the cores of the SR outputs. With `overlap` at least the network's receptive-fie
 result equals the untiled forward pass (no seams); smaller overlaps trade exactness for memory.
 Windows travel to the model's device one batch at a time and the SR image is assembled on the
 input's device, so a CPU input bounds the accelerator memory by the batch of windows.
+
+`sr_tiles` yields the SR cores one by one, for a caller that stores them its own way (upscale
+rounds each to its file's 8 or 16 bits, so no float image of the output size exists);
+`tiled_forward` assembles them into one float32 image (evaluate).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -59,13 +65,38 @@ def tiled_forward(
 ) -> torch.Tensor:
     """Super-resolve `lr` (B, C, h, w) tile by tile; returns float32 (B, C_out, h·scale, w·scale).
 
-    `tile=0` (or an image no larger than one tile) is a plain forward pass. Networks that
-    pixel-unshuffle their input (RRDBNet at x1/x2, attribute `unshuffle`) get tiles, overlaps and
-    window positions on multiples of that factor, so each window sees the same pixel phases as
-    the whole image; an image whose sides are not multiples of it is edge-padded and the output
-    cropped back. `batch_size` windows (of one image) go through the model at once: faster on
-    large accelerators, that many times the activation memory. Runs on the model's device in the
-    ambient autocast state.
+    The cores of `sr_tiles` written into one image; a single window (`tile=0`, or an image no
+    larger than one tile) is the plain forward pass, returned without a copy.
+    """
+    size = (lr.shape[-2] * scale, lr.shape[-1] * scale)
+    out: torch.Tensor | None = None
+    for top, left, core in sr_tiles(model, lr, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size):
+        if out is None:
+            if core.shape[-2:] == size:  # the whole image in one window
+                return core
+            out = core.new_empty((*core.shape[:2], *size))
+        out[..., top : top + core.shape[-2], left : left + core.shape[-1]] = core
+    assert out is not None  # there is always at least one window
+    return out
+
+
+@torch.no_grad()
+def sr_tiles(
+    model: nn.Module, lr: torch.Tensor, *, scale: int, tile: int, overlap: int, batch_size: int = 1
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Super-resolve `lr` (B, C, h, w) tile by tile, yielding `(top, left, core)`: the float32
+    (B, C_out, ch, cw) SR pixels at rows top..top+ch, columns left..left+cw of the output.
+
+    Cores cover the h·scale x w·scale output; the last core of a row or column is shifted back to
+    end at the border, so it can overlap its neighbour: store cores in the order they come (as
+    `tiled_forward` does). `tile=0` (or an image no larger than one tile) is one core, the plain
+    forward pass. Networks that pixel-unshuffle their input (RRDBNet at x1/x2, attribute
+    `unshuffle`) get tiles, overlaps and window positions on multiples of that factor, so each
+    window sees the same pixel phases as the whole image; an image whose sides are not multiples
+    of it is edge-padded and the cores cropped back. `batch_size` windows (of one image) go
+    through the model at once: faster on large accelerators, that many times the activation
+    memory. Runs on the model's device in the ambient autocast state; cores come back on `lr`'s
+    device.
     """
     if tile < 0 or overlap < 0:
         raise UserError(f"tile={tile}, tile_overlap={overlap}: both must be >= 0 (tile=0 turns tiling off)")
@@ -75,35 +106,34 @@ def tiled_forward(
     if pad_h or pad_w:
         lr = F.pad(lr, (0, pad_w, 0, pad_h), mode="replicate")  # (B, C, h + pad_h, w + pad_w)
     tile, overlap = _round_up(tile, align), _round_up(overlap, align)
-    sr = _tiled(model, lr, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size)
-    return sr[..., : height * scale, : width * scale]
+    for top, left, core in _cores(model, lr, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size):
+        yield top, left, core[..., : height * scale - top, : width * scale - left]  # padding cropped
 
 
-def _tiled(model: nn.Module, lr: torch.Tensor, *, scale: int, tile: int, overlap: int, batch_size: int) -> torch.Tensor:
-    """`tiled_forward` on an image whose sides fit the model: equal windows, batched, cores kept."""
+def _cores(
+    model: nn.Module, lr: torch.Tensor, *, scale: int, tile: int, overlap: int, batch_size: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """`sr_tiles` on an image whose sides fit the model: equal windows, batched, cores yielded."""
     device = next(model.parameters()).device
     height, width = lr.shape[-2:]
     if tile == 0 or (height <= tile and width <= tile):
-        return _checked(model(lr.to(device)), lr, scale).to(lr.device)
+        yield 0, 0, _checked(model(lr.to(device)), lr, scale).to(lr.device)
+        return
     core_h, rows = _windows(height, tile, overlap)
     core_w, cols = _windows(width, tile, overlap)
     win_h, win_w = min(height, core_h + 2 * overlap), min(width, core_w + 2 * overlap)
     positions = [(row, col) for row in rows for col in cols]
     batch = lr.shape[0]
-    out: torch.Tensor | None = None
     step = max(1, batch_size // batch)  # windows per forward pass
     for first in range(0, len(positions), step):
         chunk = positions[first : first + step]
         windows = torch.cat([lr[..., wy : wy + win_h, wx : wx + win_w] for (_, wy), (_, wx) in chunk])
         sr = _checked(model(windows.to(device)), windows, scale).to(lr.device)  # (len(chunk)·B, C, ...)
-        if out is None:
-            out = sr.new_empty((batch, sr.shape[1], height * scale, width * scale))
         for k, ((cy, wy), (cx, wx)) in enumerate(chunk):
             top, left = (cy - wy) * scale, (cx - wx) * scale
             core = sr[k * batch : (k + 1) * batch, :, top : top + core_h * scale, left : left + core_w * scale]
-            out[..., cy * scale : (cy + core_h) * scale, cx * scale : (cx + core_w) * scale] = core
-    assert out is not None  # there is always at least one window
-    return out
+            yield cy * scale, cx * scale, core
+        del windows, sr, core  # not kept alive while the next batch runs
 
 
 def _checked(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:

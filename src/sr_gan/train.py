@@ -27,7 +27,7 @@ from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
-from sr_gan.weights import extract_generator_state, load_state_file
+from sr_gan.weights import load_generator_state
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -40,7 +40,7 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     if cfg.discriminator is not None:
         module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
     if cfg.model.init_from:
-        state = extract_generator_state(load_state_file(cfg.model.init_from), prefer_ema=True)
+        state = load_generator_state(cfg.model.init_from, prefer_ema=True)  # builds nothing from the file
         try:
             module.init_generator_from(state)
         except RuntimeError as err:

@@ -9,122 +9,99 @@ output is turned back to luma), an alpha channel is enlarged on its own with MAT
 re-attached, 16-bit PNGs give 16-bit PNGs, EXIF rotation is applied. Outputs are
 `<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written atomically. An
 output path that is one of the inputs is refused (that file fails: no input is ever overwritten;
-an earlier output is replaced). With a folder or glob input, files whose stem already ends in the
-suffix (outputs of an earlier run) are skipped. A file that cannot be read or written is reported
-in one line and the others go on; the exit status is then 1.
+an earlier output is replaced). With a folder or glob input, files whose stem already ends in a
+non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are refused
+from their header. A file that cannot be read or written is reported in one line and the others
+go on; the exit status is then 1. Memory: the output image in its file's dtype plus one tile.
 """
 
 from __future__ import annotations
 
 import glob
-import struct
 import sys
-import zlib
+from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image, ImageOps
 from rich.console import Console
 from rich.progress import Progress
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import pil_to_tensor, rgb_to_grayscale
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from sr_gan.atomic import atomic_path
 from sr_gan.config import path_arg
-from sr_gan.data.datasets import IMAGE_EXTENSIONS
 from sr_gan.errors import UserError, exit_on_user_error
-from sr_gan.ops import imresize
-from sr_gan.tiling import resolve_device, tiled_forward
+from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_picture, write_image
+from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
+from sr_gan.tiling import resolve_device, sr_tiles
 from sr_gan.weights import load_generator
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # format key → PIL writer
 EXTENSIONS = (*IMAGE_EXTENSIONS, ".tif", ".tiff")
-_NATIVE = ("PNG", "JPEG", "WEBP")  # decoded by torchvision with their bit depth and channels kept
+ALPHA_STRIP_ROWS = 256  # output rows of alpha enlarged at a time
 
 
-# --- reading and writing --------------------------------------------------------------------------
+# --- pixels ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class Picture:
-    """An image as the network sees it, with what is needed to write it back the same way."""
+def _levels(x: torch.Tensor, bits: int) -> np.ndarray:
+    """(C, H, W) float → (H, W, C) float32 integer levels: clamped to [0, 1], scaled, rounded.
 
-    rgb: torch.Tensor  # (1, 3, H, W) float in [0, 1]; grey replicated
-    alpha: torch.Tensor | None  # (1, 1, H, W) float in [0, 1]
-    grey: bool
-    bits: int  # 8 or 16
+    In place: `x` must be a tensor of the caller's own (a tile's worth of memory saved)."""
+    return x.clamp_(0, 1).mul_(2**bits - 1).round_().permute(1, 2, 0).numpy()
 
 
-def _decode(path: Path) -> torch.Tensor:
-    """(C, H, W) uint8 or uint16 with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), EXIF
-    orientation applied; torchvision keeps 16 bits and alpha, PIL reads palettes and the rest."""
-    with Image.open(path) as image:  # reads the header only; not an image → OSError
-        if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
-            return decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-        image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
-        if image.mode.startswith("I;16"):  # 16-bit grey outside PNG (e.g. TIFF)
-            return torch.from_numpy(np.asarray(image, dtype=np.uint16).copy())[None]
-        alpha = "A" in image.getbands() or "transparency" in image.info
-        grey = image.mode in ("1", "L", "LA", "I", "F")
-        return pil_to_tensor(image.convert(("L" if grey else "RGB") + ("A" if alpha else "")))
+def _alpha_strips(alpha: torch.Tensor, scale: int, rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """MATLAB-bicubic `imresize(alpha, scale)` of (h, w) float64, `rows` output rows at a time.
 
-
-def read_picture(path: Path) -> Picture:
-    """Decode `path` into a Picture; an unreadable file raises a UserError that names it."""
-    try:
-        pixels = _decode(path)
-    except (OSError, RuntimeError, ValueError) as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise UserError(f"cannot read image {path}: {reason}") from None
-    bits = 16 if pixels.dtype == torch.uint16 else 8
-    x = pixels.float()[None] / (2**bits - 1)  # (1, C, H, W)
-    colour, alpha = (x[:, :1], x[:, 1:]) if x.shape[1] in (1, 2) else (x[:, :3], x[:, 3:])
-    grey = colour.shape[1] == 1
-    return Picture(
-        rgb=colour.expand(-1, 3, -1, -1) if grey else colour,
-        alpha=alpha if alpha.shape[1] else None,
-        grey=grey,
-        bits=bits,
-    )
-
-
-def encode_png16(pixels: np.ndarray) -> bytes:
-    """A 16-bit PNG of (H, W, C) uint16, C = 1, 2, 3 or 4 (PNG spec, filter 0 on every row).
-
-    Hand-written because Pillow writes no 16-bit colour PNG and torchvision's encoder takes uint8.
+    Yields (top, strip (rows, w·scale)); exact, as imresize is weight_h @ x @ weight_w^T and a strip
+    of output rows is weight_h[rows] @ x @ weight_w^T.
     """
-    height, width, channels = pixels.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey+alpha, RGB, RGBA
-    rows = pixels.astype(">u2").reshape(height, -1).view(np.uint8)  # big-endian samples
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()  # filter byte 0
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    height, width = alpha.shape
+    weight_h = _resize_matrix(height, height * scale, float(scale), True, alpha.device, alpha.dtype)  # (sh, h)
+    weight_w = _resize_matrix(width, width * scale, float(scale), True, alpha.device, alpha.dtype)  # (sw, w)
+    for top in range(0, height * scale, rows):
+        yield top, weight_h[top : top + rows] @ alpha @ weight_w.mT  # (rows, sw)
 
 
-def write_picture(picture: Picture, path: Path, *, fmt: str) -> None:
-    """Write `picture` to `path` atomically: 16 bits only as PNG, alpha never as JPEG."""
-    if FORMATS[fmt] == "JPEG" and picture.alpha is not None:
-        raise UserError(f"format={fmt} cannot store the alpha channel of {path.name}: use format=png")
-    colour = rgb_to_grayscale(picture.rgb) if picture.grey else picture.rgb  # (1, C, H, W)
-    x = colour if picture.alpha is None else torch.cat([colour, picture.alpha], dim=1)
-    bits = picture.bits if fmt == "png" else 8
-    pixels = x[0].clamp(0, 1).mul(2**bits - 1).round().permute(1, 2, 0).numpy()  # (H, W, C)
-    with atomic_path(path) as temporary:
-        if bits == 16:
-            temporary.write_bytes(encode_png16(pixels.astype(np.uint16)))
-        else:
-            pixels = pixels.astype(np.uint8)
-            Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(temporary, format=FORMATS[fmt])
+@torch.no_grad()
+def upscale_picture(
+    model: torch.nn.Module,
+    picture: Picture,
+    *,
+    scale: int,
+    tile: int,
+    overlap: int,
+    batch_size: int = 1,
+    dtype: torch.dtype | None = None,
+    bits: int | None = None,
+) -> np.ndarray:
+    """The upscaled image (H·s, W·s, C) in its file dtype: uint8, or uint16 at `bits` = 16.
+
+    The network runs on the RGB part tile by tile (in `dtype` autocast); each tile is clamped,
+    turned to grey if the picture is grey, rounded to `bits` (default: the picture's) and stored,
+    so no float image of the output size exists. The alpha channel is enlarged with MATLAB
+    bicubic in strips of output rows. Memory: this array plus one tile (and one alpha strip).
+    """
+    bits = picture.bits if bits is None else bits
+    colours = 1 if picture.grey else 3
+    height, width = picture.rgb.shape[-2:]
+    channels = colours + (picture.alpha is not None)
+    out = np.empty((height * scale, width * scale, channels), np.uint16 if bits == 16 else np.uint8)
+    device_type = next(model.parameters()).device.type
+    with torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext():
+        tiles = sr_tiles(model, picture.rgb, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size)
+        for top, left, core in tiles:  # core: (1, 3, h, w) float32, a view of the window's output
+            core = core[0].clamp(0, 1)  # a copy, rounded in place below
+            core = rgb_to_grayscale(core) if picture.grey else core  # (C, h, w)
+            out[top : top + core.shape[-2], left : left + core.shape[-1], :colours] = _levels(core, bits)
+            del core  # free it before the next window runs
+    if picture.alpha is not None:
+        for top, strip in _alpha_strips(picture.alpha[0, 0].double(), scale, ALPHA_STRIP_ROWS):
+            out[top : top + strip.shape[0], :, colours:] = _levels(strip.float()[None], bits)
+    return out
 
 
 # --- the job --------------------------------------------------------------------------------------
@@ -143,7 +120,7 @@ def find_inputs(pattern: str, *, suffix: str) -> list[Path]:
         found = [p for p in path.iterdir() if p.is_file()]
     else:
         found = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
-    images = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and not p.stem.endswith(suffix))
+    images = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and not (suffix and p.stem.endswith(suffix)))
     if not images:
         raise UserError(
             f"input={pattern} names no image file ({'/'.join(EXTENSIONS)}): pass a file, a folder or a "
@@ -170,25 +147,6 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
     return plan
 
 
-@torch.no_grad()
-def upscale_picture(
-    model: torch.nn.Module,
-    picture: Picture,
-    *,
-    scale: int,
-    tile: int,
-    overlap: int,
-    batch_size: int = 1,
-    dtype: torch.dtype | None = None,
-) -> Picture:
-    """The network on the RGB part (in `dtype` autocast), MATLAB bicubic on the alpha channel."""
-    device_type = next(model.parameters()).device.type
-    with torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext():
-        sr = tiled_forward(model, picture.rgb, scale=scale, tile=tile, overlap=overlap, batch_size=batch_size)
-    alpha = None if picture.alpha is None else imresize(picture.alpha.double(), scale).float()
-    return Picture(rgb=sr.clamp(0, 1), alpha=alpha, grey=picture.grey, bits=picture.bits)  # (1, 3, sH, sW)
-
-
 def upscale_file(
     model: torch.nn.Module, source: Path, target: Path | str, *, scale: int, cfg: DictConfig
 ) -> str | None:
@@ -196,8 +154,10 @@ def upscale_file(
     if isinstance(target, str):  # refused by plan_outputs
         return target
     try:
-        picture = read_picture(source)
-        sr = upscale_picture(
+        picture = read_picture(source, max_pixels=cfg.max_pixels, key="max_pixels")
+        if WRITE_FORMATS[cfg.format] == "JPEG" and picture.alpha is not None:
+            raise UserError(f"format={cfg.format} cannot store the alpha channel of {source.name}: use format=png")
+        pixels = upscale_picture(
             model,
             picture,
             scale=scale,
@@ -205,8 +165,9 @@ def upscale_file(
             overlap=cfg.tile_overlap,
             batch_size=cfg.tile_batch,
             dtype=PRECISIONS[cfg.precision],
+            bits=picture.bits if cfg.format == "png" else 8,
         )
-        write_picture(sr, target, fmt=cfg.format)
+        write_image(target, pixels, fmt=cfg.format)
     except UserError as err:  # names the file already
         return str(err)
     except OSError as err:  # e.g. a full disk or a folder without write permission
@@ -215,6 +176,8 @@ def upscale_file(
         return (
             f"{source}: out of memory at tile={cfg.tile}, tile_batch={cfg.tile_batch}: lower them (tile=0 is no tiling)"
         )
+    except MemoryError:  # the output image itself does not fit in RAM
+        return f"{source}: not enough memory for its x{scale} output image: upscale a smaller image (or crop it)"
     return None
 
 
@@ -223,8 +186,10 @@ def _check(cfg: DictConfig, device: torch.device) -> None:
         raise UserError(f"precision={cfg.precision}: use fp32, bf16 or fp16")
     if cfg.precision == "fp16" and device.type == "cpu":
         raise UserError("precision=fp16 needs a CUDA device: use precision=bf16 or fp32 on the CPU")
-    if cfg.format not in FORMATS:
-        raise UserError(f"format={cfg.format}: use one of {', '.join(FORMATS)}")
+    if cfg.format not in WRITE_FORMATS:
+        raise UserError(f"format={cfg.format}: use one of {', '.join(WRITE_FORMATS)}")
+    if cfg.max_pixels is not None and (isinstance(cfg.max_pixels, bool) or not isinstance(cfg.max_pixels, int)):
+        raise UserError(f"max_pixels={cfg.max_pixels!r}: use a whole number of pixels, or null for no limit")
 
 
 def run(cfg: DictConfig) -> list[str]:

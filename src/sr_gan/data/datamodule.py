@@ -27,6 +27,7 @@ from torchvision.transforms.v2.functional import to_dtype
 from sr_gan.data.augment import paired_augment
 from sr_gan.data.datasets import TrainPatchDataset, ValImageDataset
 from sr_gan.data.sampler import PatchStream, ShardSampler, mix_seed
+from sr_gan.imageio import MAX_IMAGE_PIXELS
 from sr_gan.ops import BicubicDegradation
 
 
@@ -63,6 +64,7 @@ class SRDataModule(L.LightningDataModule):
         verify: bool = False,
         val_max_images: int | None = None,
         val_crop: int | None = None,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         augment: bool = True,
         degradation: Callable[..., tuple[Tensor, Tensor]] | None = None,
         prepare: Callable[[], None] | None = None,
@@ -77,6 +79,7 @@ class SRDataModule(L.LightningDataModule):
         self.seed = secrets.randbits(63) if seed is None else seed
         self.cache, self.use_prepared, self.verify = cache, use_prepared, verify
         self.val_max_images, self.val_crop = val_max_images, val_crop
+        self.max_image_pixels = max_image_pixels
         self.augment = augment
         self.degradation = BicubicDegradation(scale=scale) if degradation is None else degradation
         self._generators: dict[torch.device, torch.Generator] = {}
@@ -102,6 +105,7 @@ class SRDataModule(L.LightningDataModule):
                 cache=self.cache,
                 use_prepared=self.use_prepared,
                 verify=self.verify,
+                max_pixels=self.max_image_pixels,
             )
         if self.val_set is None:
             self.val_set = ValImageDataset(
@@ -111,6 +115,7 @@ class SRDataModule(L.LightningDataModule):
                 verify=self.verify,
                 max_images=self.val_max_images,
                 crop=self.val_crop,
+                max_pixels=self.max_image_pixels,
             )
 
     # ------------------------------------------------------------------ loaders

@@ -9,66 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
-from sr_gan.errors import UserError
+from sr_gan.data.prepared import PreparedImages, open_prepared
+from sr_gan.imageio import MAX_IMAGE_PIXELS, DataError, image_size, list_images, read_image
 from sr_gan.metrics import SSIM_WINDOW
-
-if TYPE_CHECKING:
-    from sr_gan.data.prepared import PreparedImages
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-class DataError(UserError, ValueError):
-    """A data file that cannot be used as it is (unreadable, wrong size); the message names it."""
-
-
-def _unreadable(path: Path, err: Exception) -> DataError:
-    """The one-line error for an image that cannot be decoded: its path and the first line of why."""
-    reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-    return DataError(f"cannot read image {path}: {reason}")
-
-
-def read_image(path: str | Path) -> Tensor:
-    """Decode an image file to uint8 RGB (3, H, W): grey → RGB, alpha dropped, 16-bit → 8-bit."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".bmp":  # torchvision's decoder reads no BMP
-            with Image.open(path) as image:
-                return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
-        image = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
-    except (RuntimeError, OSError) as err:
-        raise _unreadable(path, err) from None
-    return to_dtype(image, torch.uint8, scale=True)  # a 16-bit PNG keeps its 8 high bits
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of an image from its header alone (PIL decodes no pixels here)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except OSError as err:
-        raise _unreadable(path, err) from None
-    return height, width
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """The image files of a folder (png, jpg, jpeg, bmp, webp), sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist: check the data.*_dir paths")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not images:
-        raise FileNotFoundError(f"image folder {folder} holds no {'/'.join(IMAGE_EXTENSIONS)} files")
-    return images
 
 
 @dataclass(frozen=True)
@@ -80,6 +28,7 @@ class ImagePair:
     lr: Path | None
     height: int
     width: int
+    max_pixels: int | None = MAX_IMAGE_PIXELS  # data.max_image_pixels: larger images are refused
 
     @property
     def name(self) -> str:
@@ -87,9 +36,9 @@ class ImagePair:
 
     def load(self) -> dict[str, Tensor]:
         """Decode both images: {"hr": (3, H, W), "lr": (3, H/s, W/s)} uint8, HR mod-cropped."""
-        images = {"hr": read_image(self.hr)[:, : self.height, : self.width]}
+        images = {"hr": read_image(self.hr, max_pixels=self.max_pixels)[:, : self.height, : self.width]}
         if self.lr is not None:
-            images["lr"] = read_image(self.lr)
+            images["lr"] = read_image(self.lr, max_pixels=self.max_pixels)
         return images
 
 
@@ -102,7 +51,14 @@ def find_lr_partner(hr: Path, lr_by_stem: dict[str, Path], lr_dir: Path, scale: 
     raise FileNotFoundError(f"no LR partner of {hr} in {lr_dir}: expected a file named {stems[0]}.* or {stems[1]}.*")
 
 
-def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, *, verify: bool = False) -> list[ImagePair]:
+def pair_images(
+    hr_dir: str | Path,
+    lr_dir: str | Path | None,
+    scale: int,
+    *,
+    verify: bool = False,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> list[ImagePair]:
     """Pair every HR image of `hr_dir` with its LR image in `lr_dir` (if given), sorted by name.
 
     Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files;
@@ -113,7 +69,7 @@ def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, *, ve
     pairs, problems = [], []
     for hr in list_images(hr_dir):
         try:
-            pairs.append(_pair(hr, lr_by_stem, lr_dir, scale, verify=verify))
+            pairs.append(_pair(hr, lr_by_stem, lr_dir, scale, verify=verify, max_pixels=max_pixels))
         except (DataError, FileNotFoundError) as err:
             problems.append(err)
     if len(problems) == 1:
@@ -128,19 +84,27 @@ def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, *, ve
 _SHOWN_PROBLEMS = 10
 
 
-def _pair(hr: Path, lr_by_stem: dict[str, Path], lr_dir: str | Path | None, scale: int, *, verify: bool) -> ImagePair:
-    height, width = image_size(hr)
+def _pair(
+    hr: Path,
+    lr_by_stem: dict[str, Path],
+    lr_dir: str | Path | None,
+    scale: int,
+    *,
+    verify: bool,
+    max_pixels: int | None,
+) -> ImagePair:
+    height, width = image_size(hr, max_pixels=max_pixels)
     height, width = height - height % scale, width - width % scale  # mod-crop
     lr = None
     if lr_dir is not None:
         lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
-        lr_height, lr_width = image_size(lr)
+        lr_height, lr_width = image_size(lr, max_pixels=max_pixels)
         if (lr_height * scale, lr_width * scale) != (height, width):
             raise DataError(
                 f"size mismatch at data.scale={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
                 f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
             )
-    pair = ImagePair(hr=hr, lr=lr, height=height, width=width)
+    pair = ImagePair(hr=hr, lr=lr, height=height, width=width, max_pixels=max_pixels)
     if verify:
         pair.load()
     return pair
@@ -173,10 +137,11 @@ class TrainPatchDataset(Dataset):
         cache: bool = False,
         use_prepared: bool = True,
         verify: bool = False,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
         if patch_size % scale:
             raise DataError(f"data.patch_size={patch_size} is not a multiple of data.scale={scale}")
-        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify, max_pixels=max_pixels)
         for pair in self.pairs:
             if min(pair.height, pair.width) < patch_size:
                 raise DataError(
@@ -184,8 +149,6 @@ class TrainPatchDataset(Dataset):
                     f"data.patch_size={patch_size}: remove it or lower data.patch_size"
                 )
         self.scale, self.patch_size, self.augment = scale, patch_size, augment
-        from sr_gan.data.prepared import open_prepared  # TODO(imageio): prepared imports list_images from here
-
         folders = {"hr": hr_dir} if lr_dir is None else {"hr": hr_dir, "lr": lr_dir}
         self.prepared = {side: open_prepared(folder) if use_prepared else None for side, folder in folders.items()}
         self.decoded = any(store is None for store in self.prepared.values())  # some side reads image files
@@ -243,8 +206,9 @@ class ValImageDataset(Dataset):
         verify: bool = False,
         max_images: int | None = None,
         crop: int | None = None,
+        max_pixels: int | None = MAX_IMAGE_PIXELS,
     ) -> None:
-        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)[:max_images]
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify, max_pixels=max_pixels)[:max_images]
         self.scale = scale
         self.crop = None if crop is None else crop - crop % scale
         need = SSIM_WINDOW + 2 * scale  # SSIM's window must fit once the scale is cropped from each border

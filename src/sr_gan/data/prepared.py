@@ -45,8 +45,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from sr_gan.atomic import atomic_path
-from sr_gan.data.datasets import image_size, list_images, read_image
 from sr_gan.errors import UserError
+from sr_gan.imageio import image_size, list_images, read_image
 
 FORMAT = "sr-gan-prepared"
 VERSION = 1  # bump when the stored layout changes: older folders are then rebuilt

@@ -12,6 +12,7 @@ from sr_gan.weights.generator import (
     find_generator_weights,
     infer_rrdbnet_config,
     load_generator,
+    load_generator_state,
 )
 from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_sequential, sequential_to_ours
 
@@ -23,6 +24,7 @@ __all__ = [
     "find_generator_weights",
     "infer_rrdbnet_config",
     "load_generator",
+    "load_generator_state",
     "load_state_file",
     "ours_to_esrgan_old",
     "ours_to_sequential",

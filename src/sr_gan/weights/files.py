@@ -13,7 +13,7 @@ from pickle import UnpicklingError
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from sr_gan.atomic import atomic_path
@@ -38,9 +38,16 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
     if path.suffix == ".safetensors":
-        with safe_open(path, framework="pt") as handle:  # one open for the tensors and the metadata
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-            return {"tensors": tensors, "metadata": handle.metadata() or {}}
+        try:
+            with safe_open(path, framework="pt") as handle:  # one open for the tensors and the metadata
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                return {"tensors": tensors, "metadata": handle.metadata() or {}}
+        except (SafetensorError, OSError) as err:  # empty, truncated, or not safetensors at all
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise UserError(
+                f"{path}: not a valid safetensors file ({reason}): it may be truncated or an error page "
+                "saved under this name; download or export it again"
+            ) from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except UnpicklingError as err:

@@ -6,6 +6,10 @@ Understood containers (what `load_state_file` returns):
 - safetensors files written by `save_generator_file` (config and scale in the metadata);
 - BasicSR files `{"params": ..., "params_ema": ...}`;
 - plain state dicts with our keys, or either original ESRGAN layout (see `sr_gan.weights.keys`).
+
+A config found in a file is checked by `check_generator_config` as soon as it is read, so every
+loader (including `model.init_from`, which never builds it) refuses a file whose config would
+call anything but our generators.
 """
 
 import json
@@ -19,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from sr_gan.errors import UserError
+from sr_gan.weights.allowlist import check_generator_config
 from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, load_state_file
 from sr_gan.weights.keys import StateDict, count_blocks, is_esrgan_old, to_our_keys
 
@@ -40,7 +45,7 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
     """Pick the generator weights out of a loaded file; EMA weights win when `prefer_ema`."""
     if "tensors" in obj and "metadata" in obj:  # load_state_file's form of a safetensors file
         metadata = obj["metadata"]
-        config = json.loads(metadata[GENERATOR_KEY]) if GENERATOR_KEY in metadata else None
+        config = _stored_config(json.loads(metadata[GENERATOR_KEY])) if GENERATOR_KEY in metadata else None
         scale = int(metadata[SCALE_KEY]) if SCALE_KEY in metadata else None
         return GeneratorWeights(obj["tensors"], "safetensors", False, config, scale)
     if isinstance(obj.get("state_dict"), Mapping):
@@ -51,7 +56,10 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
         if not state:
             raise UserError("checkpoint 'state_dict' has no 'generator.*' keys; is it an sr_gan checkpoint?")
         stored = obj.get("sr_gan", {})
-        return GeneratorWeights(state, "lightning", ema, stored.get("generator"), stored.get("scale"))
+        if not isinstance(stored, Mapping):
+            raise UserError(f"checkpoint key 'sr_gan' holds a {type(stored).__name__}, expected a mapping")
+        config = _stored_config(stored.get("generator"))
+        return GeneratorWeights(state, "lightning", ema, config, stored.get("scale"))
     if "params" in obj or "params_ema" in obj:
         ema = "params_ema" in obj and (prefer_ema or "params" not in obj)
         return GeneratorWeights(obj["params_ema" if ema else "params"], "basicsr", ema)
@@ -63,9 +71,23 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
     )
 
 
+def _stored_config(config: Any) -> dict[str, Any] | None:
+    """A config read from a file, after `check_generator_config`; None stays None."""
+    return None if config is None else check_generator_config(config)
+
+
 def extract_generator_state(obj: Mapping[str, Any], *, prefer_ema: bool = True) -> StateDict:
     """The generator state dict of a loaded file, renamed to our (BasicSR) keys."""
     return to_our_keys(find_generator_weights(obj, prefer_ema=prefer_ema).state)
+
+
+def load_generator_state(path: str | Path, *, prefer_ema: bool = True) -> StateDict:
+    """`extract_generator_state` of the file at `path`; errors name the file. Builds nothing."""
+    loaded = load_state_file(path)
+    try:
+        return extract_generator_state(loaded, prefer_ema=prefer_ema)
+    except ValueError as err:
+        raise UserError(f"{path}: {err}") from err
 
 
 def infer_rrdbnet_config(state: StateDict) -> dict[str, Any]:
@@ -112,6 +134,17 @@ def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
         raise UserError(f"weights do not fit {target}: {listed}; pass generator_config matching the file")
 
 
+def _build(config: dict[str, Any]) -> nn.Module:
+    """`instantiate(config)`; a constructor that refuses the config is a one-line UserError."""
+    try:
+        generator = instantiate(config)
+    except Exception as err:  # Hydra wraps the constructor's error; keep one line of it
+        raise UserError(f"cannot build {config['_target_']} from its config: {' '.join(str(err).split())}") from err
+    if not isinstance(generator, nn.Module):
+        raise UserError(f"{config['_target_']} built a {type(generator).__name__}, not a network")
+    return generator
+
+
 def load_generator(
     path: str | Path,
     *,
@@ -133,7 +166,7 @@ def load_generator(
         scale = config.get("scale", weights.scale)
         if scale is None:
             raise UserError("the scale is unknown: add 'scale' to generator_config")
-        generator = instantiate(config)
+        generator = _build(config)
         _check_fit(generator, state, config["_target_"])
     except ValueError as err:
         raise UserError(f"{path}: {err}") from err

@@ -1,0 +1,185 @@
+"""Weight files from strangers: a crafted generator config never runs, broken files are one-line errors.
+
+The crafted config is what an attacker would store in a `.safetensors` metadata block or in a
+`.ckpt`'s `sr_gan` key (plain containers, so `weights_only=True` accepts it): Hydra would call
+`pathlib.Path.write_text(Path(marker), "pwned")` when building "the generator". Every loader must
+refuse it in one line naming the file and the target, and the marker file must not appear.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from sr_gan.archs import SRResNet
+from sr_gan.errors import UserError
+from sr_gan.weights import load_generator, load_generator_state, load_state_file, save_generator_file
+from sr_gan.weights.allowlist import GENERATORS
+from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY
+from tests.helpers import run_module
+
+SCALE = 2
+TINY_G = {"_target_": "sr_gan.archs.SRResNet", "num_features": 8, "num_blocks": 1, "scale": SCALE}
+EVIL_TARGET = "pathlib.Path.write_text"
+
+
+def evil_config(marker: Path) -> dict:
+    """A config whose instantiation writes `marker` (a nested target builds the Path argument)."""
+    return {"_target_": EVIL_TARGET, "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"]}
+
+
+def _state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return SRResNet(num_features=8, num_blocks=1, scale=SCALE).state_dict()
+
+
+def crafted_file(folder: Path, kind: str, config: dict) -> Path:
+    """A `.safetensors` or `.ckpt` (torch.save of plain containers) holding `config` as its generator."""
+    state = _state()
+    if kind == "safetensors":
+        path = folder / "crafted.safetensors"
+        save_file(state, path, metadata={GENERATOR_KEY: json.dumps(config), SCALE_KEY: str(SCALE)})
+    else:
+        path = folder / "crafted.ckpt"
+        state_dict = {f"generator.{key}": value for key, value in state.items()}
+        torch.save({"state_dict": state_dict, "sr_gan": {"generator": config, "scale": SCALE}}, path)
+    return path
+
+
+# --- the refusal, in-process --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "ckpt"])
+def test_crafted_config_is_refused_by_every_python_loader(tmp_path: Path, kind: str) -> None:
+    marker = tmp_path / "pwned.txt"
+    path = crafted_file(tmp_path, kind, evil_config(marker))
+    for load in (load_generator, load_generator_state):  # load_generator_state: model.init_from
+        with pytest.raises(UserError, match=rf"{path.name}.*{EVIL_TARGET}") as caught:
+            load(path)
+        assert "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "node"),
+    [
+        ("norm_layer", {"_target_": "os.system", "_partial_": True}),  # nested node
+        ("act_layer", {"_target_": "torch.nn.PReLU", "_args_": [{"_target_": "builtins.exec", "_args_": ["1"]}]}),
+        ("act_layer", [{"_target_": "subprocess.run"}]),  # inside a list
+        ("num_features", "${oc.env:HOME}"),  # interpolations are resolved by Hydra: none in a file
+        ("norm_layer", {"_target_": "torch.nn.BatchNorm2d", "_partial_": True, "_custom_": 1}),
+    ],
+)
+def test_nested_targets_lists_and_interpolations_are_checked(tmp_path: Path, where: str, node: object) -> None:
+    path = crafted_file(tmp_path, "safetensors", TINY_G | {where: node})
+    with pytest.raises(UserError, match=rf"{path.name}: refused") as caught:
+        load_generator(path)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("config", [["a list"], "a string", {"num_features": 8}, {"_target_": 3}])
+def test_config_that_is_no_mapping_with_a_target_is_refused(tmp_path: Path, config: object) -> None:
+    with pytest.raises(UserError, match=r"crafted\.safetensors: "):
+        load_generator(crafted_file(tmp_path, "safetensors", config))
+
+
+def test_our_generators_with_their_layers_still_load(tmp_path: Path) -> None:
+    """The allowlist keeps every config our own recipes write (conf/model/*.yaml) and common layers."""
+    batch_norm, prelu = {"_target_": "torch.nn.BatchNorm2d", "_partial_": True}, {"_target_": "torch.nn.PReLU"}
+    leaky = {"_target_": "torch.nn.modules.activation.LeakyReLU", "_partial_": True, "negative_slope": 0.2}
+    for norm, act, layers in [
+        (batch_norm, prelu | {"_partial_": True}, {"norm_layer": nn.BatchNorm2d}),
+        (None, leaky, {"norm_layer": None, "act_layer": partial(nn.LeakyReLU, negative_slope=0.2)}),
+    ]:
+        config = TINY_G | {"norm_layer": norm, "act_layer": act}
+        generator = SRResNet(num_features=8, num_blocks=1, scale=SCALE, **layers)
+        path = tmp_path / "ok.safetensors"
+        save_generator_file(path, generator.state_dict(), config=config, scale=SCALE)
+        loaded, info = load_generator(path)
+        assert info["config"] == config and type(loaded) is SRResNet
+        assert type(loaded.body[0].act) is type(generator.body[0].act)
+
+
+# --- broken safetensors files -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "fake", "huge header"])
+def test_broken_safetensors_is_a_one_line_error(tmp_path: Path, damage: str) -> None:
+    good = tmp_path / "good.safetensors"
+    save_generator_file(good, _state(), config=TINY_G, scale=SCALE)
+    path = tmp_path / "broken.safetensors"
+    data = good.read_bytes()
+    path.write_bytes(
+        {
+            "empty": b"",
+            "truncated": data[: len(data) // 2],
+            "fake": b"<html>404 not found</html>",
+            "huge header": (2**40).to_bytes(8, "little") + b"{}",
+        }[damage]
+    )
+    for load in (load_state_file, load_generator):
+        with pytest.raises(UserError, match=r"broken\.safetensors: not a valid safetensors file") as caught:
+            load(path)
+        assert "\n" not in str(caught.value)
+
+
+# --- every command line tool --------------------------------------------------------------------
+
+
+def _commands(path: Path, tmp_path: Path) -> dict[str, list[str]]:
+    good = tmp_path / "good.safetensors"
+    save_generator_file(good, _state(), config=TINY_G, scale=SCALE)
+    return {
+        "sr_gan.upscale": [f"ckpt={path}", f"input={tmp_path}", "device=cpu"],
+        "sr_gan.evaluate": [f"ckpt={path}", f"datasets=[{tmp_path}]", "device=cpu"],
+        "sr_gan.export": [f"ckpt={path}", f"out={tmp_path / 'exported.safetensors'}"],
+        "sr_gan.interpolate": [f"psnr={good}", f"gan={path}", f"out={tmp_path / 'interp.safetensors'}"],
+        "sr_gan.train": [
+            f"model.init_from={path}",
+            "model=srresnet_nobn",
+            "model.generator.num_features=8",
+            "model.generator.num_blocks=1",
+            "data.scale=2",
+            "logger=csv",
+            "trainer.accelerator=cpu",
+            f"paths.output_dir={tmp_path / 'run'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["safetensors", "ckpt"])
+@pytest.mark.parametrize(
+    "tool", ["sr_gan.upscale", "sr_gan.evaluate", "sr_gan.export", "sr_gan.interpolate", "sr_gan.train"]
+)
+def test_every_tool_refuses_the_crafted_file_in_one_line(tmp_path: Path, tool: str, kind: str) -> None:
+    marker = tmp_path / "pwned.txt"
+    path = crafted_file(tmp_path, kind, evil_config(marker))
+    result = run_module(tool, *_commands(path, tmp_path)[tool], cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(errors) == 1 and path.name in errors[0] and EVIL_TARGET in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_every_network_of_archs_is_classified() -> None:
+    """A new generator in sr_gan.archs must be added to the allowlist (or it cannot be loaded)."""
+    import sr_gan.archs as archs
+
+    networks = {name for name in archs.__all__ if isinstance(getattr(archs, name), type)}
+    not_generators = {
+        "RRDB",
+        "ResidualDenseBlock",
+        "SRGANDiscriminator",
+        "UNetDiscriminatorSN",
+        "VGGStyleDiscriminator",
+    }
+    assert networks - not_generators == {cls.__name__ for cls in GENERATORS}
