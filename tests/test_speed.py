@@ -66,3 +66,36 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(make_cfg) -> None
     with pytest.warns(UserWarning, match="model.compile=sr_gan_test_broken"):
         module, _ = _fit(make_cfg("model.ema_decay=null", "trainer.max_steps=2", "model.compile=sr_gan_test_broken"))
     _assert_close(base, [p.detach() for p in module.generator.parameters()], rtol=0.0, atol=0.0)
+
+
+def test_validation_scores_in_float32_under_bf16_autocast(make_cfg) -> None:
+    """Under bf16-mixed the bicubic baseline moved by up to 0.007 dB: metrics must be float32 whatever
+    the training precision."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from sr_gan.metrics import psnr
+    from sr_gan.ops import imresize
+
+    cfg = make_cfg("model.ema_decay=null")
+    scores = {}
+    for precision in ("32-true", "bf16-mixed"):
+        torch.manual_seed(0)
+        module, datamodule = instantiate(cfg.module), instantiate(cfg.data)
+        trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False)
+        (scores[precision],) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    datamodule.setup("validate")
+    expected = []
+    for item in datamodule.val_set:
+        hr = item["hr"][None].float() / 255
+        lr = datamodule.on_after_batch_transfer(
+            datamodule.on_before_batch_transfer(
+                {**item, "hr": item["hr"][None], "index": torch.tensor([item["index"]])}, 0
+            ),
+            0,
+        )["lr"]
+        expected.append(psnr(imresize(lr, 4), hr, crop_border=4))
+    reference = float(torch.cat(expected).mean())
+    for precision, score in scores.items():
+        assert score["val/psnr_bicubic"] == pytest.approx(reference, abs=1e-6), precision
+    assert scores["bf16-mixed"]["val/psnr"] == pytest.approx(scores["32-true"]["val/psnr"], abs=1e-6)
