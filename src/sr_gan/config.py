@@ -56,18 +56,23 @@ def _swept_keys(multirun_yaml: Path) -> set[str]:
     return {o.key_or_group for o in OverridesParser.create().parse_overrides(list(task)) if o.is_sweep_override()}
 
 
+def _gan(*, _root_: DictConfig) -> bool:
+    """``${gan:}``: whether the objective has an adversarial term (a discriminator is trained)."""
+    return _root_.get("loss") is not None and _root_.loss.get("adversarial") is not None
+
+
 def _job_type(*, _root_: DictConfig) -> str:
     """``${job_type:}``: the W&B job type: the training stage, ``gan`` with an adversarial term,
     else ``psnr``; the tool's task name (evaluate, compare) outside training."""
     if _root_.get("task_name") != "train":
         return str(_root_.get("task_name"))
-    return "gan" if _root_.loss.get("adversarial") is not None else "psnr"
+    return "gan" if _gan(_root_=_root_) else "psnr"
 
 
 def register_resolvers() -> None:
     """``${wandb_offline:}`` (true unless ``WANDB_MODE=online``: no account needed) and ``${wandb_online:}``,
     ``${if_pixel_loss:a,b}``,
-    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run)."""
+    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run), ``${gan:}``."""
     resolvers = {
         "wandb_offline": lambda: os.environ.get("WANDB_MODE", "offline") != "online",
         "wandb_online": lambda: os.environ.get("WANDB_MODE", "offline") == "online",
@@ -75,6 +80,7 @@ def register_resolvers() -> None:
         "run_group": _run_group,
         "run_name": _run_name,
         "job_type": _job_type,
+        "gan": _gan,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
