@@ -338,3 +338,10 @@ def test_table_is_printed_before_the_files_are_written(
     with pytest.raises(OSError, match="No space"):
         run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
     assert "bicubic" in capsys.readouterr().out  # the numbers reached the console
+
+
+@pytest.mark.parametrize(("key", "value"), [("tile", -1), ("tile_batch", 0), ("scale", 5), ("lpips", "maybe")])
+def test_bad_settings_are_refused_before_any_work(tmp_path: Path, key: str, value) -> None:
+    with pytest.raises(UserError, match=f"{key}={value} is not allowed") as info:
+        run(_cfg(tmp_path, **{key: value}))
+    assert "\n" not in str(info.value)

@@ -203,8 +203,24 @@ def test_a_decompression_bomb_fails_alone(tmp_path: Path, ckpt: Path) -> None:
     failures = run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(tmp_path / "out")))
     assert len(failures) == 1 and "bomb.png is 30000x30000" in failures[0] and "raise max_pixels" in failures[0]
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["ok_x2.png"]
-    with pytest.raises(UserError, match="max_pixels='many'"):
+    with pytest.raises(UserError, match="max_pixels=many is not allowed: max_pixels must be an integer >= 1 or null"):
         run(_cfg(ckpt=str(ckpt), input=str(folder), max_pixels="many"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("tile", "abc", "an integer >= 0"),
+        ("tile_overlap", -1, "an integer >= 0"),
+        ("tile_batch", 0, "an integer >= 1"),
+        ("precision", "fp8", "one of fp32, bf16, fp16"),
+        ("format", "gif", "one of png, jpg, jpeg, webp"),
+    ],
+)
+def test_bad_settings_are_one_line_before_any_work(ckpt: Path, images: Path, key: str, value, rule: str) -> None:
+    with pytest.raises(UserError, match=f"{key}={value} is not allowed: {key} must be {rule}") as info:
+        run(_cfg(ckpt=str(ckpt), input=str(images), **{key: value}))
+    assert "\n" not in str(info.value)
 
 
 KINDS = {  # name: (H, W, C) pixels

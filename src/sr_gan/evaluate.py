@@ -42,6 +42,7 @@ from sr_gan.evaluate_report import (
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
+from sr_gan.schema import EVALUATE, validate
 from sr_gan.tiling import resolve_device, tiled_forward
 from sr_gan.weights import load_generator
 
@@ -248,6 +249,7 @@ def _check_datasets(entries: list[str]) -> None:
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
+    validate(cfg, EVALUATE)
     console = Console()
     ckpts = [c for c in as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
     entries = as_list(cfg.datasets)

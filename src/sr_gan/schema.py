@@ -111,6 +111,28 @@ TRAIN: Mapping[str, Rule] = {
 }
 
 
+TILING: Mapping[str, Rule] = {
+    "tile": COUNT,
+    "tile_overlap": COUNT,
+    "tile_batch": POSITIVE_INT,
+}
+
+UPSCALE: Mapping[str, Rule] = {
+    **TILING,
+    "precision": Rule(str, choices=("fp32", "bf16", "fp16")),
+    "format": Rule(str, choices=("png", "jpg", "jpeg", "webp")),
+    "max_pixels": Rule(int, low=1, nullable=True),
+}
+
+EVALUATE: Mapping[str, Rule] = {
+    **TILING,
+    "scale": Rule(int, choices=(1, 2, 3, 4, 8), nullable=True),
+    "rgb": Rule(bool),
+    "plot": Rule(bool),
+    "lpips": Rule(object, choices=("auto", True, False)),
+}
+
+
 def validate(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """Raise a one-line UserError for the first key of `rules` whose value is not allowed."""
     for key, rule in rules.items():

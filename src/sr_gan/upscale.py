@@ -35,6 +35,7 @@ from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
+from sr_gan.schema import UPSCALE, validate
 from sr_gan.tiling import resolve_device, sr_tiles
 from sr_gan.weights import load_generator
 
@@ -182,14 +183,9 @@ def upscale_file(
 
 
 def _check(cfg: DictConfig, device: torch.device) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise UserError(f"precision={cfg.precision}: use fp32, bf16 or fp16")
+    validate(cfg, UPSCALE)
     if cfg.precision == "fp16" and device.type == "cpu":
         raise UserError("precision=fp16 needs a CUDA device: use precision=bf16 or fp32 on the CPU")
-    if cfg.format not in WRITE_FORMATS:
-        raise UserError(f"format={cfg.format}: use one of {', '.join(WRITE_FORMATS)}")
-    if cfg.max_pixels is not None and (isinstance(cfg.max_pixels, bool) or not isinstance(cfg.max_pixels, int)):
-        raise UserError(f"max_pixels={cfg.max_pixels!r}: use a whole number of pixels, or null for no limit")
 
 
 def run(cfg: DictConfig) -> list[str]:
