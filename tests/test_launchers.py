@@ -123,12 +123,6 @@ def _first_validation_batch(num_workers: int) -> tuple[int, ...]:
     return tuple(next(iter(data.val_dataloader()))["hr"].shape)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="joblib's loky workers make 'loky' the default start method, which cannot start a DataLoader's "
-    "workers (joblib#1104): SRDataModule must pass multiprocessing_context='fork' there; until then "
-    "hydra/launcher=local needs data.num_workers=0",
-)
 def test_local_launcher_jobs_can_use_loader_workers() -> None:
     from joblib import Parallel, delayed
 

@@ -107,6 +107,7 @@ TRAIN: Mapping[str, Rule] = {
     "trainer.max_steps": POSITIVE_INT,
     "trainer.val_check_interval": POSITIVE_INT,
     "trainer.log_every_n_steps": POSITIVE_INT,
+    "trainer.num_nodes": POSITIVE_INT,
     "trainer.precision": Rule(str, choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")),
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from multiprocessing import get_start_method
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,11 @@ class SRDataModule(L.LightningDataModule):
             sampler=sampler,
             generator=torch.Generator(),  # worker seeds: not drawn from (and not moving) the global RNG
             num_workers=self.num_workers,
+            # Inside a joblib job (hydra/launcher=local) the default start method is joblib's "loky",
+            # which cannot start DataLoader workers (joblib#1104): fork them, as a plain process does.
+            multiprocessing_context="fork"
+            if self.num_workers and get_start_method(allow_none=True) == "loky"
+            else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
