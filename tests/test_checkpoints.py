@@ -209,6 +209,16 @@ def test_ckpt_path_forms(tmp_path: Path) -> None:
         resolve_ckpt_path("nowhere.ckpt", tmp_path)
 
 
+def test_a_requeued_slurm_job_resumes_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert resolve_ckpt_path(None, tmp_path) is None  # the first attempt starts afresh
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resolve_ckpt_path(None, tmp_path) == str(last)
+
+
 def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)

@@ -7,6 +7,7 @@ loggers -> trainer. Returns the monitored metric so Hydra sweepers can optimise 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -59,7 +60,10 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the s
 def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
     """The checkpoint to resume from: a file, an http(s) URL, a run folder (its last.ckpt), or
     ``last``: this run folder's ``checkpoints/last.ckpt`` if it exists (a requeued job with a fixed
-    ``hydra.run.dir``), else none and the run starts afresh."""
+    ``hydra.run.dir``), else none and the run starts afresh. A SLURM job that was requeued
+    (``SLURM_RESTART_COUNT`` > 0) resumes as with ``last`` when no ckpt_path is given."""
+    if value in (None, "") and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        value = "last"  # a requeued SLURM job continues its run folder rather than overwrite it
     if value in (None, ""):
         return None
     if is_url(value):
