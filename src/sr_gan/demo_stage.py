@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -59,10 +60,9 @@ def _kept(override: str) -> bool:
     return any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in _KEPT)
 
 
-def psnr_stage_checkpoint(cfg: DictConfig) -> Path:
-    """The last.ckpt of the demo PSNR stage matching `cfg`, trained first if no finished one is cached."""
-    from sr_gan.train import train  # the stage is a training run of its own
-
+def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]) -> Path:
+    """The last.ckpt of the demo PSNR stage matching `cfg`, trained first with `train` (sr_gan.train's)
+    if no finished one is cached."""
     stage = stage_config(cfg)
     folder = Path(stage.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)

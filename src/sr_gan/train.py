@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     quiet_third_party_noise()
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
-        cfg.model.init_from = str(psnr_stage_checkpoint(cfg))
+        cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if cfg.get("seed") is not None:
