@@ -53,10 +53,11 @@ def tiny_discriminator(seed: int = 1) -> nn.Module:
 
 
 class GradientLoss(nn.Module):
-    """Stand-in for the perceptual term: L1 between horizontal image gradients (not the pixel L1)."""
+    """Stand-in for the perceptual term: L1 between horizontal image gradients (not the pixel L1).
+    Like the VGG loss it treats HR as a constant, so SR and HR swapped would give G no gradient."""
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
-        return (sr.diff(dim=-1) - hr.diff(dim=-1)).abs().mean()
+        return (sr.diff(dim=-1) - hr.detach().diff(dim=-1)).abs().mean()
 
 
 # ---------------------------------------------------------------------------- hand-written losses
