@@ -314,6 +314,25 @@ def test_each_batch_steps_g_then_d_by_sgd_on_its_own_loss(tmp_path: Path) -> Non
                 torch.testing.assert_close(p.detach(), p0.detach() - 1e-2 * g, rtol=0, atol=1e-7)
 
 
+def test_each_player_gets_gradients_once_per_batch(tmp_path: Path) -> None:
+    """Hooks count every gradient computed for a parameter: G's only in the G step, D's only in the
+    D step (a G step whose backward reached D, or a D step reaching G, would count twice)."""
+    module, _, _ = make_module()
+    counts = {"g": 0, "d": 0}
+
+    def count(name: str) -> Callable[[Tensor], None]:
+        return lambda grad: counts.__setitem__(name, counts[name] + 1)
+
+    for name, player in (("g", module.generator), ("d", module.discriminator)):
+        for p in player.parameters():
+            p.register_hook(count(name))
+    fit(module, fixed_batch(), tmp_path, batches=2)
+    assert counts == {
+        "g": 2 * len(list(module.generator.parameters())),
+        "d": 2 * len(list(module.discriminator.parameters())),
+    }
+
+
 def test_one_step_lowers_each_players_loss_by_lr_times_grad_squared(tmp_path: Path) -> None:
     """Sign and size: D's loss on its batch falls and D(real) - D(fake) grows; G's loss (against D0) falls.
 
