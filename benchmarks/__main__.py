@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_imresize, bench_train_step
+from benchmarks import bench_data, bench_degradation, bench_imresize, bench_train_step
 
 
 def main() -> None:
@@ -20,7 +20,12 @@ def main() -> None:
         help="tiny: CPU-sized nets; paper: RRDBNet 23 blocks at 128 px (GPU)",
     )
     args = parser.parse_args()
-    rows = [*bench_train_step.run(args.device, args.size), *bench_imresize.run(args.device)]
+    rows = [
+        *bench_train_step.run(args.device, args.size),
+        *bench_imresize.run(args.device),
+        *bench_data.run(),
+        *bench_degradation.run(args.device, args.size),
+    ]
     table = Table(title="sr-gan benchmarks (ratio = baseline time / ours; > 1 means we are faster)")
     for column in ("benchmark", "device", "ours", "baseline", "ratio"):
         table.add_column(column)

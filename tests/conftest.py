@@ -31,7 +31,6 @@ TINY = [
     "data.patch_size=32",
     "data.batch_size=2",
     "data.num_workers=0",
-    "data.repeat=2",
     "trainer.accelerator=cpu",
     "trainer.max_steps=2",
     "trainer.val_check_interval=2",

@@ -213,7 +213,41 @@ def test_vgg_discriminator_parameter_count_and_keys() -> None:
     assert net.conv0_0.bias is not None and net.conv0_1.bias is None and net.conv4_1.bias is None
 
 
-@pytest.mark.parametrize("input_size", [32, 64, 128])
+def _reference_vgg_shapes(num_feat: int, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of BasicSR's VGGStyleDiscriminator (128 or 256 px), written from its layout."""
+    channels = [num_feat, num_feat * 2, num_feat * 4, num_feat * 8, num_feat * 8, num_feat * 8]
+    stages = 6 if input_size == 256 else 5  # conv5_*/bn5_* exist at 256 px only
+    shapes = {
+        "conv0_0.weight": (num_feat, 3, 3, 3),
+        "conv0_0.bias": (num_feat,),
+        "conv0_1.weight": (num_feat,) * 2 + (4, 4),
+    }
+    shapes |= {f"bn0_1.{p}": (num_feat,) for p in ("weight", "bias", "running_mean", "running_var")}
+    for k in range(1, stages):
+        c_in, c_out = channels[k - 1], channels[k]
+        shapes |= {f"conv{k}_0.weight": (c_out, c_in, 3, 3), f"conv{k}_1.weight": (c_out, c_out, 4, 4)}
+        for bn in (f"bn{k}_0", f"bn{k}_1"):
+            shapes |= {f"{bn}.{p}": (c_out,) for p in ("weight", "bias", "running_mean", "running_var")}
+    shapes |= {"linear1.weight": (100, num_feat * 8 * 4 * 4), "linear1.bias": (100,)}
+    return shapes | {"linear2.weight": (1, 100), "linear2.bias": (1,)}
+
+
+@pytest.mark.parametrize(("input_size", "parameters"), [(128, 14_499_401), (256, 21_055_049)])
+def test_vgg_discriminator_has_the_reference_layout(input_size: int, parameters: int) -> None:
+    """128 px is unchanged; 256 px adds stage 5 and keeps 4x4 features, so reference weights load."""
+    net = VGGStyleDiscriminator(input_size=input_size)
+    # 256 px: 14,499,401 + conv5_0 (512·512·9) + conv5_1 (512·512·16) + 2 BN (2·512 each) = 21,055,049
+    assert count_parameters(net) == parameters
+    shapes = {key: tuple(value.shape) for key, value in net.state_dict().items() if "num_batches" not in key}
+    assert shapes == _reference_vgg_shapes(64, input_size)
+    reference = {key: torch.randn(shape) for key, shape in _reference_vgg_shapes(4, input_size).items()}
+    tiny = VGGStyleDiscriminator(num_features=4, input_size=input_size)
+    loaded = tiny.load_state_dict(reference, strict=False)
+    assert not loaded.unexpected_keys and all(key.endswith("num_batches_tracked") for key in loaded.missing_keys)
+    assert tiny.eval()(torch.rand(2, 3, input_size, input_size)).shape == (2, 1)
+
+
+@pytest.mark.parametrize("input_size", [32, 64, 128, 256])
 def test_vgg_discriminator_output_shape(input_size: int) -> None:
     net = VGGStyleDiscriminator(num_features=4, input_size=input_size)
     assert net(torch.rand(2, 3, input_size, input_size)).shape == (2, 1)

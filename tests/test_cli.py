@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.io import write_png
 
-from sr_gan.data import ValImageDataset
+from sr_gan.data import ValImageDataset, read_image
+from sr_gan.data.demo import prepare_skimage_photos
 from sr_gan.metrics import psnr
 from sr_gan.ops import bicubic_degrade, imresize
 from tests.conftest import TINY
@@ -27,11 +29,11 @@ def _tiny(*extra: str) -> list[str]:
     return [o for o in TINY if not o.startswith(("logger=", "trainer.max_steps"))] + list(extra)
 
 
-def _demo_val_bicubic_psnr() -> float:
-    """Mean PSNR of bicubic x4 over the demo's two validation photos, computed here from the files."""
-    val = ValImageDataset(hr_dir=Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos" / "val", scale=4)
+def _bicubic_psnr(folder: Path, *, images: int) -> float:
+    """Mean PSNR of bicubic x4 over the (mod-cropped) images of `folder`, computed here from the files."""
+    val = ValImageDataset(hr_dir=folder, scale=4)
     hrs = [item["hr"][None].float() / 255 for item in val]
-    assert len(hrs) == 2
+    assert len(hrs) == images
     return torch.cat([psnr(imresize(bicubic_degrade(hr, 4), 4), hr, crop_border=4) for hr in hrs]).mean().item()
 
 
@@ -52,7 +54,8 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     best = max(validated, key=lambda r: float(r["val/psnr"]))
     for key in ("psnr", "ssim"):
         assert float(tested[f"test/{key}"]) == pytest.approx(float(best[f"val/{key}"]), abs=1e-4)
-    assert float(validated[-1]["val/psnr_bicubic"]) == pytest.approx(_demo_val_bicubic_psnr(), abs=1e-4)
+    demo_val = Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos" / "val"
+    assert float(validated[-1]["val/psnr_bicubic"]) == pytest.approx(_bicubic_psnr(demo_val, images=2), abs=1e-4)
     assert list((run / "samples").glob("val_*/*.png")), "validation strips written"
     assert list((run / "wandb").glob("offline-run-*")), "W&B ran offline beside the Hydra output"
 
@@ -84,14 +87,25 @@ def test_train_cli_bad_settings_fail_in_one_line(tmp_path: Path, overrides, mess
 
 
 def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    """trainer=ddp: G and D in one module under DDP, rank-0-only files, metrics reduced over ranks."""
+    """trainer=ddp: G and D in one module under DDP, rank-0-only files, metrics reduced over ranks;
+    3 validation images on 2 ranks: each counted once (a padding sampler would repeat one)."""
+    demo = Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos"
+    prepare_skimage_photos(demo)
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    for source in sorted((demo / "val").iterdir()):
+        (val_dir / source.name).write_bytes(source.read_bytes())
+    astronaut = read_image(demo / "train" / "astronaut.png")[:, 100:180, 120:220]  # a third, odd-sized image
+    write_png(astronaut.contiguous(), str(val_dir / "astronaut.png"))
     overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-    proc = _run(tmp_path, *_tiny(*overrides, "loss=ragan", "trainer.max_steps=4", "logger=csv"))
+    data = ["data=folder", f"data.train_hr_dir={demo / 'train'}", f"data.val_hr_dir={val_dir}", "data.batch_size=2"]
+    proc = _run(tmp_path, *_tiny(*overrides, *data, "loss=ragan", "trainer.max_steps=4", "logger=csv"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "train" / "runs").iterdir()
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # per rank
+    assert ckpt["SRDataModule"]["stream_position"] == 4 * 2 * 2  # batches x batch size x ranks
     with open(run / "csv" / "metrics.csv") as f:
         tested = [r for r in csv.DictReader(f) if r.get("test/psnr_bicubic")]
-    # Each rank saw half of the validation images: the logged mean must be over all of them.
-    assert float(tested[-1]["test/psnr_bicubic"]) == pytest.approx(_demo_val_bicubic_psnr(), abs=1e-4)
+    # 3 images on 2 ranks: the logged mean must be over each image once
+    assert float(tested[-1]["test/psnr_bicubic"]) == pytest.approx(_bicubic_psnr(val_dir, images=3), abs=1e-4)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -15,8 +15,9 @@ from PIL import Image
 from torchvision.io import write_png
 
 from sr_gan.data import DataError, SRDataModule, TrainPatchDataset, ValImageDataset, demo, paired_augment, read_image
+from sr_gan.data.sampler import PatchStream, ShardSampler
 from sr_gan.errors import UserError
-from sr_gan.ops import imresize
+from sr_gan.ops import BicubicDegradation, imresize
 
 SCALE = 4
 
@@ -122,29 +123,66 @@ def test_patch_size_and_small_image_errors_name_the_keys(div2k: dict[str, Path])
         TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=48)
 
 
+def stream_keys(num_images: int, count: int, seed: int = 0) -> list[tuple[int, int]]:
+    return list(itertools.islice(PatchStream(num_images, seed=seed), count))
+
+
 @pytest.mark.parametrize("cache", [False, True])
 def test_train_crops_are_aligned_on_the_scale_grid(div2k: dict[str, Path], cache: bool) -> None:
-    torch.manual_seed(0)
-    paired = TrainPatchDataset(
-        hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16, repeat=3, cache=cache
-    )
-    assert len(paired) == 6
+    paired = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16, cache=cache)
+    assert len(paired) == 2
     corners = set()
-    for i in range(60):
-        item = paired[i % len(paired)]
+    for key in stream_keys(len(paired), 60):
+        item = paired[key]
         assert item["hr"].shape == (3, 16, 16) and item["lr"].shape == (3, 4, 4)
         assert item["hr"].dtype == torch.uint8 and item["lr"].dtype == torch.uint8
         # every LR colour is unique in the image, so equality pins the LR crop to the HR crop
         assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
         corners.add(tuple(item["lr"][:, 0, 0].tolist()))
+        again = paired[key]  # a patch is a function of its key alone
+        assert all(torch.equal(again[k], item[k]) for k in item)
     assert len(corners) > 10  # random positions
 
     hr_only = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16)
-    for i in range(20):
-        patch = hr_only[i % 2]["hr"]
-        assert list(hr_only[i % 2]) == ["hr"]
+    for key in stream_keys(len(hr_only), 20):
+        item = hr_only[key]
+        assert set(item) == {"hr", "flips", "seed"} and int(item["seed"]) == key[1]
         # an HR crop on the scale grid holds whole constant 4x4 blocks
-        assert torch.equal(upsample_nearest(patch[:, ::SCALE, ::SCALE]), patch)
+        assert torch.equal(upsample_nearest(item["hr"][:, ::SCALE, ::SCALE]), item["hr"])
+
+
+def test_patch_flips_are_drawn_per_key_and_off_without_augment(div2k: dict[str, Path]) -> None:
+    keys = stream_keys(2, 400)
+    flips = torch.stack([TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16)[k]["flips"] for k in keys])
+    assert flips.dtype == torch.bool and flips.shape == (400, 3)
+    assert (flips.float().mean(0) - 0.5).abs().max() < 0.1  # each transform for about half the patches
+    plain = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16, augment=False)
+    assert not any(plain[k]["flips"].any() for k in keys[:20])
+
+
+# --- the patch stream ---------------------------------------------------------------------------
+
+
+def test_patch_stream_visits_every_image_once_per_pass_and_resumes_exactly() -> None:
+    keys = stream_keys(5, 30, seed=7)
+    for start in range(0, 30, 5):
+        assert sorted(index for index, _ in keys[start : start + 5]) == [0, 1, 2, 3, 4]
+    assert [k[0] for k in keys[:5]] != [k[0] for k in keys[5:10]]  # a new order each pass
+    assert len({seed for _, seed in keys}) == 30  # a distinct crop seed per position
+    resumed = list(itertools.islice(PatchStream(5, seed=7, start=13), 17))
+    assert resumed == keys[13:]
+    assert stream_keys(5, 30, seed=8) != keys
+
+
+def test_patch_stream_ranks_share_the_single_process_stream() -> None:
+    single = stream_keys(7, 24, seed=3)
+    ranks = [list(itertools.islice(PatchStream(7, seed=3, start=6, rank=r, world_size=3), 6)) for r in range(3)]
+    assert [key for step in zip(*ranks) for key in step] == single[6:]
+
+
+def test_shard_sampler_splits_without_padding() -> None:
+    shards = [list(ShardSampler(5, rank=r, world_size=2)) for r in range(2)]
+    assert shards == [[0, 2, 4], [1, 3]] and [len(ShardSampler(5, rank=r, world_size=2)) for r in range(2)] == [3, 2]
 
 
 # --- on-device augmentation ---------------------------------------------------------------------
@@ -156,31 +194,34 @@ def dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     return rotations + [r.flip(-1) for r in rotations]
 
 
+def all_flips(batch: int) -> torch.Tensor:
+    """(batch, 3) booleans cycling through the 8 combinations."""
+    codes = torch.arange(batch) % 8
+    return torch.stack([codes & 1, codes & 2, codes & 4], dim=1).bool()
+
+
 def test_paired_augment_keeps_hr_and_lr_aligned_per_sample() -> None:
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(64, 3, 8, 8, generator=g)
     lr = F.avg_pool2d(hr, 2)  # (64, 3, 4, 4)
-    aug_hr, aug_lr = paired_augment(hr, lr, generator=torch.Generator().manual_seed(1))
+    aug_hr, aug_lr = paired_augment(hr, lr, all_flips(64))
     torch.testing.assert_close(aug_lr, F.avg_pool2d(aug_hr, 2))
-    assert not torch.equal(aug_hr, hr)
-    same = paired_augment(hr, lr, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(same[0], aug_hr) and torch.equal(same[1], aug_lr)
+    assert torch.equal(aug_hr[::8], hr[::8]) and not torch.equal(aug_hr, hr)  # code 0 is the identity
 
-    off, none = paired_augment(hr, None, hflip=False, vflip=False, rot90=False)
+    off, none = paired_augment(hr, None, torch.zeros(64, 3, dtype=torch.bool))
     assert torch.equal(off, hr) and none is None
     with pytest.raises(ValueError, match="square"):
-        paired_augment(torch.zeros(2, 3, 8, 6), None)
+        paired_augment(torch.zeros(2, 3, 8, 6), None, torch.zeros(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="batch size"):
+        paired_augment(hr, lr, torch.zeros(3, 3, dtype=torch.bool))
 
 
-def test_paired_augment_draws_all_eight_dihedral_transforms() -> None:
+def test_paired_augment_gives_each_of_the_eight_dihedral_transforms() -> None:
     base = torch.arange(3 * 6 * 6, dtype=torch.uint8).view(3, 6, 6)  # no symmetry
-    batch = base.expand(800, -1, -1, -1)
-    out, _ = paired_augment(batch, None, generator=torch.Generator().manual_seed(0))
+    out, _ = paired_augment(base.expand(8, -1, -1, -1), None, all_flips(8))
     references = torch.stack(dihedral(base))  # (8, 3, 6, 6)
-    matches = (out[:, None] == references[None]).flatten(2).all(-1)  # (800, 8)
-    assert torch.equal(matches.sum(1), torch.ones(800, dtype=torch.long))  # each output is one of them
-    counts = matches.sum(0)
-    assert counts.min() > 60, counts  # all 8 occur, about 100 each
+    matches = (out[:, None] == references[None]).flatten(2).all(-1)  # (8, 8)
+    assert torch.equal(matches.sum(0), torch.ones(8, dtype=torch.long))  # a permutation of the group
 
 
 # --- datamodule ---------------------------------------------------------------------------------
@@ -200,10 +241,15 @@ def folders(tmp_path: Path) -> dict[str, Path]:
     return {"train": tmp_path / "train", "val": tmp_path / "val"}
 
 
+def transfer(dm: SRDataModule, batch: dict) -> dict:
+    """What Lightning does with a batch between the loader and the step (on the CPU here)."""
+    return dm.on_after_batch_transfer(dm.on_before_batch_transfer(batch, 0), 0)
+
+
 def make_datamodule(folders: dict[str, Path], **overrides) -> SRDataModule:
     options = dict(
         train_hr_dir=folders["train"], val_hr_dir=folders["val"], scale=SCALE, patch_size=16,
-        batch_size=4, num_workers=0, repeat=4,
+        batch_size=4, num_workers=0,
     )  # fmt: skip
     return SRDataModule(**{**options, **overrides})
 
@@ -215,11 +261,14 @@ def test_datamodule_makes_quantized_bicubic_lr_on_the_fly(folders: dict[str, Pat
     dm.setup("fit")
     assert calls == [1] and (dm.scale, dm.patch_size) == (SCALE, 16)
     loader = dm.train_dataloader()
-    assert len(loader) == 3  # 12 patches, batches of 4
+    with pytest.raises(TypeError):
+        len(loader)  # endless: the batch budget ends a run
 
     raw = next(iter(loader))
-    assert raw["hr"].dtype == torch.uint8 and set(raw) == {"hr"}
-    batch = dm.on_after_batch_transfer(raw, 0)  # no trainer attached: no augmentation
+    assert raw["hr"].dtype == torch.uint8 and set(raw) == {"hr", "flips", "seed"}
+    raw["flips"].zero_()  # identity, to compare with the raw patches
+    batch = transfer(dm, raw)
+    assert set(batch) == {"hr", "lr", "seed"}
     hr, lr = batch["hr"], batch["lr"]
     assert hr.dtype == lr.dtype == torch.float32
     assert hr.shape == (4, 3, 16, 16) and lr.shape == (4, 3, 4, 4)
@@ -227,36 +276,29 @@ def test_datamodule_makes_quantized_bicubic_lr_on_the_fly(folders: dict[str, Pat
     torch.testing.assert_close(lr, imresize(hr, 1 / SCALE), atol=0.5 / 255 + 1e-6, rtol=0)
     assert torch.equal(lr * 255, (lr * 255).round()) and lr.min() >= 0 and lr.max() <= 1
 
-    dm_float = make_datamodule(folders, quantize_lr=False)
-    torch.testing.assert_close(dm_float.on_after_batch_transfer(raw, 0)["lr"], imresize(hr, 1 / SCALE))
+    dm_float = make_datamodule(folders, degradation=BicubicDegradation(scale=SCALE, quantize=False))
+    raw["flips"] = torch.zeros(4, 3, dtype=torch.bool)
+    torch.testing.assert_close(transfer(dm_float, raw)["lr"], imresize(hr, 1 / SCALE))
 
-    val = [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+    val = [transfer(dm, b) for b in dm.val_dataloader()]
     assert len(val) == 1 and val[0]["name"] == ["odd"]
     assert val[0]["hr"].shape == (1, 3, 44, 48) and val[0]["lr"].shape == (1, 3, 11, 12)  # mod-cropped
     assert len(dm.test_dataloader()) == 1
 
 
-def test_datamodule_augments_paired_lr_only_while_training(div2k: dict[str, Path]) -> None:
+def test_datamodule_applies_the_patch_flips_to_paired_lr(div2k: dict[str, Path]) -> None:
     dm = SRDataModule(
         train_hr_dir=div2k["hr"], train_lr_dir=div2k["lr"], val_hr_dir=div2k["hr"], val_lr_dir=div2k["lr"],
-        scale=SCALE, patch_size=16, batch_size=2, num_workers=0, repeat=8,
+        scale=SCALE, patch_size=16, batch_size=32, num_workers=0,
     )  # fmt: skip
     dm.setup("fit")
     raw = next(iter(dm.train_dataloader()))
-    raw = {k: torch.cat([v] * 16) for k, v in raw.items()}  # (32, ...): identity for all is unlikely
-    dm.trainer = SimpleNamespace(training=False)
-    plain = dm.on_after_batch_transfer(raw, 0)
+    assert raw["flips"].any() and not raw["flips"].all()
+    plain = transfer(dm, {**raw, "flips": torch.zeros_like(raw["flips"])})
     torch.testing.assert_close(plain["lr"], raw["lr"].float() / 255)
-    dm.trainer = SimpleNamespace(training=True)
-    augmented = dm.on_after_batch_transfer(raw, 0)
+    augmented = transfer(dm, dict(raw))
     assert not torch.equal(augmented["hr"], plain["hr"])
     assert torch.equal(upsample_nearest(augmented["lr"]), augmented["hr"])  # still aligned
-
-
-def test_datamodule_rejects_an_epoch_shorter_than_a_batch(folders: dict[str, Path]) -> None:
-    dm = make_datamodule(folders, repeat=1, batch_size=8)
-    with pytest.raises(DataError, match=r"data\.batch_size=8.*data\.repeat"):
-        dm.setup("fit")
 
 
 class _Probe(L.LightningModule):
@@ -279,17 +321,18 @@ class _Probe(L.LightningModule):
 
 
 def test_datamodule_under_a_real_trainer_augments_training_batches_only(tmp_path: Path) -> None:
-    image = smooth_image(16, 16, 3)
+    image = smooth_image(32, 32, 3)
     save(image, tmp_path / "train" / "a.png")
     save(image, tmp_path / "val" / "a.png")
     dm = SRDataModule(
-        train_hr_dir=tmp_path / "train", val_hr_dir=tmp_path / "val", scale=SCALE, patch_size=16,
-        batch_size=8, num_workers=2, repeat=24, cache=True,
+        train_hr_dir=tmp_path / "train", val_hr_dir=tmp_path / "val", scale=SCALE, patch_size=32,
+        batch_size=8, num_workers=2, cache=True,
     )  # fmt: skip
     probe = _Probe()
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+        accelerator="cpu", max_steps=3, val_check_interval=3, check_val_every_n_epoch=None, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(probe, datamodule=dm)
 
@@ -300,7 +343,7 @@ def test_datamodule_under_a_real_trainer_augments_training_batches_only(tmp_path
     seen = {tuple(int(torch.equal(to_uint8(x), t)) for t in references) for x in torch.cat(probe.train_hr)}
     assert len(seen) > 1 and all(sum(t) == 1 for t in seen)  # flipped/rotated copies of the image
     assert len(probe.val_batches) == 1 and torch.equal(to_uint8(probe.val_batches[0]["hr"][0]), image)
-    assert probe.val_batches[0]["lr"].shape == (1, 3, 4, 4)
+    assert probe.val_batches[0]["lr"].shape == (1, 3, 8, 8)
 
 
 # --- the embedded demo set ----------------------------------------------------------------------
@@ -352,3 +395,90 @@ def test_demo_refuses_a_foreign_folder_and_honours_the_cache_variable(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert demo.default_cache_dir() == tmp_path / "xdg" / "sr_gan"
     assert os.fspath(demo.DEMO_ROOT).endswith(os.path.join("sr_gan", "skimage_photos"))
+
+
+def test_prepared_folders_give_the_same_patches_as_the_image_files(div2k: dict[str, Path]) -> None:
+    from sr_gan.data.prepared import prepare_folder
+
+    keys = stream_keys(2, 12)
+    decoded = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    expected = [decoded[k] for k in keys]
+    prepare_folder(div2k["hr"], progress=False)
+    hr_only = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    assert hr_only.prepared["hr"] is not None and hr_only.prepared["lr"] is None and hr_only.decoded
+    prepare_folder(div2k["lr"], progress=False)
+    prepared = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    assert not prepared.decoded
+    for dataset in (hr_only, prepared):
+        for key, item in zip(keys, expected):
+            assert all(torch.equal(dataset[key][k], item[k]) for k in item)
+    off = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16, use_prepared=False)
+    assert off.prepared == {"hr": None}
+
+
+def test_every_unusable_image_is_reported_at_start_up_once(tmp_path: Path) -> None:
+    for name in ("a", "b", "c", "d"):
+        save(smooth_image(40, 40, 1), tmp_path / "train" / f"{name}.png")
+    (tmp_path / "train" / "b.png").write_bytes(b"garbage")
+    (tmp_path / "train" / "d.png").write_bytes((tmp_path / "train" / "a.png").read_bytes()[:200])  # header only
+    with pytest.raises(DataError, match=r"cannot read image .*b\.png") as info:
+        TrainPatchDataset(hr_dir=tmp_path / "train", scale=SCALE, patch_size=16)  # headers: b only
+    assert "d.png" not in str(info.value)
+    with pytest.raises(DataError) as info:
+        TrainPatchDataset(hr_dir=tmp_path / "train", scale=SCALE, patch_size=16, verify=True)
+    message = str(info.value)
+    assert message.startswith("2 images of") and message.count("cannot read image") == 2
+    assert "b.png" in message and "d.png" in message and "a.png" not in message
+    assert "\n" not in message
+
+
+def test_a_validation_image_too_small_for_ssim_is_named_at_start_up(tmp_path: Path) -> None:
+    save(smooth_image(48, 48, 1), tmp_path / "val" / "fine.png")
+    save(smooth_image(18, 60, 2), tmp_path / "val" / "tiny.png")  # 16 px after mod-crop, needs 11 + 2 * 4
+    with pytest.raises(DataError, match=r"smaller than 19x19 .*tiny\.png \(60x16\)") as info:
+        ValImageDataset(hr_dir=tmp_path / "val", scale=SCALE)
+    assert "fine.png" not in str(info.value)
+
+
+def test_a_worker_error_prints_as_its_own_one_line(div2k: dict[str, Path], tmp_path: Path) -> None:
+    from sr_gan.errors import one_line
+
+    dataset = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16)
+    dataset.pairs[0].hr.write_bytes(b"broken after the start-up scan")
+    loader = torch.utils.data.DataLoader(dataset, sampler=PatchStream(1, seed=0), batch_size=1, num_workers=1)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert "Traceback" in str(info.value)  # how DataLoader re-raises a worker's error
+    assert one_line(info.value).startswith("cannot read image ") and "0001.png" in one_line(info.value)
+
+
+def test_validation_keeps_the_first_images_and_their_aligned_centres(div2k: dict[str, Path]) -> None:
+    whole = ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
+    small = ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, max_images=1, crop=22)
+    assert len(small) == 1 and small.crop == 20
+    item, full = small[0], whole[0]  # HR 48x40 (WxH): centre 20x20 from top 8, left 12
+    assert item["hr"].shape == (3, 20, 20) and item["lr"].shape == (3, 5, 5)
+    assert torch.equal(item["hr"], full["hr"][:, 8:28, 12:32]) and torch.equal(item["lr"], full["lr"][:, 2:7, 3:8])
+    assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
+    with pytest.raises(DataError, match=r"data\.val_crop=12 is below 19"):
+        ValImageDataset(hr_dir=div2k["hr"], scale=SCALE, crop=12)
+
+
+def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(folders: dict[str, Path]) -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "degradation" / "realesrgan.yaml")
+    config.scale = SCALE
+    dm = make_datamodule(folders, degradation=instantiate(config), patch_size=32)
+    dm.setup("fit")
+    loader = iter(dm.train_dataloader())
+    raw, other = next(loader), next(loader)
+    first, again, second = transfer(dm, dict(raw)), transfer(dm, dict(raw)), transfer(dm, dict(other))
+    assert first["lr"].shape == (4, 3, 8, 8) and first["hr"].shape == (4, 3, 32, 32)
+    assert torch.equal(first["lr"], again["lr"])  # a function of the batch's patch seed
+    assert not torch.equal(first["lr"], transfer(dm, {**raw, "seed": raw["seed"] + 1})["lr"])
+    assert not torch.equal(first["lr"], imresize(first["hr"], 1 / SCALE))  # not the bicubic LR
+    val = [transfer(dm, b) for b in dm.val_dataloader()]
+    assert torch.equal(val[0]["lr"], transfer(dm, next(iter(dm.val_dataloader())))["lr"])  # fixed per image
+    assert second["lr"].shape == first["lr"].shape

@@ -16,7 +16,7 @@ from torchmetrics.functional.image import learned_perceptual_image_patch_similar
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
-from sr_gan.evaluate import find_benchmark, run
+from sr_gan.evaluate import find_benchmark, model_names, run
 from sr_gan.ops import imresize
 from sr_gan.perception import lpips_backbone_path
 from sr_gan.weights import save_generator_file
@@ -288,3 +288,61 @@ def test_cli_bicubic_baseline_writes_reports(tmp_path: Path, photos: Path) -> No
     bad = run_module("sr_gan.evaluate", "datasets=[NoSuchSet]", cwd=work, env=env)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "NoSuchSet" in bad.stderr
+
+
+def _run_checkpoint(path: Path, seed: int) -> SRResNet:
+    """A Lightning-style checkpoint as sr_gan.train writes it (generator keys, config and scale)."""
+    torch.manual_seed(seed)
+    net = SRResNet(num_features=8, num_blocks=1, scale=SCALE)
+    state = {f"generator.{key}": value for key, value in net.state_dict().items()}
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state, "sr_gan": {"generator": TINY_G, "scale": SCALE}}, path)
+    return net.eval()
+
+
+def test_two_runs_best_checkpoints_get_one_row_each(tmp_path: Path, photos: Path) -> None:
+    """runA/checkpoints/best.ckpt and runB/checkpoints/best.ckpt: rows named by run (both were
+    `checkpoints/best` before, and the run crashed at the end, writing nothing)."""
+    ckpts = [tmp_path / run / "checkpoints" / "best.ckpt" for run in ("runA", "runB")]
+    nets = [_run_checkpoint(path, seed) for seed, path in enumerate(ckpts)]
+    rows = run(_cfg(tmp_path, ckpt=[str(p) for p in ckpts], datasets=[str(photos)]))
+    assert [r["model"] for r in rows] == ["bicubic", "runA/best", "runB/best"]
+    assert rows[1]["psnr_y"] != rows[2]["psnr_y"]  # two different generators, not one twice
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["ckpt"] == {"runA/best": str(ckpts[0]), "runB/best": str(ckpts[1])}
+    hr = np.asarray(Image.open(photos / "coffee.png"))[:48, :50]
+    lr = torch.round(imresize(_to_tensor(hr), 1 / SCALE).clamp(0, 1) * 255) / 255
+    with torch.no_grad():
+        expected = _reference(hr, _to_numpy(nets[1](lr.float())))
+    assert report["per_image"]["photos"]["runB/best"]["coffee"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_model_names_stay_unique() -> None:
+    names = model_names(
+        [Path("s1/0/checkpoints/best.ckpt"), Path("s2/0/checkpoints/best.ckpt"), Path("s2/0/checkpoints/last.ckpt")]
+    )
+    assert names == ["s1/0/best", "s2/0/best", "0/last"]
+    assert model_names([Path("a/psnr.safetensors"), Path("b/gan.pth")]) == ["psnr", "gan"]
+    with pytest.raises(UserError, match="twice"):
+        model_names([Path("g.pth"), Path("g.pth")])
+
+
+def test_unwritable_out_dir_fails_before_any_work(tmp_path: Path, photos: Path) -> None:
+    """A file where out_dir's parent should be: one-line error, before a model is loaded."""
+    (tmp_path / "a_file").write_text("not a folder")
+    cfg = _cfg(tmp_path, ckpt=str(tmp_path / "missing.safetensors"), datasets=[str(photos)])
+    cfg.out_dir = str(tmp_path / "a_file" / "eval")
+    with pytest.raises(UserError, match="out_dir=.*a_file/eval is not writable"):
+        run(cfg)  # the missing checkpoint is never reached
+
+
+def test_table_is_printed_before_the_files_are_written(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("sr_gan.evaluate.write_reports", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
+    assert "bicubic" in capsys.readouterr().out  # the numbers reached the console

@@ -378,14 +378,21 @@ def test_discriminator_warm_up_leaves_g_and_its_ema_untouched(tmp_path: Path) ->
 
 
 # ---------------------------------------------------------------------------- EMA and validation
-def test_ema_follows_each_g_step_with_its_decay(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("from_weights", "decay"),
+    [(True, 0.75), (False, 0.1)],  # random start: the decay ramps up as (1 + t) / (10 + t), t = 0 here
+    ids=["init_from", "random-init"],
+)
+def test_ema_follows_a_g_step_with_its_decay(from_weights: bool, decay: float, tmp_path: Path) -> None:
     module, _, _ = make_module(ema_decay=0.75)
+    if from_weights:  # a PSNR-stage G: the EMA starts from trained weights and keeps the constant decay
+        module.init_generator_from(tiny_generator(seed=7).state_dict())
     start = params(module.generator)
     assert all(torch.equal(a, b) for a, b in zip(start, module.generator_ema.parameters(), strict=True))
     fit(module, fixed_batch(), tmp_path)
     for e, s, p in zip(module.generator_ema.parameters(), start, module.generator.parameters(), strict=True):
         assert not torch.equal(s, p)
-        torch.testing.assert_close(e, 0.75 * s + 0.25 * p.detach())
+        torch.testing.assert_close(e, decay * s + (1 - decay) * p.detach())
 
 
 def _mean_metric(metric: Callable, upscale: Callable[[Tensor], Tensor], images: dict[str, Tensor]) -> float:

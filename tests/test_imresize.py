@@ -170,3 +170,23 @@ def test_constant_image_stays_constant_and_rejects_bad_input():
         imresize(x, 2, size=(4, 4))
     with pytest.raises(TypeError, match="float"):
         imresize(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 1 / 2)
+
+
+def test_matrix_cached_under_inference_mode_still_trains():
+    """Validation (inference mode) fills the cache first; a later training call must backpropagate."""
+    from sr_gan.ops.imresize import _CACHE_SIZE, _resize_matrix
+
+    _resize_matrix.cache_clear()
+    x = torch.rand(2, 3, 24, 20)
+    with torch.inference_mode():
+        validated = imresize(x, 1 / 4)  # fills the cache with this shape's matrices
+    assert _resize_matrix.cache_info().currsize == 2
+    trained = x.clone().requires_grad_()
+    out = imresize(trained, 1 / 4)  # cache hit: the matrices must not be inference tensors
+    assert _resize_matrix.cache_info().hits == 2
+    out.square().sum().backward()
+    assert trained.grad is not None and trained.grad.abs().sum() > 0
+    assert torch.equal(out.detach(), validated)  # same matrices, bitwise the same result
+    for size in range(8, 8 + _CACHE_SIZE):  # bounded: old shapes are evicted
+        imresize(torch.rand(1, 1, size, size), 1 / 2)
+    assert _resize_matrix.cache_info().currsize == _CACHE_SIZE

@@ -87,6 +87,25 @@ def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.trainer.max_steps == 200000
 
 
+def test_realesrgan_recipe_carries_the_paper_values(make_cfg) -> None:
+    cfg = make_cfg("experiment=realesrgan_x4", tiny=False)
+    assert cfg.data.degradation._target_ == "sr_gan.ops.RealESRGANDegradation"
+    assert cfg.data.train_lr_dir is None and cfg.data.val_lr_dir is None  # LR made on the device
+    assert cfg.discriminator._target_ == "sr_gan.archs.UNetDiscriminatorSN"
+    assert cfg.loss.adversarial._target_ == "sr_gan.losses.VanillaGANLoss"
+    assert (cfg.loss.pixel_weight, cfg.loss.perceptual_weight, cfg.loss.adversarial_weight) == (1.0, 1.0, 0.1)
+    assert list(cfg.loss.perceptual.layers) == ["conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4"]
+    assert list(cfg.loss.perceptual.layer_weights) == [0.1, 0.1, 1.0, 1.0, 1.0]
+    assert (cfg.data.patch_size, cfg.data.batch_size, cfg.model.ema_decay) == (256, 12, 0.999)
+    assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4 and cfg.trainer.max_steps == 400000
+    assert make_cfg("experiment=realesrnet_x4", tiny=False).optim.generator.lr == 2e-4
+
+
+def test_the_demo_trains_on_real_world_degradations(make_cfg) -> None:
+    metric = train(make_cfg("degradation=realesrgan", "trainer.max_steps=2", "test=false", "optimized_metric=val/psnr"))
+    assert metric is not None and math.isfinite(metric)
+
+
 # ---------------------------------------------------------------------------- one step each
 _RUN_ONE = (
     [(m, "l1", None) for m in _options("model")]
@@ -119,35 +138,38 @@ def test_every_option_trains_one_batch(make_cfg, tmp_path, model, loss, discrimi
 class _Spy(SRGANModule):
     """Checks, between the halves of a batch, which parameters moved and which got gradients."""
 
-    def generator_step(self, sr, hr, opt_g):
+    def generator_step(self, sr, hr, opt_g, **kwargs):
         d_before = [p.detach().clone() for p in self.discriminator.parameters()]
         g_before = [p.detach().clone() for p in self.generator.parameters()]
         for p in self.discriminator.parameters():
             p.grad = None  # left from the previous D step; the G step must not fill it
-        logs = super().generator_step(sr, hr, opt_g)
+        logs = super().generator_step(sr, hr, opt_g, **kwargs)
         assert all(p.grad is None for p in self.discriminator.parameters()), "G step reached D"
         assert all(torch.equal(a, p) for a, p in zip(d_before, self.discriminator.parameters()))
         assert any(not torch.equal(a, p) for a, p in zip(g_before, self.generator.parameters()))
         self.halves = [*getattr(self, "halves", []), "g"]
         return logs
 
-    def discriminator_step(self, fake, hr, opt_d):
+    def discriminator_step(self, fake, hr, opt_d, **kwargs):
         g_before = [p.detach().clone() for p in self.generator.parameters()]
         d_before = [p.detach().clone() for p in self.discriminator.parameters()]
-        logs = super().discriminator_step(fake, hr, opt_d)
+        logs = super().discriminator_step(fake, hr, opt_d, **kwargs)
         assert all(torch.equal(a, p) for a, p in zip(g_before, self.generator.parameters()))
         assert any(not torch.equal(a, p) for a, p in zip(d_before, self.discriminator.parameters()))
         self.halves = [*getattr(self, "halves", []), "d"]
         return logs
 
 
-def _fit(cfg, module_cls=SRGANModule):
+def _fit(cfg, module_cls=SRGANModule, prepare=None):
+    """Fit cfg.module built as `module_cls` (after `prepare(module)`) on cfg.data, without logging."""
     import lightning as L
     from hydra.utils import instantiate
 
     from sr_gan.callbacks import BatchBudget
 
-    module = instantiate(cfg.module, _target_=f"{module_cls.__module__}.{module_cls.__qualname__}")
+    module = module_cls(**instantiate(cfg.module, _target_="builtins.dict"))  # module_cls may be a local class
+    if prepare is not None:
+        prepare(module)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=-1,
@@ -156,7 +178,7 @@ def _fit(cfg, module_cls=SRGANModule):
         enable_checkpointing=False,
         enable_progress_bar=False,
         limit_val_batches=0,
-        callbacks=[BatchBudget(cfg.trainer.max_steps)],
+        callbacks=[BatchBudget(cfg.trainer.max_steps * cfg.optim.accumulate_batches)],
     )
     trainer.fit(module, datamodule=instantiate(cfg.data))
     return module, trainer
@@ -259,7 +281,7 @@ def _div2k_layout(root: Path, scale: int = 4) -> None:
             write_png((lr[0] * 255).round().to(torch.uint8), str(lr_dir / f"{i:04d}x{scale}.png"))
 
 
-@pytest.mark.parametrize("experiment", ["srresnet_x4", "rrdb_psnr_x4"])
+@pytest.mark.parametrize("experiment", ["srresnet_x4", "rrdb_psnr_x4", "realesrnet_x4"])
 def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str) -> None:
     """The recipes' data wiring (paths, paired LR) on a tiny DIV2K; sizes shrunk to run on a CPU."""
     _div2k_layout(tmp_path / "data")
@@ -267,11 +289,14 @@ def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str)
         f"experiment={experiment}",
         f"paths.data_dir={tmp_path / 'data'}",
         "trainer.precision=32-true",
-        "data.repeat=1",
         "test=false",
     )
-    assert cfg.data.train_lr_dir.endswith("DIV2K/DIV2K_train_LR_bicubic/X4")
+    paired = experiment != "realesrnet_x4"  # Real-ESRNet makes its LR on the device
+    assert (cfg.data.train_lr_dir or "").endswith("DIV2K/DIV2K_train_LR_bicubic/X4") == paired
     bicubic = train(OmegaConf.merge(cfg, {"optimized_metric": "val/psnr_bicubic"}))
+    if not paired:
+        assert bicubic is not None and math.isfinite(bicubic)
+        return
     # ... the validation pairs each HR file with its LR file: the logged bicubic baseline is theirs
     folder = tmp_path / "data" / "DIV2K"
     hrs = [read_image(folder / "DIV2K_valid_HR" / f"{i:04d}.png")[None] / 255 for i in range(2)]
@@ -280,8 +305,15 @@ def test_psnr_recipes_start_on_a_div2k_tree(make_cfg, tmp_path, experiment: str)
     assert bicubic == pytest.approx(expected.mean().item(), abs=1e-4)
 
 
-def test_resume_continues_the_batch_budget_and_schedules(make_cfg, tmp_path) -> None:
-    """Everything the run needs is in last.ckpt: a resumed run ends where an uninterrupted one does."""
+def _losses(run_dir: Path) -> list[dict[str, str]]:
+    return [
+        {k: v for k, v in r.items() if k.startswith("train/") and v} for r in _metrics(run_dir) if r["train/l_d_real"]
+    ]
+
+
+def test_resume_is_exact(make_cfg, tmp_path) -> None:
+    """N batches straight == N/2, a new process-like start from last.ckpt, N/2 more: bitwise equal
+    weights, optimizer states, schedules and per-batch losses (G, EMA, D; RaGAN + perceptual)."""
     common = [
         "loss=ragan",
         "trainer.val_check_interval=2",
@@ -290,17 +322,54 @@ def test_resume_continues_the_batch_budget_and_schedules(make_cfg, tmp_path) -> 
         "optim.generator.lr=1e-3",
         "optim.discriminator.lr=2e-4",
     ]
-    train(make_cfg(*common, "trainer.max_steps=2"))
-    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    train(make_cfg(*common, "trainer.max_steps=4", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"))
-    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+
+    def run(folder: Path, *overrides: str) -> None:
+        cfg = make_cfg(*common, *overrides)
+        cfg.paths.output_dir = str(folder)
+        train(cfg)
+
+    run(straight_dir, "trainer.max_steps=4")
+    run(resumed_dir, "trainer.max_steps=2")
+    half = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    run(resumed_dir, "trainer.max_steps=4", "ckpt_path=last")
+
+    straight, resumed = (
+        torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (straight_dir, resumed_dir)
+    )
+    assert half["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+    assert half["SRDataModule"]["stream_position"] == 2 * 2 and resumed["SRDataModule"]["stream_position"] == 4 * 2
+    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert not torch.equal(
+        half["state_dict"]["generator.conv_first.weight"], resumed["state_dict"]["generator.conv_first.weight"]
+    )
+    for ours, theirs in zip(straight["optimizer_states"], resumed["optimizer_states"], strict=True):
+        for state, other in zip(ours["state"].values(), theirs["state"].values(), strict=True):
+            assert all(torch.equal(state[k], other[k]) for k in state)
     assert [s["last_epoch"] for s in resumed["lr_schedulers"]] == [4, 4]  # G and D schedules, in batches
     assert [s["_last_lr"] for s in resumed["lr_schedulers"]] == [[1e-3 * 0.5], [2e-4 * 0.5]]
-    assert not torch.equal(
-        first["state_dict"]["generator_ema.conv_first.weight"], resumed["state_dict"]["generator_ema.conv_first.weight"]
-    )
+    assert _losses(straight_dir) == _losses(resumed_dir)  # metrics.csv kept batches 1-2, appended 3-4
+
+
+def test_rng_states_travel_in_the_checkpoint() -> None:
+    import random
+
+    import numpy as np
+
+    from sr_gan.callbacks import RNGState
+
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    saved = RNGState().state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    callback = RNGState()
+    callback.load_state_dict(saved)
+    callback.on_train_start(None, None)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(again[0], expected[0]) and (again[1] == expected[1]).all() and again[2] == expected[2]
 
 
 @pytest.mark.parametrize(
@@ -323,3 +392,18 @@ def test_each_perceptual_loss_uses_exactly_its_layers(make_cfg, loss: str, layer
 def test_a_layer_override_replaces_the_layers(make_cfg) -> None:
     cfg = make_cfg("loss=esrgan", "loss.perceptual.layers=[conv2_2,conv3_4]", "loss.perceptual.layer_weights=[0.5,1]")
     assert build_module(cfg).perceptual_loss.layer_weights == {"conv2_2": 0.5, "conv3_4": 1.0}
+
+
+def test_an_ema_from_random_weights_warms_up_and_one_from_trained_weights_does_not(make_cfg) -> None:
+    torch.manual_seed(0)
+    initial = {}
+    cfg = make_cfg("model=rrdb", "model.ema_decay=0.999", "trainer.max_steps=3", "optim.generator.lr=1e-2")
+    module, _ = _fit(cfg, prepare=lambda m: initial.update({k: v.clone() for k, v in m.generator.state_dict().items()}))
+    assert module.current_ema_decay == pytest.approx(4 / 13)  # after 3 iterations: (1 + 3) / (10 + 3)
+    ema, live = module.generator_ema.state_dict(), module.generator.state_dict()
+    to_live = sum((ema[k] - live[k]).norm() for k in live)
+    assert to_live < 0.5 * sum((initial[k] - live[k]).norm() for k in live)  # the average follows G, not the init
+    assert module.ema_from_weights is False
+    built = build_module(make_cfg("model=rrdb", "model.ema_decay=0.999"))
+    built.init_generator_from(module.generator.state_dict())
+    assert built.ema_from_weights is True

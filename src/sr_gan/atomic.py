@@ -1,4 +1,4 @@
-"""Atomic file writes: a user's outputs (weights, images, reports, configs) are whole or absent."""
+"""Atomic file writes: a user's outputs (weights, checkpoints, images, reports, configs) are whole or absent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from pathlib import Path
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one step.
 
-    A crash mid-write leaves the old file (or none) rather than a truncated one.
+    The temporary file lives in the target's own folder, so the final rename never crosses file
+    systems (a cross-device "move" is a copy that truncates the old file first). Its data is
+    flushed to disk (fsync) before the rename, and the folder entry after it, so a crash, a
+    `kill -9` or a power cut mid-write leaves the old file (or none) rather than a truncated one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +24,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield temporary
+        _fsync(temporary)
         os.replace(temporary, path)
+        _fsync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,10 +1,19 @@
-"""Callbacks that make budgets count training batches, whatever the number of optimizers."""
+"""Training callbacks: a batch budget and its progress bar, RNG states in checkpoints, a checkpoint on pre-emption."""
 
 from __future__ import annotations
 
+import logging
+import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 
 class BatchBudget(L.Callback):
@@ -30,3 +39,81 @@ class BatchBudget(L.Callback):
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.total.completed >= self.max_batches:
             trainer.should_stop = True
+
+
+class BudgetProgressBar(RichProgressBar):
+    """Lightning's progress bar, counting towards the batch budget: the patch stream is endless, so
+    "Epoch 0/-2" with no total was all Lightning could show."""
+
+    def __init__(self, max_batches: int) -> None:
+        super().__init__()
+        self.max_batches = max_batches
+
+    @property
+    def total_train_batches(self) -> int:
+        return self.max_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'Training':{len(self.validation_description)}}"
+
+
+class RNGState(L.Callback):
+    """Saves the global random states (torch CPU and CUDA, NumPy, Python) in every checkpoint and
+    puts them back when a resumed run starts training, so that code drawing from them (dropout,
+    a user's augmentation) continues as in the uninterrupted run.
+
+    The patch stream itself does not depend on them (`sr_gan.data.sampler`). NumPy's state is
+    stored as tensors so that the checkpoint loads with `torch.load(weights_only=True)`. Under DDP
+    the checkpoint holds rank 0's states, which every rank gets back.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "position": position,
+                "gauss": [has_gauss, gauss],
+            },
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._to_restore is None:
+            return
+        state, self._to_restore = self._to_restore, None
+        torch.set_rng_state(state["torch"])
+        numpy = state["numpy"]
+        np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], *numpy["gauss"]))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM (a cluster pre-empting the job), save a resumable checkpoint before exiting.
+
+    Lightning turns SIGTERM into a `SIGTERMException` once the current batch is done; this writes
+    `<dirpath>/last.ckpt` then (atomically, through the trainer's checkpoint plugin), and
+    `sr_gan.train` exits with status 143 (128 + SIGTERM) so that a job script can requeue it.
+    `ckpt_path=last` resumes from it.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+            log.warning("SIGTERM: saved a resumable checkpoint after batch %d to %s", batches, self.path)

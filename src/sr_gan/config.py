@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
+from sr_gan.schema import TRAIN, validate
 
 
 def _if_pixel_loss(pixel_only: Any, otherwise: Any, *, _root_: DictConfig) -> Any:
@@ -23,12 +26,46 @@ def _if_pixel_loss(pixel_only: Any, otherwise: Any, *, _root_: DictConfig) -> An
     return OmegaConf.create(value) if isinstance(value, list | dict) else value  # a node, to resolve in place
 
 
+def _run_group(*, _root_: DictConfig) -> str:
+    """``${run_group:}``: the W&B group, the ablation family a run belongs to: in a sweep (-m) the
+    sweep, ``<experiment>-<sweep folder>``, so its jobs line up; otherwise the experiment."""
+    hydra = HydraConfig.get()
+    experiment = hydra.runtime.choices.get("experiment", "run")
+    if hydra.mode == RunMode.MULTIRUN:
+        return f"{experiment}-{Path(hydra.sweep.dir).name}"
+    return experiment
+
+
+def _run_name() -> str:
+    """``${run_name:}``: the overrides that make this run what it is (``loss=ragan,model=rrdb``),
+    or the experiment's name when there are none."""
+    hydra = HydraConfig.get()
+    return hydra.job.override_dirname or hydra.runtime.choices.get("experiment", "run")
+
+
+def _job_type(*, _root_: DictConfig) -> str:
+    """``${job_type:}``: the W&B job type: the training stage, ``gan`` with an adversarial term,
+    else ``psnr``; the tool's task name (evaluate, compare) outside training."""
+    if _root_.get("task_name") != "train":
+        return str(_root_.get("task_name"))
+    return "gan" if _root_.loss.get("adversarial") is not None else "psnr"
+
+
 def register_resolvers() -> None:
-    """``${wandb_offline:}`` (true unless ``WANDB_MODE=online``: no account needed), ``${if_pixel_loss:a,b}``."""
-    if not OmegaConf.has_resolver("wandb_offline"):
-        OmegaConf.register_new_resolver("wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online")
-    if not OmegaConf.has_resolver("if_pixel_loss"):
-        OmegaConf.register_new_resolver("if_pixel_loss", _if_pixel_loss)
+    """``${wandb_offline:}`` (true unless ``WANDB_MODE=online``: no account needed) and ``${wandb_online:}``,
+    ``${if_pixel_loss:a,b}``,
+    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run)."""
+    resolvers = {
+        "wandb_offline": lambda: os.environ.get("WANDB_MODE", "offline") != "online",
+        "wandb_online": lambda: os.environ.get("WANDB_MODE", "offline") == "online",
+        "if_pixel_loss": _if_pixel_loss,
+        "run_group": _run_group,
+        "run_name": _run_name,
+        "job_type": _job_type,
+    }
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def check_train_config(cfg: DictConfig) -> None:
@@ -37,9 +74,7 @@ def check_train_config(cfg: DictConfig) -> None:
     if missing:
         example = " ".join(f"{key}=..." for key in missing)
         raise UserError(f"{', '.join(missing)} must be set (the config leaves them '???'): add {example}")
-    max_steps = cfg.trainer.get("max_steps")
-    if not isinstance(max_steps, int) or max_steps <= 0:
-        raise UserError(f"trainer.max_steps={max_steps} must be a positive number of training batches")
+    validate(cfg, TRAIN)
     if cfg.get("require_init_from") and not cfg.model.init_from:
         raise UserError(
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "

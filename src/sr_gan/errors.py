@@ -29,7 +29,7 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
             user_error = _find_user_error(err)
             if user_error is None:
                 raise
-            print(f"error: {' '.join(str(user_error).split())}", file=sys.stderr)
+            print(f"error: {one_line(user_error)}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper
@@ -41,3 +41,13 @@ def _find_user_error(err: BaseException | None) -> BaseException | None:
             return err
         err = err.__cause__
     return None
+
+
+def one_line(err: BaseException) -> str:
+    """The message of `err` on one line. An error raised in a DataLoader worker arrives re-raised
+    with the worker's whole traceback as its message; its last line is the original message."""
+    message = str(err)
+    if "Original Traceback" in message:
+        last = message.strip().splitlines()[-1]  # "sr_gan.data.datasets.DataError: cannot read ..."
+        message = last.partition(": ")[2] or last
+    return " ".join(message.split())

@@ -29,7 +29,16 @@ from sr_gan.config import register_resolvers
 from sr_gan.data.datasets import ValImageDataset
 from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error
-from sr_gan.evaluate_report import PerImage, log_to_wandb, plot_datasets, rich_table, summarize, write_reports
+from sr_gan.evaluate_report import (
+    PerImage,
+    benchmark_columns,
+    check_writable,
+    log_to_wandb,
+    plot_datasets,
+    rich_table,
+    summarize,
+    write_reports,
+)
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
@@ -108,9 +117,22 @@ def network_upscaler(model: torch.nn.Module, *, scale: int, tile: int, overlap: 
 
 
 def model_names(paths: Sequence[Path]) -> list[str]:
-    """Row names: file stems, prefixed by the parent folder where two stems collide."""
-    stems = [path.stem for path in paths]
-    return [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    """Row names: the file stem (`psnr.safetensors` → psnr), after its run for a checkpoint in a
+    run's `checkpoints/` folder (`runA/checkpoints/best.ckpt` → runA/best), with more parent
+    folders in front until no two names are equal."""
+    parts = [(*p.absolute().parent.parts, p.stem) for p in paths]
+    parts = [(*head[:-2], head[-1]) if head[-2:-1] == ("checkpoints",) else head for head in parts]  # drop it
+    names = []
+    for i, own in enumerate(parts):
+        others = [other for j, other in enumerate(parts) if j != i]
+        k = min(2 if paths[i].parent.name == "checkpoints" else 1, len(own))
+        while k < len(own) and any(other[-k:] == own[-k:] for other in others):
+            k += 1
+        names.append("/".join(own[-k:]))
+    if len(set(names)) < len(names):
+        twice = sorted({str(p) for p, n in zip(paths, names) if names.count(n) > 1})
+        raise UserError(f"ckpt lists {', '.join(twice)} twice: give each checkpoint once")
+    return names
 
 
 def load_models(
@@ -189,14 +211,17 @@ def evaluate(
 # --- command line ---------------------------------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value] if isinstance(value, ListConfig | list | tuple) else [str(value)]
 
 
-def _lpips_metric(setting: Any, device: torch.device, console: Console) -> torch.nn.Module | None:
-    """LPIPS per `lpips=auto|true|false`; never downloads, never fakes a value."""
+def lpips_metric(
+    setting: Any, device: torch.device, console: Console, *, without: str = "no LPIPS column"
+) -> torch.nn.Module | None:
+    """LPIPS per `lpips=auto|true|false`; never downloads, never fakes a value. `without` says
+    what the user gets instead when the weights are absent."""
     if setting is False:
         return None
     if setting not in (True, "auto"):
@@ -209,7 +234,7 @@ def _lpips_metric(setting: Any, device: torch.device, console: Console) -> torch
         )
         if setting is True:
             raise UserError(f"lpips=true but {hint}, or set lpips=auto")
-        console.print(f"note: no LPIPS column: {hint}")
+        console.print(f"note: {without}: {hint}")
     return metric
 
 
@@ -224,13 +249,14 @@ def _check_datasets(entries: list[str]) -> None:
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
     console = Console()
-    ckpts = [c for c in _as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
-    entries = _as_list(cfg.datasets)
+    ckpts = [c for c in as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
+    entries = as_list(cfg.datasets)
     _check_datasets(entries)
+    check_writable(Path(cfg.out_dir))  # before hours of scoring, not after
     device = resolve_device(cfg.device)
     models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=cfg.generator)
     benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
-    lpips = _lpips_metric(cfg.lpips, device, console)
+    lpips = lpips_metric(cfg.lpips, device, console)
     scorer = Scorer(scale=scale, rgb=cfg.rgb, lpips=lpips, vif=cfg.plot and lpips is None)
     upscalers = {BICUBIC: bicubic_upscaler(scale)} | {
         name: network_upscaler(model, scale=scale, tile=cfg.tile, overlap=cfg.tile_overlap, batch_size=cfg.tile_batch)
@@ -252,13 +278,14 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         "rows": rows,
         "per_image": results,
     }
+    columns = benchmark_columns(rows)
+    console.print(rich_table(rows, columns, caption=protocol))  # before any file: nothing computed is lost
     out_dir = Path(cfg.out_dir)
-    written = write_reports(rows, report, out_dir)
+    written = write_reports(rows, report, out_dir, columns=columns, caption=protocol)
     plots = plot_datasets(rows, out_dir=out_dir, scale=scale, baseline=BICUBIC) if cfg.plot else []
-    console.print(rich_table(rows, protocol=protocol))
     console.print("written: " + ", ".join(str(path) for path in written + plots))
     if (cfg.get("logger") or {}).get("wandb") is not None:  # logger=wandb; other loggers add nothing here
-        log_to_wandb(rows, plots, cfg)
+        log_to_wandb(rows, plots, cfg, columns=columns, key="eval/results")
     return rows
 
 

@@ -11,7 +11,9 @@ import csv
 import io
 import json
 import math
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from sr_gan.atomic import atomic_path
+from sr_gan.errors import UserError
 from sr_gan.perception import LPIPS_LABEL, VIF_LABEL, plot_perception_distortion
 
 # metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
@@ -30,8 +33,18 @@ COLUMNS = {
     "lpips": ("LPIPS", 4),
     "vif_y": ("VIF-Y", 4),
 }
+MISSING = "–"  # a cell without a value (Markdown, console); empty in CSV, null in JSON
 
 PerImage = dict[str, dict[str, dict[str, dict[str, float]]]]  # dataset → model → image → metric → value
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: the row key, its title, and for numbers the decimals shown (right-aligned)."""
+
+    key: str
+    title: str
+    decimals: int | None = None  # None: text
 
 
 def summarize(results: PerImage) -> list[dict[str, Any]]:
@@ -45,50 +58,60 @@ def summarize(results: PerImage) -> list[dict[str, Any]]:
     return rows
 
 
+def benchmark_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """The columns of the benchmark table: dataset, model, the metrics present, the image count."""
+    metrics = [Column(key, title, decimals) for key, (title, decimals) in COLUMNS.items() if key in rows[0]]
+    return [Column("dataset", "Dataset"), Column("model", "Model"), *metrics, Column("images", "Images", 0)]
+
+
 # --- tables ---------------------------------------------------------------------------------------
 
 
-def _headers(rows: Sequence[dict[str, Any]]) -> list[str]:
-    return ["dataset", "model", *(key for key in COLUMNS if key in rows[0]), "images"]
+def _cell(column: Column, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{value:.{column.decimals}f}" if column.decimals is not None else str(value)
 
 
-def _cell(key: str, value: Any) -> str:
-    return f"{value:.{COLUMNS[key][1]}f}" if key in COLUMNS else str(value)
+def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, caption: str) -> str:
+    """A Markdown table under a caption line (the papers' precision: PSNR 2 decimals, SSIM 4)."""
+    lines = [f"| {' | '.join(c.title for c in columns)} |", f"|{'---|' * len(columns)}"]
+    lines += [f"| {' | '.join(_cell(c, row.get(c.key)) for c in columns)} |" for row in rows]
+    return f"{caption}\n\n" + "\n".join(lines) + "\n"
 
 
-def _title(key: str) -> str:
-    return COLUMNS[key][0] if key in COLUMNS else key.capitalize()
-
-
-def to_markdown(rows: Sequence[dict[str, Any]], *, protocol: str) -> str:
-    """A Markdown table (the papers' precision: PSNR 2 decimals, SSIM 4) under a protocol line."""
-    keys = _headers(rows)
-    lines = [f"| {' | '.join(_title(k) for k in keys)} |", f"|{'---|' * len(keys)}"]
-    lines += [f"| {' | '.join(_cell(k, row[k]) for k in keys)} |" for row in rows]
-    return f"{protocol}\n\n" + "\n".join(lines) + "\n"
-
-
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """CSV with full-precision values."""
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """CSV with full-precision values (a missing value is an empty field)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_headers(rows), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[c.key for c in columns], lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
-def rich_table(rows: Sequence[dict[str, Any]], *, protocol: str) -> Table:
-    """The table for the console, numbers right-aligned, titled by the protocol line."""
-    keys = _headers(rows)
-    table = Table(title=protocol)
-    for key in keys:
-        table.add_column(_title(key), justify="right" if key in COLUMNS or key == "images" else "left")
+def rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, caption: str) -> Table:
+    """The table for the console, numbers right-aligned, titled by the caption line."""
+    table = Table(title=caption)
+    for column in columns:
+        table.add_column(column.title, justify="left" if column.decimals is None else "right")
     for row in rows:
-        table.add_row(*(_cell(k, row[k]) for k in keys))
+        table.add_row(*(_cell(c, row.get(c.key)) for c in columns))
     return table
 
 
 # --- files, plots, W&B ----------------------------------------------------------------------------
+
+
+def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
+    """Fail in one line, before any work, when `out_dir` cannot be made or written to."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
+        ) from None
 
 
 def _strict_json(value: Any) -> Any:
@@ -100,12 +123,20 @@ def _strict_json(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def write_reports(rows: list[dict[str, Any]], report: dict[str, Any], out_dir: Path) -> list[Path]:
-    """results.md, results.csv and results.json (rows and per-image scores), each written atomically."""
+def write_reports(
+    rows: list[dict[str, Any]],
+    report: dict[str, Any],
+    out_dir: Path,
+    *,
+    columns: Sequence[Column],
+    caption: str,
+    stem: str = "results",
+) -> list[Path]:
+    """<stem>.md, <stem>.csv and <stem>.json (`report`: the rows and any detail), each written atomically."""
     texts = {
-        "results.md": to_markdown(rows, protocol=report["protocol"]),
-        "results.csv": to_csv(rows),
-        "results.json": json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n",
+        f"{stem}.md": to_markdown(rows, columns, caption=caption),
+        f"{stem}.csv": to_csv(rows, columns),
+        f"{stem}.json": json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n",
     }
     for name, text in texts.items():
         with atomic_path(out_dir / name) as temporary:
@@ -129,15 +160,26 @@ def plot_datasets(rows: Sequence[dict[str, Any]], *, out_dir: Path, scale: int, 
     return paths
 
 
-def log_to_wandb(rows: Sequence[dict[str, Any]], plots: Sequence[Path], cfg: DictConfig) -> None:
-    """The table (and plots) as one W&B run built from `conf/logger/wandb.yaml` (offline by default)."""
-    logger = instantiate(cfg.logger.wandb)
-    keys = _headers(rows)
+def log_to_wandb(
+    rows: Sequence[dict[str, Any]],
+    images: Sequence[Path],
+    cfg: DictConfig,
+    *,
+    columns: Sequence[Column],
+    key: str,
+    **run: Any,
+) -> None:
+    """The table as `key` (and each image as `<key's prefix>/<file stem>`) in one W&B run built
+    from `conf/logger/wandb.yaml` (offline by default); `run` overrides its settings (group, ...)."""
+    logger = instantiate(cfg.logger.wandb, **run)
+    prefix = key.split("/")[0]
     try:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_table("eval/results", columns=keys, data=[[row[k] for k in keys] for row in rows])
-        for path in plots:
-            logger.log_image(f"eval/{path.stem}", images=[str(path)])
+        logger.log_table(
+            key, columns=[c.key for c in columns], data=[[row.get(c.key) for c in columns] for row in rows]
+        )
+        for path in images:
+            logger.log_image(f"{prefix}/{path.stem}", images=[str(path)])
     finally:
         import wandb
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-_SSIM_WINDOW = 11  # side of SSIM's Gaussian window (sigma 1.5)
+SSIM_WINDOW = 11  # side of SSIM's Gaussian window (sigma 1.5)
 
 
 def quantize(x: Tensor) -> Tensor:
@@ -67,7 +67,7 @@ def psnr(sr: Tensor, hr: Tensor, *, crop_border: int, test_y_channel: bool = Tru
 
 def _gaussian_filter_valid(x: Tensor) -> Tensor:
     """'Valid' filtering of (N, 1, H, W) by the 11x11 Gaussian (sigma 1.5): (N, 1, H-10, W-10)."""
-    g = torch.signal.windows.gaussian(_SSIM_WINDOW, std=1.5, dtype=x.dtype, device=x.device)
+    g = torch.signal.windows.gaussian(SSIM_WINDOW, std=1.5, dtype=x.dtype, device=x.device)
     g = g / g.sum()  # (11,), cv2.getGaussianKernel(11, 1.5)
     # Separable: the 2-D window is outer(g, g); two 1-D passes are several times faster.
     x = F.conv2d(x, g.view(1, 1, -1, 1))  # (N, 1, H-10, W)
@@ -86,10 +86,10 @@ def ssim(sr: Tensor, hr: Tensor, *, crop_border: int, test_y_channel: bool = Tru
     positions too, which moves SSIM by about 1e-3 against the protocol.
     """
     sr, hr = protocol_images(sr, hr, crop=crop_border, test_y_channel=test_y_channel)  # (B, C, H, W)
-    if min(sr.shape[-2:]) < _SSIM_WINDOW:
+    if min(sr.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(
             f"ssim: the images cropped by crop_border={crop_border} are {tuple(sr.shape[-2:])}, "
-            f"smaller than the {_SSIM_WINDOW}x{_SSIM_WINDOW} window; use larger images or less crop"
+            f"smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} window; use larger images or less crop"
         )
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     stats = torch.stack([sr, hr, sr * sr, hr * hr, sr * hr])  # (5, B, C, H, W)

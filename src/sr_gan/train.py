@@ -7,6 +7,7 @@ loggers -> trainer. Returns the monitored metric so Hydra sweepers can optimise 
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,17 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.callbacks import BatchBudget
+from sr_gan.callbacks import BatchBudget, BudgetProgressBar
+from sr_gan.checkpoint_io import is_url
 from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
+from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.weights import extract_generator_state, load_state_file
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,8 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     """Instantiate the LightningModule, initialising G from ``model.init_from`` when set."""
     module: SRGANModule = instantiate(cfg.module)
     module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
+    if cfg.discriminator is not None:
+        module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
     if cfg.model.init_from:
         state = extract_generator_state(load_state_file(cfg.model.init_from), prefer_ema=True)
         try:
@@ -45,9 +52,39 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     return module
 
 
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated
+
+
+def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: a file, an http(s) URL, a run folder (its last.ckpt), or
+    ``last``: this run folder's ``checkpoints/last.ckpt`` if it exists (a requeued job with a fixed
+    ``hydra.run.dir``), else none and the run starts afresh."""
+    if value in (None, ""):
+        return None
+    if is_url(value):
+        return str(value)
+    if value == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            log.info("ckpt_path=last: no %s yet, starting from scratch", last)
+            return None
+        return str(last)
+    path = Path(value)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise UserError(
+            f"ckpt_path={value}: no such checkpoint; pass a .ckpt file, a run folder holding "
+            "checkpoints/last.ckpt, an http(s) URL, or last"
+        )
+    return str(path)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    quiet_third_party_noise()
     # The EMA generator and the frozen VGG are in eval mode on purpose.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     if cfg.get("seed") is not None:
@@ -56,26 +93,74 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
-    callbacks: list[L.Callback] = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks.append(BatchBudget(cfg.trainer.max_steps))
-    loggers = [instantiate(lg) for lg in (cfg.logger or {}).values() if lg is not None]
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, max_steps=-1, max_epochs=-1
-    )
+    trainer = build_trainer(cfg)
+    for name in ("generator", "discriminator"):
+        if (network := getattr(module, name)) is not None:
+            log.info(
+                "%s: %s, %s parameters",
+                name,
+                type(network).__name__,
+                f"{sum(p.numel() for p in network.parameters()):,}",
+            )
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    resolved["choices"] = _choices()
+    record = RunRecord(folder=Path(cfg.paths.output_dir))
     if trainer.is_global_zero:
-        save_resolved_config(resolved, Path(cfg.paths.output_dir) / "config.yaml")
+        save_resolved_config(resolved, record.folder / "config.yaml")
+        record.write()
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
+    status, error, last = "failed", None, {}
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        status = "done"
         metric = trainer.callback_metrics.get(cfg.optimized_metric)
         return None if metric is None else float(metric)
+    except SIGTERMException:  # the checkpoint is saved (callbacks.PreemptionCheckpoint)
+        status = "preempted"
+        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    except BaseException as err:
+        error = err
+        raise
     finally:
+        if trainer.is_global_zero:
+            score = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+            best_psnr = None if score is None else float(score)
+            record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
+            record.finish(status, trainer, error)
+            for line in summary(record, best_psnr=best_psnr, last=last):
+                log.info(line)
         _finish_wandb()
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with sr-gan's callbacks and loggers; budgets, validation
+    interval and the progress bar count optimizer iterations (x ``optim.accumulate_batches`` batches)."""
+    batches = cfg.trainer.max_steps * cfg.optim.accumulate_batches
+    callbacks: list[L.Callback] = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    callbacks.append(BatchBudget(batches))
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(BudgetProgressBar(batches))
+    loggers = [instantiate(lg) for lg in (cfg.logger or {}).values() if lg is not None]
+    return instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        max_steps=-1,
+        max_epochs=-1,
+        val_check_interval=cfg.trainer.val_check_interval * cfg.optim.accumulate_batches,
+    )
+
+
+def _choices() -> dict[str, str]:
+    """The config group options of this run (``loss: ragan``), logged beside the resolved config so
+    that W&B can group and filter runs by them."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {group: str(option) for group, option in choices.items() if not group.startswith("hydra")}
 
 
 def _finish_wandb() -> None:
@@ -89,9 +174,19 @@ def _finish_wandb() -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg)
+    try:
+        return exit_on_user_error(train)(cfg)
+    except SystemExit:
+        _remove_if_unused(Path(cfg.paths.output_dir))
+        raise
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """A run refused at start-up leaves no run folder: Hydra makes one (.hydra/, train.log) before the
+    config is checked; it goes if nothing else was written."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

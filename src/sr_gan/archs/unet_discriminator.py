@@ -4,7 +4,10 @@ Gives a realness logit per pixel instead of one per image. Layout as the referen
 `UNetDiscriminatorSN`): conv0, conv1-3 down (4x4 stride 2), conv4-6 up (bilinear x2 + conv3x3,
 optional skips), conv7-8 refine, conv9 → 1 channel. Spectral norm comes from
 `torch.nn.utils.parametrizations`, so weights are stored as `convK.parametrizations.weight.original`
-(the reference's older `torch.nn.utils.spectral_norm` stores `convK.weight_orig`).
+(the reference's older `torch.nn.utils.spectral_norm` stores `convK.weight_orig`, `weight_u`,
+`weight_v`): `sr_gan.weights.discriminator.load_discriminator_state` reads the reference's files
+(`RealESRGAN_x4plus_netD.pth`) with the keys renamed, and in eval mode the forward equals the
+reference's (tests/test_realesrgan_weights.py).
 """
 
 import torch

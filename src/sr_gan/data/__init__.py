@@ -1,5 +1,6 @@
-"""Data pipeline: image folders (uint8 decode + crop in workers), on-device augmentation and
-degradation in `SRDataModule`, the embedded demo photos and the DIV2K / benchmark downloads.
+"""Data pipeline: image folders (uint8 decode + crop in workers), prepared folders (memory-mapped
+arrays, `python -m sr_gan.data.prepare`), on-device augmentation and degradation in
+`SRDataModule`, the embedded demo photos and the DIV2K / benchmark downloads.
 
 Names are imported lazily: `evaluate` and `upscale` read images through `sr_gan.data.datasets`
 without paying for Lightning's import (seconds) that `SRDataModule` needs.
@@ -13,9 +14,13 @@ _EXPORTS = {
     "SRDataModule": "sr_gan.data.datamodule",
     "DataError": "sr_gan.data.datasets",
     "ImagePair": "sr_gan.data.datasets",
+    "PreparedImages": "sr_gan.data.prepared",
     "TrainPatchDataset": "sr_gan.data.datasets",
     "ValImageDataset": "sr_gan.data.datasets",
+    "open_prepared": "sr_gan.data.prepared",
     "pair_images": "sr_gan.data.datasets",
+    "prepare_folder": "sr_gan.data.prepared",
+    "prepared_dir": "sr_gan.data.prepared",
     "read_image": "sr_gan.data.datasets",
 }
 

@@ -1,12 +1,19 @@
 """`SRDataModule`: image folders in, float {"lr", "hr"} batches on the training device out.
 
-Workers decode and crop uint8 patches; `on_after_batch_transfer` then works on the device, batched:
-uint8 → float32 in [0, 1], random flips/rotations while training, and, where no LR folder is
-given, the LR made by MATLAB-compatible bicubic downscaling, rounded to 8 bits like LR PNGs.
+Workers decode and crop uint8 patches (`TrainPatchDataset`, keyed by the seeded, resumable
+`PatchStream`); `on_after_batch_transfer` then works on the device, batched: uint8 → float32 in
+[0, 1], the patches' flips/rotations while training, and, where no LR folder is given, the LR
+made by MATLAB-compatible bicubic downscaling, rounded to 8 bits like LR PNGs.
+
+The data module saves its stream position in checkpoints (`state_dict`), so a resumed run reads
+the same patches, in the same order, as an uninterrupted one. It shards the stream and the
+validation set over DDP ranks itself, without padding (the trainer sets
+`use_distributed_sampler: false`).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +21,13 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2.functional import to_dtype
 
 from sr_gan.data.augment import paired_augment
-from sr_gan.data.datasets import DataError, TrainPatchDataset, ValImageDataset
-from sr_gan.ops import bicubic_degrade
+from sr_gan.data.datasets import TrainPatchDataset, ValImageDataset
+from sr_gan.data.sampler import PatchStream, ShardSampler, mix_seed
+from sr_gan.ops import BicubicDegradation
 
 
 class SRDataModule(L.LightningDataModule):
@@ -27,8 +35,15 @@ class SRDataModule(L.LightningDataModule):
 
     `prepare` is called once in `prepare_data` (a Hydra `_partial_` factory: the demo writer or a
     downloader). Validation and test batches hold one whole image each (sizes differ); the test
-    set is the validation set. Without an LR folder the LR is bicubic(HR, 1/scale), quantized to
-    1/255 steps if `quantize_lr` (as LR PNGs made offline by MATLAB are).
+    set is the validation set. Without an LR folder, `degradation` makes the LR on the device
+    (``lr, hr = degradation(hr, generator=g)``, `sr_gan.ops`; default: the papers' MATLAB bicubic,
+    rounded to 8 bits like LR PNGs), drawing from a generator seeded by each batch's first patch
+    seed (validation: a fixed seed per image, so every validation sees the same LR). `seed` seeds the patch
+    stream (``None``: a random one, saved in checkpoints like the stream position). With
+    `use_prepared`, training crops are read from ``<folder>.prepared`` where
+    ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`). Image headers are
+    read at set-up (sizes, pairs); `verify` also decodes every image then. `val_max_images` and
+    `val_crop` keep validation during training small (`ValImageDataset`).
     """
 
     def __init__(
@@ -42,10 +57,14 @@ class SRDataModule(L.LightningDataModule):
         patch_size: int = 128,
         batch_size: int = 16,
         num_workers: int = 4,
-        repeat: int = 1,
+        seed: int | None = None,
         cache: bool = False,
+        use_prepared: bool = True,
+        verify: bool = False,
+        val_max_images: int | None = None,
+        val_crop: int | None = None,
         augment: bool = True,
-        quantize_lr: bool = True,
+        degradation: Callable[..., tuple[Tensor, Tensor]] | None = None,
         prepare: Callable[[], None] | None = None,
         pin_memory: bool = True,
         persistent_workers: bool = True,
@@ -55,12 +74,18 @@ class SRDataModule(L.LightningDataModule):
         self.val_hr_dir, self.val_lr_dir = val_hr_dir, val_lr_dir
         self.scale, self.patch_size = scale, patch_size
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.repeat, self.cache = repeat, cache
-        self.augment, self.quantize_lr = augment, quantize_lr
+        self.seed = secrets.randbits(63) if seed is None else seed
+        self.cache, self.use_prepared, self.verify = cache, use_prepared, verify
+        self.val_max_images, self.val_crop = val_max_images, val_crop
+        self.augment = augment
+        self.degradation = BicubicDegradation(scale=scale) if degradation is None else degradation
+        self._generators: dict[torch.device, torch.Generator] = {}
         self.prepare = prepare
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.train_set: TrainPatchDataset | None = None
         self.val_set: ValImageDataset | None = None
+        self.stream_start = 0  # patches of the stream consumed before this run (resume)
+        self._batches_at_start = 0  # the trainer's batch count when the stream (re)started
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -73,47 +98,90 @@ class SRDataModule(L.LightningDataModule):
                 lr_dir=self.train_lr_dir,
                 scale=self.scale,
                 patch_size=self.patch_size,
-                repeat=self.repeat,
+                augment=self.augment,
                 cache=self.cache,
+                use_prepared=self.use_prepared,
+                verify=self.verify,
             )
-            if len(self.train_set) < self.batch_size:
-                raise DataError(
-                    f"{len(self.train_set)} training patches per epoch (images x data.repeat) is fewer "
-                    f"than data.batch_size={self.batch_size}: raise data.repeat"
-                )
         if self.val_set is None:
-            self.val_set = ValImageDataset(hr_dir=self.val_hr_dir, lr_dir=self.val_lr_dir, scale=self.scale)
+            self.val_set = ValImageDataset(
+                hr_dir=self.val_hr_dir,
+                lr_dir=self.val_lr_dir,
+                scale=self.scale,
+                verify=self.verify,
+                max_images=self.val_max_images,
+                crop=self.val_crop,
+            )
 
-    def _loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool) -> DataLoader:
+    # ------------------------------------------------------------------ loaders
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world size) of this process; (0, 1) without a trainer (unit tests)."""
+        return (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+
+    def _batches_done(self) -> int:
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+    def _loader(self, dataset: Dataset, sampler: Sampler, *, batch_size: int) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,  # training: equal batches (BatchNorm, GAN balance)
+            sampler=sampler,
+            generator=torch.Generator(),  # worker seeds: not drawn from (and not moving) the global RNG
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, batch_size=self.batch_size, shuffle=True)
+        """Endless: the trainer's batch budget ends the run (`sr_gan.callbacks.BatchBudget`)."""
+        rank, world_size = self._shard()
+        if self.trainer is not None:
+            self._batches_at_start = self._batches_done()
+        stream = PatchStream(
+            len(self.train_set), seed=self.seed, start=self.stream_start, rank=rank, world_size=world_size
+        )
+        return self._loader(self.train_set, stream, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, batch_size=1, shuffle=False)
+        rank, world_size = self._shard()
+        shard = ShardSampler(len(self.val_set), rank=rank, world_size=world_size)
+        return self._loader(self.val_set, shard, batch_size=1)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-    def degrade(self, hr: Tensor) -> Tensor:
-        """LR = MATLAB bicubic(HR, 1/scale), rounded to 8-bit levels if `quantize_lr`."""
-        return bicubic_degrade(hr, self.scale, to_8bit=self.quantize_lr)  # (B, 3, H/s, W/s)
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """The stream's seed and position: patches consumed by every rank up to now."""
+        state = {"seed": self.seed, "stream_position": self.stream_start}
+        if self.trainer is not None and self.train_set is not None:
+            batches = self._batches_done() - self._batches_at_start
+            state["stream_position"] += batches * self.batch_size * self.trainer.world_size
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seed, self.stream_start = state_dict["seed"], state_dict["stream_position"]
+
+    # ------------------------------------------------------------------ on the device
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        # The degradation's seed as a Python int, read while the batch is still on the CPU (no device sync).
+        if "seed" in batch:  # training: the first patch's seed
+            return {**batch, "seed": int(batch["seed"][0])}
+        return {**batch, "seed": mix_seed(self.seed, -1, int(batch["index"][0]))}  # validation: fixed per image
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        # `trainer` is None when no Trainer is attached (unit tests): treated as not training
-        training = self.trainer is not None and self.trainer.training
         hr, lr = batch["hr"], batch.get("lr")  # uint8 (B, 3, H, W), (B, 3, H/s, W/s) or None
-        if training and self.augment:
-            hr, lr = paired_augment(hr, lr)  # on uint8: a quarter of the float32 memory traffic
+        if "flips" in batch:  # training patches; on uint8: a quarter of the float32 memory traffic
+            hr, lr = paired_augment(hr, lr, batch.pop("flips"))
         hr = to_dtype(hr, torch.float32, scale=True)  # (B, 3, H, W) in [0, 1]
-        lr = self.degrade(hr) if lr is None else to_dtype(lr, torch.float32, scale=True)
+        if lr is None:
+            lr, hr = self.degradation(hr, generator=self._generator(hr.device, batch["seed"]))
+        else:
+            lr = to_dtype(lr, torch.float32, scale=True)
         return {**batch, "lr": lr, "hr": hr}
+
+    def _generator(self, device: torch.device, seed: int) -> torch.Generator:
+        """One generator per device, re-seeded for each batch (a host-side call: no device sync)."""
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device)
+        return self._generators[device].manual_seed(seed)

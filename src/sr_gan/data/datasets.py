@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -18,6 +19,10 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from sr_gan.errors import UserError
+from sr_gan.metrics import SSIM_WINDOW
+
+if TYPE_CHECKING:
+    from sr_gan.data.prepared import PreparedImages
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -97,36 +102,64 @@ def find_lr_partner(hr: Path, lr_by_stem: dict[str, Path], lr_dir: Path, scale: 
     raise FileNotFoundError(f"no LR partner of {hr} in {lr_dir}: expected a file named {stems[0]}.* or {stems[1]}.*")
 
 
-def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> list[ImagePair]:
+def pair_images(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, *, verify: bool = False) -> list[ImagePair]:
     """Pair every HR image of `hr_dir` with its LR image in `lr_dir` (if given), sorted by name.
 
-    Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files.
+    Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files;
+    with `verify` every image is also decoded whole (a file truncated after its header is found
+    now rather than at batch N). The problems of all files are collected and reported together.
     """
     lr_by_stem = {} if lr_dir is None else {p.stem: p for p in list_images(lr_dir)}
-    pairs = []
+    pairs, problems = [], []
     for hr in list_images(hr_dir):
-        height, width = image_size(hr)
-        height, width = height - height % scale, width - width % scale  # mod-crop
-        lr = None
-        if lr_dir is not None:
-            lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
-            lr_height, lr_width = image_size(lr)
-            if (lr_height * scale, lr_width * scale) != (height, width):
-                raise DataError(
-                    f"size mismatch at data.scale={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
-                    f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
-                )
-        pairs.append(ImagePair(hr=hr, lr=lr, height=height, width=width))
+        try:
+            pairs.append(_pair(hr, lr_by_stem, lr_dir, scale, verify=verify))
+        except (DataError, FileNotFoundError) as err:
+            problems.append(err)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        shown = "; ".join(str(err) for err in problems[:_SHOWN_PROBLEMS])
+        more = f"; and {len(problems) - _SHOWN_PROBLEMS} more" if len(problems) > _SHOWN_PROBLEMS else ""
+        raise DataError(f"{len(problems)} images of {hr_dir} cannot be used: {shown}{more}")
     return pairs
+
+
+_SHOWN_PROBLEMS = 10
+
+
+def _pair(hr: Path, lr_by_stem: dict[str, Path], lr_dir: str | Path | None, scale: int, *, verify: bool) -> ImagePair:
+    height, width = image_size(hr)
+    height, width = height - height % scale, width - width % scale  # mod-crop
+    lr = None
+    if lr_dir is not None:
+        lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
+        lr_height, lr_width = image_size(lr)
+        if (lr_height * scale, lr_width * scale) != (height, width):
+            raise DataError(
+                f"size mismatch at data.scale={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
+                f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
+            )
+    pair = ImagePair(hr=hr, lr=lr, height=height, width=width)
+    if verify:
+        pair.load()
+    return pair
 
 
 class TrainPatchDataset(Dataset):
     """Random `patch_size` HR crops on the `scale` grid, with the LR crop at the same place.
 
-    With an LR folder the LR crop at (y, x) of size patch_size/scale pairs with the HR crop at
+    Items are keyed by ``(image index, crop seed)`` as `sr_gan.data.sampler.PatchStream` yields
+    them: the crop corner and the dihedral transform (`flips`: horizontal, vertical, transpose;
+    applied on the device by `paired_augment`) are drawn from a generator seeded with the crop
+    seed, so a patch depends on its key alone, never on the worker or its RNG state. With an LR
+    folder the LR crop at (y, x) of size patch_size/scale pairs with the HR crop at
     (y·scale, x·scale); without one only {"hr"} is returned and the LR is made on the device.
-    `repeat` multiplies the length (epochs of enough batches on tiny sets); `cache` keeps the
-    decoded images in memory (decoded here, in the main process, so forked workers share them).
+
+    Pixels come from the folder's prepared arrays when `use_prepared` and
+    ``python -m sr_gan.data.prepare`` made them (a crop reads only its rows), else from the
+    decoded image files; `cache` keeps decoded images in memory (decoded here, in the main
+    process, so forked workers share them).
     """
 
     def __init__(
@@ -136,50 +169,105 @@ class TrainPatchDataset(Dataset):
         lr_dir: str | Path | None = None,
         scale: int,
         patch_size: int,
-        repeat: int = 1,
+        augment: bool = True,
         cache: bool = False,
+        use_prepared: bool = True,
+        verify: bool = False,
     ) -> None:
         if patch_size % scale:
             raise DataError(f"data.patch_size={patch_size} is not a multiple of data.scale={scale}")
-        if repeat < 1:
-            raise DataError(f"data.repeat={repeat} must be >= 1")
-        self.pairs = pair_images(hr_dir, lr_dir, scale)
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)
         for pair in self.pairs:
             if min(pair.height, pair.width) < patch_size:
                 raise DataError(
                     f"image {pair.hr} is {pair.width}x{pair.height} after mod-crop, smaller than "
                     f"data.patch_size={patch_size}: remove it or lower data.patch_size"
                 )
-        self.scale, self.patch_size, self.repeat = scale, patch_size, repeat
-        self.cache = [pair.load() for pair in self.pairs] if cache else None
+        self.scale, self.patch_size, self.augment = scale, patch_size, augment
+        from sr_gan.data.prepared import open_prepared  # TODO(imageio): prepared imports list_images from here
+
+        folders = {"hr": hr_dir} if lr_dir is None else {"hr": hr_dir, "lr": lr_dir}
+        self.prepared = {side: open_prepared(folder) if use_prepared else None for side, folder in folders.items()}
+        self.decoded = any(store is None for store in self.prepared.values())  # some side reads image files
+        self.positions = {
+            side: _positions(store, [getattr(pair, side).name for pair in self.pairs])
+            for side, store in self.prepared.items()
+            if store is not None
+        }
+        self.cache = [pair.load() for pair in self.pairs] if cache and self.decoded else None
 
     def __len__(self) -> int:
-        return len(self.pairs) * self.repeat
+        return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        index %= len(self.pairs)
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
+        index, seed = key
         pair = self.pairs[index]
-        images = self.cache[index] if self.cache is not None else pair.load()
+        generator = torch.Generator().manual_seed(seed)
         s, lr_patch = self.scale, self.patch_size // self.scale
         # top-left corner drawn on the LR grid, so the HR corner is a multiple of the scale
-        y = int(torch.randint(pair.height // s - lr_patch + 1, ()))
-        x = int(torch.randint(pair.width // s - lr_patch + 1, ()))
-        patches = {"hr": images["hr"][:, y * s : (y + lr_patch) * s, x * s : (x + lr_patch) * s]}  # (3, P, P)
-        if "lr" in images:
-            patches["lr"] = images["lr"][:, y : y + lr_patch, x : x + lr_patch]  # (3, P/s, P/s)
-        return patches
+        y = int(torch.randint(pair.height // s - lr_patch + 1, (), generator=generator))
+        x = int(torch.randint(pair.width // s - lr_patch + 1, (), generator=generator))
+        flips = torch.randint(2, (3,), generator=generator).bool() & self.augment  # (3,)
+        decoded = (self.cache[index] if self.cache is not None else pair.load()) if self.decoded else {}
+        corners = {"hr": (y * s, x * s, self.patch_size), "lr": (y, x, lr_patch)}
+        patches = {"flips": flips, "seed": torch.tensor(seed)}
+        for side, store in self.prepared.items():
+            top, left, size = corners[side]
+            if store is not None:
+                patches[side] = store.crop(self.positions[side][index], top, left, size, size)
+            else:
+                patches[side] = decoded[side][:, top : top + size, left : left + size]
+        return patches  # "hr" (3, P, P) [+ "lr" (3, P/s, P/s)] uint8, "flips" (3,), "seed" ()
+
+
+def _positions(store: PreparedImages, names: list[str]) -> list[int]:
+    """Where each file name is in a prepared folder (which holds the same images as its source)."""
+    index = {name: i for i, name in enumerate(store.names)}
+    return [index[name] for name in names]
 
 
 class ValImageDataset(Dataset):
-    """Whole images for validation/test: {"hr", "name"} (+ "lr" with an LR folder), HR mod-cropped."""
+    """Images for validation/test: {"hr", "name"} (+ "lr" with an LR folder), HR mod-cropped.
 
-    def __init__(self, *, hr_dir: str | Path, lr_dir: str | Path | None = None, scale: int) -> None:
-        self.pairs = pair_images(hr_dir, lr_dir, scale)
+    `max_images` keeps the first images by name and `crop` cuts the centre `crop` x `crop` HR
+    pixels (on the scale grid; the LR crop matches): validation during training then stays a
+    small fixed set, however large the folder (full evaluation: ``python -m sr_gan.evaluate``).
+    """
+
+    def __init__(
+        self,
+        *,
+        hr_dir: str | Path,
+        lr_dir: str | Path | None = None,
+        scale: int,
+        verify: bool = False,
+        max_images: int | None = None,
+        crop: int | None = None,
+    ) -> None:
+        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify)[:max_images]
         self.scale = scale
+        self.crop = None if crop is None else crop - crop % scale
+        need = SSIM_WINDOW + 2 * scale  # SSIM's window must fit once the scale is cropped from each border
+        if self.crop is not None and self.crop < need:
+            raise DataError(f"data.val_crop={crop} is below {need}, the smallest size SSIM can score at x{scale}")
+        if small := [p for p in self.pairs if min(p.height, p.width) < need]:
+            names = ", ".join(f"{p.hr} ({p.width}x{p.height})" for p in small[:_SHOWN_PROBLEMS])
+            raise DataError(
+                f"validation images smaller than {need}x{need} after mod-crop (SSIM's {SSIM_WINDOW}-pixel window "
+                f"inside a {scale}-pixel border crop): {names}; remove them from {hr_dir}"
+            )
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Tensor | str]:
         pair = self.pairs[index]
-        return {**pair.load(), "name": pair.name}
+        images = pair.load()
+        if self.crop is not None:
+            s = self.scale
+            height, width = min(self.crop, pair.height), min(self.crop, pair.width)
+            top, left = (pair.height - height) // 2 // s * s, (pair.width - width) // 2 // s * s
+            images["hr"] = images["hr"][:, top : top + height, left : left + width]
+            if "lr" in images:
+                images["lr"] = images["lr"][:, top // s : (top + height) // s, left // s : (left + width) // s]
+        return {**images, "name": pair.name, "index": index}

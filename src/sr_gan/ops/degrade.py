@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from sr_gan.metrics import quantize
 from sr_gan.ops.imresize import imresize
@@ -16,3 +17,21 @@ def bicubic_degrade(hr: Tensor, scale: int, *, to_8bit: bool = True) -> Tensor:
     """
     lr = imresize(hr, 1 / scale)
     return quantize(lr) / 255 if to_8bit else lr
+
+
+class BicubicDegradation(nn.Module):
+    """``lr, hr = degradation(hr, generator=g)`` for the papers' protocol: `bicubic_degrade`, HR unchanged.
+
+    Deterministic (the generator is accepted and unused), so the call has the signature of
+    `RealESRGANDegradation`; with ``return_params`` the drawn parameters are an empty dict.
+    """
+
+    def __init__(self, *, scale: int = 4, quantize: bool = True) -> None:
+        super().__init__()
+        self.scale, self.quantize = scale, quantize
+
+    def forward(
+        self, hr: Tensor, generator: torch.Generator | None = None, return_params: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, dict[str, Tensor]]:
+        lr = bicubic_degrade(hr, self.scale, to_8bit=self.quantize)  # (B, 3, H/s, W/s)
+        return (lr, hr, {}) if return_params else (lr, hr)

@@ -14,6 +14,11 @@ calling ``torch.nn.functional.interpolate`` or kornia (which wraps it) because t
 Resizing is separable and linear, so each axis is one dense ``(out, in)`` matrix holding MATLAB's
 weights with the symmetric padding folded in (mirrored taps add onto in-range columns). The image
 is resized along H then W with one matmul each: batched, autograd-friendly, fast on GPU.
+
+The matrices are cached per (sizes, scale, antialiasing, device, dtype) in a bounded LRU cache
+(`_CACHE_SIZE` entries: training uses one or two shapes, validation one per image size), and are
+always built outside inference mode: a matrix first made during validation (`torch.inference_mode`)
+would otherwise be an inference tensor, which a later differentiable call cannot save for backward.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 from torch import Tensor
 
 _CUBIC_WIDTH = 4.0  # support of the cubic kernel, in input pixels
+_CACHE_SIZE = 16  # resize matrices kept per process; each is (out, in) on its device
 
 
 def _cubic(x: Tensor) -> Tensor:
@@ -36,7 +42,7 @@ def _cubic(x: Tensor) -> Tensor:
     return near + far
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=_CACHE_SIZE)
 def _resize_matrix(
     in_length: int,
     out_length: int,
@@ -47,8 +53,16 @@ def _resize_matrix(
 ) -> Tensor:
     """The ``(out_length, in_length)`` matrix of MATLAB's ``contributions`` for one axis.
 
-    Built in float64 on the CPU (MATLAB computes in double), then moved to `device` / `dtype`.
+    Built in float64 on the CPU (MATLAB computes in double), then moved to `device` / `dtype`; always
+    as a normal tensor (outside inference mode, no autograd history), since the cache outlives the
+    mode of the call that filled it.
     """
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_resize_matrix(in_length, out_length, scale, antialiasing).to(device=device, dtype=dtype)
+
+
+def _build_resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool) -> Tensor:
+    """The float64 CPU matrix of `_resize_matrix`."""
     antialias = antialiasing and scale < 1
     kernel_width = _CUBIC_WIDTH / scale if antialias else _CUBIC_WIDTH
     out_coords = torch.arange(1, out_length + 1, dtype=torch.float64)  # (out,), 1-based like MATLAB
@@ -65,7 +79,7 @@ def _resize_matrix(
     columns = mirror[(taps.long() - 1) % (2 * in_length)]  # (out, P), 0-based
     matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
     matrix.scatter_add_(1, columns, weights)  # mirrored taps add onto their in-range column
-    return matrix.to(device=device, dtype=dtype)
+    return matrix
 
 
 def imresize(

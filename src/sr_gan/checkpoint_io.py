@@ -1,0 +1,95 @@
+"""Lightning checkpoint files: written atomically and only when finite, read without unpickling code.
+
+`SafeCheckpointIO` is the trainer's checkpoint plugin (conf/trainer/default.yaml):
+
+- save: the weights are checked for NaN/Inf first (a diverged run never replaces a good
+  checkpoint), then the file is written beside its target, flushed and renamed over it
+  (`sr_gan.atomic.atomic_path`): a crash, `kill -9` or full disk leaves the previous checkpoint
+  intact. Lightning's own save writes to a temporary file elsewhere and moves it, which across
+  file systems is a copy that truncates the old checkpoint first.
+- load: local files and http(s) URLs alike go through `torch.load(weights_only=True)`
+  (`sr_gan.weights.load_state_file`): a checkpoint that would unpickle Python objects, and so
+  could run code, is refused. Lightning loads URLs with `weights_only=False`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from torch.hub import download_url_to_file
+
+from sr_gan.atomic import atomic_path
+from sr_gan.errors import UserError
+from sr_gan.weights import load_state_file
+
+log = logging.getLogger(__name__)
+
+
+def is_url(path: str | Path) -> bool:
+    return urlparse(str(path)).scheme in ("http", "https")
+
+
+def load_url(url: str) -> dict[str, Any]:
+    """Download `url` to a temporary file and load it like a local checkpoint (weights only)."""
+    with tempfile.TemporaryDirectory(prefix="sr_gan-ckpt-") as folder:
+        local = Path(folder) / "checkpoint.ckpt"
+        log.info("downloading %s", url)
+        try:
+            download_url_to_file(url, str(local), progress=False)
+        except OSError as err:  # URLError and HTTPError are OSErrors
+            raise UserError(f"ckpt_path={url}: cannot download it ({err}): check the URL or pass a local file") from err
+        return load_state_file(local)
+
+
+def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of `state` that hold a NaN or an Inf (one host sync)."""
+    floats = [(key, value) for key, value in state.items() if torch.is_tensor(value) and value.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([value.isfinite().all() for _, value in floats]).tolist()
+    return [key for (key, _), ok in zip(floats, finite, strict=True) if not ok]
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Atomic, finite-only checkpoint writes and code-free reads (see the module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        if bad := non_finite_keys(checkpoint.get("state_dict", {})):
+            raise UserError(
+                f"refused to write {path}: {len(bad)} weight tensors hold NaN/Inf (e.g. {bad[0]}), the run "
+                "diverged; the previous checkpoint is intact: resume from it with a lower learning rate"
+            )
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+            stale.unlink(missing_ok=True)
+        try:
+            with atomic_path(path) as temporary, open(temporary, "wb") as file:
+                torch.save(checkpoint, file)  # through a Python file: a failed write raises its OSError
+        except (OSError, RuntimeError) as failure:
+            if (err := _os_error(failure)) is None:
+                raise
+            reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else err.strerror
+            raise UserError(
+                f"cannot write checkpoint {path}: {reason} ({err}); the previous checkpoint is intact: "
+                "free space (or choose paths.log_dir on another disk) and resume with ckpt_path=last"
+            ) from None
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return load_url(str(path)) if is_url(path) else load_state_file(path)
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err`: torch.save reports a failed write as a RuntimeError whose context it is."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err

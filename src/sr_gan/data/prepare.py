@@ -1,0 +1,46 @@
+"""Prepare image folders once for fast training crops (see `sr_gan.data.prepared`, docs/data.md).
+
+    python -m sr_gan.data.prepare data/DIV2K/DIV2K_train_HR data/DIV2K/DIV2K_train_LR_bicubic/X4
+    python -m sr_gan.data.prepare photos/ --out /fast/disk/photos.prepared [--verify]
+
+Each folder goes to `<folder>.prepared` beside it unless --out names one output per folder. A
+second run keeps what is prepared and current and rebuilds what changed (resumable). An image that
+cannot be read is named at the end, the others are still prepared, and the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sr_gan.data.prepared import PreparedImages, prepare_folder
+from sr_gan.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sr_gan.data.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="image folders (HR and LR alike)")
+    parser.add_argument("--out", nargs="+", type=Path, help="one output folder per input (default <folder>.prepared)")
+    parser.add_argument("--verify", action="store_true", help="then recompute every checksum (reads all arrays)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    args = parser.parse_args(argv)
+    outs = args.out or [None] * len(args.folders)
+    if len(outs) != len(args.folders):
+        parser.error(f"--out names {len(outs)} folders for {len(args.folders)} inputs: give one per input")
+    failed = False
+    for folder, out in zip(args.folders, outs):
+        try:  # one folder's bad image does not stop the others
+            prepared = prepare_folder(folder, out, progress=args.progress)
+            if args.verify:
+                PreparedImages(prepared).verify(progress=args.progress)
+                print(f"{prepared}: every checksum matches")
+        except (UserError, FileNotFoundError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

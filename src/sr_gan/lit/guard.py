@@ -1,0 +1,89 @@
+"""A guard against non-finite losses that costs no host sync per batch.
+
+Every batch, the loss terms are checked for NaN/Inf on the device, and the streak of bad batches,
+the first bad batch and its bad terms are kept in device tensors. Steps with a non-finite loss
+are skipped on the device where the optimizer can do that (torch's fused Adam / AdamW / SGD read a
+``found_inf`` flag, the mechanism of ``torch.amp.GradScaler``; ``optim.*.fused=true``). The
+default for-each Adam cannot skip without a host sync: there the first bad batch already spoils
+the weights. The streak is read on the host only at `check` (every logging interval and before
+each validation), which stops the run with a message naming the batch and the loss terms when it
+reaches ``patience`` batches, or at once when the steps could not be skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from sr_gan.errors import UserError
+
+# the logged names (train/<term>) that are checked; a gradient norm is NaN/Inf iff a gradient is
+TERMS = ("l_g_pix", "l_g_percep", "l_g_gan", "grad_norm_g", "l_d_real", "l_d_fake", "grad_norm_d")
+
+
+class NonFiniteLossError(UserError):
+    """Training produced non-finite losses for too long: the run diverged."""
+
+
+def can_skip_on_device(optimizer: Optimizer) -> bool:
+    """True for torch optimizers that honour a ``found_inf`` flag (fused Adam, AdamW, SGD, ...)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"))
+
+
+def step_if_finite(optimizer: Optimizer, step: Callable[[], object], finite: Tensor, *, on_device: bool) -> None:
+    """Run ``step()`` (the optimizer's step); with ``on_device`` (an optimizer for which
+    `can_skip_on_device`), the fused kernels skip it on the device when ``finite`` is False."""
+    if not on_device:
+        step()
+        return
+    optimizer.found_inf = (~finite).float()  # read by the fused kernels, as GradScaler sets it
+    try:
+        step()
+    finally:
+        del optimizer.found_inf
+
+
+class NonFiniteGuard(nn.Module):
+    """Device-side record of non-finite loss terms; `check` stops a diverged run (module docstring).
+
+    Args:
+        patience: bad batches in a row tolerated while their steps are skipped.
+    """
+
+    def __init__(self, patience: int) -> None:
+        super().__init__()
+        if patience < 1:
+            raise UserError(f"module.nonfinite_patience={patience} must be >= 1 (bad batches in a row)")
+        self.patience = patience
+        self.skipping = True  # whether every optimizer in use can skip a step on the device
+        self.register_buffer("streak", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("first_batch", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("first_terms", torch.zeros(len(TERMS), dtype=torch.bool), persistent=False)
+
+    def update(self, terms: dict[str, Tensor], batch: int) -> None:
+        """Record this batch's terms (keys from `TERMS`; absent terms count as finite)."""
+        zero = self.first_terms.new_zeros((), dtype=torch.float)
+        values = torch.stack([terms[name].detach().float() if name in terms else zero for name in TERMS])
+        bad = ~values.isfinite()  # (len(TERMS),)
+        any_bad = bad.any()
+        starts = any_bad & (self.streak == 0)
+        self.first_batch.copy_(torch.where(starts, batch, self.first_batch))
+        self.first_terms.copy_(torch.where(starts, bad, self.first_terms))
+        self.streak.copy_(torch.where(any_bad, self.streak + 1, 0))
+
+    def check(self, hint: str) -> None:
+        """Host side (one sync): raise `NonFiniteLossError` if the run has diverged. ``hint`` ends the
+        message (what to change)."""
+        streak = int(self.streak)
+        if streak == 0 or (self.skipping and streak < self.patience):
+            return
+        names = [f"train/{name}" for name, bad in zip(TERMS, self.first_terms.tolist(), strict=True) if bad]
+        skipped = f"skipped {streak} steps in a row (module.nonfinite_patience={self.patience})"
+        raise NonFiniteLossError(
+            f"training stopped: {', '.join(names)} became NaN/Inf at batch {int(self.first_batch) + 1} and "
+            f"{skipped if self.skipping else 'the weights are spoilt (for-each Adam cannot skip a step)'}; "
+            f"no checkpoint holds non-finite weights. {hint}"
+        )

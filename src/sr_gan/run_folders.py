@@ -1,0 +1,325 @@
+"""Training run folders as ``sr_gan.train`` leaves them, read back offline (README "What a run leaves").
+
+A run folder holds `run.json` (its status and headline numbers, `sr_gan.run_summary`), `config.yaml`
+(the resolved config), `.hydra/hydra.yaml` (with the config group
+choices, e.g. `loss: ragan`) and `.hydra/overrides.yaml`, `csv/metrics.csv`, `checkpoints/best.ckpt`
+and `last.ckpt`, and `samples/val_<batches>/<image>.png`. Nothing here needs W&B or a checkpoint
+load. What differs between runs is found here too (`differing_keys`): the comparison's columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sr_gan.errors import UserError
+from sr_gan.run_summary import read_record
+
+# Config groups and keys that say how a run is logged or where it writes, not what it trains.
+IGNORED_GROUPS = ("hydra", "logger", "paths")
+_SAMPLES = re.compile(r"val_(\d+)")
+
+
+@dataclass
+class Run:
+    """What one run folder says about its training; `metrics` rows carry `batch` (batches done)."""
+
+    path: Path
+    name: str = ""  # the shortest path suffix that tells it from the other runs compared
+    config: dict[str, Any] | None = None  # None: the run stopped before writing config.yaml
+    choices: dict[str, str] = field(default_factory=dict)  # config group → option (Hydra runtime.choices)
+    overrides: list[str] = field(default_factory=list)
+    metrics: list[dict[str, float]] = field(default_factory=list)  # `batch` is an int
+    samples: dict[int, Path] = field(default_factory=dict)  # batches done → samples/val_<batches>
+    has_best: bool = False
+    has_last: bool = False
+    record: dict[str, Any] | None = None  # run.json (sr_gan.run_summary), written at start and end
+    started: float = 0.0  # file times (s since the epoch): .hydra/ written at start ...
+    updated: float = 0.0  # ... and the newest metrics, checkpoint or sample file
+
+    @property
+    def budget(self) -> int | None:
+        """trainer.max_steps: the run's budget in batches."""
+        return ((self.config or {}).get("trainer") or {}).get("max_steps")
+
+    @property
+    def batches(self) -> int:
+        """Batches done, from the last metrics row or sample folder (metrics are logged every
+        `trainer.log_every_n_steps` batches, so this can lag the truth by fewer than that)."""
+        return int(max([0, *(row.get("batch", 0) for row in self.metrics), *self.samples]))
+
+    @property
+    def has_discriminator(self) -> bool:
+        return (self.config or {}).get("discriminator") is not None
+
+    def val_rows(self) -> list[dict[str, float]]:
+        return [row for row in self.metrics if "val/psnr" in row]
+
+    def status(self, *, stale_s: float, now: float | None = None) -> str:
+        """done | running (...) | crashed (...): a run short of its budget that wrote nothing for
+        `stale_s` seconds counts as crashed, a more recent one as still running."""
+        if self.config is None:
+            return "crashed (before training: no config.yaml)"
+        ended = (self.record or {}).get("status")
+        if ended in ("done", "failed", "preempted"):  # what the run itself recorded as it ended
+            error = (self.record or {}).get("error")
+            return ended if not error else f"{ended} ({error[:80]})"
+        budget = self.budget
+        if budget is not None and self.batches >= budget and self.has_last:
+            return "done"
+        detail = [f"{self.batches}/{budget} batches" if self.metrics else "no metrics"]
+        if not self.has_last:
+            detail.append("no last.ckpt")
+        recent = (now if now is not None else time.time()) - self.updated < stale_s
+        return f"{'running' if recent else 'crashed'} ({', '.join(detail)})"
+
+
+# --- finding and reading runs ---------------------------------------------------------------------
+
+
+def is_run(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.yaml").is_file() or (path / ".hydra").is_dir())
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key: multirun jobs 2 before 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+
+def _runs_below(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, _ in os.walk(folder):
+        if is_run(Path(root)):
+            found.append(Path(root))
+            dirs.clear()  # a run's own sub-folders hold no runs
+        else:
+            dirs[:] = [d for d in dirs if d != "wandb" and not d.startswith(".")]
+    return sorted(found, key=_natural)
+
+
+def find_runs(entries: Sequence[str]) -> list[Path]:
+    """Run folders from run folders, folders holding runs (a multirun) and glob patterns, in order."""
+    if not entries:
+        raise UserError("no runs given: python -m sr_gan.compare logs/train/multiruns/<time> (or run folders, a glob)")
+    runs: dict[Path, None] = {}
+    for entry in entries:
+        pattern = glob.has_magic(entry)
+        matches = sorted((Path(m) for m in glob.glob(entry)), key=_natural) if pattern else [Path(entry)]
+        if not matches or not (pattern or matches[0].exists()):
+            raise UserError(f"runs: {entry} {'matches nothing' if pattern else 'does not exist'}: pass a run folder")
+        for match in matches:
+            found = [match] if is_run(match) else _runs_below(match) if match.is_dir() else []
+            if not found and not pattern:
+                raise UserError(
+                    f"runs: {entry} is no run folder (no config.yaml or .hydra/) and holds none: pass a "
+                    "training run (logs/train/runs/<time>) or a sweep (logs/train/multiruns/<time>)"
+                )
+            runs |= dict.fromkeys(found)
+    if not runs:
+        raise UserError(f"runs: {' '.join(entries)} holds no run folder (config.yaml or .hydra/)")
+    return list(runs)
+
+
+def _yaml(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The rows of a Lightning CSVLogger file as floats (empty cells left out), each with `batch`:
+    the batches done when it was logged (the file's `step` + 1, as the sample folders count)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            try:
+                row = {key: float(value) for key, value in raw.items() if key and value not in (None, "")}
+            except (TypeError, ValueError):  # a line cut short by a crash mid-write
+                continue
+            if "step" in row:
+                rows.append(row | {"batch": int(row["step"]) + 1})
+    return rows
+
+
+def _mtime(paths: Iterable[Path]) -> float:
+    return max([p.stat().st_mtime for p in paths if p.exists()], default=0.0)
+
+
+def read_run(path: Path) -> Run:
+    """Everything `compare` uses from one run folder; absent files leave their fields empty."""
+    run = Run(path=path)
+    if (path / "config.yaml").is_file():
+        run.config = _yaml(path / "config.yaml") or {}
+    hydra = path / ".hydra"
+    if (hydra / "hydra.yaml").is_file():
+        choices = (((_yaml(hydra / "hydra.yaml") or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+        run.choices = {g: str(o) for g, o in choices.items() if g.split("/")[0] not in IGNORED_GROUPS}
+    if (hydra / "overrides.yaml").is_file():
+        run.overrides = [str(o) for o in _yaml(hydra / "overrides.yaml") or []]
+    metrics = path / "csv" / "metrics.csv"
+    if metrics.is_file():
+        run.metrics = read_metrics(metrics)
+    for folder in (path / "samples").glob("val_*"):
+        if (match := _SAMPLES.fullmatch(folder.name)) and folder.is_dir():
+            run.samples[int(match.group(1))] = folder
+    run.record = read_record(path)
+    checkpoints = path / "checkpoints"
+    run.has_best, run.has_last = (checkpoints / "best.ckpt").is_file(), (checkpoints / "last.ckpt").is_file()
+    run.started = _mtime([hydra / "hydra.yaml"]) or _mtime([path / "config.yaml"])  # Hydra writes it at start
+    run.updated = _mtime([metrics, path / "config.yaml", *checkpoints.glob("*.ckpt"), *run.samples.values()])
+    return run
+
+
+def read_runs(paths: Sequence[Path]) -> list[Run]:
+    """Read every run and name each by the shortest path suffix no other run shares."""
+    runs = [read_run(path) for path in paths]
+    parts = [path.absolute().parts for path in paths]
+    for i, (run, own) in enumerate(zip(runs, parts)):
+        others = parts[:i] + parts[i + 1 :]
+        k = 1
+        while k < len(own) and any(other[-k:] == own[-k:] for other in others):
+            k += 1
+        run.name = "/".join(own[-k:])
+    return runs
+
+
+# --- what the runs share and where they differ ----------------------------------------------------
+
+
+def check_comparable(runs: Sequence[Run]) -> None:
+    """Refuse runs whose numbers cannot stand side by side: other scales or validation sets."""
+    configured = [run for run in runs if run.config is not None]
+    for key, fix in (
+        ("scale", "compare one scale at a time"),
+        ("val_hr_dir", "compare runs validated on the same images"),
+        ("val_lr_dir", "compare runs validated on the same LR images"),
+    ):
+        values = {run.name: (run.config.get("data") or {}).get(key) for run in configured}  # type: ignore[union-attr]
+        if len(set(map(str, values.values()))) > 1:
+            listed = ", ".join(f"{name}: {value}" for name, value in values.items())
+            raise UserError(f"the runs differ in data.{key} ({listed}): {fix}")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` → `{"a.b": 1}`; lists and empty or null nodes are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def _fingerprint(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _overridden(run: Run) -> set[str]:
+    """Config keys the run's command line set (`key=v`, `+key=v`, `++key=v`, `~key`), not groups."""
+    keys = {override.lstrip("+~").split("=", 1)[0] for override in run.overrides}
+    return {key for key in keys if key not in run.choices and "/" not in key}
+
+
+def _own_paths(run: Run) -> tuple[str, ...]:
+    output = ((run.config or {}).get("paths") or {}).get("output_dir")
+    return tuple(str(p) for p in (output, run.path.absolute()) if p)
+
+
+def _ignored(key: str, values: Sequence[Any], runs: Sequence[Run]) -> bool:
+    """Keys that differ in every run by construction: the logger's, and those naming the run's folder."""
+    if key.split(".")[0] in IGNORED_GROUPS:
+        return True
+    return any(isinstance(v, str) and any(p in v for p in _own_paths(r)) for v, r in zip(values, runs))
+
+
+def differing_keys(runs: Sequence[Run]) -> tuple[list[str], list[str]]:
+    """(config groups, leaf keys) whose values differ across the runs.
+
+    Groups first: `-m loss=srgan,ragan` gives the column `loss`, not the dozens of `loss.*` and
+    `discriminator.*` values the choice brings. A differing leaf key is kept when a run's command
+    line set it, or when it varies between runs that made the same group choices (then no group
+    explains it); keys that follow from the choices are left out.
+    """
+    groups = list(dict.fromkeys(g for run in runs for g in run.choices))
+    groups = [g for g in groups if len({run.choices.get(g) for run in runs}) > 1]
+    configured = [run for run in runs if run.config is not None]
+    flats = [flatten(run.config) for run in configured]  # type: ignore[arg-type]
+    missing = object()
+    overridden = set().union(*(_overridden(run) for run in configured))
+    candidates: dict[str, tuple[str, ...]] = {}  # key → its value in each run
+    for key in dict.fromkeys(k for flat in flats for k in flat):
+        values = [flat.get(key, missing) for flat in flats]
+        prints = tuple(_fingerprint(v) if v is not missing else "<missing>" for v in values)
+        if len(set(prints)) < 2 or _ignored(key, values, configured):
+            continue
+        buckets: dict[tuple[str | None, ...], set[str]] = {}
+        for run, value in zip(configured, prints):
+            buckets.setdefault(tuple(run.choices.get(g) for g in groups), set()).add(value)
+        set_by_user = key in overridden or any(key.startswith(f"{o}.") for o in overridden)
+        if set_by_user or any(len(bucket) > 1 for bucket in buckets.values()):
+            candidates[key] = prints
+    return groups, _without_copies(candidates, overridden)
+
+
+def _without_copies(candidates: dict[str, tuple[str, ...]], overridden: set[str]) -> list[str]:
+    """Drop interpolated copies (`module.generator: ${model.generator}` repeats every generator
+    key): a key with the same last part and the same values as one kept. Keys the command line
+    set are kept first, then keys outside `module` (the wiring of the others), in config order."""
+
+    def rank(key: str) -> tuple[bool, bool]:
+        return key not in overridden, key.startswith("module.")
+
+    kept: list[str] = []
+    for key in sorted(candidates, key=rank):
+        tail = key.rsplit(".", 1)[-1]
+        if not any(k.rsplit(".", 1)[-1] == tail and candidates[k] == candidates[key] for k in kept):
+            kept.append(key)
+    return [key for key in candidates if key in kept]
+
+
+def format_value(value: Any) -> str:
+    """A config value as a short cell: lists in brackets, null, true/false."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def run_values(run: Run, groups: Sequence[str], leaves: Sequence[str]) -> dict[str, str | None]:
+    """The run's cells for the differing keys (None where it has no such key); a run without
+    config.yaml shows what its command line set."""
+    values: dict[str, str | None] = {group: run.choices.get(group) for group in groups}
+    if run.config is not None:
+        flat = flatten(run.config)
+        values |= {key: format_value(flat[key]) if key in flat else None for key in leaves}
+    else:
+        given = dict(override.lstrip("+").split("=", 1) for override in run.overrides if "=" in override)
+        values |= {key: given.get(key) for key in leaves}
+    return values
+
+
+def short_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Legend names: the shortest tail of each dotted key that no other key ends with
+    (`model.generator.num_features` → `num_features`, or `generator.num_features` beside
+    `discriminator.num_features`)."""
+    parts = [key.split(".") for key in keys]
+    labels = {}
+    for i, own in enumerate(parts):
+        others = parts[:i] + parts[i + 1 :]
+        k = 1
+        while k < len(own) and any(other[-k:] == own[-k:] for other in others):
+            k += 1
+        labels[keys[i]] = ".".join(own[-k:])
+    return labels

@@ -1,0 +1,126 @@
+"""What a training run prints and records about itself.
+
+- `quiet_third_party_noise`: the console and ``train.log`` carry what a user can act on; warnings
+  are routed into the log, Lightning's own lines reach ``train.log`` too, and two messages that
+  are neither ours nor the user's to act on are filtered (each named, with why).
+- `RunRecord`: ``run.json`` in the run folder, rewritten atomically when the run starts and ends
+  (status running / done / failed / preempted, batches, wall time, batches/s, the headline metrics),
+  so `sr_gan.compare` and scripts need not guess a run's state from file times.
+- `summary`: the lines printed when a run ends: where everything is, best and last val/psnr
+  against bicubic, and the next commands to try.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sr_gan.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import lightning as L
+
+RECORD = "run.json"
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_third_party_noise() -> None:
+    """Route warnings and Lightning's messages into the run's log; drop two that nobody acts on."""
+    logging.captureWarnings(True)  # warnings.warn (e.g. the random-VGG warning) also reach train.log
+    lightning = logging.getLogger("lightning")
+    lightning.propagate = True  # Lightning's logger prints by itself and keeps train.log empty
+    for handler in list(lightning.handlers):
+        lightning.removeHandler(handler)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        # An advertisement printed by every Trainer for a logging service.
+        logging.getLogger(name).addFilter(_DropMessages("💡 Tip:"))
+    # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree check at every validation; the
+    # deprecation is Lightning's to fix, the value it computes is right.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+@dataclass
+class RunRecord:
+    """``run.json``: the state and headline numbers of one run (see the module docstring)."""
+
+    folder: Path
+    status: str = "running"
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    wall_s: float = 0.0
+    batches: int = 0
+    batches_per_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def write(self) -> None:
+        self.wall_s = round(time.time() - self.started, 3)
+        record = {k: v for k, v in asdict(self).items() if k != "folder"}
+        with atomic_path(self.folder / RECORD) as temporary:
+            temporary.write_text(json.dumps(record, indent=2) + "\n")
+
+    def finish(self, status: str, trainer: L.Trainer | None, error: BaseException | None = None) -> None:
+        """Record how the run ended, what it did and where its files are; write run.json."""
+        self.status, self.error = status, None if error is None else " ".join(str(error).split())
+        if trainer is not None:
+            self.batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+            self.metrics |= {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        self.wall_s = time.time() - self.started
+        self.batches_per_s = round(self.batches / self.wall_s, 4) if self.wall_s > 0 and self.batches else None
+        self.files = {name: str(path) for name, path in _files(self.folder).items()}
+        self.write()
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    candidates = {
+        "best": folder / "checkpoints" / "best.ckpt",
+        "last": folder / "checkpoints" / "last.ckpt",
+        "metrics": folder / "csv" / "metrics.csv",
+        "samples": folder / "samples",
+        "wandb": folder / "wandb",
+        "config": folder / "config.yaml",
+    }
+    return {name: path for name, path in candidates.items() if path.exists()}
+
+
+def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float]) -> list[str]:
+    """The lines printed at the end of a run (see the module docstring)."""
+    files = _files(record.folder)
+    lines = [f"run {record.status}: {record.batches} batches in {record.wall_s:.0f} s, folder {record.folder}"]
+    if "val/psnr" in last:
+        best = f"best {best_psnr:.2f} dB, " if best_psnr is not None else ""
+        bicubic = last.get("val/psnr_bicubic", float("nan"))
+        lines.append(f"val/psnr: {best}last {last['val/psnr']:.2f} dB, bicubic {bicubic:.2f} dB")
+    for name in ("best", "last", "samples", "metrics", "wandb"):
+        if name in files:
+            lines.append(f"  {name:8} {files[name]}")
+    ckpt = files.get("last" if "best" not in files else "best")
+    if ckpt is not None:
+        lines += [
+            "next:",
+            f"  python -m sr_gan.evaluate ckpt={ckpt} datasets=[Set5,Set14,BSD100]",
+            f"  python -m sr_gan.upscale ckpt={ckpt} input=<your photos>",
+            f"  python -m sr_gan.compare {record.folder.parent}",
+        ]
+    if "wandb" in files:
+        lines.append(f"  wandb sync {files['wandb']}/offline-run-*   # to see it on wandb.ai")
+    return lines
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """A run folder's run.json, or None (runs made before sr-gan wrote one)."""
+    path = folder / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,127 @@
+"""The values a user sets on the command line, checked at start-up before any data is read.
+
+Hydra composes any string (``data.batch_size=abc``); without a check it fails minutes later, deep
+inside a DataLoader or a Lightning loop. Each entry below states what a key allows; `validate`
+reports the first violation in one line naming the key, the value and what is allowed. A key
+absent from the config (another option of its group) is not checked.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sr_gan.errors import UserError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key allows: a kind (``int``, ``float``: a number, ``bool``, ``str``), bounds
+    (``low``/``high`` inclusive, ``above``/``below`` exclusive), a set of choices, ``null``."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.kind is object:  # any type: the choices decide
+            return value in self.choices
+        if isinstance(value, bool) != (self.kind is bool):  # True is an int to Python, not to us
+            return False
+        if self.kind is float:
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                return False
+        elif not isinstance(value, self.kind):
+            return False
+        if self.choices is not None and value not in self.choices:
+            return False
+        bounds = (
+            (self.low, operator.ge),
+            (self.high, operator.le),
+            (self.above, operator.gt),
+            (self.below, operator.lt),
+        )
+        return all(bound is None or holds(value, bound) for bound, holds in bounds)
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            allowed = "one of " + ", ".join(str(c) for c in self.choices)
+        else:
+            allowed = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+            limits = [
+                f"{sign} {bound:g}"
+                for bound, sign in ((self.low, ">="), (self.above, ">"), (self.high, "<="), (self.below, "<"))
+                if bound is not None
+            ]
+            allowed += f" {' and '.join(limits)}" if limits else ""
+        return allowed + (" or null" if self.nullable else "")
+
+
+POSITIVE_INT, COUNT, POSITIVE = Rule(int, low=1), Rule(int, low=0), Rule(float, above=0)
+WEIGHT = Rule(float, low=0)
+
+TRAIN: Mapping[str, Rule] = {
+    "seed": Rule(int, low=0, nullable=True),
+    "data.scale": Rule(int, choices=(1, 2, 3, 4, 8)),
+    "data.patch_size": POSITIVE_INT,
+    "data.batch_size": POSITIVE_INT,
+    "data.num_workers": COUNT,
+    "data.cache": Rule(bool),
+    "data.augment": Rule(bool),
+    "data.verify": Rule(bool),
+    "data.use_prepared": Rule(bool),
+    "data.val_max_images": Rule(int, low=1, nullable=True),
+    "data.val_crop": Rule(int, low=1, nullable=True),
+    "model.ema_decay": Rule(float, above=0, below=1, nullable=True),
+    "model.generator.num_features": POSITIVE_INT,
+    "model.generator.num_blocks": POSITIVE_INT,
+    "loss.pixel_weight": WEIGHT,
+    "loss.perceptual_weight": WEIGHT,
+    "loss.adversarial_weight": WEIGHT,
+    "optim.generator.lr": POSITIVE,
+    "optim.discriminator.lr": POSITIVE,
+    "optim.scheduler.gamma": Rule(float, above=0, high=1),
+    "optim.generator.fused": Rule(bool, nullable=True),
+    "optim.discriminator.fused": Rule(bool, nullable=True),
+    "optim.accumulate_batches": POSITIVE_INT,
+    "model.compile": Rule(object, choices=(False, True, "inductor", "eager", "aot_eager", "cudagraphs")),
+    "model.channels_last": Rule(bool),
+    "optim.clip_grad_norm.generator": Rule(float, above=0, nullable=True),
+    "optim.clip_grad_norm.discriminator": Rule(float, above=0, nullable=True),
+    "module.d_steps_per_g_step": POSITIVE_INT,
+    "module.d_init_steps": COUNT,
+    "module.nonfinite_patience": POSITIVE_INT,
+    "module.num_samples": COUNT,
+    "trainer.max_steps": POSITIVE_INT,
+    "trainer.val_check_interval": POSITIVE_INT,
+    "trainer.log_every_n_steps": POSITIVE_INT,
+    "trainer.precision": Rule(str, choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")),
+}
+
+
+def validate(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
+    """Raise a one-line UserError for the first key of `rules` whose value is not allowed."""
+    for key, rule in rules.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            continue
+        value = OmegaConf.select(cfg, key)
+        if not rule.allows(value):
+            raise UserError(f"{key}={_show(value)} is not allowed: {key} must be {rule.describe()}")
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)

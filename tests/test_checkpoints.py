@@ -1,0 +1,217 @@
+"""Checkpoints are never lost or half-written, never run code, and resume where they should."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import pickle
+import random
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from sr_gan.checkpoint_io import SafeCheckpointIO
+from sr_gan.errors import UserError
+from sr_gan.train import resolve_ckpt_path, train
+from tests.helpers import SRC, run_module
+
+TINY_CLI = [
+    "logger=csv",
+    "model.generator.num_features=8",
+    "model.generator.num_blocks=1",
+    "data.patch_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "trainer.val_check_interval=2",
+    "trainer.enable_progress_bar=false",
+    "module.num_samples=0",
+    "test=false",
+]
+
+_REWRITER = """
+import sys, torch
+from sr_gan.checkpoint_io import SafeCheckpointIO
+io, path = SafeCheckpointIO(), sys.argv[1]
+for version in range(1, 1000):
+    io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(version))}}, path)
+    print(version, flush=True)
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SRC), **extra}
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_rewrite_leaves_a_whole_checkpoint(tmp_path: Path) -> None:
+    """Lightning's own writer moves a temporary file from $TMPDIR; on another file system that is a
+    copy, and a kill mid-copy left a 0-byte last.ckpt. Ours writes beside the target and renames."""
+    other_fs = "/dev/shm" if Path("/dev/shm").is_dir() else str(tmp_path)
+    path = tmp_path / "last.ckpt"
+    rng = random.Random(0)
+    for _ in range(4):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _REWRITER, str(path)], stdout=subprocess.PIPE, text=True, env=_env(TMPDIR=other_fs)
+        )
+        child.stdout.readline()  # one whole version written by this process
+        time.sleep(rng.uniform(0.0, 0.15))  # then somewhere inside a later rewrite
+        child.kill()
+        child.wait()
+        weights = torch.load(path, weights_only=True)["state_dict"]["w"]
+        assert weights.shape == (2_000_000,) and torch.all(weights == weights[0]) and weights[0] >= 1
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(2)}}, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # killed writers' temporaries removed
+
+
+def _limit_file_size(limit: int) -> None:
+    """In the child: files larger than `limit` bytes fail with EFBIG (as a full disk fails a write)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.slow
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = run_module("sr_gan.train", *TINY_CLI, "trainer.max_steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sr_gan.train",
+            *TINY_CLI,
+            "trainer.max_steps=4",
+            f"hydra.run.dir={run_dir}",
+            "ckpt_path=last",
+        ],
+        cwd=tmp_path,
+        env=_env(WANDB_MODE="offline"),
+        capture_output=True,
+        text=True,
+        preexec_fn=functools.partial(_limit_file_size, len(before) // 2),
+        timeout=300,
+    )
+    assert child.returncode == 2, child.stderr[-2000:]
+    assert (
+        child.stderr.splitlines()[-1].startswith("error: cannot write checkpoint") and "Traceback" not in child.stderr
+    )
+    assert "previous checkpoint is intact" in child.stderr
+    assert last.read_bytes() == before
+    assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TINY_CLI, f"hydra.run.dir={run_dir}"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "sr_gan.train", *args, "trainer.max_steps=100000"],
+        cwd=tmp_path,
+        env=_env(WANDB_MODE="offline"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:  # training is under way
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert child.wait(timeout=60) == 143, child.stderr.read()[-2000:]
+    assert time.monotonic() - sent < 30
+    saved = torch.load(last, weights_only=True)
+    done = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"]
+    assert done >= 2 and saved["SRDataModule"]["stream_position"] == 2 * done  # batch 2 per process
+
+    resumed = run_module("sr_gan.train", *args, f"trainer.max_steps={done + 1}", "ckpt_path=last", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = torch.load(last, weights_only=True)
+    assert again["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == done + 1
+
+
+# ---------------------------------------------------------------------------- resuming: what and from where
+class _Payload:
+    """Unpickling this runs code: it creates the file named by `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A local HTTP server over a folder: (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_url_checkpoint_that_would_run_code_is_refused(make_cfg, tmp_path: Path, http_folder) -> None:
+    folder, url = http_folder
+    marker = tmp_path / "pwned.txt"
+    with open(folder / "evil.ckpt", "wb") as f:
+        pickle.dump({"state_dict": {}, "payload": _Payload(marker)}, f)
+    with pytest.raises(UserError, match="refused to load") as info:
+        train(make_cfg(f"ckpt_path={url}/evil.ckpt"))
+    assert not marker.exists() and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="cannot download"):
+        train(make_cfg(f"ckpt_path={url}/missing.ckpt"))
+
+
+def test_resume_from_a_url(make_cfg, tmp_path: Path, http_folder) -> None:
+    folder, url = http_folder
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    (folder / "run.ckpt").write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
+    train(make_cfg("trainer.max_steps=3", "test=false", f"ckpt_path={url}/run.ckpt"))
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 3
+
+
+def test_resuming_with_other_networks_is_refused_in_one_line(make_cfg) -> None:
+    train(make_cfg("loss=ragan", "trainer.max_steps=1", "test=false"))
+    with pytest.raises(UserError, match=r"model\.generator\.num_blocks=1 in the checkpoint, 2 here") as info:
+        train(make_cfg("loss=ragan", "trainer.max_steps=2", "model.generator.num_blocks=2", "ckpt_path=last"))
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"discriminator\._target_=sr_gan\.archs\.VGGStyleDiscriminator"):
+        train(make_cfg("loss=ragan", "discriminator=unet", "trainer.max_steps=2", "ckpt_path=last"))
+
+
+def test_ckpt_path_forms(tmp_path: Path) -> None:
+    assert resolve_ckpt_path(None, tmp_path) is None
+    assert resolve_ckpt_path("last", tmp_path) is None  # nothing yet: a fresh start
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resolve_ckpt_path("last", tmp_path) == str(last)
+    assert resolve_ckpt_path(str(tmp_path), Path("elsewhere")) == str(last)  # a run folder
+    assert resolve_ckpt_path("https://example.org/a.ckpt", tmp_path) == "https://example.org/a.ckpt"
+    with pytest.raises(UserError, match="ckpt_path=nowhere.ckpt: no such checkpoint"):
+        resolve_ckpt_path("nowhere.ckpt", tmp_path)
+
+
+def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    with pytest.raises(UserError, match=r"refused to write .*last\.ckpt: 1 weight tensors hold NaN/Inf \(e\.g\. w\)"):
+        io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan"), 2.0])}}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))

@@ -1,0 +1,440 @@
+"""``python -m sr_gan.compare``: run folders → table, curves, crops, perception–distortion, W&B.
+
+Most tests write run folders the way `sr_gan.train` does (config.yaml, .hydra/, csv/metrics.csv,
+checkpoints/, samples/val_<batches>/) with known numbers; one real tiny sweep, made once per
+session, proves that compare reads what training actually writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from skimage import data as skdata
+from torchvision.io import read_image, write_png
+
+from sr_gan.compare import hydra_argv, main, run, wandb_group
+from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure, read_strips
+from sr_gan.errors import UserError
+from sr_gan.evaluate import run as evaluate
+from sr_gan.metrics import psnr
+from sr_gan.run_folders import read_runs, short_labels
+from tests.helpers import run_module
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 48  # HR size of the synthetic validation images (VIF needs 41 px after the border crop)
+
+
+# --- synthetic run folders ------------------------------------------------------------------------
+
+
+def _images() -> dict[str, torch.Tensor]:
+    """Two HR validation images (3, SIZE, SIZE) uint8."""
+    photos = {
+        "astronaut": skdata.astronaut()[100 : 100 + SIZE, 180 : 180 + SIZE],
+        "coffee": skdata.coffee()[150:198, 200:248],
+    }
+    return {name: torch.from_numpy(pixels.copy()).permute(2, 0, 1) for name, pixels in photos.items()}
+
+
+def _blur(hr: torch.Tensor) -> torch.Tensor:
+    small = torch.nn.functional.avg_pool2d(hr[None].float(), 4)
+    return torch.nn.functional.interpolate(small, scale_factor=4, mode="nearest")[0].round().to(torch.uint8)
+
+
+def _sr(hr: torch.Tensor, noise: float, seed: int) -> torch.Tensor:
+    """A fake SR image: HR plus noise of the given strength, so each run/step has its own PSNR."""
+    generator = torch.Generator().manual_seed(seed)
+    return (hr.float() + noise * torch.randn(hr.shape, generator=generator)).clamp(0, 255).round().to(torch.uint8)
+
+
+def write_run(
+    folder: Path,
+    *,
+    loss: str = "l1",
+    features: int = 8,
+    scale: int = 2,
+    val_dir: str = "/data/val",
+    gan: bool = False,
+    psnrs: tuple[float, ...] = (20.0, 22.0),
+    budget: int = 4,
+    last_ckpt: bool = True,
+    config: bool = True,
+    age_s: float = 0,
+) -> Path:
+    """A run folder as `sr_gan.train` leaves it: validation every 2 batches with the given
+    val/psnr values, samples at each validation (SR noise falls as PSNR rises)."""
+    (folder / ".hydra").mkdir(parents=True)
+    disc = {"_target_": "sr_gan.archs.VGGStyleDiscriminator", "num_features": 8} if gan else None
+    generator = {"_target_": "sr_gan.archs.RRDBNet", "num_features": features, "num_blocks": 1, "scale": scale}
+    choices = {"experiment": "demo", "hydra": "default", "logger": "csv", "loss": loss, "model": "rrdb"}
+    choices |= {"discriminator": "vgg128" if gan else "none", "data": "folder", "hydra/launcher": "basic"}
+    resolved = {
+        "task_name": "train",
+        "group": "demo",
+        "seed": 42,
+        "optim": {"generator": {"lr": 1e-3, "betas": [0.9, 0.999]}, "scheduler": {"milestones": [100, 150]}},
+        "module": {"generator": generator, "scale": scale, "pixel_weight": 1.0},
+        "paths": {"output_dir": str(folder), "log_dir": "logs"},
+        "data": {"scale": scale, "val_hr_dir": val_dir, "val_lr_dir": None, "patch_size": 32},
+        "model": {"generator": generator, "ema_decay": 0.99},
+        "discriminator": disc,
+        "loss": {"pixel": {"_target_": f"torch.nn.{'L1Loss' if loss == 'l1' else 'MSELoss'}"}, "pixel_weight": 1.0},
+        "trainer": {"max_steps": budget, "val_check_interval": 2, "default_root_dir": str(folder)},
+        "callbacks": {"last_checkpoint": {"dirpath": f"{folder}/checkpoints", "filename": "last"}},
+        "logger": {"csv": {"save_dir": str(folder), "name": "csv"}},
+    }
+    hydra = {"hydra": {"runtime": {"choices": choices}}}
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    overrides = [f"loss={loss}", f"model.generator.num_features={features}", "trainer.max_steps=4", "logger=csv"]
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if not config:  # stopped at its config checks
+        return folder
+    (folder / "config.yaml").write_text(yaml.safe_dump(resolved))
+    (folder / "csv").mkdir()
+    rows: list[dict[str, Any]] = []
+    for i, value in enumerate(psnrs):
+        batch = 2 * (i + 1)
+        terms = {"train/l_g_pix": 0.5 / batch} | ({"train/l_g_gan": 0.01, "train/l_d_real": 0.3} if gan else {})
+        rows += [{"step": batch - 2, **terms}, {"step": batch - 1, **terms}]
+        rows.append({"step": batch - 1, "val/psnr": value, "val/ssim": value / 40, "val/psnr_bicubic": 18.5})
+        for name, hr in _images().items():
+            strip = torch.cat([_blur(hr), _sr(hr, 60 - 2 * value, batch + features), hr], dim=-1)  # (3, H, 3W)
+            (folder / "samples" / f"val_{batch:07d}").mkdir(parents=True, exist_ok=True)
+            write_png(strip, str(folder / "samples" / f"val_{batch:07d}" / f"{name}.png"))
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(folder / "csv" / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", *keys])
+        writer.writeheader()
+        writer.writerows({"epoch": 0, **row} for row in rows)
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "best.ckpt").write_bytes(b"")
+    if last_ckpt:
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    if age_s:
+        past = time.time() - age_s
+        for path in folder.rglob("*"):
+            os.utime(path, (past, past))
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """A 2 x 2 sweep: loss=l1,mse x model.generator.num_features=4,8, jobs 0..3, all done."""
+    folder = tmp_path / "multiruns" / "2026-11-26_10-00-00"
+    for job, (loss, features) in enumerate([("l1", 4), ("l1", 8), ("mse", 4), ("mse", 8)]):
+        write_run(folder / str(job), loss=loss, features=features, psnrs=(20.0 + job, 21.0 + job))
+    (folder / "multirun.yaml").write_text("hydra: {}\n")
+    return folder
+
+
+def _cfg(*runs: Path, **overrides: Any) -> DictConfig:
+    """conf/compare.yaml for these runs, on the CPU, without the perception-distortion scoring
+    (VIF in float64 costs seconds here) unless `plane=True`."""
+    cfg = OmegaConf.load(ROOT / "conf" / "compare.yaml")
+    cfg.runs = [str(r) for r in runs]
+    cfg.device = "cpu"
+    cfg.lpips = False
+    cfg.plane = False
+    del cfg.defaults
+    return OmegaConf.merge(cfg, overrides)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def test_sweep_table_shows_only_the_keys_that_differ(sweep: Path) -> None:
+    rows = run(_cfg(sweep))
+    out = sweep / "compare"
+    assert [r["run"] for r in rows] == ["0", "1", "2", "3"]
+    with open(out / "table.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    header = list(table[0])
+    assert header[:4] == ["run", "status", "loss", "model.generator.num_features"]  # and no constant key
+    assert not {"seed", "module.generator.num_features", "paths.output_dir", "trainer.default_root_dir"} & set(header)
+    assert [(t["loss"], t["model.generator.num_features"]) for t in table] == [
+        ("l1", "4"),
+        ("l1", "8"),
+        ("mse", "4"),
+        ("mse", "8"),
+    ]
+    assert {t["status"] for t in table} == {"done"}
+    first = rows[0]  # val/psnr 20 at batch 2, 21 at batch 4: best = last = batch 4
+    assert (first["result"], first["best_psnr"], first["best_batch"], first["last_psnr"]) == ("best", 21.0, 4, 21.0)
+    assert (first["bicubic_psnr"], first["batches"], first["budget"]) == (18.5, 4, 4)
+    assert first["batches_per_s"] == pytest.approx(4 / first["wall_s"])
+    markdown = (out / "table.md").read_text()
+    assert "| Run | Status | loss | model.generator.num_features | Result | best PSNR |" in markdown
+    assert "| 3 | done | mse | 8 | best | 24.00 | 0.6000 |" in markdown
+    report = json.loads((out / "table.json").read_text())
+    assert report["differing"] == {"groups": ["loss"], "keys": ["model.generator.num_features"]}
+    assert report["labels"]["2"] == "2: loss=mse num_features=4"
+    assert {p.name for p in out.iterdir()} == {
+        "table.md",
+        "table.csv",
+        "table.json",
+        "curves.png",
+        "crops.png",
+    }  # the perception-distortion plane (plane=true): see the GAN test
+
+
+def test_curves_and_crops_hold_one_line_and_one_tile_per_run(sweep: Path) -> None:
+    runs = read_runs(sorted(p for p in sweep.iterdir() if p.is_dir()))
+    labels = {r.name: f"run {r.name}" for r in runs}
+    curves = curves_figure(runs, labels, smoothing=0.6)
+    psnr_axes, loss_axes = curves.axes  # no discriminator: no D panel
+    assert len(psnr_axes.lines) == 4 + 1  # a line per run and the bicubic baseline
+    assert list(psnr_axes.lines[3].get_ydata()) == [23.0, 24.0]
+    assert len(loss_axes.lines) == 4
+
+    strips = {r.name: read_strips(r.samples[4]) for r in runs}
+    crops = {"astronaut": (0, 0, 32), "coffee": (16, 8, 32)}
+    figure = crops_figure(strips, crops, labels)
+    assert len(figure.axes) == 2 * (2 + 4)  # images x (HR, bicubic, 4 runs)
+    assert [ax.get_title() for ax in figure.axes[:6]] == ["HR", "bicubic", "run\n0", "run\n1", "run\n2", "run\n3"]
+    shown = figure.axes[6 + 3].get_images()[0].get_array()  # coffee, run 1
+    expected = strips["1"]["coffee"].sr[:, 8:40, 16:48].permute(1, 2, 0).numpy()
+    assert (shown == expected).all()
+
+    run(_cfg(sweep))  # the saved PNG has the figure's size: 6 tiles wide
+    png = read_image(str(sweep / "compare" / "crops.png"))
+    assert png.shape[-1] == pytest.approx(100 * 1.8 * 6, abs=2)
+
+
+def test_gan_runs_stand_for_their_last_checkpoint(tmp_path: Path) -> None:
+    """pick=auto: a run with a discriminator is its last.ckpt (best PSNR at batch 2, last at 4),
+    and its crops and perception-distortion point come from the samples of that step."""
+    gan = write_run(tmp_path / "runs" / "gan", loss="ragan", gan=True, psnrs=(25.0, 23.0))
+    psnr_run = write_run(tmp_path / "runs" / "psnr", psnrs=(25.0, 23.0))
+    rows = run(_cfg(gan, psnr_run, plane=True))
+    assert [(r["run"], r["result"], r["best_batch"], r["last_batch"]) for r in rows] == [
+        ("gan", "last", 2, 4),
+        ("psnr", "best", 2, 4),
+    ]
+    assert (tmp_path / "runs" / "compare" / "perception_distortion_val.png").is_file()
+    report = json.loads((tmp_path / "runs" / "compare" / "table.json").read_text())
+    scores = {row["model"]: row["psnr_y"] for row in report["samples_scores"]}
+
+    def sample_psnr(folder: Path, batch: int) -> float:
+        strips = read_strips(folder / "samples" / f"val_{batch:07d}")
+        values = [psnr(s.sr[None].double() / 255, s.hr[None].double() / 255, crop_border=2) for s in strips.values()]
+        return float(torch.cat(values).mean())
+
+    assert scores["gan"] == pytest.approx(sample_psnr(gan, 4))
+    assert scores["psnr"] == pytest.approx(sample_psnr(psnr_run, 2))
+    assert scores["psnr"] != pytest.approx(sample_psnr(psnr_run, 4))
+
+    rows = run(_cfg(gan, psnr_run, pick="best"))
+    assert [r["result"] for r in rows] == ["best", "best"]
+    curves = curves_figure(read_runs([gan, psnr_run]), {"gan": "gan", "psnr": "psnr"}, smoothing=0)
+    assert [ax.get_title() for ax in curves.axes] == ["val/psnr on Y (dB)", "G loss (smoothed)", "D loss (smoothed)"]
+
+
+def test_crashed_and_running_runs_are_reported(sweep: Path) -> None:
+    write_run(sweep / "4", psnrs=(20.0,), last_ckpt=False, age_s=3600)  # stopped at batch 2 of 4, an hour ago
+    write_run(sweep / "5", psnrs=(20.0,), last_ckpt=False)  # the same, but written just now
+    write_run(sweep / "6", config=False)  # failed its start-up checks
+    rows = {r["run"]: r for r in run(_cfg(sweep))}
+    assert rows["4"]["status"] == "crashed (2/4 batches, no last.ckpt)"
+    assert rows["5"]["status"] == "running (2/4 batches, no last.ckpt)"
+    assert rows["6"]["status"] == "crashed (before training: no config.yaml)"
+    assert (rows["6"]["loss"], rows["6"]["best_psnr"]) == ("l1", None)
+    assert rows["0"]["status"] == "done"
+    markdown = (sweep / "compare" / "table.md").read_text()
+    assert "| 4 | crashed (2/4 batches, no last.ckpt) |" in markdown
+    labels = json.loads((sweep / "compare" / "table.json").read_text())["labels"]
+    assert (labels["4"], labels["5"], labels["0"]) == (
+        "4: loss=l1 num_features=8 (crashed)",
+        "5: loss=l1 num_features=8 (running)",
+        "0: loss=l1 num_features=4",
+    )
+
+
+def test_runs_of_other_scales_or_validation_sets_are_refused(tmp_path: Path) -> None:
+    a = write_run(tmp_path / "a")
+    b = write_run(tmp_path / "b", scale=4)
+    c = write_run(tmp_path / "c", val_dir="/data/other")
+    with pytest.raises(UserError, match=r"differ in data.scale \(a: 2, b: 4\): compare one scale at a time"):
+        run(_cfg(a, b))
+    with pytest.raises(UserError, match="differ in data.val_hr_dir"):
+        run(_cfg(a, c))
+    with pytest.raises(UserError, match="pick=worst: use auto, best or last"):
+        run(_cfg(a, pick="worst"))
+    with pytest.raises(UserError, match="crop=1,2: use crop=auto or crop=x,y,size"):
+        run(_cfg(a, crop="1,2"))
+    assert not (tmp_path / "a" / "compare").exists()  # nothing written
+    with pytest.raises(UserError, match="matches nothing"):
+        run(_cfg(tmp_path / "nothing*"))
+    with pytest.raises(UserError, match="no run folder"):
+        run(_cfg(tmp_path / "a" / "csv"))
+
+
+def test_crops_are_where_bicubic_is_worst_or_where_asked(tmp_path: Path) -> None:
+    hr = torch.full((3, 40, 60), 128, dtype=torch.uint8)
+    bicubic = hr.clone()
+    bicubic[:, 20:36, 36:52] = 0  # the only place bicubic misses
+    assert auto_crop(Strip(bicubic, hr, hr), 16) == (36, 20, 16)
+    assert auto_crop(Strip(bicubic, hr, hr), 100) == (20, 0, 40)  # shrunk to fit, still holding the defect
+
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    run(_cfg(a, b, crop=[8, 4, 24]))
+    report = json.loads((tmp_path / "compare" / "table.json").read_text())
+    assert report["crops"] == {name: {"x": 8, "y": 4, "size": 24} for name in ("astronaut", "coffee")}
+    with pytest.raises(UserError, match=r"crop=30,4,24 does not fit validation image astronaut \(48 x 48 px\)"):
+        run(_cfg(a, b, crop="30,4,24"))
+
+
+def test_wandb_group_is_the_runs_group_else_their_folder(tmp_path: Path) -> None:
+    a, b = write_run(tmp_path / "sweep" / "0"), write_run(tmp_path / "sweep" / "1", features=4)
+    runs = read_runs([a, b])
+    assert wandb_group(runs, [a, b]) == "demo"  # the `group` both runs were trained under
+    for i, r in enumerate(runs):
+        r.config["logger"]["wandb"] = {"group": f"g{i}"}  # type: ignore[index]
+    assert wandb_group(runs, [a, b]) == "sweep"  # two groups: the common folder's name
+    runs[1].config["logger"]["wandb"]["group"] = "g0"  # type: ignore[index]
+    assert wandb_group(runs, [a, b]) == "g0"
+
+
+def test_labels_use_the_shortest_unambiguous_key() -> None:
+    keys = ["loss", "model.generator.num_features", "discriminator.num_features", "optim.generator.lr"]
+    assert list(short_labels(keys).values()) == ["loss", "generator.num_features", "discriminator.num_features", "lr"]
+
+
+def test_command_line_paths_become_the_runs_list() -> None:
+    assert hydra_argv(["logs/a", "it's/b*", "pick=best", "crop=1,2,3", "--cfg", "job"]) == [
+        "pick=best",
+        "crop=[1,2,3]",
+        "--cfg",
+        "job",
+        "runs=['logs/a','it\\'s/b*']",
+    ]
+
+
+def test_help_is_the_module_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.argv", ["compare", "--help"])
+    main()  # returns before Hydra parses anything
+    out = capsys.readouterr().out
+    assert "python -m sr_gan.compare logs/train/multiruns/<time>" in out and "pick=auto|best|last" in out
+
+
+# --- a real sweep, made once --------------------------------------------------------------------
+
+
+def wandb_records(path: Path) -> list[Any]:
+    """The protobuf records of an offline `run-*.wandb` file (W&B's LevelDB-style log: a 7-byte
+    file header, then 32 KiB blocks of records with a 7-byte header: CRC, length, type)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, records, payload = path.read_bytes(), [], b""
+    position, block = 7, 32768
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # block trailer: padding
+            position += block - position % block
+            continue
+        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
+        payload += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+            payload = b""
+        elif kind == 0:
+            break
+    return records
+
+
+@pytest.fixture(scope="session")
+def real_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sr_gan.train -m loss=l1,mse model.generator.num_features=4,8` on two small validation
+    photos, 2 batches each: what training really writes."""
+    root = tmp_path_factory.mktemp("real_sweep")
+    for split, crops in {
+        "train": {"a": skdata.astronaut()[:96, :96], "b": skdata.coffee()[:96, :96]},
+        "val": {"chelsea": skdata.chelsea()[:64, :96], "rocket": skdata.rocket()[100:164, 100:164]},
+    }.items():
+        (root / split).mkdir()
+        for name, pixels in crops.items():
+            Image.fromarray(pixels).save(root / split / f"{name}.png")
+    result = run_module(
+        "sr_gan.train",
+        "-m",
+        "loss=l1,mse",
+        "model.generator.num_features=4,8",
+        "model.generator.num_blocks=1",
+        "data=folder",
+        f"data.train_hr_dir={root / 'train'}",
+        f"data.val_hr_dir={root / 'val'}",
+        "data.patch_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=1",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "module.num_samples=2",
+        "logger=csv",
+        "test=false",
+        f"hydra.sweep.dir={root / 'sweep'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "sweep"
+
+
+@pytest.mark.slow
+def test_real_sweep_compares_offline_and_in_wandb(real_sweep: Path, tmp_path: Path) -> None:
+    runs = read_runs(sorted(p for p in real_sweep.iterdir() if p.is_dir()))
+    for r in runs:  # the metrics rows and the sample folders count batches alike
+        assert sorted(r.samples) == [row["batch"] for row in r.val_rows()] == [1, 2]
+    out = tmp_path / "cmp"
+    args = [str(real_sweep), f"out_dir={out}", "logger=wandb", "group=sweep-xyz", "plane=false"]
+    result = run_module("sr_gan.compare", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model.generator.num_features" in result.stdout and "done" in result.stdout
+    with open(out / "table.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [(t["run"], t["loss"], t["model.generator.num_features"], t["status"]) for t in table] == [
+        ("0", "l1", "4", "done"),
+        ("1", "l1", "8", "done"),
+        ("2", "mse", "4", "done"),
+        ("3", "mse", "8", "done"),
+    ]
+    assert list(table[0])[:5] == ["run", "status", "loss", "model.generator.num_features", "result"]
+    assert float(table[0]["bicubic_psnr"]) > 20 and table[0]["batches"] == "2"
+
+    (wandb_run,) = (out / "wandb").glob("offline-run-*")
+    (table_file,) = (wandb_run / "files" / "media" / "table" / "compare").glob("table_*.table.json")
+    logged = json.loads(table_file.read_text())
+    assert logged["columns"][:4] == ["run", "status", "loss", "model.generator.num_features"]
+    assert [row[:3] for row in logged["data"]] == [
+        [str(i), "done", loss] for i, loss in enumerate(["l1"] * 2 + ["mse"] * 2)
+    ]
+    images = {p.name.split("_")[0] for p in (wandb_run / "files" / "media" / "images" / "compare").iterdir()}
+    assert images == {"curves", "crops"}
+    bad = run_module("sr_gan.compare", str(tmp_path / "no_such_run"), cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no_such_run does not exist" in bad.stderr
+    (record,) = [r.run for r in wandb_records(next(wandb_run.glob("run-*.wandb"))) if r.HasField("run")]
+    assert (record.run_group, record.job_type, record.display_name) == ("sweep-xyz", "compare", "compare-sweep-xyz")
+
+
+@pytest.mark.slow
+def test_evaluate_names_two_runs_best_checkpoints_by_run(real_sweep: Path, tmp_path: Path) -> None:
+    cfg = OmegaConf.load(ROOT / "conf" / "evaluate.yaml")
+    ckpts = [str(real_sweep / job / "checkpoints" / "best.ckpt") for job in ("1", "3")]
+    cfg = OmegaConf.merge(cfg, {"ckpt": ckpts, "datasets": [str(real_sweep.parent / "val")], "lpips": False})
+    cfg.paths = {"data_dir": str(tmp_path)}
+    cfg.out_dir, cfg.device = str(tmp_path / "eval"), "cpu"
+    rows = evaluate(cfg)
+    assert [r["model"] for r in rows] == ["bicubic", "1/best", "3/best"]
+    assert (tmp_path / "eval" / "results.md").is_file()

@@ -1,0 +1,54 @@
+"""Every value a user sets is checked at start-up, in one line naming the key, the value and the rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from sr_gan.config import check_train_config
+from sr_gan.errors import UserError
+from sr_gan.schema import Rule
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=abc", "data.batch_size=abc is not allowed: data.batch_size must be an integer >= 1"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed"),
+        ("data.batch_size=-2", "data.batch_size=-2 is not allowed"),
+        ("data.batch_size=2.5", "data.batch_size=2.5 is not allowed"),
+        ("data.patch_size=0", "data.patch_size=0 is not allowed"),
+        ("data.num_workers=-1", "data.num_workers=-1 is not allowed: data.num_workers must be an integer >= 0"),
+        ("data.scale=5", "data.scale=5 is not allowed: data.scale must be one of 1, 2, 3, 4, 8"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval=0 is not allowed"),
+        ("trainer.val_check_interval=0.5", "trainer.val_check_interval=0.5 is not allowed"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 is not allowed"),
+        (
+            "optim.generator.lr=-1e-4",
+            "optim.generator.lr=-0.0001 is not allowed: optim.generator.lr must be a number > 0",
+        ),
+        ("optim.discriminator.lr=nan", "optim.discriminator.lr=nan is not allowed"),
+        (
+            "model.ema_decay=1.5",
+            "model.ema_decay=1.5 is not allowed: model.ema_decay must be a number > 0 and < 1 or null",
+        ),
+        ("data.augment=maybe", "data.augment=maybe is not allowed: data.augment must be true or false"),
+        ("trainer.precision=fp8", "trainer.precision=fp8 is not allowed"),
+        ("loss.adversarial_weight=-1", "loss.adversarial_weight=-1 is not allowed"),
+    ],
+)
+def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(UserError) as info:
+        check_train_config(make_cfg("loss=ragan", override))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_the_shipped_configs_pass(make_cfg) -> None:
+    for experiment in ("demo", "srresnet_x4", "rrdb_psnr_x4"):
+        check_train_config(make_cfg(f"experiment={experiment}", tiny=False))
+    check_train_config(make_cfg("loss=ragan", "model.ema_decay=null", "seed=null"))
+
+
+def test_rule_bounds_mix_ints_and_floats() -> None:
+    assert Rule(float, above=0).allows(3) and not Rule(float, above=0).allows(0)
+    assert Rule(int, low=1).allows(1) and not Rule(int, low=1).allows(True)
+    assert Rule(float, low=0, high=1).allows(1.0) and not Rule(float, low=0, high=1).allows(float("inf"))

@@ -1,0 +1,83 @@
+"""`python -m sr_gan.degrade`: the preview grid of the training degradations."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from skimage import data
+
+from sr_gan.degrade import describe, preview
+from sr_gan.errors import UserError
+from sr_gan.ops import RealESRGANDegradation
+from sr_gan.ops.sharpen import usm_sharpen
+from tests.helpers import run_module
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(path)  # 451 x 300 (W x H)
+    return path
+
+
+def degrade_cfg(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("degrade", overrides=list(overrides))
+
+
+def test_preview_grid_is_reproducible_and_shows_n_draws(photo: Path, tmp_path: Path) -> None:
+    args = [f"input={photo}", "n=3", "crop=64"]
+    first = preview(degrade_cfg(*args, f"out={tmp_path / 'a.png'}", "seed=1"))
+    again = preview(degrade_cfg(*args, f"out={tmp_path / 'b.png'}", "seed=1"))
+    other = preview(degrade_cfg(*args, f"out={tmp_path / 'c.png'}", "seed=2"))
+    a, b, c = (np.asarray(Image.open(path)) for path in (first, again, other))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.shape[0] > 2 * 64 and a.shape[1] > 2 * 64  # 4 tiles (HR + 3 LR) in 2 x 2, text under each
+    # the top-left tile is the training target: the USM-sharpened centre crop
+    image = torch.from_numpy(data.chelsea().copy()).permute(2, 0, 1).float() / 255  # (3, 300, 451)
+    crop = image[None, :, 118:182, 193:257]  # the centre 64 x 64
+    target = (usm_sharpen(crop)[0].permute(1, 2, 0) * 255).round().numpy()
+    assert np.abs(a[4:68, 4:68].astype(float) - target).max() <= 1
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_captions_name_the_drawn_parameters() -> None:
+    degradation = instantiate(degrade_cfg().degradation)  # conf/degrade.yaml's default: realesrgan
+    assert isinstance(degradation, RealESRGANDegradation) and degradation.scale == 4
+    _, _, params = degradation(torch.rand(4, 3, 32, 32), generator=torch.Generator().manual_seed(0), return_params=True)
+    for i in range(4):
+        lines = describe(params, i)
+        assert lines[0].startswith("1st: ") and lines[2].startswith("2nd: ") and lines[4].startswith("end: ")
+        quality = params["first/jpeg_quality"][i].item()
+        assert f"JPEG q{quality:.0f}" in lines[1] and f"x{params['first/resize_factor'][i].item():.2f}" in lines[1]
+        assert ("gauss" in lines[1]) == bool(params["first/gaussian"][i])
+    assert describe({}, 0) == ["bicubic (MATLAB), 8-bit: no random draw"]
+
+
+def test_preview_errors_are_one_line_and_name_the_key(photo: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"crop=1000"):
+        preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "crop=1000"))
+    with pytest.raises(UserError, match=r"n=0"):
+        preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "n=0"))
+    with pytest.raises(UserError, match=r"out=.*\.txt"):
+        preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.txt'}"))
+    with pytest.raises(UserError, match=r"crop=30.*multiple"):
+        preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "crop=30"))
+
+
+@pytest.mark.slow
+def test_cli_writes_the_grid_and_reports_errors(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preview.png"
+    done = run_module("sr_gan.degrade", f"input={photo}", "n=2", "crop=32", f"out={out}", "degradation=bicubic")
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "wrote" in done.stdout
+    failed = run_module("sr_gan.degrade", f"input={tmp_path / 'missing.png'}", f"out={out}")
+    assert failed.returncode == 2 and failed.stderr.strip().count("\n") == 0
+    assert "input=" in failed.stderr and "missing.png" in failed.stderr

@@ -1,0 +1,109 @@
+"""A bad run stops loudly: NaN/Inf losses are caught without a host sync per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sr_gan.lit import SRGANModule
+from sr_gan.lit.guard import NonFiniteGuard, NonFiniteLossError, step_if_finite
+from sr_gan.train import build_module, train
+
+
+class NaNOnCalls(torch.nn.L1Loss):
+    """L1, except NaN on the given (0-based) calls: a transient bad batch."""
+
+    def __init__(self, bad_calls: list[int]) -> None:
+        super().__init__()
+        self.bad_calls, self.calls = set(bad_calls), 0
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(sr, hr)
+        self.calls += 1
+        return loss * float("nan") if self.calls - 1 in self.bad_calls else loss
+
+
+def test_a_diverging_run_stops_naming_the_batch_and_term_and_saves_no_nan(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        "optim.generator.lr=1e8", "trainer.max_steps=40", "trainer.log_every_n_steps=5", "trainer.val_check_interval=10"
+    )
+    with pytest.raises(NonFiniteLossError, match=r"train/l_g_pix.* at batch \d+ .*optim\.generator\.lr=1e\+08") as info:
+        train(cfg)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_fused_adam_skips_bad_steps_on_the_device_and_training_goes_on(make_cfg) -> None:
+    from tests.test_train import _fit
+
+    cfg = make_cfg("+optim.generator.fused=true", "trainer.max_steps=6", "trainer.log_every_n_steps=2")
+    before = {}
+
+    class Spy(SRGANModule):
+        def generator_step(self, sr, hr, opt_g, **kwargs):  # noqa: ANN001, ANN202
+            before[self.batches_done] = [p.detach().clone() for p in self.generator.parameters()]
+            return super().generator_step(sr, hr, opt_g, **kwargs)
+
+    bad_batches = NaNOnCalls([2, 3])  # batches 3 and 4
+    module, _ = _fit(cfg, Spy, prepare=lambda m: setattr(m, "pixel_loss", bad_batches))
+    weights = [p.detach() for p in module.generator.parameters()]
+    assert all(w.isfinite().all() for w in weights)
+    assert all(torch.equal(a, b) for a, b in zip(before[2], before[3]))  # batch 3 skipped: unchanged
+    assert all(torch.equal(a, b) for a, b in zip(before[3], before[4]))  # batch 4 too
+    assert any(not torch.equal(a, b) for a, b in zip(before[4], before[5]))  # then training resumes
+    assert module.batches_done == 6 and int(module.guard.streak) == 0
+
+
+def test_the_guard_stops_after_patience_bad_batches_in_a_row() -> None:
+    guard = NonFiniteGuard(patience=3)
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    guard.update({"l_g_pix": one}, batch=0)
+    guard.update({"l_g_pix": one, "l_d_fake": nan}, batch=1)
+    guard.update({"l_g_pix": nan}, batch=2)
+    guard.check("hint")  # 2 in a row: still skipping
+    guard.update({"l_g_pix": one}, batch=3)  # a good batch ends the streak
+    assert int(guard.streak) == 0
+    for batch in (4, 5, 6):
+        guard.update({"l_g_gan": nan, "grad_norm_g": torch.tensor(float("inf"))}, batch=batch)
+    with pytest.raises(NonFiniteLossError, match=r"train/l_g_gan, train/grad_norm_g became NaN/Inf at batch 5 .*hint"):
+        guard.check("hint")
+    guard.skipping = False  # an optimizer that cannot skip: the first bad batch stops the run
+    guard.update({"l_g_pix": one}, batch=7)
+    guard.update({"l_d_real": nan}, batch=8)
+    with pytest.raises(NonFiniteLossError, match=r"train/l_d_real became NaN/Inf at batch 9 .*spoilt"):
+        guard.check("hint")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_step_if_finite(fused: bool) -> None:
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused)
+    net(torch.ones(1, 3)).sum().backward()
+    start = [p.detach().clone() for p in net.parameters()]
+    step_if_finite(optimizer, optimizer.step, torch.tensor(False), on_device=fused)
+    unchanged = all(torch.equal(a, p) for a, p in zip(start, net.parameters()))
+    assert unchanged == fused and not hasattr(optimizer, "found_inf")
+    step_if_finite(optimizer, optimizer.step, torch.tensor(True), on_device=fused)
+    assert all(not torch.equal(a, p) for a, p in zip(start, net.parameters()))
+
+
+def test_gradient_clipping_bounds_each_players_step(make_cfg) -> None:
+    from tests.test_train import _fit
+
+    cfg = make_cfg("loss=ragan", "optim.clip_grad_norm.generator=1e-4", "optim.clip_grad_norm.discriminator=1e-4")
+    module = build_module(cfg)
+    assert module.clip_grad_norm == {"g": 1e-4, "d": 1e-4}
+    norms = []
+
+    class Spy(SRGANModule):
+        def _step(self, optimizer, network, player):  # noqa: ANN001, ANN202
+            norm = super()._step(optimizer, network, player)
+            clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in network.parameters()]))
+            norms.append((player, float(norm), float(clipped)))
+            return norm
+
+    _fit(cfg, Spy)
+    assert [n[0] for n in norms] == ["g", "d", "g", "d"]
+    assert all(raw > 1e-4 and clipped == pytest.approx(1e-4, rel=1e-3) for _, raw, clipped in norms)

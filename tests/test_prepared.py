@@ -1,0 +1,186 @@
+"""Prepared folders: crops equal the decoded PNG bit for bit, damage and half-prepared folders are
+found, changed sources are rebuilt (and only they), an unreadable source is named once."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from sr_gan.data import prepared as prepared_module
+from sr_gan.data.datasets import read_image
+from sr_gan.data.prepared import MANIFEST, PreparedImages, open_prepared, prepare_folder, prepared_dir
+from sr_gan.errors import UserError
+from tests.helpers import run_module
+
+SIZES = {"a.png": (37, 53), "b.png": (64, 41), "c.png": (29, 30)}  # (H, W): odd, tall and wide
+
+
+def write_images(folder: Path, sizes: dict[str, tuple[int, int]] = SIZES, seed: int = 0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    for name, (h, w) in sizes.items():
+        write_png(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), str(folder / name))
+
+
+def inodes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in folder.glob("*.npy")}
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    folder = tmp_path / "hr"
+    write_images(folder)
+    write_png(torch.randint(0, 256, (1, 20, 33), dtype=torch.uint8), str(folder / "grey.png"))  # read as RGB
+    return folder
+
+
+def test_crops_equal_the_decoded_png_bitwise(source: Path) -> None:
+    out = prepare_folder(source, progress=False)
+    assert out == source.with_name("hr.prepared")
+    images = PreparedImages(out)
+    assert images.names == ["a.png", "b.png", "c.png", "grey.png"]  # the order of list_images
+    g = torch.Generator().manual_seed(1)
+    for i, name in enumerate(images.names):
+        decoded = read_image(source / name)  # (3, H, W)
+        height, width = decoded.shape[1:]
+        assert images.size(i) == (height, width)
+        assert torch.equal(images.image(i), decoded)
+        for _ in range(5):
+            h, w = int(torch.randint(1, height + 1, (), generator=g)), int(torch.randint(1, width + 1, (), generator=g))
+            top, left = int(torch.randint(0, height - h + 1, (), generator=g)), int(torch.randint(0, width - w + 1, ()))
+            crop = images.crop(i, top, left, h, w)
+            assert crop.shape == (3, h, w) and crop.dtype == torch.uint8 and crop.is_contiguous()
+            assert torch.equal(crop, decoded[:, top : top + h, left : left + w])
+    images.verify()  # the recorded checksums are those of the files
+
+
+def test_reader_pickles_without_its_maps_and_refuses_crops_outside(source: Path) -> None:
+    images = PreparedImages(prepare_folder(source, progress=False), max_open=2)
+    for i in range(len(images)):  # more images than max_open: maps are evicted and reopened
+        images.crop(i, 0, 0, 8, 8)
+    assert len(images._maps) == 2
+    copy = pickle.loads(pickle.dumps(images))  # a spawned DataLoader worker gets this
+    assert len(pickle.dumps(images)) < 4000 and len(copy._maps) == 0  # no pixels travel, maps reopen
+    assert torch.equal(copy.crop(1, 3, 4, 20, 10), images.crop(1, 3, 4, 20, 10))
+    with pytest.raises(IndexError, match="a.png"):
+        images.crop(0, 30, 0, 8, 8)  # rows 30..37 of a 37-row image: one row too many
+    with pytest.raises(IndexError):
+        images.crop(0, -1, 0, 8, 8)
+
+
+def test_truncated_array_is_found_and_rebuilt_alone(source: Path) -> None:
+    out = prepare_folder(source, progress=False)
+    before = inodes(out)
+    array = out / "b.png.npy"
+    array.write_bytes(array.read_bytes()[:-100])
+    with pytest.raises(UserError, match=r"b\.png\.npy has 7900 bytes, 8000 expected .*sr_gan\.data\.prepare .*hr$"):
+        PreparedImages(out)
+    prepare_folder(source, progress=False)
+    after = inodes(out)
+    assert after["b.png.npy"] != before["b.png.npy"]
+    assert {k: v for k, v in after.items() if k != "b.png.npy"} == {k: v for k, v in before.items() if k != "b.png.npy"}
+    assert torch.equal(PreparedImages(out).image(1), read_image(source / "b.png"))
+
+
+def test_changed_bytes_fail_verify(source: Path) -> None:
+    out = prepare_folder(source, progress=False)
+    array = out / "c.png.npy"
+    data = bytearray(array.read_bytes())
+    data[-1] ^= 0xFF  # same size: only the checksum can tell
+    array.write_bytes(bytes(data))
+    images = PreparedImages(out)
+    with pytest.raises(UserError, match=r"1 prepared arrays .*\(c\.png\.npy\)"):
+        images.verify()
+
+
+def test_missing_manifest_is_half_prepared(source: Path) -> None:
+    out = prepare_folder(source, progress=False)
+    (out / MANIFEST).unlink()
+    with pytest.raises(UserError, match=r"hr\.prepared is half-prepared .*run python -m sr_gan\.data\.prepare .*hr$"):
+        PreparedImages(out)
+    with pytest.raises(UserError, match="half-prepared"):
+        open_prepared(source)
+    assert open_prepared(source.with_name("never")) is None  # never prepared: use the raw images
+
+
+def test_interrupted_run_is_half_prepared_then_resumes(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls, stopped = [], []
+
+    def read_then_stop(path: Path) -> torch.Tensor:
+        calls.append(path.name)
+        if len(calls) == 3 and not stopped:
+            stopped.append(path.name)
+            raise KeyboardInterrupt  # the user stops the first run at the third image
+        return read_image(path)
+
+    monkeypatch.setattr(prepared_module, "read_image", read_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_folder(source, progress=False)
+    out = prepared_dir(source)
+    assert sorted(inodes(out)) == ["a.png.npy", "b.png.npy"] and not (out / MANIFEST).exists()
+    with pytest.raises(UserError, match=f"half-prepared.*{source}"):  # the journal names the source
+        PreparedImages(out)
+    before = inodes(out)
+    calls.clear()
+    prepare_folder(source, progress=False)
+    assert calls == ["c.png", "grey.png"]  # the first two were kept
+    assert {k: inodes(out)[k] for k in before} == before
+    assert len(PreparedImages(out)) == 4
+
+
+def test_changed_added_and_removed_sources(source: Path) -> None:
+    out = prepare_folder(source, progress=False)
+    before = inodes(out)
+    write_images(source, {"a.png": (37, 53)}, seed=7)  # new pixels, same name and size
+    stat = (source / "a.png").stat()
+    os.utime(source / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # coarse-mtime filesystems
+    write_images(source, {"d.png": (12, 12)})
+    (source / "c.png").unlink()
+    with pytest.raises(UserError, match=r"changed since it was prepared .*\(a\.png, c\.png, d\.png\)"):
+        open_prepared(source)
+
+    prepare_folder(source, progress=False)
+    images = open_prepared(source)
+    assert images is not None and images.names == ["a.png", "b.png", "d.png", "grey.png"]
+    assert torch.equal(images.image(0), read_image(source / "a.png"))
+    after = inodes(out)
+    assert after["a.png.npy"] != before["a.png.npy"] and after["b.png.npy"] == before["b.png.npy"]
+    assert not (out / "c.png.npy").exists()  # a removed source's array goes too
+    assert [e["name"] for e in json.loads((out / MANIFEST).read_text())["images"]] == images.names
+
+
+@pytest.mark.slow  # the CLI in a subprocess
+def test_unreadable_source_is_named_once_and_the_rest_is_prepared(source: Path) -> None:
+    (source / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    result = run_module("sr_gan.data.prepare", str(source), "--no-progress")
+    assert result.returncode == 2, result.stderr
+    assert (result.stdout + result.stderr).count("bad.png") == 1, result.stderr
+    assert "Traceback" not in result.stderr  # (libpng may print its own unnamed line before ours)
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot read image")
+    out = prepared_dir(source)
+    assert sorted(inodes(out)) == ["a.png.npy", "b.png.npy", "c.png.npy", "grey.png.npy"]
+    with pytest.raises(UserError, match="half-prepared"):  # not complete while an image is missing
+        PreparedImages(out)
+
+    before = inodes(out)
+    (source / "bad.png").unlink()
+    prepare_folder(source, progress=False)
+    assert inodes(out) == before and len(PreparedImages(out)) == 4
+
+
+@pytest.mark.slow  # one generated 2K image: a few seconds
+def test_data_benchmark_runs_and_prepared_beats_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import bench_data
+
+    monkeypatch.setenv("SR_GAN_BENCH_DIR", str(tmp_path))
+    figures = bench_data.measure(1, [0], seconds=0.05)
+    per_worker = figures["per_worker"]
+    assert per_worker["prepared, a map per crop"] >= 10 * per_worker["raw PNG decode"]  # the issue's target
+    assert figures["loader"][0] > 0
+    assert (tmp_path / "div2k_like_v1_1" / "HR.prepared" / MANIFEST).is_file()

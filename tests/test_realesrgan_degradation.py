@@ -1,0 +1,219 @@
+"""The degradation modules as the data module calls them: ``lr, hr = degradation(hr, generator=g)``."""
+
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sr_gan.errors import UserError
+from sr_gan.ops import BicubicDegradation, DegradationStage, RealESRGANDegradation, bicubic_degrade
+from sr_gan.ops.realesrgan import KERNEL_FAMILIES
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "degradation"
+
+
+def from_config(name: str, scale: int = 4) -> torch.nn.Module:
+    """Build conf/degradation/<name>.yaml as Hydra does, with data.scale = `scale`."""
+    cfg = OmegaConf.merge({"data": {"scale": scale}}, {"degradation": OmegaConf.load(CONF / f"{name}.yaml")})
+    return instantiate(cfg.degradation)
+
+
+@pytest.fixture(scope="module")
+def realesrgan() -> RealESRGANDegradation:
+    return from_config("realesrgan")
+
+
+def quiet_stage(**overrides: object) -> DegradationStage:
+    """A stage with no blur, no noise and JPEG at quality 100; the random resize stays."""
+    values = dict(
+        blur_prob=0, kernel_prob=[1, 0, 0, 0, 0, 0], sinc_prob=0, blur_sigma=[1, 1], betag_range=[1, 1],
+        betap_range=[1, 1], resize_prob=[1, 1, 1], resize_range=[0.15, 1.5], gaussian_noise_prob=1,
+        noise_range=[0, 0], poisson_scale_range=[0, 0], gray_noise_prob=0, jpeg_range=[100, 100],
+    )  # fmt: skip
+    return DegradationStage(**(values | overrides))
+
+
+def batch(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# --- the papers' protocol ------------------------------------------------------------------------
+
+
+def test_bicubic_config_gives_todays_lr_bitwise() -> None:
+    hr = batch(3, 48)
+    degradation = from_config("bicubic")
+    assert isinstance(degradation, BicubicDegradation)
+    lr, target = degradation(hr, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lr, bicubic_degrade(hr, 4, to_8bit=True)) and target is hr
+    assert torch.equal(lr * 255, (lr * 255).round())  # 8-bit levels
+    lr_x2, _, params = from_config("bicubic", scale=2)(hr, return_params=True)
+    assert lr_x2.shape == (3, 3, 24, 24) and params == {}
+
+
+# --- Real-ESRGAN ---------------------------------------------------------------------------------
+
+
+def test_shapes_ranges_and_usm_target(realesrgan: RealESRGANDegradation) -> None:
+    hr = batch()
+    lr, target = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    assert lr.shape == (4, 3, 16, 16) and lr.dtype == torch.float32
+    assert lr.min() >= 0 and lr.max() <= 1 and torch.equal(lr * 255, (lr * 255).round())  # stored as 8 bits
+    assert target.shape == hr.shape and not torch.equal(target, hr)  # USM-sharpened
+    assert (target - hr).abs().max() < 0.5 * (hr - hr.mean()).abs().max()  # ... mildly (weight 0.5)
+
+
+def test_same_seed_same_batch_other_seed_other_batch(realesrgan: RealESRGANDegradation) -> None:
+    hr = batch()
+    runs = [realesrgan(hr, generator=torch.Generator().manual_seed(seed), return_params=True) for seed in (5, 5, 6)]
+    (lr_a, hr_a, p_a), (lr_b, hr_b, p_b), (lr_c, _, p_c) = runs
+    assert torch.equal(lr_a, lr_b) and torch.equal(hr_a, hr_b)
+    assert p_a.keys() == p_b.keys() and all(torch.equal(p_a[k], p_b[k]) for k in p_a)
+    assert not torch.equal(lr_a, lr_c) and not torch.equal(p_a["first/sigma_x"], p_c["first/sigma_x"])
+
+
+def test_one_generator_gives_a_new_degradation_every_batch(realesrgan: RealESRGANDegradation) -> None:
+    hr, g = batch(), torch.Generator().manual_seed(0)
+    factors = set()
+    for _ in range(4):  # the generator is not re-seeded: the host stream must still move on
+        _, _, params = realesrgan(hr, generator=g, return_params=True)
+        factors.add(round(params["first/resize_factor"][0].item(), 6))
+    assert len(factors) >= 3  # 'keep' (factor 1) has probability 0.1 per batch
+
+
+def test_samples_of_a_batch_get_different_parameters(realesrgan: RealESRGANDegradation) -> None:
+    n = 16
+    lr, _, params = realesrgan(batch(n, 32), generator=torch.Generator().manual_seed(1), return_params=True)
+    assert all(v.shape == (n,) for v in params.values())
+    for key in ("first/sigma_x", "first/jpeg_quality", "second/sigma", "second/poisson", "final/jpeg_quality"):
+        assert params[key].unique().numel() == n, key  # continuous draws: all distinct
+    for key in ("first/kernel_family", "first/resize_mode", "first/gaussian", "first/grey", "final/jpeg_first"):
+        assert params[key].unique().numel() > 1, key  # categorical draws: not all alike
+    # the batch's resize factor is one per batch
+    assert params["first/resize_factor"].unique().numel() == 1
+    same_input = realesrgan(batch(1, 32).expand(n, -1, -1, -1), generator=torch.Generator().manual_seed(1))[0]
+    assert len({tuple(sample.flatten()[:64].tolist()) for sample in same_input}) == n  # n different LRs
+
+
+def test_drawn_parameters_follow_the_configured_distributions(realesrgan: RealESRGANDegradation) -> None:
+    n, g, params = 4000, torch.Generator().manual_seed(0), {}
+    kernels = realesrgan._blur(realesrgan.first, n, g, torch.device("cpu"), params, "first")
+    torch.testing.assert_close(kernels.sum(dim=(-2, -1)), torch.ones(n))
+    frequencies = torch.bincount(params["first/kernel_family"], minlength=len(KERNEL_FAMILIES)) / n
+    torch.testing.assert_close(frequencies, torch.tensor(realesrgan.first.kernel_prob), atol=0.025, rtol=0)
+    assert params["first/sinc"].float().mean() == pytest.approx(realesrgan.first.sinc_prob, abs=0.02)
+    sizes = params["first/kernel_size"]
+    assert set(sizes.unique().tolist()) == set(range(7, 22, 2))
+    sigma = params["first/sigma_x"]
+    assert sigma.min() >= 0.2 and sigma.max() <= 3 and sigma.mean() == pytest.approx(1.6, abs=0.05)
+    iso = params["first/kernel_family"] % 2 == 0
+    assert torch.equal(params["first/sigma_y"][iso], sigma[iso]) and (params["first/theta"][iso] == 0).all()
+    cutoff = params["first/cutoff"]  # sinc cut-off: [pi/3, pi] below size 13, [pi/5, pi] from 13 on
+    assert cutoff[sizes < 13].min() >= torch.pi / 3 - 1e-6 and cutoff[sizes >= 13].min() < torch.pi / 3
+
+
+def test_lr_stays_aligned_with_hr() -> None:
+    """A bright spot at HR (y, x) lands at LR ((y + 0.5) / s - 0.5, ...), through every random resize.
+
+    Blur and noise off, JPEG at 100. Measured worst error over 12 seeds: 0.14 LR px (area resizing
+    at non-integer factors); a half-pixel misalignment would give 0.5.
+    """
+    degradation = RealESRGANDegradation(
+        scale=4, first=quiet_stage(), second=quiet_stage(resize_range=[0.3, 1.2]), final_sinc_prob=0, usm_sharpen=False
+    )
+    n, size = 8, 128
+    centres = torch.tensor([[30 + 9.3 * i, 45 + 6.1 * i] for i in range(n)])  # (n, 2) HR (y, x)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    spots = (yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2  # (n, H, W)
+    hr = torch.exp(-spots / (2 * 8.0**2))[:, None].expand(n, 3, size, size)
+    factors = set()
+    for seed in range(6):
+        lr, _, params = degradation(hr, generator=torch.Generator().manual_seed(seed), return_params=True)
+        factors |= {round(params[f"{k}/resize_factor"][0].item(), 3) for k in ("first", "second")}
+        weight = lr[:, 0] - lr[:, 0].amin(dim=(1, 2), keepdim=True)  # (n, h, w)
+        ly, lx = torch.meshgrid(torch.arange(lr.shape[-2]), torch.arange(lr.shape[-1]), indexing="ij")
+        found = torch.stack([(weight * ly).sum((1, 2)), (weight * lx).sum((1, 2))], 1) / weight.sum((1, 2))[:, None]
+        torch.testing.assert_close(found, (centres + 0.5) / 4 - 0.5, atol=0.2, rtol=0)
+    assert len(factors) > 4  # up, down and keep were all exercised
+
+
+class _NoHostReads(TorchDispatchMode):
+    """Fails when the host reads a value computed from the batch or drawn from the generator.
+
+    Such tensors are tracked from the input on (any op with one as input, or with a generator,
+    makes its outputs "device values"); reading one (`.item()`, `bool()`, `nonzero`, `unique` ...)
+    would make a CUDA step wait. Host literals (Python numbers made into CPU tensors, which libraries
+    check on the host on purpose) are not device values.
+    """
+
+    READS = {
+        "_local_scalar_dense", "item", "is_nonzero", "nonzero", "masked_select", "unique", "_unique", "_unique2",
+        "unique_dim", "unique_consecutive", "bincount", "repeat_interleave", "equal", "allclose",
+    }  # fmt: skip
+
+    def __init__(self, *inputs: torch.Tensor) -> None:
+        super().__init__()
+        self.device_values: dict[int, weakref.ref] = {}
+        self.reads: list[str] = []
+        for tensor in inputs:
+            self._track(tensor)
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        key = id(tensor)
+        self.device_values[key] = weakref.ref(tensor, lambda _, key=key: self.device_values.pop(key, None))
+
+    def _is_device_value(self, value: object) -> bool:
+        return isinstance(value, torch.Tensor) and id(value) in self.device_values
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        flat = [*args, *kwargs.values()]
+        flat += [item for value in flat if isinstance(value, list | tuple) for item in value]
+        from_device = any(self._is_device_value(v) for v in flat) or isinstance(
+            kwargs.get("generator"), torch.Generator
+        )
+        if from_device and func.overloadpacket.__name__ in self.READS:
+            self.reads.append(str(func))
+        out = func(*args, **kwargs)
+        if from_device:
+            for value in out if isinstance(out, list | tuple) else [out]:
+                if isinstance(value, torch.Tensor):
+                    self._track(value)
+        return out
+
+
+def test_pipeline_never_reads_device_values_on_the_host(realesrgan: RealESRGANDegradation) -> None:
+    hr = batch(4, 64)
+    realesrgan(hr, generator=torch.Generator().manual_seed(0))  # warm the caches (kernels, JPEG tables)
+    with _NoHostReads(hr) as mode:
+        lr, _ = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    assert mode.reads == []
+    with _NoHostReads(lr) as control:  # the check sees a read when there is one
+        assert float(lr.mean()) > 0 and lr.nonzero().numel() > 0
+    assert control.reads == ["aten._local_scalar_dense.default", "aten.nonzero.default"]
+
+
+def test_small_patches_and_bad_inputs() -> None:
+    degradation = from_config("realesrgan")
+    lr, target = degradation(batch(2, 16), generator=torch.Generator().manual_seed(0))  # smaller than the kernels
+    assert lr.shape == (2, 3, 4, 4) and torch.isfinite(lr).all() and torch.isfinite(target).all()
+    with pytest.raises(UserError, match=r"multiples of scale=4.*data\.patch_size"):
+        degradation(batch(2, 18))
+    with pytest.raises(UserError, match=r"jpeg_range=\[20.0, 120.0\]"):
+        quiet_stage(jpeg_range=[20, 120])
+    with pytest.raises(UserError, match=r"kernel_prob=.*6 non-negative"):
+        quiet_stage(kernel_prob=[1, 0])
+    with pytest.raises(UserError, match=r"kernel_size_range=\[6, 21\]"):
+        RealESRGANDegradation(first=quiet_stage(), second=quiet_stage(), kernel_size_range=(6, 21))
+
+
+def test_trainer_precision_does_not_change_the_degradation(realesrgan: RealESRGANDegradation) -> None:
+    hr = batch(2, 32)
+    expected, _ = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as under trainer=gpu (bf16-mixed)
+        got, target = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, expected) and target.dtype == torch.float32

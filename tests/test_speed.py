@@ -1,0 +1,68 @@
+"""Speed switches change the speed, not the result (within the stated tolerances)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_train import _fit
+
+
+def _generator_after(make_cfg, *overrides: str) -> list[torch.Tensor]:
+    """G's weights after a short fit from the same initial weights."""
+    torch.manual_seed(0)
+    module, _ = _fit(make_cfg("model.ema_decay=null", *overrides))
+    return [p.detach().clone() for p in module.generator.parameters()]
+
+
+def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], **tolerance: float) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, **tolerance)
+
+
+def test_accumulating_two_batches_of_8_equals_one_of_16(make_cfg) -> None:
+    """L1 and a BN-free RRDBNet: both see patches 0-15 of the stream, the gradients are averaged."""
+    whole = _generator_after(make_cfg, "data.batch_size=16", "trainer.max_steps=2")
+    halves = _generator_after(make_cfg, "data.batch_size=8", "optim.accumulate_batches=2", "trainer.max_steps=2")
+    single = _generator_after(make_cfg, "data.batch_size=8", "trainer.max_steps=2")
+    _assert_close(whole, halves, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(w, s, rtol=1e-3, atol=1e-5) for w, s in zip(whole, single))  # not a no-op
+
+
+def test_accumulation_counts_iterations_for_the_gan_schedule(make_cfg) -> None:
+    module, trainer = _fit(
+        make_cfg("loss=ragan", "optim.accumulate_batches=2", "trainer.max_steps=3", "optim.scheduler.milestones=[2]")
+    )
+    assert module.batches_done == 6 and module.iterations_done == 3
+    assert trainer.global_step == 6  # G and D stepped once per iteration each
+    assert [
+        s.last_epoch for s in trainer.lr_scheduler_configs and [c.scheduler for c in trainer.lr_scheduler_configs]
+    ] == [3, 3]
+
+
+@pytest.mark.parametrize(
+    ("switch", "tolerance"),
+    [
+        ("model.channels_last=true", {"rtol": 1e-4, "atol": 1e-6}),
+        ("optim.generator.fused=true", {"rtol": 1e-4, "atol": 1e-6}),
+        ("model.compile=eager", {"rtol": 0.0, "atol": 0.0}),  # dynamo tracing only: the same kernels
+    ],
+)
+def test_a_speed_switch_keeps_the_result(make_cfg, switch: str, tolerance: dict[str, float]) -> None:
+    base = _generator_after(make_cfg, "trainer.max_steps=2")
+    _assert_close(base, _generator_after(make_cfg, "trainer.max_steps=2", switch), **tolerance)
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(make_cfg) -> None:
+    from torch._dynamo import register_backend
+
+    @register_backend(name="sr_gan_test_broken")
+    def broken(graph_module, example_inputs):  # noqa: ANN001, ANN202
+        raise RuntimeError("no C compiler here")
+
+    base = _generator_after(make_cfg, "trainer.max_steps=2")
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="model.compile=sr_gan_test_broken"):
+        module, _ = _fit(make_cfg("model.ema_decay=null", "trainer.max_steps=2", "model.compile=sr_gan_test_broken"))
+    _assert_close(base, [p.detach() for p in module.generator.parameters()], rtol=0.0, atol=0.0)
