@@ -7,12 +7,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from sr_gan.config import register_resolvers
+
+# One intra-op thread per process, here and in the CLI subprocesses (they inherit the variable), unless
+# the caller chose. The tests' tensors are tiny: a second thread gains little on an idle machine, and
+# on a shared 2-core one the threads spin-wait for each other (measured: a tiny RRDBNet forward took
+# 1.5 s with 2 threads, 0.016 s with 1, under a load of 6).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

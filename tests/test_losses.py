@@ -16,6 +16,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 from torchvision.transforms.functional import normalize
 
 from sr_gan.errors import UserError
@@ -35,9 +36,15 @@ MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 # ---------------------------------------------------------------------------------- perceptual
 @pytest.fixture(scope="module")
 def reference_vgg() -> nn.Sequential:
-    """torchvision's ``vgg19().features`` with its own random initialisation."""
+    """torchvision's ``vgg19().features``, built by torchvision's own builder and initialised as
+    ``VGG.__init__`` does (the classifier, 4 s to build, is never needed here)."""
     torch.manual_seed(0)
-    return torchvision.models.vgg19().features.eval()
+    features = make_layers(cfgs["E"])
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+    return features.eval()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +147,8 @@ def test_pretrained_takes_torchvision_imagenet_weights(reference_vgg, monkeypatc
 
     def fake_download(url: str, *args, **kwargs) -> dict[str, torch.Tensor]:
         requested.append(url)
-        model_state = torchvision.models.vgg19().state_dict()  # classifier shapes included
+        with torch.device("meta"):  # classifier keys and shapes included, without building its weights
+            model_state = torchvision.models.vgg19().state_dict()
         return model_state | state
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", fake_download)
@@ -217,6 +225,20 @@ def test_random_vgg_warns_loudly(offline, caplog, kwargs) -> None:
         loss = PerceptualLoss(layers=["relu1_1"], **kwargs)
     assert "loss.perceptual.weights=" in caplog.text and "RANDOM VGG19" in caplog.text
     assert len(loss.vgg) == 2
+
+
+def test_random_vgg_has_torchvisions_layout_and_conv_init(reference_vgg, offline) -> None:
+    """Built without the classifier, yet torchvision's VGG19 features: same layers, Kaiming-normal
+    (fan_out, ReLU) conv weights, zero biases."""
+    with pytest.warns(UserWarning, match="RANDOM VGG19"):
+        loss = PerceptualLoss(layers=["relu5_4"], pretrained=False)
+    assert str(loss.vgg) == str(reference_vgg[:36]).replace("ReLU(inplace=True)", "ReLU()")
+    for ours in loss.vgg:
+        if isinstance(ours, nn.Conv2d):
+            fan_out = ours.out_channels * ours.kernel_size[0] * ours.kernel_size[1]
+            assert ours.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+            assert abs(ours.weight.mean().item()) < 0.1 * (2 / fan_out) ** 0.5
+            assert not ours.bias.any()
 
 
 # ---------------------------------------------------------------------------------- adversarial

@@ -1,0 +1,446 @@
+"""The GAN step, checked from outside: gradients, loss-term weights, update signs, EMA in validation.
+
+Each test runs `SRGANModule` under a real Lightning Trainer on one fixed batch and compares what
+the module did (the gradients its optimizers stepped with, the parameters before/after, the logged
+values) with an independent recomputation from copies of G and D taken before the batch. The
+adversarial losses are re-written here with softplus (``-log sigma(x) = softplus(-x)``), not with
+the module's BCE calls. Only the public surface is used: constructor arguments, ``generator``,
+``generator_ema``, ``discriminator``, the Trainer and the logged keys. No VGG: the perceptual slot
+gets a cheap stand-in (any ``(sr, hr) -> scalar`` module is accepted there).
+
+Planted defects these tests catch are listed in docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from sr_gan.lit import SRGANModule
+from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
+from sr_gan.metrics import psnr, ssim
+from sr_gan.ops import imresize
+
+SCALE = 2
+LR_SIZE = 12  # HR 24 px: still 14 px after the metrics' border crop, above SSIM's 11 px window
+
+
+# ---------------------------------------------------------------------------- the players
+def tiny_generator(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 3 * SCALE**2, 3, padding=1), nn.PixelShuffle(SCALE))
+
+
+def tiny_discriminator(seed: int = 1) -> nn.Module:
+    """Raw logits (B, 1); no BatchNorm, so train/eval mode cannot change its outputs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(8, 1, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+class GradientLoss(nn.Module):
+    """Stand-in for the perceptual term: L1 between horizontal image gradients (not the pixel L1).
+    Like the VGG loss it treats HR as a constant, so SR and HR swapped would give G no gradient."""
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        return (sr.diff(dim=-1) - hr.detach().diff(dim=-1)).abs().mean()
+
+
+# ---------------------------------------------------------------------------- hand-written losses
+# (l_d_real, l_d_fake, l_g) of each adversarial loss on raw logits r = C(x_r), f = C(x_f).
+def _vanilla(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # SRGAN Eq. 2, 6 (non-saturating)
+    return F.softplus(-r).mean(), F.softplus(f).mean(), F.softplus(-f).mean()
+
+
+def _ragan(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # ESRGAN Eq. 1-2, halved as in its code
+    r_g = r.detach()  # the G term never trains D
+    l_g = 0.5 * (F.softplus(r_g - f.mean()).mean() + F.softplus(-(f - r_g.mean())).mean())
+    return 0.5 * F.softplus(-(r - f.mean())).mean(), 0.5 * F.softplus(f - r.mean()).mean(), l_g
+
+
+def _lsgan(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return 0.5 * ((r - 1) ** 2).mean(), 0.5 * (f**2).mean(), 0.5 * ((f - 1) ** 2).mean()
+
+
+def _hinge(r: Tensor, f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    return (1 - r).clamp(min=0).mean(), (1 + f).clamp(min=0).mean(), -f.mean()
+
+
+ADVERSARIAL = {
+    "vanilla": (VanillaGANLoss, _vanilla),
+    "ragan": (RelativisticGANLoss, _ragan),
+    "lsgan": (LSGANLoss, _lsgan),
+    "hinge": (HingeGANLoss, _hinge),
+}
+
+
+# ---------------------------------------------------------------------------- optimizers that record
+class RecordingSGD(torch.optim.SGD):
+    """Plain SGD (``p <- p - lr * grad``) that keeps a copy of the gradients of every step."""
+
+    def __init__(self, params, lr: float) -> None:  # noqa: ANN001
+        super().__init__(params, lr=lr)
+        self.steps: list[list[Tensor]] = []
+
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        params = [p for group in self.param_groups for p in group["params"]]
+        self.steps.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
+        return super().step(closure)
+
+
+class Recorder:
+    """An optimizer factory (what the module's ``optimizer_g`` / ``optimizer_d`` take) that keeps its optimizer."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self.optimizer: RecordingSGD | None = None
+
+    def __call__(self, params) -> RecordingSGD:  # noqa: ANN001
+        self.optimizer = RecordingSGD(params, lr=self.lr)
+        return self.optimizer
+
+
+# ---------------------------------------------------------------------------- data and running
+def fixed_batch(size: int = 4, seed: int = 2) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.rand(size, 3, LR_SIZE * SCALE, LR_SIZE * SCALE, generator=g)
+    return {"lr": F.avg_pool2d(hr, SCALE), "hr": hr}  # (B, 3, h, w), (B, 3, H, W)
+
+
+def as_items(batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+    """A batch as a list of samples, for a DataLoader to collate back."""
+    return [{k: v[i] for k, v in batch.items()} for i in range(len(batch["hr"]))]
+
+
+def make_module(**overrides) -> tuple[SRGANModule, Recorder, Recorder]:  # noqa: ANN003
+    """A GAN module on the tiny players with recording SGD; ``overrides`` replace constructor args."""
+    opt_g, opt_d = Recorder(lr=1e-2), Recorder(lr=1e-2)
+    kwargs = dict(
+        generator=tiny_generator(),
+        discriminator=tiny_discriminator(),
+        pixel_loss=nn.L1Loss(),
+        pixel_weight=0.3,
+        perceptual_loss=GradientLoss(),
+        perceptual_weight=0.05,
+        adversarial_loss=RelativisticGANLoss(),
+        adversarial_weight=2.0,
+        optimizer_g=opt_g,
+        optimizer_d=opt_d,
+        scale=SCALE,
+        num_samples=0,
+    )
+    return SRGANModule(**{**kwargs, **overrides}), opt_g, opt_d
+
+
+def make_trainer(root: Path, **overrides) -> L.Trainer:  # noqa: ANN003
+    options = dict(
+        accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, default_root_dir=root,
+    )  # fmt: skip
+    return L.Trainer(**{**options, **overrides})
+
+
+def fit(
+    module: SRGANModule, batch: dict[str, Tensor], root: Path, *, batches: int = 1, callbacks: list | None = None
+) -> L.Trainer:
+    """Train ``module`` on ``batches`` repetitions of ``batch``; returns the trainer."""
+    trainer = make_trainer(root, limit_train_batches=batches, callbacks=callbacks)
+    items = as_items(batch)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
+        trainer.fit(module, train_dataloaders=DataLoader(items * batches, batch_size=len(items)))
+    return trainer
+
+
+def snapshot(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module)
+
+
+class PlayersAtBatchStart(L.Callback):
+    """Copies of G and D as each training batch starts."""
+
+    def __init__(self) -> None:
+        self.players: list[tuple[nn.Module, nn.Module]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: SRGANModule, *args) -> None:  # noqa: ANN002
+        self.players.append((snapshot(module.generator), snapshot(module.discriminator)))
+
+
+def flat(tensors: list[Tensor]) -> Tensor:
+    return torch.cat([t.flatten() for t in tensors])
+
+
+def params(module: nn.Module) -> list[Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def generator_objective(
+    g: nn.Module, d: nn.Module, batch: dict[str, Tensor], hand: Callable, weights: dict[str, float]
+) -> dict[str, Tensor]:
+    """The weighted G terms, recomputed from copies of the players: w * (unweighted loss)."""
+    sr = g(batch["lr"])
+    fake, real = d(sr), d(batch["hr"]).detach()
+    return {
+        "pix": weights["pix"] * (sr - batch["hr"]).abs().mean(),
+        "percep": weights["percep"] * GradientLoss()(sr, batch["hr"]),
+        "gan": weights["gan"] * hand(real, fake)[2],
+    }
+
+
+def discriminator_objective(d: nn.Module, hr: Tensor, fake: Tensor, hand: Callable) -> Tensor:
+    l_real, l_fake, _ = hand(d(hr), d(fake))
+    return l_real + l_fake
+
+
+WEIGHTS = {"pix": 0.3, "percep": 0.05, "gan": 2.0}  # distinct, so a swap of any two shows
+# float32: atol covers gradients that are 0 in exact arithmetic (RaGAN's L_D ignores D's last bias)
+GRAD_TOL = {"rtol": 1e-4, "atol": 1e-6}
+
+
+# ---------------------------------------------------------------------------- gradients G and D get
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_gradient_reaches_g_with_its_weight(name: str, tmp_path: Path) -> None:
+    """GAN term only: G's gradient is exactly grad(w_adv * L_adv); a detached SR would give zero."""
+    loss_cls, hand = ADVERSARIAL[name]
+    module, opt_g, _ = make_module(
+        pixel_loss=None, perceptual_loss=None, adversarial_loss=loss_cls(), adversarial_weight=0.7
+    )
+    g0, d0 = snapshot(module.generator), snapshot(module.discriminator)
+    batch = fixed_batch()
+    fit(module, batch, tmp_path)
+
+    fake, real = d0(g0(batch["lr"])), d0(batch["hr"]).detach()
+    expected = torch.autograd.grad(0.7 * hand(real, fake)[2], list(g0.parameters()))
+    assert flat(list(expected)).abs().max() > 1e-4  # the check below is not 0 == 0
+    (got,) = opt_g.optimizer.steps
+    for g_got, g_want in zip(got, expected, strict=True):
+        torch.testing.assert_close(g_got, g_want, **GRAD_TOL)
+
+
+@pytest.mark.parametrize("name", ["vanilla", "ragan"])
+def test_d_gradient_is_unweighted_l_d_on_the_detached_fake(name: str, tmp_path: Path) -> None:
+    """D steps with grad(l_d_real + l_d_fake) on G(LR) from before G's step; w_adv (2.0) does not scale it."""
+    loss_cls, hand = ADVERSARIAL[name]
+    module, _, opt_d = make_module(adversarial_loss=loss_cls())
+    g0, d0 = snapshot(module.generator), snapshot(module.discriminator)
+    batch = fixed_batch()
+    fit(module, batch, tmp_path)
+    with torch.no_grad():
+        fake = g0(batch["lr"])
+    expected = torch.autograd.grad(discriminator_objective(d0, batch["hr"], fake, hand), list(d0.parameters()))
+    assert flat(list(expected)).abs().max() > 1e-4
+    for g_got, g_want in zip(opt_d.optimizer.steps[0], expected, strict=True):
+        torch.testing.assert_close(g_got, g_want, **GRAD_TOL)
+
+
+# ---------------------------------------------------------------------------- logged terms
+def test_logged_terms_are_weight_times_independent_loss(tmp_path: Path) -> None:
+    module, _, _ = make_module()
+    g0, d0 = snapshot(module.generator), snapshot(module.discriminator)
+    batch = fixed_batch()
+    logged = fit(module, batch, tmp_path).callback_metrics
+    with torch.no_grad():
+        terms = generator_objective(g0, d0, batch, _ragan, WEIGHTS)
+        sr = g0(batch["lr"])
+        real, fake = d0(batch["hr"]), d0(sr)
+        l_d_real, l_d_fake, _ = _ragan(real, fake)
+    for key, value in terms.items():
+        torch.testing.assert_close(logged[f"train/l_g_{key}"], value, rtol=1e-5, atol=0)
+    torch.testing.assert_close(logged["train/l_d_real"], l_d_real, rtol=1e-5, atol=0)
+    torch.testing.assert_close(logged["train/l_d_fake"], l_d_fake, rtol=1e-5, atol=0)
+    torch.testing.assert_close(logged["train/d_real"], real.mean(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(logged["train/d_fake"], fake.mean(), rtol=1e-5, atol=0)
+
+
+def test_config_wires_each_weight_to_its_term(make_cfg, tmp_path: Path) -> None:
+    """Through Hydra (loss=ragan without the VGG): the recipe's eta and lambda reach the right terms."""
+    from sr_gan.train import build_module
+
+    cfg = make_cfg("loss=ragan", "loss.perceptual=null")
+    module = build_module(cfg)
+    weights = {"pix": cfg.loss.pixel_weight, "gan": cfg.loss.adversarial_weight}
+    assert weights == {"pix": 1e-2, "gan": 5e-3}  # ESRGAN eta, lambda (they differ: a swap shows)
+    g0, d0 = snapshot(module.generator), snapshot(module.discriminator)
+    hr = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr}
+    logged = fit(module, batch, tmp_path).callback_metrics
+    assert "train/l_g_percep" not in logged
+    with torch.no_grad():
+        sr = g0(batch["lr"])
+        torch.testing.assert_close(logged["train/l_g_pix"], weights["pix"] * (sr - hr).abs().mean(), rtol=1e-5, atol=0)
+        want_gan = weights["gan"] * _ragan(d0(hr), d0(sr))[2]  # D in train mode, as in the step
+        torch.testing.assert_close(logged["train/l_g_gan"], want_gan, rtol=1e-5, atol=0)
+
+
+# ---------------------------------------------------------------------------- sign and size of the updates
+def test_each_batch_steps_g_then_d_by_sgd_on_its_own_loss(tmp_path: Path) -> None:
+    """Two batches. In each, G steps with grad(sum_i w_i L_i) against D as the batch started, then D
+    with grad(L_D) on that batch's G(LR) from before G's step; the step is exactly -lr * gradient.
+
+    So the weights carry their terms, the G step does not move D nor the D step G, G goes first
+    (as in the reference code), and no gradient is left over from the previous batch.
+    """
+    module, opt_g, opt_d = make_module()
+    start = PlayersAtBatchStart()
+    batch = fixed_batch()
+    fit(module, batch, tmp_path, batches=2, callbacks=[start])
+    assert len(opt_g.optimizer.steps) == len(opt_d.optimizer.steps) == len(start.players) == 2
+    ends = [*start.players[1:], (module.generator, module.discriminator)]
+    for k, ((g_k, d_k), (g_end, d_end)) in enumerate(zip(start.players, ends, strict=True)):
+        objective = sum(generator_objective(g_k, d_k, batch, _ragan, WEIGHTS).values())
+        grad_g = torch.autograd.grad(objective, list(g_k.parameters()))
+        fake = g_k(batch["lr"]).detach()
+        grad_d = torch.autograd.grad(discriminator_objective(d_k, batch["hr"], fake, _ragan), list(d_k.parameters()))
+        for recorded, grads in ((opt_g.optimizer.steps[k], grad_g), (opt_d.optimizer.steps[k], grad_d)):
+            for got, want in zip(recorded, grads, strict=True):
+                torch.testing.assert_close(got, want, **GRAD_TOL)
+        for end, begin, grads in ((g_end, g_k, grad_g), (d_end, d_k, grad_d)):
+            for p, p0, g in zip(end.parameters(), begin.parameters(), grads, strict=True):
+                torch.testing.assert_close(p.detach(), p0.detach() - 1e-2 * g, rtol=0, atol=1e-7)
+
+
+def test_each_player_gets_gradients_once_per_batch(tmp_path: Path) -> None:
+    """Hooks count every gradient computed for a parameter: G's only in the G step, D's only in the
+    D step (a G step whose backward reached D, or a D step reaching G, would count twice)."""
+    module, _, _ = make_module()
+    counts = {"g": 0, "d": 0}
+
+    def count(name: str) -> Callable[[Tensor], None]:
+        return lambda grad: counts.__setitem__(name, counts[name] + 1)
+
+    for name, player in (("g", module.generator), ("d", module.discriminator)):
+        for p in player.parameters():
+            p.register_hook(count(name))
+    fit(module, fixed_batch(), tmp_path, batches=2)
+    assert counts == {
+        "g": 2 * len(list(module.generator.parameters())),
+        "d": 2 * len(list(module.discriminator.parameters())),
+    }
+
+
+def test_one_step_lowers_each_players_loss_by_lr_times_grad_squared(tmp_path: Path) -> None:
+    """Sign and size: D's loss on its batch falls and D(real) - D(fake) grows; G's loss (against D0) falls.
+
+    To first order a step of lr lowers a loss by lr * |grad|^2: a step up the gradient, a scaled
+    gradient or a step on another loss would miss that.
+    """
+    module, _, _ = make_module()
+    g0, d0 = snapshot(module.generator), snapshot(module.discriminator)
+    batch = fixed_batch()
+    fit(module, batch, tmp_path)
+    lr = 1e-2
+
+    def l_g(g: nn.Module) -> Tensor:
+        return sum(generator_objective(g, d0, batch, _ragan, WEIGHTS).values())
+
+    fake = g0(batch["lr"]).detach()
+
+    def l_d(d: nn.Module) -> Tensor:
+        return discriminator_objective(d, batch["hr"], fake, _ragan)
+
+    def margin(d: nn.Module) -> Tensor:
+        return d(batch["hr"]).mean() - d(fake).mean()
+
+    for loss, before, after in ((l_g, g0, module.generator), (l_d, d0, module.discriminator)):
+        value = loss(before)
+        grad_sq = flat(list(torch.autograd.grad(value, list(before.parameters())))).square().sum()
+        with torch.no_grad():
+            drop = value - loss(after)
+        assert drop > 0
+        assert drop.item() == pytest.approx(lr * grad_sq.item(), rel=0.1)
+    with torch.no_grad():
+        assert margin(module.discriminator) > margin(d0)
+
+
+def test_discriminator_warm_up_leaves_g_and_its_ema_untouched(tmp_path: Path) -> None:
+    module, opt_g, opt_d = make_module(d_init_steps=2, ema_decay=0.5)
+    g0, ema0, d0 = params(module.generator), params(module.generator_ema), params(module.discriminator)
+    fit(module, fixed_batch(), tmp_path, batches=2)
+    assert opt_g.optimizer.steps == [] and len(opt_d.optimizer.steps) == 2
+    assert all(torch.equal(a, b) for a, b in zip(g0, module.generator.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(ema0, module.generator_ema.parameters(), strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters(), strict=True))
+
+
+# ---------------------------------------------------------------------------- EMA and validation
+@pytest.mark.parametrize(
+    ("from_weights", "decay"),
+    [(True, 0.75), (False, 0.1)],  # random start: the decay ramps up as (1 + t) / (10 + t), t = 0 here
+    ids=["init_from", "random-init"],
+)
+def test_ema_follows_a_g_step_with_its_decay(from_weights: bool, decay: float, tmp_path: Path) -> None:
+    module, _, _ = make_module(ema_decay=0.75)
+    if from_weights:  # a PSNR-stage G: the EMA starts from trained weights and keeps the constant decay
+        module.init_generator_from(tiny_generator(seed=7).state_dict())
+    start = params(module.generator)
+    assert all(torch.equal(a, b) for a, b in zip(start, module.generator_ema.parameters(), strict=True))
+    fit(module, fixed_batch(), tmp_path)
+    for e, s, p in zip(module.generator_ema.parameters(), start, module.generator.parameters(), strict=True):
+        assert not torch.equal(s, p)
+        torch.testing.assert_close(e, decay * s + (1 - decay) * p.detach())
+
+
+def _mean_metric(metric: Callable, upscale: Callable[[Tensor], Tensor], images: dict[str, Tensor]) -> float:
+    """Mean over images of the per-image metric (border ``SCALE`` cropped), one image per batch as in validation."""
+    with torch.no_grad():
+        values = [metric(upscale(lr[None]), hr[None], crop_border=SCALE) for lr, hr in zip(images["lr"], images["hr"])]
+    return torch.cat(values).mean().item()
+
+
+def nearest_generator() -> nn.Module:
+    """The tiny generator set to nearest-neighbour upscaling: a good SR of smooth images."""
+    g = tiny_generator()
+    with torch.no_grad():
+        g[0].weight.zero_()
+        g[0].bias.zero_()
+        for c in range(3):  # PixelShuffle reads channel c * s^2 + k as sub-pixel k of colour c
+            g[0].weight[c * SCALE**2 : (c + 1) * SCALE**2, c, 1, 1] = 1.0
+    return g
+
+
+def smooth_images(count: int, seed: int) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(count, 3, 4, 4, generator=g)
+    hr = F.interpolate(coarse, size=(LR_SIZE * SCALE,) * 2, mode="bilinear", align_corners=False)
+    return {"lr": F.avg_pool2d(hr, SCALE), "hr": hr}
+
+
+@pytest.mark.parametrize("ema", [True, False], ids=["ema", "no-ema"])
+def test_validation_and_test_score_the_inference_generator(ema: bool, tmp_path: Path) -> None:
+    """Live G and EMA made to differ: val/* and test/* are the EMA's scores (the live G's without EMA)."""
+    module, _, _ = make_module(generator=nearest_generator(), ema_decay=0.5 if ema else None)
+    with torch.no_grad():  # the live generator moves away from its EMA copy
+        noise = torch.Generator().manual_seed(4)
+        for p in module.generator.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=noise))
+    images = smooth_images(3, seed=5)
+    scored = module.generator_ema if ema else module.generator
+    if ema:  # the two generators score far apart, so the checks below tell them apart
+        assert _mean_metric(psnr, scored, images) - _mean_metric(psnr, module.generator, images) > 3
+
+    trainer = make_trainer(tmp_path, limit_val_batches=1.0)
+    items = as_items(images)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        (val,) = trainer.validate(module, dataloaders=DataLoader(items, batch_size=1), verbose=False)
+        (test,) = trainer.test(module, dataloaders=DataLoader(items, batch_size=1), verbose=False)
+    bicubic = _mean_metric(psnr, lambda lr: imresize(lr, SCALE), images)
+    for stage, logged in (("val", val), ("test", test)):
+        assert logged[f"{stage}/psnr"] == pytest.approx(_mean_metric(psnr, scored, images), rel=1e-5)
+        assert logged[f"{stage}/ssim"] == pytest.approx(_mean_metric(ssim, scored, images), rel=1e-5)
+        assert logged[f"{stage}/psnr_bicubic"] == pytest.approx(bicubic, rel=1e-5)
