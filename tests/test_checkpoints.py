@@ -22,21 +22,10 @@ import torch
 from sr_gan.checkpoint_io import SafeCheckpointIO
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
+from tests.conftest import TINY
 from tests.helpers import SRC, run_module
 
-TINY_CLI = [
-    "logger=csv",
-    "model.generator.num_features=8",
-    "model.generator.num_blocks=1",
-    "data.patch_size=32",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "trainer.accelerator=cpu",
-    "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false",
-    "module.num_samples=0",
-    "test=false",
-]
+TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
 _REWRITER = """
 import sys, torch

@@ -61,7 +61,7 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert list((run / "wandb").glob("offline-run-*")), "W&B ran offline beside the Hydra output"
     record = json.loads((run / "run.json").read_text())
     assert (record["status"], record["batches"], record["error"]) == ("done", 3, None)
-    assert record["metrics"]["val/psnr"] == pytest.approx(float(final["val/psnr"]), abs=1e-5)
+    assert record["metrics"]["val/psnr"] == pytest.approx(float(validated[-1]["val/psnr"]), abs=1e-5)
     assert "train.log" in {p.name for p in run.iterdir()} and "batches in" in (run / "train.log").read_text()
 
 
