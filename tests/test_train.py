@@ -407,3 +407,16 @@ def test_an_ema_from_random_weights_warms_up_and_one_from_trained_weights_does_n
     built = build_module(make_cfg("model=rrdb", "model.ema_decay=0.999"))
     built.init_generator_from(module.generator.state_dict())
     assert built.ema_from_weights is True
+
+
+def test_a_random_vgg_is_recorded_as_what_ran(make_cfg, tmp_path) -> None:
+    """The ImageNet VGG19 cannot be fetched here: the run warns once and records pretrained: false."""
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg("loss=vgg54", "trainer.max_steps=1", "test=false")
+    cfg.loss.perceptual.pretrained = True  # as a user's config says; the download fails offline
+    with pytest.warns(UserWarning, match="RANDOM VGG19") as caught:
+        train(cfg)
+    assert len([w for w in caught if "RANDOM VGG19" in str(w.message)]) == 1
+    recorded = OmegaConf.load(tmp_path / "config.yaml")
+    assert recorded.loss.perceptual.pretrained is False and "RANDOM VGG19" in recorded.warnings[0]

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,6 +28,7 @@ from sr_gan.config import check_train_config, register_resolvers, save_resolved_
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
+from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.weights import load_generator_state
 
@@ -89,7 +91,6 @@ def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
-    quiet_third_party_noise()
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
         cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
@@ -111,12 +112,15 @@ def train(cfg: DictConfig) -> float | None:
             )
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     resolved["choices"] = _choices()
+    run_warnings = _what_ran(module, resolved)
     record = RunRecord(folder=Path(cfg.paths.output_dir))
     if trainer.is_global_zero:
         save_resolved_config(resolved, record.folder / "config.yaml")
         record.write()
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
+        if run_warnings and isinstance(lg, WandbLogger):
+            lg.experiment.summary["warnings"] = "; ".join(run_warnings)
     status, error, last = "failed", None, {}
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -163,6 +167,17 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     )
 
 
+def _what_ran(module: SRGANModule, resolved: dict[str, Any]) -> list[str]:
+    """Make the recorded config say what actually runs, and return the warnings the run carries: a
+    perceptual loss whose ImageNet VGG could not be fetched runs a random VGG (allow_random)."""
+    perceptual = module.perceptual_loss
+    if perceptual is None or not getattr(perceptual, "random_weights", False):
+        return []
+    resolved["loss"]["perceptual"]["pretrained"] = False
+    resolved["warnings"] = [RANDOM_VGG_WARNING]
+    return resolved["warnings"]
+
+
 def _choices() -> dict[str, str]:
     """The config group options of this run (``loss: ragan``), logged beside the resolved config so
     that W&B can group and filter runs by them."""
@@ -182,6 +197,7 @@ def _finish_wandb() -> None:
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    quiet_third_party_noise()  # process-wide logging and warning settings: the command line's only
     try:
         return exit_on_user_error(train)(cfg)
     except SystemExit:

@@ -8,7 +8,6 @@ Layer names follow the VGG papers: ``conv{i}_{j}`` is the j-th conv of block i *
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,8 +20,6 @@ from torchvision.models.vgg import cfgs, make_layers
 
 from sr_gan.errors import UserError
 from sr_gan.weights.files import load_state_file
-
-_log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,16 +72,17 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 
 def _warn_random_vgg() -> None:
+    # One warning; sr_gan.train routes warnings into train.log and records it in config.yaml and W&B.
     warnings.warn(RANDOM_VGG_WARNING, stacklevel=4)
-    _log.warning(RANDOM_VGG_WARNING)
 
 
-def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool) -> nn.Sequential:
-    """``vgg19().features`` with weights from a file, torchvision's ImageNet download, or random."""
+def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool) -> tuple[nn.Sequential, bool]:
+    """``vgg19().features`` with weights from a file, torchvision's ImageNet download, or random;
+    and whether they are random (what actually runs, which the run records)."""
     if weights is not None:
         path = Path(weights).expanduser()
         try:
-            return _load_features(_read_state_dict(path))
+            return _load_features(_read_state_dict(path)), False
         except RuntimeError as err:
             first_line = str(err).splitlines()[0]
             raise UserError(
@@ -101,9 +99,9 @@ def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool
                     "connect to the internet (loss.perceptual.allow_random=true trains with a random VGG)"
                 ) from err
         else:
-            return _load_features(state)
+            return _load_features(state), False
     _warn_random_vgg()
-    return _random_features()
+    return _random_features(), True
 
 
 def _random_features() -> nn.Sequential:
@@ -180,7 +178,10 @@ class PerceptualLoss(nn.Module):
         self.criterion = nn.L1Loss() if criterion is None else criterion
         self.feature_scale = feature_scale
 
-        features = _vgg19_features(pretrained=pretrained, weights=weights, allow_random=allow_random)
+        # random_weights: what actually runs (a failed download with allow_random falls back to random)
+        features, self.random_weights = _vgg19_features(
+            pretrained=pretrained, weights=weights, allow_random=allow_random
+        )
         self.vgg = features[: max(self._layer_at) + 1].requires_grad_(False).eval()
         for layer in self.vgg:
             if isinstance(layer, nn.ReLU):
