@@ -61,6 +61,7 @@ class DataError(UserError, ValueError):
 def _unreadable(path: Path, err: Exception) -> DataError:
     """The one-line error for an image that cannot be decoded: its path and the first line of why."""
     reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+    reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")  # Pillow repeats the path: name it once
     return DataError(f"cannot read image {path}: {reason}")
 
 
