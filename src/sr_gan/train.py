@@ -23,6 +23,7 @@ from sr_gan.checkpoint_io import is_url
 from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
+from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import extract_generator_state, load_state_file
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
+    workers, processes = cfg.data.get("num_workers", 0), local_processes(cfg.trainer)
+    configure_cpu_threads(cfg.get("cpu_threads", "auto"), num_workers=workers, processes_per_node=processes)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
     callbacks: list[L.Callback] = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
