@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_data, bench_degradation, bench_imresize, bench_train_step
+from benchmarks import bench_data, bench_degradation, bench_imresize, bench_threads, bench_train_step
 
 
 def main() -> None:
@@ -16,18 +16,23 @@ def main() -> None:
     parser.add_argument(
         "--size",
         default="auto",
-        choices=["auto", "tiny", "paper"],
-        help="tiny: CPU-sized nets; paper: RRDBNet 23 blocks at 128 px (GPU)",
+        choices=["auto", "tiny", "cpu", "paper"],
+        help="training steps: tiny nets; cpu: full nets at batch 1, half patch; paper: batch 16 at 128/96 px "
+        "(auto: tiny and cpu on a CPU, paper on a GPU)",
+    )
+    parser.add_argument(
+        "--cpu-threads", type=int, default=1, help="intra-op threads of the CPU training-step rows (0: torch's default)"
     )
     args = parser.parse_args()
     rows = [
-        *bench_train_step.run(args.device, args.size),
+        *bench_train_step.run(args.device, args.size, threads=args.cpu_threads or None),
+        *bench_threads.run(),
         *bench_imresize.run(args.device),
         *bench_data.run(),
-        *bench_degradation.run(args.device, args.size),
+        *bench_degradation.run(args.device, "auto" if args.size == "cpu" else args.size),
     ]
     table = Table(title="sr-gan benchmarks (ratio = baseline time / ours; > 1 means we are faster)")
-    for column in ("benchmark", "device", "ours", "baseline", "ratio"):
+    for column in ("benchmark", "device", "ours", "baseline", "ratio", "note"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -36,8 +41,9 @@ def main() -> None:
             f"{r['ours_ms']:.2f} ms",
             f"{r['baseline_ms']:.2f} ms ({r['baseline']})",
             f"{r['baseline_ms'] / r['ours_ms']:.2f}x",
+            r.get("note", ""),
         )
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":
