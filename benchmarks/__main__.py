@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import bench_data, bench_degradation, bench_imresize, bench_threads, bench_train_step
+from benchmarks.timing import cpu_threads, resolve_device
 
 
 def main() -> None:
@@ -21,17 +22,21 @@ def main() -> None:
         "(auto: tiny and cpu on a CPU, paper on a GPU)",
     )
     parser.add_argument(
-        "--cpu-threads", type=int, default=1, help="intra-op threads of the CPU training-step rows (0: torch's default)"
+        "--cpu-threads", type=int, default=1, help="intra-op threads on a CPU (0: torch's default); see bench_threads"
     )
     args = parser.parse_args()
-    rows = [
-        *bench_train_step.run(args.device, args.size, threads=args.cpu_threads or None),
-        *bench_threads.run(),
-        *bench_imresize.run(args.device),
-        *bench_data.run(),
-        *bench_degradation.run(args.device, "auto" if args.size == "cpu" else args.size),
-    ]
-    table = Table(title="sr-gan benchmarks (ratio = baseline time / ours; > 1 means we are faster)")
+    device = resolve_device(args.device)
+    threads_rows = bench_threads.run()  # sets its own thread counts, next to busy processes
+    with cpu_threads(device, args.cpu_threads or None):
+        rows = [
+            *bench_train_step.run(args.device, args.size),
+            *threads_rows,
+            *bench_imresize.run(args.device),
+            *bench_data.run(),
+            *bench_degradation.run(args.device, "auto" if args.size == "cpu" else args.size),
+        ]
+    threads = f", {args.cpu_threads} thread(s) but the threads row" if device.type == "cpu" and args.cpu_threads else ""
+    table = Table(title=f"sr-gan benchmarks on {device}{threads} (ratio = baseline time / ours; > 1: we are faster)")
     for column in ("benchmark", "device", "ours", "baseline", "ratio", "note"):
         table.add_column(column)
     for r in rows:

@@ -7,15 +7,12 @@ faster). Each row also gives the FLOPs of one batch and the share of this machin
 matmul peak that ours reaches with them.
 
 On a CPU: tiny networks, and the full networks at batch 1 and half the papers' patch (`stages`),
-in fp32, with `cpu_threads` intra-op threads (default 1: on a shared machine other load otherwise
-decides the figures; bench_threads measures that effect). On a GPU: the papers' sizes in bf16-mixed
-(`benchmarks/gpu_check.sh` runs every speed switch).
+in fp32 (`python -m benchmarks` runs them on one intra-op thread: on a shared machine other load
+otherwise decides the figures; bench_threads measures that effect). On a GPU: the papers' sizes in
+bf16-mixed (`benchmarks/gpu_check.sh` runs every speed switch).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
@@ -29,18 +26,6 @@ PLANS = {  # warm-up batches, then at most this many batches / seconds per measu
     "paper": Plan(warmup=5, max_batches=100, max_seconds=3.0),
 }
 ROUNDS = {"tiny": 2, "cpu": 1, "paper": 1}
-
-
-@contextmanager
-def cpu_threads(device: torch.device, threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads on a CPU (None: torch's default), then restore."""
-    before = torch.get_num_threads()
-    if device.type == "cpu" and threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def sizes_for(device: torch.device, size: str) -> tuple[str, ...]:
@@ -69,19 +54,18 @@ def stage_row(stage: Stage, result: dict, flops: int, peak: float, peak_name: st
     }
 
 
-def run(device: str, size: str = "auto", *, threads: int | None = 1) -> list[dict]:
+def run(device: str, size: str = "auto") -> list[dict]:
     dev = resolve_device(device)
     config = CONFIGS["fp32" if dev.type == "cpu" else "bf16"]
     dtype, peak_name = (torch.float32, "fp32") if dev.type == "cpu" else (torch.bfloat16, "bf16")
     torch.set_float32_matmul_precision("high")  # as conf/train.yaml
     rows = []
-    with cpu_threads(dev, threads):
-        peak = peak_for(dev, dtype)
-        for name in sizes_for(dev, size):
-            for stage_name in STAGES:
-                stage = build_stage(stage_name, name)
-                result = compare(stage, config, dev, PLANS[name], rounds=ROUNDS[name])
-                rows.append(stage_row(stage, result, step_flops(stage, dev), peak, peak_name, dev))
+    peak = peak_for(dev, dtype)
+    for name in sizes_for(dev, size):
+        for stage_name in STAGES:
+            stage = build_stage(stage_name, name)
+            result = compare(stage, config, dev, PLANS[name], rounds=ROUNDS[name])
+            rows.append(stage_row(stage, result, step_flops(stage, dev), peak, peak_name, dev))
     return rows
 
 

@@ -119,7 +119,7 @@ def markdown(summary: dict[str, Any]) -> str:
             [
                 s["stage"],
                 f"{s['batch']} x {s['hr']} px",
-                s["config"],
+                s["config"] + (f" ({s['compiled_graphs']} graphs)" if "compiled_graphs" in s else ""),
                 _num(s.get("ours_it_s")),
                 _num(s.get("plain_it_s")),
                 _num(s.get("ratio")),

@@ -114,6 +114,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     for step in summary["steps"]:
         assert step["ours_it_s"] > 0 and step["plain_it_s"] > 0 and step["gflop_per_batch"] > 0
         assert step["ratio"] == pytest.approx(step["ours_it_s"] / step["plain_it_s"])
+        assert step.get("compiled_graphs", 1) > 0  # the compile rung did compile (dynamo, eager backend)
     for stage in ("esrgan", "psnr_rrdb"):
         profile = summary["profiles"][stage]
         assert (
