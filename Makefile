@@ -39,6 +39,7 @@ WHEEL_PLATFORMS = $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) --pla
 
 gpu-wheels:  ## download into .whl/ the wheels benchmarks/gpu_check.sh installs on an offline GPU node
 	mkdir -p $(WHEELS)
+	rm -f $(foreach w,hydra_core omegaconf antlr4_python3_runtime kornia kornia_rs,$(WHEELS)/$(w)-*.whl)  # one version each
 	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		$(WHEEL_PLATFORMS) -d $(WHEELS) $(GPU_WHEELS)
 	$(PIP) wheel -q --no-deps -w $(WHEELS) $(GPU_SDISTS)
