@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help install train test test-fast bench clean
+.PHONY: help install train test test-fast bench gpu-wheels gpu-check clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,30 @@ test:  ## the whole test suite (CPU, a few minutes)
 test-fast:  ## tests without the end-to-end CLI runs
 	$(PYTHON) -m pytest -q -m "not slow"
 
-bench:  ## benchmarks: speed ratios against baselines measured in the same run
+bench:  ## benchmarks: speed ratios against baselines measured in the same run (CPU: about 3 minutes)
 	$(PYTHON) -m benchmarks
+
+# Wheels for benchmarks/gpu_check.sh on an air-gapped GPU node (Python 3.12, x86-64): what such a
+# node lacks and what those lack in turn. Requires-Dist: hydra-core: omegaconf, antlr4-python3-runtime
+# 4.9.*, packaging; omegaconf: antlr4-python3-runtime 4.9.*, PyYAML; kornia: kornia-rs, numpy, torch
+# (packaging, PyYAML, numpy and torch are on the node). No wandb: the check logs with logger=csv.
+# GPU_SDISTS have only a source archive on PyPI: built here into pure-Python wheels.
+WHEELS ?= .whl
+GPU_WHEELS = hydra-core==1.3.8 omegaconf==2.3.1 kornia==0.9.0 kornia_rs==0.2.0
+GPU_SDISTS = antlr4-python3-runtime==4.9.3
+WHEEL_PLATFORMS = $(foreach n,28 27 17,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64 \
+	--platform manylinux1_x86_64
+
+gpu-wheels:  ## download into .whl/ the wheels benchmarks/gpu_check.sh installs on an offline GPU node
+	mkdir -p $(WHEELS)
+	rm -f $(foreach w,hydra_core omegaconf antlr4_python3_runtime kornia kornia_rs,$(WHEELS)/$(w)-*.whl)  # one version each
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(WHEEL_PLATFORMS) -d $(WHEELS) $(GPU_WHEELS)
+	$(PIP) wheel -q --no-deps -w $(WHEELS) $(GPU_SDISTS)
+	ls -l $(WHEELS)
+
+gpu-check:  ## the GPU check: one JSON + Markdown summary in OUT=dir (DRY_RUN=1: CPU, tiny sizes)
+	PYTHON=$(PYTHON) benchmarks/gpu_check.sh $(if $(DRY_RUN),--dry-run) --out $(or $(OUT),gpu_check_out)
 
 clean:  ## remove run folders and caches made by tests and demos
 	rm -rf logs outputs multirun .pytest_cache

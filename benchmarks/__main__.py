@@ -7,7 +7,15 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import bench_data, bench_degradation, bench_imresize, bench_train_step, bench_upscale_memory
+from benchmarks import (
+    bench_data,
+    bench_degradation,
+    bench_imresize,
+    bench_threads,
+    bench_train_step,
+    bench_upscale_memory,
+)
+from benchmarks.timing import cpu_threads, resolve_device
 
 
 def main() -> None:
@@ -16,18 +24,27 @@ def main() -> None:
     parser.add_argument(
         "--size",
         default="auto",
-        choices=["auto", "tiny", "paper"],
-        help="tiny: CPU-sized nets; paper: RRDBNet 23 blocks at 128 px (GPU)",
+        choices=["auto", "tiny", "cpu", "paper"],
+        help="training steps: tiny nets; cpu: full nets at batch 1, half patch; paper: batch 16 at 128/96 px "
+        "(auto: tiny and cpu on a CPU, paper on a GPU)",
+    )
+    parser.add_argument(
+        "--cpu-threads", type=int, default=1, help="intra-op threads on a CPU (0: torch's default); see bench_threads"
     )
     args = parser.parse_args()
-    rows = [
-        *bench_train_step.run(args.device, args.size),
-        *bench_imresize.run(args.device),
-        *bench_data.run(),
-        *bench_degradation.run(args.device, args.size),
-    ]
-    table = Table(title="sr-gan benchmarks (ratio = baseline time / ours; > 1 means we are faster)")
-    for column in ("benchmark", "device", "ours", "baseline", "ratio"):
+    device = resolve_device(args.device)
+    threads_rows = bench_threads.run()  # sets its own thread counts, next to busy processes
+    with cpu_threads(device, args.cpu_threads or None):
+        rows = [
+            *bench_train_step.run(args.device, args.size),
+            *threads_rows,
+            *bench_imresize.run(args.device),
+            *bench_data.run(),
+            *bench_degradation.run(args.device, "auto" if args.size == "cpu" else args.size),
+        ]
+    threads = f", {args.cpu_threads} thread(s) but the threads row" if device.type == "cpu" and args.cpu_threads else ""
+    table = Table(title=f"sr-gan benchmarks on {device}{threads} (ratio = baseline time / ours; > 1: we are faster)")
+    for column in ("benchmark", "device", "ours", "baseline", "ratio", "note"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -36,8 +53,9 @@ def main() -> None:
             f"{r['ours_ms']:.2f} ms",
             f"{r['baseline_ms']:.2f} ms ({r['baseline']})",
             f"{r['baseline_ms'] / r['ours_ms']:.2f}x",
+            r.get("note", ""),
         )
-    Console().print(table)
+    Console(width=200).print(table)
     memory = Table(
         title="upscale peak memory (RSS growth after loading the model; tiny RRDBNet, "
         f"tile {bench_upscale_memory.TILE}, overlap {bench_upscale_memory.OVERLAP})"

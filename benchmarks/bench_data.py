@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,29 +45,33 @@ def bench_dir() -> Path:
     return Path(os.environ.get("SR_GAN_BENCH_DIR") or Path(tempfile.gettempdir()) / "sr_gan_bench")
 
 
-def div2k_like(seed: int) -> Tensor:
-    """A uint8 (3, 1356, 2040) image: smooth at every scale, so PNG compresses it as it does a photo."""
+def div2k_like(seed: int, size: tuple[int, int] = (HEIGHT, WIDTH)) -> Tensor:
+    """A uint8 (3, 1356, 2040) image (or `size`): smooth at every scale, so PNG compresses it as it
+    does a photo."""
+    height, width = size
     g = torch.Generator().manual_seed(seed)
-    image = torch.zeros(1, 3, HEIGHT, WIDTH)
+    image = torch.zeros(1, 3, height, width)
     for cells, amplitude in ((4, 0.5), (16, 0.25), (64, 0.12), (256, 0.06), (1024, 0.03)):
-        noise = torch.rand(1, 3, max(2, cells * HEIGHT // WIDTH), cells, generator=g)
-        image += amplitude * F.interpolate(noise, size=(HEIGHT, WIDTH), mode="bicubic", align_corners=False)
-    image += 0.3 * torch.linspace(0, 1, HEIGHT).view(1, 1, -1, 1) * torch.rand(1, 3, 1, 1, generator=g)
-    image += 0.3 * torch.linspace(0, 1, WIDTH).view(1, 1, 1, -1) * torch.rand(1, 3, 1, 1, generator=g)
-    image += 0.02 * torch.randn(1, 3, HEIGHT, WIDTH, generator=g)
+        cells = min(cells, width)
+        noise = torch.rand(1, 3, max(2, cells * height // width), cells, generator=g)
+        image += amplitude * F.interpolate(noise, size=(height, width), mode="bicubic", align_corners=False)
+    image += 0.3 * torch.linspace(0, 1, height).view(1, 1, -1, 1) * torch.rand(1, 3, 1, 1, generator=g)
+    image += 0.3 * torch.linspace(0, 1, width).view(1, 1, 1, -1) * torch.rand(1, 3, 1, 1, generator=g)
+    image += 0.02 * torch.randn(1, 3, height, width, generator=g)
     image = (image - image.amin()) / (image.amax() - image.amin())
     return (image[0] * 255).round().to(torch.uint8)
 
 
-def make_images(n: int) -> tuple[Path, Path]:
-    """(HR folder, LR folder) of `n` DIV2K-like PNGs with DIV2K names, made once and cached."""
-    root = bench_dir() / f"div2k_like_v{DATA_VERSION}_{n}"
+def make_images(n: int, size: tuple[int, int] = (HEIGHT, WIDTH)) -> tuple[Path, Path]:
+    """(HR folder, LR folder) of `n` DIV2K-like PNGs (`size` HR) with DIV2K names, made once and cached."""
+    shape = "" if size == (HEIGHT, WIDTH) else f"_{size[0]}x{size[1]}"
+    root = bench_dir() / f"div2k_like_v{DATA_VERSION}_{n}{shape}"
     hr_dir, lr_dir = root / "HR", root / f"LR_bicubic/X{SCALE}"
     for i in range(n):
         hr_path, lr_path = hr_dir / f"{i + 1:04d}.png", lr_dir / f"{i + 1:04d}x{SCALE}.png"
         if hr_path.is_file() and lr_path.is_file():
             continue
-        hr = div2k_like(i)
+        hr = div2k_like(i, size)
         lr = (bicubic_degrade(hr[None] / 255, SCALE)[0] * 255).round().to(torch.uint8)  # (3, H/4, W/4)
         for image, path in ((hr, hr_path), (lr, lr_path)):
             with atomic_path(path) as partial:
@@ -85,16 +89,19 @@ def crops_per_second(crop: Callable[[], object], seconds: float, *, min_crops: i
     return n / (time.perf_counter() - start)
 
 
-def corner(rng: np.random.Generator, n: int) -> tuple[int, int, int]:
-    """(image, top, left) of a random LR crop; the HR crop is at (top, left) x SCALE."""
-    lr_patch = PATCH // SCALE
-    top, left = rng.integers(HEIGHT // SCALE - lr_patch + 1), rng.integers(WIDTH // SCALE - lr_patch + 1)
-    return int(rng.integers(n)), int(top), int(left)
+def corner(rng: np.random.Generator, lr_sizes: Sequence[tuple[int, int]]) -> tuple[int, int, int]:
+    """(image, top, left) of a random LR crop, given each image's LR (height, width); the HR crop
+    is at (top, left) x SCALE."""
+    i, lr_patch = int(rng.integers(len(lr_sizes))), PATCH // SCALE
+    height, width = lr_sizes[i]
+    return i, int(rng.integers(height - lr_patch + 1)), int(rng.integers(width - lr_patch + 1))
 
 
-def raw_crop(hr_files: list[Path], lr_files: list[Path], rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+def raw_crop(
+    hr_files: list[Path], lr_files: list[Path], rng: np.random.Generator, lr_sizes: Sequence[tuple[int, int]]
+) -> tuple[Tensor, Tensor]:
     """Today's TrainPatchDataset item (cache: false): decode the whole HR and LR PNGs, crop both."""
-    i, y, x = corner(rng, len(hr_files))
+    i, y, x = corner(rng, lr_sizes)
     lr_patch = PATCH // SCALE
     hr, lr = read_image(hr_files[i]), read_image(lr_files[i])  # (3, H, W), (3, H/4, W/4)
     hr_patch = hr[:, y * SCALE : y * SCALE + PATCH, x * SCALE : x * SCALE + PATCH]
@@ -106,13 +113,14 @@ class PreparedPairs(Dataset):
 
     def __init__(self, hr: PreparedImages, lr: PreparedImages, length: int) -> None:
         self.hr, self.lr, self.length = hr, lr, length
+        self.lr_sizes = [lr.size(i) for i in range(len(lr))]
         self.rng = np.random.default_rng()  # each worker reseeds in worker_init
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        i, y, x = corner(self.rng, len(self.hr))
+        i, y, x = corner(self.rng, self.lr_sizes)
         lr_patch = PATCH // SCALE
         return {
             "hr": self.hr.crop(i, y * SCALE, x * SCALE, PATCH, PATCH),  # (3, 128, 128)
@@ -180,10 +188,11 @@ def _sub_images(images: PreparedImages, folder: Path, size: int, step: int) -> l
 def _candidates(hr: PreparedImages, lr: PreparedImages, root: Path, seconds: float) -> dict[str, float]:
     """Crops/s per worker of the storages that lost to per-image memory-mapped arrays."""
     rng, lr_patch = np.random.default_rng(0), PATCH // SCALE
+    lr_sizes = [lr.size(i) for i in range(len(lr))]
     flat_hr, flat_lr = _flat_file(hr, root / "flat_hr.bin"), _flat_file(lr, root / "flat_lr.bin")
 
     def flat() -> None:
-        i, y, x = corner(rng, len(hr))
+        i, y, x = corner(rng, lr_sizes)
         torch.from_numpy(np.array(flat_hr[i][:, y * SCALE : y * SCALE + PATCH, x * SCALE : x * SCALE + PATCH]))
         torch.from_numpy(np.array(flat_lr[i][:, y : y + lr_patch, x : x + lr_patch]))
 
@@ -203,9 +212,16 @@ def _candidates(hr: PreparedImages, lr: PreparedImages, root: Path, seconds: flo
     }
 
 
-def measure(n_images: int, workers: list[int], *, seconds: float = 1.5, candidates: bool = False) -> dict:
-    """Every figure of this benchmark, in crops per second."""
-    hr_dir, lr_dir = make_images(n_images)
+def measure(
+    n_images: int,
+    workers: list[int],
+    *,
+    seconds: float = 1.5,
+    candidates: bool = False,
+    size: tuple[int, int] = (HEIGHT, WIDTH),
+) -> dict:
+    """Every figure of this benchmark, in crops per second (`size`: of the generated HR images)."""
+    hr_dir, lr_dir = make_images(n_images, size)
     hr = PreparedImages(prepare_folder(hr_dir, progress=False))
     lr = PreparedImages(prepare_folder(lr_dir, progress=False))
     hr_files, lr_files = sorted(hr_dir.glob("*.png")), sorted(lr_dir.glob("*.png"))
@@ -215,7 +231,8 @@ def measure(n_images: int, workers: list[int], *, seconds: float = 1.5, candidat
     torch.set_num_threads(1)  # as in a DataLoader worker
     try:
         rng = np.random.default_rng(0)
-        per_worker = {"raw PNG decode": crops_per_second(lambda: raw_crop(hr_files, lr_files, rng), seconds)}
+        raw = lambda: raw_crop(hr_files, lr_files, rng, pairs.lr_sizes)  # noqa: E731
+        per_worker = {"raw PNG decode": crops_per_second(raw, seconds)}
         if candidates:
             per_worker.update(_candidates(hr, lr, hr_dir.parent, seconds))
         per_worker["prepared, maps kept open"] = crops_per_second(lambda: pairs[0], seconds)
@@ -226,13 +243,15 @@ def measure(n_images: int, workers: list[int], *, seconds: float = 1.5, candidat
     finally:
         torch.set_num_threads(threads)
     loader = {n: loader_crops_per_second(pairs, n, 2 * seconds) for n in workers}
-    return {"images": n_images, "per_worker": per_worker, "loader": loader}
+    return {"images": n_images, "size": list(size), "per_worker": per_worker, "loader": loader}
 
 
 def print_figures(figures: dict, console: Console | None = None) -> None:
     console = console or Console()
     raw = figures["per_worker"]["raw PNG decode"]
-    table = Table(title=f"training crops/s (HR {PATCH} + LR {PATCH // SCALE} px, {figures['images']} 2040x1356 PNGs)")
+    height, width = figures.get("size", (HEIGHT, WIDTH))
+    title = f"training crops/s (HR {PATCH} + LR {PATCH // SCALE} px, {figures['images']} {width}x{height} PNGs)"
+    table = Table(title=title)
     for column in ("path", "crops/s", "vs raw"):
         table.add_column(column)
     for name, rate in figures["per_worker"].items():

@@ -148,10 +148,10 @@ def run(device: str, size: str = "auto") -> list[dict]:
     base = _one_thread_ms(lambda: [numpy_degrade(image, rng) for image in images], torch.device("cpu"), repeats=3)
 
     size = ("paper" if dev.type == "cuda" else "tiny") if size == "auto" else size
-    kwargs, patch, batch = bench_train_step.SIZES[size]
+    step, stage = bench_train_step.esrgan_step_ms(dev, size)
+    batch, patch = stage.batch, stage.patch
     small = torch.rand(batch, 3, patch, patch, generator=generator, device=dev)
     feed = median_ms(lambda: degradation(small, generator=generator), dev)
-    step = bench_train_step._baseline(dev, kwargs, patch, batch)
     return [
         {
             "name": f"Real-ESRGAN degradation, {BATCH}x{HR_SIZE}px" + (" (1 thread)" if dev.type == "cpu" else ""),

@@ -1,137 +1,75 @@
-"""Our Lightning GAN training step against a plain PyTorch loop of the same math.
+"""``make bench`` rows for the training step of each stage: ours against a plain PyTorch loop.
 
-Both run the ESRGAN objective (L1 + VGG19 conv5_4 perceptual + RaGAN, VGG-style D, G EMA) with the
-same networks, batches and optimizers; the ratio is the plain loop's median batch time over ours.
+Ours is `SRGANModule.training_step` driven by a real ``L.Trainer``; the baseline is `PlainLoop`,
+the same math on the same networks (benchmarks.step_timing). Both sides are measured in the same
+run, alternating, best of `ROUNDS`; the ratio is ours / plain in batches per second (> 1: ours
+faster). Each row also gives the FLOPs of one batch and the share of this machine's measured
+matmul peak that ours reaches with them.
+
+On a CPU: tiny networks, and the full networks at batch 1 and half the papers' patch (`stages`),
+in fp32 (`python -m benchmarks` runs them on one intra-op thread: on a shared machine other load
+otherwise decides the figures; bench_threads measures that effect). On a GPU: the papers' sizes in
+bf16-mixed (`benchmarks/gpu_check.sh` runs every speed switch).
 """
 
 from __future__ import annotations
 
-import statistics
-import time
-
-import lightning as L
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.timing import resolve_device, sync
-from sr_gan.archs import RRDBNet, VGGStyleDiscriminator
-from sr_gan.callbacks import BatchBudget
-from sr_gan.lit import SRGANModule, make_ema, update_ema
-from sr_gan.losses import PerceptualLoss, RelativisticGANLoss
+from benchmarks.stages import CONFIGS, STAGES, Stage, build_stage
+from benchmarks.step_timing import Plan, compare, matmul_tflops, plain_rate, step_flops, utilisation
+from benchmarks.timing import resolve_device
 
-SIZES = {  # name: (RRDBNet kwargs, patch, batch)
-    "tiny": (dict(num_features=16, num_blocks=2, growth_channels=8), 32, 4),
-    "paper": (dict(num_features=64, num_blocks=23, growth_channels=32), 128, 16),
+PLANS = {  # warm-up batches, then at most this many batches / seconds per measurement
+    "tiny": Plan(warmup=2, max_batches=10, max_seconds=2.0),
+    "cpu": Plan(warmup=1, max_batches=3, max_seconds=6.0),
+    "paper": Plan(warmup=5, max_batches=100, max_seconds=3.0),
 }
-WARMUP, BATCHES = 3, 13
+ROUNDS = {"tiny": 2, "cpu": 1, "paper": 1}
 
 
-class _Batches(Dataset):
-    def __init__(self, n: int, patch: int, batch: int, scale: int = 4) -> None:
-        self.hr = torch.rand(n * batch, 3, patch, patch)
-        self.lr = torch.rand(n * batch, 3, patch // scale, patch // scale)
-
-    def __len__(self) -> int:
-        return len(self.hr)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"lr": self.lr[i], "hr": self.hr[i]}
+def sizes_for(device: torch.device, size: str) -> tuple[str, ...]:
+    if size != "auto":
+        return (size,)
+    return ("tiny", "cpu") if device.type == "cpu" else ("paper",)
 
 
-class _BatchTimer(L.Callback):
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.times, self.start = device, [], 0.0
-
-    def on_train_batch_start(self, *args) -> None:
-        sync(self.device)
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, *args) -> None:
-        sync(self.device)
-        self.times.append((time.perf_counter() - self.start) * 1e3)
+def peak_for(device: torch.device, dtype: torch.dtype) -> float:
+    """TFLOP/s of a large matrix product on `device` in `dtype` (the utilisation's denominator)."""
+    on_gpu = device.type == "cuda"
+    return matmul_tflops(device, dtype, 8192 if on_gpu else 1024, repeats=10 if on_gpu else 3)
 
 
-def _parts(kwargs: dict, patch: int) -> dict:
-    torch.manual_seed(0)
-    return dict(
-        generator=RRDBNet(**kwargs),
-        discriminator=VGGStyleDiscriminator(input_size=patch),
-        perceptual=PerceptualLoss(pretrained=False),
-    )
+def stage_row(stage: Stage, result: dict, flops: int, peak: float, peak_name: str, device: torch.device) -> dict:
+    ours, plain = result["ours_it_s"], result["plain_it_s"]
+    share = utilisation(flops, ours, peak)
+    return {
+        "name": f"{stage.title} ({stage.size}: {stage.batch} x {stage.patch} px, {result['config']})",
+        "device": str(device),
+        "ours_ms": 1e3 / ours,
+        "baseline_ms": 1e3 / plain,
+        "baseline": "plain PyTorch loop",
+        "note": f"{ours:.2f} vs {plain:.2f} it/s; {flops / 1e9:,.1f} GFLOP/batch: {share:.0%} of the {peak_name} "
+        f"matmul peak ({peak:.3g} TFLOP/s)",
+    }
 
 
-def _ours(device: torch.device, kwargs: dict, patch: int, batch: int) -> float:
-    p = _parts(kwargs, patch)
-    module = SRGANModule(
-        generator=p["generator"],
-        discriminator=p["discriminator"],
-        pixel_loss=nn.L1Loss(),
-        pixel_weight=1e-2,
-        perceptual_loss=p["perceptual"],
-        adversarial_loss=RelativisticGANLoss(),
-        adversarial_weight=5e-3,
-        optimizer_g=lambda ps: torch.optim.Adam(ps, lr=1e-4),
-        optimizer_d=lambda ps: torch.optim.Adam(ps, lr=1e-4),
-        scale=4,
-        ema_decay=0.999,
-    )
-    timer = _BatchTimer(device)
-    trainer = L.Trainer(
-        accelerator=device.type,
-        devices=1,
-        max_steps=-1,
-        max_epochs=-1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[BatchBudget(WARMUP + BATCHES), timer],
-    )
-    trainer.fit(module, DataLoader(_Batches(WARMUP + BATCHES, patch, batch), batch_size=batch))
-    return statistics.median(timer.times[WARMUP:])
-
-
-def _baseline(device: torch.device, kwargs: dict, patch: int, batch: int) -> float:
-    p = _parts(kwargs, patch)
-    g, d, percep = p["generator"].to(device), p["discriminator"].to(device), p["perceptual"].to(device)
-    ema, l1, gan = make_ema(g), nn.L1Loss(), RelativisticGANLoss()
-    opt_g, opt_d = torch.optim.Adam(g.parameters(), lr=1e-4), torch.optim.Adam(d.parameters(), lr=1e-4)
-    times = []
-    for item in DataLoader(_Batches(WARMUP + BATCHES, patch, batch), batch_size=batch):
-        sync(device)
-        start = time.perf_counter()
-        lr, hr = item["lr"].to(device), item["hr"].to(device)
-        sr = g(lr)
-        d.requires_grad_(False)
-        l_g = 1e-2 * l1(sr, hr) + percep(sr, hr) + 5e-3 * gan.generator_loss(d(hr).detach(), d(sr))
-        opt_g.zero_grad(set_to_none=True)
-        l_g.backward()
-        opt_g.step()
-        update_ema(ema, g, decay=0.999)
-        d.requires_grad_(True)
-        l_real, l_fake = gan.discriminator_loss(d(hr), d(sr.detach()))
-        opt_d.zero_grad(set_to_none=True)
-        (l_real + l_fake).backward()
-        opt_d.step()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times[WARMUP:])
-
-
-def run(device: str, size: str) -> list[dict]:
+def run(device: str, size: str = "auto") -> list[dict]:
     dev = resolve_device(device)
-    size = ("paper" if dev.type == "cuda" else "tiny") if size == "auto" else size
-    kwargs, patch, batch = SIZES[size]
-    base = _baseline(dev, kwargs, patch, batch)
-    ours = _ours(dev, kwargs, patch, batch)
-    return [
-        {
-            "name": f"ESRGAN train step ({size}: {batch}x{patch}px)",
-            "device": str(dev),
-            "ours_ms": ours,
-            "baseline_ms": base,
-            "baseline": "plain PyTorch loop",
-        }
-    ]
+    config = CONFIGS["fp32" if dev.type == "cpu" else "bf16"]
+    dtype, peak_name = (torch.float32, "fp32") if dev.type == "cpu" else (torch.bfloat16, "bf16")
+    torch.set_float32_matmul_precision("high")  # as conf/train.yaml
+    rows = []
+    peak = peak_for(dev, dtype)
+    for name in sizes_for(dev, size):
+        for stage_name in STAGES:
+            stage = build_stage(stage_name, name)
+            result = compare(stage, config, dev, PLANS[name], rounds=ROUNDS[name])
+            rows.append(stage_row(stage, result, step_flops(stage, dev), peak, peak_name, dev))
+    return rows
+
+
+def esrgan_step_ms(device: torch.device, size: str) -> tuple[float, Stage]:
+    """Milliseconds of one plain-loop ESRGAN batch at `size` (what the degradation benchmark feeds)."""
+    stage = build_stage("esrgan", size)
+    return 1e3 / plain_rate(stage, CONFIGS["fp32"], device, PLANS[size]), stage

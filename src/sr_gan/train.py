@@ -30,6 +30,7 @@ from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
+from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import load_generator_state
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
 
+    workers, processes = cfg.data.get("num_workers", 0), local_processes(cfg.trainer)
+    configure_cpu_threads(cfg.get("cpu_threads", "auto"), num_workers=workers, processes_per_node=processes)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
     trainer = build_trainer(cfg)

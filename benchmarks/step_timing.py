@@ -1,0 +1,226 @@
+"""Batches per second of a stage's training step: ours (a real ``L.Trainer`` fitting `SRGANModule`)
+against `PlainLoop` on the same networks, in steady state.
+
+Both sides run on the same batches, already on the device (the data path is benchmarked on its
+own). After `Plan.warmup` batches (start-up, cuDNN autotuning, compilation) a window opens; it
+closes after `Plan.max_batches` batches or once `Plan.max_seconds` have passed, and the device is
+synchronised only at its two ends, so the host may run ahead of the GPU as in training.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from benchmarks.plain_loop import PlainLoop
+from benchmarks.stages import Config, Stage
+from benchmarks.timing import sync
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long to measure: warm-up batches, then a window of at most these batches / seconds."""
+
+    warmup: int
+    max_batches: int
+    max_seconds: float
+
+
+@dataclass
+class Window:
+    """Steady-state batches/s over the batches after the warm-up (see the module docstring).
+
+    On a GPU the rate is batches over the window's synchronised time. On a CPU, where no queue hides
+    anything, it is one over the median interval between batch ends: robust to the load spikes of a
+    shared machine, and it still holds every cost between two batches (loop, hooks, logging).
+    """
+
+    device: torch.device
+    plan: Plan
+    start: float = 0.0
+    batches: int = 0
+    seconds: float = 0.0
+    intervals: list[float] = field(default_factory=list)
+
+    def begin(self, index: int) -> None:
+        if index == self.plan.warmup:
+            sync(self.device)
+            self.start = self._last = time.perf_counter()
+
+    def end(self, index: int) -> bool:
+        """Call after batch `index`; True when the window is closed (stop feeding batches)."""
+        if self.seconds > 0:  # closed already
+            return True
+        if index < self.plan.warmup:
+            return False
+        now = time.perf_counter()
+        self.intervals.append(now - self._last)
+        self._last = now
+        done = index - self.plan.warmup + 1
+        if done < self.plan.max_batches and now - self.start < self.plan.max_seconds:
+            return False
+        sync(self.device)
+        self.batches, self.seconds = done, time.perf_counter() - self.start
+        return True
+
+    @property
+    def rate(self) -> float:
+        if self.seconds <= 0:
+            return float("nan")
+        if self.device.type == "cpu":
+            return 1.0 / statistics.median(self.intervals)
+        return self.batches / self.seconds
+
+
+class _WindowCallback(L.Callback):
+    """Drives a `Window` from the trainer's batch hooks; starts and stops `profiler` around batch
+    `profile_batch`."""
+
+    def __init__(self, window: Window, profile_batch: int | None = None, profiler: Any = None) -> None:
+        self.window, self.profile_batch, self.profiler = window, profile_batch, profiler
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        index = args[-1]  # (module, batch, batch_idx)
+        if index == self.profile_batch:
+            self.profiler.start()
+        self.window.begin(index)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        index = args[-1]  # (module, outputs, batch, batch_idx)
+        if index == self.profile_batch:
+            self.profiler.stop()
+        if self.window.end(index):
+            trainer.should_stop = True
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """No 'GPU available' banners nor loader-worker advice for each of the many short fits."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in (".*does not have many workers", ".*smaller than the logging interval", ".*GPU available"):
+            warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("ignore", message=r"model.compile=")  # the module announces compilation
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
+    """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
+    records the last warm-up batch."""
+    window = Window(device, plan)
+    profile_batch = plan.warmup - 1 if profiler is not None else None
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=config.precision,
+        max_epochs=1,
+        max_steps=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        benchmark=device.type == "cuda",  # conf/trainer/default.yaml: benchmark true
+        callbacks=[_WindowCallback(window, profile_batch, profiler)],
+    )
+    loader = DataLoader(stage.batches(plan.warmup + plan.max_batches, device), batch_size=None)
+    with quiet_lightning():
+        trainer.fit(stage.module(config), train_dataloaders=loader)
+    _release(device)
+    return window.rate
+
+
+def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan) -> float:
+    """Batches/s of `PlainLoop.step` over the same batches."""
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    with quiet_lightning():
+        loop = PlainLoop(stage.module(config), config, device)
+        window = Window(device, plan)
+        for index, batch in enumerate(stage.batches(plan.warmup + plan.max_batches, device)):
+            window.begin(index)
+            loop.step(batch)
+            if window.end(index):
+                break
+    del loop
+    _release(device)
+    return window.rate
+
+
+def compare(stage: Stage, config: Config, device: torch.device, plan: Plan, *, rounds: int = 1) -> dict[str, Any]:
+    """Ours against the plain loop, `rounds` times in alternation; the best rate of each side (on a
+    shared machine, other load only ever slows a run down)."""
+    ours, plain = [], []
+    for _ in range(rounds):
+        plain.append(plain_rate(stage, config, device, plan))
+        ours.append(ours_rate(stage, config, device, plan))
+    return {
+        "stage": stage.name,
+        "config": config.name,
+        "size": stage.size,
+        "batch": stage.batch,
+        "hr": stage.patch,
+        "ours_it_s": max(ours),
+        "plain_it_s": max(plain),
+        "ratio": max(ours) / max(plain),  # > 1: ours faster
+        "ours_rounds": ours,
+        "plain_rounds": plain,
+    }
+
+
+def step_flops(stage: Stage, device: torch.device) -> int:
+    """FLOPs of one training batch (forward, backward; convolutions and matrix products, as
+    `torch.utils.flop_counter` counts them), from one plain fp32 eager step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    loop = PlainLoop(stage.module(Config("fp32", "32-true")), Config("fp32", "32-true"), device)
+    batch = stage.batches(1, device)[0]
+    with FlopCounterMode(display=False) as counter:
+        loop.step(batch)
+    del loop
+    _release(device)
+    return counter.get_total_flops()
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, *, repeats: int = 10) -> float:
+    """Measured matrix-product peak of this machine in `dtype` (fp32 follows the current
+    ``float32_matmul_precision``: TF32 on GPUs under ``high``, as training sets it)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):  # best of three: other load only slows a run down
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 * repeats / best / 1e12
+
+
+def utilisation(flops: int, rate: float, peak_tflops: float) -> float:
+    """Share of the measured matmul peak that `flops` per batch at `rate` batches/s amounts to."""
+    return flops * rate / (peak_tflops * 1e12)
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

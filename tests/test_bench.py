@@ -1,0 +1,137 @@
+"""The step benchmarks compare like with like, and the prepared GPU check keeps working (its dry run)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from benchmarks import gpu_report
+from benchmarks.plain_loop import PlainLoop
+from benchmarks.stages import CONFIGS, STAGES, build_stage
+from benchmarks.step_timing import Plan, Window
+from tests.helpers import run_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny networks on a shared 2-core machine: one thread is several times faster under load."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("stage_name", ["esrgan", "srgan", "psnr_srresnet"])
+def test_the_plain_loop_does_the_math_of_our_step(stage_name: str, one_thread: None) -> None:
+    """Two batches through L.Trainer + SRGANModule and through PlainLoop, from the same weights,
+    leave the same generator, discriminator and EMA: the baseline is the same work, not less."""
+    stage = build_stage(stage_name, "dry")
+    batches = stage.batches(2, torch.device("cpu"))
+    ours = stage.module(CONFIGS["fp32"])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(ours, DataLoader(batches, batch_size=None))
+    plain = PlainLoop(stage.module(CONFIGS["fp32"]), CONFIGS["fp32"], torch.device("cpu"))
+    for batch in batches:
+        plain.step(batch)
+    networks = [(ours.generator, plain.g), (ours.discriminator, plain.d), (ours.generator_ema, plain.ema)]
+    networks = [(mine, theirs) for mine, theirs in networks if theirs is not None]
+    for mine, theirs in networks:
+        for (name, a), b in zip(mine.state_dict().items(), theirs.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
+    first = stage.module(CONFIGS["fp32"]).generator.state_dict()
+    assert any(not torch.equal(first[k], v) for k, v in ours.generator.state_dict().items())  # it trained
+
+
+def test_the_window_leaves_the_warm_up_out_and_stops_at_its_cap() -> None:
+    window = Window(torch.device("cpu"), Plan(warmup=2, max_batches=3, max_seconds=1e9))
+    stops = []
+    for index in range(6):
+        window.begin(index)
+        stops.append(window.end(index))
+    assert stops == [False, False, False, False, True, True] and window.batches == 3
+    assert len(window.intervals) == 3 and window.rate > 0  # one interval per batch after the warm-up
+
+
+def _step(stage: str, config: str, ours: float, batch: int = 16) -> dict:
+    return {"stage": stage, "config": config, "ours_it_s": ours, "plain_it_s": ours, "batch": batch, "hr": 128}
+
+
+def test_targets_take_the_fastest_bf16_rung_and_say_by_how_much_they_are_missed() -> None:
+    summary = {
+        "steps": [
+            _step("esrgan", "fp32", 30.0),  # not bf16: does not count for the bf16 target
+            _step("esrgan", "bf16", 10.0),
+            _step("esrgan", "bf16+cl", 12.0),
+            _step("psnr_rrdb", "bf16", 75.0),
+        ],
+        "profiles": {"esrgan": {"bound": "host-bound: ..."}},
+        "data": {"loader": {"8": 500.0, "16": 900.0}},
+    }
+    esrgan, psnr, loader = gpu_report.targets(summary)
+    assert (esrgan["measured"], esrgan["how"], esrgan["met"]) == (12.0, "bf16+cl", False)
+    assert esrgan["missed_by"].startswith("8.0 short (60%") and esrgan["bound_by"] == "host-bound: ..."
+    assert (psnr["target"], psnr["met"], psnr["missed_by"]) == (60.0, True, None)
+    assert (loader["target"], loader["measured"], loader["met"]) == (3 * 16 * 12.0, 500.0, False)
+
+
+def test_the_report_of_a_check_that_measured_nothing_yet() -> None:
+    """The summary is written after every item: a check stopped early still gives a readable one."""
+    summary = {"machine": {}, "steps": [], "items": [{"name": "step esrgan bf16", "status": "skipped", "error": "x"}]}
+    summary["targets"] = gpu_report.targets(summary)
+    assert [t["missed_by"] for t in summary["targets"]] == ["not measured", "not measured"]
+    text = gpu_report.markdown(summary)
+    assert "## Targets" in text and "| step esrgan bf16 | skipped | x |" in text
+
+
+@pytest.mark.slow  # every item of the GPU check at tiny sizes, with four Python processes: one to a few minutes
+def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = run_module(
+        "benchmarks.gpu_check", "--dry-run", "--out", str(out), "--work", str(tmp_path / "work"), cwd=ROOT, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / gpu_report.JSON_NAME).read_text())
+    expected = {"machine", "peaks_tflops", "steps", "profiles", "data", "upscale", "train_smoke", "targets", "items"}
+    assert expected <= set(summary) and summary["dry_run"] is True
+    assert {i["name"]: i["status"] for i in summary["items"] if i["status"] != "ok"} == {}
+    assert {(s["stage"], s["config"]) for s in summary["steps"]} == {(s, c) for s in STAGES for c in CONFIGS}
+    for step in summary["steps"]:
+        assert step["ours_it_s"] > 0 and step["plain_it_s"] > 0 and step["gflop_per_batch"] > 0
+        assert step["ratio"] == pytest.approx(step["ours_it_s"] / step["plain_it_s"])
+        assert step.get("compiled_graphs", 1) > 0  # the compile rung did compile (dynamo, eager backend)
+    for stage in ("esrgan", "psnr_rrdb"):
+        profile = summary["profiles"][stage]
+        assert (
+            len(profile["top"]) == 10
+            and profile["bound"]
+            and profile["host_ms_per_batch"]["log_dict (Lightning logging)"] > 0
+        )
+    assert [t["name"].split(",")[0] for t in summary["targets"]] == [
+        "ESRGAN stage",
+        "PSNR stage (RRDBNet + L1)",
+        "DataLoader",
+    ]
+    assert all(t["measured"] is not None and t["met"] is not None for t in summary["targets"])
+    assert set(summary["data"]["loader"]) == {"1", "2"}
+    assert [u["precision"] for u in summary["upscale"]] == ["fp32", "bf16"] and all(u["ok"] for u in summary["upscale"])
+    smoke = summary["train_smoke"]
+    assert smoke["ok"] and smoke["validations"] >= 1 and smoke["it_s"] > 0
+    assert {"best.ckpt", "last.ckpt"} <= set(smoke["checkpoints"])
+    text = (out / gpu_report.MARKDOWN_NAME).read_text()
+    assert "**Dry run**" in text and all(stage in text for stage in STAGES)
