@@ -150,7 +150,7 @@ def make_trainer(root: Path, **overrides) -> L.Trainer:  # noqa: ANN003
     options = dict(
         accelerator="cpu", max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, default_root_dir=root,
+        num_sanity_val_steps=0, default_root_dir=root, log_every_n_steps=1,
     )  # fmt: skip
     return L.Trainer(**{**options, **overrides})
 

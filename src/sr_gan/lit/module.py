@@ -213,8 +213,8 @@ class SRGANModule(L.LightningModule):
         self.guard.update({k.removeprefix("train/"): v for k, v in logs.items()}, step)
         if last:
             self._step_schedulers()
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=lr.shape[0])
-        if (step + 1) % self.trainer.log_every_n_steps == 0:
+        if (step + 1) % self.trainer.log_every_n_steps == 0:  # the batches whose values Lightning writes
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=lr.shape[0])  # (~0.3 ms a value)
             self.check_finite()
 
     def generator_step(
@@ -269,17 +269,18 @@ class SRGANModule(L.LightningModule):
         return logs
 
     def _step(self, optimizer: Optimizer, network: nn.Module, player: str) -> Tensor:
-        """Clip (if configured) and step; returns the gradients' norm, NaN/Inf iff one of them is.
+        """Clip (if configured) and step; returns the L2 norm of all the player's gradients (before
+        clipping), NaN/Inf iff one of them is (or, harmlessly, above ~1e19: a diverged run).
 
         The step is skipped on the device when a gradient is not finite and the optimizer can
-        (`sr_gan.lit.guard`). The norm is L2 when clipping (the clipped quantity), else the max
-        norm, which cannot overflow: either way a device tensor, no host sync.
+        (`sr_gan.lit.guard`). One fused multi-tensor norm on CUDA; on a CPU the L2 for-each norm is
+        ~15x cheaper than the max norm (no fused CPU kernel for it): a device tensor, no host sync.
         """
-        grads = [p.grad for p in network.parameters() if p.grad is not None]
         if (max_norm := self.clip_grad_norm[player]) is not None:
             norm = torch.nn.utils.clip_grad_norm_(network.parameters(), max_norm)
         else:
-            norm = torch.stack(torch._foreach_norm(grads, float("inf"))).max()
+            grads = [p.grad for p in network.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         raw = optimizer.optimizer  # the LightningOptimizer's torch optimizer
         step_if_finite(raw, optimizer.step, norm.isfinite(), on_device=self._skip_on_device.get(id(raw), False))
         return norm.detach()
