@@ -184,3 +184,13 @@ def test_mismatched_weights_name_file_and_keys(tmp_path: Path) -> None:
         load_generator(path, generator_config=rrdbnet_config() | {"num_blocks": 1})
     with pytest.raises(ValueError, match=r"wrong shape \['conv_first\.weight"):
         load_generator(path, generator_config=rrdbnet_config() | {"num_features": 16})
+
+
+def test_a_pickled_vgg_weights_file_is_refused_and_never_runs(tmp_path: Path) -> None:
+    from sr_gan.losses import PerceptualLoss
+
+    marker, path = tmp_path / "payload_ran", tmp_path / "vgg19.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "extra": Payload(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="vgg19.pth: refused to load"):
+        PerceptualLoss(layers=["relu1_1"], weights=str(path))
+    assert not marker.exists()
