@@ -479,6 +479,10 @@ def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(f
     assert torch.equal(first["lr"], again["lr"])  # a function of the batch's patch seed
     assert not torch.equal(first["lr"], transfer(dm, {**raw, "seed": raw["seed"] + 1})["lr"])
     assert not torch.equal(first["lr"], imresize(first["hr"], 1 / SCALE))  # not the bicubic LR
+    # the target is USM-sharpened; the discriminator's real images are the HR patches themselves
+    plain = transfer(dm, {**raw, "flips": torch.zeros_like(raw["flips"])})
+    torch.testing.assert_close(plain["hr_real"], raw["hr"].float() / 255)
+    assert not torch.allclose(plain["hr"], plain["hr_real"])
     val = [transfer(dm, b) for b in dm.val_dataloader()]
     assert torch.equal(val[0]["lr"], transfer(dm, next(iter(dm.val_dataloader())))["lr"])  # fixed per image
     assert second["lr"].shape == first["lr"].shape

@@ -420,3 +420,22 @@ def test_a_random_vgg_is_recorded_as_what_ran(make_cfg, tmp_path) -> None:
     assert len([w for w in caught if "RANDOM VGG19" in str(w.message)]) == 1
     recorded = OmegaConf.load(tmp_path / "config.yaml")
     assert recorded.loss.perceptual.pretrained is False and "RANDOM VGG19" in recorded.warnings[0]
+
+
+def test_the_discriminator_sees_the_unsharpened_hr_as_real(make_cfg) -> None:
+    """Real-ESRGAN: L1 and perceptual aim at the USM-sharpened target, D's real images are the HR
+    (reference gan_gt_usm: False)."""
+    seen = []
+
+    class Spy(SRGANModule):
+        def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            seen.append({"target": batch["hr"], "real": batch["hr_real"]})
+            return super().training_step(batch, batch_idx)
+
+        def discriminator_step(self, fake, hr, opt_d, **kwargs):  # noqa: ANN001, ANN202
+            seen[-1]["d_real"] = hr
+            return super().discriminator_step(fake, hr, opt_d, **kwargs)
+
+    _fit(make_cfg("loss=ragan", "degradation=realesrgan", "loss.perceptual=null", "trainer.max_steps=1"), Spy)
+    (batch,) = seen
+    assert torch.equal(batch["d_real"], batch["real"]) and not torch.equal(batch["real"], batch["target"])

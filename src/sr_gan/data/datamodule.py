@@ -185,11 +185,14 @@ class SRDataModule(L.LightningDataModule):
         if "flips" in batch:  # training patches; on uint8: a quarter of the float32 memory traffic
             hr, lr = paired_augment(hr, lr, batch.pop("flips"))
         hr = to_dtype(hr, torch.float32, scale=True)  # (B, 3, H, W) in [0, 1]
-        if lr is None:
-            lr, hr = self.degradation(hr, generator=self._generator(hr.device, batch["seed"]))
-        else:
-            lr = to_dtype(lr, torch.float32, scale=True)
-        return {**batch, "lr": lr, "hr": hr}
+        if lr is not None:
+            return {**batch, "lr": to_dtype(lr, torch.float32, scale=True), "hr": hr}
+        lr, target = self.degradation(hr, generator=self._generator(hr.device, batch["seed"]))
+        if target is hr:
+            return {**batch, "lr": lr, "hr": hr}
+        # A sharpened target (Real-ESRGAN's USM): L1 and perceptual aim at it, D sees the HR itself as
+        # real (the reference's l1_gt_usm / percep_gt_usm: True, gan_gt_usm: False).
+        return {**batch, "lr": lr, "hr": target, "hr_real": hr}
 
     def _generator(self, device: torch.device, seed: int) -> torch.Generator:
         """One generator per device, re-seeded for each batch (a host-side call: no device sync)."""

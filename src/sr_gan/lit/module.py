@@ -195,8 +195,9 @@ class SRGANModule(L.LightningModule):
         return self.batches_done // self.accumulate_batches
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s)
-        lr, hr = lr.contiguous(memory_format=self.memory_format), hr.contiguous(memory_format=self.memory_format)
+        lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s): input, target
+        real = batch.get("hr_real", hr)  # what D calls real: the un-sharpened HR when the target is sharpened
+        lr, hr, real = (x.contiguous(memory_format=self.memory_format) for x in (lr, hr, real))
         optimizers = self.optimizers()
         opt_g, opt_d = (optimizers, None) if self.discriminator is None else optimizers
         step, iteration = self.batches_done, self.iterations_done
@@ -207,9 +208,9 @@ class SRGANModule(L.LightningModule):
             sr = self.generator(lr)  # (B, 3, H, W)
         logs = self._learning_rates()  # the rates this iteration steps with
         if update_g:
-            logs |= self.generator_step(sr, hr, opt_g, first=first, last=last)
+            logs |= self.generator_step(sr, hr, opt_g, first=first, last=last, real=real)
         if opt_d is not None:
-            logs |= self.discriminator_step(sr.detach(), hr, opt_d, first=first, last=last)
+            logs |= self.discriminator_step(sr.detach(), real, opt_d, first=first, last=last)
         self.guard.update({k.removeprefix("train/"): v for k, v in logs.items()}, step)
         if last:
             self._step_schedulers()
@@ -218,12 +219,19 @@ class SRGANModule(L.LightningModule):
             self.check_finite()
 
     def generator_step(
-        self, sr: Tensor, hr: Tensor, opt_g: Optimizer, *, first: bool = True, last: bool = True
+        self,
+        sr: Tensor,
+        hr: Tensor,
+        opt_g: Optimizer,
+        *,
+        first: bool = True,
+        last: bool = True,
+        real: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """G's backward with D frozen (toggled off: no gradient reaches D); on the `last` batch of an
         iteration its step, then the EMA update. `first` clears the gradients."""
         with self.toggled_optimizer(opt_g):
-            terms = self.generator_losses(sr, hr)
+            terms = self.generator_losses(sr, hr, real=real)
             if first:
                 opt_g.zero_grad(set_to_none=True)
             self.manual_backward(torch.stack(list(terms.values())).sum() / self.accumulate_batches)
@@ -323,8 +331,9 @@ class SRGANModule(L.LightningModule):
         self._cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
 
-    def generator_losses(self, sr: Tensor, hr: Tensor) -> dict[str, Tensor]:
-        """The weighted generator terms, keyed ``pix``, ``percep``, ``gan`` (only those switched on)."""
+    def generator_losses(self, sr: Tensor, hr: Tensor, *, real: Tensor | None = None) -> dict[str, Tensor]:
+        """The weighted generator terms, keyed ``pix``, ``percep``, ``gan`` (only those switched on):
+        pixel and perceptual against the target `hr`, the GAN term against D's `real` (default `hr`)."""
         terms: dict[str, Tensor] = {}
         if self.pixel_loss is not None:
             terms["pix"] = self.weights["pix"] * self.pixel_loss(sr, hr)
@@ -335,7 +344,7 @@ class SRGANModule(L.LightningModule):
             real_logits = None
             if self.adversarial_loss.needs_real_logits_for_generator:
                 with torch.no_grad():
-                    real_logits = self.discriminator(hr)
+                    real_logits = self.discriminator(hr if real is None else real)
             terms["gan"] = self.weights["gan"] * self.adversarial_loss.generator_loss(real_logits, fake_logits)
         return terms
 
