@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.stages import Config
-from sr_gan.lit import SRGANModule, update_ema
+from sr_gan.lit import SRGANModule, ema_decay_at, update_ema
 
 
 class PlainLoop:
@@ -27,6 +27,7 @@ class PlainLoop:
         self.pixel, self.perceptual = module.pixel_loss, module.perceptual_loss
         self.adversarial = module.adversarial_loss
         self.weights, self.ema_decay = module.weights, module.ema_decay
+        self.ema_from_weights, self.iteration = module.ema_from_weights, 0
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         for network in (self.g, self.ema, self.d):
             if network is not None:
@@ -74,7 +75,8 @@ class PlainLoop:
             loss.backward()
             self.opt_g.step()
             if self.ema is not None:
-                update_ema(self.ema, self.g, decay=self.ema_decay)
+                decay = ema_decay_at(self.ema_decay, self.iteration, from_weights=self.ema_from_weights)
+                update_ema(self.ema, self.g, decay=decay)
             if self.d is not None:
                 self.d.requires_grad_(True)
                 l_real, l_fake = self.adversarial.discriminator_loss(self.d(hr), self.d(sr.detach()))
@@ -83,3 +85,4 @@ class PlainLoop:
                 self.opt_d.step()
         for scheduler in self.schedulers:
             scheduler.step()
+        self.iteration += 1

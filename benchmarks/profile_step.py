@@ -148,5 +148,9 @@ def host_timers() -> Iterator[dict[str, list[float]]]:
 
 def host_summary(calls: dict[str, list[float]], batches: int) -> dict[str, float]:
     """Host milliseconds per batch of each timed method: its median call x its calls per batch
-    (the median keeps the first, slow calls of the warm-up out)."""
-    return {label: statistics.median(t) * 1e3 * len(t) / max(1, batches) for label, t in calls.items() if t}
+    (the median keeps the first, slow calls of the warm-up out); 0 for a method the measured
+    batches never called (``log_dict`` runs only on Lightning's write batches)."""
+    return {
+        label: statistics.median(t) * 1e3 * len(t) / max(1, batches) if (t := calls.get(label)) else 0.0
+        for label in HOST_METHODS
+    }

@@ -30,3 +30,14 @@ def update_ema(ema: nn.Module, generator: nn.Module, *, decay: float) -> None:
     torch._foreach_lerp_(list(ema.parameters()), params, 1.0 - decay)
     for ema_buffer, buffer in zip(ema.buffers(), generator.buffers(), strict=True):
         ema_buffer.copy_(buffer)
+
+
+def ema_decay_at(decay: float, iteration: int, *, from_weights: bool) -> float:
+    """The decay for the update after `iteration` iterations: `decay`, ramped up as
+    ``(1 + t) / (10 + t)`` while the EMA started from G's random initial weights (TF's and timm's
+    warm-up): with a constant 0.999, 1000 iterations in the average would still be 37 % random
+    weights, so early validations and exports showed noise. An EMA started from trained weights
+    (``model.init_from``, both papers' GAN stages) uses the constant decay, as the reference code."""
+    if from_weights:
+        return decay
+    return min(decay, (1 + iteration) / (10 + iteration))

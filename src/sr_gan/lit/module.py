@@ -30,7 +30,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from sr_gan.errors import UserError
-from sr_gan.lit.ema import make_ema, update_ema
+from sr_gan.lit.ema import ema_decay_at, make_ema, update_ema
 from sr_gan.lit.guard import NonFiniteGuard, can_skip_on_device, step_if_finite
 from sr_gan.lit.samples import save_comparison
 from sr_gan.losses import AdversarialLoss
@@ -244,15 +244,8 @@ class SRGANModule(L.LightningModule):
 
     @property
     def current_ema_decay(self) -> float:
-        """`ema_decay`, ramped up as ``(1 + t) / (10 + t)`` after t iterations while the EMA started from
-        G's random initial weights (TF's and timm's warm-up): with a constant 0.999, 1000 iterations
-        in the average would still be 37 % random weights, so early validations and exports showed
-        noise. An EMA started from trained weights (``model.init_from``, both papers' GAN stages)
-        uses the constant decay, as the reference implementation."""
-        if self.ema_from_weights:
-            return self.ema_decay
-        t = self.iterations_done
-        return min(self.ema_decay, (1 + t) / (10 + t))
+        """`ema_decay` with its warm-up (`ema_decay_at`) at this iteration."""
+        return ema_decay_at(self.ema_decay, self.iterations_done, from_weights=self.ema_from_weights)
 
     def discriminator_step(
         self, fake: Tensor, hr: Tensor, opt_d: Optimizer, *, first: bool = True, last: bool = True
