@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict, read_write
 
 from sr_gan import demo_stage
 from sr_gan.train import train
@@ -41,3 +43,16 @@ def test_no_stage_where_none_is_due(make_cfg, overrides: list[str]) -> None:
     assert not demo_stage.needs_psnr_stage(
         make_cfg(*overrides, "demo_psnr_init=true" if "demo_psnr_init=false" not in overrides else "seed=1")
     )
+
+
+def test_runs_in_other_folders_share_one_stage(make_cfg, tmp_path: Path) -> None:
+    """The stage's key leaves out the calling run's folder (``trainer.default_root_dir`` resolves to it):
+    two GAN runs with their own ``hydra.run.dir`` reuse one PSNR stage, not train one each."""
+    cfg = make_cfg("loss=ragan", "demo_psnr_init=true")
+    runtime = HydraConfig.instance().cfg.hydra.runtime  # type: ignore[union-attr]
+    folders = []
+    for run_dir in ("run_a", "run_b"):
+        with read_write(runtime), open_dict(runtime):
+            runtime.output_dir = str(tmp_path / run_dir)
+        folders.append(demo_stage.stage_config(cfg).paths.output_dir)
+    assert folders[0] == folders[1] and "run_" not in folders[0]

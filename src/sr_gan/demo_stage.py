@@ -47,6 +47,7 @@ def stage_config(cfg: DictConfig) -> DictConfig:
     else:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             stage = compose(config_name="train", overrides=overrides)
+    stage.paths.output_dir = "<cache>"  # not the calling run's folder: every run shares the stage
     resolved = OmegaConf.to_container(stage, resolve=True)
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
