@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help install train test test-fast bench gpu-wheels gpu-check clean
+.PHONY: help install train test test-fast bench study gpu-wheels gpu-check clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ test-fast:  ## tests without the end-to-end CLI runs
 
 bench:  ## benchmarks: speed ratios against baselines measured in the same run (CPU: about 3 minutes)
 	$(PYTHON) -m benchmarks
+
+STUDIES = $(notdir $(patsubst %/run.sh,%,$(wildcard experiments/*/run.sh)))
+study:  ## one study of experiments/: make study STUDY=esrgan_fig7 [SCALE=demo|paper] (demo: CPU, minutes)
+	@test -n "$(filter $(STUDY),$(STUDIES))" || { echo "STUDY=$(STUDY): one of $(STUDIES)" >&2; exit 2; }
+	PYTHON=$(PYTHON) SCALE=$(or $(SCALE),demo) experiments/$(STUDY)/run.sh
 
 # Wheels for benchmarks/gpu_check.sh on an air-gapped GPU node (Python 3.12, x86-64): what such a
 # node lacks and what those lack in turn. Requires-Dist: hydra-core: omegaconf, antlr4-python3-runtime

@@ -96,8 +96,9 @@ def _files(folder: Path) -> dict[str, Path]:
     return {name: path for name, path in candidates.items() if path.exists()}
 
 
-def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float]) -> list[str]:
-    """The lines printed at the end of a run (see the module docstring)."""
+def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float], gan: bool = False) -> list[str]:
+    """The lines printed at the end of a run (see the module docstring). The next commands take the
+    best checkpoint by PSNR, or the last one of a GAN stage (`gan`): both papers' GAN result."""
     files = _files(record.folder)
     lines = [f"run {record.status}: {record.batches} batches in {record.wall_s:.0f} s, folder {record.folder}"]
     if "val/psnr" in last:
@@ -107,7 +108,7 @@ def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float
     for name in ("best", "last", "samples", "metrics", "wandb"):
         if name in files:
             lines.append(f"  {name:8} {files[name]}")
-    ckpt = files.get("last" if "best" not in files else "best")
+    ckpt = files.get("last" if gan or "best" not in files else "best")
     if ckpt is not None:
         lines += [
             "next:",
