@@ -55,8 +55,10 @@ class Run:
     @property
     def batches(self) -> int:
         """Batches done, from the last metrics row or sample folder (metrics are logged every
-        `trainer.log_every_n_steps` batches, so this can lag the truth by fewer than that)."""
-        return int(max([0, *(row.get("batch", 0) for row in self.metrics), *self.samples]))
+        `trainer.log_every_n_steps` batches, so this can lag the truth by fewer than that). The test
+        row after training is left out: Lightning logs it one step past the last batch."""
+        trained = (row.get("batch", 0) for row in self.metrics if not any(k.startswith("test/") for k in row))
+        return int(max([0, *trained, *self.samples]))
 
     @property
     def has_discriminator(self) -> bool:
