@@ -10,6 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 
 from sr_gan import demo_stage
+from sr_gan.run_folders import read_run
 from sr_gan.train import train
 
 
@@ -28,12 +29,14 @@ def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(make_cfg, tmp_pa
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["sr_gan"]["discriminator"] is None and saved["state_dict"]["generator.conv_first.weight"].shape[0] == 8
     stamp = checkpoint.stat().st_mtime_ns
+    choices = read_run(stage).choices  # compare reads the stage like any run: its group choices
+    assert (choices["loss"], choices["discriminator"], choices["model"]) == ("l1", "none", "rrdb")
 
     again = make_cfg(*gan)
     train(again)  # reuses the finished stage
     assert again.model.init_from == str(checkpoint) and checkpoint.stat().st_mtime_ns == stamp
     other = make_cfg(*gan, "model.generator.num_features=4")  # another generator: another stage
-    assert demo_stage.stage_config(other).paths.output_dir != str(stage)
+    assert demo_stage.stage_config(other).config.paths.output_dir != str(stage)
 
 
 @pytest.mark.parametrize(
@@ -54,5 +57,5 @@ def test_runs_in_other_folders_share_one_stage(make_cfg, tmp_path: Path) -> None
     for run_dir in ("run_a", "run_b"):
         with read_write(runtime), open_dict(runtime):
             runtime.output_dir = str(tmp_path / run_dir)
-        folders.append(demo_stage.stage_config(cfg).paths.output_dir)
+        folders.append(demo_stage.stage_config(cfg).config.paths.output_dir)
     assert folders[0] == folders[1] and "run_" not in folders[0]

@@ -16,12 +16,14 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sr_gan.atomic import atomic_path
 from sr_gan.run_summary import read_record
 
 log = logging.getLogger(__name__)
@@ -38,21 +40,33 @@ def needs_psnr_stage(cfg: DictConfig) -> bool:
     return bool(cfg.get("demo_psnr_init")) and cfg.loss.get("adversarial") is not None and not cfg.model.init_from
 
 
-def stage_config(cfg: DictConfig) -> DictConfig:
+class Stage(NamedTuple):
+    """The PSNR stage's config, and its Hydra choices and overrides as a run folder's ``.hydra/``
+    holds them (so ``sr_gan.compare`` reads the stage like any run: ``loss=l1``, ``model=rrdb``)."""
+
+    config: DictConfig
+    choices: dict[str, Any]
+    overrides: list[str]
+
+
+def stage_config(cfg: DictConfig) -> Stage:
     """The PSNR stage of `cfg`'s generator and data: the run's model/data overrides + `_STAGE`."""
     task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     overrides = [*(o for o in task if _kept(o)), *_STAGE]
     if GlobalHydra.instance().is_initialized():
-        stage = compose(config_name="train", overrides=overrides)
+        stage = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     else:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            stage = compose(config_name="train", overrides=overrides)
+            stage = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    choices = OmegaConf.to_container(stage.hydra.runtime.choices)
+    with open_dict(stage):
+        del stage.hydra
     stage.paths.output_dir = "<cache>"  # not the calling run's folder: every run shares the stage
     resolved = OmegaConf.to_container(stage, resolve=True)
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
-    return stage
+    return Stage(stage, choices, overrides)  # type: ignore[arg-type]
 
 
 def _kept(override: str) -> bool:
@@ -64,7 +78,7 @@ def _kept(override: str) -> bool:
 def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]) -> Path:
     """The last.ckpt of the demo PSNR stage matching `cfg`, trained first with `train` (sr_gan.train's)
     if no finished one is cached."""
-    stage = stage_config(cfg)
+    stage, choices, overrides = stage_config(cfg)
     folder = Path(stage.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{folder.name}.lock", "w") as lock:  # parallel sweep jobs train it once
@@ -78,5 +92,11 @@ def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]
                 "the GAN from it; cached for later runs) in %s; demo_psnr_init=false starts from noise",
                 folder,
             )
+            hydra = folder / ".hydra"
+            hydra.mkdir(exist_ok=True)
+            records = {"hydra.yaml": {"hydra": {"runtime": {"choices": choices}}}, "overrides.yaml": overrides}
+            for name, record in records.items():
+                with atomic_path(hydra / name) as temporary:
+                    temporary.write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
             train(stage)
     return checkpoint
