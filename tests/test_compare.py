@@ -27,7 +27,7 @@ from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
 from sr_gan.metrics import psnr
-from sr_gan.run_folders import read_runs, short_labels
+from sr_gan.run_folders import differing_keys, read_runs, short_labels
 from tests.helpers import run_module, wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +70,7 @@ def write_run(
     last_ckpt: bool = True,
     config: bool = True,
     age_s: float = 0,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """A run folder as `sr_gan.train` leaves it: validation every 2 batches with the given
     val/psnr values, samples at each validation (SR noise falls as PSNR rises)."""
@@ -92,7 +93,7 @@ def write_run(
         "trainer": {"max_steps": budget, "val_check_interval": 2, "default_root_dir": str(folder)},
         "callbacks": {"last_checkpoint": {"dirpath": f"{folder}/checkpoints", "filename": "last"}},
         "logger": {"csv": {"save_dir": str(folder), "name": "csv"}},
-    }
+    } | (extra or {})
     hydra = {"hydra": {"runtime": {"choices": choices}}}
     (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     overrides = [f"loss={loss}", f"model.generator.num_features={features}", "trainer.max_steps=4", "logger=csv"]
@@ -237,6 +238,17 @@ def test_gan_runs_stand_for_their_last_checkpoint(tmp_path: Path) -> None:
     assert [r["result"] for r in rows] == ["best", "best"]
     curves = curves_figure(read_runs([gan, psnr_run]), {"gan": "gan", "psnr": "psnr"}, smoothing=0)
     assert [ax.get_title() for ax in curves.axes] == ["val/psnr on Y (dB)", "G loss (smoothed)", "D loss (smoothed)"]
+
+
+def test_how_a_run_was_started_is_not_a_column(tmp_path: Path) -> None:
+    """A demo GAN run (resumable, tested, started from the cached PSNR stage) beside that stage: the
+    columns are what they train (loss, discriminator), not ckpt_path / test / demo_psnr_init."""
+    stage = write_run(tmp_path / "stage", extra={"ckpt_path": None, "test": False, "demo_psnr_init": False})
+    gan = write_run(
+        tmp_path / "gan", loss="ragan", gan=True, extra={"ckpt_path": "last", "test": True, "demo_psnr_init": True}
+    )
+    groups, keys = differing_keys(read_runs([stage, gan]))
+    assert sorted(groups) == ["discriminator", "loss"] and keys == []
 
 
 def test_crashed_and_running_runs_are_reported(sweep: Path) -> None:

@@ -27,6 +27,8 @@ from sr_gan.run_summary import read_record
 
 # Config groups and keys that say how a run is logged or where it writes, not what it trains.
 IGNORED_GROUPS = ("hydra", "logger", "paths")
+# Keys that say how a run was started or ended, not what it trains: never a column of their own.
+IGNORED_KEYS = ("ckpt_path", "test", "demo_psnr_init")
 _SAMPLES = re.compile(r"val_(\d+)")
 
 
@@ -239,8 +241,9 @@ def _own_paths(run: Run) -> tuple[str, ...]:
 
 
 def _ignored(key: str, values: Sequence[Any], runs: Sequence[Run]) -> bool:
-    """Keys that differ in every run by construction: the logger's, and those naming the run's folder."""
-    if key.split(".")[0] in IGNORED_GROUPS:
+    """Keys that differ in every run by construction: the logger's, those naming the run's folder, and
+    `IGNORED_KEYS` (a GAN run and the PSNR stage it resumed or started from differ there)."""
+    if key.split(".")[0] in IGNORED_GROUPS or key in IGNORED_KEYS:
         return True
     return any(isinstance(v, str) and any(p in v for p in _own_paths(r)) for v, r in zip(values, runs))
 
