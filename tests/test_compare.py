@@ -97,6 +97,7 @@ def write_run(
     hydra = {"hydra": {"runtime": {"choices": choices}}}
     (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     overrides = [f"loss={loss}", f"model.generator.num_features={features}", "trainer.max_steps=4", "logger=csv"]
+    overrides += [f"{key}={value}" for key, value in (extra or {}).items()]  # set on the command line
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     if not config:  # stopped at its config checks
         return folder
