@@ -2,7 +2,7 @@
 
 Each size runs in a fresh process: it loads the model, upscales a small image once (imports and
 allocator warm-up), notes its resident memory (RSS), upscales the measured photo and reports its
-peak RSS (`ru_maxrss`) minus that RSS. Streaming tiles into the output image keeps the growth at
+peak RSS (VmHWM on Linux) minus that RSS. Streaming tiles into the output image keeps the growth at
 the output in its file dtype (3 bytes per pixel for 8-bit RGB) plus a tile-sized constant; a
 float32 output with full-size copies costs several times that.
 
@@ -33,20 +33,31 @@ TILE, OVERLAP = 128, 16  # small tiles: the tile term (about 100 MiB here) does 
 MB = 2**20
 
 
-def _rss_bytes() -> int:
-    """Current resident memory of this process (Linux /proc), else the peak so far."""
+def _status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (Linux) in bytes, else None."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return _peak_bytes()
+    return None
+
+
+def _rss_bytes() -> int:
+    """Current resident memory of this process, else the peak so far."""
+    return _status_bytes("VmRSS") or _peak_bytes()
 
 
 def _peak_bytes() -> int:
+    """Peak resident memory of this program. Linux: VmHWM, the high-water mark of the current address
+    space. Not ``ru_maxrss``: Linux keeps it across fork + exec, so a child started by a big parent
+    (``make bench`` after the training benchmarks: 1.6 GiB) reported the parent's size as its peak."""
+    hwm = _status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def child(ckpt: str, image: str, warmup: str, out_dir: str, device: str, tile: str, overlap: str) -> None:
