@@ -56,9 +56,13 @@ def _swept_keys(multirun_yaml: Path) -> set[str]:
     return {o.key_or_group for o in OverridesParser.create().parse_overrides(list(task)) if o.is_sweep_override()}
 
 
+def is_gan(cfg: DictConfig) -> bool:
+    """Whether the objective has an adversarial term (a discriminator is trained): ``${gan:}``."""
+    return cfg.get("loss") is not None and cfg.loss.get("adversarial") is not None
+
+
 def _gan(*, _root_: DictConfig) -> bool:
-    """``${gan:}``: whether the objective has an adversarial term (a discriminator is trained)."""
-    return _root_.get("loss") is not None and _root_.loss.get("adversarial") is not None
+    return is_gan(_root_)
 
 
 def _job_type(*, _root_: DictConfig) -> str:
@@ -66,7 +70,7 @@ def _job_type(*, _root_: DictConfig) -> str:
     else ``psnr``; the tool's task name (evaluate, compare) outside training."""
     if _root_.get("task_name") != "train":
         return str(_root_.get("task_name"))
-    return "gan" if _gan(_root_=_root_) else "psnr"
+    return "gan" if is_gan(_root_) else "psnr"
 
 
 def register_resolvers() -> None:

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_gan.atomic import atomic_path
+from sr_gan.config import is_gan
 from sr_gan.run_summary import read_record
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ _STAGE = ["loss=l1", "discriminator=none", "test=false", "logger=csv", "ckpt_pat
 
 def needs_psnr_stage(cfg: DictConfig) -> bool:
     """A demo GAN run that was given no starting generator."""
-    return bool(cfg.get("demo_psnr_init")) and cfg.loss.get("adversarial") is not None and not cfg.model.init_from
+    return bool(cfg.get("demo_psnr_init")) and is_gan(cfg) and not cfg.model.init_from
 
 
 class Stage(NamedTuple):

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
 from sr_gan.checkpoint_io import is_url
-from sr_gan.config import check_train_config, register_resolvers, save_resolved_config
+from sr_gan.config import check_train_config, is_gan, register_resolvers, save_resolved_config
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
@@ -146,7 +146,7 @@ def train(cfg: DictConfig) -> float | None:
             best_psnr = None if score is None else float(score)
             record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
             record.finish(status, trainer, error)
-            for line in summary(record, best_psnr=best_psnr, last=last, gan=cfg.loss.get("adversarial") is not None):
+            for line in summary(record, best_psnr=best_psnr, last=last, gan=is_gan(cfg)):
                 log.info(line)
         _finish_wandb()
 
