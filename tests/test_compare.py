@@ -241,6 +241,18 @@ def test_gan_runs_stand_for_their_last_checkpoint(tmp_path: Path) -> None:
     assert [ax.get_title() for ax in curves.axes] == ["val/psnr on Y (dB)", "G loss (smoothed)", "D loss (smoothed)"]
 
 
+def test_an_ended_run_takes_its_wall_time_from_its_record(tmp_path: Path) -> None:
+    """run.json's wall time (every segment of a resumed run) wins over file times, which a relaunch
+    rewrites; a run still going (no ended record) is timed by its files."""
+    ended = write_run(tmp_path / "runs" / "ended", age_s=5)
+    (ended / "run.json").write_text(json.dumps({"status": "done", "wall_s": 1234.5, "batches": 4}))
+    going = write_run(tmp_path / "runs" / "going", loss="mse", age_s=5)
+    (going / "run.json").write_text(json.dumps({"status": "running", "wall_s": 0.0}))
+    ended_run, going_run = read_runs([ended, going])
+    assert ended_run.wall_s == 1234.5
+    assert going_run.wall_s == pytest.approx(going_run.updated - going_run.started)
+
+
 def test_how_a_run_was_started_is_not_a_column(tmp_path: Path) -> None:
     """A demo GAN run (resumable, tested, started from the cached PSNR stage) beside that stage: the
     columns are what they train (loss, discriminator), not ckpt_path / test / demo_psnr_init."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -20,3 +22,20 @@ def test_the_next_commands_take_the_result_checkpoint(tmp_path: Path, gan: bool,
     assert lines[1] == "val/psnr: best 28.50 dB, last 28.00 dB, bicubic 27.00 dB"
     commands = [line for line in lines if "python -m sr_gan.evaluate" in line or "sr_gan.upscale" in line]
     assert len(commands) == 2 and all(f"ckpt={tmp_path / 'checkpoints' / expected} " in c for c in commands)
+
+
+def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path) -> None:
+    """A pre-empted run resumed in its folder (or a finished one relaunched) keeps the wall time of its
+    earlier segments: run.json's wall_s is their sum, and batches/s is over all of it."""
+    first = RunRecord(folder=tmp_path, started=time.time() - 100.0)
+    first.batches = 50
+    first.finish("preempted", None)
+    assert json.loads((tmp_path / "run.json").read_text())["wall_s"] == pytest.approx(100.0, abs=1.0)
+    second = RunRecord.resumed(tmp_path)
+    second.started -= 60.0  # this segment: 60 s
+    second.batches = 200
+    second.finish("done", None)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["wall_s"] == pytest.approx(160.0, abs=1.0)
+    assert record["batches_per_s"] == pytest.approx(200 / 160.0, rel=0.01)
+    assert RunRecord.resumed(tmp_path / "elsewhere").earlier_s == 0.0  # a new folder starts from zero

@@ -14,7 +14,7 @@ else
     sweep=(model=srresnet) # experiment=demo: starts from the cached demo SRResNet PSNR stage (L1)
 fi
 # One job per loss in $RUNS/sweep/<n>; ckpt_path=last resumes a job that was interrupted. A sweep
-# whose jobs are all done is kept (launching it again would rewrite their config and run records).
+# whose jobs are all done is kept (launching it again would rewrite their config.yaml).
 jobs=$(tr , '\n' <<<"$losses" | wc -l)
 if [[ $(grep -ls '"status": "done"' "$RUNS"/sweep/*/run.json 2>/dev/null | wc -l) -lt $jobs ]]; then
     "$PYTHON" -m sr_gan.train -m "${sweep[@]}" loss=$losses hydra.sweep.dir="$RUNS/sweep" ckpt_path=last

@@ -20,7 +20,7 @@ no W&B account, no checkpoint loading. Writes into out_dir:
   table.md / table.csv / table.json  one row per run: the config keys that differ between the
         runs (Hydra group choices such as `loss`, then other keys), status (done, running,
         crashed), best and last val/psnr and val/ssim with the batch they come from, the bicubic
-        baseline, batches done, wall time and batches/s (from file times), LPIPS if logged
+        baseline, batches done, wall time and batches/s (run.json, else file times), LPIPS if logged
   curves.png   val/psnr and the smoothed G / D losses against batches, one line per run
   crops.png    the same validation crops in HR, bicubic and every run at its picked checkpoint
   perception_distortion_val.png   PSNR against LPIPS (or VIF-P without the AlexNet weights),
@@ -72,7 +72,7 @@ def run_row(run: Run, values: dict[str, str | None], *, pick: str, stale_s: floa
     val = run.val_rows()
     best = max(val, key=lambda r: r["val/psnr"], default={})  # the first maximum, as ModelCheckpoint keeps
     last = val[-1] if val else {}
-    wall = run.updated - run.started if run.started else None
+    wall = run.wall_s
     row: dict[str, Any] = {"run": run.name, "status": run.status(stale_s=stale_s), **values}
     row["result"] = picked(run, pick)
     for name, chosen in (("best", best), ("last", last)):
@@ -102,7 +102,7 @@ def caption(scale: int | None, pick: str) -> str:
         f"x{scale} val/psnr, val/ssim as logged in training (Y channel, BT.601, {scale}-pixel border); "
         "best = best.ckpt (highest val/psnr), last = last.ckpt; Result = the run's checkpoint "
         f"(pick={pick}{': last with a discriminator, best without' if pick == 'auto' else ''}); "
-        "wall time and batch/s from file times, start-up and validation included"
+        "wall time and batch/s: every training segment of the run (run.json; file times while it runs)"
     )
 
 

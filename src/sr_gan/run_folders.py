@@ -63,6 +63,14 @@ class Run:
         return int(max([0, *trained, *self.samples]))
 
     @property
+    def wall_s(self) -> float | None:
+        """Wall time of the run: what its run.json recorded as it ended (training, validation and
+        test, summed over resumed segments), else the span of its file times (a running run)."""
+        if (self.record or {}).get("status") in ("done", "failed", "preempted"):
+            return float(self.record["wall_s"])  # type: ignore[index]
+        return self.updated - self.started if self.started else None
+
+    @property
     def has_discriminator(self) -> bool:
         return (self.config or {}).get("discriminator") is not None
 

@@ -59,15 +59,23 @@ class RunRecord:
     folder: Path
     status: str = "running"
     error: str | None = None
-    started: float = field(default_factory=time.time)
-    wall_s: float = 0.0
+    started: float = field(default_factory=time.time)  # this segment's start (a resumed run: its restart)
+    earlier_s: float = 0.0  # wall time of the run's earlier segments (`resumed`)
+    wall_s: float = 0.0  # earlier_s + this segment
     batches: int = 0
     batches_per_s: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def resumed(cls, folder: Path) -> RunRecord:
+        """The record of a run resumed in `folder`: the wall time its run.json holds carries on, so a
+        pre-empted run's total counts every segment and relaunching a finished run adds seconds to
+        its wall time instead of replacing it."""
+        return cls(folder=folder, earlier_s=float((read_record(folder) or {}).get("wall_s") or 0.0))
+
     def write(self) -> None:
-        self.wall_s = round(time.time() - self.started, 3)
+        self.wall_s = round(self.earlier_s + time.time() - self.started, 3)
         record = {k: v for k, v in asdict(self).items() if k != "folder"}
         with atomic_path(self.folder / RECORD) as temporary:
             temporary.write_text(json.dumps(record, indent=2) + "\n")
@@ -78,8 +86,8 @@ class RunRecord:
         if trainer is not None:
             self.batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
             self.metrics |= {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.wall_s = time.time() - self.started
-        self.batches_per_s = round(self.batches / self.wall_s, 4) if self.wall_s > 0 and self.batches else None
+        wall = self.earlier_s + time.time() - self.started
+        self.batches_per_s = round(self.batches / wall, 4) if wall > 0 and self.batches else None
         self.files = {name: str(path) for name, path in _files(self.folder).items()}
         self.write()
 

@@ -116,7 +116,8 @@ def train(cfg: DictConfig) -> float | None:
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     resolved["choices"] = _choices()
     run_warnings = _what_ran(module, resolved)
-    record = RunRecord(folder=Path(cfg.paths.output_dir))
+    folder = Path(cfg.paths.output_dir)
+    record = RunRecord.resumed(folder) if ckpt_path is not None else RunRecord(folder=folder)
     if trainer.is_global_zero:
         save_resolved_config(resolved, record.folder / "config.yaml")
         record.write()
