@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from omegaconf import OmegaConf, open_dict, read_write
 
 from sr_gan import demo_stage
 from sr_gan.run_folders import read_run
@@ -31,6 +31,8 @@ def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(make_cfg, tmp_pa
     stamp = checkpoint.stat().st_mtime_ns
     choices = read_run(stage).choices  # compare reads the stage like any run: its group choices
     assert (choices["loss"], choices["discriminator"], choices["model"]) == ("l1", "none", "rrdb")
+    recorded = OmegaConf.load(stage / "config.yaml").choices  # and its config records them, not the GAN run's
+    assert (recorded.loss, recorded.discriminator, recorded.logger) == ("l1", "none", "csv")
 
     again = make_cfg(*gan)
     train(again)  # reuses the finished stage

@@ -14,9 +14,10 @@ import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -42,12 +43,11 @@ def needs_psnr_stage(cfg: DictConfig) -> bool:
 
 
 class Stage(NamedTuple):
-    """The PSNR stage's config, and its Hydra choices and overrides as a run folder's ``.hydra/``
-    holds them (so ``sr_gan.compare`` reads the stage like any run: ``loss=l1``, ``model=rrdb``)."""
+    """The PSNR stage's config and its own Hydra node (group choices ``loss=l1``, ``model=rrdb``;
+    overrides): Hydra's view while the stage trains, and its run folder's ``.hydra/``."""
 
     config: DictConfig
-    choices: dict[str, Any]
-    overrides: list[str]
+    hydra: DictConfig
 
 
 def stage_config(cfg: DictConfig) -> Stage:
@@ -59,7 +59,7 @@ def stage_config(cfg: DictConfig) -> Stage:
     else:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             stage = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    choices = OmegaConf.to_container(stage.hydra.runtime.choices)
+    hydra = OmegaConf.masked_copy(stage, "hydra")
     with open_dict(stage):
         del stage.hydra
     stage.paths.output_dir = "<cache>"  # not the calling run's folder: every run shares the stage
@@ -67,7 +67,7 @@ def stage_config(cfg: DictConfig) -> Stage:
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
-    return Stage(stage, choices, overrides)  # type: ignore[arg-type]
+    return Stage(stage, hydra)
 
 
 def _kept(override: str) -> bool:
@@ -79,7 +79,7 @@ def _kept(override: str) -> bool:
 def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]) -> Path:
     """The last.ckpt of the demo PSNR stage matching `cfg`, trained first with `train` (sr_gan.train's)
     if no finished one is cached."""
-    stage, choices, overrides = stage_config(cfg)
+    stage, hydra = stage_config(cfg)
     folder = Path(stage.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{folder.name}.lock", "w") as lock:  # parallel sweep jobs train it once
@@ -93,11 +93,23 @@ def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]
                 "the GAN from it; cached for later runs) in %s; demo_psnr_init=false starts from noise",
                 folder,
             )
-            hydra = folder / ".hydra"
-            hydra.mkdir(exist_ok=True)
-            records = {"hydra.yaml": {"hydra": {"runtime": {"choices": choices}}}, "overrides.yaml": overrides}
+            (folder / ".hydra").mkdir(exist_ok=True)
+            records = {"hydra.yaml": hydra, "overrides.yaml": hydra.hydra.overrides.task}
             for name, record in records.items():
-                with atomic_path(hydra / name) as temporary:
-                    temporary.write_text(OmegaConf.to_yaml(OmegaConf.create(record)))
-            train(stage)
+                with atomic_path(folder / ".hydra" / name) as temporary:
+                    temporary.write_text(OmegaConf.to_yaml(record))
+            with _hydra_view(hydra):
+                train(stage)
     return checkpoint
+
+
+@contextmanager
+def _hydra_view(hydra: DictConfig) -> Iterator[None]:
+    """Hydra's view of the running job is the stage's while it trains, so what reads it (the
+    config.yaml's group choices, W&B names) describes the stage, not the GAN run that started it."""
+    outer = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(hydra)
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = outer
