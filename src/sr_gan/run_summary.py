@@ -76,6 +76,7 @@ class RunRecord:
 
     def write(self) -> None:
         self.wall_s = round(self.earlier_s + time.time() - self.started, 3)
+        self.batches_per_s = round(self.batches / self.wall_s, 4) if self.wall_s > 0 and self.batches else None
         record = {k: v for k, v in asdict(self).items() if k != "folder"}
         with atomic_path(self.folder / RECORD) as temporary:
             temporary.write_text(json.dumps(record, indent=2) + "\n")
@@ -86,8 +87,6 @@ class RunRecord:
         if trainer is not None:
             self.batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
             self.metrics |= {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        wall = self.earlier_s + time.time() - self.started
-        self.batches_per_s = round(self.batches / wall, 4) if wall > 0 and self.batches else None
         self.files = {name: str(path) for name, path in _files(self.folder).items()}
         self.write()
 
