@@ -16,6 +16,7 @@ from torch import Tensor
 
 from benchmarks.stages import Config
 from sr_gan.lit import SRGANModule, ema_decay_at, update_ema
+from sr_gan.lit.module import CUDA_GRAPH_MODES
 
 
 class PlainLoop:
@@ -32,11 +33,12 @@ class PlainLoop:
         for network in (self.g, self.ema, self.d):
             if network is not None:
                 network.to(memory_format=self.memory_format)
+        self.graphs = module.compile_mode in CUDA_GRAPH_MODES
         if config.compile:
             torch._dynamo.config.suppress_errors = True  # as SRGANModule.configure_model: eager if it fails
             for network in (self.g, self.d):
                 if network is not None:
-                    network.compile(backend="inductor" if config.compile is True else config.compile)
+                    network.compile(backend=module.compile_backend, mode=module.compile_mode)
         self.opt_g = module.optimizer_g(self.g.parameters())
         self.opt_d = module.optimizer_d(self.d.parameters()) if self.d is not None else None
         factories = [(module.scheduler_g, self.opt_g), (module.scheduler_d, self.opt_d)]
@@ -64,6 +66,8 @@ class PlainLoop:
         return torch.stack(terms).sum()
 
     def step(self, batch: dict[str, Tensor]) -> None:
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # as SRGANModule.training_step
         lr = batch["lr"].contiguous(memory_format=self.memory_format)  # (B, 3, h, w)
         hr = batch["hr"].contiguous(memory_format=self.memory_format)  # (B, 3, H, W)
         with self.autocast():

@@ -12,7 +12,8 @@ Sizes:
   paper  the papers' full networks at batch 16, HR 128 px (ESRGAN) / 96 px (SRGAN).
 
 Configs (speed switches, cumulative as a user would turn them on): fp32, bf16 (bf16-mixed),
-bf16+cl (+ channels_last), bf16+cl+compile (+ torch.compile of G and D).
+bf16+cl (+ channels_last), bf16+cl+compile (+ torch.compile of G and D), bf16+cl+graphs (compiled
+in mode reduce-overhead: CUDA graphs).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Config:
     precision: str  # Lightning trainer.precision
     channels_last: bool = False
     compile: bool | str = False  # True: inductor; a backend name (the dry run uses "eager")
+    compile_mode: str | None = None  # inductor's mode (model.compile_mode)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -65,6 +67,9 @@ CONFIGS = {
     "bf16": Config("bf16", "bf16-mixed"),
     "bf16+cl": Config("bf16+cl", "bf16-mixed", channels_last=True),
     "bf16+cl+compile": Config("bf16+cl+compile", "bf16-mixed", channels_last=True, compile=True),
+    "bf16+cl+graphs": Config(
+        "bf16+cl+graphs", "bf16-mixed", channels_last=True, compile=True, compile_mode="reduce-overhead"
+    ),
 }
 
 
@@ -94,6 +99,7 @@ class Stage:
         with open_dict(self.cfg):
             self.cfg.model.channels_last = config.channels_last
             self.cfg.model.compile = config.compile
+            self.cfg.model.compile_mode = config.compile_mode
         copies = {key: copy.deepcopy(network) for key, network in self._networks().items()}
         return instantiate(self.cfg.module, **copies)
 

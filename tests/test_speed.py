@@ -99,3 +99,18 @@ def test_validation_scores_in_float32_under_bf16_autocast(make_cfg) -> None:
     for precision, score in scores.items():
         assert score["val/psnr_bicubic"] == pytest.approx(reference, abs=1e-6), precision
     assert scores["bf16-mixed"]["val/psnr"] == pytest.approx(scores["32-true"]["val/psnr"], abs=1e-6)
+
+
+def test_compile_mode_reaches_inductor_and_keeps_the_result(make_cfg, monkeypatch) -> None:
+    """model.compile_mode is inductor's mode (reduce-overhead: CUDA graphs on a GPU; on a CPU inductor
+    compiles the same graphs without them); each batch marks a new CUDA-graph step."""
+    marks = []
+    mark = torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1) or mark())
+    base = _generator_after(make_cfg, "trainer.max_steps=2")
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="model.compile=inductor, mode reduce-overhead"):
+        graphs = ("model.compile=true", "model.compile_mode=reduce-overhead")
+        module, _ = _fit(make_cfg("model.ema_decay=null", "trainer.max_steps=2", *graphs))
+    assert len(marks) == 2
+    _assert_close(base, [p.detach() for p in module.generator.parameters()], rtol=1e-4, atol=1e-6)

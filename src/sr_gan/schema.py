@@ -97,6 +97,9 @@ TRAIN: Mapping[str, Rule] = {
     "optim.discriminator.fused": Rule(bool, nullable=True),
     "optim.accumulate_batches": POSITIVE_INT,
     "model.compile": Rule(object, choices=(False, True, "inductor", "eager", "aot_eager", "cudagraphs")),
+    "model.compile_mode": Rule(
+        str, nullable=True, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    ),
     "model.channels_last": Rule(bool),
     "optim.clip_grad_norm.generator": Rule(float, above=0, nullable=True),
     "optim.clip_grad_norm.discriminator": Rule(float, above=0, nullable=True),

@@ -41,6 +41,7 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
 
 _STAGES = ("val", "test")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that replay CUDA graphs
 _METRICS = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic")
 
 
@@ -71,6 +72,8 @@ class SRGANModule(L.LightningModule):
         channels_last: G and D in NHWC memory format (faster convolutions on tensor-core GPUs).
         compile: ``torch.compile`` G and D in place (state-dict keys unchanged) with this backend
             (``True``: inductor); a network that fails to compile runs eagerly, with a warning.
+        compile_mode: inductor's ``torch.compile`` mode (``None``: its default); ``reduce-overhead``
+            replays G's and D's kernels as CUDA graphs (the eager step is host-bound on fast GPUs).
         num_samples: validation images saved as ``bicubic | SR | HR`` PNG strips.
     """
 
@@ -99,6 +102,7 @@ class SRGANModule(L.LightningModule):
         nonfinite_patience: int = 10,
         channels_last: bool = False,
         compile: bool | str = False,
+        compile_mode: str | None = None,
         num_samples: int = 4,
     ) -> None:
         super().__init__()
@@ -125,6 +129,7 @@ class SRGANModule(L.LightningModule):
         self.accumulate_batches = accumulate_batches
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile_backend = "inductor" if compile is True else compile or None
+        self.compile_mode = compile_mode if self.compile_backend == "inductor" else None
         self.guard = NonFiniteGuard(nonfinite_patience)
         self._skip_on_device: dict[int, bool] = {}  # id(optimizer) -> fused kernels skip bad steps
         self._lr_values: dict[str, float] = {}  # learning rates as last logged ...
@@ -149,9 +154,10 @@ class SRGANModule(L.LightningModule):
             torch._dynamo.config.suppress_errors = True
             for network in (self.generator, self.discriminator):  # not the EMA copy: validation shapes vary
                 if network is not None:
-                    network.compile(backend=self.compile_backend)
+                    network.compile(backend=self.compile_backend, mode=self.compile_mode)
             self._compiled = True
-            warnings.warn(f"model.compile={self.compile_backend}: G and D compile on their first batches", stacklevel=2)
+            how = self.compile_backend + (f", mode {self.compile_mode}" if self.compile_mode else "")
+            warnings.warn(f"model.compile={how}: G and D compile on their first batches", stacklevel=2)
 
     def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler]]:
         optimizers = [self.optimizer_g(self.generator.parameters())]
@@ -198,6 +204,8 @@ class SRGANModule(L.LightningModule):
         lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s): input, target
         real = batch.get("hr_real", hr)  # what D calls real: the un-sharpened HR when the target is sharpened
         lr, hr, real = (x.contiguous(memory_format=self.memory_format) for x in (lr, hr, real))
+        if self.compile_mode in CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()  # last batch's graph outputs may be overwritten
         optimizers = self.optimizers()
         opt_g, opt_d = (optimizers, None) if self.discriminator is None else optimizers
         step, iteration = self.batches_done, self.iterations_done
