@@ -11,7 +11,8 @@ fits the time budget (``--budget-s``) is skipped, so a summary always comes out:
 2. steps at the papers' sizes (ESRGAN, PSNR RRDBNet + L1, SRGAN, PSNR SRResNet + MSE), ours
    (L.Trainer + SRGANModule) against the plain PyTorch loop, in bf16-mixed, fp32 and bf16 with
    channels_last; FLOPs per batch and utilisation; the bf16 ESRGAN and PSNR steps under
-   ``torch.profiler`` (top-10 kernels, GPU busy share) with the host time of our step's extras.
+   ``torch.profiler`` (top-10 kernels, GPU busy share) with the host time of our step's extras, and
+   the call sites of synchronizing CUDA operations in two of their batches (``benchmarks.host_syncs``).
 3. data path: crops/s per worker, raw PNG decode vs prepared, and a DataLoader with 8 and 16
    workers, on generated DIV2K-like 2040x1356 PNGs.
 4. upscale: that 2K image x4 through ``python -m sr_gan.upscale`` (tiled) in fp32 and bf16, with
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 
 from benchmarks import bench_data, gpu_report
+from benchmarks.host_syncs import SyncRecorder
 from benchmarks.profile_step import StepProfiler, host_summary, host_timers
 from benchmarks.stages import CONFIGS, Config, Stage, build_stage
 from benchmarks.step_timing import Plan, compare, matmul_tflops, ours_rate, step_flops, utilisation
@@ -231,6 +233,7 @@ class Check:
             "peaks_tflops": {},
             "steps": [],
             "profiles": {},
+            "host_syncs": {},
             "data": {},
             "upscale": [],
             "train_smoke": {},
@@ -320,6 +323,14 @@ class Check:
         summary = profiler.summary() | {"config": "bf16", "host_ms_per_batch": host_summary(calls, batches)}
         self.summary["profiles"][stage_name] = summary
         return summary
+
+    def host_syncs(self, stage_name: str) -> dict[str, Any]:
+        """Synchronizing CUDA operations in two steady-state bf16 batches of ours, by call site."""
+        recorder = SyncRecorder(self.device)
+        plan = replace(self.mode.plan, warmup=max(4, self.mode.plan.warmup), max_batches=1, max_seconds=1.0)
+        ours_rate(self.stage(stage_name), self.config("bf16"), self.device, plan, profiler=recorder)
+        self.summary["host_syncs"][stage_name] = recorder.summary()
+        return self.summary["host_syncs"][stage_name]
 
     def images(self) -> tuple[Path, Path]:
         os.environ["SR_GAN_BENCH_DIR"] = str(self.work / "bench")
@@ -486,6 +497,7 @@ class Check:
             self.item(f"step {stage} {config}", NEEDS_S["step"], lambda s=stage, c=config: self.step(s, c))
             if stage in PROFILED and config == "bf16":
                 self.item(f"profile {stage} bf16", NEEDS_S["profile"], lambda s=stage: self.profile(s))
+                self.item(f"host syncs {stage} bf16", NEEDS_S["profile"], lambda s=stage: self.host_syncs(s))
         self.item("data path", NEEDS_S["data"], self.data)
         self.item("upscale", NEEDS_S["upscale"], self.upscale)
         self.item("train smoke", NEEDS_S["smoke"], self.smoke)

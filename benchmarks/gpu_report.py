@@ -150,6 +150,20 @@ def markdown(summary: dict[str, Any]) -> str:
         classes = ", ".join(f"{label} {share:.0%}" for label, share in p.get("classes", {}).items())
         host = ", ".join(f"{label} {ms:.2f} ms" for label, ms in p.get("host_ms_per_batch", {}).items())
         lines += ["", f"By class: {classes}.", "", f"Host time per batch of our step's parts: {host}."]
+    for stage, syncs in summary.get("host_syncs", {}).items():
+        lines += [
+            "",
+            f"## Host syncs in the {stage} step (bf16, {syncs.get('batches')} steady-state batches of ours)",
+            "",
+        ]
+        if not syncs.get("recorded"):
+            lines += ["Not recorded: CUDA's sync debug mode needs a GPU."]
+        elif not syncs.get("sites"):
+            lines += ["None: the host never waited for the GPU."]
+        else:
+            lines += _table(
+                ["call site (innermost first)", "syncs"], [[f"`{x['site']}`", str(x["count"])] for x in syncs["sites"]]
+            )
     data = summary.get("data")
     if data:
         height, width = data.get("size", ["?", "?"])

@@ -84,8 +84,8 @@ class Window:
 
 
 class _WindowCallback(L.Callback):
-    """Drives a `Window` from the trainer's batch hooks; starts and stops `profiler` around batch
-    `profile_batch`."""
+    """Drives a `Window` from the trainer's batch hooks; starts `profiler` before batch `profile_batch`
+    and stops it after its ``batches`` batches (default 1)."""
 
     def __init__(self, window: Window, profile_batch: int | None = None, profiler: Any = None) -> None:
         self.window, self.profile_batch, self.profiler = window, profile_batch, profiler
@@ -98,7 +98,7 @@ class _WindowCallback(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         index = args[-1]  # (module, outputs, batch, batch_idx)
-        if index == self.profile_batch:
+        if self.profile_batch is not None and index == self.profile_batch + getattr(self.profiler, "batches", 1) - 1:
             self.profiler.stop()
         if self.window.end(index):
             trainer.should_stop = True
@@ -122,9 +122,9 @@ def quiet_lightning() -> Iterator[None]:
 
 def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
     """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
-    records the last warm-up batch."""
+    records the last warm-up batch(es)."""
     window = Window(device, plan)
-    profile_batch = plan.warmup - 1 if profiler is not None else None
+    profile_batch = plan.warmup - getattr(profiler, "batches", 1) if profiler is not None else None
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,

@@ -109,7 +109,17 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / gpu_report.JSON_NAME).read_text())
-    expected = {"machine", "peaks_tflops", "steps", "profiles", "data", "upscale", "train_smoke", "targets", "items"}
+    expected = {
+        "machine",
+        "peaks_tflops",
+        "steps",
+        "profiles",
+        "host_syncs",
+        "data",
+        "upscale",
+        "train_smoke",
+        "targets",
+    }
     assert expected <= set(summary) and summary["dry_run"] is True
     assert {i["name"]: i["status"] for i in summary["items"] if i["status"] != "ok"} == {}
     measured = {(s["stage"], s["config"]) for s in summary["steps"]}
@@ -120,6 +130,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
         assert step["ratio"] == pytest.approx(step["ours_it_s"] / step["plain_it_s"])
         assert step.get("compiled_graphs", 1) > 0  # the compile rung did compile (dynamo, eager backend)
     for stage in ("esrgan", "psnr_rrdb"):
+        assert summary["host_syncs"][stage] == {"batches": 2, "recorded": False, "syncs": 0, "sites": []}
         profile = summary["profiles"][stage]
         assert (
             len(profile["top"]) == 10
@@ -140,3 +151,27 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     assert {"best.ckpt", "last.ckpt"} <= set(smoke["checkpoints"])
     text = (out / gpu_report.MARKDOWN_NAME).read_text()
     assert "**Dry run**" in text and all(stage in text for stage in STAGES)
+
+
+def test_the_sync_recorder_counts_sync_warnings_by_call_site() -> None:
+    """On a GPU torch warns at each synchronizing operation in sync debug mode "warn"; the recorder
+    turns those warnings into counts per Python call site (here the warnings are raised by hand)."""
+    import warnings
+
+    from benchmarks.host_syncs import SYNC_MESSAGE, SyncRecorder
+
+    def lightning_like_read() -> None:
+        warnings.warn(f"called a {SYNC_MESSAGE}", UserWarning, stacklevel=1)
+
+    recorder = SyncRecorder(torch.device("cpu"))
+    recorder.start()
+    for _ in range(3):
+        lightning_like_read()
+    recorder.stop()
+    with pytest.warns(UserWarning, match=SYNC_MESSAGE):
+        lightning_like_read()  # after stop: an ordinary warning, not counted
+    summary = recorder.summary()
+    assert summary["syncs"] == 3 and summary["recorded"] is False  # a CPU: the debug mode itself is off
+    [site] = summary["sites"]
+    assert site["count"] == 3 and site["site"].startswith("tests/test_bench.py:")
+    assert "lightning_like_read" in site["site"]
