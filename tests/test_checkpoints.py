@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from sr_gan.checkpoint_io import SafeCheckpointIO
 from sr_gan.errors import UserError
@@ -214,3 +215,15 @@ def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"refused to write .*last\.ckpt: 1 weight tensors hold NaN/Inf \(e\.g\. w\)"):
         io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan"), 2.0])}}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
+
+
+def test_a_relaunch_keeps_the_recorded_start_of_the_run(make_cfg, tmp_path: Path) -> None:
+    """Resuming takes G from the checkpoint, so a relaunch may leave model.init_from out (the demo's GAN
+    stage sets it on the first start only); config.yaml must still say what the run started from."""
+    train(make_cfg("trainer.max_steps=1", "test=false"))
+    start = tmp_path / "psnr_stage.ckpt"
+    start.write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
+    train(make_cfg("loss=ragan", "trainer.max_steps=1", "test=false", f"model.init_from={start}"))
+    train(make_cfg("loss=ragan", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
+    recorded = OmegaConf.load(tmp_path / "config.yaml")
+    assert recorded.model.init_from == str(start) and recorded.trainer.max_steps == 2  # the rest is the relaunch's

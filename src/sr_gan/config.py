@@ -124,6 +124,17 @@ def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = Fals
     return path
 
 
+def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> None:
+    """A resumed run's record keeps the generator the run started from (``model.init_from`` of its
+    earlier ``config.yaml``): a relaunch with ``ckpt_path`` takes the weights from the checkpoint and
+    may leave it out (the demo's GAN stage sets it on the first start only), which must not erase it."""
+    if resolved["model"].get("init_from") is not None or not previous.is_file():
+        return
+    started = (OmegaConf.load(previous).get("model") or {}).get("init_from")
+    if started is not None:
+        resolved["model"]["init_from"] = started
+
+
 def save_resolved_config(resolved: dict[str, Any], path: Path) -> None:
     """Write the run's fully resolved config (every interpolation replaced by its value), atomically."""
     with atomic_path(path) as tmp:

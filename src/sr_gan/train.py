@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
 from sr_gan.checkpoint_io import is_url
-from sr_gan.config import check_train_config, is_gan, register_resolvers, save_resolved_config
+from sr_gan.config import check_train_config, is_gan, keep_recorded_start, register_resolvers, save_resolved_config
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
@@ -119,6 +119,8 @@ def train(cfg: DictConfig) -> float | None:
     folder = Path(cfg.paths.output_dir)
     record = RunRecord.resumed(folder) if ckpt_path is not None else RunRecord(folder=folder)
     if trainer.is_global_zero:
+        if ckpt_path is not None:
+            keep_recorded_start(resolved, record.folder / "config.yaml")
         save_resolved_config(resolved, record.folder / "config.yaml")
         record.write()
     for lg in trainer.loggers:
