@@ -68,7 +68,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(make_cfg) -> None
     _assert_close(base, [p.detach() for p in module.generator.parameters()], rtol=0.0, atol=0.0)
 
 
-def test_validation_scores_in_float32_under_bf16_autocast(make_cfg) -> None:
+def test_validation_scores_in_float32_under_bf16_autocast(make_cfg, tmp_path) -> None:
     """Under bf16-mixed the bicubic baseline moved by up to 0.007 dB: metrics must be float32 whatever
     the training precision."""
     import lightning as L
@@ -82,7 +82,9 @@ def test_validation_scores_in_float32_under_bf16_autocast(make_cfg) -> None:
     for precision in ("32-true", "bf16-mixed"):
         torch.manual_seed(0)
         module, datamodule = instantiate(cfg.module), instantiate(cfg.data)
-        trainer = L.Trainer(accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False)
+        trainer = L.Trainer(
+            accelerator="cpu", precision=precision, logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+        )
         (scores[precision],) = trainer.validate(module, datamodule=datamodule, verbose=False)
     datamodule.setup("validate")
     expected = []
@@ -114,3 +116,23 @@ def test_compile_mode_reaches_inductor_and_keeps_the_result(make_cfg, monkeypatc
         module, _ = _fit(make_cfg("model.ema_decay=null", "trainer.max_steps=2", *graphs))
     assert len(marks) == 2
     _assert_close(base, [p.detach() for p in module.generator.parameters()], rtol=1e-4, atol=1e-6)
+
+
+def test_a_compiled_generator_validates_eagerly(make_cfg, tmp_path) -> None:
+    """Validation images differ in size: a compiled G (no EMA copy, so validation uses it) would
+    recompile, and in a CUDA-graph mode record a graph, for each. It runs eagerly there, and
+    compiled again afterwards."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # graphs of earlier tests (same forward code) would serve the shapes below
+    cfg = make_cfg("model.ema_decay=null", "trainer.max_steps=1", "model.compile=eager")
+    module, _ = _fit(cfg)
+    graphs = lambda: counters["stats"]["unique_graphs"]  # noqa: E731
+    before = graphs()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.validate(module, datamodule=instantiate(cfg.data), verbose=False)
+    assert trainer.callback_metrics["val/psnr"] > 0 and graphs() == before
+    module.generator(torch.rand(1, 3, 11, 13))  # a shape validation did not see: compiled again
+    assert graphs() > before

@@ -130,6 +130,7 @@ class SRGANModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile_backend = "inductor" if compile is True else compile or None
         self.compile_mode = compile_mode if self.compile_backend == "inductor" else None
+        self._compiled = False  # configure_model compiles once (it runs again on every fit)
         self.guard = NonFiniteGuard(nonfinite_patience)
         self._skip_on_device: dict[int, bool] = {}  # id(optimizer) -> fused kernels skip bad steps
         self._lr_values: dict[str, float] = {}  # learning rates as last logged ...
@@ -149,7 +150,7 @@ class SRGANModule(L.LightningModule):
         networks = [n for n in (self.generator, self.generator_ema, self.discriminator) if n is not None]
         for network in networks:
             network.to(memory_format=self.memory_format)
-        if self.compile_backend is not None and not getattr(self, "_compiled", False):
+        if self.compile_backend is not None and not self._compiled:
             # A backend failure (no C compiler, an unsupported op) falls back to eager, with dynamo's warning.
             torch._dynamo.config.suppress_errors = True
             for network in (self.generator, self.discriminator):  # not the EMA copy: validation shapes vary
@@ -315,22 +316,30 @@ class SRGANModule(L.LightningModule):
     def on_validation_start(self) -> None:
         if self.trainer.state.fn == "fit":
             self.check_finite()
-        self._pause_cudnn_benchmark()
+        self._enter_evaluation()
 
     def on_validation_end(self) -> None:
-        torch.backends.cudnn.benchmark = self._cudnn_benchmark
+        self._leave_evaluation()
 
     def on_test_start(self) -> None:
-        self._pause_cudnn_benchmark()
+        self._enter_evaluation()
 
     def on_test_end(self) -> None:
-        torch.backends.cudnn.benchmark = self._cudnn_benchmark
+        self._leave_evaluation()
 
-    def _pause_cudnn_benchmark(self) -> None:
+    def _enter_evaluation(self) -> None:
         """Evaluation images differ in size: cuDNN's autotuner (trainer.benchmark) would time every
-        algorithm for each new shape, so it is off during validation and test."""
+        algorithm for each new shape, and a compiled G would recompile (and, in a CUDA-graph mode,
+        record a graph) for each. During validation and test both are off: G runs eagerly."""
         self._cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
+        if self._compiled and hasattr(torch.compiler, "set_stance"):  # torch >= 2.6
+            torch.compiler.set_stance("force_eager")
+
+    def _leave_evaluation(self) -> None:
+        torch.backends.cudnn.benchmark = self._cudnn_benchmark
+        if self._compiled and hasattr(torch.compiler, "set_stance"):
+            torch.compiler.set_stance("default")
 
     def generator_losses(self, sr: Tensor, hr: Tensor, *, real: Tensor | None = None) -> dict[str, Tensor]:
         """The weighted generator terms, keyed ``pix``, ``percep``, ``gan`` (only those switched on):
