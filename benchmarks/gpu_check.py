@@ -286,7 +286,9 @@ class Check:
 
     def config(self, name: str) -> Config:
         config = CONFIGS[name]
-        return replace(config, compile=self.mode.compile_backend) if config.compile else config
+        if not config.compile or self.mode.compile_backend is True:
+            return config
+        return replace(config, compile=self.mode.compile_backend, compile_mode=None)  # modes are inductor's
 
     def peaks(self) -> None:
         self.summary["machine"] = machine(self.device)

@@ -129,7 +129,12 @@ class SRGANModule(L.LightningModule):
         self.accumulate_batches = accumulate_batches
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.compile_backend = "inductor" if compile is True else compile or None
-        self.compile_mode = compile_mode if self.compile_backend == "inductor" else None
+        if compile_mode is not None and self.compile_backend != "inductor":
+            raise UserError(
+                f"model.compile_mode={compile_mode} is a mode of inductor, but model.compile={compile}: "
+                "set model.compile=true, or model.compile_mode=null"
+            )
+        self.compile_mode = compile_mode
         self._compiled = False  # configure_model compiles once (it runs again on every fit)
         self.guard = NonFiniteGuard(nonfinite_patience)
         self._skip_on_device: dict[int, bool] = {}  # id(optimizer) -> fused kernels skip bad steps
