@@ -315,24 +315,27 @@ class Check:
         result["peak"] = peak_name
         result["utilisation"] = utilisation(self.flops[stage], result["ours_it_s"], peak) if peak else None
 
-    def profile(self, stage_name: str) -> dict[str, Any]:
-        """One bf16 batch of ours under torch.profiler, and the host time of our step's extras."""
-        plan = replace(self.mode.plan, warmup=max(2, self.mode.plan.warmup), max_seconds=1.0)
+    def profile(self, stage_name: str, config_name: str = "bf16") -> dict[str, Any]:
+        """One steady-state batch of ours under torch.profiler, and the host time of our step's extras."""
+        base = self.mode.compile_plan if CONFIGS[config_name].compile else self.mode.plan
+        plan = replace(base, warmup=max(2, base.warmup), max_seconds=1.0)
         profiler = StepProfiler(self.device)
         with host_timers() as calls:
-            ours_rate(self.stage(stage_name), self.config("bf16"), self.device, plan, profiler=profiler)
+            ours_rate(self.stage(stage_name), self.config(config_name), self.device, plan, profiler=profiler)
         batches = len(calls.get("training_step (all of it)", [])) or 1
-        summary = profiler.summary() | {"config": "bf16", "host_ms_per_batch": host_summary(calls, batches)}
-        self.summary["profiles"][stage_name] = summary
+        summary = profiler.summary() | {"config": config_name, "host_ms_per_batch": host_summary(calls, batches)}
+        self.summary["profiles"][_key(stage_name, config_name)] = summary
         return summary
 
-    def host_syncs(self, stage_name: str) -> dict[str, Any]:
-        """Synchronizing CUDA operations in two steady-state bf16 batches of ours, by call site."""
+    def host_syncs(self, stage_name: str, config_name: str = "bf16") -> dict[str, Any]:
+        """Synchronizing CUDA operations in two steady-state batches of ours, by call site."""
         recorder = SyncRecorder(self.device)
-        plan = replace(self.mode.plan, warmup=max(4, self.mode.plan.warmup), max_batches=1, max_seconds=1.0)
-        ours_rate(self.stage(stage_name), self.config("bf16"), self.device, plan, profiler=recorder)
-        self.summary["host_syncs"][stage_name] = recorder.summary()
-        return self.summary["host_syncs"][stage_name]
+        base = self.mode.compile_plan if CONFIGS[config_name].compile else self.mode.plan
+        plan = replace(base, warmup=max(4, base.warmup), max_batches=1, max_seconds=1.0)
+        ours_rate(self.stage(stage_name), self.config(config_name), self.device, plan, profiler=recorder)
+        summary = recorder.summary() | {"config": config_name}
+        self.summary["host_syncs"][_key(stage_name, config_name)] = summary
+        return summary
 
     def images(self) -> tuple[Path, Path]:
         os.environ["SR_GAN_BENCH_DIR"] = str(self.work / "bench")
@@ -485,6 +488,10 @@ class Check:
             if "error" in result:
                 self._record({"name": name, "status": "failed", **result})
                 continue
+            key = _key(result["stage"], result["config"])
+            for part in ("profile", "host_syncs"):
+                if part in result:
+                    self.summary["profiles" if part == "profile" else part][key] = result.pop(part)
             self.add_utilisation(result)
             self.summary["steps"].append(result)
             self._record({"name": name, "status": "ok", "seconds": result["seconds"]})
@@ -506,6 +513,11 @@ class Check:
         self.item("compiled steps", NEEDS_S["compile"], self.compiled_steps)
         self.write()
         return self.summary
+
+
+def _key(stage: str, config: str) -> str:
+    """Profiles and sync lists are keyed by stage for the bf16 step (the targets' bound), else by both."""
+    return stage if config == "bf16" else f"{stage} {config}"
 
 
 def _validations(metrics: Path) -> int:
@@ -531,6 +543,9 @@ def child_steps(mode: Mode, steps: str, listing: Path) -> None:
             results.append(compare(check.stage(stage), check.config(config), check.device, plan))
             # graphs dynamo compiled so far in this process (0: everything fell back to eager)
             results[-1]["compiled_graphs"] = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+            if stage in PROFILED and CONFIGS[config].compile_mode:  # what bounds the step under CUDA graphs
+                results[-1]["profile"] = check.profile(stage, config)
+                results[-1]["host_syncs"] = check.host_syncs(stage, config)
         except Exception as err:
             traceback.print_exc()
             results.append({"stage": stage, "config": config, "error": one_line(err)})

@@ -129,9 +129,17 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
         assert step["ours_it_s"] > 0 and step["plain_it_s"] > 0 and step["gflop_per_batch"] > 0
         assert step["ratio"] == pytest.approx(step["ours_it_s"] / step["plain_it_s"])
         assert step.get("compiled_graphs", 1) > 0  # the compile rung did compile (dynamo, eager backend)
-    for stage in ("esrgan", "psnr_rrdb"):
-        assert summary["host_syncs"][stage] == {"batches": 2, "recorded": False, "syncs": 0, "sites": []}
+    for stage in ("esrgan", "psnr_rrdb", "esrgan bf16+cl+graphs", "psnr_rrdb bf16+cl+graphs"):
+        config = stage.partition(" ")[2] or "bf16"
+        assert summary["host_syncs"][stage] == {
+            "batches": 2,
+            "recorded": False,
+            "syncs": 0,
+            "sites": [],
+            "config": config,
+        }
         profile = summary["profiles"][stage]
+        assert profile["config"] == config
         assert (
             len(profile["top"]) == 10
             and profile["bound"]
