@@ -138,13 +138,14 @@ def test_a_compiled_generator_validates_eagerly(make_cfg, tmp_path) -> None:
     assert graphs() > before
 
 
-def test_a_compile_mode_without_inductor_is_one_line(make_cfg, capsys) -> None:
+def test_a_compile_mode_it_cannot_honour_is_one_line(make_cfg, capsys) -> None:
     from hydra.utils import instantiate
 
     from sr_gan.errors import exit_on_user_error
 
-    for compile_value in ("false", "eager"):
-        cfg = make_cfg(f"model.compile={compile_value}", "model.compile_mode=reduce-overhead")
+    cases = [("model.compile=false",), ("model.compile=eager",), ("model.compile=true", "optim.accumulate_batches=2")]
+    for overrides in cases:
+        cfg = make_cfg(*overrides, "model.compile_mode=reduce-overhead")
         with pytest.raises(SystemExit):
             exit_on_user_error(instantiate)(cfg.module)
         [line] = capsys.readouterr().err.strip().splitlines()

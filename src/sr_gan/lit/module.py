@@ -134,6 +134,14 @@ class SRGANModule(L.LightningModule):
                 f"model.compile_mode={compile_mode} is a mode of inductor, but model.compile={compile}: "
                 "set model.compile=true, or model.compile_mode=null"
             )
+        if compile_mode in CUDA_GRAPH_MODES and accumulate_batches > 1:
+            # CUDA-graph trees hand out the backward's gradients in graph memory, which the next
+            # replay overwrites: accumulation fails or silently sums wrong (pytorch/pytorch#169545).
+            raise UserError(
+                f"model.compile_mode={compile_mode} cannot accumulate gradients "
+                f"(optim.accumulate_batches={accumulate_batches}): CUDA graphs overwrite the previous batch's; "
+                "set optim.accumulate_batches=1 or model.compile_mode=null"
+            )
         self.compile_mode = compile_mode
         self._compiled = False  # configure_model compiles once (it runs again on every fit)
         self.guard = NonFiniteGuard(nonfinite_patience)
