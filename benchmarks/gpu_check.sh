@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 8): one command, under 8 minutes on one H100 including start-up.
 #
-#   benchmarks/gpu_check.sh --out DIR [--budget-s 430]    # on a GPU node
+#   benchmarks/gpu_check.sh --out DIR [--budget-s 450]    # on a GPU node
 #   benchmarks/gpu_check.sh --dry-run --out DIR           # anywhere: CPU, tiny sizes, same code paths
 #
 # It works on an air-gapped node whose Python has torch, lightning, torchmetrics, safetensors and
