@@ -9,6 +9,7 @@ from rich.table import Table
 
 from benchmarks import (
     bench_data,
+    bench_ddp,
     bench_degradation,
     bench_imresize,
     bench_threads,
@@ -41,6 +42,7 @@ def main() -> None:
             *bench_imresize.run(args.device),
             *bench_data.run(),
             *bench_degradation.run(args.device, "auto" if args.size == "cpu" else args.size),
+            *bench_ddp.run(),
         ]
     threads = f", {args.cpu_threads} thread(s) but the threads row" if device.type == "cpu" and args.cpu_threads else ""
     table = Table(title=f"sr-gan benchmarks on {device}{threads} (ratio = baseline time / ours; > 1: we are faster)")
