@@ -83,6 +83,10 @@ class Mode:
     peak_n: int
     cpu_threads: int | None  # intra-op threads of the in-process items (None: torch's default)
 
+    def plan_for(self, config: str) -> Plan:
+        """How long to measure a rung: compiled ones warm up longer (CUDA graphs record late)."""
+        return self.compile_plan if CONFIGS[config].compile else self.plan
+
 
 GPU = Mode(
     name="gpu",
@@ -319,7 +323,7 @@ class Check:
 
     def profile(self, stage_name: str, config_name: str = "bf16") -> dict[str, Any]:
         """One steady-state batch of ours under torch.profiler, and the host time of our step's extras."""
-        base = self.mode.compile_plan if CONFIGS[config_name].compile else self.mode.plan
+        base = self.mode.plan_for(config_name)
         plan = replace(base, warmup=max(2, base.warmup), max_seconds=1.0)
         profiler = StepProfiler(self.device)
         with host_timers() as calls:
@@ -332,7 +336,7 @@ class Check:
     def host_syncs(self, stage_name: str, config_name: str = "bf16") -> dict[str, Any]:
         """Synchronizing CUDA operations in two steady-state batches of ours, by call site."""
         recorder = SyncRecorder(self.device)
-        base = self.mode.compile_plan if CONFIGS[config_name].compile else self.mode.plan
+        base = self.mode.plan_for(config_name)
         plan = replace(base, warmup=max(4, base.warmup), max_batches=1, max_seconds=1.0)
         ours_rate(self.stage(stage_name), self.config(config_name), self.device, plan, profiler=recorder)
         summary = recorder.summary() | {"config": config_name}
@@ -541,8 +545,7 @@ def child_steps(mode: Mode, steps: str, listing: Path) -> None:
         print(f"[gpu_check child] step {stage} {config}", flush=True)
         began = time.perf_counter()
         try:
-            plan = mode.compile_plan if CONFIGS[config].compile else mode.plan
-            results.append(compare(check.stage(stage), check.config(config), check.device, plan))
+            results.append(compare(check.stage(stage), check.config(config), check.device, mode.plan_for(config)))
             # graphs dynamo compiled so far in this process (0: everything fell back to eager)
             results[-1]["compiled_graphs"] = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
             if stage in PROFILED and config == "bf16+cl+graphs":  # what bounds the step under CUDA graphs

@@ -83,12 +83,18 @@ class Window:
         return self.batches / self.seconds
 
 
+def profiled_batches(profiler: Any) -> int:
+    """Batches a profiler records: its ``batches`` attribute (`benchmarks.host_syncs`), else one."""
+    return getattr(profiler, "batches", 1)
+
+
 class _WindowCallback(L.Callback):
     """Drives a `Window` from the trainer's batch hooks; starts `profiler` before batch `profile_batch`
     and stops it after its ``batches`` batches (default 1)."""
 
     def __init__(self, window: Window, profile_batch: int | None = None, profiler: Any = None) -> None:
         self.window, self.profile_batch, self.profiler = window, profile_batch, profiler
+        self.last_profiled = None if profile_batch is None else profile_batch + profiled_batches(profiler) - 1
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         index = args[-1]  # (module, batch, batch_idx)
@@ -98,7 +104,7 @@ class _WindowCallback(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         index = args[-1]  # (module, outputs, batch, batch_idx)
-        if self.profile_batch is not None and index == self.profile_batch + getattr(self.profiler, "batches", 1) - 1:
+        if index == self.last_profiled:
             self.profiler.stop()
         if self.window.end(index):
             trainer.should_stop = True
@@ -124,7 +130,7 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
     """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
     records the last warm-up batch(es)."""
     window = Window(device, plan)
-    profile_batch = plan.warmup - getattr(profiler, "batches", 1) if profiler is not None else None
+    profile_batch = plan.warmup - profiled_batches(profiler) if profiler is not None else None
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
