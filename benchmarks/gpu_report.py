@@ -79,6 +79,23 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def compilation_note(compiled: dict[str, dict[str, int]] | None) -> str:
+    """`` (5 graphs, 2 CUDA-graph skips; plain: 5 graphs)`` for a compiled rung: what ours compiled,
+    and the plain loop's counts where they differ (a side that compiled less ran partly eagerly)."""
+    if not compiled:
+        return ""
+
+    def counts(side: dict[str, int]) -> str:
+        parts = [f"{side.get('graphs', 0)} graphs"]
+        for key, label in (("graph_breaks", "graph breaks"), ("cudagraph_skips", "CUDA-graph skips")):
+            if side.get(key):
+                parts.append(f"{side[key]} {label}")
+        return ", ".join(parts)
+
+    ours, plain = counts(compiled.get("ours", {})), counts(compiled.get("plain", {}))
+    return f" ({ours})" if ours == plain else f" ({ours}; plain: {plain})"
+
+
 def _num(value: Any, spec: str = ",.2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -125,7 +142,7 @@ def markdown(summary: dict[str, Any]) -> str:
             [
                 s["stage"],
                 f"{s['batch']} x {s['hr']} px",
-                s["config"] + (f" ({s['compiled_graphs']} graphs)" if "compiled_graphs" in s else ""),
+                s["config"] + compilation_note(s.get("compiled")),
                 _num(s.get("ours_it_s")),
                 _num(s.get("plain_it_s")),
                 _num(s.get("ratio")),

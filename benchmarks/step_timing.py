@@ -5,6 +5,12 @@ Both sides run on the same batches, already on the device (the data path is benc
 own). After `Plan.warmup` batches (start-up, cuDNN autotuning, compilation) a window opens; it
 closes after `Plan.max_batches` batches or once `Plan.max_seconds` have passed, and the device is
 synchronised only at its two ends, so the host may run ahead of the GPU as in training.
+
+A compiled side starts from a fresh compilation state, as a new training process does: dynamo's
+cache entries and the CUDA-graph trees are process-wide, and the networks of both sides run the
+same compiled code (``nn.Module._call_impl``), so otherwise ours would replay, re-record and keep
+alive graphs that the plain loop recorded. The inductor caches on disk still spare the second side
+the kernels' compilation (it re-traces: seconds).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch._dynamo.utils import counters, guard_failures
 from torch.utils.data import DataLoader
 
 from benchmarks.plain_loop import PlainLoop
@@ -126,9 +133,29 @@ def quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def fresh_compilation(config: Config) -> None:
+    """Before a compiled side: no dynamo cache entry, CUDA-graph tree or counter of an earlier one."""
+    if config.compile:
+        torch._dynamo.reset()
+        counters.clear()
+
+
+def compilation_counts() -> dict[str, int]:
+    """What dynamo and inductor did since `fresh_compilation`: frames compiled, graphs, graph
+    breaks, recompilations, and functions CUDA graphs skipped (they then run without graphs)."""
+    return {
+        "frames": counters["frames"]["ok"],
+        "graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "recompiles": sum(len(reasons) for reasons in guard_failures.values()),
+        "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+    }
+
+
 def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
     """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
     records the last warm-up batch(es)."""
+    fresh_compilation(config)
     window = Window(device, plan)
     profile_batch = plan.warmup - profiled_batches(profiler) if profiler is not None else None
     trainer = L.Trainer(
@@ -155,6 +182,7 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
 
 def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan) -> float:
     """Batches/s of `PlainLoop.step` over the same batches."""
+    fresh_compilation(config)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     with quiet_lightning():
         loop = PlainLoop(stage.module(config), config, device)
@@ -171,11 +199,15 @@ def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan) -
 
 def compare(stage: Stage, config: Config, device: torch.device, plan: Plan, *, rounds: int = 1) -> dict[str, Any]:
     """Ours against the plain loop, `rounds` times in alternation; the best rate of each side (on a
-    shared machine, other load only ever slows a run down)."""
-    ours, plain = [], []
+    shared machine, other load only ever slows a run down). A compiled config adds each side's
+    `compilation_counts` (its last round)."""
+    rates: dict[str, list[float]] = {"plain": [], "ours": []}
+    compiled: dict[str, dict[str, int]] = {}
     for _ in range(rounds):
-        plain.append(plain_rate(stage, config, device, plan))
-        ours.append(ours_rate(stage, config, device, plan))
+        for side, measure in (("plain", plain_rate), ("ours", ours_rate)):
+            rates[side].append(measure(stage, config, device, plan))
+            compiled[side] = compilation_counts()
+    ours, plain = rates["ours"], rates["plain"]
     return {
         "stage": stage.name,
         "config": config.name,
@@ -187,7 +219,7 @@ def compare(stage: Stage, config: Config, device: torch.device, plan: Plan, *, r
         "ratio": max(ours) / max(plain),  # > 1: ours faster
         "ours_rounds": ours,
         "plain_rounds": plain,
-    }
+    } | ({"compiled": compiled} if config.compile else {})
 
 
 def step_flops(stage: Stage, device: torch.device) -> int:

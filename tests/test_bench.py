@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader
 
 from benchmarks import gpu_report
@@ -16,7 +18,7 @@ from benchmarks.gpu_check import COMPILED, STEPS
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.profile_step import HOST_METHODS
 from benchmarks.stages import CONFIGS, STAGES, build_stage
-from benchmarks.step_timing import Plan, Window
+from benchmarks.step_timing import Plan, Window, compare, compilation_counts, ours_rate, plain_rate
 from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +70,30 @@ def test_the_window_leaves_the_warm_up_out_and_stops_at_its_cap() -> None:
         stops.append(window.end(index))
     assert stops == [False, False, False, False, True, True] and window.batches == 3
     assert len(window.intervals) == 3 and window.rate > 0  # one interval per batch after the warm-up
+
+
+def test_each_compiled_side_starts_fresh_and_counts_its_own_compilation(one_thread: None) -> None:
+    """Dynamo's cache and CUDA-graph trees are process-wide: without a fresh start, ours would run on
+    the plain loop's compiled entries (and graphs) and report the plain loop's counts as its own."""
+    stage, cpu, plan = build_stage("psnr_rrdb", "dry"), torch.device("cpu"), Plan(1, 1, 60.0)
+    config = replace(CONFIGS["bf16+cl+compile"], compile="eager")
+    plain_rate(stage, config, cpu, plan)
+    assert compilation_counts()["graphs"] == 1  # G
+    counters["stats"]["unique_graphs"] += 50  # left by an earlier side
+    ours_rate(stage, config, cpu, plan)
+    assert compilation_counts()["graphs"] == 1  # G compiled again, for ours alone
+    result = compare(stage, config, cpu, plan)
+    assert result["compiled"]["ours"] == result["compiled"]["plain"]
+    assert "compiled" not in compare(stage, CONFIGS["fp32"], cpu, plan)
+
+
+def test_the_report_names_what_each_side_compiled() -> None:
+    same = {"graphs": 5, "graph_breaks": 0, "cudagraph_skips": 0}
+    assert gpu_report.compilation_note({"ours": same, "plain": same}) == " (5 graphs)"
+    skipped = same | {"cudagraph_skips": 2}
+    note = gpu_report.compilation_note({"ours": skipped, "plain": same})
+    assert note == " (5 graphs, 2 CUDA-graph skips; plain: 5 graphs)"
+    assert gpu_report.compilation_note(None) == ""
 
 
 def _step(stage: str, config: str, ours: float, batch: int = 16) -> dict:
@@ -128,7 +154,8 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     for step in summary["steps"]:
         assert step["ours_it_s"] > 0 and step["plain_it_s"] > 0 and step["gflop_per_batch"] > 0
         assert step["ratio"] == pytest.approx(step["ours_it_s"] / step["plain_it_s"])
-        assert step.get("compiled_graphs", 1) > 0  # the compile rung did compile (dynamo, eager backend)
+        if "+c" in step["config"].replace("+cl", ""):  # compiled rungs: each side compiled (dynamo, eager backend)
+            assert step["compiled"]["ours"]["graphs"] > 0 and step["compiled"]["plain"]["graphs"] > 0
     for stage in ("esrgan", "psnr_rrdb", "esrgan bf16+cl+graphs", "psnr_rrdb bf16+cl+graphs"):
         config = stage.partition(" ")[2] or "bf16"
         assert summary["host_syncs"][stage] == {
