@@ -1,31 +1,48 @@
-"""The training step makes no host sync: nothing reads a device value back to Python per batch.
+"""Training makes no host sync per batch: nothing reads a device value back to Python.
 
 On a GPU a read (``.item()``, ``float(t)``, ``bool(t)``, ``if t:``) blocks the host until the device
 has caught up, so the next batch cannot be queued meanwhile. Every such read goes through
-``aten._local_scalar_dense``; a dispatch mode counts them in a CPU run of the whole step (G, D,
-losses, clipping, the non-finite guard, EMA, schedules, logging). Adam's step counters are CPU
+``aten._local_scalar_dense``; a dispatch mode counts them in CPU runs: of the whole step (G, D,
+losses, clipping, the non-finite guard, EMA, schedules, logging), and of a real run's whole batch
+loop (Lightning's loop, our callbacks, the progress bar, the logger). Adam's step counters are CPU
 tensors on every device, read on purpose by torch, and are allowed.
 """
 
 from __future__ import annotations
 
+import traceback
+from typing import Any
+
+import lightning as L
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from sr_gan import train as train_cli
 from sr_gan.lit import SRGANModule
 from tests.test_train import _fit
 
 
 class CountHostReads(TorchDispatchMode):
+    """Records each read of a tensor's value into Python: its shape and innermost call site outside torch."""
+
     def __init__(self, allowed: set[int]) -> None:
         super().__init__()
         self.allowed, self.reads = allowed, []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         if func is torch.ops.aten._local_scalar_dense.default and id(args[0]) not in self.allowed:
-            self.reads.append(tuple(args[0].shape))
+            self.reads.append((tuple(args[0].shape), _call_site()))
         return func(*args, **(kwargs or {}))
+
+
+def _call_site() -> str:
+    frame = next(f for f in reversed(traceback.extract_stack()[:-2]) if "/torch/" not in f.filename)
+    return f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} {frame.name}"
+
+
+def _optimizer_counters(trainer: L.Trainer) -> set[int]:
+    return {id(s["step"]) for o in trainer.optimizers for s in o.state.values() if "step" in s}
 
 
 @pytest.mark.parametrize("overrides", [["loss=l1"], ["loss=ragan", "optim.clip_grad_norm.generator=1.0"]])
@@ -36,10 +53,9 @@ def test_the_training_step_reads_nothing_back(make_cfg, overrides: list[str]) ->
         def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
             if self.batches_done == 0:  # the first step creates the optimizers' states
                 return super().training_step(batch, batch_idx)
-            counters = {id(s["step"]) for o in self.trainer.optimizers for s in o.state.values() if "step" in s}
-            with CountHostReads(counters) as mode:
+            with CountHostReads(_optimizer_counters(self.trainer)) as mode:
                 result = super().training_step(batch, batch_idx)
-            reads.append(mode.reads)
+            reads.append([shape for shape, _ in mode.reads])
             return result
 
     cfg = make_cfg(*overrides, "trainer.max_steps=3", "trainer.log_every_n_steps=1000")
@@ -47,7 +63,61 @@ def test_the_training_step_reads_nothing_back(make_cfg, overrides: list[str]) ->
     assert reads == [[], []]
 
 
-def test_the_count_sees_a_read() -> None:
-    with CountHostReads(set()) as mode:
-        float(torch.ones(2).sum())
-    assert mode.reads == [()]
+class LoopReads(L.Callback):
+    """Counts reads from the start of batch `first` to the start of batch `stop`, per batch: all the
+    trainer does in between (the step, every callback and logger, fetching the next batches)."""
+
+    def __init__(self, first: int, stop: int) -> None:
+        self.first, self.stop = first, stop
+        self.mode: CountHostReads | None = None
+        self.by_batch: dict[int, list[str]] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, index: int) -> None:
+        if self.mode is not None:
+            self.by_batch[index - 1] = [site for _, site in self.mode.reads]
+            self.mode.reads = []
+        if index == self.first:
+            self.mode = CountHostReads(_optimizer_counters(trainer))
+            self.mode.__enter__()
+        elif index == self.stop and self.mode is not None:
+            self.mode.__exit__(None, None, None)
+            self.mode = None
+
+
+# Reads on the CPU side of the data path, before the batch reaches the device: a dataset's patch
+# corners (in the main process with data.num_workers=0) and the degradation seed.
+CPU_SIDE = {("datasets.py", "__getitem__"), ("datamodule.py", "on_before_batch_transfer")}
+
+
+def _on_the_device_side(site: str) -> bool:
+    place, function = site.split(" ")
+    return (place.split(":")[0], function) not in CPU_SIDE
+
+
+def test_the_whole_batch_loop_reads_back_only_on_the_logging_interval(make_cfg, monkeypatch) -> None:
+    """A real run (progress bar, CSV logger, checkpoint, RNG and pre-emption callbacks; the ESRGAN
+    objective with EMA): between logging intervals nothing waits for the device; on the interval,
+    Lightning's logging and the non-finite check read the logged values."""
+    probe = LoopReads(first=2, stop=10)
+    build = train_cli.build_trainer
+
+    def with_probe(cfg):  # noqa: ANN001, ANN202
+        trainer = build(cfg)
+        trainer.callbacks.append(probe)
+        return trainer
+
+    monkeypatch.setattr(train_cli, "build_trainer", with_probe)
+    cfg = make_cfg(
+        "model=rrdb",
+        "loss=ragan",
+        "trainer.max_steps=11",
+        "trainer.log_every_n_steps=4",
+        "trainer.enable_progress_bar=true",
+        "trainer.val_check_interval=1000",
+        "test=false",
+    )
+    train_cli.train(cfg)
+    device_side = {b: [s for s in sites if _on_the_device_side(s)] for b, sites in probe.by_batch.items()}
+    assert sorted(device_side) == list(range(2, 10))
+    assert {b for b, sites in device_side.items() if sites} == {3, 7}  # (b + 1) % log_every_n_steps == 0
+    assert "guard.py" in device_side[3][0]  # the non-finite check, then Lightning's logging
