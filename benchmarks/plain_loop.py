@@ -4,7 +4,7 @@ The same math as `SRGANModule.training_step` on the same objects (networks, loss
 weights, optimizer and schedule factories, EMA decay), taken from a module built from the same
 config and seed: G forward; G step with D frozen; EMA; D step on the detached SR; schedules once
 per batch. What a plain loop leaves out is what Lightning and our step add: the trainer loop,
-logging, optimizer toggling of G, the gradient norms and the non-finite guard.
+logging, the gradient norms and the non-finite guard.
 """
 
 from __future__ import annotations

@@ -113,8 +113,6 @@ def bound_sentence(busy: float | None, classes: dict[str, float], kernels: list[
 HOST_METHODS = {  # what our step adds to the plain loop: label -> (owner, method)
     "log_dict (Lightning logging)": (LightningModule, "log_dict"),
     "non-finite guard": (NonFiniteGuard, "update"),
-    "toggle_optimizer": (LightningModule, "toggle_optimizer"),
-    "untoggle_optimizer": (LightningModule, "untoggle_optimizer"),
     "learning-rate tensors": (SRGANModule, "_learning_rates"),
     "schedulers": (SRGANModule, "_step_schedulers"),
     "training_step (all of it)": (SRGANModule, "training_step"),

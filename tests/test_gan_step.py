@@ -333,6 +333,18 @@ def test_each_player_gets_gradients_once_per_batch(tmp_path: Path) -> None:
     }
 
 
+def test_parameters_frozen_before_stay_frozen(tmp_path: Path) -> None:
+    """Freezing D for G's step restores only what it froze: a D layer the user froze stays frozen,
+    every other D parameter trains again."""
+    module, _, _ = make_module()
+    first, *rest = module.discriminator.parameters()
+    first.requires_grad_(False)
+    before = first.detach().clone()
+    fit(module, fixed_batch(), tmp_path, batches=2)
+    assert not first.requires_grad and torch.equal(first, before)
+    assert all(p.requires_grad for p in rest) and all(p.requires_grad for p in module.generator.parameters())
+
+
 def test_one_step_lowers_each_players_loss_by_lr_times_grad_squared(tmp_path: Path) -> None:
     """Sign and size: D's loss on its batch falls and D(real) - D(fake) grows; G's loss (against D0) falls.
 

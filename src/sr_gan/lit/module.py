@@ -18,7 +18,8 @@ advances twice per batch. See :mod:`sr_gan.callbacks`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -250,9 +251,9 @@ class SRGANModule(L.LightningModule):
         last: bool = True,
         real: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """G's backward with D frozen (toggled off: no gradient reaches D); on the `last` batch of an
-        iteration its step, then the EMA update. `first` clears the gradients."""
-        with self.toggled_optimizer(opt_g):
+        """G's backward with D frozen (no gradient reaches D); on the `last` batch of an iteration its
+        step, then the EMA update. `first` clears the gradients."""
+        with self.discriminator_frozen():
             terms = self.generator_losses(sr, hr, real=real)
             if first:
                 opt_g.zero_grad(set_to_none=True)
@@ -264,6 +265,23 @@ class SRGANModule(L.LightningModule):
             update_ema(self.generator_ema, self.generator, decay=self.current_ema_decay)
         return logs
 
+    @contextmanager
+    def discriminator_frozen(self) -> Iterator[None]:
+        """D's parameters require no gradient inside (those frozen before stay so). What Lightning's
+        ``toggled_optimizer`` does for this step, without walking G's parameters too (~700 for
+        RRDBNet: 0.75 ms a batch on a CPU host, 2 ms on the H200's, against 0.06 ms)."""
+        if self.discriminator is None:
+            yield
+            return
+        trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for parameter in trainable:
+                parameter.requires_grad_(True)
+
     @property
     def current_ema_decay(self) -> float:
         """`ema_decay` with its warm-up (`ema_decay_at`) at this iteration."""
@@ -272,23 +290,22 @@ class SRGANModule(L.LightningModule):
     def discriminator_step(
         self, fake: Tensor, hr: Tensor, opt_d: Optimizer, *, first: bool = True, last: bool = True
     ) -> dict[str, Tensor]:
-        """D's backward on real HR and detached SR, ``L_D = l_d_real + l_d_fake``; its step on the
-        `last` batch of an iteration."""
-        with self.toggled_optimizer(opt_d):
-            real_logits = self.discriminator(hr)
-            fake_logits = self.discriminator(fake)
-            l_real, l_fake = self.adversarial_loss.discriminator_loss(real_logits, fake_logits)
-            if first:
-                opt_d.zero_grad(set_to_none=True)
-            self.manual_backward((l_real + l_fake) / self.accumulate_batches)
-            logs = {
-                "train/l_d_real": l_real.detach(),
-                "train/l_d_fake": l_fake.detach(),
-                "train/d_real": real_logits.detach().mean(),
-                "train/d_fake": fake_logits.detach().mean(),
-            }
-            if last:
-                logs["train/grad_norm_d"] = self._step(opt_d, self.discriminator, "d")
+        """D's backward on real HR and detached SR, ``L_D = l_d_real + l_d_fake`` (no gradient can
+        reach G); its step on the `last` batch of an iteration."""
+        real_logits = self.discriminator(hr)
+        fake_logits = self.discriminator(fake)
+        l_real, l_fake = self.adversarial_loss.discriminator_loss(real_logits, fake_logits)
+        if first:
+            opt_d.zero_grad(set_to_none=True)
+        self.manual_backward((l_real + l_fake) / self.accumulate_batches)
+        logs = {
+            "train/l_d_real": l_real.detach(),
+            "train/l_d_fake": l_fake.detach(),
+            "train/d_real": real_logits.detach().mean(),
+            "train/d_fake": fake_logits.detach().mean(),
+        }
+        if last:
+            logs["train/grad_norm_d"] = self._step(opt_d, self.discriminator, "d")
         return logs
 
     def _step(self, optimizer: Optimizer, network: nn.Module, player: str) -> Tensor:
