@@ -10,6 +10,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
+from sr_gan.archs import RRDBNet
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -64,3 +69,19 @@ def png_bomb(path: Path, width: int, height: int) -> Path:
     idat = zlib.compress(b"\0" * 64)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
+
+
+TINY_RRDBNET = {"num_features": 8, "num_blocks": 2, "growth_channels": 4}  # the weights tests' generator
+
+
+def tiny_rrdbnet(scale: int = 4, seed: int = 0) -> RRDBNet:
+    """A seeded `TINY_RRDBNET` in eval mode: two seeds give two different generators."""
+    torch.manual_seed(seed)
+    return RRDBNet(**TINY_RRDBNET, scale=scale).eval()
+
+
+@torch.no_grad()
+def upscale(net: nn.Module, lr_size: tuple[int, int] = (8, 8)) -> torch.Tensor:
+    """`net` applied to one fixed random LR image (seed 1) of `lr_size`: equal outputs, equal weights."""
+    torch.manual_seed(1)
+    return net(torch.rand(1, 3, *lr_size))  # (1, 3, h*s, w*s)

@@ -8,24 +8,18 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from sr_gan.archs import RRDBNet
 from sr_gan.export import check_onnx, export_onnx, export_safetensors
 from sr_gan.weights import load_generator
-from tests.helpers import run_module
+from tests.helpers import TINY_RRDBNET, run_module, tiny_rrdbnet, upscale
 
 Generators = tuple[nn.Module, nn.Module]  # (generator, EMA generator)
-CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 2, "growth_channels": 4, "scale": 2}
-
-
-def tiny_rrdbnet(seed: int) -> RRDBNet:
-    torch.manual_seed(seed)
-    return RRDBNet(num_features=8, num_blocks=2, growth_channels=4, scale=2).eval()
+CONFIG = {"_target_": "sr_gan.archs.RRDBNet", **TINY_RRDBNET, "scale": 2}
 
 
 @pytest.fixture
 def generators() -> Generators:
     """(generator, EMA generator) with different weights."""
-    return tiny_rrdbnet(0), tiny_rrdbnet(1)
+    return tiny_rrdbnet(scale=2, seed=0), tiny_rrdbnet(scale=2, seed=1)
 
 
 @pytest.fixture
@@ -37,12 +31,6 @@ def ckpt(tmp_path: Path, generators: Generators) -> Path:
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": state_dict, "sr_gan": {"generator": CONFIG, "scale": 2}}, path)
     return path
-
-
-@torch.no_grad()
-def upscale(net: nn.Module) -> torch.Tensor:
-    torch.manual_seed(1)
-    return net(torch.rand(1, 3, 8, 12))  # (1, 3, 16, 24)
 
 
 @pytest.mark.parametrize("ema", [True, False])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from sr_gan.archs import RRDBNet, SRResNet
+from sr_gan.archs import SRResNet
 from sr_gan.weights import (
     UnsafeCheckpointError,
     esrgan_old_to_ours,
@@ -18,23 +18,11 @@ from sr_gan.weights import (
     ours_to_sequential,
     sequential_to_ours,
 )
-
-TINY = {"num_features": 8, "num_blocks": 2, "growth_channels": 4}
-
-
-def tiny_rrdbnet(scale: int = 4, seed: int = 0) -> RRDBNet:
-    torch.manual_seed(seed)
-    return RRDBNet(**TINY, scale=scale).eval()
+from tests.helpers import TINY_RRDBNET, tiny_rrdbnet, upscale
 
 
 def rrdbnet_config(scale: int = 4) -> dict:
-    return {"_target_": "sr_gan.archs.RRDBNet", "in_channels": 3, "out_channels": 3, **TINY, "scale": scale}
-
-
-@torch.no_grad()
-def upscale(net: nn.Module) -> torch.Tensor:
-    torch.manual_seed(1)
-    return net(torch.rand(1, 3, 8, 8))  # (1, 3, 8s, 8s)
+    return {"_target_": "sr_gan.archs.RRDBNet", "in_channels": 3, "out_channels": 3, **TINY_RRDBNET, "scale": scale}
 
 
 def save(tmp_path: Path, obj: object, name: str = "weights.pth") -> Path:
