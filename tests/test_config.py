@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from sr_gan.config import check_train_config
+from sr_gan.config import check_train_config, resolve_device
 from sr_gan.errors import UserError
 from sr_gan.schema import Rule
 
@@ -52,3 +53,12 @@ def test_rule_bounds_mix_ints_and_floats() -> None:
     assert Rule(float, above=0).allows(3) and not Rule(float, above=0).allows(0)
     assert Rule(int, low=1).allows(1) and not Rule(int, low=1).allows(True)
     assert Rule(float, low=0, high=1).allows(1.0) and not Rule(float, low=0, high=1).allows(float("inf"))
+
+
+def test_a_device_name_is_checked_in_one_line() -> None:
+    with pytest.raises(UserError, match="device='nonsense' is not a device"):
+        resolve_device("nonsense")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available here"):
+            resolve_device("cuda")

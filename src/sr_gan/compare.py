@@ -45,12 +45,11 @@ from torch import Tensor
 
 from sr_gan import evaluate_report as reports
 from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
-from sr_gan.config import register_resolvers
+from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.evaluate import BICUBIC, Scorer, as_list, lpips_metric
 from sr_gan.evaluate_report import Column
 from sr_gan.run_folders import Run, check_comparable, differing_keys, find_runs, read_runs, run_values, short_labels
-from sr_gan.tiling import resolve_device
 
 register_resolvers()  # ${wandb_offline:} of conf/logger/wandb.yaml
 PICKS = ("auto", "best", "last")

@@ -1,4 +1,4 @@
-"""Config helpers shared by the Hydra apps: resolvers and start-up checks that name the keys."""
+"""Config helpers shared by the Hydra apps: resolvers and start-up checks that name the keys (device too)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
@@ -139,3 +140,16 @@ def save_resolved_config(resolved: dict[str, Any], path: Path) -> None:
     """Write the run's fully resolved config (every interpolation replaced by its value), atomically."""
     with atomic_path(path) as tmp:
         OmegaConf.save(OmegaConf.create(resolved), tmp)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → CUDA when available, else CPU; anything else is passed to `torch.device`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but CUDA is not available here: use device=cpu or device=auto")
+    return device

@@ -22,12 +22,11 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from sr_gan.atomic import atomic_path
-from sr_gan.config import path_arg
+from sr_gan.config import path_arg, resolve_device
 from sr_gan.data.datasets import read_image
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.ops.realesrgan import KERNEL_FAMILIES
 from sr_gan.ops.resize import RESIZE_MODES
-from sr_gan.tiling import resolve_device
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _FONT_SIZE = 11

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.progress import Progress
 
-from sr_gan.config import register_resolvers
+from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.data.datasets import ValImageDataset
 from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error
@@ -43,7 +43,7 @@ from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
 from sr_gan.schema import EVALUATE, validate
-from sr_gan.tiling import resolve_device, tiled_forward
+from sr_gan.tiling import tiled_forward
 from sr_gan.weights import load_generator
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]  # LR (1, 3, h, w) float64 in [0, 1] → SR (1, 3, H, W)

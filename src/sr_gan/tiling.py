@@ -1,4 +1,4 @@
-"""Inference on images of any size: the device it runs on and a tiled forward pass.
+"""Inference on images of any size: a tiled forward pass.
 
 `tiled_forward` cuts the LR image into `tile` x `tile` cores, gives each `overlap` LR pixels of
 context on every side, runs the generator on batches of these equal-sized windows and keeps only
@@ -21,19 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr_gan.errors import UserError
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → CUDA when available, else CPU; anything else is passed to `torch.device`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"device={name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} but CUDA is not available here: use device=cpu or device=auto")
-    return device
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -31,12 +31,12 @@ from rich.console import Console
 from rich.progress import Progress
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from sr_gan.config import path_arg
+from sr_gan.config import path_arg, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
 from sr_gan.schema import UPSCALE, validate
-from sr_gan.tiling import resolve_device, sr_tiles
+from sr_gan.tiling import sr_tiles
 from sr_gan.weights import load_generator
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
