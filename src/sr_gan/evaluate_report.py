@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from matplotlib.figure import Figure  # no pyplot: no global backend, works without a display
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
-from sr_gan.perception import LPIPS_LABEL, VIF_LABEL, plot_perception_distortion
+from sr_gan.perception import LPIPS_LABEL, VIF_LABEL
 
 # metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
 COLUMNS = {
@@ -142,6 +143,35 @@ def write_reports(
         with atomic_path(out_dir / name) as temporary:
             temporary.write_text(text, encoding="utf-8")
     return [out_dir / name for name in texts]
+
+
+def plot_perception_distortion(
+    points: Sequence[tuple[str, float, float]],
+    *,
+    baseline: tuple[str, float, float] | None = None,
+    score_label: str,
+    title: str,
+    path: Path,
+) -> None:
+    """Save a PNG of PSNR (x) against a perceptual score (y), one labelled point per model.
+
+    `points` are (model name, PSNR in dB, score) in sweep order, joined by a line (e.g. the
+    network-interpolation alphas of ESRGAN Sec. 3.4); `baseline` (bicubic) stands apart in grey.
+    """
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    ax = fig.add_subplot()
+    ax.plot([p[1] for p in points], [p[2] for p in points], "-o", color="tab:blue")
+    if baseline is not None:
+        ax.plot(baseline[1], baseline[2], "s", color="grey")
+    for name, x, y in [*points, *([baseline] if baseline else [])]:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("PSNR on Y (dB, higher = less distortion)")
+    ax.set_ylabel(score_label, fontsize=8)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png")
 
 
 def plot_datasets(rows: Sequence[dict[str, Any]], *, out_dir: Path, scale: int, baseline: str) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Perceptual scores and the perception–distortion plot (Blau & Michaeli, CVPR 2018).
+"""Perceptual scores for the perception–distortion plane (Blau & Michaeli, CVPR 2018).
 
 PSNR rewards the blurry average of plausible textures; GAN generators trade some of it for
 realism (SRGAN Sec. 1, ESRGAN Sec. 3.4 network interpolation). Showing that trade-off needs a
@@ -19,16 +19,13 @@ second axis that follows human judgement:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure  # no pyplot: no global backend, works without a display
 from torchmetrics.functional.image import visual_information_fidelity
 from torchmetrics.image import LearnedPerceptualImagePatchSimilarity
 from torchvision.models import AlexNet_Weights
 
-from sr_gan.atomic import atomic_path
 from sr_gan.metrics import protocol_images
 
 LPIPS_LABEL = "LPIPS (AlexNet, lower = better)"
@@ -65,32 +62,3 @@ def vif_y(sr: torch.Tensor, hr: torch.Tensor, *, crop_border: int) -> torch.Tens
     if min(sr_y.shape[-2:]) < VIF_MIN_SIZE:
         return torch.full((sr.shape[0],), float("nan"), dtype=torch.float64)
     return visual_information_fidelity(sr_y, hr_y, reduction="none")
-
-
-def plot_perception_distortion(
-    points: Sequence[tuple[str, float, float]],
-    *,
-    baseline: tuple[str, float, float] | None = None,
-    score_label: str,
-    title: str,
-    path: Path,
-) -> None:
-    """Save a PNG of PSNR (x) against a perceptual score (y), one labelled point per model.
-
-    `points` are (model name, PSNR in dB, score) in sweep order, joined by a line (e.g. the
-    network-interpolation alphas of ESRGAN Sec. 3.4); `baseline` (bicubic) stands apart in grey.
-    """
-    fig = Figure(figsize=(6, 4.5), dpi=120)
-    ax = fig.add_subplot()
-    ax.plot([p[1] for p in points], [p[2] for p in points], "-o", color="tab:blue")
-    if baseline is not None:
-        ax.plot(baseline[1], baseline[2], "s", color="grey")
-    for name, x, y in [*points, *([baseline] if baseline else [])]:
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("PSNR on Y (dB, higher = less distortion)")
-    ax.set_ylabel(score_label, fontsize=8)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png")
