@@ -27,7 +27,7 @@ class PlainLoop:
         self.g, self.d, self.ema = module.generator, module.discriminator, module.generator_ema
         self.pixel, self.perceptual = module.pixel_loss, module.perceptual_loss
         self.adversarial = module.adversarial_loss
-        self.weights, self.ema_decay = module.weights, module.ema_decay
+        self.loss_weights, self.ema_decay = module.loss_weights, module.ema_decay
         self.ema_from_weights, self.iteration = module.ema_from_weights, 0
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         for network in (self.g, self.ema, self.d):
@@ -53,16 +53,16 @@ class PlainLoop:
         """The weighted terms summed as the module sums them (same order, one stacked sum)."""
         terms = []
         if self.pixel is not None:
-            terms.append(self.weights["pix"] * self.pixel(sr, hr))
+            terms.append(self.loss_weights["pix"] * self.pixel(sr, hr))
         if self.perceptual is not None:
-            terms.append(self.weights["percep"] * self.perceptual(sr, hr))
+            terms.append(self.loss_weights["percep"] * self.perceptual(sr, hr))
         if self.d is not None:
             fake = self.d(sr)
             real = None
             if self.adversarial.needs_real_logits_for_generator:
                 with torch.no_grad():
                     real = self.d(hr)
-            terms.append(self.weights["gan"] * self.adversarial.generator_loss(real, fake))
+            terms.append(self.loss_weights["gan"] * self.adversarial.generator_loss(real, fake))
         return torch.stack(terms).sum()
 
     def step(self, batch: dict[str, Tensor]) -> None:

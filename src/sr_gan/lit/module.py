@@ -113,7 +113,7 @@ class SRGANModule(L.LightningModule):
         self.pixel_loss = pixel_loss
         self.perceptual_loss = perceptual_loss
         self.adversarial_loss = adversarial_loss
-        self.weights = {"pix": pixel_weight, "percep": perceptual_weight, "gan": adversarial_weight}
+        self.loss_weights = {"pix": pixel_weight, "percep": perceptual_weight, "gan": adversarial_weight}
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
         self.scale = scale
@@ -381,16 +381,16 @@ class SRGANModule(L.LightningModule):
         pixel and perceptual against the target `hr`, the GAN term against D's `real` (default `hr`)."""
         terms: dict[str, Tensor] = {}
         if self.pixel_loss is not None:
-            terms["pix"] = self.weights["pix"] * self.pixel_loss(sr, hr)
+            terms["pix"] = self.loss_weights["pix"] * self.pixel_loss(sr, hr)
         if self.perceptual_loss is not None:
-            terms["percep"] = self.weights["percep"] * self.perceptual_loss(sr, hr)
+            terms["percep"] = self.loss_weights["percep"] * self.perceptual_loss(sr, hr)
         if self.discriminator is not None:
             fake_logits = self.discriminator(sr)
             real_logits = None
             if self.adversarial_loss.needs_real_logits_for_generator:
                 with torch.no_grad():
                     real_logits = self.discriminator(hr if real is None else real)
-            terms["gan"] = self.weights["gan"] * self.adversarial_loss.generator_loss(real_logits, fake_logits)
+            terms["gan"] = self.loss_weights["gan"] * self.adversarial_loss.generator_loss(real_logits, fake_logits)
         return terms
 
     def _step_schedulers(self) -> None:
