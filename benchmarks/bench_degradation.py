@@ -134,11 +134,13 @@ def _one_thread_ms(fn, device: torch.device, repeats: int) -> float:  # type: ig
         torch.set_num_threads(threads)
 
 
-def run(device: str, size: str = "auto") -> list[dict]:
-    dev = resolve_device(device)
+def measure(dev: torch.device, *, batch: int = BATCH, hr_size: int = HR_SIZE, feed: tuple[int, int]) -> dict:
+    """Milliseconds of our batched degradation of `batch` x `hr_size` px and of the per-image loader
+    baseline on the same images (both on one thread on a CPU), and of ours at `feed` = (batch, HR
+    side) of the training step it feeds."""
     degradation = build_degradation()
     generator = torch.Generator(dev).manual_seed(0)
-    hr = torch.rand(BATCH, 3, HR_SIZE, HR_SIZE, generator=generator, device=dev)
+    hr = torch.rand(batch, 3, hr_size, hr_size, generator=generator, device=dev)
     images = [image.permute(1, 2, 0).cpu().numpy() for image in hr]  # (H, W, 3) float32 each
     rng = np.random.default_rng(0)
     if dev.type == "cpu":
@@ -146,24 +148,28 @@ def run(device: str, size: str = "auto") -> list[dict]:
     else:
         ours = median_ms(lambda: degradation(hr, generator=generator), dev)
     base = _one_thread_ms(lambda: [numpy_degrade(image, rng) for image in images], torch.device("cpu"), repeats=3)
+    small = torch.rand(feed[0], 3, feed[1], feed[1], generator=generator, device=dev)
+    fed = median_ms(lambda: degradation(small, generator=generator), dev)
+    return {"batch": batch, "hr": hr_size, "ours_ms": ours, "baseline_ms": base, "feed": list(feed), "feed_ms": fed}
 
+
+def run(device: str, size: str = "auto") -> list[dict]:
+    dev = resolve_device(device)
     size = ("paper" if dev.type == "cuda" else "tiny") if size == "auto" else size
     step, stage = bench_train_step.esrgan_step_ms(dev, size)
-    batch, patch = stage.batch, stage.patch
-    small = torch.rand(batch, 3, patch, patch, generator=generator, device=dev)
-    feed = median_ms(lambda: degradation(small, generator=generator), dev)
+    figures = measure(dev, feed=(stage.batch, stage.patch))
     return [
         {
             "name": f"Real-ESRGAN degradation, {BATCH}x{HR_SIZE}px" + (" (1 thread)" if dev.type == "cpu" else ""),
             "device": str(dev),
-            "ours_ms": ours,
-            "baseline_ms": base,
+            "ours_ms": figures["ours_ms"],
+            "baseline_ms": figures["baseline_ms"],
             "baseline": "per image, NumPy/SciPy/Pillow, 1 worker",
         },
         {
-            "name": f"Real-ESRGAN degradation, {batch}x{patch}px, vs the ESRGAN step it feeds ({size})",
+            "name": f"Real-ESRGAN degradation, {stage.batch}x{stage.patch}px, vs the ESRGAN step it feeds ({size})",
             "device": str(dev),
-            "ours_ms": feed,
+            "ours_ms": figures["feed_ms"],
             "baseline_ms": step,
             "baseline": "ESRGAN training step (plain loop)",
         },

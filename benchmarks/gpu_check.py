@@ -16,7 +16,9 @@ fits the time budget (``--budget-s``) is skipped, so a summary always comes out:
 3. data path: crops/s per worker, raw PNG decode vs prepared, and a DataLoader with 8 and 16
    workers, on generated DIV2K-like 2040x1356 PNGs.
 4. upscale: that 2K image x4 (tiled) in fp32 and bf16 in process, with a random-weight RRDBNet
-   exported as safetensors, and in bf16 through ``python -m sr_gan.upscale``.
+   exported as safetensors, and in bf16 through ``python -m sr_gan.upscale``; Real-ESRGAN's
+   degradation of a batch 16 x 256 px on the GPU against the same work per image on one CPU core
+   (``benchmarks.bench_degradation``), and at the ESRGAN step's batch against that step.
 5. train smoke: ``python -m sr_gan.train experiment=esrgan_x4 logger=csv`` for 150
    batches on a miniature DIV2K tree made of those images: it starts, validates, checkpoints; its it/s.
 6. steps with ``torch.compile``: CUDA graphs (mode reduce-overhead) of the RRDBNet stages, profiled,
@@ -49,7 +51,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import bench_data, gpu_report
+from benchmarks import bench_data, bench_degradation, gpu_report
 from benchmarks.host_syncs import SyncRecorder
 from benchmarks.profile_step import StepProfiler, host_summary, host_timers
 from benchmarks.stages import CONFIGS, Config, Stage, build_stage
@@ -77,6 +79,7 @@ class Mode:
     loader_workers: tuple[int, ...]
     data_seconds: float
     tile: int  # upscale tile (LR pixels)
+    degradation: tuple[int, int]  # Real-ESRGAN degradation: (batch, HR side), Real-ESRGAN's is 16 x 256
     cli_precisions: tuple[str, ...]  # upscale precisions also run through the CLI (a process each)
     generator: dict[str, int]  # RRDBNet x4 of the upscale and the smoke run's init_from
     smoke_batches: int
@@ -103,6 +106,7 @@ GPU = Mode(
     loader_workers=(8, 16),
     data_seconds=1.5,
     tile=512,
+    degradation=(bench_degradation.BATCH, bench_degradation.HR_SIZE),
     cli_precisions=("bf16",),  # fp32 in process only: the CLI call is mostly start-up and PNG writing
     generator={"num_features": 64, "num_blocks": 23, "growth_channels": 32},  # ESRGAN's RRDBNet
     smoke_batches=150,
@@ -124,6 +128,7 @@ DRY_RUN = Mode(
     loader_workers=(1, 2),
     data_seconds=0.1,
     tile=32,
+    degradation=(2, 64),
     cli_precisions=("bf16",),
     generator={"num_features": 8, "num_blocks": 1, "growth_channels": 32},
     smoke_batches=4,
@@ -169,7 +174,15 @@ COMPILED = [  # (stage, config) of the compile child, targets' stages first; CUD
     ("srgan", "bf16+cl+compile"),
     ("psnr_srresnet", "bf16+cl+compile"),
 ]
-NEEDS_S = {"step": 10.0, "profile": 8.0, "data": 45.0, "upscale": 45.0, "smoke": 100.0, "compile": 60.0}
+NEEDS_S = {
+    "step": 10.0,
+    "profile": 8.0,
+    "data": 45.0,
+    "upscale": 45.0,
+    "degradation": 20.0,
+    "smoke": 100.0,
+    "compile": 60.0,
+}
 RESERVE_S = 10.0  # kept for the summary at the end
 
 
@@ -244,6 +257,7 @@ class Check:
             "host_syncs": {},
             "data": {},
             "upscale": [],
+            "degradation": {},
             "train_smoke": {},
             "targets": [],
             "items": [],
@@ -422,6 +436,19 @@ class Check:
             raise RuntimeError("python -m sr_gan.upscale failed: " + "; ".join(r["error"] or "" for r in rows))
         return rows
 
+    def degradation(self) -> dict[str, Any]:
+        """Real-ESRGAN's degradation on the device against the per-image loader work (one core), and
+        against the bf16 ESRGAN step it feeds (measured above, ours)."""
+        batch, side = self.mode.degradation
+        stage = self.stage("esrgan")
+        figures = bench_degradation.measure(self.device, batch=batch, hr_size=side, feed=(stage.batch, stage.patch))
+        rate = next(
+            (r["ours_it_s"] for r in self.summary["steps"] if (r["stage"], r["config"]) == ("esrgan", "bf16")), None
+        )
+        figures["step_ms"] = 1e3 / rate if rate else None
+        self.summary["degradation"] = figures
+        return figures
+
     def smoke(self) -> dict[str, Any]:
         """A real training run of experiment=esrgan_x4 on the generated images (see the module docstring)."""
         hr_dir, lr_dir = self.images()
@@ -517,6 +544,7 @@ class Check:
                 self.item(f"host syncs {stage} bf16", NEEDS_S["profile"], lambda s=stage: self.host_syncs(s))
         self.item("data path", NEEDS_S["data"], self.data)
         self.item("upscale", NEEDS_S["upscale"], self.upscale)
+        self.item("degradation", NEEDS_S["degradation"], self.degradation)
         self.item("train smoke", NEEDS_S["smoke"], self.smoke)
         self.item("compiled steps", NEEDS_S["compile"], self.compiled_steps)
         self.write()

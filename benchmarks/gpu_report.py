@@ -86,7 +86,8 @@ def compilation_note(compiled: dict[str, dict[str, int]] | None) -> str:
         return ""
 
     def counts(side: dict[str, int]) -> str:
-        parts = [f"{side.get('graphs', 0)} graphs"]
+        graphs = side.get("graphs", 0)
+        parts = [f"{graphs} graph{'' if graphs == 1 else 's'}"]
         for key, label in (("graph_breaks", "graph breaks"), ("cudagraph_skips", "CUDA-graph skips")):
             if side.get(key):
                 parts.append(f"{side[key]} {label}")
@@ -94,6 +95,23 @@ def compilation_note(compiled: dict[str, dict[str, int]] | None) -> str:
 
     ours, plain = counts(compiled.get("ours", {})), counts(compiled.get("plain", {}))
     return f" ({ours})" if ours == plain else f" ({ours}; plain: {plain})"
+
+
+def degradation_lines(d: dict[str, Any]) -> list[str]:
+    """Ours on the device vs the per-image loader work on one core; ours vs the step it feeds."""
+    batch, feed = f"{d['batch']} x {d['hr']} px", f"{d['feed'][0]} x {d['feed'][1]} px"
+    rows = [
+        [
+            f"batch {batch}",
+            f"{d['ours_ms']:.1f} ms",
+            f"{d['baseline_ms']:.1f} ms (per image, NumPy/SciPy/Pillow, 1 core)",
+        ]
+    ]
+    if d.get("step_ms"):
+        rows.append([f"batch {feed}", f"{d['feed_ms']:.1f} ms", f"{d['step_ms']:.1f} ms (the bf16 ESRGAN step, ours)"])
+    lines = _table(["degradation of", "ours, one batched call", "against"], rows)
+    share = f"; at the step's batch it costs {d['feed_ms'] / d['step_ms']:.1%} of the step" if d.get("step_ms") else ""
+    return [*lines, "", f"ratio {d['baseline_ms'] / d['ours_ms']:.1f}x the loader core{share}."]
 
 
 def _num(value: Any, spec: str = ",.2f") -> str:
@@ -220,6 +238,9 @@ def markdown(summary: dict[str, Any]) -> str:
                 for u in summary["upscale"]
             ],
         )
+    if degradation := summary.get("degradation"):
+        lines += ["", "## Real-ESRGAN degradation (conf/degradation/realesrgan.yaml)", ""]
+        lines += degradation_lines(degradation)
     smoke = summary.get("train_smoke")
     if smoke:
         lines += [

@@ -96,6 +96,14 @@ def test_the_report_names_what_each_side_compiled() -> None:
     assert gpu_report.compilation_note(None) == ""
 
 
+def test_the_degradation_report_states_both_ratios() -> None:
+    figures = {"batch": 16, "hr": 256, "ours_ms": 40.0, "baseline_ms": 900.0, "feed": [16, 128], "feed_ms": 12.0}
+    assert gpu_report.degradation_lines(figures | {"step_ms": 120.0})[-1] == (
+        "ratio 22.5x the loader core; at the step's batch it costs 10.0% of the step."
+    )
+    assert gpu_report.degradation_lines(figures | {"step_ms": None})[-1] == "ratio 22.5x the loader core."
+
+
 def _step(stage: str, config: str, ours: float, batch: int = 16) -> dict:
     return {"stage": stage, "config": config, "ours_it_s": ours, "plain_it_s": ours, "batch": batch, "hr": 128}
 
@@ -143,6 +151,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
         "host_syncs",
         "data",
         "upscale",
+        "degradation",
         "train_smoke",
         "targets",
     }
