@@ -11,7 +11,8 @@ fits the time budget (``--budget-s``) is skipped, so a summary always comes out:
 2. steps at the papers' sizes (ESRGAN, PSNR RRDBNet + L1, SRGAN, PSNR SRResNet + MSE), ours
    (L.Trainer + SRGANModule) against the plain PyTorch loop, in bf16-mixed, fp32 and bf16 with
    channels_last; FLOPs per batch and utilisation; the bf16 ESRGAN and PSNR steps under
-   ``torch.profiler`` (top-10 kernels, GPU busy share) with the host time of our step's extras, and
+   ``torch.profiler`` (top-10 kernels, GPU busy share) with the host time of our step's extras and
+   one batch of the plain loop profiled the same way, and
    the call sites of synchronizing CUDA operations in two of their batches (``benchmarks.host_syncs``).
 3. data path: crops/s per worker, raw PNG decode vs prepared, and a DataLoader with 8 and 16
    workers, on generated DIV2K-like 2040x1356 PNGs.
@@ -55,7 +56,7 @@ from benchmarks import bench_data, bench_degradation, gpu_report
 from benchmarks.host_syncs import SyncRecorder
 from benchmarks.profile_step import StepProfiler, host_summary, host_timers
 from benchmarks.stages import CONFIGS, Config, Stage, build_stage
-from benchmarks.step_timing import Plan, compare, matmul_tflops, ours_rate, step_flops, utilisation
+from benchmarks.step_timing import Plan, compare, matmul_tflops, ours_rate, plain_rate, step_flops, utilisation
 from benchmarks.timing import sync
 from sr_gan.atomic import atomic_path
 
@@ -165,6 +166,7 @@ STEPS = [
     ("psnr_srresnet", "bf16+cl"),
 ]
 PROFILED = ("esrgan", "psnr_rrdb")  # in bf16: the stages of the targets
+PLAIN_PROFILE = ("step_ms", "kernel_ms", "gpu_busy", "launches")  # of the plain loop's profiled batch
 COMPILED = [  # (stage, config) of the compile child, targets' stages first; CUDA graphs for the RRDBNet stages
     ("esrgan", "bf16+cl+graphs"),
     ("esrgan", "bf16+cl+graphs+fused"),  # inductor's disk caches serve its kernels: re-tracing only
@@ -338,14 +340,18 @@ class Check:
         result["utilisation"] = utilisation(self.flops[stage], result["ours_it_s"], peak) if peak else None
 
     def profile(self, stage_name: str, config_name: str = "bf16") -> dict[str, Any]:
-        """One steady-state batch of ours under torch.profiler, and the host time of our step's extras."""
+        """One steady-state batch of ours under torch.profiler, and the host time of our step's extras;
+        then one of the plain loop, profiled the same way (its wall time, GPU busy share, launches)."""
         base = self.mode.plan_for(config_name)
         plan = replace(base, warmup=max(2, base.warmup), max_seconds=1.0)
-        profiler = StepProfiler(self.device)
+        stage, config = self.stage(stage_name), self.config(config_name)
+        profiler, theirs = StepProfiler(self.device), StepProfiler(self.device)
         with host_timers() as calls:
-            ours_rate(self.stage(stage_name), self.config(config_name), self.device, plan, profiler=profiler)
+            ours_rate(stage, config, self.device, plan, profiler=profiler)
+        plain_rate(stage, config, self.device, plan, profiler=theirs)
         batches = len(calls.get("training_step (all of it)", [])) or 1
         summary = profiler.summary() | {"config": config_name, "host_ms_per_batch": host_summary(calls, batches)}
+        summary["plain"] = {k: v for k, v in theirs.summary().items() if k in PLAIN_PROFILE}
         self.summary["profiles"][_key(stage_name, config_name)] = summary
         return summary
 

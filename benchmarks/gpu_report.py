@@ -114,6 +114,15 @@ def degradation_lines(d: dict[str, Any]) -> list[str]:
     return [*lines, "", f"ratio {d['baseline_ms'] / d['ours_ms']:.1f}x the loader core{share}."]
 
 
+def plain_profile_lines(plain: dict[str, Any] | None) -> list[str]:
+    """The plain loop's batch profiled the same way: if it keeps the GPU busier, ours waits on the host."""
+    if not plain:
+        return []
+    busy = "" if plain.get("gpu_busy") is None else f"; GPU busy {plain['gpu_busy']:.0%}"
+    launches = "" if plain.get("launches") is None else f"; {plain['launches']} kernels"
+    return ["", f"The plain loop's batch, profiled the same way: {plain['step_ms']:.1f} ms{busy}{launches}."]
+
+
 def _num(value: Any, spec: str = ",.2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -180,6 +189,7 @@ def markdown(summary: dict[str, Any]) -> str:
             f"## What bounds the {stage} step ({p.get('config')}, one batch of ours under torch.profiler)",
             "",
             f"{p.get('step_ms', 0):.1f} ms; {busy}{launches}{p.get('bound', '')}.",
+            *plain_profile_lines(p.get("plain")),
             "",
         ]
         lines += _table(

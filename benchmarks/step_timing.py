@@ -90,29 +90,37 @@ class Window:
         return self.batches / self.seconds
 
 
-def profiled_batches(profiler: Any) -> int:
-    """Batches a profiler records: its ``batches`` attribute (`benchmarks.host_syncs`), else one."""
-    return getattr(profiler, "batches", 1)
+@dataclass
+class Span:
+    """The batches a `profiler` (start/stop; ``batches`` batches, default one) records: the last
+    ones of the warm-up, so that the window's timing leaves them out."""
+
+    profiler: Any
+    warmup: int
+
+    def before(self, index: int) -> None:
+        if self.profiler is not None and index == self.warmup - getattr(self.profiler, "batches", 1):
+            self.profiler.start()
+
+    def after(self, index: int) -> None:
+        if self.profiler is not None and index == self.warmup - 1:
+            self.profiler.stop()
 
 
 class _WindowCallback(L.Callback):
-    """Drives a `Window` from the trainer's batch hooks; starts `profiler` before batch `profile_batch`
-    and stops it after its ``batches`` batches (default 1)."""
+    """Drives a `Window` and a profiling `Span` from the trainer's batch hooks."""
 
-    def __init__(self, window: Window, profile_batch: int | None = None, profiler: Any = None) -> None:
-        self.window, self.profile_batch, self.profiler = window, profile_batch, profiler
-        self.last_profiled = None if profile_batch is None else profile_batch + profiled_batches(profiler) - 1
+    def __init__(self, window: Window, span: Span) -> None:
+        self.window, self.span = window, span
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         index = args[-1]  # (module, batch, batch_idx)
-        if index == self.profile_batch:
-            self.profiler.start()
+        self.span.before(index)
         self.window.begin(index)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         index = args[-1]  # (module, outputs, batch, batch_idx)
-        if index == self.last_profiled:
-            self.profiler.stop()
+        self.span.after(index)
         if self.window.end(index):
             trainer.should_stop = True
 
@@ -157,7 +165,6 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
     records the last warm-up batch(es)."""
     fresh_compilation(config)
     window = Window(device, plan)
-    profile_batch = plan.warmup - profiled_batches(profiler) if profiler is not None else None
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
@@ -171,7 +178,7 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         benchmark=device.type == "cuda",  # conf/trainer/default.yaml: benchmark true
-        callbacks=[_WindowCallback(window, profile_batch, profiler)],
+        callbacks=[_WindowCallback(window, Span(profiler, plan.warmup))],
     )
     loader = DataLoader(stage.batches(plan.warmup + plan.max_batches, device), batch_size=None)
     with quiet_lightning():
@@ -180,16 +187,19 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
     return window.rate
 
 
-def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan) -> float:
-    """Batches/s of `PlainLoop.step` over the same batches."""
+def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
+    """Batches/s of `PlainLoop.step` over the same batches; `profiler` as in `ours_rate`."""
     fresh_compilation(config)
     torch.backends.cudnn.benchmark = device.type == "cuda"
+    span = Span(profiler, plan.warmup)
     with quiet_lightning():
         loop = PlainLoop(stage.module(config), config, device)
         window = Window(device, plan)
         for index, batch in enumerate(stage.batches(plan.warmup + plan.max_batches, device)):
+            span.before(index)
             window.begin(index)
             loop.step(batch)
+            span.after(index)
             if window.end(index):
                 break
     del loop

@@ -18,7 +18,7 @@ from benchmarks.gpu_check import COMPILED, STEPS
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.profile_step import HOST_METHODS
 from benchmarks.stages import CONFIGS, STAGES, build_stage
-from benchmarks.step_timing import Plan, Window, compare, compilation_counts, ours_rate, plain_rate
+from benchmarks.step_timing import Plan, Span, Window, compare, compilation_counts, ours_rate, plain_rate
 from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,36 @@ def test_the_plain_loop_does_the_math_of_our_step(stage_name: str, one_thread: N
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
     first = stage.module(CONFIGS["fp32"]).generator.state_dict()
     assert any(not torch.equal(first[k], v) for k, v in ours.generator.state_dict().items())  # it trained
+
+
+class _Recording:
+    """A profiler that notes the batches it was started and stopped around."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches, self.events, self.index = batches, [], -1
+
+    def start(self) -> None:
+        self.events.append(("start", self.index))
+
+    def stop(self) -> None:
+        self.events.append(("stop", self.index))
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_both_sides_profile_the_last_warm_up_batches(batches: int, one_thread: None) -> None:
+    """The profiled batches end the warm-up on both sides: outside the timed window, same batches."""
+    stage, plan = build_stage("psnr_srresnet", "dry"), Plan(warmup=3, max_batches=1, max_seconds=60.0)
+    recording = _Recording(batches)
+    span = Span(recording, plan.warmup)
+    for index in range(5):
+        recording.index = index
+        span.before(index)
+        span.after(index)
+    assert recording.events == [("start", 3 - batches), ("stop", 2)]
+    for measure in (plain_rate, ours_rate):  # both drive a Span: started and stopped once
+        seen = _Recording(batches)
+        measure(stage, CONFIGS["fp32"], torch.device("cpu"), plan, profiler=seen)
+        assert [kind for kind, _ in seen.events] == ["start", "stop"]
 
 
 def test_the_window_leaves_the_warm_up_out_and_stops_at_its_cap() -> None:
@@ -166,6 +196,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
         if "+c" in step["config"].replace("+cl", ""):  # compiled rungs: each side compiled (dynamo, eager backend)
             assert step["compiled"]["ours"]["graphs"] > 0 and step["compiled"]["plain"]["graphs"] > 0
     for stage in ("esrgan", "psnr_rrdb", "esrgan bf16+cl+graphs", "psnr_rrdb bf16+cl+graphs"):
+        assert summary["profiles"][stage]["plain"]["step_ms"] > 0  # the plain loop profiled beside ours
         config = stage.partition(" ")[2] or "bf16"
         assert summary["host_syncs"][stage] == {
             "batches": 2,
