@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmarks.host_syncs import call_site
 from sr_gan import train as train_cli
 from sr_gan.lit import SRGANModule
 from tests.test_train import _fit
@@ -32,13 +33,8 @@ class CountHostReads(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         if func is torch.ops.aten._local_scalar_dense.default and id(args[0]) not in self.allowed:
-            self.reads.append((tuple(args[0].shape), _call_site()))
+            self.reads.append((tuple(args[0].shape), call_site(traceback.extract_stack()[:-1], depth=1)))
         return func(*args, **(kwargs or {}))
-
-
-def _call_site() -> str:
-    frame = next(f for f in reversed(traceback.extract_stack()[:-2]) if "/torch/" not in f.filename)
-    return f"{frame.filename.rsplit('/', 2)[-1]}:{frame.lineno} {frame.name}"
 
 
 def _optimizer_counters(trainer: L.Trainer) -> set[int]:
@@ -86,7 +82,7 @@ class LoopReads(L.Callback):
 
 # Reads on the CPU side of the data path, before the batch reaches the device: a dataset's patch
 # corners (in the main process with data.num_workers=0) and the degradation seed.
-CPU_SIDE = {("datasets.py", "__getitem__"), ("datamodule.py", "on_before_batch_transfer")}
+CPU_SIDE = {("sr_gan/data/datasets.py", "__getitem__"), ("sr_gan/data/datamodule.py", "on_before_batch_transfer")}
 
 
 def _on_the_device_side(site: str) -> bool:
