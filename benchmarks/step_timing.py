@@ -216,7 +216,8 @@ def compare(stage: Stage, config: Config, device: torch.device, plan: Plan, *, r
     for _ in range(rounds):
         for side, measure in (("plain", plain_rate), ("ours", ours_rate)):
             rates[side].append(measure(stage, config, device, plan))
-            compiled[side] = compilation_counts()
+            if config.compile:
+                compiled[side] = compilation_counts()
     ours, plain = rates["ours"], rates["plain"]
     return {
         "stage": stage.name,
@@ -229,7 +230,7 @@ def compare(stage: Stage, config: Config, device: torch.device, plan: Plan, *, r
         "ratio": max(ours) / max(plain),  # > 1: ours faster
         "ours_rounds": ours,
         "plain_rounds": plain,
-    } | ({"compiled": compiled} if config.compile else {})
+    } | ({"compiled": compiled} if compiled else {})
 
 
 def step_flops(stage: Stage, device: torch.device) -> int:
