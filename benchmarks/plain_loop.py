@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.stages import Config
-from sr_gan.lit import SRGANModule, ema_decay_at, update_ema
+from sr_gan.lit import EMAUpdater, SRGANModule, ema_decay_at
 from sr_gan.lit.module import CUDA_GRAPH_MODES
 
 
@@ -33,6 +33,7 @@ class PlainLoop:
         for network in (self.g, self.ema, self.d):
             if network is not None:
                 network.to(memory_format=self.memory_format)
+        self.ema_update = EMAUpdater(self.ema, self.g) if self.ema is not None else None
         self.graphs = module.compile_mode in CUDA_GRAPH_MODES
         if config.compile:
             torch._dynamo.config.suppress_errors = True  # as SRGANModule.configure_model: eager if it fails
@@ -78,9 +79,8 @@ class PlainLoop:
             self.opt_g.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_g.step()
-            if self.ema is not None:
-                decay = ema_decay_at(self.ema_decay, self.iteration, from_weights=self.ema_from_weights)
-                update_ema(self.ema, self.g, decay=decay)
+            if self.ema_update is not None:
+                self.ema_update(ema_decay_at(self.ema_decay, self.iteration, from_weights=self.ema_from_weights))
             if self.d is not None:
                 self.d.requires_grad_(True)
                 l_real, l_fake = self.adversarial.discriminator_loss(self.d(hr), self.d(sr.detach()))

@@ -82,10 +82,10 @@ def test_step_if_finite(fused: bool) -> None:
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused)
     net(torch.ones(1, 3)).sum().backward()
     start = [p.detach().clone() for p in net.parameters()]
-    step_if_finite(optimizer, optimizer.step, torch.tensor(False), on_device=fused)
+    step_if_finite(optimizer, optimizer.step, torch.tensor(float("nan")), on_device=fused)
     unchanged = all(torch.equal(a, p) for a, p in zip(start, net.parameters()))
     assert unchanged == fused and not hasattr(optimizer, "found_inf")
-    step_if_finite(optimizer, optimizer.step, torch.tensor(True), on_device=fused)
+    step_if_finite(optimizer, optimizer.step, torch.tensor(2.0), on_device=fused)
     assert all(not torch.equal(a, p) for a, p in zip(start, net.parameters()))
 
 
@@ -98,8 +98,9 @@ def test_gradient_clipping_bounds_each_players_step(make_cfg) -> None:
     norms = []
 
     class Spy(SRGANModule):
-        def _step(self, optimizer, network, player):  # noqa: ANN001, ANN202
-            norm = super()._step(optimizer, network, player)
+        def _step(self, optimizer, player):  # noqa: ANN001, ANN202
+            norm = super()._step(optimizer, player)
+            network = self.generator if player == "g" else self.discriminator
             clipped = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in network.parameters()]))
             norms.append((player, float(norm), float(clipped)))
             return norm

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sr_gan.data import read_image
-from sr_gan.lit import SRGANModule, make_ema, update_ema
+from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
 from sr_gan.metrics import psnr
 from sr_gan.ops import imresize
 from sr_gan.train import build_module, train
@@ -235,7 +235,7 @@ def test_generator_ema_arithmetic() -> None:
         for p in net.parameters():
             p.add_(1.0)
         net[1].running_mean.fill_(3.0)
-    update_ema(ema, net, decay=0.9)
+    EMAUpdater(ema, net)(0.9)
     for e, s, p in zip(ema.parameters(), start, net.parameters()):
         torch.testing.assert_close(e, 0.9 * s + 0.1 * p)
     assert torch.equal(ema[1].running_mean, net[1].running_mean)  # buffers copied, not averaged

@@ -17,19 +17,30 @@ def make_ema(generator: nn.Module) -> nn.Module:
     return copy.deepcopy(generator).requires_grad_(False).eval()
 
 
-@torch.no_grad()
-def update_ema(ema: nn.Module, generator: nn.Module, *, decay: float) -> None:
-    """``theta_ema <- decay * theta_ema + (1 - decay) * theta``: one fused lerp, no host sync.
+class EMAUpdater:
+    """``theta_ema <- decay * theta_ema + (1 - decay) * theta`` for one (EMA, generator) pair: one
+    fused lerp, no host sync.
 
-    Buffers (BatchNorm running statistics) are *copied* from the live generator, not averaged: an
-    average of running statistics is not the statistics of the averaged network, and BasicSR's
-    habit of leaving them at their initial values breaks SRResNet's BN. Only G is averaged
-    (Lightning's weight-averaging callback would average the discriminator too).
+    The two networks' tensors are listed once, here: walking RRDBNet's 702 parameters three times
+    a batch (both networks, their buffers) took 1.9 ms of host time on a CPU core. Build it after
+    the networks have moved (device, memory format): moving keeps the parameter objects, so the
+    lists stay valid. Buffers (BatchNorm running statistics) are *copied* from the live generator,
+    not averaged: an average of running statistics is not the statistics of the averaged network,
+    and BasicSR's habit of leaving them at their initial values breaks SRResNet's BN. Only G is
+    averaged (Lightning's weight-averaging callback would average the discriminator too).
     """
-    params = [p.detach() for p in generator.parameters()]
-    torch._foreach_lerp_(list(ema.parameters()), params, 1.0 - decay)
-    for ema_buffer, buffer in zip(ema.buffers(), generator.buffers(), strict=True):
-        ema_buffer.copy_(buffer)
+
+    def __init__(self, ema: nn.Module, generator: nn.Module) -> None:
+        self.averaged, self.live = list(ema.parameters()), list(generator.parameters())
+        self.averaged_buffers, self.live_buffers = list(ema.buffers()), list(generator.buffers())
+        if len(self.averaged) != len(self.live) or len(self.averaged_buffers) != len(self.live_buffers):
+            raise ValueError("the EMA copy and the generator differ in structure")
+
+    @torch.no_grad()
+    def __call__(self, decay: float) -> None:
+        torch._foreach_lerp_(self.averaged, self.live, 1.0 - decay)
+        if self.live_buffers:
+            torch._foreach_copy_(self.averaged_buffers, self.live_buffers)
 
 
 def ema_decay_at(decay: float, iteration: int, *, from_weights: bool) -> float:

@@ -33,13 +33,14 @@ def can_skip_on_device(optimizer: Optimizer) -> bool:
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"))
 
 
-def step_if_finite(optimizer: Optimizer, step: Callable[[], object], finite: Tensor, *, on_device: bool) -> None:
+def step_if_finite(optimizer: Optimizer, step: Callable[[], object], norm: Tensor, *, on_device: bool) -> None:
     """Run ``step()`` (the optimizer's step); with ``on_device`` (an optimizer for which
-    `can_skip_on_device`), the fused kernels skip it on the device when ``finite`` is False."""
+    `can_skip_on_device`), the fused kernels skip it on the device when ``norm`` (of the
+    gradients) is not finite."""
     if not on_device:
         step()
         return
-    optimizer.found_inf = (~finite).float()  # read by the fused kernels, as GradScaler sets it
+    optimizer.found_inf = (~norm.isfinite()).float()  # read by the fused kernels, as GradScaler sets it
     try:
         step()
     finally:
