@@ -391,12 +391,16 @@ def test_discriminator_warm_up_leaves_g_and_its_ema_untouched(tmp_path: Path) ->
 
 # ---------------------------------------------------------------------------- EMA and validation
 @pytest.mark.parametrize(
-    ("from_weights", "decay"),
-    [(True, 0.75), (False, 0.1)],  # random start: the decay ramps up as (1 + t) / (10 + t), t = 0 here
-    ids=["init_from", "random-init"],
+    ("from_weights", "decay", "channels_last"),
+    # random start: the decay ramps up as (1 + t) / (10 + t), t = 0 here; channels_last moves the
+    # weights to new memory when the fit starts: the EMA must follow G's tensors as they are then
+    [(True, 0.75, False), (False, 0.1, False), (True, 0.75, True)],
+    ids=["init_from", "random-init", "channels-last"],
 )
-def test_ema_follows_a_g_step_with_its_decay(from_weights: bool, decay: float, tmp_path: Path) -> None:
-    module, _, _ = make_module(ema_decay=0.75)
+def test_ema_follows_a_g_step_with_its_decay(
+    from_weights: bool, decay: float, channels_last: bool, tmp_path: Path
+) -> None:
+    module, _, _ = make_module(ema_decay=0.75, channels_last=channels_last)
     if from_weights:  # a PSNR-stage G: the EMA starts from trained weights and keeps the constant decay
         module.init_generator_from(tiny_generator(seed=7).state_dict())
     start = params(module.generator)
