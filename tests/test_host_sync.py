@@ -91,7 +91,7 @@ def _on_the_device_side(site: str) -> bool:
 
 
 def test_the_whole_batch_loop_reads_back_only_on_the_logging_interval(make_cfg, monkeypatch) -> None:
-    """A real run (progress bar, CSV logger, checkpoint, RNG and pre-emption callbacks; the ESRGAN
+    """A real run (progress bar, CSV logger, checkpoint, speed, RNG and pre-emption callbacks; the ESRGAN
     objective with EMA): between logging intervals nothing waits for the device; on the interval,
     Lightning's logging and the non-finite check read the logged values."""
     probe = LoopReads(first=2, stop=10)

@@ -1,9 +1,11 @@
-"""Training callbacks: a batch budget and its progress bar, RNG states in checkpoints, a checkpoint on pre-emption."""
+"""Training callbacks: a batch budget and its progress bar, the speed on the logging interval, RNG
+states in checkpoints, a checkpoint on pre-emption."""
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,47 @@ class BudgetProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"{'Training':{len(self.validation_description)}}"
+
+
+class SpeedMonitor(L.Callback):
+    """Logs ``time/batches_per_s`` and ``time/data_share`` on the logging interval: BasicSR's
+    ``time`` / ``data_time``. A batch's cycle runs from the end of the batch before it to its own
+    end; the share is the part before the batch starts (waiting for the loader, the host-to-device
+    copy, the launch of the on-device degradation). A batch that follows a validation (and its
+    checkpoints) or starts the fit has no measured cycle and is left out.
+
+    Host clocks only, no device sync (Lightning's ``ThroughputMonitor`` synchronises CUDA after
+    every batch): on a GPU the host runs ahead of the device by at most its queue, so over an
+    interval of many batches the rate is the device's. Under DDP each rank measures itself; the
+    loggers write rank 0's.
+    """
+
+    def __init__(self) -> None:
+        self._last: float | None = None  # the end of the batch before; None after a pause
+        self._before: float | None = None  # this batch's wait before its start, if measured
+        self._start = 0.0
+        self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._start = time.perf_counter()
+        self._before = None if self._last is None else self._start - self._last
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._last = time.perf_counter()
+        if self._before is not None:
+            self._batches += 1
+            self._cycles += self._before + self._last - self._start
+            self._waiting += self._before
+        # `completed` follows this hook: the batch just done is number completed + 1, as the module logs
+        if (trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1) % trainer.log_every_n_steps:
+            return
+        if self._batches:
+            rate, share = self._batches / self._cycles, self._waiting / self._cycles
+            pl_module.log_dict({"time/batches_per_s": rate, "time/data_share": share}, on_step=True, batch_size=1)
+        self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._last = None
 
 
 class RNGState(L.Callback):

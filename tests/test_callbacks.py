@@ -1,0 +1,92 @@
+"""Training callbacks that are not about budgets or checkpoints (those: test_train.py, test_checkpoints.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger
+from torch.utils.data import DataLoader, Dataset
+
+from sr_gan.callbacks import SpeedMonitor
+
+
+class _Slow(Dataset):
+    """`length` items, each taking `delay` seconds to load."""
+
+    def __init__(self, length: int, delay: float) -> None:
+        self.length, self.delay = length, delay
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        time.sleep(self.delay)
+        return torch.ones(4)
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self, train_delay: float, val_delay: float) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.train_delay, self.val_delay = train_delay, val_delay
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self.layer(batch).square().mean()
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.layer(batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Slow(8, self.train_delay), batch_size=1)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Slow(1, self.val_delay), batch_size=1)
+
+
+class _Recorder(Logger):
+    name, version = "recorder", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def _speeds(tmp_path: Path, *, train_delay: float, val_delay: float) -> list[tuple[int, float, float]]:
+    """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches, every 4th,
+    with one validation after batch 6 (inside the second interval)."""
+    recorder = _Recorder()
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=recorder, callbacks=[SpeedMonitor()], log_every_n_steps=4,
+        val_check_interval=6, num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(_Tiny(train_delay, val_delay))
+    logged = [(step, m) for step, m in recorder.rows if "time/data_share" in m]
+    return [(step, m["time/batches_per_s"], m["time/data_share"]) for step, m in logged]
+
+
+def test_speed_monitor_shows_a_slow_loader_as_data_time(tmp_path: Path) -> None:
+    """Loading takes 0.2 s a batch against a step of milliseconds: at most 5 batches/s, and most of
+    the time is between batches."""
+    speeds = _speeds(tmp_path, train_delay=0.2, val_delay=0.0)
+    assert [step for step, _, _ in speeds] == [3, 7]  # Lightning's logging steps (log_every_n_steps=4)
+    for _, rate, data_share in speeds:
+        assert rate <= 5.0 and data_share > 0.5
+
+
+def test_speed_monitor_leaves_validation_out(tmp_path: Path) -> None:
+    """A validation of 1 s inside the second interval: counted, 4 batches could not exceed 4/s."""
+    (_, first, _), (_, second, _) = _speeds(tmp_path, train_delay=0.0, val_delay=1.0)
+    assert second > 4.0 and first > 4.0
