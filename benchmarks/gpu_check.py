@@ -21,7 +21,8 @@ summary always comes out:
    graphs, graph breaks, functions CUDA graphs skipped.
 4. train smoke: ``python -m sr_gan.train experiment=esrgan_x4 logger=csv`` for 150 batches on a
    miniature DIV2K tree of generated DIV2K-like 2040x1356 PNGs: it starts, validates, checkpoints;
-   its it/s.
+   its it/s (device-synchronised), beside what the run logged itself without syncs
+   (``time/batches_per_s``, ``time/data_share``).
 5. upscale: one of those 2K images x4 (tiled) in fp32 and bf16 in process, with a random-weight
    RRDBNet exported as safetensors, and in bf16 through ``python -m sr_gan.upscale``; Real-ESRGAN's
    degradation of a batch 16 x 256 px on the GPU against the same work per image on one CPU core
@@ -38,11 +39,13 @@ Then the targets of issue 8 are checked: ESRGAN >= 20 it/s (batch 16, HR 128, bf
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,7 +120,7 @@ GPU = Mode(
     generator={"num_features": 64, "num_blocks": 23, "growth_channels": 32},  # ESRGAN's RRDBNet
     smoke_batches=150,
     smoke_val_every=75,
-    smoke_overrides=("trainer.precision=bf16-mixed", "data.num_workers=8"),
+    smoke_overrides=("trainer.precision=bf16-mixed", "data.num_workers=8", "trainer.log_every_n_steps=25"),
     peak_n=8192,
     cpu_threads=None,
 )
@@ -146,6 +149,7 @@ DRY_RUN = Mode(
         "discriminator.num_features=8",
         "data.patch_size=32",
         "data.batch_size=2",
+        "trainer.log_every_n_steps=1",
         "data.num_workers=0",
         "data.val_crop=64",
         "trainer.accelerator=cpu",
@@ -495,7 +499,7 @@ class Check:
         seconds = time.perf_counter() - began
         checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
         metrics = run_dir / "csv" / "metrics.csv"
-        validations = _validations(metrics)
+        logged = _logged(metrics)
         speed = json.loads(clock.read_text()) if clock.is_file() else {}
         result = {
             "command": "python -m sr_gan.train " + " ".join(args),
@@ -503,9 +507,9 @@ class Check:
             "seconds": seconds,
             "batches": self.mode.smoke_batches,
             "it_s": speed.get("it_s"),
-            "validations": validations,
+            **logged,
             "checkpoints": checkpoints,
-            "ok": done.returncode == 0 and validations > 0 and {"best.ckpt", "last.ckpt"} <= set(checkpoints),
+            "ok": done.returncode == 0 and logged["validations"] > 0 and {"best.ckpt", "last.ckpt"} <= set(checkpoints),
             "log_tail": (done.stdout + done.stderr).strip().splitlines()[-15:],
         }
         self.summary["train_smoke"] = result
@@ -571,14 +575,20 @@ def _key(stage: str, config: str) -> str:
     return stage if config == "bf16" else f"{stage} {config}"
 
 
-def _validations(metrics: Path) -> int:
-    """Rows of a Lightning metrics.csv holding a val/psnr value."""
-    if not metrics.is_file():
-        return 0
-    import csv
+def _logged(metrics: Path) -> dict[str, Any]:
+    """From a Lightning metrics.csv: the validations (rows holding val/psnr) and the medians of the
+    speed the run logged itself (`sr_gan.callbacks.SpeedMonitor`), its first interval (start-up) left out."""
+    rows = list(csv.DictReader(metrics.open(newline=""))) if metrics.is_file() else []
+    speed = [row for row in rows if row.get("time/batches_per_s")][1:]
 
-    with metrics.open(newline="") as file:
-        return sum(1 for row in csv.DictReader(file) if row.get("val/psnr"))
+    def median(key: str) -> float | None:
+        return statistics.median(float(row[key]) for row in speed) if speed else None
+
+    return {
+        "validations": sum(1 for row in rows if row.get("val/psnr")),
+        "logged_it_s": median("time/batches_per_s"),
+        "data_share": median("time/data_share"),
+    }
 
 
 def child_steps(mode: Mode, steps: str, listing: Path) -> None:

@@ -260,7 +260,9 @@ def markdown(summary: dict[str, Any]) -> str:
             f"`{smoke['command']}`",
             "",
             f"{'OK' if smoke['ok'] else '**FAILED**'}: exit {smoke['returncode']}, {smoke['batches']} batches in "
-            f"{smoke['seconds']:.0f} s wall, {_num(smoke.get('it_s'))} it/s while training, "
+            f"{smoke['seconds']:.0f} s wall, {_num(smoke.get('it_s'))} it/s while training (the run's own "
+            f"time/batches_per_s: {_num(smoke.get('logged_it_s'))}, "
+            f"time/data_share: {_num(smoke.get('data_share'), '.1%')}), "
             f"{smoke['validations']} validation(s), checkpoints {', '.join(smoke['checkpoints']) or 'none'}.",
         ]
         if not smoke["ok"]:

@@ -223,6 +223,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     assert [u["precision"] for u in summary["upscale"]] == ["fp32", "bf16"] and all(u["ok"] for u in summary["upscale"])
     smoke = summary["train_smoke"]
     assert smoke["ok"] and smoke["validations"] >= 1 and smoke["it_s"] > 0
+    assert smoke["logged_it_s"] > 0 and 0 <= smoke["data_share"] < 1  # the run's own time/* (SpeedMonitor)
     assert {"best.ckpt", "last.ckpt"} <= set(smoke["checkpoints"])
     text = (out / gpu_report.MARKDOWN_NAME).read_text()
     assert "**Dry run**" in text and all(stage in text for stage in STAGES)
