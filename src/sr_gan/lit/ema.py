@@ -22,9 +22,10 @@ class EMAUpdater:
     fused lerp, no host sync.
 
     The two networks' tensors are listed once, here: walking RRDBNet's 702 parameters three times
-    a batch (both networks, their buffers) took 1.9 ms of host time on a CPU core. Build it after
-    the networks have moved (device, memory format): moving keeps the parameter objects, so the
-    lists stay valid. Buffers (BatchNorm running statistics) are *copied* from the live generator,
+    a batch (both networks, their buffers) took 1.9 ms of host time on a CPU core. Build it once
+    the networks are on their device and in their memory format: torch moves a parameter's data
+    into the same object, but with ``torch.__future__.set_overwrite_module_params_on_conversion``
+    the lists would keep the tensors left behind. Buffers (BatchNorm running statistics) are *copied* from the live generator,
     not averaged: an average of running statistics is not the statistics of the averaged network,
     and BasicSR's habit of leaving them at their initial values breaks SRResNet's BN. Only G is
     averaged (Lightning's weight-averaging callback would average the discriminator too).
