@@ -81,6 +81,11 @@ def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generat
     [
         (["out=gen.safetensors"], "'ckpt' is not set: add ckpt="),
         (["ckpt=last.ckpt", "out=gen.pth"], "out=gen.pth must end in .safetensors"),
+        (["ckpt=last.ckpt", "out=last.ckpt/gen.safetensors"], "out=last.ckpt/gen.safetensors: cannot write in"),
+        (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=last.ckpt/g.onnx"], "onnx=last.ckpt/g.onnx: cannot write"),
+        (["ckpt=last.ckpt", "out=gen.safetensors", "ema=abc"], "ema=abc is not allowed: ema must be true or false"),
+        # checked before the safetensors file is written, not after
+        (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=g.onnx", "onnx_opset=3"], "onnx_opset must be an integer"),
     ],
 )
 def test_cli_bad_key_is_one_line_and_exit_2(tmp_path: Path, ckpt: Path, overrides: list[str], message: str) -> None:
@@ -88,3 +93,12 @@ def test_cli_bad_key_is_one_line_and_exit_2(tmp_path: Path, ckpt: Path, override
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_folder_as_output(tmp_path: Path, ckpt: Path) -> None:
+    (tmp_path / "gen.safetensors").mkdir()
+    proc = run_module("sr_gan.export", "ckpt=last.ckpt", "out=gen.safetensors", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: out=gen.safetensors is a folder: pass a file name, e.g. out=generator.safetensors"
+    )

@@ -86,9 +86,18 @@ def test_cli_writes_the_interpolated_generator(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_bad_alpha_is_one_line_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("alpha=strong", "alpha=strong is not allowed: alpha must be a number >= 0 and <= 1"),
+        ("ema=maybe", "ema=maybe is not allowed: ema must be true or false"),
+        ("out=psnr.safetensors/mix.safetensors", "out=psnr.safetensors/mix.safetensors: cannot write in psnr."),
+    ],
+)
+def test_cli_bad_value_is_one_line_and_exit_2(tmp_path: Path, override: str, message: str) -> None:
     write_generator(tmp_path / "psnr.safetensors", 0)
-    overrides = ["psnr=psnr.safetensors", "gan=psnr.safetensors", "alpha=strong", "out=mix.safetensors"]
+    overrides = ["psnr=psnr.safetensors", "gan=psnr.safetensors", "alpha=0.5", "out=mix.safetensors", override]
     proc = run_module("sr_gan.interpolate", *overrides, cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: alpha='strong' is not a number: pass e.g. alpha=0.8"
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(f"error: {message}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["psnr.safetensors"]

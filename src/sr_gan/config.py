@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,11 @@ def check_train_config(cfg: DictConfig) -> None:
             )
 
 
-def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "") -> Path:
-    """``cfg[key]`` as a Path, checked: set, with the given suffix, and existing if ``must_exist``."""
+def path_arg(
+    cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "", output: bool = False
+) -> Path:
+    """``cfg[key]`` as a Path, checked: set, with the given suffix, existing if ``must_exist``, and
+    for an ``output`` not a folder and in a folder that can be made and written to (made here)."""
     if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
         raise UserError(f"'{key}' is not set: add {key}={example}")
     path = Path(str(cfg[key]))
@@ -122,7 +126,33 @@ def path_arg(cfg: DictConfig, key: str, *, example: str, must_exist: bool = Fals
         raise UserError(f"{key}={path} must end in {suffix}: e.g. {key}={example}")
     if must_exist and not path.is_file():
         raise UserError(f"{key}={path}: no such file; pass an existing file, e.g. {key}={example}")
+    if output:
+        if path.is_dir():
+            raise UserError(f"{key}={path} is a folder: pass a file name, e.g. {key}={example}")
+        try:
+            _probe_folder(path.parent)
+        except OSError as err:
+            raise UserError(
+                f"{key}={path}: cannot write in {path.parent} ({err.strerror or err}): pass a path you can write to"
+            ) from None
     return path
+
+
+def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
+    """Fail in one line, before any work, when `out_dir` cannot be made or written to."""
+    try:
+        _probe_folder(out_dir)
+    except OSError as err:
+        raise UserError(
+            f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
+        ) from None
+
+
+def _probe_folder(folder: Path) -> None:
+    """Make `folder` (and its parents) and create a file in it; OSError if either fails."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> None:

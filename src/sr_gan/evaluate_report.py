@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from sr_gan.atomic import atomic_path
-from sr_gan.errors import UserError
+from sr_gan.config import check_writable  # noqa: F401  (compare.py: reports.check_writable)
 from sr_gan.perception import LPIPS_LABEL, VIF_LABEL
 
 # metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
@@ -101,18 +100,6 @@ def rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, cap
 
 
 # --- files, plots, W&B ----------------------------------------------------------------------------
-
-
-def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
-    """Fail in one line, before any work, when `out_dir` cannot be made or written to."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as err:
-        raise UserError(
-            f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
-        ) from None
 
 
 def _strict_json(value: Any) -> Any:

@@ -19,6 +19,7 @@ from torch import nn
 from sr_gan.atomic import atomic_path
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.schema import EXPORT, validate
 from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
 
 # (batch, height, width) of the ONNX check inputs: two sizes, both multiples of 4 so that the
@@ -80,9 +81,10 @@ def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    validate(cfg, EXPORT)
     ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True)
-    out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors")
-    onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx") if cfg.onnx else None
+    out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors", output=True)
+    onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx", output=True) if cfg.onnx else None
     if onnx:
         refuse_overwrite(onnx, ckpt, out, key="onnx")
     generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.schema import INTERPOLATE, validate
 from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
 
 StateDict = dict[str, torch.Tensor]
@@ -78,11 +79,10 @@ def interpolate_files(
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="interpolate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    validate(cfg, INTERPOLATE)
     psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True)
     gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True)
-    out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors")
-    if isinstance(cfg.alpha, bool) or not isinstance(cfg.alpha, int | float):
-        raise UserError(f"alpha={cfg.alpha!r} is not a number: pass e.g. alpha=0.8")
+    out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors", output=True)
     info = interpolate_files(psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema)
     print(f"wrote {out}: {info['config']['_target_']} x{info['scale']}, alpha={cfg.alpha}")
 

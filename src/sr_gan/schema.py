@@ -137,6 +137,19 @@ EVALUATE: Mapping[str, Rule] = {
 }
 
 
+EXPORT: Mapping[str, Rule] = {
+    "ema": Rule(bool),
+    # 9: the oldest opset that exports RRDBNet's upsampling; 20: the TorchScript exporter's newest
+    "onnx_opset": Rule(int, low=9, high=20),
+    "onnx_check": Rule(bool),
+}
+
+INTERPOLATE: Mapping[str, Rule] = {
+    "alpha": Rule(float, low=0, high=1),
+    "ema": Rule(bool),
+}
+
+
 def validate(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """Raise a one-line UserError for the first key of `rules` whose value is not allowed."""
     for key, rule in rules.items():

@@ -25,10 +25,11 @@ class EMAUpdater:
     a batch (both networks, their buffers) took 1.9 ms of host time on a CPU core. Build it once
     the networks are on their device and in their memory format: torch moves a parameter's data
     into the same object, but with ``torch.__future__.set_overwrite_module_params_on_conversion``
-    the lists would keep the tensors left behind. Buffers (BatchNorm running statistics) are *copied* from the live generator,
-    not averaged: an average of running statistics is not the statistics of the averaged network,
-    and BasicSR's habit of leaving them at their initial values breaks SRResNet's BN. Only G is
-    averaged (Lightning's weight-averaging callback would average the discriminator too).
+    the lists would keep the tensors left behind. Buffers (BatchNorm running statistics) are
+    *copied* from the live generator, not averaged: an average of running statistics is not the
+    statistics of the averaged network, and BasicSR's habit of leaving them at their initial
+    values breaks SRResNet's BN. Only G is averaged (Lightning's weight-averaging callback would
+    average the discriminator too).
     """
 
     def __init__(self, ema: nn.Module, generator: nn.Module) -> None:
