@@ -71,6 +71,17 @@ def test_files_with_different_generators_are_refused(tmp_path: Path) -> None:
         interpolate_files(psnr, psnr, psnr, alpha=0.5)
 
 
+def test_a_weights_file_without_config_matches_its_network_spelled_out_in_full(tmp_path: Path) -> None:
+    """ESRGAN's workflow: a released PSNR .pth (no config: inferred, every channel named) with one's
+    own GAN run (config with the constructor's defaults left out)."""
+    psnr, gan, out = tmp_path / "psnr.pth", tmp_path / "gan.safetensors", tmp_path / "out.safetensors"
+    torch.manual_seed(0)
+    torch.save({"params_ema": instantiate(CONFIG).state_dict()}, psnr)  # BasicSR's layout, our key names
+    write_generator(gan, 1)
+    info = interpolate_files(psnr, gan, out, alpha=0.5)
+    assert info["config"]["in_channels"] == 3 and out.is_file()
+
+
 @pytest.mark.slow
 def test_cli_writes_the_interpolated_generator(tmp_path: Path) -> None:
     psnr = write_generator(tmp_path / "psnr.safetensors", 0).state_dict()

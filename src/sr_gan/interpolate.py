@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.schema import INTERPOLATE, validate
-from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
+from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file, with_defaults
 
 StateDict = dict[str, torch.Tensor]
 
@@ -63,9 +63,10 @@ def interpolate_files(
     refuse_overwrite(out, psnr, gan)
     psnr_generator, psnr_info = load_generator(psnr, prefer_ema=prefer_ema)
     gan_generator, gan_info = load_generator(gan, prefer_ema=prefer_ema)
-    config, gan_config = psnr_info["config"], gan_info["config"]
-    if config != gan_config or psnr_info["scale"] != gan_info["scale"]:
-        differ = sorted(key for key in config.keys() | gan_config.keys() if config.get(key) != gan_config.get(key))
+    config = psnr_info["config"]
+    psnr_config, gan_config = with_defaults(config), with_defaults(gan_info["config"])
+    if psnr_config != gan_config or psnr_info["scale"] != gan_info["scale"]:
+        differ = sorted(k for k in psnr_config.keys() | gan_config.keys() if psnr_config.get(k) != gan_config.get(k))
         raise UserError(
             f"psnr={psnr} and gan={gan} hold different generators (config keys {differ}, scales "
             f"{psnr_info['scale']} / {gan_info['scale']}): interpolate a GAN model with the PSNR model "

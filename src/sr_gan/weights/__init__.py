@@ -13,6 +13,7 @@ from sr_gan.weights.generator import (
     infer_rrdbnet_config,
     load_generator,
     load_generator_state,
+    with_defaults,
 )
 from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_sequential, sequential_to_ours
 
@@ -31,4 +32,5 @@ __all__ = [
     "refuse_overwrite",
     "save_generator_file",
     "sequential_to_ours",
+    "with_defaults",
 ]

@@ -12,13 +12,14 @@ loader (including `model.init_from`, which never builds it) refuses a file whose
 call anything but our generators.
 """
 
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -132,6 +133,14 @@ def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
     if any(problems.values()):
         listed = "; ".join(f"{len(keys)} {kind} {keys[:_SHOWN_KEYS]}" for kind, keys in problems.items() if keys)
         raise UserError(f"weights do not fit {target}: {listed}; pass generator_config matching the file")
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with its target's constructor defaults filled in, so that two configs of one network
+    compare equal however many defaults each spells out (an inferred RRDBNet config names its
+    channels, a stored one may leave them out). Only for configs that passed the allowlist."""
+    parameters = inspect.signature(get_object(config["_target_"])).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty} | dict(config)
 
 
 def _build(config: dict[str, Any]) -> nn.Module:
