@@ -227,3 +227,22 @@ def test_a_relaunch_keeps_the_recorded_start_of_the_run(make_cfg, tmp_path: Path
     train(make_cfg("loss=ragan", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
     recorded = OmegaConf.load(tmp_path / "config.yaml")
     assert recorded.model.init_from == str(start) and recorded.trainer.max_steps == 2  # the rest is the relaunch's
+
+
+def test_resuming_across_stages_is_refused_in_one_line(make_cfg) -> None:
+    """A PSNR stage's checkpoint starts a GAN stage through model.init_from, not ckpt_path (Lightning
+    would fail on the discriminator's missing keys); a GAN checkpoint does not resume as a PSNR run."""
+    train(make_cfg("loss=l1", "trainer.max_steps=1", "test=false"))
+    with pytest.raises(UserError, match=r"PSNR stage .* model\.init_from=") as info:
+        train(make_cfg("loss=ragan", "trainer.max_steps=2", "ckpt_path=last"))
+    assert "\n" not in str(info.value)
+    train(make_cfg("loss=ragan", "trainer.max_steps=1", "test=false", "ckpt_path=null"))
+    with pytest.raises(UserError, match="is of a GAN stage"):
+        train(make_cfg("loss=l1", "trainer.max_steps=2", "ckpt_path=last"))
+
+
+def test_ckpt_path_to_a_weights_file_points_to_init_from(make_cfg, tmp_path: Path) -> None:
+    weights = tmp_path / "generator.pth"
+    torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}}, weights)
+    with pytest.raises(UserError, match=rf"holds weights, not a training run's checkpoint .*init_from={weights}"):
+        train(make_cfg(f"ckpt_path={weights}"))

@@ -85,7 +85,13 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        return load_url(str(path)) if is_url(path) else load_state_file(path)
+        checkpoint = load_url(str(path)) if is_url(path) else load_state_file(path)
+        if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+            raise UserError(
+                f"ckpt_path={path} holds weights, not a training run's checkpoint (last.ckpt, best.ckpt): "
+                f"to start a run from these weights use model.init_from={path}"
+            )
+        return checkpoint
 
 
 def _os_error(err: BaseException | None) -> OSError | None:

@@ -470,6 +470,14 @@ class SRGANModule(L.LightningModule):
         """Refuse a checkpoint of other networks in one line; put the frozen VGG back so that strict
         loading still checks every other key."""
         stored = checkpoint.get("sr_gan", {})
+        if "discriminator" in stored and (stored["discriminator"] is None) != (self.discriminator is None):
+            raise UserError(
+                "the checkpoint is of a PSNR stage (no discriminator) and this run trains a GAN: start the GAN "
+                "stage from it with model.init_from=<the checkpoint>, as both papers do, not ckpt_path"
+                if self.discriminator is not None
+                else "the checkpoint is of a GAN stage (with a discriminator) and this run trains none: resume "
+                "it with the settings of the run that wrote it (its config.yaml)"
+            )
         for name, own in (("generator", self.generator_config), ("discriminator", self.discriminator_config)):
             theirs = stored.get(name)
             if own is not None and theirs is not None and theirs != own:
