@@ -43,7 +43,16 @@ def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str,
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-def test_the_shipped_configs_pass(make_cfg) -> None:
+def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(
+        UserError, match=r"trainer.accelerator=gpu but this machine has no usable CUDA GPU: use trainer=cpu"
+    ):
+        check_train_config(make_cfg("trainer=gpu", "trainer.accelerator=gpu"))
+
+
+def test_the_shipped_configs_pass(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the paper recipes ask for trainer=gpu
     for experiment in ("demo", "srresnet_x4", "rrdb_psnr_x4"):
         check_train_config(make_cfg(f"experiment={experiment}", tiny=False))
     check_train_config(make_cfg("loss=ragan", "model.ema_decay=null", "seed=null"))

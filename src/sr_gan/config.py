@@ -105,6 +105,11 @@ def check_train_config(cfg: DictConfig) -> None:
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
             "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN)"
         )
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={cfg.trainer.accelerator} but this machine has no usable CUDA GPU: "
+            "use trainer=cpu, or trainer=default (a GPU when there is one)"
+        )
     disc = cfg.get("discriminator")
     if disc is not None and disc.get("input_size") is not None:
         if disc.input_size != cfg.data.patch_size:
