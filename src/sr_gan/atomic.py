@@ -25,6 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         _fsync(temporary)
+        os.chmod(temporary, _mode_for(path))  # some writers (safetensors) create files 0600
         os.replace(temporary, path)
         _fsync(path.parent)
     finally:
@@ -38,3 +39,12 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions `path` keeps when it is replaced, or a new file's under the process umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask

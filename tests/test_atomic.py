@@ -1,0 +1,33 @@
+"""Atomic writes keep the permissions a user expects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sr_gan.atomic import atomic_path
+
+
+def _write_private(path: Path) -> None:
+    """What safetensors' writer does: the file appears with mode 0600."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(b"weights")
+        os.chmod(temporary, 0o600)
+
+
+def test_a_new_file_gets_the_umask_permissions_not_the_writers(tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        _write_private(tmp_path / "new.safetensors")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.safetensors").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["new.safetensors"]  # no temporary left
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "kept.safetensors"
+    path.write_bytes(b"old")
+    path.chmod(0o640)
+    _write_private(path)
+    assert path.read_bytes() == b"weights" and path.stat().st_mode & 0o777 == 0o640
