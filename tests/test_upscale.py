@@ -286,3 +286,16 @@ def test_memory_stays_near_the_output_size() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     growth = json.loads(result.stdout.strip().splitlines()[-1])["growth_mb"]
     assert growth < 45, f"peak RSS grew by {growth:.0f} MiB"
+
+
+def test_a_plain_state_dict_of_another_network_upscales_with_its_generator_config(tmp_path: Path) -> None:
+    """A .pth with no config that is no RRDBNet: `generator` names the network (as in evaluate)."""
+    config = {"_target_": "sr_gan.archs.SRResNet", "num_features": 8, "num_blocks": 1, "scale": 4}
+    torch.save(SRResNet(num_features=8, num_blocks=1).state_dict(), tmp_path / "srresnet.pth")
+    write_image(tmp_path / "in.png", np.full((8, 8, 3), 128, dtype=np.uint8), fmt="png")
+    with pytest.raises(UserError, match="cannot infer the RRDBNet config"):
+        run(_cfg(ckpt=str(tmp_path / "srresnet.pth"), input=str(tmp_path / "in.png")))
+    with pytest.raises(UserError, match="generator=abc is not a network config"):
+        run(_cfg(ckpt=str(tmp_path / "srresnet.pth"), input=str(tmp_path / "in.png"), generator="abc"))
+    assert run(_cfg(ckpt=str(tmp_path / "srresnet.pth"), input=str(tmp_path / "in.png"), generator=config)) == []
+    assert _decode(tmp_path / "in_x4.png").shape == (3, 32, 32)

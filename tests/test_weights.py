@@ -167,7 +167,7 @@ def test_mismatched_weights_name_file_and_keys(tmp_path: Path) -> None:
     path = save(tmp_path, tiny_rrdbnet().state_dict())
     with pytest.raises(ValueError, match=r"weights\.pth: .*30 missing \['body\.2\.") as caught:
         load_generator(path, generator_config=rrdbnet_config() | {"num_blocks": 3})
-    assert "pass generator_config" in str(caught.value)
+    assert "pass the network's config, e.g. 'generator={_target_:" in str(caught.value)
     with pytest.raises(ValueError, match=r"30 unexpected \['body\.1\."):
         load_generator(path, generator_config=rrdbnet_config() | {"num_blocks": 1})
     with pytest.raises(ValueError, match=r"wrong shape \['conv_first\.weight"):

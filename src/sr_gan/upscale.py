@@ -197,7 +197,7 @@ def run(cfg: DictConfig) -> list[str]:
     if cfg.input is None:
         raise UserError("input is not set: add input=photos/ (a file, a folder or a quoted glob)")
     try:
-        model, info = load_generator(ckpt)
+        model, info = load_generator(ckpt, generator_config=cfg.generator)
     except ValueError as err:  # the message names the file and what is wrong
         raise UserError(f"ckpt: {err}") from None
     model, scale = model.to(device), info["scale"]

@@ -91,6 +91,10 @@ def load_generator_state(path: str | Path, *, prefer_ema: bool = True) -> StateD
         raise UserError(f"{path}: {err}") from err
 
 
+# The fix offered when a file's config is missing or wrong (the `generator` key of evaluate and upscale).
+PASS_CONFIG = "pass the network's config, e.g. 'generator={_target_:sr_gan.archs.SRResNet,scale:4}'"
+
+
 def infer_rrdbnet_config(state: StateDict) -> dict[str, Any]:
     """RRDBNet config read off the tensor shapes of a state dict with our keys (files without config).
 
@@ -102,14 +106,14 @@ def infer_rrdbnet_config(state: StateDict) -> dict[str, Any]:
     """
     needed = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight")
     if missing := [key for key in needed if key not in state]:
-        raise UserError(f"cannot infer the RRDBNet config, keys {missing} are missing: pass generator_config")
+        raise UserError(f"cannot infer the RRDBNet config, keys {missing} are missing: {PASS_CONFIG}")
     num_features, first_in = state["conv_first.weight"].shape[:2]
     channels = state["conv_last.weight"].shape[0]
     scales = {1: 8 if "conv_up3.weight" in state else 4, 4: 2, 16: 1}
     if first_in % channels or first_in // channels not in scales:
         raise UserError(
             f"conv_first takes {first_in} channels for {channels} output channels, which is no RRDBNet "
-            "scale (x1, x2, x4 take 16x, 4x, 1x): pass generator_config"
+            f"scale (x1, x2, x4 take 16x, 4x, 1x): {PASS_CONFIG}"
         )
     return {
         "_target_": "sr_gan.archs.RRDBNet",
@@ -132,7 +136,7 @@ def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
     }
     if any(problems.values()):
         listed = "; ".join(f"{len(keys)} {kind} {keys[:_SHOWN_KEYS]}" for kind, keys in problems.items() if keys)
-        raise UserError(f"weights do not fit {target}: {listed}; pass generator_config matching the file")
+        raise UserError(f"weights do not fit {target}: {listed}; {PASS_CONFIG}")
 
 
 def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,16 +169,18 @@ def load_generator(
     The config is `generator_config` when given, else the one stored in the file, else inferred
     (`infer_rrdbnet_config`). Returns the generator and `{"scale", "config", "source", "ema"}`.
     """
+    if isinstance(generator_config, DictConfig):
+        generator_config = OmegaConf.to_container(generator_config, resolve=True)
+    if generator_config is not None and not (isinstance(generator_config, Mapping) and "_target_" in generator_config):
+        raise UserError(f"generator={generator_config} is not a network config: {PASS_CONFIG}, or leave it null")
     loaded = load_state_file(path)
     try:
         weights = find_generator_weights(loaded, prefer_ema=prefer_ema)
         state = to_our_keys(weights.state)
-        if isinstance(generator_config, DictConfig):
-            generator_config = OmegaConf.to_container(generator_config, resolve=True)
         config = dict(generator_config or weights.config or infer_rrdbnet_config(state))
         scale = config.get("scale", weights.scale)
         if scale is None:
-            raise UserError("the scale is unknown: add 'scale' to generator_config")
+            raise UserError("the scale is unknown: add it to the generator config ('generator={...,scale:4}')")
         generator = _build(config)
         _check_fit(generator, state, config["_target_"])
     except ValueError as err:
