@@ -174,6 +174,29 @@ def test_unreadable_source_is_named_once_and_the_rest_is_prepared(source: Path) 
     assert inodes(out) == before and len(PreparedImages(out)) == 4
 
 
+def test_an_output_that_holds_images_or_is_a_file_is_refused(source: Path, tmp_path: Path) -> None:
+    """The arrays never land among a user's images (the source itself or another image folder)."""
+    before = sorted(p.name for p in source.iterdir())
+    for out in (source, tmp_path / "other"):
+        write_images(tmp_path / "other")
+        with pytest.raises(UserError, match="holds images and is no prepared folder"):
+            prepare_folder(source, out, progress=False)
+    assert sorted(p.name for p in source.iterdir()) == before
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError, match="notes.txt is a file"):
+        prepare_folder(source, tmp_path / "notes.txt", progress=False)
+
+
+def test_cli_an_unwritable_output_is_one_line(source: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    result = run_module("sr_gan.data.prepare", str(source), "--out", str(tmp_path / "notes.txt" / "p"), "--no-progress")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip() == f"error: --out={tmp_path / 'notes.txt' / 'p'} is not writable (Not a directory): "
+        "pass a folder you can write to"
+    )
+
+
 @pytest.mark.slow  # one generated 2K image: a few seconds
 def test_data_benchmark_runs_and_prepared_beats_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks import bench_data

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sr_gan.data.prepared import PreparedImages, prepare_folder
+from sr_gan.config import check_writable
+from sr_gan.data.prepared import PreparedImages, prepare_folder, prepared_dir
 from sr_gan.errors import UserError
 
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     failed = False
     for folder, out in zip(args.folders, outs):
         try:  # one folder's bad image does not stop the others
+            check_writable(out or prepared_dir(folder), key="--out")  # the default too: --out is the fix
             prepared = prepare_folder(folder, out, progress=args.progress)
             if args.verify:
                 PreparedImages(prepared).verify(progress=args.progress)

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
-from sr_gan.imageio import image_size, list_images, read_image
+from sr_gan.imageio import IMAGE_EXTENSIONS, image_size, list_images, read_image
 
 FORMAT = "sr-gan-prepared"
 VERSION = 1  # bump when the stored layout changes: older folders are then rebuilt
@@ -183,6 +183,10 @@ def _progress(enabled: bool) -> Progress | nullcontext[None]:
     return Progress(*columns)
 
 
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+
+
 def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> Path:
     """Decode every image of `src_dir` into `out_dir` (default `<src_dir>.prepared`); returns `out_dir`.
 
@@ -196,6 +200,14 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
     if not src_dir.is_dir():
         raise UserError(f"image folder {src_dir} does not exist: nothing to prepare")
     sources = list_images(src_dir)
+    if out_dir.is_file():
+        raise UserError(f"{out_dir} is a file: pass a folder for the prepared arrays (default {prepared_dir(src_dir)})")
+    is_prepared = (out_dir / MANIFEST).is_file() or (out_dir / JOURNAL).is_file()
+    if out_dir.is_dir() and not is_prepared and (out_dir.resolve() == src_dir.resolve() or _holds_images(out_dir)):
+        raise UserError(
+            f"{out_dir} holds images and is no prepared folder: the arrays go to a folder of their own "
+            f"(default {prepared_dir(src_dir)})"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     records = _read_records(out_dir)
     names = [path.name for path in sources]
