@@ -70,3 +70,15 @@ def test_our_limit_not_pillows_decides(tmp_path: Path) -> None:
     assert Image.MAX_IMAGE_PIXELS == pillow_limit  # restored after each open
     with pytest.raises(DataError, match="raise data.max_image_pixels"):
         image_size(path, max_pixels=10**8)
+
+
+@pytest.mark.parametrize("read", [read_image, read_picture])
+def test_a_truncated_png_is_named_with_the_decoders_reason_only(tmp_path: Path, read) -> None:  # noqa: ANN001
+    whole = tmp_path / "whole.png"
+    write_image(whole, np.full((64, 64, 3), 100, dtype=np.uint8), fmt="png")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(DataError) as info:
+        read(cut)
+    message = str(info.value)
+    assert message.startswith(f"cannot read image {cut}: ") and ".cpp" not in message and "\n" not in message

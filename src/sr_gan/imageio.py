@@ -12,6 +12,7 @@ Writing: `write_image` stores an (H, W, C) uint8 / uint16 array as PNG with a st
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -62,6 +63,8 @@ def _unreadable(path: Path, err: Exception) -> DataError:
     """The one-line error for an image that cannot be decoded: its path and the first line of why."""
     reason = (str(err).strip() or type(err).__name__).splitlines()[0]
     reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")  # Pillow repeats the path: name it once
+    # torchvision prefixes its C++ source location: "operator(), /.../decode_png.cpp:79, <why>"
+    reason = re.sub(r"^\S*\(\), \S+\.cpp:\d+, ", "", reason)
     return DataError(f"cannot read image {path}: {reason}")
 
 
