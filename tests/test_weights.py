@@ -182,3 +182,11 @@ def test_a_pickled_vgg_weights_file_is_refused_and_never_runs(tmp_path: Path) ->
     with pytest.raises(UnsafeCheckpointError, match="vgg19.pth: refused to load"):
         PerceptualLoss(layers=["relu1_1"], weights=str(path))
     assert not marker.exists()
+
+
+def test_a_damaged_scale_names_the_file(tmp_path: Path) -> None:
+    ckpt = lightning_ckpt(tiny_rrdbnet(), rrdbnet_config())
+    ckpt["sr_gan"]["scale"] = "abc"
+    path = save(tmp_path, ckpt, "damaged.ckpt")
+    with pytest.raises(ValueError, match=rf"{path}: its scale 'abc' is no whole number"):
+        load_generator(path, generator_config={k: v for k, v in rrdbnet_config().items() if k != "scale"})

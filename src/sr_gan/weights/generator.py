@@ -181,6 +181,8 @@ def load_generator(
         scale = config.get("scale", weights.scale)
         if scale is None:
             raise UserError("the scale is unknown: add it to the generator config ('generator={...,scale:4}')")
+        if isinstance(scale, bool) or not isinstance(scale, int | str) or not str(scale).isdigit():
+            raise UserError(f"its scale {scale!r} is no whole number: the file is damaged or not an sr-gan file")
         generator = _build(config)
         _check_fit(generator, state, config["_target_"])
     except ValueError as err:
