@@ -22,7 +22,7 @@ from PIL import Image
 from skimage import data as skdata
 from torchvision.io import read_image, write_png
 
-from sr_gan.compare import hydra_argv, main, run, wandb_group
+from sr_gan.compare import _main, hydra_argv, main, run, wandb_group
 from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure, read_strips
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
@@ -301,6 +301,54 @@ def test_runs_of_other_scales_or_validation_sets_are_refused(tmp_path: Path) -> 
         run(_cfg(tmp_path / "nothing*"))
     with pytest.raises(UserError, match="no run folder"):
         run(_cfg(tmp_path / "a" / "csv"))
+
+
+def _exit_message(cfg: DictConfig, capsys: pytest.CaptureFixture[str]) -> str:
+    """What the CLI (`python -m sr_gan.compare`'s Hydra task) prints when it refuses `cfg`: exit 2, one line."""
+    with pytest.raises(SystemExit) as exited:
+        _main(cfg)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    return err.removeprefix("error: ").strip()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("smoothing", "abc", "a number >= 0 and < 1"),
+        ("smoothing", 1, "a number >= 0 and < 1"),  # the EMA weight: 1 would divide by zero
+        ("smoothing", 5, "a number >= 0 and < 1"),
+        ("crop_size", "abc", "an integer >= 1"),
+        ("crop_size", -5, "an integer >= 1"),
+        ("stale_s", "abc", "a number >= 0"),
+    ],
+)
+def test_bad_values_stop_before_out_dir_is_made(
+    key: str, value: Any, allowed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_run(tmp_path / "a")
+    message = _exit_message(_cfg(a, **{key: value}), capsys)
+    assert message == f"{key}={value} is not allowed: {key} must be {allowed}"
+    assert not (a / "compare").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("data: {scale: 2\n", "is not valid YAML (line 2: expected ',' or '}'"),
+        ("- data\n- trainer\n", "holds a list, not a mapping"),
+        ("", "is empty"),
+    ],
+)
+def test_a_damaged_run_config_is_named_in_one_line(
+    text: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    (b / "config.yaml").write_text(text)
+    message = _exit_message(_cfg(a, b), capsys)
+    assert message.startswith(f"runs: {b / 'config.yaml'} {problem}")
+    assert message.endswith(f"{b} is not a complete sr-gan run; remove it from the runs or restore its config.yaml")
+    assert not (tmp_path / "compare").exists()
 
 
 def test_crops_are_where_bicubic_is_worst_or_where_asked(tmp_path: Path) -> None:

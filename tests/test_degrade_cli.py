@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from skimage import data
 
-from sr_gan.degrade import describe, preview
+from sr_gan.degrade import describe, main, preview
 from sr_gan.errors import UserError
 from sr_gan.ops import RealESRGANDegradation
 from sr_gan.ops.sharpen import usm_sharpen
@@ -70,6 +70,32 @@ def test_preview_errors_are_one_line_and_name_the_key(photo: Path, tmp_path: Pat
         preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.txt'}"))
     with pytest.raises(UserError, match=r"crop=30.*multiple"):
         preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "crop=30"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"seed": "abc"}, "seed=abc is not allowed: seed must be an integer >= 0"),
+        ({"scale": "abc"}, "scale=abc is not allowed: scale must be one of 1, 2, 3, 4, 8"),
+        ({"scale": "0"}, "scale=0 is not allowed: scale must be one of 1, 2, 3, 4, 8"),
+        ({"input": "{tiny}", "crop": "0"}, "input={tiny} is 3x2, smaller than scale=4: use an image of at least 4x4"),
+        ({"out": "{tiny}/preview.png"}, "out={tiny}/preview.png: cannot write in {tiny}"),
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line_before_any_work(
+    overrides: dict[str, str], message: str, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (3, 2)).save(tiny)  # smaller than the scale: nothing left after cutting to multiples of 4
+    out = tmp_path / "preview.png"
+    args = {"input": str(photo), "out": str(out)} | {key: value.format(tiny=tiny) for key, value in overrides.items()}
+    out = Path(args["out"])
+    with pytest.raises(SystemExit) as exited:
+        main(degrade_cfg(*(f"{key}={value}" for key, value in args.items())))  # the CLI's function, Hydra parsed
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err
+    assert err.startswith(f"error: {message.format(tiny=tiny)}") and err.count("\n") == 1
+    assert not out.exists()
 
 
 @pytest.mark.slow

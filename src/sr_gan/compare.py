@@ -39,23 +39,27 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from omegaconf import DictConfig, ListConfig, open_dict
 from rich.console import Console
 from torch import Tensor
 
 from sr_gan import evaluate_report as reports
 from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
-from sr_gan.config import register_resolvers, resolve_device
+from sr_gan.config import check_writable, register_resolvers, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.evaluate import BICUBIC, Scorer, as_list, lpips_metric
 from sr_gan.evaluate_report import Column
 from sr_gan.run_folders import Run, check_comparable, differing_keys, find_runs, read_runs, run_values, short_labels
+from sr_gan.schema import COMPARE, validate
 
 register_resolvers()  # ${wandb_offline:} of conf/logger/wandb.yaml
 PICKS = ("auto", "best", "last")
 PLANE_SET = "val"  # the dataset name of the perception-distortion rows: perception_distortion_val.png
 # The console shows these numbers (the files all of them): a table that fits a terminal.
 CONSOLE = ("result", "best_psnr", "last_psnr", "bicubic_psnr", "batches", "wall_s", "batches_per_s")
+# The YAML files of a run folder that compare reads, and the shape each must have.
+RUN_FILES = {"config.yaml": dict, ".hydra/hydra.yaml": dict, ".hydra/overrides.yaml": list}
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -183,6 +187,37 @@ def _crop_arg(value: Any) -> tuple[int, int, int] | None:
 # --- command line ---------------------------------------------------------------------------------
 
 
+def check_run_files(paths: Sequence[Path]) -> None:
+    """Refuse, in one line naming the file, a run folder whose YAML files are damaged: not YAML, of
+    the wrong shape, or a config.yaml without data.scale (empty, or not written by sr_gan.train)."""
+    for folder in paths:
+        for name, shape in RUN_FILES.items():
+            if (folder / name).is_file() and (problem := _damage(folder / name, shape)):
+                raise UserError(
+                    f"runs: {folder / name} {problem}: {folder} is not a complete sr-gan run; "
+                    f"remove it from the runs or restore its {name}"
+                )
+
+
+def _damage(path: Path, shape: type) -> str:
+    """What is wrong with one YAML file of a run folder, '' when nothing."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        return f"cannot be read ({err.strerror or err})"
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None)
+        return f"is not valid YAML ({f'line {mark.line + 1}: ' if mark else ''}{getattr(err, 'problem', None) or err})"
+    if content is not None and not isinstance(content, shape):
+        return f"holds a {type(content).__name__}, not a {'mapping' if shape is dict else 'list'}"
+    if path.name != "config.yaml":
+        return ""
+    if not content:
+        return "is empty"
+    data = content.get("data")
+    return "" if isinstance(data, dict) and data.get("scale") is not None else "has no data.scale"
+
+
 def wandb_group(runs: Sequence[Run], paths: Sequence[Path]) -> str:
     """The W&B group of the runs (what they logged under), else their common folder's name."""
     groups = {str((((r.config or {}).get("logger") or {}).get("wandb") or {}).get("group") or "") for r in runs}
@@ -196,14 +231,16 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     console = Console()
     if not console.is_terminal:  # a log file or pipe: keep the table's rows whole rather than 80 columns wide
         console = Console(width=max(console.width, 200))
-    paths = find_runs(as_list(cfg.runs))
-    runs = read_runs(paths)
-    check_comparable(runs)
-    _crop_arg(cfg.crop)  # bad values fail now, before anything is written
+    validate(cfg, COMPARE)  # bad values fail now, before anything is written (pick and crop too)
+    _crop_arg(cfg.crop)
     if cfg.pick not in PICKS:
         raise UserError(f"pick={cfg.pick}: use auto, best or last")
+    paths = find_runs(as_list(cfg.runs))
+    check_run_files(paths)
+    runs = read_runs(paths)
+    check_comparable(runs)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(os.path.commonpath([p.absolute() for p in paths])) / "compare"
-    reports.check_writable(out_dir)
+    check_writable(out_dir)
     scale = next((r.config["data"]["scale"] for r in runs if r.config is not None), None)
 
     groups, leaves = differing_keys(runs)

@@ -27,6 +27,7 @@ from sr_gan.data.datasets import read_image
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.ops.realesrgan import KERNEL_FAMILIES
 from sr_gan.ops.resize import RESIZE_MODES
+from sr_gan.schema import DEGRADE, validate
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _FONT_SIZE = 11
@@ -105,6 +106,11 @@ def _centre_crop(image: Tensor, crop: int, scale: int, source: Path) -> Tensor:
     height, width = image.shape[-2:]
     if crop and (height < crop or width < crop):
         raise UserError(f"input={source} is {width}x{height}, smaller than crop={crop}: lower crop or use crop=0")
+    if height < scale or width < scale:  # crop=0 (a crop is a positive multiple of the scale)
+        raise UserError(
+            f"input={source} is {width}x{height}, smaller than scale={scale}: "
+            f"use an image of at least {scale}x{scale} pixels or a lower scale"
+        )
     out_h, out_w = (crop, crop) if crop else (height, width)
     out_h, out_w = out_h - out_h % scale, out_w - out_w % scale
     top, left = (height - out_h) // 2, (width - out_w) // 2
@@ -114,20 +120,19 @@ def _centre_crop(image: Tensor, crop: int, scale: int, source: Path) -> Tensor:
 def preview(cfg: DictConfig) -> Path:
     """Build the grid the config asks for and write it atomically to `out`; returns the path."""
     source = path_arg(cfg, "input", example="photo.png", must_exist=True)
-    out = path_arg(cfg, "out", example="preview.png")
+    out = path_arg(cfg, "out", example="preview.png", output=True)
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"out={out} must end in one of {', '.join(FORMATS)}: e.g. out=preview.png")
     if out.resolve() == source.resolve():
         raise UserError(f"out={out} is also the input: choose another output file")
-    if not isinstance(cfg.n, int) or isinstance(cfg.n, bool) or not 1 <= cfg.n <= 64:
-        raise UserError(f"n={cfg.n!r}: the number of degraded samples must be an integer in [1, 64], e.g. n=8")
-    scale = int(cfg.degradation.scale)
-    if not isinstance(cfg.crop, int) or cfg.crop < 0 or cfg.crop % scale:
+    validate(cfg, DEGRADE)
+    scale = cfg.degradation.scale
+    if cfg.crop % scale:
         raise UserError(f"crop={cfg.crop!r} must be 0 (whole image) or a positive multiple of the scale ({scale})")
     device = resolve_device(cfg.device)
     hr = _centre_crop(read_image(source), cfg.crop, scale, source).float().div(255).to(device)  # (3, H, W)
     degradation = instantiate(cfg.degradation)
-    generator = torch.Generator(device).manual_seed(int(cfg.seed))
+    generator = torch.Generator(device).manual_seed(cfg.seed)
     batch = hr[None].expand(cfg.n, -1, -1, -1).contiguous()  # (n, 3, H, W): one batch of n copies
     lr, target, params = degradation(batch, generator=generator, return_params=True)
     captions = [[f"#{i + 1}  LR {lr.shape[-1]}x{lr.shape[-2]}", *describe(params, i)] for i in range(cfg.n)]

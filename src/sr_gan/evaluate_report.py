@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from sr_gan.atomic import atomic_path
-from sr_gan.config import check_writable  # noqa: F401  (compare.py: reports.check_writable)
 from sr_gan.perception import LPIPS_LABEL, VIF_LABEL
 
 # metric key → (column title, decimals); the table shows the keys present in the rows, in this order.

@@ -150,6 +150,23 @@ INTERPOLATE: Mapping[str, Rule] = {
 }
 
 
+COMPARE: Mapping[str, Rule] = {
+    "crop_size": POSITIVE_INT,
+    "smoothing": Rule(float, low=0, below=1),  # the EMA weight of compare_figures.smooth: 1 divides by 0
+    "stale_s": Rule(float, low=0),
+    "plane": Rule(bool),
+    "lpips": EVALUATE["lpips"],
+}
+
+DEGRADE: Mapping[str, Rule] = {
+    "n": Rule(int, low=1, high=64),
+    "seed": Rule(int, low=0),
+    "scale": TRAIN["data.scale"],  # the scales a model is trained for
+    "degradation.scale": TRAIN["data.scale"],  # ${scale} unless set on its own
+    "crop": COUNT,
+}
+
+
 def validate(cfg: DictConfig, rules: Mapping[str, Rule]) -> None:
     """Raise a one-line UserError for the first key of `rules` whose value is not allowed."""
     for key, rule in rules.items():
