@@ -353,3 +353,9 @@ def test_bad_settings_are_refused_before_any_work(tmp_path: Path, key: str, valu
     with pytest.raises(UserError, match=f"{key}={value} is not allowed") as info:
         run(_cfg(tmp_path, **{key: value}))
     assert "\n" not in str(info.value)
+
+
+def test_a_generator_that_is_no_config_is_refused_before_any_file_is_read(tmp_path: Path) -> None:
+    cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "evaluate.yaml"), {"ckpt": "missing.ckpt", "generator": "abc"})
+    with pytest.raises(UserError, match=r"^generator=abc is not a network config: pass the network's config"):
+        run(cfg)

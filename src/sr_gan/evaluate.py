@@ -43,7 +43,7 @@ from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
 from sr_gan.schema import EVALUATE, validate
 from sr_gan.tiling import tiled_forward
-from sr_gan.weights import load_generator
+from sr_gan.weights import as_generator_config, load_generator
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]  # LR (1, 3, h, w) float64 in [0, 1] → SR (1, 3, H, W)
 
@@ -249,13 +249,14 @@ def _check_datasets(entries: list[str]) -> None:
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
     validate(cfg, EVALUATE)
+    generator = as_generator_config(cfg.generator)
     console = Console()
     ckpts = [c for c in as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
     entries = as_list(cfg.datasets)
     _check_datasets(entries)
     check_writable(Path(cfg.out_dir))  # before hours of scoring, not after
     device = resolve_device(cfg.device)
-    models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=cfg.generator)
+    models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)
     benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
     lpips = lpips_metric(cfg.lpips, device, console)
     scorer = Scorer(scale=scale, rgb=cfg.rgb, lpips=lpips, vif=cfg.plot and lpips is None)

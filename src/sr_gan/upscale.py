@@ -37,7 +37,7 @@ from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_pictur
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
 from sr_gan.schema import UPSCALE, validate
 from sr_gan.tiling import sr_tiles
-from sr_gan.weights import load_generator
+from sr_gan.weights import as_generator_config, load_generator
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 EXTENSIONS = (*IMAGE_EXTENSIONS, ".tif", ".tiff")
@@ -193,11 +193,12 @@ def run(cfg: DictConfig) -> list[str]:
     console = Console(stderr=True, soft_wrap=True)  # one line per message, however long
     device = resolve_device(cfg.device)
     _check(cfg, device)
+    generator = as_generator_config(cfg.generator)
     ckpt = path_arg(cfg, "ckpt", example="generator.safetensors", must_exist=True)
     if cfg.input is None:
         raise UserError("input is not set: add input=photos/ (a file, a folder or a quoted glob)")
     try:
-        model, info = load_generator(ckpt, generator_config=cfg.generator)
+        model, info = load_generator(ckpt, generator_config=generator)
     except ValueError as err:  # the message names the file and what is wrong
         raise UserError(f"ckpt: {err}") from None
     model, scale = model.to(device), info["scale"]

@@ -8,6 +8,7 @@ from sr_gan.weights.files import (
 )
 from sr_gan.weights.generator import (
     GeneratorWeights,
+    as_generator_config,
     extract_generator_state,
     find_generator_weights,
     infer_rrdbnet_config,
@@ -20,6 +21,7 @@ from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_
 __all__ = [
     "GeneratorWeights",
     "UnsafeCheckpointError",
+    "as_generator_config",
     "esrgan_old_to_ours",
     "extract_generator_state",
     "find_generator_weights",

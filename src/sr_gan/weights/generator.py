@@ -158,6 +158,16 @@ def _build(config: dict[str, Any]) -> nn.Module:
     return generator
 
 
+def as_generator_config(value: Mapping[str, Any] | DictConfig | None) -> dict[str, Any] | None:
+    """The `generator` key of evaluate and upscale as a plain dict, or None; a one-line UserError
+    when it is no network config (the CLIs call it at start-up, before any file is read)."""
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is not None and not (isinstance(value, Mapping) and "_target_" in value):
+        raise UserError(f"generator={value} is not a network config: {PASS_CONFIG}, or leave it null")
+    return None if value is None else dict(value)
+
+
 def load_generator(
     path: str | Path,
     *,
@@ -169,10 +179,7 @@ def load_generator(
     The config is `generator_config` when given, else the one stored in the file, else inferred
     (`infer_rrdbnet_config`). Returns the generator and `{"scale", "config", "source", "ema"}`.
     """
-    if isinstance(generator_config, DictConfig):
-        generator_config = OmegaConf.to_container(generator_config, resolve=True)
-    if generator_config is not None and not (isinstance(generator_config, Mapping) and "_target_" in generator_config):
-        raise UserError(f"generator={generator_config} is not a network config: {PASS_CONFIG}, or leave it null")
+    generator_config = as_generator_config(generator_config)
     loaded = load_state_file(path)
     try:
         weights = find_generator_weights(loaded, prefer_ema=prefer_ema)
