@@ -107,6 +107,15 @@ def test_train_cli_bad_settings_fail_in_one_line(tmp_path: Path, overrides, mess
     assert "Traceback" not in proc.stderr
 
 
+def test_an_unwritable_log_dir_is_one_line_before_hydra_makes_the_run_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("x")
+    log_dir = tmp_path / "notes.txt" / "logs"
+    proc = run_module("sr_gan.train", *_tiny("trainer.max_steps=1"), f"paths.log_dir={log_dir}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith(f"error: cannot make the run folder {log_dir}/train/runs/")
+    assert proc.stderr.strip().endswith("(Not a directory): set paths.log_dir to a folder you can write to")
+
+
 def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     """trainer=ddp: G and D in one module under DDP, rank-0-only files, metrics reduced over ranks;
     3 validation images on 2 ranks: each counted once (a padding sampler would repeat one)."""

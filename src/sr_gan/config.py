@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -151,6 +153,29 @@ def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
         raise UserError(
             f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
         ) from None
+
+
+class WritableOutput(Callback):
+    """Hydra callback: before Hydra makes the run (or sweep) folder, check that it can, and stop in
+    one line naming ``paths.log_dir`` when it cannot (Hydra's own error is a traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_unless_writable(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_unless_writable(Path(config.hydra.sweep.dir))
+
+
+def _exit_unless_writable(folder: Path) -> None:
+    try:
+        _probe_folder(folder)
+    except OSError as err:
+        print(
+            f"error: cannot make the run folder {folder} ({err.strerror or err}): set paths.log_dir to a folder "
+            "you can write to",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 def _probe_folder(folder: Path) -> None:
