@@ -35,6 +35,7 @@ from sr_gan.schema import Rule
         ("data.augment=maybe", "data.augment=maybe is not allowed: data.augment must be true or false"),
         ("trainer.precision=fp8", "trainer.precision=fp8 is not allowed"),
         ("loss.adversarial_weight=-1", "loss.adversarial_weight=-1 is not allowed"),
+        ("data.patch_size=30", "data.patch_size=30 is not a multiple of data.scale=4: patches are cut on the scale"),
     ],
 )
 def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str, message: str) -> None:

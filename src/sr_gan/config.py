@@ -112,6 +112,11 @@ def check_train_config(cfg: DictConfig) -> None:
             f"trainer.accelerator={cfg.trainer.accelerator} but this machine has no usable CUDA GPU: "
             "use trainer=cpu, or trainer=default (a GPU when there is one)"
         )
+    if cfg.data.patch_size % cfg.data.scale:  # (the datasets check it too, for code that builds them)
+        raise UserError(
+            f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}: "
+            "patches are cut on the scale grid"
+        )
     disc = cfg.get("discriminator")
     if disc is not None and disc.get("input_size") is not None:
         if disc.input_size != cfg.data.patch_size:
