@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from sr_gan.atomic import atomic_path
 
 
@@ -31,3 +33,13 @@ def test_a_replaced_file_keeps_its_permissions(tmp_path: Path) -> None:
     path.chmod(0o640)
     _write_private(path)
     assert path.read_bytes() == b"weights" and path.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_file_system_that_refuses_chmod_still_gets_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)  # vfat, some CIFS mounts
+    with atomic_path(tmp_path / "w.safetensors") as temporary:
+        temporary.write_bytes(b"weights")
+    assert (tmp_path / "w.safetensors").read_bytes() == b"weights"

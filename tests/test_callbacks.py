@@ -63,14 +63,16 @@ class _Recorder(Logger):
         pass
 
 
-def _speeds(tmp_path: Path, *, train_delay: float, val_delay: float) -> list[tuple[int, float, float]]:
-    """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches, every 4th,
-    with one validation after batch 6 (inside the second interval)."""
+def _speeds(
+    tmp_path: Path, *, train_delay: float, val_delay: float, every: int = 4, monitor: SpeedMonitor | None = None
+) -> list[tuple[int, float, float]]:
+    """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches, every `every`,
+    with one validation after batch 6 (inside the second interval of 4)."""
     recorder = _Recorder()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=recorder, callbacks=[SpeedMonitor()], log_every_n_steps=4,
-        val_check_interval=6, num_sanity_val_steps=0, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path,
+        accelerator="cpu", max_epochs=1, logger=recorder, callbacks=[monitor or SpeedMonitor()],
+        log_every_n_steps=every, val_check_interval=6, num_sanity_val_steps=0, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(_Tiny(train_delay, val_delay))
     logged = [(step, m) for step, m in recorder.rows if "time/data_share" in m]
@@ -78,15 +80,32 @@ def _speeds(tmp_path: Path, *, train_delay: float, val_delay: float) -> list[tup
 
 
 def test_speed_monitor_shows_a_slow_loader_as_data_time(tmp_path: Path) -> None:
-    """Loading takes 0.2 s a batch against a step of milliseconds: at most 5 batches/s, and most of
-    the time is between batches."""
+    """Loading takes 0.2 s a batch against a step of milliseconds: most of the time is between
+    batches, and each interval of 4 batches holds at least 3 loads (the fit's first batch and the
+    one after the validation count their step only): at most 4 / 0.6 batches/s."""
     speeds = _speeds(tmp_path, train_delay=0.2, val_delay=0.0)
     assert [step for step, _, _ in speeds] == [3, 7]  # Lightning's logging steps (log_every_n_steps=4)
     for _, rate, data_share in speeds:
-        assert rate <= 5.0 and data_share > 0.5
+        assert rate <= 4 / 0.6 and data_share > 0.5
 
 
 def test_speed_monitor_leaves_validation_out(tmp_path: Path) -> None:
     """A validation of 1 s inside the second interval: counted, 4 batches could not exceed 4/s."""
     (_, first, _), (_, second, _) = _speeds(tmp_path, train_delay=0.0, val_delay=1.0)
     assert second > 4.0 and first > 4.0
+
+
+def test_speed_monitor_logs_every_batch_fresh_around_a_validation(tmp_path: Path) -> None:
+    """Logging every batch: the batch after the validation counts its own step, so each logged
+    value is its batch's (Lightning would re-write the previous values at a step that logs none)."""
+    speeds = _speeds(tmp_path, train_delay=0.0, val_delay=0.0, every=1)
+    assert [step for step, _, _ in speeds] == list(range(8))
+    assert len({rate for _, rate, _ in speeds}) == 8
+
+
+def test_speed_monitor_reused_for_a_second_fit_leaves_the_pause_between_out(tmp_path: Path) -> None:
+    monitor = SpeedMonitor()
+    _speeds(tmp_path, train_delay=0.0, val_delay=0.0, monitor=monitor)
+    time.sleep(1.0)  # between two fits: not training time
+    (_, first, _), _ = _speeds(tmp_path, train_delay=0.0, val_delay=0.0, monitor=monitor)
+    assert first > 4.0  # counted, one second alone would hold 4 batches under 4/s

@@ -112,7 +112,7 @@ def test_an_unwritable_log_dir_is_one_line_before_hydra_makes_the_run_folder(tmp
     log_dir = tmp_path / "notes.txt" / "logs"
     proc = run_module("sr_gan.train", *_tiny("trainer.max_steps=1"), f"paths.log_dir={log_dir}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith(f"error: cannot make the run folder {log_dir}/train/runs/")
+    assert proc.stderr.strip().startswith(f"error: cannot make the output folder {log_dir}/train/runs/")
     assert proc.stderr.strip().endswith("(Not a directory): set paths.log_dir to a folder you can write to")
 
 

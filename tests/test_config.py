@@ -46,8 +46,11 @@ def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str,
 
 def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # Apple silicon: Lightning's gpu is MPS
+    check_train_config(make_cfg("trainer=gpu", "trainer.accelerator=gpu"))
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(
-        UserError, match=r"trainer.accelerator=gpu but this machine has no usable CUDA GPU: use trainer=cpu"
+        UserError, match=r"trainer.accelerator=gpu but this machine has no usable GPU .*: use trainer=cpu"
     ):
         check_train_config(make_cfg("trainer=gpu", "trainer.accelerator=gpu"))
 

@@ -82,7 +82,8 @@ def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generat
         (["out=gen.safetensors"], "'ckpt' is not set: add ckpt="),
         (["ckpt=last.ckpt", "out=gen.pth"], "out=gen.pth must end in .safetensors"),
         (["ckpt=last.ckpt", "out=last.ckpt/gen.safetensors"], "out=last.ckpt/gen.safetensors: cannot write in"),
-        (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=last.ckpt/g.onnx"], "onnx=last.ckpt/g.onnx: cannot write"),
+        # the output's new folder is not made by a refused command
+        (["ckpt=last.ckpt", "out=new/gen.safetensors", "onnx=last.ckpt/g.onnx"], "onnx=last.ckpt/g.onnx: cannot write"),
         (["ckpt=last.ckpt", "out=gen.safetensors", "ema=abc"], "ema=abc is not allowed: ema must be true or false"),
         # checked before the safetensors file is written, not after
         (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=g.onnx", "onnx_opset=3"], "onnx_opset must be an integer"),

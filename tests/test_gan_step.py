@@ -460,3 +460,24 @@ def test_validation_and_test_score_the_inference_generator(ema: bool, tmp_path: 
         assert logged[f"{stage}/psnr"] == pytest.approx(_mean_metric(psnr, scored, images), rel=1e-5)
         assert logged[f"{stage}/ssim"] == pytest.approx(_mean_metric(ssim, scored, images), rel=1e-5)
         assert logged[f"{stage}/psnr_bicubic"] == pytest.approx(bicubic, rel=1e-5)
+
+
+def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path) -> None:
+    """The stage check on resume reads the checkpoint's weights, not the config sr_gan.train records
+    (a module built in Python has none): a GAN checkpoint resumes as a GAN, not as a PSNR stage."""
+    module, _, _ = make_module()
+    trainer = fit(module, fixed_batch(), tmp_path)
+    trainer.save_checkpoint(tmp_path / "gan.ckpt")
+    resumed, _, _ = make_module()
+    with torch.no_grad():
+        for parameter in resumed.discriminator.parameters():
+            parameter.add_(1.0)  # what the checkpoint must overwrite
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
+        make_trainer(tmp_path, limit_train_batches=2).fit(
+            resumed,
+            train_dataloaders=DataLoader(as_items(fixed_batch()) * 2, batch_size=SCALE),
+            ckpt_path=tmp_path / "gan.ckpt",
+        )
+    for own, saved in zip(resumed.discriminator.parameters(), module.discriminator.parameters(), strict=True):
+        assert torch.equal(own, saved)  # restored (the saved fit was complete: nothing more to train)

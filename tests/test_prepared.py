@@ -187,6 +187,12 @@ def test_an_output_that_holds_images_or_is_a_file_is_refused(source: Path, tmp_p
         prepare_folder(source, tmp_path / "notes.txt", progress=False)
 
 
+def test_cli_a_missing_source_leaves_no_output_folder(tmp_path: Path) -> None:
+    result = run_module("sr_gan.data.prepare", str(tmp_path / "nosuch"), "--no-progress")
+    assert result.returncode == 2 and "nosuch does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_an_unwritable_output_is_one_line(source: Path, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     result = run_module("sr_gan.data.prepare", str(source), "--out", str(tmp_path / "notes.txt" / "p"), "--no-progress")

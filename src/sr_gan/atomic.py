@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield temporary
         _fsync(temporary)
-        os.chmod(temporary, _mode_for(path))  # some writers (safetensors) create files 0600
+        with contextlib.suppress(OSError):  # some file systems (vfat, CIFS) refuse chmod: keep the file
+            os.chmod(temporary, _mode_for(path))  # some writers (safetensors) create files 0600
         os.replace(temporary, path)
         _fsync(path.parent)
     finally:
@@ -45,6 +47,15 @@ def _mode_for(path: Path) -> int:
     """The permissions `path` keeps when it is replaced, or a new file's under the process umask."""
     if path.exists():
         return path.stat().st_mode & 0o777
-    umask = os.umask(0)  # reading the umask means setting it: put it straight back
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read from /proc on Linux (os.umask can only read it by setting it, which
+    another thread creating a file at that moment would feel)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask

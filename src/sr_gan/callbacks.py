@@ -64,7 +64,7 @@ class SpeedMonitor(L.Callback):
     ``time`` / ``data_time``. A batch's cycle runs from the end of the batch before it to its own
     end; the share is the part before the batch starts (waiting for the loader, the host-to-device
     copy, the launch of the on-device degradation). A batch that follows a validation (and its
-    checkpoints) or starts the fit has no measured cycle and is left out.
+    checkpoints) or starts the fit counts its own step only: its wait is not measured.
 
     Host clocks only, no device sync (Lightning's ``ThroughputMonitor`` synchronises CUDA after
     every batch): on a GPU the host runs ahead of the device by at most its queue, so over an
@@ -74,30 +74,33 @@ class SpeedMonitor(L.Callback):
 
     def __init__(self) -> None:
         self._last: float | None = None  # the end of the batch before; None after a pause
-        self._before: float | None = None  # this batch's wait before its start, if measured
+        self._before = 0.0  # this batch's wait before its start (0 when not measured)
         self._start = 0.0
         self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._start = time.perf_counter()
-        self._before = None if self._last is None else self._start - self._last
+        self._before = 0.0 if self._last is None else self._start - self._last
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._last = time.perf_counter()
-        if self._before is not None:
-            self._batches += 1
-            self._cycles += self._before + self._last - self._start
-            self._waiting += self._before
+        self._batches += 1
+        self._cycles += self._before + self._last - self._start
+        self._waiting += self._before
         # `completed` follows this hook: the batch just done is number completed + 1, as the module logs
         if (trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1) % trainer.log_every_n_steps:
             return
-        if self._batches:
+        if self._cycles > 0:
             rate, share = self._batches / self._cycles, self._waiting / self._cycles
             pl_module.log_dict({"time/batches_per_s": rate, "time/data_share": share}, on_step=True, batch_size=1)
         self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
 
     def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._last = None
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._last = None
+        self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
 
 
 class RNGState(L.Callback):

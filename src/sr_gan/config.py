@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
@@ -107,9 +108,11 @@ def check_train_config(cfg: DictConfig) -> None:
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
             "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN)"
         )
-    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+    accelerator = cfg.trainer.get("accelerator")
+    mps = accelerator == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" on Apple silicon
+    if accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or mps):
         raise UserError(
-            f"trainer.accelerator={cfg.trainer.accelerator} but this machine has no usable CUDA GPU: "
+            f"trainer.accelerator={accelerator} but this machine has no usable GPU (CUDA, or MPS for gpu): "
             "use trainer=cpu, or trainer=default (a GPU when there is one)"
         )
     if cfg.data.patch_size % cfg.data.scale:  # (the datasets check it too, for code that builds them)
@@ -130,7 +133,7 @@ def path_arg(
     cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "", output: bool = False
 ) -> Path:
     """``cfg[key]`` as a Path, checked: set, with the given suffix, existing if ``must_exist``, and
-    for an ``output`` not a folder and in a folder that can be made and written to (made here)."""
+    for an ``output`` not a folder and in a folder that can be made and written to."""
     if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
         raise UserError(f"'{key}' is not set: add {key}={example}")
     path = Path(str(cfg[key]))
@@ -176,17 +179,20 @@ def _exit_unless_writable(folder: Path) -> None:
         _probe_folder(folder)
     except OSError as err:
         print(
-            f"error: cannot make the run folder {folder} ({err.strerror or err}): set paths.log_dir to a folder "
-            "you can write to",
+            f"error: cannot make the output folder {folder} ({err.strerror or err}): set paths.log_dir to a "
+            "folder you can write to",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
 
 
 def _probe_folder(folder: Path) -> None:
-    """Make `folder` (and its parents) and create a file in it; OSError if either fails."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
+    """OSError unless a file can be created in `folder`, or in its nearest existing parent when it
+    does not exist yet (the writer makes the rest): a refused command leaves no folder behind."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    with tempfile.TemporaryFile(dir=existing):
         pass
 
 

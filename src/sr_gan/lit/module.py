@@ -470,7 +470,8 @@ class SRGANModule(L.LightningModule):
         """Refuse a checkpoint of other networks in one line; put the frozen VGG back so that strict
         loading still checks every other key."""
         stored = checkpoint.get("sr_gan", {})
-        if "discriminator" in stored and (stored["discriminator"] is None) != (self.discriminator is None):
+        weights = checkpoint.get("state_dict", {})
+        if weights and any(k.startswith("discriminator.") for k in weights) != (self.discriminator is not None):
             raise UserError(
                 "the checkpoint is of a PSNR stage (no discriminator) and this run trains a GAN: start the GAN "
                 "stage from it with model.init_from=<the checkpoint>, as both papers do, not ckpt_path"

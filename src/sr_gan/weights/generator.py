@@ -140,11 +140,15 @@ def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
 
 
 def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """`config` with its target's constructor defaults filled in, so that two configs of one network
-    compare equal however many defaults each spells out (an inferred RRDBNet config names its
-    channels, a stored one may leave them out). Only for configs that passed the allowlist."""
-    parameters = inspect.signature(get_object(config["_target_"])).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty} | dict(config)
+    """`config` with its target's constructor defaults filled in and its target named by where it is
+    defined, so that two configs of one network compare equal however many defaults each spells
+    out (an inferred RRDBNet config names its channels, a stored one may leave them out) and by
+    whichever import path (top-level arguments; nested configs compare as written). Only for
+    configs that passed the allowlist."""
+    target = get_object(config["_target_"])
+    parameters = inspect.signature(target).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return defaults | dict(config) | {"_target_": f"{target.__module__}.{target.__qualname__}"}
 
 
 def _build(config: dict[str, Any]) -> nn.Module:
