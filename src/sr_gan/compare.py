@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import yaml
 from omegaconf import DictConfig, ListConfig, open_dict
 from rich.console import Console
 from torch import Tensor
@@ -58,8 +57,6 @@ PICKS = ("auto", "best", "last")
 PLANE_SET = "val"  # the dataset name of the perception-distortion rows: perception_distortion_val.png
 # The console shows these numbers (the files all of them): a table that fits a terminal.
 CONSOLE = ("result", "best_psnr", "last_psnr", "bicubic_psnr", "batches", "wall_s", "batches_per_s")
-# The YAML files of a run folder that compare reads, and the shape each must have.
-RUN_FILES = {"config.yaml": dict, ".hydra/hydra.yaml": dict, ".hydra/overrides.yaml": list}
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -187,37 +184,6 @@ def _crop_arg(value: Any) -> tuple[int, int, int] | None:
 # --- command line ---------------------------------------------------------------------------------
 
 
-def check_run_files(paths: Sequence[Path]) -> None:
-    """Refuse, in one line naming the file, a run folder whose YAML files are damaged: not YAML, of
-    the wrong shape, or a config.yaml without data.scale (empty, or not written by sr_gan.train)."""
-    for folder in paths:
-        for name, shape in RUN_FILES.items():
-            if (folder / name).is_file() and (problem := _damage(folder / name, shape)):
-                raise UserError(
-                    f"runs: {folder / name} {problem}: {folder} is not a complete sr-gan run; "
-                    f"remove it from the runs or restore its {name}"
-                )
-
-
-def _damage(path: Path, shape: type) -> str:
-    """What is wrong with one YAML file of a run folder, '' when nothing."""
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        return f"cannot be read ({err.strerror or err})"
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        mark = getattr(err, "problem_mark", None)
-        return f"is not valid YAML ({f'line {mark.line + 1}: ' if mark else ''}{getattr(err, 'problem', None) or err})"
-    if content is not None and not isinstance(content, shape):
-        return f"holds a {type(content).__name__}, not a {'mapping' if shape is dict else 'list'}"
-    if path.name != "config.yaml":
-        return ""
-    if not content:
-        return "is empty"
-    data = content.get("data")
-    return "" if isinstance(data, dict) and data.get("scale") is not None else "has no data.scale"
-
-
 def wandb_group(runs: Sequence[Run], paths: Sequence[Path]) -> str:
     """The W&B group of the runs (what they logged under), else their common folder's name."""
     groups = {str((((r.config or {}).get("logger") or {}).get("wandb") or {}).get("group") or "") for r in runs}
@@ -236,7 +202,6 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     if cfg.pick not in PICKS:
         raise UserError(f"pick={cfg.pick}: use auto, best or last")
     paths = find_runs(as_list(cfg.runs))
-    check_run_files(paths)
     runs = read_runs(paths)
     check_comparable(runs)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(os.path.commonpath([p.absolute() for p in paths])) / "compare"

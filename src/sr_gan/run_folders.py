@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -142,9 +142,31 @@ def find_runs(entries: Sequence[str]) -> list[Path]:
     return list(runs)
 
 
-def _yaml(path: Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+def _yaml(run: Path, name: str, shape: type) -> Any:
+    """`run`/`name` parsed; None when empty. A file that is not YAML or not of `shape` (dict, list) is
+    a one-line UserError naming it: the run folder is damaged, or not one of ours."""
+    path = run / name
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        _damaged(run, name, f"cannot be read ({err.strerror or err})")
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None)
+        _damaged(
+            run,
+            name,
+            f"is not valid YAML ({f'line {mark.line + 1}: ' if mark else ''}{getattr(err, 'problem', None) or err})",
+        )
+    if content is not None and not isinstance(content, shape):
+        _damaged(run, name, f"holds a {type(content).__name__}, not a {'mapping' if shape is dict else 'list'}")
+    return content
+
+
+def _damaged(run: Path, name: str, problem: str) -> NoReturn:
+    raise UserError(
+        f"runs: {run / name} {problem}: {run} is not a complete sr-gan run; "
+        f"remove it from the runs or restore its {name}"
+    )
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:
@@ -170,13 +192,18 @@ def read_run(path: Path) -> Run:
     """Everything `compare` uses from one run folder; absent files leave their fields empty."""
     run = Run(path=path)
     if (path / "config.yaml").is_file():
-        run.config = _yaml(path / "config.yaml") or {}
+        run.config = _yaml(path, "config.yaml", dict)
+        if not run.config:
+            _damaged(path, "config.yaml", "is empty")
+        if not isinstance(run.config.get("data"), dict) or run.config["data"].get("scale") is None:
+            _damaged(path, "config.yaml", "has no data.scale")  # (not written by sr_gan.train)
     hydra = path / ".hydra"
     if (hydra / "hydra.yaml").is_file():
-        choices = (((_yaml(hydra / "hydra.yaml") or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+        hydra_config = _yaml(path, ".hydra/hydra.yaml", dict) or {}
+        choices = ((hydra_config.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
         run.choices = {g: str(o) for g, o in choices.items() if g.split("/")[0] not in IGNORED_GROUPS}
     if (hydra / "overrides.yaml").is_file():
-        run.overrides = [str(o) for o in _yaml(hydra / "overrides.yaml") or []]
+        run.overrides = [str(o) for o in _yaml(path, ".hydra/overrides.yaml", list) or []]
     metrics = path / "csv" / "metrics.csv"
     if metrics.is_file():
         run.metrics = read_metrics(metrics)
