@@ -39,7 +39,6 @@ Then the targets of issue 8 are checked: ESRGAN >= 20 it/s (batch 16, HR 128, bf
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -65,6 +64,7 @@ from benchmarks.stages import CONFIGS, Config, Stage, build_stage
 from benchmarks.step_timing import Plan, compare, matmul_tflops, ours_rate, plain_rate, step_flops, utilisation
 from benchmarks.timing import sync
 from sr_gan.atomic import atomic_path
+from sr_gan.run_folders import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1
@@ -578,14 +578,14 @@ def _key(stage: str, config: str) -> str:
 def _logged(metrics: Path) -> dict[str, Any]:
     """From a Lightning metrics.csv: the validations (rows holding val/psnr) and the medians of the
     speed the run logged itself (`sr_gan.callbacks.SpeedMonitor`), its first interval (start-up) left out."""
-    rows = list(csv.DictReader(metrics.open(newline=""))) if metrics.is_file() else []
-    speed = [row for row in rows if row.get("time/batches_per_s")][1:]
+    rows = read_metrics(metrics) if metrics.is_file() else []
+    speed = [row for row in rows if "time/batches_per_s" in row][1:]
 
     def median(key: str) -> float | None:
-        return statistics.median(float(row[key]) for row in speed) if speed else None
+        return statistics.median(row[key] for row in speed) if speed else None
 
     return {
-        "validations": sum(1 for row in rows if row.get("val/psnr")),
+        "validations": sum(1 for row in rows if "val/psnr" in row),
         "logged_it_s": median("time/batches_per_s"),
         "data_share": median("time/data_share"),
     }
