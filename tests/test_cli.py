@@ -165,3 +165,16 @@ def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: P
     for player in ("generator.", "discriminator."):
         worst = max((half[k] - joint[k]).abs().max().item() for k in joint if k.startswith(player))
         assert worst > 1e-4, player  # the comparison can tell a half batch from the whole
+
+
+def test_ddp_accumulation_averages_each_iteration_over_the_ranks(tmp_path: Path) -> None:
+    """trainer=ddp with optim.accumulate_batches=2: 2 ranks x batch 2 x 2 micro-batches = one process
+    x batch 4 x 2. The first micro-batch's gradients stay on their rank (DDP's ``no_sync``, one
+    all-reduce per iteration: tests/test_gan_step.py counts them); the last micro-batch's backward
+    averages the ranks' sums (planted the other way round, syncing the first micro-batch and keeping
+    the last local: DDP raises)."""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+    ranks = _weights_after(tmp_path / "ddp", *ddp, "data.batch_size=2", "optim.accumulate_batches=2")
+    joint = _weights_after(tmp_path / "joint", "data.batch_size=4", "optim.accumulate_batches=2")
+    for key in ranks:
+        torch.testing.assert_close(ranks[key], joint[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -22,6 +22,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -481,3 +482,54 @@ def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path)
         )
     for own, saved in zip(resumed.discriminator.parameters(), module.discriminator.parameters(), strict=True):
         assert torch.equal(own, saved)  # restored (the saved fit was complete: nothing more to train)
+
+
+def test_ddp_reduces_an_accumulated_iteration_once(tmp_path: Path) -> None:
+    """``accumulate_batches=2`` under DDP (one CPU rank, in process): the gradients are all-reduced
+    once per iteration, in the last micro-batch's backward passes (the first runs under DDP's
+    ``no_sync``), and G and D step with the sum over both micro-batches, as without DDP."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    class CountAllReduces(L.Callback):
+        """Registers a counting all-reduce on the DDP wrapper (Lightning passes comm hooks on CUDA only)."""
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def on_train_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+            trainer.strategy.model.register_comm_hook(self.calls, self.counted)
+
+        @staticmethod
+        def counted(calls, bucket):  # noqa: ANN001, ANN205 (DDP refuses string annotations)
+            calls.append(bucket.index())
+            return allreduce_hook(None, bucket)
+
+    def run(accumulate: int, ddp: bool) -> tuple[Recorder, Recorder, list[int]]:
+        module, opt_g, opt_d = make_module(accumulate_batches=accumulate)
+        count = CountAllReduces()
+        distributed = {
+            "strategy": DDPStrategy(find_unused_parameters=True),
+            "devices": 1,
+            "use_distributed_sampler": False,  # the same batches in the same order on both sides
+            "callbacks": [count],
+        }
+        trainer = make_trainer(tmp_path, limit_train_batches=4, **(distributed if ddp else {}))
+        items = as_items(fixed_batch(size=2)) + as_items(fixed_batch(size=2, seed=3))
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
+                trainer.fit(module, train_dataloaders=DataLoader(items * 2, batch_size=2))
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+        return opt_g, opt_d, count.calls
+
+    *_, every_batch = run(accumulate=1, ddp=True)
+    opt_g, opt_d, per_iteration = run(accumulate=2, ddp=True)
+    plain_g, plain_d, _ = run(accumulate=2, ddp=False)
+    assert len(every_batch) > 0 and len(per_iteration) * 2 == len(every_batch)  # 4 batches: 2 iterations
+    for ours, plain in ((opt_g, plain_g), (opt_d, plain_d)):
+        assert len(ours.optimizer.steps) == len(plain.optimizer.steps) == 2
+        for got, want in zip(ours.optimizer.steps, plain.optimizer.steps, strict=True):
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=0, atol=0)

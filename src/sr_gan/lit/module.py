@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -153,6 +154,7 @@ class SRGANModule(L.LightningModule):
         self._ema_update: EMAUpdater | None = None
         self._lr_values: dict[str, float] = {}  # learning rates as last logged ...
         self._lr_logged: dict[str, Tensor] = {}  # ... and as device tensors (train/lr_g, train/lr_d)
+        self._local_gradients = ExitStack()  # DDP's no_sync() over an accumulated micro-batch
         # The networks' resolved Hydra configs (set by sr_gan.train), stored in checkpoints so that
         # sr_gan.weights.load_generator can rebuild G without this code's config, and a resumed
         # run is checked against the run that wrote the checkpoint.
@@ -224,6 +226,16 @@ class SRGANModule(L.LightningModule):
     def iterations_done(self) -> int:
         """Optimizer iterations completed: batches / ``accumulate_batches``."""
         return self.batches_done // self.accumulate_batches
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Under DDP the micro-batches of an iteration but its last keep their gradients local (DDP's
+        ``no_sync``, entered before DDP's forward, which runs this batch's training step): gradients
+        are averaged over the ranks once per iteration, not once per loader batch."""
+        if (self.batches_done + 1) % self.accumulate_batches and isinstance(self.trainer.strategy, ParallelStrategy):
+            self._local_gradients.enter_context(self.trainer.strategy.block_backward_sync())
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._local_gradients.close()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s): input, target
