@@ -19,6 +19,7 @@ def _restore_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts without OMP_NUM_THREADS and leaves torch's thread count as it found it."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "_applied", None)
+    monkeypatch.setattr(threads, "_exported", "")
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
@@ -60,7 +61,11 @@ def test_a_number_forces_the_count_and_an_exported_omp_num_threads_is_kept(monke
     assert configure_cpu_threads(3, num_workers=64) == 3 and torch.get_num_threads() == 3
     monkeypatch.setattr(threads, "_applied", None)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's
+    monkeypatch.setattr(threads, "usable_cores", lambda: 6)
     assert configure_cpu_threads("auto", num_workers=0) == 1
+    # ... and for every later run of the process (the jobs of an in-process sweep; a forced count between)
+    assert configure_cpu_threads(3) == 3
+    assert configure_cpu_threads("auto", num_workers=0) == 1 and torch.get_num_threads() == 1
 
 
 @pytest.mark.parametrize("value", ["many", 0, -2, True, 1.5])

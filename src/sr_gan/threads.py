@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 _applied: str | None = None  # the OMP_NUM_THREADS value this module last set (not the user's)
+_exported = ""  # OMP_NUM_THREADS as found before this module set it: the user's, or a DDP parent's
 
 
 def usable_cores() -> int:
@@ -77,11 +78,12 @@ def configure_cpu_threads(
     ``OMP_NUM_THREADS``, which is kept; a positive int forces it. Anything else is a UserError
     naming the ``cpu_threads`` key.
     """
-    global _applied
+    global _applied, _exported
+    if (current := os.environ.get("OMP_NUM_THREADS", "")) != _applied:  # not the value set here before
+        _exported = current
     if setting is None or setting == "auto":
-        exported = os.environ.get("OMP_NUM_THREADS", "")
-        if exported.isdigit() and int(exported) > 0 and exported != _applied:
-            threads = int(exported)
+        if _exported.isdigit() and int(_exported) > 0:  # kept for every run of the process (a sweep's jobs)
+            threads = int(_exported)
             reason = "OMP_NUM_THREADS from the environment"
         else:
             cores = usable_cores()
