@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -85,3 +87,15 @@ def upscale(net: nn.Module, lr_size: tuple[int, int] = (8, 8)) -> torch.Tensor:
     """`net` applied to one fixed random LR image (seed 1) of `lr_size`: equal outputs, equal weights."""
     torch.manual_seed(1)
     return net(torch.rand(1, 3, *lr_size))  # (1, 3, h*s, w*s)
+
+
+class SigtermDuring(L.Callback):
+    """Sends SIGTERM to rank 0 while batch `batch` runs, as a ``kill`` of the process that started the
+    run; `PreemptionCheckpoint` stops every rank after that batch and writes last.ckpt."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if trainer.is_global_zero and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)

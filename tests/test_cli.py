@@ -167,6 +167,28 @@ def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: P
         assert worst > 1e-4, player  # the comparison can tell a half batch from the whole
 
 
+def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path) -> None:
+    """trainer=ddp, 2 ranks, optim.accumulate_batches=2, SIGTERM to rank 0 only during batch 5: both
+    ranks stop after batch 6 (the iteration's end), save once and exit 143; resumed, the run ends
+    with the weights of the run that was not interrupted. (Lightning's own handler deadlocked here:
+    rank 0 saving its checkpoint, rank 1 in the next batch's collective.)"""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=2"]
+    straight = _weights_after(tmp_path / "straight", *ddp, "optim.accumulate_batches=2")
+    gan = ["loss=srgan", "discriminator=unet", "discriminator.num_features=8", "trainer.precision=32-true"]
+    settings = _tiny(*gan, *ddp, "optim.accumulate_batches=2", "trainer.max_steps=4", "test=false", "logger=csv")
+    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=5"]
+    stopped = _run(tmp_path / "preempted", *settings, *sigterm)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    (run,) = (tmp_path / "preempted" / "train" / "runs").iterdir()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 6
+    resumed = _run(tmp_path / "preempted", *settings, f"ckpt_path={run}", f"hydra.run.dir={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for key in straight:
+        torch.testing.assert_close(weights[key], straight[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_ddp_accumulation_averages_each_iteration_over_the_ranks(tmp_path: Path) -> None:
     """trainer=ddp with optim.accumulate_batches=2: 2 ranks x batch 2 x 2 micro-batches = one process
     x batch 4 x 2. The first micro-batch's gradients stay on their rank (DDP's ``no_sync``, one

@@ -354,6 +354,37 @@ def test_resume_is_exact(make_cfg, tmp_path) -> None:
     assert _losses(straight_dir) == _losses(resumed_dir)  # metrics.csv kept batches 1-2, appended 3-4
 
 
+def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resumes_exactly(make_cfg, tmp_path) -> None:
+    """optim.accumulate_batches=2, SIGTERM during batch 3 (the first half of iteration 2): the run
+    finishes the iteration, saves last.ckpt after batch 4 and exits 143 (a checkpoint holds no
+    half-accumulated gradients); resumed, it ends with the weights and optimizer states of the run
+    that was not interrupted (bitwise)."""
+    common = ["loss=ragan", "optim.accumulate_batches=2", "trainer.max_steps=3", "test=false"]
+
+    def run(folder: Path, *overrides: str) -> None:
+        cfg = make_cfg(*common, *overrides)
+        cfg.paths.output_dir = str(folder)
+        train(cfg)
+
+    run(tmp_path / "straight")
+    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=3"]
+    with pytest.raises(SystemExit) as stopped:
+        run(tmp_path / "preempted", *sigterm)
+    assert stopped.value.code == 143
+    last = tmp_path / "preempted" / "checkpoints" / "last.ckpt"
+    half = torch.load(last, weights_only=True)
+    assert half["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+    run(tmp_path / "preempted", "ckpt_path=last")
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 6
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    for ours, theirs in zip(straight["optimizer_states"], resumed["optimizer_states"], strict=True):
+        for state, other in zip(ours["state"].values(), theirs["state"].values(), strict=True):
+            assert all(torch.equal(state[k], other[k]) for k in state)
+
+
 def test_rng_states_travel_in_the_checkpoint() -> None:
     import random
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
@@ -149,14 +152,46 @@ class RNGState(L.Callback):
 class PreemptionCheckpoint(L.Callback):
     """On SIGTERM (a cluster pre-empting the job), save a resumable checkpoint before exiting.
 
-    Lightning turns SIGTERM into a `SIGTERMException` once the current batch is done; this writes
-    `<dirpath>/last.ckpt` then (atomically, through the trainer's checkpoint plugin), and
+    The signal only sets a flag. After each batch (under DDP: each batch of the logging interval,
+    where the run reads device values anyway) the flag is read, under DDP combined over the ranks
+    (a maximum), so that every rank stops after the same batch even when the signal reached only
+    one of them, or reached them at different points. The run stops at the end of an optimizer
+    iteration (with ``optim.accumulate_batches`` = k, after a multiple of k batches: a checkpoint
+    holds no half-accumulated gradients), where Lightning raises its `SIGTERMException`; this then
+    writes `<dirpath>/last.ckpt` (atomically, through the trainer's checkpoint plugin) and
     `sr_gan.train` exits with status 143 (128 + SIGTERM) so that a job script can requeue it.
     `ckpt_path=last` resumes from it.
+
+    It replaces Lightning's handler for the fit: under DDP that one broadcasts from inside the signal
+    handler and stops each rank on its own, which deadlocked two ranks (Lightning 2.6: one rank
+    saving its checkpoint, the other in the next batch's collective).
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.requested = False  # SIGTERM received by this process
+        self.stopping = False  # every rank stops at the end of this iteration
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.requested = self.stopping = False
+        if threading.current_thread() is threading.main_thread():  # Lightning restores its own at the fit's end
+            signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # this one included
+        if trainer.world_size == 1:
+            self.stopping = self.requested
+        elif batches % trainer.log_every_n_steps == 0:
+            flag = torch.tensor(float(self.requested), device=pl_module.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self.stopping = bool(flag.item())
+        if self.stopping and batches % getattr(pl_module, "accumulate_batches", 1) == 0:
+            # Lightning's own flag: its loop raises SIGTERMException once this batch is counted (a
+            # raise from a hook would leave the batch half-counted in the checkpoint's loop state)
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
