@@ -168,25 +168,36 @@ def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: P
 
 
 def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path) -> None:
-    """trainer=ddp, 2 ranks, optim.accumulate_batches=2, SIGTERM to rank 0 only during batch 5: both
-    ranks stop after batch 6 (the iteration's end), save once and exit 143; resumed, the run ends
-    with the weights of the run that was not interrupted. (Lightning's own handler deadlocked here:
-    rank 0 saving its checkpoint, rank 1 in the next batch's collective.)"""
+    """trainer=ddp, 2 ranks, optim.accumulate_batches=2, trainer.log_every_n_steps=3, SIGTERM to rank
+    0 only during batch 2: the ranks read it after batch 3 (the logging interval), stop after batch 4
+    (the iteration's end) once its validation has run, save once and exit 143; resumed, the run
+    validates and ends as the run that was not interrupted. (Lightning's own handler deadlocked
+    here: rank 0 saving its checkpoint, rank 1 in the next batch's collective.)"""
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=2"]
-    straight = _weights_after(tmp_path / "straight", *ddp, "optim.accumulate_batches=2")
+    common = [*ddp, "optim.accumulate_batches=2", "trainer.log_every_n_steps=3"]
+    straight = _weights_after(tmp_path / "straight", *common)
     gan = ["loss=srgan", "discriminator=unet", "discriminator.num_features=8", "trainer.precision=32-true"]
-    settings = _tiny(*gan, *ddp, "optim.accumulate_batches=2", "trainer.max_steps=4", "test=false", "logger=csv")
-    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=5"]
+    settings = _tiny(*gan, *common, "trainer.max_steps=4", "test=false", "logger=csv")
+    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=2"]
     stopped = _run(tmp_path / "preempted", *settings, *sigterm)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     (run,) = (tmp_path / "preempted" / "train" / "runs").iterdir()
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 6
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
     resumed = _run(tmp_path / "preempted", *settings, f"ckpt_path={run}", f"hydra.run.dir={run}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in straight:
         torch.testing.assert_close(weights[key], straight[key], rtol=1e-4, atol=1e-5, msg=key)
+    (done,) = (tmp_path / "straight" / "train" / "runs").iterdir()
+    validated = [_validated_steps(folder) for folder in (done, run)]
+    assert validated[0] == validated[1] and len(validated[0]) == 2  # at batches 4 and 8, each whole
+
+
+def _validated_steps(run: Path) -> list[str]:
+    """The logged steps of a run's validations (metrics.csv rows holding val/psnr)."""
+    with open(run / "csv" / "metrics.csv") as f:
+        return [r["step"] for r in csv.DictReader(f) if r.get("val/psnr")]
 
 
 def test_ddp_accumulation_averages_each_iteration_over_the_ranks(tmp_path: Path) -> None:

@@ -14,9 +14,11 @@ Planted defects these tests catch are listed in docs/testing.md.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from unittest.mock import patch
 
 import lightning as L
 import pytest
@@ -515,8 +517,8 @@ def test_ddp_reduces_an_accumulated_iteration_once(tmp_path: Path) -> None:
         }
         trainer = make_trainer(tmp_path, limit_train_batches=4, **(distributed if ddp else {}))
         items = as_items(fixed_batch(size=2)) + as_items(fixed_batch(size=2, seed=3))
-        try:
-            with warnings.catch_warnings():
+        try:  # Lightning's DDP set-up exports MASTER_PORT, LOCAL_RANK, ...: later DDP runs would inherit them
+            with warnings.catch_warnings(), patch.dict(os.environ):
                 warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
                 trainer.fit(module, train_dataloaders=DataLoader(items * 2, batch_size=2))
         finally:

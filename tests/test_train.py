@@ -375,6 +375,8 @@ def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resum
     half = torch.load(last, weights_only=True)
     assert half["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
     run(tmp_path / "preempted", "ckpt_path=last")
+    validated = [[r["step"] for r in _metrics(tmp_path / d) if r.get("val/psnr")] for d in ("straight", "preempted")]
+    assert validated[0] == validated[1] and len(validated[0]) == 2  # the validation due at batch 4 ran whole
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(last, weights_only=True)
     assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 6
@@ -383,6 +385,19 @@ def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resum
     for ours, theirs in zip(straight["optimizer_states"], resumed["optimizer_states"], strict=True):
         for state, other in zip(ours["state"].values(), theirs["state"].values(), strict=True):
             assert all(torch.equal(state[k], other[k]) for k in state)
+
+
+def test_a_sigterm_in_the_last_batch_ends_the_job_as_preempted_without_its_test_stage(make_cfg, tmp_path) -> None:
+    """The budget's last batch is the stop batch: the fit ends as planned, then the job stops with
+    143 and a last.ckpt instead of going on to the test stage (a scheduler's grace period would
+    end it with SIGKILL there, and no job script would requeue it)."""
+    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=2"]
+    with pytest.raises(SystemExit) as stopped:
+        train(make_cfg("trainer.max_steps=2", "test=true", *sigterm))
+    assert stopped.value.code == 143
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
 
 
 def test_rng_states_travel_in_the_checkpoint() -> None:

@@ -154,27 +154,35 @@ class PreemptionCheckpoint(L.Callback):
 
     The signal only sets a flag. After each batch (under DDP: each batch of the logging interval,
     where the run reads device values anyway) the flag is read, under DDP combined over the ranks
-    (a maximum), so that every rank stops after the same batch even when the signal reached only
-    one of them, or reached them at different points. The run stops at the end of an optimizer
-    iteration (with ``optim.accumulate_batches`` = k, after a multiple of k batches: a checkpoint
-    holds no half-accumulated gradients), where Lightning raises its `SIGTERMException`; this then
-    writes `<dirpath>/last.ckpt` (atomically, through the trainer's checkpoint plugin) and
+    (any rank's signal counts), so that every rank stops after the same batch even when the signal
+    reached only one of them, or reached them at different points. The run stops at the end of an
+    optimizer iteration (with ``optim.accumulate_batches`` = k, after a multiple of k batches: a
+    checkpoint holds no half-accumulated gradients) and after a validation due there; a signal
+    that comes after the last batch's check stops the run when the fit ends (no test stage). Then
+    this writes `<dirpath>/last.ckpt` (atomically, through the trainer's checkpoint plugin) and
     `sr_gan.train` exits with status 143 (128 + SIGTERM) so that a job script can requeue it.
     `ckpt_path=last` resumes from it.
 
-    It replaces Lightning's handler for the fit: under DDP that one broadcasts from inside the signal
-    handler and stops each rank on its own, which deadlocked two ranks (Lightning 2.6: one rank
-    saving its checkpoint, the other in the next batch's collective).
+    It replaces Lightning's handler for the training loop: under DDP that one broadcasts from inside
+    the signal handler and stops each rank on its own, which deadlocked two ranks (Lightning 2.6:
+    one rank saving its checkpoint, the other in the next batch's collective). The stop itself is
+    Lightning's: its flag, set on every rank on the same batch, makes its loop raise
+    `SIGTERMException` once the batch is counted (a raise from a hook would leave the batch
+    half-counted in the checkpoint's loop state).
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
         self.requested = False  # SIGTERM received by this process
-        self.stopping = False  # every rank stops at the end of this iteration
+        self.stopping = False  # some rank received it: every rank stops at the end of an iteration
+        self.stop_now = False  # Lightning's flag is set: the loop stops after this batch
+        self.saving = False  # writing the pre-emption's checkpoint
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.requested = self.stopping = False
-        if threading.current_thread() is threading.main_thread():  # Lightning restores its own at the fit's end
+        # a signal before this point (sanity check, loaders) met Lightning's handler: take it over
+        self.requested, self.stopping, self.stop_now = trainer.received_sigterm, False, False
+        self._lightning_flag(trainer, False)
+        if threading.current_thread() is threading.main_thread():  # Lightning puts back the pre-fit handlers
             signal.signal(signal.SIGTERM, self._request)
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
@@ -182,19 +190,40 @@ class PreemptionCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # this one included
-        if trainer.world_size == 1:
-            self.stopping = self.requested
-        elif batches % trainer.log_every_n_steps == 0:
-            flag = torch.tensor(float(self.requested), device=pl_module.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            self.stopping = bool(flag.item())
+        if trainer.world_size == 1 or batches % trainer.log_every_n_steps == 0:
+            self.stopping = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         if self.stopping and batches % getattr(pl_module, "accumulate_batches", 1) == 0:
-            # Lightning's own flag: its loop raises SIGTERMException once this batch is counted (a
-            # raise from a hook would leave the batch half-counted in the checkpoint's loop state)
-            trainer._signal_connector.received_sigterm = True
+            self.stop_now = True
+            self._lightning_flag(trainer, True)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stop_now:  # the validation due at the stop batch runs to its end (Lightning's stops at its flag)
+            self._lightning_flag(trainer, False)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stop_now:
+            self._lightning_flag(trainer, True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.requested, all=False):  # after the last batch's check
+            raise SIGTERMException
+
+    @staticmethod
+    def _lightning_flag(trainer: L.Trainer, value: bool) -> None:
+        trainer._signal_connector.received_sigterm = value
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.saving:  # the pre-emption's checkpoint (not one of a validation), written after the batch's loop step:
+            # Lightning's resume counts the batch for the loggers again (it expects checkpoints from within
+            # the batch: its validation, its end), and the resumed run logged every step one too far
+            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
+            self.saving = True
+            try:
+                trainer.save_checkpoint(self.path)
+            finally:
+                self.saving = False
             batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
             log.warning("SIGTERM: saved a resumable checkpoint after batch %d to %s", batches, self.path)
