@@ -79,6 +79,9 @@ class SpeedMonitor(L.Callback):
         self._last: float | None = None  # the end of the batch before; None after a pause
         self._before = 0.0  # this batch's wait before its start (0 when not measured)
         self._start = 0.0
+        self._restart_interval()
+
+    def _restart_interval(self) -> None:
         self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
@@ -90,20 +93,20 @@ class SpeedMonitor(L.Callback):
         self._batches += 1
         self._cycles += self._before + self._last - self._start
         self._waiting += self._before
-        # `completed` follows this hook: the batch just done is number completed + 1, as the module logs
-        if (trainer.fit_loop.epoch_loop.batch_progress.total.completed + 1) % trainer.log_every_n_steps:
+        # `processed` counts the batch just done (`completed` follows this hook), as the module logs
+        if trainer.fit_loop.epoch_loop.batch_progress.total.processed % trainer.log_every_n_steps:
             return
         if self._cycles > 0:
             rate, share = self._batches / self._cycles, self._waiting / self._cycles
             pl_module.log_dict({"time/batches_per_s": rate, "time/data_share": share}, on_step=True, batch_size=1)
-        self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
+        self._restart_interval()
 
     def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._last = None
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._last = None
-        self._batches, self._cycles, self._waiting = 0, 0.0, 0.0
+        self._restart_interval()
 
 
 class RNGState(L.Callback):
