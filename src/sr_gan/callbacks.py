@@ -98,7 +98,10 @@ class SpeedMonitor(L.Callback):
             return
         if self._cycles > 0:
             rate, share = self._batches / self._cycles, self._waiting / self._cycles
-            pl_module.log_dict({"time/batches_per_s": rate, "time/data_share": share}, on_step=True, batch_size=1)
+            logged = {"time/batches_per_s": rate, "time/data_share": share}
+            # as tensors filled on the device: Lightning copies a logged float there (a blocking copy)
+            tensors = {name: torch.full((), value, device=pl_module.device) for name, value in logged.items()}
+            pl_module.log_dict(tensors, on_step=True, batch_size=1)
         self._restart_interval()
 
     def on_validation_start(self, trainer: L.Trainer, *args: Any) -> None:
