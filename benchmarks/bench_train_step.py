@@ -3,8 +3,9 @@
 Ours is `SRGANModule.training_step` driven by a real ``L.Trainer``; the baseline is `PlainLoop`,
 the same math on the same networks (benchmarks.step_timing). Both sides are measured in the same
 run, alternating, best of `ROUNDS`; the ratio is ours / plain in batches per second (> 1: ours
-faster). Each row also gives the FLOPs of one batch and the share of this machine's measured
-matmul peak that ours reaches with them.
+faster). Each row also gives the rate of the plain step run as a LightningModule's training step
+(`step_timing.PlainInLightning`: what Lightning's loop costs, apart from what our step adds), the
+FLOPs of one batch and the share of this machine's measured matmul peak that ours reaches with them.
 
 On a CPU: tiny networks, and the full networks at batch 1 and half the papers' patch (`stages`),
 in fp32 (`python -m benchmarks` runs them on one intra-op thread: on a shared machine other load
@@ -26,6 +27,7 @@ PLANS = {  # warm-up batches, then at most this many batches / seconds per measu
     "paper": Plan(warmup=5, max_batches=100, max_seconds=3.0),
 }
 ROUNDS = {"tiny": 2, "cpu": 1, "paper": 1}
+SIDES = ("plain", "plain_in_lightning", "ours")  # the middle one tells Lightning's loop from our step's work
 
 
 def sizes_for(device: torch.device, size: str) -> tuple[str, ...]:
@@ -49,7 +51,8 @@ def stage_row(stage: Stage, result: dict, flops: int, peak: float, peak_name: st
         "ours_ms": 1e3 / ours,
         "baseline_ms": 1e3 / plain,
         "baseline": "plain PyTorch loop",
-        "note": f"{ours:.2f} vs {plain:.2f} it/s; {flops / 1e9:,.1f} GFLOP/batch: {share:.0%} of the {peak_name} "
+        "note": f"{ours:.2f} vs {plain:.2f} it/s (the plain step in L.Trainer's loop: "
+        f"{result['plain_in_lightning_it_s']:.2f}); {flops / 1e9:,.1f} GFLOP/batch: {share:.0%} of the {peak_name} "
         f"matmul peak ({peak:.3g} TFLOP/s)",
     }
 
@@ -64,7 +67,7 @@ def run(device: str, size: str = "auto") -> list[dict]:
     for name in sizes_for(dev, size):
         for stage_name in STAGES:
             stage = build_stage(stage_name, name)
-            result = compare(stage, config, dev, PLANS[name], rounds=ROUNDS[name])
+            result = compare(stage, config, dev, PLANS[name], rounds=ROUNDS[name], sides=SIDES)
             rows.append(stage_row(stage, result, step_flops(stage, dev), peak, peak_name, dev))
     return rows
 

@@ -160,10 +160,27 @@ def compilation_counts() -> dict[str, int]:
     }
 
 
-def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
-    """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
-    records the last warm-up batch(es)."""
-    fresh_compilation(config)
+class PlainInLightning(L.LightningModule):
+    """`PlainLoop.step` as the training step of a LightningModule: Lightning's loop (its hooks,
+    progress tracking and precision context) around the plain loop's math. Against the plain loop it
+    measures what the loop costs; against ours, what our step adds inside the same loop."""
+
+    def __init__(self, loop: PlainLoop) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.loop = loop
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.loop.step(batch)
+
+    def configure_optimizers(self) -> None:
+        return None  # the plain loop steps its own optimizers
+
+
+def _fit_rate(
+    module: L.LightningModule, stage: Stage, config: Config, device: torch.device, plan: Plan, profiler: Any
+) -> float:
+    """Batches/s of `module`'s training step driven by ``L.Trainer.fit`` over the stage's batches."""
     window = Window(device, plan)
     trainer = L.Trainer(
         accelerator=device.type,
@@ -182,9 +199,26 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
     )
     loader = DataLoader(stage.batches(plan.warmup + plan.max_batches, device), batch_size=None)
     with quiet_lightning():
-        trainer.fit(stage.module(config), train_dataloaders=loader)
+        trainer.fit(module, train_dataloaders=loader)
     _release(device)
     return window.rate
+
+
+def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
+    """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
+    records the last warm-up batch(es)."""
+    fresh_compilation(config)
+    return _fit_rate(stage.module(config), stage, config, device, plan, profiler)
+
+
+def plain_in_lightning_rate(
+    stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None
+) -> float:
+    """Batches/s of `PlainLoop.step` driven by ``L.Trainer.fit`` (`PlainInLightning`)."""
+    fresh_compilation(config)
+    with quiet_lightning():
+        loop = PlainLoop(stage.module(config), config, device)
+    return _fit_rate(PlainInLightning(loop), stage, config, device, plan, profiler)
 
 
 def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
@@ -207,30 +241,42 @@ def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *
     return window.rate
 
 
-def compare(stage: Stage, config: Config, device: torch.device, plan: Plan, *, rounds: int = 1) -> dict[str, Any]:
-    """Ours against the plain loop, `rounds` times in alternation; the best rate of each side (on a
-    shared machine, other load only ever slows a run down). A compiled config adds each side's
-    `compilation_counts` (its last round)."""
-    rates: dict[str, list[float]] = {"plain": [], "ours": []}
+SIDES = {"plain": plain_rate, "plain_in_lightning": plain_in_lightning_rate, "ours": ours_rate}
+
+
+def compare(
+    stage: Stage,
+    config: Config,
+    device: torch.device,
+    plan: Plan,
+    *,
+    rounds: int = 1,
+    sides: tuple[str, ...] = ("plain", "ours"),
+) -> dict[str, Any]:
+    """Ours against the plain loop (and any other of `SIDES`), `rounds` times in alternation; the best
+    rate of each side (on a shared machine, other load only ever slows a run down). A compiled config
+    adds each side's `compilation_counts` (its last round)."""
+    rates: dict[str, list[float]] = {side: [] for side in sides}
     compiled: dict[str, dict[str, int]] = {}
     for _ in range(rounds):
-        for side, measure in (("plain", plain_rate), ("ours", ours_rate)):
-            rates[side].append(measure(stage, config, device, plan))
+        for side in sides:
+            rates[side].append(SIDES[side](stage, config, device, plan))
             if config.compile:
                 compiled[side] = compilation_counts()
-    ours, plain = rates["ours"], rates["plain"]
-    return {
-        "stage": stage.name,
-        "config": config.name,
-        "size": stage.size,
-        "batch": stage.batch,
-        "hr": stage.patch,
-        "ours_it_s": max(ours),
-        "plain_it_s": max(plain),
-        "ratio": max(ours) / max(plain),  # > 1: ours faster
-        "ours_rounds": ours,
-        "plain_rounds": plain,
-    } | ({"compiled": compiled} if compiled else {})
+    best = {side: max(found) for side, found in rates.items()}
+    return (
+        {
+            "stage": stage.name,
+            "config": config.name,
+            "size": stage.size,
+            "batch": stage.batch,
+            "hr": stage.patch,
+            "ratio": best["ours"] / best["plain"],  # > 1: ours faster
+        }
+        | {f"{side}_it_s": rate for side, rate in best.items()}
+        | {f"{side}_rounds": found for side, found in rates.items()}
+        | ({"compiled": compiled} if compiled else {})
+    )
 
 
 def step_flops(stage: Stage, device: torch.device) -> int:

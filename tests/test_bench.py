@@ -18,7 +18,16 @@ from benchmarks.gpu_check import COMPILED, STEPS
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.profile_step import HOST_METHODS
 from benchmarks.stages import CONFIGS, STAGES, build_stage
-from benchmarks.step_timing import Plan, Span, Window, compare, compilation_counts, ours_rate, plain_rate
+from benchmarks.step_timing import (
+    PlainInLightning,
+    Plan,
+    Span,
+    Window,
+    compare,
+    compilation_counts,
+    ours_rate,
+    plain_rate,
+)
 from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +69,28 @@ def test_the_plain_loop_does_the_math_of_our_step(stage_name: str, one_thread: N
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
     first = stage.module(CONFIGS["fp32"]).generator.state_dict()
     assert any(not torch.equal(first[k], v) for k, v in ours.generator.state_dict().items())  # it trained
+
+
+def test_the_plain_step_inside_lightnings_loop_is_the_plain_loops_work(one_thread: None) -> None:
+    """The third side of the GPU check (Lightning's loop around the plain step) trains exactly what the
+    bare plain loop trains on the same batches: it differs from it by the loop alone."""
+    stage = build_stage("esrgan", "dry")
+    batches = stage.batches(2, torch.device("cpu"))
+    inside = PlainLoop(stage.module(CONFIGS["fp32"]), CONFIGS["fp32"], torch.device("cpu"))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False)
+    trainer.fit(PlainInLightning(inside), DataLoader(batches, batch_size=None))
+    bare = PlainLoop(stage.module(CONFIGS["fp32"]), CONFIGS["fp32"], torch.device("cpu"))
+    for batch in batches:
+        bare.step(batch)
+    assert inside.iteration == bare.iteration == 2
+    for mine, theirs in ((inside.g, bare.g), (inside.d, bare.d), (inside.ema, bare.ema)):
+        for (name, a), b in zip(mine.state_dict().items(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    result = compare(
+        stage, CONFIGS["fp32"], torch.device("cpu"), Plan(1, 1, 60.0), sides=("plain", "plain_in_lightning", "ours")
+    )
+    assert {"plain_it_s", "plain_in_lightning_it_s", "ours_it_s"} <= set(result)
+    assert result["ratio"] == result["ours_it_s"] / result["plain_it_s"]
 
 
 class _Recording:
