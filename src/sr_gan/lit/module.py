@@ -238,9 +238,10 @@ class SRGANModule(L.LightningModule):
         self._local_gradients.close()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        lr, hr = batch["lr"], batch["hr"]  # (B, 3, h, w), (B, 3, h*s, w*s): input, target
-        real = batch.get("hr_real", hr)  # what D calls real: the un-sharpened HR when the target is sharpened
-        lr, hr, real = (x.contiguous(memory_format=self.memory_format) for x in (lr, hr, real))
+        lr, hr = (batch[key].contiguous(memory_format=self.memory_format) for key in ("lr", "hr"))
+        # (B, 3, h, w) input, (B, 3, h*s, w*s) target; what D calls real: the un-sharpened HR when the
+        # target is sharpened, else the target itself (not a second memory-format copy of it)
+        real = batch["hr_real"].contiguous(memory_format=self.memory_format) if "hr_real" in batch else hr
         if self.compile_mode in CUDA_GRAPH_MODES:
             torch.compiler.cudagraph_mark_step_begin()  # last batch's graph outputs may be overwritten
         optimizers = self.optimizers()
