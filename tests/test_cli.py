@@ -117,7 +117,7 @@ def test_an_unwritable_log_dir_is_one_line_before_hydra_makes_the_run_folder(tmp
 
 
 def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    """trainer=ddp: G and D in one module under DDP, rank-0-only files, metrics reduced over ranks;
+    """trainer=ddp: G and D each under its own DDP wrapper, rank-0-only files, metrics reduced over ranks;
     3 validation images on 2 ranks: each counted once (a padding sampler would repeat one)."""
     demo = Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos"
     prepare_skimage_photos(demo)
@@ -153,8 +153,8 @@ def _weights_after(tmp_path: Path, *overrides: str) -> dict[str, torch.Tensor]:
 def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: Path) -> None:
     """trainer=ddp, 2 CPU ranks x batch 2 = one process x batch 4 (the ranks share the one process's
     patch stream): G's and D's gradients are averaged over the ranks in both halves of the GAN step.
-    Without the reduction (e.g. a plain ``loss.backward()``, which leaves DDP's reducer unarmed) a
-    rank trains on its own half: the control, one process x batch 2, is ~1e-3 away."""
+    Without the reduction (e.g. D's forward passes outside its DDP wrapper) a rank trains on its own
+    half: the control, one process x batch 2, is ~1e-3 away."""
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
     ranks = _weights_after(tmp_path / "ddp", *ddp, "data.batch_size=2")
     joint = _weights_after(tmp_path / "joint", "data.batch_size=4")

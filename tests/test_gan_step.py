@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from sr_gan.lit import SRGANModule
+from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
@@ -486,45 +487,79 @@ def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path)
         assert torch.equal(own, saved)  # restored (the saved fit was complete: nothing more to train)
 
 
+class CountAllReduces(L.Callback):
+    """Registers a counting all-reduce on every DDP wrapper of the fit (Lightning passes comm hooks on
+    CUDA only): per loader batch, the (player, elements) of each bucket reduced."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+
+    def on_train_start(self, trainer: L.Trainer, module: SRGANModule) -> None:
+        wrappers = module.replicas or {"one": trainer.strategy.model}
+        for player, wrapper in wrappers.items():
+            wrapper.register_comm_hook((self, player), self.counted)
+
+    def on_train_batch_start(self, *args) -> None:  # noqa: ANN002
+        self.batches.append([])
+
+    @staticmethod
+    def counted(state, bucket):  # noqa: ANN001, ANN205 (DDP refuses string annotations)
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        counter, player = state
+        counter.batches[-1].append((player, bucket.buffer().numel()))
+        return allreduce_hook(None, bucket)
+
+
+def _fit_one_rank(module: SRGANModule, root: Path, strategy: DDPStrategy | None) -> CountAllReduces:
+    """Four batches (two distinct, twice) on one CPU rank in process under `strategy` (``None``: no DDP)."""
+    count, options = CountAllReduces(), {}
+    if strategy is not None:  # the same batches in the same order as without DDP
+        options = {"strategy": strategy, "devices": 1, "callbacks": [count], "use_distributed_sampler": False}
+    trainer = make_trainer(root, limit_train_batches=4, **options)
+    items = as_items(fixed_batch(size=2)) + as_items(fixed_batch(size=2, seed=3))
+    try:  # Lightning's DDP set-up exports MASTER_PORT, LOCAL_RANK, ...: later DDP runs would inherit them
+        with warnings.catch_warnings(), patch.dict(os.environ):
+            warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
+            trainer.fit(module, train_dataloaders=DataLoader(items * 2, batch_size=2))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return count
+
+
+def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path) -> None:
+    """trainer=ddp's strategy (a DDP wrapper per player): G's gradients are all-reduced in G's backward
+    and D's in D's, once a batch, and G and D step with the gradients they have without DDP. One
+    wrapper around the whole module (Lightning's DDPStrategy) needs find_unused_parameters and then
+    all-reduces both players' gradients in both backward passes: twice the traffic."""
+    sizes = {"g": sum(p.numel() for p in tiny_generator().parameters())}
+    sizes["d"] = sum(p.numel() for p in tiny_discriminator().parameters())
+    module, opt_g, opt_d = make_module()
+    per_player = _fit_one_rank(module, tmp_path, PlayerDDPStrategy(find_unused_parameters=False))
+    assert module.replicas == {}  # dropped at the end of the fit
+    for reduced in per_player.batches:
+        assert sorted(reduced) == [("d", sizes["d"]), ("g", sizes["g"])]
+    one = _fit_one_rank(make_module()[0], tmp_path, DDPStrategy(find_unused_parameters=True)).batches
+    assert [sum(n for _, n in reduced) for reduced in one] == [2 * (sizes["g"] + sizes["d"])] * 4
+    plain, plain_g, plain_d = make_module()
+    _fit_one_rank(plain, tmp_path, None)
+    for ours, theirs in ((opt_g, plain_g), (opt_d, plain_d)):
+        for got, want in zip(ours.optimizer.steps, theirs.optimizer.steps, strict=True):
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
 def test_ddp_reduces_an_accumulated_iteration_once(tmp_path: Path) -> None:
     """``accumulate_batches=2`` under DDP (one CPU rank, in process): the gradients are all-reduced
     once per iteration, in the last micro-batch's backward passes (the first runs under DDP's
     ``no_sync``), and G and D step with the sum over both micro-batches, as without DDP."""
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    class CountAllReduces(L.Callback):
-        """Registers a counting all-reduce on the DDP wrapper (Lightning passes comm hooks on CUDA only)."""
-
-        def __init__(self) -> None:
-            self.calls: list[int] = []
-
-        def on_train_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
-            trainer.strategy.model.register_comm_hook(self.calls, self.counted)
-
-        @staticmethod
-        def counted(calls, bucket):  # noqa: ANN001, ANN205 (DDP refuses string annotations)
-            calls.append(bucket.index())
-            return allreduce_hook(None, bucket)
-
-    def run(accumulate: int, ddp: bool) -> tuple[Recorder, Recorder, list[int]]:
+    def run(accumulate: int, ddp: bool) -> tuple[Recorder, Recorder, list[tuple[str, int]]]:
         module, opt_g, opt_d = make_module(accumulate_batches=accumulate)
-        count = CountAllReduces()
-        distributed = {
-            "strategy": DDPStrategy(find_unused_parameters=True),
-            "devices": 1,
-            "use_distributed_sampler": False,  # the same batches in the same order on both sides
-            "callbacks": [count],
-        }
-        trainer = make_trainer(tmp_path, limit_train_batches=4, **(distributed if ddp else {}))
-        items = as_items(fixed_batch(size=2)) + as_items(fixed_batch(size=2, seed=3))
-        try:  # Lightning's DDP set-up exports MASTER_PORT, LOCAL_RANK, ...: later DDP runs would inherit them
-            with warnings.catch_warnings(), patch.dict(os.environ):
-                warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
-                trainer.fit(module, train_dataloaders=DataLoader(items * 2, batch_size=2))
-        finally:
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-        return opt_g, opt_d, count.calls
+        strategy = PlayerDDPStrategy(find_unused_parameters=False) if ddp else None
+        count = _fit_one_rank(module, tmp_path, strategy)
+        return opt_g, opt_d, [call for reduced in count.batches for call in reduced]
 
     *_, every_batch = run(accumulate=1, ddp=True)
     opt_g, opt_d, per_iteration = run(accumulate=2, ddp=True)

@@ -62,12 +62,8 @@ def _swept_keys(multirun_yaml: Path) -> set[str]:
 
 
 def is_gan(cfg: DictConfig) -> bool:
-    """Whether the objective has an adversarial term (a discriminator is trained): ``${gan:}``."""
+    """Whether the objective has an adversarial term (a discriminator is trained)."""
     return cfg.get("loss") is not None and cfg.loss.get("adversarial") is not None
-
-
-def _gan(*, _root_: DictConfig) -> bool:
-    return is_gan(_root_)
 
 
 def _job_type(*, _root_: DictConfig) -> str:
@@ -81,7 +77,7 @@ def _job_type(*, _root_: DictConfig) -> str:
 def register_resolvers() -> None:
     """``${wandb_offline:}`` (true unless ``WANDB_MODE=online``: no account needed) and ``${wandb_online:}``,
     ``${if_pixel_loss:a,b}``,
-    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run), ``${gan:}``."""
+    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run)."""
     resolvers = {
         "wandb_offline": lambda: os.environ.get("WANDB_MODE", "offline") != "online",
         "wandb_online": lambda: os.environ.get("WANDB_MODE", "offline") == "online",
@@ -89,7 +85,6 @@ def register_resolvers() -> None:
         "run_group": _run_group,
         "run_name": _run_name,
         "job_type": _job_type,
-        "gan": _gan,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -155,6 +155,7 @@ class SRGANModule(L.LightningModule):
         self._lr_values: dict[str, float] = {}  # learning rates as last logged ...
         self._lr_logged: dict[str, Tensor] = {}  # ... and as device tensors (train/lr_g, train/lr_d)
         self._local_gradients = ExitStack()  # DDP's no_sync() over an accumulated micro-batch
+        self.replicas: dict[str, nn.Module] = {}  # "g", "d": each trained network's DDP wrapper (`distribute`)
         # The networks' resolved Hydra configs (set by sr_gan.train), stored in checkpoints so that
         # sr_gan.weights.load_generator can rebuild G without this code's config, and a resumed
         # run is checked against the run that wrote the checkpoint.
@@ -195,6 +196,16 @@ class SRGANModule(L.LightningModule):
         if self.generator_ema is not None:
             self.generator_ema.load_state_dict(self.generator.state_dict())
             self.ema_from_weights = True
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module] | None) -> None:
+        """Train G and D each through its own wrapper, ``wrap(network)`` (a DDP: `sr_gan.lit.ddp`), or
+        again directly (``None``). The wrappers are not submodules: state-dict keys stay the networks'."""
+        players = {"g": self.generator, "d": self.discriminator}
+        self.replicas = {} if wrap is None else {p: wrap(n) for p, n in players.items() if n is not None}
+
+    def _trained(self, player: str) -> nn.Module:
+        """What a forward pass that trains `player` ("g" or "d") calls: its DDP wrapper, if any."""
+        return self.replicas.get(player, self.generator if player == "g" else self.discriminator)
 
     @property
     def inference_generator(self) -> nn.Module:
@@ -251,7 +262,7 @@ class SRGANModule(L.LightningModule):
         warm = iteration >= self.d_init_steps and iteration % self.d_steps_per_g_step == 0
         update_g = opt_d is None or warm
         with torch.set_grad_enabled(update_g):
-            sr = self.generator(lr)  # (B, 3, H, W)
+            sr = self._trained("g")(lr)  # (B, 3, H, W)
         logs = self._learning_rates()  # the rates this iteration steps with
         if update_g:
             logs |= self.generator_step(sr, hr, opt_g, first=first, last=last, real=real)
@@ -315,8 +326,9 @@ class SRGANModule(L.LightningModule):
     ) -> dict[str, Tensor]:
         """D's backward on real HR and detached SR, ``L_D = l_d_real + l_d_fake`` (no gradient can
         reach G); its step on the `last` batch of an iteration."""
-        real_logits = self.discriminator(hr)
-        fake_logits = self.discriminator(fake)
+        discriminator = self._trained("d")
+        real_logits = discriminator(hr)
+        fake_logits = discriminator(fake)
         l_real, l_fake = self.adversarial_loss.discriminator_loss(real_logits, fake_logits)
         if first:
             opt_d.zero_grad(set_to_none=True)

@@ -1,0 +1,55 @@
+"""Data-parallel training of a generator/discriminator pair: one DDP wrapper per player.
+
+Lightning's ``DDPStrategy`` wraps the whole LightningModule in one ``DistributedDataParallel``. A
+GAN batch runs two backward passes (G's with D frozen, D's on the detached SR), each leaving the
+other player's parameters without gradients, so that wrapper needs ``find_unused_parameters=True``
+and then, in every backward: walks the autograd graph, all-reduces every bucket, the other
+player's too (G's and D's gradients both cross the wire twice a batch), and copies its map of used
+parameters back to the host (a blocking copy: a host sync; ``finalize_bucket_dense`` in torch's
+``reducer.cpp``). `PlayerDDPStrategy` instead wraps G and D in a DDP each, with
+``find_unused_parameters=False``: G's gradients are averaged in G's backward and D's in D's, once.
+
+The module's training step calls the wrappers through `SRGANModule.distribute`; they are not
+registered as submodules, so state dicts and checkpoints keep the networks' own keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from contextlib import ExitStack, contextmanager
+
+from lightning.pytorch.overrides.distributed import _sync_module_states  # what DDPStrategy itself uses
+from lightning.pytorch.strategies import DDPStrategy
+
+from sr_gan.errors import UserError
+from sr_gan.lit.module import SRGANModule
+
+
+class PlayerDDPStrategy(DDPStrategy):
+    """Lightning's DDP with one ``DistributedDataParallel`` per trained network of an `SRGANModule`
+    (module docstring); every other DDP option (buckets, backend, timeout) is Lightning's."""
+
+    def configure_ddp(self) -> None:
+        module = self.lightning_module
+        if not isinstance(module, SRGANModule):
+            raise UserError(
+                f"trainer.strategy={type(self).__name__} trains an SRGANModule's networks; "
+                f"{type(module).__name__} is not one: use lightning's DDPStrategy"
+            )
+        if self._ddp_comm_hook is not None:
+            raise UserError("trainer.strategy.ddp_comm_hook is not supported by PlayerDDPStrategy: leave it unset")
+        _sync_module_states(module)  # the whole module from rank 0 (the EMA, buffers), as one wrapper would
+        module.distribute(self._setup_model)
+
+    @contextmanager
+    def block_backward_sync(self) -> Generator[None, None, None]:
+        """Gradients stay local on every player (accumulation's first micro-batches)."""
+        with ExitStack() as stack:
+            for replica in self.lightning_module.replicas.values():
+                stack.enter_context(replica.no_sync())
+            yield
+
+    def teardown(self) -> None:
+        if isinstance(self.lightning_module, SRGANModule):
+            self.lightning_module.distribute(None)
+        super().teardown()
