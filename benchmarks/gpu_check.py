@@ -16,7 +16,8 @@ summary always comes out:
    operations in two of their batches (``benchmarks.host_syncs``); and the plain step inside
    Lightning's loop (``step_timing.PlainInLightning``), which tells the loop's cost from our step's.
 3. steps with ``torch.compile``: CUDA graphs (mode reduce-overhead) of the RRDBNet stages, profiled
-   (the PSNR stage's also with the plain step inside Lightning's loop), then the default mode of every stage, in a child process bounded by ``Mode.compile_s`` and the
+   (the PSNR stage's also with the plain step inside Lightning's loop), then the default mode of
+   every stage, in a child process bounded by ``Mode.compile_s`` and the
    remaining budget (compilation time is hard to predict). Each side compiles afresh, as a new
    training process would (`benchmarks.step_timing`), and the summary says what each compiled:
    graphs, graph breaks, functions CUDA graphs skipped.

@@ -177,14 +177,23 @@ class PlainInLightning(L.LightningModule):
         return None  # the plain loop steps its own optimizers
 
 
-def _fit_rate(
-    module: L.LightningModule, stage: Stage, config: Config, device: torch.device, plan: Plan, profiler: Any
+def fit_rate(
+    module: L.LightningModule,
+    stage: Stage,
+    config: Config,
+    device: torch.device,
+    plan: Plan,
+    profiler: Any = None,
+    *,
+    callbacks: tuple[L.Callback, ...] = (),
+    **trainer_options: Any,
 ) -> float:
-    """Batches/s of `module`'s training step driven by ``L.Trainer.fit`` over the stage's batches."""
+    """Batches/s of `module`'s training step driven by ``L.Trainer.fit`` over the stage's batches, on
+    one device unless `trainer_options` say otherwise (``bench_ddp``: a strategy on two ranks)."""
     window = Window(device, plan)
+    options = {"devices": 1, "benchmark": device.type == "cuda"} | trainer_options  # conf/trainer: benchmark true
     trainer = L.Trainer(
         accelerator=device.type,
-        devices=1,
         precision=config.precision,
         max_epochs=1,
         max_steps=-1,
@@ -194,8 +203,8 @@ def _fit_rate(
         enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
-        benchmark=device.type == "cuda",  # conf/trainer/default.yaml: benchmark true
-        callbacks=[_WindowCallback(window, Span(profiler, plan.warmup))],
+        callbacks=[_WindowCallback(window, Span(profiler, plan.warmup)), *callbacks],
+        **options,
     )
     loader = DataLoader(stage.batches(plan.warmup + plan.max_batches, device), batch_size=None)
     with quiet_lightning():
@@ -208,7 +217,7 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
     """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
     records the last warm-up batch(es)."""
     fresh_compilation(config)
-    return _fit_rate(stage.module(config), stage, config, device, plan, profiler)
+    return fit_rate(stage.module(config), stage, config, device, plan, profiler)
 
 
 def plain_in_lightning_rate(
@@ -218,7 +227,7 @@ def plain_in_lightning_rate(
     fresh_compilation(config)
     with quiet_lightning():
         loop = PlainLoop(stage.module(config), config, device)
-    return _fit_rate(PlainInLightning(loop), stage, config, device, plan, profiler)
+    return fit_rate(PlainInLightning(loop), stage, config, device, plan, profiler)
 
 
 def plain_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:

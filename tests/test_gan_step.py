@@ -28,6 +28,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from benchmarks.bench_ddp import AllReduceCounter
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
@@ -487,33 +488,9 @@ def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path)
         assert torch.equal(own, saved)  # restored (the saved fit was complete: nothing more to train)
 
 
-class CountAllReduces(L.Callback):
-    """Registers a counting all-reduce on every DDP wrapper of the fit (Lightning passes comm hooks on
-    CUDA only): per loader batch, the (player, elements) of each bucket reduced."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[str, int]]] = []
-
-    def on_train_start(self, trainer: L.Trainer, module: SRGANModule) -> None:
-        wrappers = module.replicas or {"one": trainer.strategy.model}
-        for player, wrapper in wrappers.items():
-            wrapper.register_comm_hook((self, player), self.counted)
-
-    def on_train_batch_start(self, *args) -> None:  # noqa: ANN002
-        self.batches.append([])
-
-    @staticmethod
-    def counted(state, bucket):  # noqa: ANN001, ANN205 (DDP refuses string annotations)
-        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-        counter, player = state
-        counter.batches[-1].append((player, bucket.buffer().numel()))
-        return allreduce_hook(None, bucket)
-
-
-def _fit_one_rank(module: SRGANModule, root: Path, strategy: DDPStrategy | None) -> CountAllReduces:
+def _fit_one_rank(module: SRGANModule, root: Path, strategy: DDPStrategy | None) -> AllReduceCounter:
     """Four batches (two distinct, twice) on one CPU rank in process under `strategy` (``None``: no DDP)."""
-    count, options = CountAllReduces(), {}
+    count, options = AllReduceCounter(), {}
     if strategy is not None:  # the same batches in the same order as without DDP
         options = {"strategy": strategy, "devices": 1, "callbacks": [count], "use_distributed_sampler": False}
     trainer = make_trainer(root, limit_train_batches=4, **options)
