@@ -517,6 +517,9 @@ def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path) -> None
     assert module.replicas == {}  # dropped at the end of the fit
     for reduced in per_player.batches:
         assert sorted(reduced) == [("d", sizes["d"]), ("g", sizes["g"])]
+    psnr = make_module(discriminator=None, adversarial_loss=None, optimizer_d=None)[0]  # G alone: one wrapper
+    g_only = _fit_one_rank(psnr, tmp_path, PlayerDDPStrategy(find_unused_parameters=False)).batches
+    assert g_only == [[("g", sizes["g"])]] * 4
     one = _fit_one_rank(make_module()[0], tmp_path, DDPStrategy(find_unused_parameters=True)).batches
     assert [sum(n for _, n in reduced) for reduced in one] == [2 * (sizes["g"] + sizes["d"])] * 4
     plain, plain_g, plain_d = make_module()
