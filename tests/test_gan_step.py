@@ -24,6 +24,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -505,15 +506,16 @@ def _fit_one_rank(module: SRGANModule, root: Path, strategy: DDPStrategy | None)
     return count
 
 
-def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path) -> None:
-    """trainer=ddp's strategy (a DDP wrapper per player): G's gradients are all-reduced in G's backward
-    and D's in D's, once a batch, and G and D step with the gradients they have without DDP. One
-    wrapper around the whole module (Lightning's DDPStrategy) needs find_unused_parameters and then
-    all-reduces both players' gradients in both backward passes: twice the traffic."""
+def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path, make_cfg) -> None:  # noqa: ANN001
+    """trainer=ddp's strategy, built from conf/trainer/ddp.yaml (a DDP wrapper per player): G's
+    gradients are all-reduced in G's backward and D's in D's, once a batch, and G and D step with the
+    gradients they have without DDP. One wrapper around the whole module (Lightning's DDPStrategy)
+    needs find_unused_parameters and then all-reduces both players' gradients in both backward
+    passes: twice the traffic."""
     sizes = {"g": sum(p.numel() for p in tiny_generator().parameters())}
     sizes["d"] = sum(p.numel() for p in tiny_discriminator().parameters())
     module, opt_g, opt_d = make_module()
-    per_player = _fit_one_rank(module, tmp_path, PlayerDDPStrategy(find_unused_parameters=False))
+    per_player = _fit_one_rank(module, tmp_path, instantiate(make_cfg("trainer=ddp").trainer.strategy))
     assert module.replicas == {}  # dropped at the end of the fit
     for reduced in per_player.batches:
         assert sorted(reduced) == [("d", sizes["d"]), ("g", sizes["g"])]

@@ -38,7 +38,9 @@ class PlayerDDPStrategy(DDPStrategy):
             )
         if self._ddp_comm_hook is not None:
             raise UserError("trainer.strategy.ddp_comm_hook is not supported by PlayerDDPStrategy: leave it unset")
-        _sync_module_states(module)  # the whole module from rank 0 (the EMA, buffers), as one wrapper would
+        # Every parameter and buffer from rank 0, the EMA and the perceptual network's too (one wrapper
+        # around the module synced its parameters; buffers too unless broadcast_buffers=false)
+        _sync_module_states(module)
         module.distribute(self._setup_model)
 
     @contextmanager
