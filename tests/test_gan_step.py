@@ -532,6 +532,23 @@ def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path, make_cf
                 torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+def test_ddp_batches_that_skip_g_reduce_d_alone(tmp_path: Path) -> None:
+    """Under the per-player strategy a D warm-up batch and the batches k-skip leaves G out of reduce
+    D's gradients alone, and G's are reduced in the iterations that train G: alone and with
+    accumulation (k-skip then counts iterations, and the first micro-batch reduces nothing)."""
+    strategy = PlayerDDPStrategy(find_unused_parameters=False)
+    module = make_module(d_init_steps=1, d_steps_per_g_step=2)[0]
+    assert [[p for p, _ in reduced] for reduced in _fit_one_rank(module, tmp_path, strategy).batches] == [
+        ["d"],
+        ["d"],
+        ["g", "d"],
+        ["d"],
+    ]
+    module = make_module(d_steps_per_g_step=2, accumulate_batches=2)[0]
+    reduced = _fit_one_rank(module, tmp_path, PlayerDDPStrategy(find_unused_parameters=False)).batches
+    assert [[p for p, _ in batch] for batch in reduced] == [[], ["g", "d"], [], ["d"]]
+
+
 def test_ddp_reduces_an_accumulated_iteration_once(tmp_path: Path) -> None:
     """``accumulate_batches=2`` under DDP (one CPU rank, in process): the gradients are all-reduced
     once per iteration, in the last micro-batch's backward passes (the first runs under DDP's
