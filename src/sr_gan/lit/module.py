@@ -197,15 +197,19 @@ class SRGANModule(L.LightningModule):
             self.generator_ema.load_state_dict(self.generator.state_dict())
             self.ema_from_weights = True
 
+    @property
+    def players(self) -> dict[str, nn.Module]:
+        """The trained networks by player, ``"g"`` and (in a GAN stage) ``"d"``."""
+        return {"g": self.generator} | ({"d": self.discriminator} if self.discriminator is not None else {})
+
     def distribute(self, wrap: Callable[[nn.Module], nn.Module] | None) -> None:
         """Train G and D each through its own wrapper, ``wrap(network)`` (a DDP: `sr_gan.lit.ddp`), or
         again directly (``None``). The wrappers are not submodules: state-dict keys stay the networks'."""
-        players = {"g": self.generator, "d": self.discriminator}
-        self.replicas = {} if wrap is None else {p: wrap(n) for p, n in players.items() if n is not None}
+        self.replicas = {} if wrap is None else {p: wrap(network) for p, network in self.players.items()}
 
     def _trained(self, player: str) -> nn.Module:
         """What a forward pass that trains `player` ("g" or "d") calls: its DDP wrapper, if any."""
-        return self.replicas.get(player, self.generator if player == "g" else self.discriminator)
+        return self.replicas[player] if player in self.replicas else self.players[player]
 
     @property
     def inference_generator(self) -> nn.Module:
@@ -226,10 +230,7 @@ class SRGANModule(L.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self._skip_on_device = {id(o): can_skip_on_device(o) and scaler is None for o in self.trainer.optimizers}
         self.guard.skipping = all(self._skip_on_device.values())
-        players = {"g": self.generator, "d": self.discriminator}
-        self._player_parameters = {
-            p: list(network.parameters()) for p, network in players.items() if network is not None
-        }
+        self._player_parameters = {p: list(network.parameters()) for p, network in self.players.items()}
         if self.generator_ema is not None:
             self._ema_update = EMAUpdater(self.generator_ema, self.generator)
 
