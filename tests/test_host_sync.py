@@ -1,12 +1,16 @@
 """Training makes no host sync per batch: nothing reads a device value back to Python, nothing
-copies Python data to the device.
+copies Python data to the device, no operation waits for a result's size.
 
 On a GPU a read (``.item()``, ``float(t)``, ``bool(t)``, ``if t:``) blocks the host until the device
 has caught up, so the next batch cannot be queued meanwhile. Every such read goes through
-``aten._local_scalar_dense``. A tensor made from Python data (``torch.tensor(x, device=...)``, what
-Lightning does with a logged float) is made on the host and copied to the device, and torch's
-blocking copy synchronises the stream too; every such tensor goes through ``aten.lift_fresh``. A
-dispatch mode counts both in CPU runs: of the whole step (G, D, losses, clipping, the non-finite
+``aten._local_scalar_dense``, except ``.tolist()``, ``.numpy()`` and ``.cpu()``, which on a CPU
+tensor dispatch nothing: those three are wrapped. A tensor made from Python data
+(``torch.tensor(x, device=...)``, what Lightning does with a logged float) is made on the host and
+copied to the device, and torch's blocking copy synchronises the stream too; every such tensor goes
+through ``aten.lift_fresh``. An operation whose output size depends on the values (``nonzero``,
+boolean-mask indexing, ``unique``, ``masked_select``, ``repeat_interleave`` without its size) reads
+that size back on a GPU, and on a CPU reads nothing: those are counted by name. A dispatch mode
+counts all three kinds in CPU runs: of the whole step (G, D, losses, clipping, the non-finite
 guard, EMA, schedules, logging), and of a real run's whole batch loop (Lightning's loop, our
 callbacks, the progress bar, the logger). Adam's step counters are CPU tensors on every device,
 read on purpose by torch, and are allowed.
@@ -27,23 +31,74 @@ from sr_gan import train as train_cli
 from sr_gan.lit import SRGANModule
 from tests.test_train import _fit
 
-READ, MADE = "read", "made from Python data"  # the two kinds of host sync (module docstring)
+READ, MADE, SIZED = "read", "made from Python data", "sized by its values"  # the kinds (module docstring)
+
+# Operations whose output size depends on the values: on a GPU the host waits to read it.
+VALUE_SIZED = {
+    torch.ops.aten.nonzero.default,
+    torch.ops.aten.masked_select.default,
+    torch.ops.aten._unique2.default,
+    torch.ops.aten.unique_dim.default,
+    torch.ops.aten.unique_consecutive.default,
+}
+PYTHON_READS = ("tolist", "numpy", "cpu")  # reads that dispatch nothing on a CPU tensor
+
+
+def _sized_by_values(func, args, kwargs) -> bool:  # noqa: ANN001
+    if func in VALUE_SIZED:
+        return True
+    if func is torch.ops.aten.repeat_interleave.Tensor:
+        return kwargs.get("output_size") is None
+    if func in (torch.ops.aten.index.Tensor, torch.ops.aten.index_put.default, torch.ops.aten.index_put_.default):
+        return any(i is not None and i.dtype == torch.bool for i in args[1])  # a mask goes through nonzero
+    return False
 
 
 class CountHostSyncs(TorchDispatchMode):
-    """Records each read of a tensor's value into Python and each tensor made from Python data: its
-    kind, its shape and the innermost call site outside torch."""
+    """Records each read of a tensor's value into Python, each tensor made from Python data and each
+    operation sized by its values: its kind, its shape and the innermost call site outside torch."""
 
     def __init__(self, allowed: set[int]) -> None:
         super().__init__()
         self.allowed, self.syncs = allowed, []
+        self._methods: dict[str, Any] = {}
+
+    def _record(self, kind: str, tensor: torch.Tensor) -> None:
+        site = call_site(traceback.extract_stack()[:-2], depth=1)
+        self.syncs.append((kind, tuple(tensor.shape), site))
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        read = func is torch.ops.aten._local_scalar_dense.default and id(args[0]) not in self.allowed
-        if read or func is torch.ops.aten.lift_fresh.default:
-            site = call_site(traceback.extract_stack()[:-1], depth=1)
-            self.syncs.append((READ if read else MADE, tuple(args[0].shape), site))
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._local_scalar_dense.default and id(args[0]) not in self.allowed:
+            self._record(READ, args[0])
+        elif func is torch.ops.aten.lift_fresh.default:
+            self._record(MADE, args[0])
+        elif _sized_by_values(func, args, kwargs):
+            self._record(SIZED, args[0])
+        return func(*args, **kwargs)
+
+    def __enter__(self) -> CountHostSyncs:
+        for name in PYTHON_READS:
+            self._methods[name] = torch.Tensor.__dict__.get(name)  # None: inherited from the C base
+            setattr(torch.Tensor, name, self._reading(getattr(torch.Tensor, name)))
+        return super().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        for name, method in self._methods.items():
+            if method is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, method)
+        self._methods = {}
+        super().__exit__(*exc)
+
+    def _reading(self, method: Any) -> Any:
+        def read(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if id(tensor) not in self.allowed:
+                self._record(READ, tensor)
+            return method(tensor, *args, **kwargs)
+
+        return read
 
 
 def _optimizer_counters(trainer: L.Trainer) -> set[int]:
@@ -89,9 +144,14 @@ class LoopSyncs(L.Callback):
             self.mode = None
 
 
-# Reads on the CPU side of the data path, before the batch reaches the device: a dataset's patch
-# corners (in the main process with data.num_workers=0) and the degradation seed.
-CPU_SIDE = {("sr_gan/data/datasets.py", "__getitem__"), ("sr_gan/data/datamodule.py", "on_before_batch_transfer")}
+# Reads on the CPU side of the data path, before the batch reaches the device (in the main process
+# with data.num_workers=0): the patch stream's image order, a dataset's patch corners, the
+# degradation seed.
+CPU_SIDE = {
+    ("sr_gan/data/sampler.py", "permutation"),
+    ("sr_gan/data/datasets.py", "__getitem__"),
+    ("sr_gan/data/datamodule.py", "on_before_batch_transfer"),
+}
 
 
 def _on_the_device_side(site: str) -> bool:
