@@ -116,6 +116,34 @@ def test_an_unwritable_log_dir_is_one_line_before_hydra_makes_the_run_folder(tmp
     assert proc.stderr.strip().endswith("(Not a directory): set paths.log_dir to a folder you can write to")
 
 
+def _a_finished_run(folder: Path) -> dict[Path, bytes]:
+    """What a run leaves that a new one would overwrite (contents are not read by the check)."""
+    files = {folder / "run.json": b'{"status": "done"}', folder / "checkpoints" / "last.ckpt": b"weights"}
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path: Path, sweep: bool) -> None:
+    """A fixed hydra.run.dir (or sweep dir) relaunched without ckpt_path would overwrite the earlier run's
+    checkpoints and mix its records: one line, before Hydra writes there; resuming it is allowed."""
+    folder = tmp_path / "run"
+    files = _a_finished_run(folder / "0" if sweep else folder)
+    where = ["trainer.max_steps=1,2", f"hydra.sweep.dir={folder}"] if sweep else [f"hydra.run.dir={folder}"]
+    proc = _run(tmp_path, *(["-m"] if sweep else []), *_tiny(*where))
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    found = "0/run.json" if sweep else "run.json"
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: {key}={folder} already holds a run ({found}), which a new run would overwrite: "
+        "resume it with ckpt_path=last, or choose another folder"
+    )
+    assert all(path.read_bytes() == content for path, content in files.items())
+    assert sorted(p.name for p in folder.iterdir()) == (["0"] if sweep else ["checkpoints", "run.json"])
+
+
 def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     """trainer=ddp: G and D each under its own DDP wrapper, rank-0-only files, metrics reduced over ranks;
     3 validation images on 2 ranks: each counted once (a padding sampler would repeat one)."""

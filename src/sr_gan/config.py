@@ -169,6 +169,41 @@ class WritableOutput(Callback):
         _exit_unless_writable(Path(config.hydra.sweep.dir))
 
 
+class UnusedRunFolder(Callback):
+    """Hydra callback: before Hydra writes into the run folder (or a sweep's), stop in one line when
+    the folder already holds a run and this one would start afresh: its checkpoints, metrics and
+    record would be overwritten or mixed with the new run's (a fixed ``hydra.run.dir`` relaunched
+    without ``ckpt_path``). Resuming (``ckpt_path``, a requeued SLURM job) writes there on purpose."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_if_holding_runs(config, Path(config.hydra.run.dir), "hydra.run.dir", jobs="")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _exit_if_holding_runs(config, Path(config.hydra.sweep.dir), "hydra.sweep.dir", jobs="*/")
+
+
+RUN_FILES = ("run.json", "checkpoints/*.ckpt")  # what a started run leaves (sr_gan.run_summary, callbacks)
+
+
+def slurm_requeued() -> bool:
+    """Whether this is a SLURM job started again after a requeue (it continues its run folder)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def _exit_if_holding_runs(config: DictConfig, folder: Path, key: str, *, jobs: str) -> None:
+    """`jobs`: the glob of the run folders inside `folder` ("" for a run, "*/" for a sweep's jobs)."""
+    if config.get("ckpt_path") or slurm_requeued() or not folder.is_dir():
+        return
+    found = next((p for pattern in RUN_FILES for p in sorted(folder.glob(jobs + pattern))), None)
+    if found is not None:
+        print(
+            f"error: {key}={folder} already holds a run ({found.relative_to(folder)}), which a new run would "
+            "overwrite: resume it with ckpt_path=last, or choose another folder",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
 def _exit_unless_writable(folder: Path) -> None:
     try:
         _probe_folder(folder)

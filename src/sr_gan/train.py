@@ -7,7 +7,6 @@ loggers -> trainer. Returns the monitored metric so Hydra sweepers can optimise 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import warnings
 from pathlib import Path
@@ -24,7 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
 from sr_gan.checkpoint_io import is_url
-from sr_gan.config import check_train_config, is_gan, keep_recorded_start, register_resolvers, save_resolved_config
+from sr_gan.config import (
+    check_train_config,
+    is_gan,
+    keep_recorded_start,
+    register_resolvers,
+    save_resolved_config,
+    slurm_requeued,
+)
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
@@ -65,7 +71,7 @@ def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
     ``last``: this run folder's ``checkpoints/last.ckpt`` if it exists (a requeued job with a fixed
     ``hydra.run.dir``), else none and the run starts afresh. A SLURM job that was requeued
     (``SLURM_RESTART_COUNT`` > 0) resumes as with ``last`` when no ckpt_path is given."""
-    if value in (None, "") and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+    if value in (None, "") and slurm_requeued():
         value = "last"  # a requeued SLURM job continues its run folder rather than overwrite it
     if value in (None, ""):
         return None
