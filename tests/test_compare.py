@@ -351,6 +351,23 @@ def test_a_damaged_run_config_is_named_in_one_line(
     assert not (tmp_path / "compare").exists()
 
 
+def test_a_damaged_record_or_sample_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged run.json is a warning (the run is compared without its record); a damaged sample strip
+    (empty file) is one line naming it and the fix."""
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    (b / "run.json").write_text('{"status": "runn')
+    with pytest.warns(UserWarning, match=r"run\.json is damaged"):
+        assert [r["run"] for r in run(_cfg(a, b))] == ["a", "b"]
+    sample = sorted((b / "samples").glob("val_*/*.png"))[-1]
+    sample.write_bytes(b"")
+    message = _exit_message(_cfg(a, b), capsys)
+    assert message.startswith(f"cannot read image {sample}: ")
+    assert message.endswith(": delete the damaged sample (compare then leaves it out)")
+    sample.unlink()
+    with pytest.warns(UserWarning, match=r"run\.json is damaged"):
+        assert [r["run"] for r in run(_cfg(a, b))] == ["a", "b"]
+
+
 def test_crops_are_where_bicubic_is_worst_or_where_asked(tmp_path: Path) -> None:
     hr = torch.full((3, 40, 60), 128, dtype=torch.uint8)
     bicubic = hr.clone()

@@ -82,3 +82,22 @@ def test_a_truncated_png_is_named_with_the_decoders_reason_only(tmp_path: Path, 
         read(cut)
     message = str(info.value)
     assert message.startswith(f"cannot read image {cut}: ") and ".cpp" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "GIF"])
+@pytest.mark.parametrize("name", ["photo.png", "photo.jpg", "photo.bmp"])
+def test_the_decoder_follows_the_content_not_the_name(tmp_path: Path, fmt: str, name: str) -> None:
+    """A BMP, TIFF or GIF saved under any image extension reads as its pixels (torchvision's decoder,
+    picked by the name, refused a BMP named .png with 'Unsupported image file')."""
+    pixels = np.random.default_rng(0).integers(0, 4, (9, 7, 3)).astype(np.uint8) * 60  # few colours: GIF is exact
+    Image.fromarray(pixels).save(tmp_path / name, format=fmt)
+    assert torch.equal(read_image(tmp_path / name), torch.from_numpy(pixels).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("where", ["operator()", "decode_image", "read_file"])
+def test_the_decoders_source_location_is_cut_from_the_reason(tmp_path: Path, where: str) -> None:
+    err = RuntimeError(f"{where}, /__w/vision/torchvision/csrc/io/image/cpu/x.cpp:67, Unsupported image file")
+    assert (
+        str(imageio._unreadable(tmp_path / "a.png", err))
+        == f"cannot read image {tmp_path / 'a.png'}: Unsupported image file"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -39,3 +40,16 @@ def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path
     assert record["wall_s"] == pytest.approx(160.0, abs=1.0)
     assert record["batches_per_s"] == pytest.approx(200 / 160.0, rel=0.01)
     assert RunRecord.resumed(tmp_path / "elsewhere").earlier_s == 0.0  # a new folder starts from zero
+
+
+@pytest.mark.parametrize("text", ['{"status": "runn', "[]", "\xff\xfe"])
+def test_a_damaged_record_warns_and_never_blocks_a_resume(tmp_path: Path, text: str) -> None:
+    """A run.json cut short (or not a record) is named in a warning and read as none: resuming goes on,
+    its wall time restarts, and the run writes a valid record again."""
+    (tmp_path / "run.json").write_text(text, encoding="latin-1")
+    damaged = rf"{re.escape(str(tmp_path / 'run.json'))} is damaged \(.+\): taken as a run without a record"
+    with pytest.warns(UserWarning, match=damaged):
+        resumed = RunRecord.resumed(tmp_path)
+    assert resumed.earlier_s == 0.0
+    resumed.finish("done", None)
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchvision.io import ImageReadMode, read_image
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
+from sr_gan.imageio import DataError, read_image
 from sr_gan.metrics import psnr
 from sr_gan.run_folders import Run
 
@@ -109,7 +109,10 @@ def read_strips(folder: Path | None) -> dict[str, Strip]:
     """The strips of one `samples/val_<batches>` folder by image name (empty if there is none)."""
     strips = {}
     for path in sorted(folder.glob("*.png")) if folder is not None else []:
-        image = read_image(str(path), ImageReadMode.RGB)  # (3, H, 3W)
+        try:
+            image = read_image(path)  # (3, H, 3W)
+        except DataError as err:
+            raise UserError(f"{err}: delete the damaged sample (compare then leaves it out)") from None
         width = image.shape[-1] // 3
         strips[path.stem] = Strip(*(image[..., i * width : (i + 1) * width] for i in range(3)))
     return strips

@@ -63,8 +63,9 @@ def _unreadable(path: Path, err: Exception) -> DataError:
     """The one-line error for an image that cannot be decoded: its path and the first line of why."""
     reason = (str(err).strip() or type(err).__name__).splitlines()[0]
     reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")  # Pillow repeats the path: name it once
-    # torchvision prefixes its C++ source location: "operator(), /.../decode_png.cpp:79, <why>"
-    reason = re.sub(r"^\S*\(\), \S+\.cpp:\d+, ", "", reason)
+    # torchvision prefixes its C++ source location: "operator(), /.../decode_png.cpp:79, <why>",
+    # "read_file, /.../read_write_file.cpp:83, <why>"
+    reason = re.sub(r"^\S*, \S+\.cpp:\d+, ", "", reason)
     return DataError(f"cannot read image {path}: {reason}")
 
 
@@ -106,7 +107,7 @@ def read_image(
     path = Path(path)
     with _open(path, max_pixels=max_pixels, key=key) as image:
         try:
-            if path.suffix.lower() == ".bmp":  # torchvision's decoder reads no BMP
+            if image.format not in _NATIVE:  # BMP, TIFF, GIF, ... whatever the file is named
                 return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
             pixels = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
         except (RuntimeError, OSError) as err:

@@ -129,6 +129,17 @@ def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
-    """A run folder's run.json, or None (runs made before sr-gan wrote one)."""
+    """A run folder's run.json, or None: runs made before sr-gan wrote one, and (with a warning) a
+    damaged one, so that a damaged record never blocks resuming, comparing or the demo's cache."""
     path = folder / RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        record = err
+    if isinstance(record, dict):
+        return record
+    why = record if isinstance(record, Exception) else "not a JSON object"
+    warnings.warn(f"{path} is damaged ({why}): taken as a run without a record", stacklevel=2)
+    return None
