@@ -14,7 +14,7 @@ from torchvision.io import write_png
 
 from sr_gan.data import prepared as prepared_module
 from sr_gan.data.datasets import read_image
-from sr_gan.data.prepared import MANIFEST, PreparedImages, open_prepared, prepare_folder, prepared_dir
+from sr_gan.data.prepared import JOURNAL, MANIFEST, PreparedImages, open_prepared, prepare_folder, prepared_dir
 from sr_gan.errors import UserError
 from tests.helpers import run_module
 
@@ -185,6 +185,28 @@ def test_an_output_that_holds_images_or_is_a_file_is_refused(source: Path, tmp_p
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError, match="notes.txt is a file"):
         prepare_folder(source, tmp_path / "notes.txt", progress=False)
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_another_sources_prepared_folder_is_refused_unless_that_source_moved(
+    source: Path, tmp_path: Path, complete: bool
+) -> None:
+    """--out naming the prepared folder of another live source would delete its arrays as stale: refused,
+    for a complete folder (manifest) and a half-prepared one (journal). A source that has moved away
+    (its recorded folder gone) may reuse it: unchanged images are kept."""
+    other = tmp_path / "other"
+    write_images(other, {"x.png": (16, 16)})
+    out = prepare_folder(other, tmp_path / "shared", progress=False)
+    if not complete:  # as a run interrupted after its journal was written
+        (out / MANIFEST).unlink()
+        (out / JOURNAL).write_text(json.dumps({"source": str(other.resolve())}) + "\n")
+    before = inodes(out)
+    with pytest.raises(UserError, match=rf"holds the prepared images of {other}, .*choose another --out"):
+        prepare_folder(source, out, progress=False)
+    assert inodes(out) == before
+    moved = other.rename(tmp_path / "moved")
+    prepare_folder(moved, out, progress=False)
+    assert (out / MANIFEST).is_file() and (inodes(out) == before or not complete)
 
 
 def test_cli_a_missing_source_leaves_no_output_folder(tmp_path: Path) -> None:

@@ -159,6 +159,19 @@ def _read_records(out_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def _recorded_source(out_dir: Path) -> Path | None:
+    """The source folder a prepared folder's manifest (or journal header) names, if readable."""
+    for name in (MANIFEST, JOURNAL):
+        try:
+            with (out_dir / name).open() as file:
+                header = json.loads(file.readline() if name == JOURNAL else file.read())
+        except (OSError, ValueError):
+            continue
+        if isinstance(header, dict) and isinstance(header.get("source"), str):
+            return Path(header["source"])
+    return None
+
+
 def _check_disk_space(todo: list[Path], out_dir: Path) -> None:
     """Refuse to start when the arrays of `todo` (sizes from their headers) cannot fit."""
     needed = 0
@@ -207,6 +220,12 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
         raise UserError(
             f"{out_dir} holds images and is no prepared folder: the arrays go to a folder of their own "
             f"(default {prepared_dir(src_dir)})"
+        )
+    recorded = _recorded_source(out_dir) if is_prepared else None
+    if recorded is not None and recorded != src_dir.resolve() and recorded.is_dir():  # (a moved source may reuse it)
+        raise UserError(
+            f"{out_dir} holds the prepared images of {recorded}, which preparing {src_dir} there would delete: "
+            f"choose another --out (default {prepared_dir(src_dir)})"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     records = _read_records(out_dir)
