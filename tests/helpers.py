@@ -99,3 +99,14 @@ class SigtermDuring(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
         if trainer.is_global_zero and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class CtrlCDuring(L.Callback):
+    """Raises KeyboardInterrupt (a Ctrl-C) while batch `batch` runs."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            raise KeyboardInterrupt

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -398,6 +401,22 @@ def test_a_sigterm_in_the_last_batch_ends_the_job_as_preempted_without_its_test_
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
+
+
+def test_a_ctrl_c_is_recorded_as_interrupted_with_how_to_resume(make_cfg, tmp_path, caplog) -> None:
+    """Lightning answers a Ctrl-C with exit status 1: the record says interrupted (not failed, error "1")
+    and the closing lines say how to resume from the last checkpoint."""
+    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=4"]
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-Cs while it shuts down
+    try:
+        with pytest.raises(SystemExit) as stopped, caplog.at_level(logging.INFO, logger="sr_gan.train"):
+            train(make_cfg("trainer.max_steps=6", "trainer.val_check_interval=2", "test=false", *ctrl_c))
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert stopped.value.code == 1
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["error"], record["batches"]) == ("interrupted", None, 3)
+    assert f"resume: the same command with ckpt_path={tmp_path}" in caplog.messages
 
 
 def test_rng_states_travel_in_the_checkpoint() -> None:

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import yaml
 
 from sr_gan.errors import UserError
-from sr_gan.run_summary import read_record
+from sr_gan.run_summary import ENDED, read_record
 
 # Config groups and keys that say how a run is logged or where it writes, not what it trains.
 IGNORED_GROUPS = ("hydra", "logger", "paths")
@@ -66,7 +66,7 @@ class Run:
     def wall_s(self) -> float | None:
         """Wall time of the run: what its run.json recorded as it ended (training, validation and
         test, summed over resumed segments), else the span of its file times (a running run)."""
-        if (self.record or {}).get("status") in ("done", "failed", "preempted"):
+        if (self.record or {}).get("status") in ENDED:
             return float(self.record["wall_s"])  # type: ignore[index]
         return self.updated - self.started if self.started else None
 
@@ -83,7 +83,7 @@ class Run:
         if self.config is None:
             return "crashed (before training: no config.yaml)"
         ended = (self.record or {}).get("status")
-        if ended in ("done", "failed", "preempted"):  # what the run itself recorded as it ended
+        if ended in ENDED:  # what the run itself recorded as it ended
             error = (self.record or {}).get("error")
             return ended if not error else f"{ended} ({error[:80]})"
         budget = self.budget

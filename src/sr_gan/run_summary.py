@@ -4,8 +4,8 @@
   are routed into the log, Lightning's own lines reach ``train.log`` too, and two messages that
   are neither ours nor the user's to act on are filtered (each named, with why).
 - `RunRecord`: ``run.json`` in the run folder, rewritten atomically when the run starts and ends
-  (status running / done / failed / preempted, batches, wall time, batches/s, the headline metrics),
-  so `sr_gan.compare` and scripts need not guess a run's state from file times.
+  (status running / done / failed / preempted / interrupted, batches, wall time, batches/s, the
+  headline metrics), so `sr_gan.compare` and scripts need not guess a run's state from file times.
 - `summary`: the lines printed when a run ends: where everything is, best and last val/psnr
   against bicubic, and the next commands to try.
 """
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import lightning as L
 
 RECORD = "run.json"
+ENDED = ("done", "failed", "preempted", "interrupted")  # the statuses a run records as it ends
 
 
 class _DropMessages(logging.Filter):
@@ -115,6 +116,8 @@ def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float
     for name in ("best", "last", "samples", "metrics", "wandb"):
         if name in files:
             lines.append(f"  {name:8} {files[name]}")
+    if record.status in ("interrupted", "preempted") and "last" in files:
+        lines.append(f"resume: the same command with ckpt_path={record.folder}")
     ckpt = files.get("last" if gan or "best" not in files else "best")
     if ckpt is not None:
         lines += [

@@ -146,6 +146,10 @@ def train(cfg: DictConfig) -> float | None:
     except SIGTERMException:  # the checkpoint is saved (callbacks.PreemptionCheckpoint)
         status = "preempted"
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
+    except SystemExit:
+        if trainer.interrupted:  # Ctrl-C: Lightning tears the run down and exits with status 1
+            status = "interrupted"
+        raise
     except BaseException as err:
         error = err
         raise
