@@ -399,7 +399,7 @@ def test_labels_use_the_shortest_unambiguous_key() -> None:
     assert list(short_labels(keys).values()) == ["loss", "generator.num_features", "discriminator.num_features", "lr"]
 
 
-def test_command_line_paths_become_the_runs_list() -> None:
+def test_command_line_paths_become_the_runs_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert hydra_argv(["logs/a", "it's/b*", "pick=best", "crop=1,2,3", "--cfg", "job"]) == [
         "pick=best",
         "crop=[1,2,3]",
@@ -407,6 +407,9 @@ def test_command_line_paths_become_the_runs_list() -> None:
         "job",
         "runs=['logs/a','it\\'s/b*']",
     ]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lr=1e-4" / "run").mkdir(parents=True)  # a sweep's override-named folders
+    assert hydra_argv(["lr=1e-4/run", "lr=1e-4/*", "pick=best"]) == ["pick=best", "runs=['lr=1e-4/run','lr=1e-4/*']"]
 
 
 def test_help_is_the_module_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

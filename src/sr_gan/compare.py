@@ -32,6 +32,7 @@ W&B run (job_type=compare, offline unless WANDB_MODE=online) in the runs' group.
 from __future__ import annotations
 
 import copy
+import glob
 import os
 import sys
 from collections.abc import Sequence
@@ -244,10 +245,11 @@ _FLAGS_WITH_VALUE |= {"--config-dir", "--experimental-rerun"}
 
 def hydra_argv(argv: Sequence[str]) -> list[str]:
     """Hydra takes key=value overrides only: bare paths become `runs=[...]` (quoted, so any path
-    parses) and `crop=x,y,size` becomes `crop=[x,y,size]` (Hydra reads a bare a,b,c as a sweep)."""
+    parses) and `crop=x,y,size` becomes `crop=[x,y,size]` (Hydra reads a bare a,b,c as a sweep). An
+    argument with a ``=`` that names existing files (``logs/lr=1e-4/run``, a glob) is a path."""
     paths, rest, after_flag = [], [], False
     for arg in argv:
-        if after_flag or arg.startswith("-") or "=" in arg:
+        if after_flag or arg.startswith("-") or ("=" in arg and not glob.glob(arg)):
             key, _, value = arg.partition("=")
             rest.append(f"crop=[{value}]" if key == "crop" and "," in value and "[" not in value else arg)
             after_flag = arg in _FLAGS_WITH_VALUE
