@@ -43,3 +43,27 @@ def test_a_file_system_that_refuses_chmod_still_gets_the_file(tmp_path: Path, mo
     with atomic_path(tmp_path / "w.safetensors") as temporary:
         temporary.write_bytes(b"weights")
     assert (tmp_path / "w.safetensors").read_bytes() == b"weights"
+
+
+def test_the_data_is_flushed_before_the_rename_and_the_folder_entry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut (which no kill -9 can show) must find the old file or the whole new one: the
+    temporary file is fsync'd before it replaces the target, and the folder after."""
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(descriptor: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))  # Linux: the path behind it
+        fsync(descriptor)
+
+    def recorded_replace(source: str | Path, target: str | Path) -> None:
+        events.append(("replace", str(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)
+    with atomic_path(tmp_path / "w.bin") as temporary:
+        temporary.write_bytes(b"x")
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1] == str(temporary) and events[1][1] == str(tmp_path / "w.bin") and events[2][1] == str(tmp_path)

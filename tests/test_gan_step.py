@@ -165,11 +165,18 @@ def fit(
     module: SRGANModule, batch: dict[str, Tensor], root: Path, *, batches: int = 1, callbacks: list | None = None
 ) -> L.Trainer:
     """Train ``module`` on ``batches`` repetitions of ``batch``; returns the trainer."""
-    trainer = make_trainer(root, limit_train_batches=batches, callbacks=callbacks)
     items = as_items(batch)
+    return fit_items(module, items * batches, root, batch_size=len(items), callbacks=callbacks)
+
+
+def fit_items(
+    module: SRGANModule, items: list[dict[str, Tensor]], root: Path, *, batch_size: int, callbacks: list | None = None
+) -> L.Trainer:
+    """Train ``module`` on `items` in loader batches of `batch_size`; returns the trainer."""
+    trainer = make_trainer(root, limit_train_batches=len(items) // batch_size, callbacks=callbacks)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
-        trainer.fit(module, train_dataloaders=DataLoader(items * batches, batch_size=len(items)))
+        trainer.fit(module, train_dataloaders=DataLoader(items, batch_size=batch_size))
     return trainer
 
 
@@ -235,6 +242,19 @@ def test_adversarial_gradient_reaches_g_with_its_weight(name: str, tmp_path: Pat
     assert flat(list(expected)).abs().max() > 1e-4  # the check below is not 0 == 0
     (got,) = opt_g.optimizer.steps
     for g_got, g_want in zip(got, expected, strict=True):
+        torch.testing.assert_close(g_got, g_want, **GRAD_TOL)
+
+
+def test_gs_ragan_term_reads_d_on_the_unsharpened_hr(tmp_path: Path) -> None:
+    """With a sharpened target (Real-ESRGAN), the real images of G's RaGAN term are ``hr_real``, as in
+    D's step, not the target ``hr``."""
+    module, opt_g, _ = make_module(pixel_loss=None, perceptual_loss=None, adversarial_weight=0.7)
+    g0, d0 = snapshot(module.generator), snapshot(module.discriminator)
+    batch = fixed_batch() | {"hr_real": fixed_batch(seed=9)["hr"]}
+    fit(module, batch, tmp_path)
+    fake, real = d0(g0(batch["lr"])), d0(batch["hr_real"]).detach()
+    expected = torch.autograd.grad(0.7 * _ragan(real, fake)[2], list(g0.parameters()))
+    for g_got, g_want in zip(opt_g.optimizer.steps[0], expected, strict=True):
         torch.testing.assert_close(g_got, g_want, **GRAD_TOL)
 
 
@@ -339,6 +359,20 @@ def test_each_player_gets_gradients_once_per_batch(tmp_path: Path) -> None:
     }
 
 
+def test_two_micro_batches_step_g_and_d_as_their_joint_batch(tmp_path: Path) -> None:
+    """Accumulating 2 loader batches of 2 steps G and D once each, with the gradients of one batch of 4
+    (vanilla GAN: per-sample means; D's fakes come from G as the iteration started in both runs)."""
+    a, b = fixed_batch(2, seed=2), fixed_batch(2, seed=3)
+    joint, g_joint, d_joint = make_module(adversarial_loss=VanillaGANLoss())
+    fit(joint, {k: torch.cat([a[k], b[k]]) for k in a}, tmp_path)
+    accumulated, g_acc, d_acc = make_module(adversarial_loss=VanillaGANLoss(), accumulate_batches=2)
+    fit_items(accumulated, as_items(a) + as_items(b), tmp_path, batch_size=2)
+    for whole, micro in ((g_joint, g_acc), (d_joint, d_acc)):
+        assert len(micro.optimizer.steps) == len(whole.optimizer.steps) == 1
+        for got, want in zip(micro.optimizer.steps[0], whole.optimizer.steps[0], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # D's last bias: ~1e-6, float noise
+
+
 def test_parameters_frozen_before_stay_frozen(tmp_path: Path) -> None:
     """Freezing D for G's step restores only what it froze: a D layer the user froze stays frozen,
     every other D parameter trains again."""
@@ -395,6 +429,19 @@ def test_discriminator_warm_up_leaves_g_and_its_ema_untouched(tmp_path: Path) ->
     assert not any(torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters(), strict=True))
 
 
+def test_schedules_count_the_batches_that_skip_g(tmp_path: Path) -> None:
+    """The learning-rate schedules of both players count every iteration, D's warm-up included: with a
+    milestone at 2, both rates are halved after 3 batches of which G stepped in one."""
+
+    def halve_at_2(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
+
+    module, opt_g, opt_d = make_module(d_init_steps=2, scheduler_g=halve_at_2, scheduler_d=halve_at_2)
+    fit(module, fixed_batch(2), tmp_path, batches=3)
+    assert (len(opt_g.optimizer.steps), len(opt_d.optimizer.steps)) == (1, 3)
+    assert [o.optimizer.param_groups[0]["lr"] for o in (opt_g, opt_d)] == [5e-3, 5e-3]
+
+
 # ---------------------------------------------------------------------------- EMA and validation
 @pytest.mark.parametrize(
     ("from_weights", "decay", "channels_last"),
@@ -415,6 +462,17 @@ def test_ema_follows_a_g_step_with_its_decay(
     for e, s, p in zip(module.generator_ema.parameters(), start, module.generator.parameters(), strict=True):
         assert not torch.equal(s, p)
         torch.testing.assert_close(e, decay * s + (1 - decay) * p.detach())
+
+
+def test_ema_updates_once_an_iteration_with_the_iterations_decay(tmp_path: Path) -> None:
+    """Accumulating 2 batches an iteration, 4 batches, EMA from random weights: one update per iteration,
+    with the warm-up decays of iterations 0 and 1 (1/10, 2/11), not one per batch nor batch-counted."""
+    module, _, _ = make_module(ema_decay=0.999, accumulate_batches=2)
+    start, at = params(module.generator), PlayersAtBatchStart()
+    fit(module, fixed_batch(2), tmp_path, batches=4, callbacks=[at])
+    after_first = at.players[2][0].parameters()  # G as the second iteration starts
+    for s, g1, g2, e in zip(start, after_first, module.generator.parameters(), module.generator_ema.parameters()):
+        torch.testing.assert_close(e, 2 / 11 * (0.1 * s + 0.9 * g1.detach()) + 9 / 11 * g2.detach())
 
 
 def _mean_metric(metric: Callable, upscale: Callable[[Tensor], Tensor], images: dict[str, Tensor]) -> float:
@@ -462,10 +520,12 @@ def test_validation_and_test_score_the_inference_generator(ema: bool, tmp_path: 
         (val,) = trainer.validate(module, dataloaders=DataLoader(items, batch_size=1), verbose=False)
         (test,) = trainer.test(module, dataloaders=DataLoader(items, batch_size=1), verbose=False)
     bicubic = _mean_metric(psnr, lambda lr: imresize(lr, SCALE), images)
+    bicubic_ssim = _mean_metric(ssim, lambda lr: imresize(lr, SCALE), images)
     for stage, logged in (("val", val), ("test", test)):
         assert logged[f"{stage}/psnr"] == pytest.approx(_mean_metric(psnr, scored, images), rel=1e-5)
         assert logged[f"{stage}/ssim"] == pytest.approx(_mean_metric(ssim, scored, images), rel=1e-5)
         assert logged[f"{stage}/psnr_bicubic"] == pytest.approx(bicubic, rel=1e-5)
+        assert logged[f"{stage}/ssim_bicubic"] == pytest.approx(bicubic_ssim, rel=1e-5)
 
 
 def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path) -> None:

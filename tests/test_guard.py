@@ -92,9 +92,9 @@ def test_step_if_finite(fused: bool) -> None:
 def test_gradient_clipping_bounds_each_players_step(make_cfg) -> None:
     from tests.test_train import _fit
 
-    cfg = make_cfg("loss=ragan", "optim.clip_grad_norm.generator=1e-4", "optim.clip_grad_norm.discriminator=1e-4")
+    cfg = make_cfg("loss=ragan", "optim.clip_grad_norm.generator=1e-4", "optim.clip_grad_norm.discriminator=3e-4")
     module = build_module(cfg)
-    assert module.clip_grad_norm == {"g": 1e-4, "d": 1e-4}
+    assert module.clip_grad_norm == {"g": 1e-4, "d": 3e-4}  # each player its own: a swap shows
     norms = []
 
     class Spy(SRGANModule):
@@ -107,4 +107,16 @@ def test_gradient_clipping_bounds_each_players_step(make_cfg) -> None:
 
     _fit(cfg, Spy)
     assert [n[0] for n in norms] == ["g", "d", "g", "d"]
-    assert all(raw > 1e-4 and clipped == pytest.approx(1e-4, rel=1e-3) for _, raw, clipped in norms)
+    limits = {"g": 1e-4, "d": 3e-4}
+    assert all(raw > limits[p] and clipped == pytest.approx(limits[p], rel=1e-3) for p, raw, clipped in norms)
+
+
+def test_a_non_finite_gradient_with_finite_losses_stops_the_run(tmp_path: Path) -> None:
+    """The guard watches D's gradient norm too: D's losses finite, one of its gradients Inf (plain SGD
+    cannot skip the step), the run stops naming train/grad_norm_d."""
+    from tests.test_gan_step import fit, fixed_batch, make_module
+
+    module, _, _ = make_module()
+    next(module.discriminator.parameters()).register_hook(lambda grad: grad * float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"train/grad_norm_d became NaN/Inf at batch 1"):
+        fit(module, fixed_batch(), tmp_path)

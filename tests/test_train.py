@@ -71,6 +71,7 @@ def test_esrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.loss.adversarial._target_ == "sr_gan.losses.RelativisticGANLoss"
     assert (cfg.loss.adversarial_weight, cfg.loss.pixel_weight) == (5e-3, 1e-2)
     assert list(cfg.loss.perceptual.layers) == ["conv5_4"]
+    assert cfg.loss.perceptual.criterion._target_ == "torch.nn.L1Loss"  # the ESRGAN reference code: L1 on features
     assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4
     assert list(cfg.optim.scheduler.milestones) == [50000, 100000, 200000, 300000]
     assert cfg.trainer.max_steps == 400000
@@ -86,6 +87,7 @@ def test_srgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert cfg.loss.adversarial_weight == 1e-3
     assert list(cfg.loss.perceptual.layers) == ["relu5_4"]
     assert cfg.loss.perceptual.feature_scale == pytest.approx(1 / 12.75)
+    assert cfg.loss.perceptual.criterion._target_ == "torch.nn.MSELoss"  # SRGAN Eq. 5: MSE of the feature maps
     assert list(cfg.optim.scheduler.milestones) == [100000] and cfg.optim.scheduler.gamma == 0.1
     assert cfg.trainer.max_steps == 200000
 
