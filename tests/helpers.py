@@ -110,3 +110,23 @@ class CtrlCDuring(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
         if trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
             raise KeyboardInterrupt
+
+
+class OtherStartOnRank1(L.Callback):
+    """Rank 1 moves the weights of G, its EMA and D before the strategy's set-up; as the fit starts,
+    each rank saves its module's state to `folder`/rank<r>.pt: the strategy must have made them
+    equal again (from rank 0)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if trainer.global_rank == 1:
+            with torch.no_grad():
+                for network in (module.generator, module.generator_ema, module.discriminator):
+                    for parameter in network.parameters():
+                        parameter.add_(1e-3)
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        torch.save(module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")

@@ -182,9 +182,16 @@ def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: P
     """trainer=ddp, 2 CPU ranks x batch 2 = one process x batch 4 (the ranks share the one process's
     patch stream): G's and D's gradients are averaged over the ranks in both halves of the GAN step.
     Without the reduction (e.g. D's forward passes outside its DDP wrapper) a rank trains on its own
-    half: the control, one process x batch 2, is ~1e-3 away."""
+    half: the control, one process x batch 2, is ~1e-3 away. Rank 1 starts from other weights: the
+    strategy makes every rank start from rank 0's, the EMA (in no DDP wrapper) included."""
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-    ranks = _weights_after(tmp_path / "ddp", *ddp, "data.batch_size=2")
+    starts = tmp_path / "starts"
+    other_start = ["+callbacks.other._target_=tests.helpers.OtherStartOnRank1", f"+callbacks.other.folder={starts}"]
+    ranks = _weights_after(tmp_path / "ddp", *ddp, "data.batch_size=2", *other_start)
+    rank0, rank1 = (torch.load(starts / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert any(k.startswith("generator_ema.") for k in rank0)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
     joint = _weights_after(tmp_path / "joint", "data.batch_size=4")
     half = _weights_after(tmp_path / "half", "data.batch_size=2")
     assert ranks.keys() == joint.keys() and any(k.startswith("discriminator.") for k in ranks)

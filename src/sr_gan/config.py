@@ -190,9 +190,15 @@ def slurm_requeued() -> bool:
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
 
 
+def _not_the_first_process() -> bool:
+    """A DDP rank other than 0 (Lightning's own launcher, torchrun, SLURM): it joins the run that rank
+    0 has started (and written to) in the same folder."""
+    return any(int(os.environ.get(name) or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def _exit_if_holding_runs(config: DictConfig, folder: Path, key: str, *, jobs: str) -> None:
     """`jobs`: the glob of the run folders inside `folder` ("" for a run, "*/" for a sweep's jobs)."""
-    if config.get("ckpt_path") or slurm_requeued() or not folder.is_dir():
+    if config.get("ckpt_path") or slurm_requeued() or not folder.is_dir() or _not_the_first_process():
         return
     found = next((p for pattern in RUN_FILES for p in sorted(folder.glob(jobs + pattern))), None)
     if found is not None:
