@@ -299,3 +299,19 @@ def test_a_plain_state_dict_of_another_network_upscales_with_its_generator_confi
         run(_cfg(ckpt=str(tmp_path / "srresnet.pth"), input=str(tmp_path / "in.png"), generator="abc"))
     assert run(_cfg(ckpt=str(tmp_path / "srresnet.pth"), input=str(tmp_path / "in.png"), generator=config)) == []
     assert _decode(tmp_path / "in_x4.png").shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("suffix", ["{foo}", "{scale", "_x{0}", "{scale[0]}", "{scale:>{width}}"])
+def test_a_suffix_with_another_field_is_one_line(ckpt: Path, images: Path, suffix: str) -> None:
+    with pytest.raises(UserError, match=r"suffix=.*only \{scale\} may be used \(e\.g\. suffix=_x\{scale\}\)") as info:
+        run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"), suffix=suffix))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", ["/../../evil", "_x{scale}/sub", "\\..\\evil"])
+def test_a_suffix_with_a_path_separator_is_refused(tmp_path: Path, ckpt: Path, images: Path, suffix: str) -> None:
+    """A separator would put outputs outside out_dir (or beside the input): refused before anything is written."""
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="suffix=.* path separator"):
+        run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"), out_dir=str(tmp_path / "out" / "x4"), suffix=suffix))
+    assert sorted(tmp_path.rglob("*")) == before

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from string import Formatter
 
 import hydra
 import numpy as np
@@ -130,6 +131,26 @@ def find_inputs(pattern: str, *, suffix: str) -> list[Path]:
     return images
 
 
+def check_suffix(suffix: str) -> None:
+    """Refuse in one line a `suffix` setting that holds a field other than `{scale}` (str.format would
+    fail with a traceback) or a path separator (outputs would land outside out_dir or their folder)."""
+    try:
+        fields = [
+            (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(suffix) if name is not None
+        ]
+    except ValueError:  # an unmatched brace
+        fields = [("", "", None)]
+    if any(field != ("scale", "", None) for field in fields):
+        raise UserError(
+            f"suffix={suffix}: only {{scale}} may be used (e.g. suffix=_x{{scale}}); write a brace as {{{{ or }}}}"
+        )
+    if "/" in suffix or "\\" in suffix:
+        raise UserError(
+            f"suffix={suffix} holds a path separator: a suffix only extends the name (e.g. suffix=_x{{scale}}); "
+            "choose the folder with out_dir="
+        )
+
+
 def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: str) -> dict[Path, Path | str]:
     """input → output path, or → the reason it is refused (it would overwrite an input or an
     earlier output of this run)."""
@@ -184,6 +205,7 @@ def upscale_file(
 
 def _check(cfg: DictConfig, device: torch.device) -> None:
     validate(cfg, UPSCALE)
+    check_suffix(str(cfg.suffix))
     if cfg.precision == "fp16" and device.type == "cpu":
         raise UserError("precision=fp16 needs a CUDA device: use precision=bf16 or fp32 on the CPU")
 
