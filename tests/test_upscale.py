@@ -315,3 +315,21 @@ def test_a_suffix_with_a_path_separator_is_refused(tmp_path: Path, ckpt: Path, i
     with pytest.raises(UserError, match="suffix=.* path separator"):
         run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"), out_dir=str(tmp_path / "out" / "x4"), suffix=suffix))
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_an_empty_suffix_beside_the_inputs_is_refused(tmp_path: Path, ckpt: Path) -> None:
+    """photo.jpg → photo.png would replace the user's own photo.png, which is no input of the run."""
+    folder = tmp_path / "img2"
+    folder.mkdir()
+    Image.fromarray(RGB).save(folder / "photo.jpg", quality=95)
+    Image.fromarray(RGB[::-1]).save(folder / "photo.png")
+    before = _digests(folder)
+    for pattern in (str(folder / "*.jpg"), str(folder / "photo.jpg")):
+        with pytest.raises(UserError, match=r"suffix=.*set suffix=_x\{scale\} \(the default\) or out_dir="):
+            run(_cfg(ckpt=str(ckpt), input=pattern, suffix=""))
+        assert _digests(folder) == before
+    assert run(_cfg(ckpt=str(ckpt), input=str(folder / "photo.jpg"), suffix="", out_dir=str(tmp_path / "out"))) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["photo.png"]
+    for _ in range(2):  # the default suffix: a re-run replaces its own earlier output
+        assert run(_cfg(ckpt=str(ckpt), input=str(folder / "*.jpg"))) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["photo.jpg", "photo.png", "photo_x2.png"]

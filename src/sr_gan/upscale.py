@@ -7,10 +7,12 @@
 Each image keeps its kind: grey in → grey out (the network sees it replicated to RGB and its
 output is turned back to luma), an alpha channel is enlarged on its own with MATLAB bicubic and
 re-attached, 16-bit PNGs give 16-bit PNGs, EXIF rotation is applied. Outputs are
-`<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written atomically. An
-output path that is one of the inputs is refused (that file fails: no input is ever overwritten;
-an earlier output is replaced). With a folder or glob input, files whose stem already ends in a
-non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are refused
+`<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written atomically; a file
+already at an output's path is replaced (an earlier output). So beside the inputs the suffix may
+not be empty: outputs would take the inputs' own names there and replace any picture of the same
+stem (photo.jpg → the user's photo.png). An output path that is one of the inputs is refused (that
+file fails): no input is ever overwritten. With a folder or glob input, files whose stem already
+ends in a non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are refused
 from their header. A file that cannot be read or written is reported in one line and the others
 go on; the exit status is then 1. Memory: the output image in its file's dtype plus one tile.
 """
@@ -131,9 +133,16 @@ def find_inputs(pattern: str, *, suffix: str) -> list[Path]:
     return images
 
 
-def check_suffix(suffix: str) -> None:
+def check_suffix(suffix: str, *, beside_inputs: bool) -> None:
     """Refuse in one line a `suffix` setting that holds a field other than `{scale}` (str.format would
-    fail with a traceback) or a path separator (outputs would land outside out_dir or their folder)."""
+    fail with a traceback) or a path separator (outputs would land outside out_dir or their folder),
+    or that is empty when outputs go `beside_inputs` (out_dir unset): each output would then take its
+    input's own name in its folder and replace whatever picture of that stem is there."""
+    if not suffix and beside_inputs:
+        raise UserError(
+            "suffix='' with out_dir unset names each output like its input, beside it (photo.jpg → photo.png), "
+            "replacing any picture of that name there: set suffix=_x{scale} (the default) or out_dir="
+        )
     try:
         fields = [
             (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(suffix) if name is not None
@@ -205,7 +214,7 @@ def upscale_file(
 
 def _check(cfg: DictConfig, device: torch.device) -> None:
     validate(cfg, UPSCALE)
-    check_suffix(str(cfg.suffix))
+    check_suffix(str(cfg.suffix), beside_inputs=cfg.out_dir is None)
     if cfg.precision == "fp16" and device.type == "cpu":
         raise UserError("precision=fp16 needs a CUDA device: use precision=bf16 or fp32 on the CPU")
 
