@@ -333,3 +333,20 @@ def test_an_empty_suffix_beside_the_inputs_is_refused(tmp_path: Path, ckpt: Path
     for _ in range(2):  # the default suffix: a re-run replaces its own earlier output
         assert run(_cfg(ckpt=str(ckpt), input=str(folder / "*.jpg"))) == []
     assert sorted(p.name for p in folder.iterdir()) == ["photo.jpg", "photo.png", "photo_x2.png"]
+
+
+def test_an_unwritable_output_folder_stops_the_run_before_any_upscaling(
+    tmp_path: Path, ckpt: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked up front (out_dir, or each input's folder when it is unset), not after hours of compute."""
+    monkeypatch.setattr(upscale_module, "upscale_picture", lambda *a, **k: pytest.fail("upscaled before the check"))
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    with pytest.raises(UserError, match=r"out_dir=.*blocked[/\\]x2 is not writable"):
+        run(_cfg(ckpt=str(ckpt), input=str(images), out_dir=str(tmp_path / "blocked" / "x2")))
+    (images / "sub").mkdir()
+    Image.fromarray(RGB).save(images / "sub" / "b.png")
+    checked = []
+    monkeypatch.setattr(upscale_module, "check_writable", checked.append)
+    with pytest.raises(pytest.fail.Exception, match="upscaled before the check"):
+        run(_cfg(ckpt=str(ckpt), input=str(images / "**" / "*.png")))
+    assert sorted(checked) == [images, images / "sub"]  # once per folder, before the first image

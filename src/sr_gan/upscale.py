@@ -12,9 +12,11 @@ already at an output's path is replaced (an earlier output). So beside the input
 not be empty: outputs would take the inputs' own names there and replace any picture of the same
 stem (photo.jpg → the user's photo.png). An output path that is one of the inputs is refused (that
 file fails): no input is ever overwritten. With a folder or glob input, files whose stem already
-ends in a non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are refused
-from their header. A file that cannot be read or written is reported in one line and the others
-go on; the exit status is then 1. Memory: the output image in its file's dtype plus one tile.
+ends in a non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are
+refused from their header. An output folder that cannot be written to (out_dir, or an input's
+folder when it is unset) stops the run in one line before any image is upscaled. A file that
+cannot be read or written is reported in one line and the others go on; the exit status is then 1.
+Memory: the output image in its file's dtype plus one tile.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from rich.console import Console
 from rich.progress import Progress
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from sr_gan.config import path_arg, resolve_device
+from sr_gan.config import check_writable, path_arg, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
@@ -178,6 +180,13 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
     return plan
 
 
+def check_output_folders(plan: dict[Path, Path | str]) -> None:
+    """Fail in one line, before any image is upscaled, when a folder the outputs go to (out_dir, or
+    each input's folder when it is unset) cannot be written to: not after all the compute."""
+    for folder in sorted({target.parent for target in plan.values() if isinstance(target, Path)}):
+        check_writable(folder)
+
+
 def upscale_file(
     model: torch.nn.Module, source: Path, target: Path | str, *, scale: int, cfg: DictConfig
 ) -> str | None:
@@ -237,6 +246,7 @@ def run(cfg: DictConfig) -> list[str]:
     inputs = find_inputs(str(cfg.input), suffix=suffix)
     out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
     plan = plan_outputs(inputs, out_dir=out_dir, suffix=suffix, fmt=cfg.format)
+    check_output_folders(plan)
     failures = []
     with Progress(console=console) as progress:
         for source in progress.track(inputs, description=f"x{scale} on {device}"):
