@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_path, remove_stale_temporaries
 
 
 def _write_private(path: Path) -> None:
@@ -67,3 +67,20 @@ def test_the_data_is_flushed_before_the_rename_and_the_folder_entry_after(
         temporary.write_bytes(b"x")
     assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
     assert events[0][1] == str(temporary) and events[1][1] == str(tmp_path / "w.bin") and events[2][1] == str(tmp_path)
+
+
+def test_stale_temporaries_of_the_named_paths_go_and_nothing_else(tmp_path: Path) -> None:
+    """What a writer killed mid-write left beside its target; other names (even [glob] ones) stay."""
+    hex32 = "0123456789abcdef" * 2
+    target = tmp_path / "a[1].png"
+    stale = tmp_path / f".a[1].png.{hex32}.tmp"
+    kept = [
+        tmp_path / "a[1].png",
+        tmp_path / f".a1.png.{hex32}.tmp",  # another output's, which [1] as a glob would match
+        tmp_path / f".b.png.{hex32}.tmp",
+        tmp_path / ".a[1].png.notes.tmp",  # not a name atomic_path gives
+    ]
+    for path in (stale, *kept):
+        path.write_bytes(b"x")
+    remove_stale_temporaries([target, tmp_path / "not yet" / "c.png"])
+    assert sorted(tmp_path.iterdir()) == sorted(kept)

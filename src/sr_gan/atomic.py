@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")  # the names _temporary_for gives
 
 
 @contextmanager
@@ -21,8 +24,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name rather than tempfile.mkstemp, whose 0600 mode the final file would keep.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = _temporary_for(path)
     try:
         yield temporary
         _fsync(temporary)
@@ -32,6 +34,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _temporary_for(path: Path) -> Path:
+    """A new hidden name beside `path`: `.<name>.<uuid hex>.tmp`. Unique rather than from
+    tempfile.mkstemp, whose 0600 mode the final file would keep."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def remove_stale_temporaries(paths: Iterable[Path]) -> None:
+    """Delete the temporary files `atomic_path` left beside `paths` when their writer was killed
+    mid-write (`kill -9`, a power cut); those of other names stay. One listing per folder.
+
+    Only for paths this process is about to write: another process writing one of them at the same
+    moment would lose its temporary file, and its write would fail (whole or absent all the same)."""
+    names: dict[Path, set[str]] = {}
+    for path in paths:
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        with contextlib.suppress(FileNotFoundError):  # a folder not made yet holds none
+            for entry in folder.iterdir():
+                if (match := _TEMPORARY.fullmatch(entry.name)) and match["name"] in wanted:
+                    entry.unlink(missing_ok=True)
 
 
 def _fsync(path: Path) -> None:

@@ -26,7 +26,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from torch.hub import download_url_to_file
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
 from sr_gan.weights import load_state_file
 
@@ -68,8 +68,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 f"refused to write {path}: {len(bad)} weight tensors hold NaN/Inf (e.g. {bad[0]}), the run "
                 "diverged; the previous checkpoint is intact: resume from it with a lower learning rate"
             )
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries([path])
         try:
             with atomic_path(path) as temporary, open(temporary, "wb") as file:
                 torch.save(checkpoint, file)  # through a Python file: a failed write raises its OSError
