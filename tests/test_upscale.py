@@ -350,3 +350,13 @@ def test_an_unwritable_output_folder_stops_the_run_before_any_upscaling(
     with pytest.raises(pytest.fail.Exception, match="upscaled before the check"):
         run(_cfg(ckpt=str(ckpt), input=str(images / "**" / "*.png")))
     assert sorted(checked) == [images, images / "sub"]  # once per folder, before the first image
+
+
+def test_temporaries_of_a_killed_earlier_run_are_removed(tmp_path: Path, ckpt: Path, images: Path) -> None:
+    """A `kill -9` mid-write left `.rgb_x2.png.<hex>.tmp` beside the output; other names stay."""
+    stale = images / f".rgb_x2.png.{'ab' * 16}.tmp"
+    other = images / f".rgb16_x2.png.{'ab' * 16}.tmp"  # of an output this run does not write
+    for path in (stale, other):
+        path.write_bytes(b"half a png")
+    assert run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"))) == []
+    assert (images / "rgb_x2.png").is_file() and not stale.exists() and other.exists()

@@ -14,9 +14,11 @@ stem (photo.jpg → the user's photo.png). An output path that is one of the inp
 file fails): no input is ever overwritten. With a folder or glob input, files whose stem already
 ends in a non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are
 refused from their header. An output folder that cannot be written to (out_dir, or an input's
-folder when it is unset) stops the run in one line before any image is upscaled. A file that
-cannot be read or written is reported in one line and the others go on; the exit status is then 1.
-Memory: the output image in its file's dtype plus one tile.
+folder when it is unset) stops the run in one line before any image is upscaled. Temporary files
+that a run killed mid-write left beside this run's outputs (`.<output name>.<hex>.tmp`) are
+removed first (a second run writing the same outputs at that moment would see its write fail,
+reported). A file that cannot be read or written is reported in one line and the others go on; the
+exit status is then 1. Memory: the output image in its file's dtype plus one tile.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from rich.console import Console
 from rich.progress import Progress
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
+from sr_gan.atomic import remove_stale_temporaries
 from sr_gan.config import check_writable, path_arg, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_picture, write_image
@@ -180,11 +183,13 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
     return plan
 
 
-def check_output_folders(plan: dict[Path, Path | str]) -> None:
-    """Fail in one line, before any image is upscaled, when a folder the outputs go to (out_dir, or
-    each input's folder when it is unset) cannot be written to: not after all the compute."""
-    for folder in sorted({target.parent for target in plan.values() if isinstance(target, Path)}):
+def prepare_targets(targets: list[Path]) -> None:
+    """Before any image is upscaled: fail in one line when a folder the outputs go to (out_dir, or
+    each input's folder when it is unset) cannot be written to, not after all the compute; then
+    remove the temporary files of these outputs that a run killed mid-write left beside them."""
+    for folder in sorted({target.parent for target in targets}):
         check_writable(folder)
+    remove_stale_temporaries(targets)
 
 
 def upscale_file(
@@ -246,7 +251,7 @@ def run(cfg: DictConfig) -> list[str]:
     inputs = find_inputs(str(cfg.input), suffix=suffix)
     out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
     plan = plan_outputs(inputs, out_dir=out_dir, suffix=suffix, fmt=cfg.format)
-    check_output_folders(plan)
+    prepare_targets([target for target in plan.values() if isinstance(target, Path)])
     failures = []
     with Progress(console=console) as progress:
         for source in progress.track(inputs, description=f"x{scale} on {device}"):
