@@ -346,7 +346,7 @@ def test_an_unwritable_output_folder_stops_the_run_before_any_upscaling(
     (images / "sub").mkdir()
     Image.fromarray(RGB).save(images / "sub" / "b.png")
     checked = []
-    monkeypatch.setattr(upscale_module, "check_writable", checked.append)
+    monkeypatch.setattr(upscale_module, "check_writable", lambda folder, **_: checked.append(folder))
     with pytest.raises(pytest.fail.Exception, match="upscaled before the check"):
         run(_cfg(ckpt=str(ckpt), input=str(images / "**" / "*.png")))
     assert sorted(checked) == [images, images / "sub"]  # once per folder, before the first image

@@ -183,12 +183,19 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
     return plan
 
 
-def prepare_targets(targets: list[Path]) -> None:
+def prepare_targets(targets: list[Path], *, beside_inputs: bool) -> None:
     """Before any image is upscaled: fail in one line when a folder the outputs go to (out_dir, or
-    each input's folder when it is unset) cannot be written to, not after all the compute; then
-    remove the temporary files of these outputs that a run killed mid-write left beside them."""
+    each input's folder when it is unset: `beside_inputs`) cannot be written to, not after all the
+    compute; then remove the temporary files of these outputs that a run killed mid-write left."""
     for folder in sorted({target.parent for target in targets}):
-        check_writable(folder)
+        try:
+            check_writable(folder)
+        except UserError:
+            if not beside_inputs:
+                raise
+            raise UserError(
+                f"cannot write the outputs beside the inputs in {folder}: set out_dir= to a folder you can write to"
+            ) from None
     remove_stale_temporaries(targets)
 
 
@@ -251,7 +258,7 @@ def run(cfg: DictConfig) -> list[str]:
     inputs = find_inputs(str(cfg.input), suffix=suffix)
     out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
     plan = plan_outputs(inputs, out_dir=out_dir, suffix=suffix, fmt=cfg.format)
-    prepare_targets([target for target in plan.values() if isinstance(target, Path)])
+    prepare_targets([target for target in plan.values() if isinstance(target, Path)], beside_inputs=out_dir is None)
     failures = []
     with Progress(console=console) as progress:
         for source in progress.track(inputs, description=f"x{scale} on {device}"):
