@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import logging
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -28,7 +27,7 @@ from torch.hub import download_url_to_file
 
 from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
-from sr_gan.weights import load_state_file
+from sr_gan.weights import load_state_file, non_finite_keys
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,6 @@ def load_url(url: str) -> dict[str, Any]:
         except OSError as err:  # URLError and HTTPError are OSErrors
             raise UserError(f"ckpt_path={url}: cannot download it ({err}): check the URL or pass a local file") from err
         return load_state_file(local)
-
-
-def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Names of the floating-point tensors of `state` that hold a NaN or an Inf (one host sync)."""
-    floats = [(key, value) for key, value in state.items() if torch.is_tensor(value) and value.is_floating_point()]
-    if not floats:
-        return []
-    finite = torch.stack([value.isfinite().all() for _, value in floats]).tolist()
-    return [key for (key, _), ok in zip(floats, finite, strict=True) if not ok]
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -3,6 +3,7 @@
 from sr_gan.weights.files import (
     UnsafeCheckpointError,
     load_state_file,
+    non_finite_keys,
     refuse_overwrite,
     save_generator_file,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "load_generator",
     "load_generator_state",
     "load_state_file",
+    "non_finite_keys",
     "ours_to_esrgan_old",
     "ours_to_sequential",
     "refuse_overwrite",

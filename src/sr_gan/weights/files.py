@@ -1,4 +1,4 @@
-"""Reading weight files without unpickling code, and writing them atomically.
+"""Reading weight files without unpickling code, finding non-finite weights, and writing them atomically.
 
 Torch files are read with `torch.load(weights_only=True)`: only tensors and plain containers are
 rebuilt, so a file that carries pickled Python objects (which could run code while loading) is
@@ -63,6 +63,15 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
     return loaded
+
+
+def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of `state` that hold a NaN or an Inf (one host sync)."""
+    floats = [(key, value) for key, value in state.items() if torch.is_tensor(value) and value.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([value.isfinite().all() for _, value in floats]).tolist()
+    return [key for (key, _), ok in zip(floats, finite, strict=True) if not ok]
 
 
 def save_generator_file(
