@@ -112,3 +112,14 @@ def test_cli_bad_value_is_one_line_and_exit_2(tmp_path: Path, override: str, mes
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith(f"error: {message}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["psnr.safetensors"]
+
+
+def test_a_file_holding_inf_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    psnr, gan, out = (tmp_path / f"{name}.safetensors" for name in ("psnr", "gan", "out"))
+    write_generator(psnr, 0)
+    state = write_generator(gan, 1).state_dict()
+    state["conv_last.weight"][0] = float("inf")
+    save_generator_file(gan, state, config=CONFIG, scale=CONFIG["scale"])
+    with pytest.raises(ValueError, match=r"gan\.safetensors: 1 tensors hold NaN/Inf \(e\.g\. conv_last\.weight\)"):
+        interpolate_files(psnr, gan, out, alpha=0.5)
+    assert not out.exists()

@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sr_gan.data import read_image
+from sr_gan.errors import UserError
 from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
 from sr_gan.metrics import psnr
 from sr_gan.ops import imresize
@@ -263,6 +264,14 @@ def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path) -> None:
         assert torch.equal(value, state[f"generator_ema.{key}"]), key  # EMA weights preferred
     for key, value in module.generator_ema.state_dict().items():
         assert torch.equal(value, state[f"generator_ema.{key}"]), key
+
+
+def test_init_from_weights_holding_nan_names_the_file_not_the_learning_rate(make_cfg, tmp_path) -> None:
+    state = build_module(make_cfg("model=rrdb")).generator.state_dict()
+    state["conv_first.weight"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(UserError, match=r"nan\.pth: 1 tensors hold NaN/Inf \(e\.g\. conv_first\.weight\)"):
+        build_module(make_cfg("model=rrdb", f"model.init_from={tmp_path / 'nan.pth'}"))
 
 
 # ---------------------------------------------------------------------------- paper recipes

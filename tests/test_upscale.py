@@ -360,3 +360,20 @@ def test_temporaries_of_a_killed_earlier_run_are_removed(tmp_path: Path, ckpt: P
         path.write_bytes(b"half a png")
     assert run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"))) == []
     assert (images / "rgb_x2.png").is_file() and not stale.exists() and other.exists()
+
+
+def test_weights_holding_nan_are_refused_before_any_image_is_written(tmp_path: Path, images: Path) -> None:
+    torch.manual_seed(0)
+    state = SRResNet(num_features=8, num_blocks=1, scale=SCALE).state_dict()
+    state["conv_first.weight"] = torch.full_like(state["conv_first.weight"], float("nan"))
+    save_generator_file(tmp_path / "nan.safetensors", state, config=TINY_G, scale=SCALE)
+    out = tmp_path / "out"
+    result = run_module(
+        "sr_gan.upscale", "ckpt=nan.safetensors", f"input={images}/rgb.png", f"out_dir={out}", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: ckpt: nan.safetensors: 1 tensors hold NaN/Inf (e.g. conv_first.weight): the file is damaged or "
+        "from a diverged run"
+    ]
+    assert not list(out.glob("*"))

@@ -14,6 +14,7 @@ from sr_gan.weights import (
     extract_generator_state,
     infer_rrdbnet_config,
     load_generator,
+    load_generator_state,
     ours_to_esrgan_old,
     ours_to_sequential,
     sequential_to_ours,
@@ -190,3 +191,28 @@ def test_a_damaged_scale_names_the_file(tmp_path: Path) -> None:
     path = save(tmp_path, ckpt, "damaged.ckpt")
     with pytest.raises(ValueError, match=rf"{path}: its scale 'abc' is no whole number"):
         load_generator(path, generator_config={k: v for k, v in rrdbnet_config().items() if k != "scale"})
+
+
+@pytest.mark.parametrize("load", [load_generator, load_generator_state])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_holding_nan_or_inf_are_refused_naming_file_and_key(tmp_path: Path, load, value: float) -> None:
+    state = tiny_rrdbnet().state_dict()
+    state["conv_first.weight"][0, 0, 0, 0] = value
+    path = save(tmp_path, {"params": state}, "diverged.pth")
+    message = (
+        r"diverged\.pth: 1 tensors hold NaN/Inf \(e\.g\. conv_first\.weight\): the file is damaged or from a diverged"
+    )
+    with pytest.raises(ValueError, match=message):
+        load(path)
+
+
+def test_only_the_picked_generator_is_checked_for_nan(tmp_path: Path) -> None:
+    """A checkpoint whose live G diverged but whose EMA did not still gives its EMA (and refuses G)."""
+    live, ema = tiny_rrdbnet(seed=0), tiny_rrdbnet(seed=1)
+    with torch.no_grad():
+        live.conv_last.bias.fill_(float("nan"))
+    path = save(tmp_path, lightning_ckpt(live, rrdbnet_config(), ema=ema), "last.ckpt")
+    generator, info = load_generator(path)
+    assert info["ema"] and torch.equal(upscale(generator), upscale(ema))
+    with pytest.raises(ValueError, match=r"last\.ckpt: 1 tensors hold NaN/Inf \(e\.g\. conv_last\.bias\)"):
+        load_generator(path, prefer_ema=False)

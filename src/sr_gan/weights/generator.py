@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sr_gan.errors import UserError
 from sr_gan.weights.allowlist import check_generator_config
-from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, load_state_file
+from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, load_state_file, non_finite_keys
 from sr_gan.weights.keys import StateDict, count_blocks, is_esrgan_old, to_our_keys
 
 _SHOWN_KEYS = 5  # how many offending keys an error message lists
@@ -43,7 +43,18 @@ class GeneratorWeights:
 
 
 def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -> GeneratorWeights:
-    """Pick the generator weights out of a loaded file; EMA weights win when `prefer_ema`."""
+    """Pick the generator weights out of a loaded file; EMA weights win when `prefer_ema`.
+
+    Weights holding NaN/Inf are refused: they would only make black images or NaN files.
+    """
+    weights = _pick_generator_weights(obj, prefer_ema=prefer_ema)
+    if bad := non_finite_keys(weights.state):
+        raise UserError(f"{len(bad)} tensors hold NaN/Inf (e.g. {bad[0]}): the file is damaged or from a diverged run")
+    return weights
+
+
+def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> GeneratorWeights:
+    """The generator weights of a loaded file, as `find_generator_weights`, unchecked."""
     if "tensors" in obj and "metadata" in obj:  # load_state_file's form of a safetensors file
         metadata = obj["metadata"]
         config = _stored_config(json.loads(metadata[GENERATOR_KEY])) if GENERATOR_KEY in metadata else None
