@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from sr_gan.archs import SRResNet
+from sr_gan.errors import UserError
 from sr_gan.weights import (
     UnsafeCheckpointError,
     esrgan_old_to_ours,
@@ -17,6 +18,7 @@ from sr_gan.weights import (
     load_generator_state,
     ours_to_esrgan_old,
     ours_to_sequential,
+    save_generator_file,
     sequential_to_ours,
 )
 from tests.helpers import TINY_RRDBNET, tiny_rrdbnet, upscale
@@ -216,3 +218,31 @@ def test_only_the_picked_generator_is_checked_for_nan(tmp_path: Path) -> None:
     assert info["ema"] and torch.equal(upscale(generator), upscale(ema))
     with pytest.raises(ValueError, match=r"last\.ckpt: 1 tensors hold NaN/Inf \(e\.g\. conv_last\.bias\)"):
         load_generator(path, prefer_ema=False)
+
+
+@pytest.mark.parametrize("name", ["weights.pth", "weights.bin", "weights.ckpt"])
+def test_safetensors_is_read_by_its_content_whatever_its_name(tmp_path: Path, name: str) -> None:
+    reference = tiny_rrdbnet(scale=2)
+    save_generator_file(tmp_path / name, reference.state_dict(), config=rrdbnet_config(2), scale=2)
+    generator, info = load_generator(tmp_path / name)
+    assert info["source"] == "safetensors" and info["scale"] == 2
+    assert torch.equal(upscale(generator), upscale(reference))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n" + bytes(64),
+            r"not a weight file \(neither a torch checkpoint nor safetensors; it starts",
+        ),
+        (b"", r"not a weight file \(neither a torch checkpoint nor safetensors; it is empty\)"),
+        (b"\x80\x02garbage", r"torch\.load\(weights_only=True\) cannot read it \(Unsupported operand"),
+    ],
+    ids=["png", "empty", "bad pickle"],
+)
+def test_a_file_that_is_no_weight_file_is_not_called_unsafe(tmp_path: Path, content: bytes, message: str) -> None:
+    (tmp_path / "x.ckpt").write_bytes(content)
+    with pytest.raises(UserError, match=rf"x\.ckpt: {message}") as caught:
+        load_generator(tmp_path / "x.ckpt")
+    assert not isinstance(caught.value, UnsafeCheckpointError) and "pickled" not in str(caught.value)

@@ -19,7 +19,7 @@ from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from sr_gan.errors import UserError
-from sr_gan.weights.files import load_state_file
+from sr_gan.weights.files import is_safetensors, load_state_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,7 +68,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             ".pth/.safetensors torchvision vgg19 state_dict)"
         )
     loaded = load_state_file(path)
-    return loaded["tensors"] if path.suffix == ".safetensors" else loaded
+    return loaded["tensors"] if is_safetensors(loaded) else loaded
 
 
 def _warn_random_vgg() -> None:

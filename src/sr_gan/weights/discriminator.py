@@ -16,7 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from sr_gan.errors import UserError
-from sr_gan.weights.files import load_state_file
+from sr_gan.weights.files import is_safetensors, load_state_file
 
 StateDict = dict[str, Tensor]
 
@@ -50,7 +50,7 @@ def load_discriminator_state(path: str | Path) -> StateDict:
     unpickling code (`load_state_file`).
     """
     loaded: Any = load_state_file(path)
-    if "tensors" in loaded and "metadata" in loaded:  # a safetensors file
+    if is_safetensors(loaded):
         state = loaded["tensors"]
     elif isinstance(loaded.get("state_dict"), Mapping):
         prefix = "discriminator."

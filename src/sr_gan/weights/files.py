@@ -23,6 +23,9 @@ from sr_gan.errors import UserError
 GENERATOR_KEY = "sr_gan.generator"  # JSON of the resolved Hydra config of the generator
 SCALE_KEY = "sr_gan.scale"
 
+# How a torch file starts: a zip archive (torch.save's format since 1.6) or a pickle (legacy format).
+ZIP_MAGIC, PICKLE_PROTOCOL = b"PK\x03\x04", b"\x80"
+
 
 class UnsafeCheckpointError(UserError):
     """A torch file needs more than `weights_only=True` allows, i.e. it holds pickled objects."""
@@ -31,38 +34,82 @@ class UnsafeCheckpointError(UserError):
 def load_state_file(path: str | Path) -> dict[str, Any]:
     """Load a weight file as plain containers of tensors, without unpickling arbitrary objects.
 
-    `.safetensors` files give `{"tensors": {name: Tensor}, "metadata": {str: str}}`; any other
-    file is read with `torch.load(map_location="cpu", weights_only=True)` and returned as is.
+    The format is read off the file's first bytes (`file_format`), whatever its name: safetensors
+    gives `{"tensors": {name: Tensor}, "metadata": {str: str}}`, a torch file is read with
+    `torch.load(map_location="cpu", weights_only=True)` and returned as is; anything else is a
+    one-line UserError (a `.safetensors` name gets safetensors' own reason).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weight file")
-    if path.suffix == ".safetensors":
-        try:
-            with safe_open(path, framework="pt") as handle:  # one open for the tensors and the metadata
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-                return {"tensors": tensors, "metadata": handle.metadata() or {}}
-        except (SafetensorError, OSError) as err:  # empty, truncated, or not safetensors at all
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise UserError(
-                f"{path}: not a valid safetensors file ({reason}): it may be truncated or an error page "
-                "saved under this name; download or export it again"
-            ) from None
+    with open(path, "rb") as file:
+        head = file.read(9)
+    found = file_format(head, path.stat().st_size)
+    if found == "safetensors" or (found is None and path.suffix == ".safetensors"):
+        return _load_safetensors(path)
+    if found is None:
+        raise UserError(
+            f"{path}: not a weight file (neither a torch checkpoint nor safetensors; "
+            f"{f'it starts with {head[:8]!r}' if head else 'it is empty'}): "
+            "pass an sr_gan .ckpt, an exported .safetensors or a .pth of weights; download or export it again"
+        )
+    return _load_torch(path)
+
+
+def file_format(head: bytes, size: int) -> str | None:
+    """The format of a file of `size` bytes that starts with `head` (at least 9 bytes of it).
+
+    Returns "torch" for a zip archive or a pickle (torch's legacy format), "safetensors" for an
+    8-byte little-endian header length N that fits the file followed by a JSON object, else None.
+    """
+    if head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL)):
+        return "torch"
+    header_size = int.from_bytes(head[:8], "little")
+    if len(head) >= 9 and head[8:9] == b"{" and 2 <= header_size <= size - 8:
+        return "safetensors"
+    return None
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    """`{"tensors", "metadata"}` of a safetensors file; a damaged one is a one-line UserError."""
+    try:
+        with safe_open(path, framework="pt") as handle:  # one open for the tensors and the metadata
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            return {"tensors": tensors, "metadata": handle.metadata() or {}}
+    except (SafetensorError, OSError) as err:  # empty, truncated, or not safetensors at all
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise UserError(
+            f"{path}: not a valid safetensors file ({reason}): it may be truncated or an error page "
+            "saved under this name; download or export it again"
+        ) from None
+
+
+def _load_torch(path: Path) -> dict[str, Any]:
+    """`torch.load(weights_only=True)` of `path`; the pickled-objects refusal only for a rejected global."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        reason = f"it needs {found[1]}" if found else "not a plain pickle of tensors and containers"
-        raise UnsafeCheckpointError(
-            f"{path}: refused to load, torch.load(weights_only=True) rejects it ({reason}): it may hold "
-            "pickled Python objects, which run code when unpickled; convert it with a tool you trust, "
-            "or export it with `python -m sr_gan.export`"
+        if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(err)):
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load, torch.load(weights_only=True) rejects it (it needs {found[1]}): it may "
+                "hold pickled Python objects, which run code when unpickled; convert it with a tool you trust, "
+                "or export it with `python -m sr_gan.export`"
+            ) from err
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        raise UserError(
+            f"{path}: torch.load(weights_only=True) cannot read it ({reason[1] if reason else 'not a torch file'}): "
+            "it is damaged or not a torch weight file; download or export it again"
         ) from err
     except Exception as err:  # torch raises KeyError, RuntimeError, EOFError ... on foreign files
         raise UserError(f"{path}: not a torch or safetensors weight file ({type(err).__name__}: {err})") from err
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
     return loaded
+
+
+def is_safetensors(loaded: Mapping[str, Any]) -> bool:
+    """True for `load_state_file`'s form of a safetensors file (whatever the file was named)."""
+    return "tensors" in loaded and "metadata" in loaded
 
 
 def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:

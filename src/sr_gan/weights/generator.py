@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sr_gan.errors import UserError
 from sr_gan.weights.allowlist import check_generator_config
-from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, load_state_file, non_finite_keys
+from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, is_safetensors, load_state_file, non_finite_keys
 from sr_gan.weights.keys import StateDict, count_blocks, is_esrgan_old, to_our_keys
 
 _SHOWN_KEYS = 5  # how many offending keys an error message lists
@@ -55,7 +55,7 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
 
 def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> GeneratorWeights:
     """The generator weights of a loaded file, as `find_generator_weights`, unchecked."""
-    if "tensors" in obj and "metadata" in obj:  # load_state_file's form of a safetensors file
+    if is_safetensors(obj):
         metadata = obj["metadata"]
         config = _stored_config(json.loads(metadata[GENERATOR_KEY])) if GENERATOR_KEY in metadata else None
         scale = int(metadata[SCALE_KEY]) if SCALE_KEY in metadata else None
