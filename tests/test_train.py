@@ -274,6 +274,23 @@ def test_init_from_weights_holding_nan_names_the_file_not_the_learning_rate(make
         build_module(make_cfg("model=rrdb", f"model.init_from={tmp_path / 'nan.pth'}"))
 
 
+def test_init_from_another_size_names_keys_shapes_and_the_settings_to_match(make_cfg, tmp_path) -> None:
+    torch.save(
+        build_module(make_cfg("model=rrdb")).generator.state_dict(), tmp_path / "small.pth"
+    )  # 8 features, 1 block
+    bigger = ("model.generator.num_features=16", "model.generator.num_blocks=2")
+    with pytest.raises(UserError) as caught:
+        build_module(make_cfg("model=rrdb", *bigger, f"model.init_from={tmp_path / 'small.pth'}"))
+    message = str(caught.value)
+    assert (
+        "does not fit the configured generator sr_gan.archs.RRDBNet (30 missing ['body.1.rdb1.conv1.weight'" in message
+    )
+    assert "wrong shape ['conv_first.weight (8, 3, 3, 3) in the file, (16, 3, 3, 3) here'" in message
+    assert message.endswith(
+        "model.generator.* (num_features, num_blocks, ...) and data.scale of the run that wrote it (its config.yaml)"
+    )
+
+
 # ---------------------------------------------------------------------------- paper recipes
 def _div2k_layout(root: Path, scale: int = 4) -> None:
     """A miniature DIV2K tree (4 train, 2 valid images) with MATLAB-bicubic LR, as the official one."""

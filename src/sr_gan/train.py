@@ -37,7 +37,7 @@ from sr_gan.lit import SRGANModule
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
-from sr_gan.weights import load_generator_state
+from sr_gan.weights import fit_problems, load_generator_state
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -51,14 +51,13 @@ def build_module(cfg: DictConfig) -> SRGANModule:
         module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
     if cfg.model.init_from:
         state = load_generator_state(cfg.model.init_from, prefer_ema=True)  # builds nothing from the file
-        try:
-            module.init_generator_from(state)
-        except RuntimeError as err:
-            first_line = str(err).splitlines()[0]
+        if problems := fit_problems(module.generator, state):
             raise UserError(
                 f"model.init_from={cfg.model.init_from} does not fit the configured generator "
-                f"({first_line}): use the same model=... and size as the run that wrote it"
-            ) from None
+                f"{cfg.model.generator._target_} ({problems}): use the model=..., model.generator.* "
+                "(num_features, num_blocks, ...) and data.scale of the run that wrote it (its config.yaml)"
+            )
+        module.init_generator_from(state)
         log.info("generator initialised from %s", cfg.model.init_from)
     return module
 

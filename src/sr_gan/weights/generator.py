@@ -137,17 +137,19 @@ def infer_rrdbnet_config(state: StateDict) -> dict[str, Any]:
     }
 
 
-def _check_fit(generator: nn.Module, state: StateDict, target: str) -> None:
-    """Raise a one-line ValueError listing missing, unexpected and mis-shaped keys, if any."""
-    expected = generator.state_dict()
+def fit_problems(network: nn.Module, state: StateDict) -> str:
+    """'' when `state` loads strictly into `network`; else its missing, unexpected and mis-shaped keys
+    on one line, a few of each, the mis-shaped ones with their shapes in the file and in `network`."""
+    expected = network.state_dict()
+    wrong = [key for key in state if key in expected and state[key].shape != expected[key].shape]
     problems = {
         "missing": [key for key in expected if key not in state],
         "unexpected": [key for key in state if key not in expected],
-        "wrong shape": [key for key in state if key in expected and state[key].shape != expected[key].shape],
+        "wrong shape": [
+            f"{key} {tuple(state[key].shape)} in the file, {tuple(expected[key].shape)} here" for key in wrong
+        ],
     }
-    if any(problems.values()):
-        listed = "; ".join(f"{len(keys)} {kind} {keys[:_SHOWN_KEYS]}" for kind, keys in problems.items() if keys)
-        raise UserError(f"weights do not fit {target}: {listed}; {PASS_CONFIG}")
+    return "; ".join(f"{len(keys)} {kind} {keys[:_SHOWN_KEYS]}" for kind, keys in problems.items() if keys)
 
 
 def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,7 +208,8 @@ def load_generator(
         if isinstance(scale, bool) or not isinstance(scale, int | str) or not str(scale).isdigit():
             raise UserError(f"its scale {scale!r} is no whole number: the file is damaged or not an sr-gan file")
         generator = _build(config)
-        _check_fit(generator, state, config["_target_"])
+        if problems := fit_problems(generator, state):
+            raise UserError(f"weights do not fit {config['_target_']}: {problems}; {PASS_CONFIG}")
     except ValueError as err:
         raise UserError(f"{path}: {err}") from err
     generator.load_state_dict(state, strict=True)
