@@ -103,3 +103,12 @@ def test_cli_refuses_a_folder_as_output(tmp_path: Path, ckpt: Path) -> None:
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "error: out=gen.safetensors is a folder: pass a file name, e.g. out=generator.safetensors"
     )
+
+
+def test_cli_a_crafted_file_whose_params_are_a_tensor_is_one_line(tmp_path: Path) -> None:
+    torch.save({"params": torch.zeros(3)}, tmp_path / "crafted.pth")
+    proc = run_module("sr_gan.export", "ckpt=crafted.pth", "out=gen.safetensors", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: crafted.pth: 'params' holds a Tensor, not a state dict (names to tensors): the file is damaged or "
+        "not a weight file"
+    )

@@ -246,3 +246,20 @@ def test_a_file_that_is_no_weight_file_is_not_called_unsafe(tmp_path: Path, cont
     with pytest.raises(UserError, match=rf"x\.ckpt: {message}") as caught:
         load_generator(tmp_path / "x.ckpt")
     assert not isinstance(caught.value, UnsafeCheckpointError) and "pickled" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({"params": torch.zeros(3)}, "'params' holds a Tensor"),
+        ({"params_ema": [torch.zeros(3)]}, "'params_ema' holds a list"),
+        ({"params": {"conv_first.weight": 0.5}}, "'params' holds 'conv_first.weight': float"),
+        ({"state_dict": {"generator.conv_first.weight": "w"}}, "'state_dict' holds 'conv_first.weight': str"),
+    ],
+    ids=["tensor", "list", "float value", "lightning str value"],
+)
+@pytest.mark.parametrize("load", [load_generator, load_generator_state])
+def test_weights_that_are_no_state_dict_name_the_file_and_key(tmp_path: Path, load, obj: dict, message: str) -> None:
+    path = save(tmp_path, obj, "crafted.pth")
+    with pytest.raises(UserError, match=rf"crafted\.pth: {message}, not a state dict \(names to tensors\)"):
+        load(path)

@@ -71,15 +71,29 @@ def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> Gene
         if not isinstance(stored, Mapping):
             raise UserError(f"checkpoint key 'sr_gan' holds a {type(stored).__name__}, expected a mapping")
         config = _stored_config(stored.get("generator"))
-        return GeneratorWeights(state, "lightning", ema, config, stored.get("scale"))
+        return GeneratorWeights(_state_dict(state, "state_dict"), "lightning", ema, config, stored.get("scale"))
     if "params" in obj or "params_ema" in obj:
         ema = "params_ema" in obj and (prefer_ema or "params" not in obj)
-        return GeneratorWeights(obj["params_ema" if ema else "params"], "basicsr", ema)
+        key = "params_ema" if ema else "params"
+        return GeneratorWeights(_state_dict(obj[key], key), "basicsr", ema)
     if obj and all(isinstance(value, Tensor) for value in obj.values()):
         return GeneratorWeights(dict(obj), "esrgan-old" if is_esrgan_old(obj) else "state_dict", False)
     raise UserError(
         f"no generator weights found (top-level keys {list(obj)[:_SHOWN_KEYS]}); expected an sr_gan "
         "checkpoint, a BasicSR file (params / params_ema), an ESRGAN release file or a state dict"
+    )
+
+
+def _state_dict(value: Any, key: str) -> StateDict:
+    """`value` (found under the file's `key`) if it maps names to tensors; else a one-line UserError."""
+    if not isinstance(value, Mapping):
+        found = f"a {type(value).__name__}"
+    elif bad := [k for k, v in value.items() if not (isinstance(k, str) and isinstance(v, Tensor))]:
+        found = f"{bad[0]!r}: {type(value[bad[0]]).__name__}"
+    else:
+        return dict(value)
+    raise UserError(
+        f"'{key}' holds {found}, not a state dict (names to tensors): the file is damaged or not a weight file"
     )
 
 
