@@ -129,6 +129,27 @@ def test_broken_safetensors_is_a_one_line_error(tmp_path: Path, damage: str) -> 
         assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (GENERATOR_KEY, "{bad", "Expecting property name enclosed in double quotes"),
+        (SCALE_KEY, "four", "invalid literal for int"),
+    ],
+)
+@pytest.mark.parametrize("load", [load_generator, load_generator_state])
+def test_damaged_metadata_names_the_file_the_key_and_the_fix(
+    tmp_path: Path, load, key: str, value: str, reason: str
+) -> None:
+    path = tmp_path / "damaged.safetensors"
+    metadata = {GENERATOR_KEY: json.dumps(TINY_G), SCALE_KEY: str(SCALE)} | {key: value}
+    save_file(_state(), path, metadata=metadata)
+    fix = r"export it again with `python -m sr_gan\.export`$"
+    with pytest.raises(
+        UserError, match=rf"damaged\.safetensors: its metadata key {key} is damaged \({reason}.*\): {fix}"
+    ):
+        load(path)
+
+
 # --- every command line tool --------------------------------------------------------------------
 
 

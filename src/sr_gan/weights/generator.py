@@ -14,7 +14,7 @@ call anything but our generators.
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,9 +56,8 @@ def find_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool = True) -
 def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> GeneratorWeights:
     """The generator weights of a loaded file, as `find_generator_weights`, unchecked."""
     if is_safetensors(obj):
-        metadata = obj["metadata"]
-        config = _stored_config(json.loads(metadata[GENERATOR_KEY])) if GENERATOR_KEY in metadata else None
-        scale = int(metadata[SCALE_KEY]) if SCALE_KEY in metadata else None
+        config = _stored_config(_metadata(obj["metadata"], GENERATOR_KEY, json.loads))
+        scale = _metadata(obj["metadata"], SCALE_KEY, int)
         return GeneratorWeights(obj["tensors"], "safetensors", False, config, scale)
     if isinstance(obj.get("state_dict"), Mapping):
         state_dict = obj["state_dict"]
@@ -82,6 +81,18 @@ def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> Gene
         f"no generator weights found (top-level keys {list(obj)[:_SHOWN_KEYS]}); expected an sr_gan "
         "checkpoint, a BasicSR file (params / params_ema), an ESRGAN release file or a state dict"
     )
+
+
+def _metadata(metadata: Mapping[str, str], key: str, parse: Callable[[str], Any]) -> Any:
+    """`parse` of the safetensors metadata value under `key` (None when absent); one line when it fails."""
+    if key not in metadata:
+        return None
+    try:
+        return parse(metadata[key])
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise UserError(
+            f"its metadata key {key} is damaged ({err}): export it again with `python -m sr_gan.export`"
+        ) from None
 
 
 def _state_dict(value: Any, key: str) -> StateDict:
