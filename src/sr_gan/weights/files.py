@@ -107,9 +107,9 @@ def _load_torch(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def is_safetensors(loaded: Mapping[str, Any]) -> bool:
+def is_safetensors(loaded: Any) -> bool:
     """True for `load_state_file`'s form of a safetensors file (whatever the file was named)."""
-    return "tensors" in loaded and "metadata" in loaded
+    return isinstance(loaded, Mapping) and "tensors" in loaded and "metadata" in loaded
 
 
 def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
