@@ -221,7 +221,7 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
             f"{out_dir} holds images and is no prepared folder: the arrays go to a folder of their own "
             f"(default {prepared_dir(src_dir)})"
         )
-    recorded = _recorded_source(out_dir) if is_prepared else None
+    recorded = _recorded_source(out_dir)
     if recorded is not None and recorded != src_dir.resolve() and recorded.is_dir():  # (a moved source may reuse it)
         raise UserError(
             f"{out_dir} holds the prepared images of {recorded}, which preparing {src_dir} there would delete: "
@@ -326,13 +326,10 @@ class PreparedImages:
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _source_hint(self) -> Path:
-        """The source folder named by the journal of an interrupted run, else the folder minus `.prepared`."""
-        try:
-            with (self.folder / JOURNAL).open() as journal:
-                return Path(json.loads(journal.readline())["source"])
-        except (OSError, ValueError, KeyError, TypeError):
-            name = self.folder.name.removesuffix(SUFFIX)
-            return self.folder.with_name(name)
+        """The source folder the folder's manifest or the journal of an interrupted run names, else the
+        folder minus `.prepared`."""
+        recorded = _recorded_source(self.folder)
+        return recorded if recorded is not None else self.folder.with_name(self.folder.name.removesuffix(SUFFIX))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": OrderedDict()}  # maps are per process; never pickle data
