@@ -140,9 +140,10 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        record = err
-    if isinstance(record, dict):
-        return record
-    why = record if isinstance(record, Exception) else "not a JSON object"
+        why = str(err)
+    else:
+        if isinstance(record, dict):
+            return record
+        why = "not a JSON object"
     warnings.warn(f"{path} is damaged ({why}): taken as a run without a record", stacklevel=2)
     return None
