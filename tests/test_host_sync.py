@@ -12,13 +12,15 @@ boolean-mask indexing, ``unique``, ``masked_select``, ``repeat_interleave`` with
 that size back on a GPU, and on a CPU reads nothing: those are counted by name. A dispatch mode
 counts all three kinds in CPU runs: of the whole step (G, D, losses, clipping, the non-finite
 guard, EMA, schedules, logging), and of a real run's whole batch loop (Lightning's loop, our
-callbacks, the progress bar, the logger). Adam's step counters are CPU tensors on every device,
-read on purpose by torch, and are allowed.
+callbacks, the progress bar, the logger), in one process and on each of 2 DDP ranks. Adam's step
+counters are CPU tensors on every device, read on purpose by torch, and are allowed.
 """
 
 from __future__ import annotations
 
+import json
 import traceback
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,6 +31,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks.host_syncs import call_site
 from sr_gan import train as train_cli
 from sr_gan.lit import SRGANModule
+from tests.conftest import TINY
+from tests.helpers import run_module
 from tests.test_train import _fit
 
 READ, MADE, SIZED = "read", "made from Python data", "sized by its values"  # the kinds (module docstring)
@@ -190,3 +194,35 @@ def test_the_whole_batch_loop_syncs_only_on_the_logging_interval(make_cfg, monke
     assert "guard.py" in reads[3][0] and "guard.py" in reads[7][0]  # the non-finite check, then Lightning's logging
     assert made[3] and all("logger_connector/result.py" in site for site in made[3])
     assert made[7] == []
+
+
+class LoopSyncsOnFile(LoopSyncs):
+    """`LoopSyncs` in a CLI run: each rank writes its syncs by batch to `folder`/rank<r>.json."""
+
+    def __init__(self, first: int, stop: int, folder: str) -> None:
+        super().__init__(first, stop)
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.by_batch))
+
+
+def test_under_ddp_no_rank_syncs_between_logging_intervals(tmp_path: Path) -> None:
+    """trainer=ddp on 2 CPU ranks, the ESRGAN objective: on each rank the batch loop waits for the
+    device only on the logging interval, where `PreemptionCheckpoint` combines the ranks' SIGTERM
+    flags. (Lightning >= 2.5.2 broadcasts its own flag and reads it before every batch: switched off.)"""
+    folder = tmp_path / "syncs"
+    probe = ["+callbacks.probe._target_=tests.test_host_sync.LoopSyncsOnFile", f"+callbacks.probe.folder={folder}"]
+    probe += ["+callbacks.probe.first=2", "+callbacks.probe.stop=10"]
+    settings = [o for o in TINY if not o.startswith(("trainer.max_steps", "trainer.log_every", "trainer.val_check"))]
+    ddp = ["trainer=ddp", "trainer.devices=2", "model=rrdb", "loss=ragan", "trainer.precision=32-true"]
+    budget = ["trainer.max_steps=11", "trainer.log_every_n_steps=4", "trainer.val_check_interval=1000", "test=false"]
+    proc = run_module("sr_gan.train", *settings, *ddp, *budget, *probe, f"paths.log_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        by_batch = json.loads((folder / f"rank{rank}.json").read_text())
+        device_side = {int(b): [s for _, s in syncs if _on_the_device_side(s)] for b, syncs in by_batch.items()}
+        assert sorted(device_side) == list(range(2, 10)), rank
+        assert {b for b, sites in device_side.items() if sites} == {3, 7}, (rank, device_side)
+        assert any("reduce_boolean_decision" in site for site in device_side[3]), rank  # the SIGTERM flags

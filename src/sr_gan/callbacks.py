@@ -174,7 +174,10 @@ class PreemptionCheckpoint(L.Callback):
     one rank saving its checkpoint, the other in the next batch's collective). The stop itself is
     Lightning's: its flag, set on every rank on the same batch, makes its loop raise
     `SIGTERMException` once the batch is counted (a raise from a hook would leave the batch
-    half-counted in the checkpoint's loop state).
+    half-counted in the checkpoint's loop state). Under DDP, Lightning >= 2.5.2 also broadcasts its
+    flag from rank 0 before every batch and reads it back: a host sync per batch, which keeps a GPU
+    from running ahead of the host (Lightning-AI/pytorch-lightning#21487). Here the flag is set on
+    every rank at once, so that broadcast is switched off for the fit.
     """
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
@@ -190,6 +193,8 @@ class PreemptionCheckpoint(L.Callback):
         self._lightning_flag(trainer, False)
         if threading.current_thread() is threading.main_thread():  # Lightning puts back the pre-fit handlers
             signal.signal(signal.SIGTERM, self._request)
+        if trainer.world_size > 1 and hasattr(trainer.fit_loop.epoch_loop, "_broadcast_sigterm_tensor"):
+            trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = _combined_on_the_logging_interval
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
@@ -218,6 +223,9 @@ class PreemptionCheckpoint(L.Callback):
     def _lightning_flag(trainer: L.Trainer, value: bool) -> None:
         trainer._signal_connector.received_sigterm = value
 
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        vars(trainer.fit_loop.epoch_loop).pop("_broadcast_sigterm_tensor", None)  # Lightning's own again
+
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if self.saving:  # the pre-emption's checkpoint (not one of a validation), written after the batch's loop step:
             # Lightning's resume counts the batch for the loggers again (it expects checkpoints from within
@@ -233,3 +241,7 @@ class PreemptionCheckpoint(L.Callback):
                 self.saving = False
             batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
             log.warning("SIGTERM: saved a resumable checkpoint after batch %d to %s", batches, self.path)
+
+
+def _combined_on_the_logging_interval() -> None:
+    """Takes the place of Lightning's per-batch SIGTERM broadcast (`PreemptionCheckpoint`)."""
