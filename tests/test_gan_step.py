@@ -575,7 +575,10 @@ def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path, make_cf
     sizes = {"g": sum(p.numel() for p in tiny_generator().parameters())}
     sizes["d"] = sum(p.numel() for p in tiny_discriminator().parameters())
     module, opt_g, opt_d = make_module()
-    per_player = _fit_one_rank(module, tmp_path, instantiate(make_cfg("trainer=ddp").trainer.strategy))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        per_player = _fit_one_rank(module, tmp_path, instantiate(make_cfg("trainer=ddp").trainer.strategy))
+    assert not [w for w in caught if "broadcast_buffers" in str(w.message)]  # no deprecated DDP option
     assert module.replicas == {}  # dropped at the end of the fit
     for reduced in per_player.batches:
         assert sorted(reduced) == [("d", sizes["d"]), ("g", sizes["g"])]

@@ -15,14 +15,18 @@ registered as submodules, so state dicts and checkpoints keep the networks' own 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Generator
 from contextlib import ExitStack, contextmanager
 
 from lightning.pytorch.overrides.distributed import _sync_module_states  # what DDPStrategy itself uses
 from lightning.pytorch.strategies import DDPStrategy
+from torch.nn.parallel import DistributedDataParallel
 
 from sr_gan.errors import UserError
 from sr_gan.lit.module import SRGANModule
+
+_DDP_OPTIONS = inspect.signature(DistributedDataParallel).parameters
 
 
 class PlayerDDPStrategy(DDPStrategy):
@@ -41,6 +45,10 @@ class PlayerDDPStrategy(DDPStrategy):
         # Every parameter and buffer from rank 0, the EMA and the perceptual network's too (one wrapper
         # around the module synced its parameters; buffers too unless broadcast_buffers=false)
         _sync_module_states(module)
+        if "broadcast_buffers" in self._ddp_kwargs and "forward_sync_buffers" in _DDP_OPTIONS:
+            # Newer torch (2.14 here) deprecates the name, with a warning per wrapper. The new option
+            # also syncs buffers when wrapping, which changes nothing after the sync above.
+            self._ddp_kwargs["forward_sync_buffers"] = self._ddp_kwargs.pop("broadcast_buffers")
         module.distribute(self._setup_model)
 
     @contextmanager
