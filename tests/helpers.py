@@ -130,3 +130,17 @@ class OtherStartOnRank1(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save(module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")
+
+
+class CompiledFrames(L.Callback):
+    """As the fit ends, each rank writes to `folder`/rank<r>.txt how many frames dynamo compiled
+    (``torch._dynamo`` counters): a compiled run that fell back to eager compiled none."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        from torch._dynamo.utils import counters
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.txt").write_text(str(counters["frames"]["ok"]))

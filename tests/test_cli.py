@@ -202,6 +202,21 @@ def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: P
         assert worst > 1e-4, player  # the comparison can tell a half batch from the whole
 
 
+def test_ddp_with_compiled_networks_trains_as_one_process(tmp_path: Path) -> None:
+    """trainer=ddp model.compile=eager on 2 CPU ranks: dynamo compiles G and D inside their DDP
+    wrappers (which splits their graphs at DDP's buckets) on each rank, and the run ends with the
+    weights of one process on the joint batch. (The eager backend runs the same kernels as no
+    compilation; inductor's are tested in one process, tests/test_speed.py.)"""
+    frames = tmp_path / "frames"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=2", "model.compile=eager"]
+    probe = ["+callbacks.frames._target_=tests.helpers.CompiledFrames", f"+callbacks.frames.folder={frames}"]
+    ranks = _weights_after(tmp_path / "ddp", *ddp, *probe)
+    assert [int((frames / f"rank{r}.txt").read_text()) > 0 for r in (0, 1)] == [True, True]
+    joint = _weights_after(tmp_path / "joint", "data.batch_size=4")
+    for key in ranks:
+        torch.testing.assert_close(ranks[key], joint[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path) -> None:
     """trainer=ddp, 2 ranks, optim.accumulate_batches=2, trainer.log_every_n_steps=3, SIGTERM to rank
     0 only during batch 2: the ranks read it after batch 3 (the logging interval), stop after batch 4
