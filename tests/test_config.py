@@ -55,6 +55,22 @@ def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch
         check_train_config(make_cfg("trainer=gpu", "trainer.accelerator=gpu"))
 
 
+def test_sync_batchnorm_on_cpus_is_one_line(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's SyncBatchNorm runs on GPUs only: on CPUs (trainer.accelerator=cpu, or auto without a GPU)
+    the run is refused at start-up instead of raising from inside DDP's set-up."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for accelerator in ("cpu", "auto"):
+        cfg = make_cfg("trainer=ddp", f"trainer.accelerator={accelerator}", "trainer.sync_batchnorm=true")
+        with pytest.raises(
+            UserError, match=r"^trainer.sync_batchnorm=true needs GPUs .*: set trainer.sync_batchnorm=false"
+        ):
+            check_train_config(cfg)
+    check_train_config(make_cfg("trainer=ddp", "trainer.accelerator=cpu"))  # without it: fine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_train_config(make_cfg("trainer=ddp", "trainer.accelerator=auto", "trainer.sync_batchnorm=true"))
+
+
 def test_the_shipped_configs_pass(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the paper recipes ask for trainer=gpu
     for experiment in ("demo", "srresnet_x4", "rrdb_psnr_x4"):

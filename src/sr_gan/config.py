@@ -110,6 +110,14 @@ def check_train_config(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator} but this machine has no usable GPU (CUDA, or MPS for gpu): "
             "use trainer=cpu, or trainer=default (a GPU when there is one)"
         )
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto" and not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    )
+    if cfg.trainer.get("sync_batchnorm") and on_cpu:
+        raise UserError(  # else torch's DDP raises "SyncBatchNorm layers only work with GPU modules" from deep inside
+            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm does not run on CPUs): "
+            "set trainer.sync_batchnorm=false on this machine"
+        )
     if cfg.data.patch_size % cfg.data.scale:  # (the datasets check it too, for code that builds them)
         raise UserError(
             f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}: "
