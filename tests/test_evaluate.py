@@ -336,6 +336,14 @@ def test_unwritable_out_dir_fails_before_any_work(tmp_path: Path, photos: Path) 
         run(cfg)  # the missing checkpoint is never reached
 
 
+def test_out_dir_null_is_refused_before_any_work(tmp_path: Path, photos: Path) -> None:
+    """out_dir=null: one line naming the key (it was a TypeError traceback from Path(None))."""
+    cfg = _cfg(tmp_path, ckpt=str(tmp_path / "missing.safetensors"), datasets=[str(photos)])
+    cfg.out_dir = None
+    with pytest.raises(UserError, match=r"^out_dir is not set: add out_dir=eval"):
+        run(cfg)  # the missing checkpoint is never reached
+
+
 def test_table_is_printed_before_the_files_are_written(
     tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -246,6 +246,13 @@ def _check_datasets(entries: list[str]) -> None:
         raise UserError(f"datasets={entries}: two entries have the same folder name; rename one")
 
 
+def _out_dir(cfg: DictConfig) -> Path:
+    """`out_dir` as a Path; null (or unset) is refused: the reports need a folder."""
+    if cfg.get("out_dir") is None:
+        raise UserError("out_dir is not set: add out_dir=eval (the folder for results.md, .csv and .json)")
+    return Path(str(cfg.out_dir))
+
+
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate as configured (see conf/evaluate.yaml); returns the table rows."""
     validate(cfg, EVALUATE)
@@ -254,7 +261,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     ckpts = [c for c in as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
     entries = as_list(cfg.datasets)
     _check_datasets(entries)
-    check_writable(Path(cfg.out_dir))  # before hours of scoring, not after
+    out_dir = _out_dir(cfg)
+    check_writable(out_dir)  # before hours of scoring, not after
     device = resolve_device(cfg.device)
     models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)
     benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
@@ -282,7 +290,6 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     }
     columns = benchmark_columns(rows)
     console.print(rich_table(rows, columns, caption=protocol))  # before any file: nothing computed is lost
-    out_dir = Path(cfg.out_dir)
     written = write_reports(rows, report, out_dir, columns=columns, caption=protocol)
     plots = plot_datasets(rows, out_dir=out_dir, scale=scale, baseline=BICUBIC) if cfg.plot else []
     console.print("written: " + ", ".join(str(path) for path in written + plots))
