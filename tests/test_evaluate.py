@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -342,6 +343,25 @@ def test_out_dir_null_is_refused_before_any_work(tmp_path: Path, photos: Path) -
     cfg.out_dir = None
     with pytest.raises(UserError, match=r"^out_dir is not set: add out_dir=eval"):
         run(cfg)  # the missing checkpoint is never reached
+
+
+@pytest.mark.parametrize("bad", ["missing.ckpt", "run_folder"])
+def test_a_missing_or_folder_ckpt_in_a_list_is_refused_before_any_model_loads(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """ckpt=[good,bad]: one line naming the key and the entry, before the good file is loaded (a
+    folder was `<dir>: no such weight file`, a missing file had no key and no fix)."""
+    (tmp_path / "run_folder").mkdir()
+    _tiny_generator(tmp_path / "g.safetensors", 0)
+
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("sr_gan.evaluate.load_generator", loaded)
+    cfg = _cfg(tmp_path, ckpt=[str(tmp_path / "g.safetensors"), str(tmp_path / bad)], datasets=[str(photos)])
+    expected = " is a folder: pass a weight file" if bad == "run_folder" else ": no such file; pass a .ckpt"
+    with pytest.raises(UserError, match="^" + re.escape(f"ckpt={tmp_path / bad}{expected}")):
+        run(cfg)
 
 
 def test_table_is_printed_before_the_files_are_written(

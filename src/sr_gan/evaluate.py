@@ -246,6 +246,20 @@ def _check_datasets(entries: list[str]) -> None:
         raise UserError(f"datasets={entries}: two entries have the same folder name; rename one")
 
 
+def _check_ckpts(ckpts: list[str]) -> None:
+    """Every `ckpt` entry is an existing file: all are checked before the first model is loaded."""
+    for ckpt in map(Path, ckpts):
+        if ckpt.is_dir():
+            raise UserError(
+                f"ckpt={ckpt} is a folder: pass a weight file, e.g. ckpt={ckpt / 'checkpoints' / 'best.ckpt'} "
+                "for a training run's folder"
+            )
+        if not ckpt.is_file():
+            raise UserError(
+                f"ckpt={ckpt}: no such file; pass a .ckpt, .safetensors or .pth file (or ckpt=bicubic for the baseline)"
+            )
+
+
 def _out_dir(cfg: DictConfig) -> Path:
     """`out_dir` as a Path; null (or unset) is refused: the reports need a folder."""
     if cfg.get("out_dir") is None:
@@ -263,6 +277,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     _check_datasets(entries)
     out_dir = _out_dir(cfg)
     check_writable(out_dir)  # before hours of scoring, not after
+    _check_ckpts(ckpts)  # all of them, before the first is loaded
     device = resolve_device(cfg.device)
     models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)
     benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
