@@ -105,6 +105,22 @@ def test_cli_refuses_a_folder_as_output(tmp_path: Path, ckpt: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnx_without_its_package_is_refused_before_any_file_is_written(
+    tmp_path: Path, ckpt: Path, missing: str
+) -> None:
+    """onnx= on an install without the optional onnx package (onnx_check=true: onnxruntime) was a
+    traceback from torch's exporter (or the check) after gen.safetensors had been written."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / f"{missing}.py").write_text(f"raise ModuleNotFoundError({missing!r}, name={missing!r})\n")
+    overrides = ["ckpt=last.ckpt", "out=gen.safetensors", "onnx=gen.onnx", "onnx_check=true"]
+    proc = run_module("sr_gan.export", *overrides, cwd=tmp_path, env={"PYTHONPATH": str(blocker)})
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert f"needs the {missing} package, which is not installed: pip install {missing}" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "last.ckpt"]
+
+
 def test_cli_a_crafted_file_whose_params_are_a_tensor_is_one_line(tmp_path: Path) -> None:
     torch.save({"params": torch.zeros(3)}, tmp_path / "crafted.pth")
     proc = run_module("sr_gan.export", "ckpt=crafted.pth", "out=gen.safetensors", cwd=tmp_path)

@@ -6,6 +6,7 @@ The safetensors file loads back with `sr_gan.weights.load_generator` (config fro
 and cannot execute code when loaded, unlike a pickled checkpoint.
 """
 
+import importlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,22 @@ def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, 
     return worst
 
 
+def check_onnx_tools(*, onnx: bool, onnx_check: bool) -> None:
+    """Before anything is written: `onnx=` needs the optional `onnx` package (torch's exporter
+    serializes with it), `onnx_check=true` also `onnxruntime` (both in the dev extra)."""
+    needed = [("onnx", "onnx=<file>", "leave onnx unset")] if onnx else []
+    if onnx and onnx_check:
+        needed.append(("onnxruntime", "onnx_check=true", "set onnx_check=false"))
+    for module, key, instead in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UserError(
+                f"{key} needs the {module} package, which is not installed: pip install {module} "
+                f"(or the dev extra), or {instead}"
+            ) from None
+
+
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
@@ -87,6 +104,7 @@ def main(cfg: DictConfig) -> None:
     onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx", output=True) if cfg.onnx else None
     if onnx:
         refuse_overwrite(onnx, ckpt, out, key="onnx")
+    check_onnx_tools(onnx=onnx is not None, onnx_check=cfg.onnx_check)
     generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)
     weights = "EMA" if info["ema"] else "non-EMA"
     target = info["config"]["_target_"]
