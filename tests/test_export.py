@@ -87,6 +87,11 @@ def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generat
         (["ckpt=last.ckpt", "out=gen.safetensors", "ema=abc"], "ema=abc is not allowed: ema must be true or false"),
         # checked before the safetensors file is written, not after
         (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=g.onnx", "onnx_opset=3"], "onnx_opset must be an integer"),
+        # a check without an ONNX file to check: no silent exit 0 with nothing checked
+        (
+            ["ckpt=last.ckpt", "out=gen.safetensors", "onnx_check=true"],
+            "onnx_check=true checks an ONNX file: set onnx=",
+        ),
     ],
 )
 def test_cli_bad_key_is_one_line_and_exit_2(tmp_path: Path, ckpt: Path, overrides: list[str], message: str) -> None:

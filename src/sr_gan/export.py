@@ -81,7 +81,9 @@ def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, 
 
 def check_onnx_tools(*, onnx: bool, onnx_check: bool) -> None:
     """Before anything is written: `onnx=` needs the optional `onnx` package (torch's exporter
-    serializes with it), `onnx_check=true` also `onnxruntime` (both in the dev extra)."""
+    serializes with it), `onnx_check=true` an ONNX file to check and `onnxruntime` (both in the dev extra)."""
+    if onnx_check and not onnx:
+        raise UserError("onnx_check=true checks an ONNX file: set onnx=generator.onnx too, or leave onnx_check=false")
     needed = [("onnx", "onnx=<file>", "leave onnx unset")] if onnx else []
     if onnx and onnx_check:
         needed.append(("onnxruntime", "onnx_check=true", "set onnx_check=false"))
