@@ -186,3 +186,17 @@ def test_cli_refuses_an_archive_that_is_not_the_pinned_one(
     assert exit_info.value.code == 2
     assert f"expected {archive.sha256 or archive.md5}" in capsys.readouterr().err
     assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
+
+
+@pytest.mark.parametrize("root", ["a_file", "a_file/data"])
+def test_cli_root_that_cannot_be_made_is_one_line_before_any_download(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], root: str
+) -> None:
+    """--root naming a file (or a folder under one): one line naming --root, no server asked (it
+    was a FileExistsError / NotADirectoryError traceback from mkdir)."""
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmarks", "--root", str(tmp_path / root), "--base-url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.strip().count("\n") == 0
+    assert err.startswith(f"error: --root {tmp_path / root} is not writable (Not a directory): pass a folder")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -56,6 +58,16 @@ def remove_stale_temporaries(paths: Iterable[Path]) -> None:
             for entry in folder.iterdir():
                 if (match := _TEMPORARY.fullmatch(entry.name)) and match["name"] in wanted:
                     entry.unlink(missing_ok=True)
+
+
+def probe_folder(folder: Path) -> None:
+    """OSError unless a file can be created in `folder`, or in its nearest existing parent when it
+    does not exist yet (the writer makes the rest): a refused command leaves no folder behind."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    with tempfile.TemporaryFile(dir=existing):
+        pass
 
 
 def _fsync(path: Path) -> None:

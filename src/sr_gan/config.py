@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_path, probe_folder
 from sr_gan.errors import UserError
 from sr_gan.schema import TRAIN, validate
 
@@ -148,7 +146,7 @@ def path_arg(
         if path.is_dir():
             raise UserError(f"{key}={path} is a folder: pass a file name, e.g. {key}={example}")
         try:
-            _probe_folder(path.parent)
+            probe_folder(path.parent)
         except OSError as err:
             raise UserError(
                 f"{key}={path}: cannot write in {path.parent} ({err.strerror or err}): pass a path you can write to"
@@ -159,7 +157,7 @@ def path_arg(
 def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
     """Fail in one line, before any work, when `out_dir` cannot be made or written to."""
     try:
-        _probe_folder(out_dir)
+        probe_folder(out_dir)
     except OSError as err:
         raise UserError(
             f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
@@ -220,7 +218,7 @@ def _exit_if_holding_runs(config: DictConfig, folder: Path, key: str, *, jobs: s
 
 def _exit_unless_writable(folder: Path) -> None:
     try:
-        _probe_folder(folder)
+        probe_folder(folder)
     except OSError as err:
         print(
             f"error: cannot make the output folder {folder} ({err.strerror or err}): set paths.log_dir to a "
@@ -228,16 +226,6 @@ def _exit_unless_writable(folder: Path) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-
-
-def _probe_folder(folder: Path) -> None:
-    """OSError unless a file can be created in `folder`, or in its nearest existing parent when it
-    does not exist yet (the writer makes the rest): a refused command leaves no folder behind."""
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-    with tempfile.TemporaryFile(dir=existing):
-        pass
 
 
 def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> None:
