@@ -200,3 +200,17 @@ def test_cli_root_that_cannot_be_made_is_one_line_before_any_download(
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.strip().count("\n") == 0
     assert err.startswith(f"error: --root {tmp_path / root} is not writable (Not a directory): pass a folder")
+
+
+@pytest.mark.parametrize("base_url", ["notaurl", "downloads/div2k"])
+def test_cli_base_url_that_is_no_url_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str
+) -> None:
+    """A bare path as --base-url: one line naming it (it was urllib's 'unknown url type' ValueError
+    traceback), and no folder is made."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["div2k", "--parts", "x4", "--root", str(tmp_path / "data"), "--base-url", base_url])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.strip().count("\n") == 0
+    assert err.startswith(f"error: --base-url {base_url} is not a URL: pass one like https://")
+    assert not (tmp_path / "data").exists()

@@ -231,6 +231,15 @@ def check_root(root: Path) -> None:
         ) from None
 
 
+def check_base_url(base_url: str) -> None:
+    """`--base-url` must be a URL urllib can fetch (an http(s), ftp or file URL), not a bare path."""
+    if urllib.parse.urlparse(base_url).scheme not in ("http", "https", "ftp", "file"):
+        raise UserError(
+            f"--base-url {base_url} is not a URL: pass one like https://host/folder/ (or file:///folder/ for "
+            "archives already on this machine)"
+        )
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sr_gan.data.download", description=__doc__.splitlines()[0])
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--root", type=Path, default=Path("data"), help="data folder (paths.data_dir)")
     args = parser.parse_args(argv)
     check_root(args.root)
+    check_base_url(args.base_url)
     if args.dataset == "div2k":
         print(f"DIV2K in {download_div2k(args.root, args.parts, base_url=args.base_url)}")
     else:
