@@ -214,3 +214,33 @@ def test_cli_base_url_that_is_no_url_is_one_line(
     assert exit_info.value.code == 2 and err.strip().count("\n") == 0
     assert err.startswith(f"error: --base-url {base_url} is not a URL: pass one like https://")
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("present", ["partial", "other"])
+def test_an_archive_already_there_is_verified_before_extraction(
+    served: tuple[str, Path], tmp_path: Path, present: str
+) -> None:
+    """A file under the archive's name that is not the pinned one (a cut wget, another archive) is
+    refused in one line naming it, kept, and nothing is extracted: a partial tar was a ReadError
+    traceback, a partial zip was deleted as 'neither a zip nor a tar', another archive was extracted
+    unverified and marked done."""
+    url, folder = served
+    sha = make_zip(folder / "pngs.zip", tiny_pngs())
+    dest = tmp_path / "data"
+    dest.mkdir()
+    archive = dest / "pngs.zip"
+    if present == "partial":
+        archive.write_bytes((folder / "pngs.zip").read_bytes()[:100])
+    else:
+        make_zip(archive, {"set/HR/other.png": b"not the published file"})
+    before = archive.read_bytes()
+    with pytest.raises(
+        UserError, match=r"pngs.zip is already there but is not the published archive \(sha256 "
+    ) as info:
+        download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+    assert "\n" not in str(info.value) and str(info.value).endswith("delete it and run again")
+    assert archive.read_bytes() == before and sorted(p.name for p in dest.iterdir()) == ["pngs.zip"]
+
+    archive.write_bytes((folder / "pngs.zip").read_bytes())  # the published archive, cut before extraction
+    download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+    assert (dest / "set/HR/im0.png").is_file() and not archive.exists()

@@ -5,7 +5,8 @@
 
 An archive is streamed to a temporary file beside its destination, checked against its pinned
 checksum (a mismatch deletes it), renamed into place, unpacked with every member checked to stay
-inside the destination, then deleted; a marker file makes a second run a no-op. A checksum that
+inside the destination, then deleted; a marker file makes a second run a no-op. An archive already in place (a verified
+download whose extraction was cut) is checked against its pin again before it is unpacked. A checksum that
 is not pinned is never invented: the download goes on with a warning that prints the sha256.
 """
 
@@ -127,11 +128,42 @@ def _fetch(url: str, path: Path, *, sha256: str | None, md5: str | None) -> None
     with atomic_path(path) as partial:  # removed unless the block completes
         with partial.open("wb") as file:
             got = _stream(url, file)
-        for name, expected in (("sha256", sha256), ("md5", md5)):
-            if expected is not None and got[name] != expected.lower():
-                raise UserError(f"{name} mismatch for {url}: expected {expected}, got {got[name]}; download removed")
+        if mismatch := _mismatch(got, sha256=sha256, md5=md5):
+            name, expected, found = mismatch
+            raise UserError(f"{name} mismatch for {url}: expected {expected}, got {found}; download removed")
         if sha256 is None and md5 is None:
             warnings.warn(f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}", stacklevel=3)
+
+
+def _mismatch(got: dict[str, str], *, sha256: str | None, md5: str | None) -> tuple[str, str, str] | None:
+    """(name, pinned, got) of the first pinned checksum that the digests `got` fail, else None."""
+    for name, expected in (("sha256", sha256), ("md5", md5)):
+        if expected is not None and got[name] != expected.lower():
+            return name, expected, got[name]
+    return None
+
+
+def _file_hashes(path: Path) -> dict[str, str]:
+    """The sha256 and md5 hex digests of the file at `path`, read in chunks."""
+    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    with path.open("rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            for digest in hashes.values():
+                digest.update(chunk)
+    return {name: digest.hexdigest() for name, digest in hashes.items()}
+
+
+def _check_present(archive: Path, *, sha256: str | None, md5: str | None) -> None:
+    """An archive already in place is this tool's own verified download only if it still matches its
+    pin: a partial or other file of that name (a cut browser or wget download) is refused, and kept."""
+    if sha256 is None and md5 is None:
+        return
+    if mismatch := _mismatch(_file_hashes(archive), sha256=sha256, md5=md5):
+        name, expected, found = mismatch
+        raise UserError(
+            f"{archive} is already there but is not the published archive ({name} {found}, expected {expected}): "
+            "it is a partial or other download; delete it and run again"
+        )
 
 
 def _check_member(archive: Path, name: str, dest_dir: Path) -> None:
@@ -184,7 +216,9 @@ def download_and_extract(
         print(f"{filename}: already extracted in {dest_dir}")
         return dest_dir
     archive = dest_dir / filename
-    if not archive.is_file():  # present only after a verified download whose extraction was cut
+    if archive.is_file():  # a verified download whose extraction was cut, or a file put there by hand
+        _check_present(archive, sha256=sha256, md5=md5)
+    else:
         _fetch(url, archive, sha256=sha256, md5=md5)
     try:
         _extract(archive, dest_dir)
