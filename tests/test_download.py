@@ -244,3 +244,19 @@ def test_an_archive_already_there_is_verified_before_extraction(
     archive.write_bytes((folder / "pngs.zip").read_bytes())  # the published archive, cut before extraction
     download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
     assert (dest / "set/HR/im0.png").is_file() and not archive.exists()
+
+
+def test_the_partial_download_of_a_killed_run_is_removed(served: tuple[str, Path], tmp_path: Path) -> None:
+    """A run killed mid-download (kill -9, SIGTERM of a job's time limit, a closed terminal) leaves its
+    hidden temporary file; the next run removes it (it stayed forever: GBs for DIV2K), and only it."""
+    url, folder = served
+    sha = make_zip(folder / "pngs.zip", tiny_pngs())
+    dest = tmp_path / "data"
+    dest.mkdir()
+    stale = dest / f".pngs.zip.{'0' * 32}.tmp"
+    stale.write_bytes(b"PK\x03\x04 cut here")
+    other = dest / f".other.zip.{'0' * 32}.tmp"  # another archive's, perhaps being written now
+    other.write_bytes(b"x")
+    download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+    assert not stale.exists() and other.exists()
+    assert sorted(p.name for p in dest.iterdir() if p.is_file()) == sorted([".pngs.zip.extracted", other.name])

@@ -5,9 +5,11 @@
 
 An archive is streamed to a temporary file beside its destination, checked against its pinned
 checksum (a mismatch deletes it), renamed into place, unpacked with every member checked to stay
-inside the destination, then deleted; a marker file makes a second run a no-op. An archive already in place (a verified
-download whose extraction was cut) is checked against its pin again before it is unpacked. A checksum that
-is not pinned is never invented: the download goes on with a warning that prints the sha256.
+inside the destination, then deleted; a marker file makes a second run a no-op. An archive already
+in place (a verified download whose extraction was cut) is checked against its pin again before it
+is unpacked; the partial download a killed run (kill -9, SIGTERM) left beside it is removed by the
+next run. A checksum that is not pinned is never invented: the download goes on with a warning
+that prints the sha256.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import BinaryIO
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from sr_gan.atomic import atomic_path, probe_folder
+from sr_gan.atomic import atomic_path, probe_folder, remove_stale_temporaries
 from sr_gan.errors import UserError, exit_on_user_error
 
 CHUNK_BYTES = 1 << 20
@@ -219,6 +221,7 @@ def download_and_extract(
     if archive.is_file():  # a verified download whose extraction was cut, or a file put there by hand
         _check_present(archive, sha256=sha256, md5=md5)
     else:
+        remove_stale_temporaries([archive])  # the partial download of a killed run (kill -9, SIGTERM, SIGHUP)
         _fetch(url, archive, sha256=sha256, md5=md5)
     try:
         _extract(archive, dest_dir)
