@@ -260,3 +260,34 @@ def test_the_partial_download_of_a_killed_run_is_removed(served: tuple[str, Path
     download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
     assert not stale.exists() and other.exists()
     assert sorted(p.name for p in dest.iterdir() if p.is_file()) == sorted([".pngs.zip.extracted", other.name])
+
+
+class _FullDisk(io.BytesIO):
+    name = "/data/DIV2K/.DIV2K_train_HR.zip.0.tmp"
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_is_named_as_such(
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while downloading was 'cannot download <url>: [Errno 28] ...; check the network';
+    while unpacking an OSError traceback. Both now name the folder and the fix; the verified archive
+    is kept for the next run."""
+    url, folder = served
+    sha = make_zip(folder / "pngs.zip", tiny_pngs())
+    with pytest.raises(UserError) as info:
+        download._stream(f"{url}/pngs.zip", _FullDisk())
+    assert str(info.value) == (
+        "cannot write the download into /data/DIV2K (No space left on device): free space there or pass another --root"
+    )
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", full)
+    dest = tmp_path / "data"
+    with pytest.raises(UserError, match=r"^cannot unpack .*pngs.zip into .*data \(No space left on device\): free"):
+        download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+    assert (dest / "pngs.zip").is_file() and not (dest / ".pngs.zip.extracted").exists()

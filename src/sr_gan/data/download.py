@@ -115,14 +115,26 @@ def _stream(url: str, file: BinaryIO) -> dict[str, str]:
             size = int(response.headers.get("Content-Length") or 0)
             task = progress.add_task(url.rsplit("/", 1)[-1], total=size or None)
             while chunk := response.read(CHUNK_BYTES):
-                file.write(chunk)
+                _write(file, chunk)
                 for digest in hashes.values():
                     digest.update(chunk)
                 progress.advance(task, len(chunk))
-    except OSError as err:  # URLError, HTTPError, timeouts, a full disk
+    except OSError as err:  # URLError, HTTPError, timeouts (a full disk is _write's UserError)
         reason = getattr(err, "reason", err)
         raise UserError(f"cannot download {url}: {reason}; check the network or --base-url") from None
     return {name: digest.hexdigest() for name, digest in hashes.items()}
+
+
+def _write(file: BinaryIO, chunk: bytes) -> None:
+    """Append `chunk` to the download; a full disk (or another write error) is a one-line UserError
+    naming the folder, not the network."""
+    try:
+        file.write(chunk)
+    except OSError as err:
+        raise UserError(
+            f"cannot write the download into {Path(file.name).parent} ({err.strerror or err}): free space "
+            "there or pass another --root"
+        ) from None
 
 
 def _fetch(url: str, path: Path, *, sha256: str | None, md5: str | None) -> None:
@@ -228,6 +240,11 @@ def download_and_extract(
     except UserError:  # a refused archive is not kept for a retry
         archive.unlink()
         raise
+    except OSError as err:  # a full disk: the verified archive stays, and the next run unpacks it again
+        raise UserError(
+            f"cannot unpack {archive} into {dest_dir} ({err.strerror or err}): free space there (or pass "
+            "another --root) and run again; the archive is kept"
+        ) from None
     archive.unlink()
     marker.write_text(f"{url}\n")
     return dest_dir
