@@ -106,9 +106,23 @@ MANGA109_HELP = (
 )
 
 
+class _Digests:
+    """The sha256 and md5 of bytes fed in chunks: the checksums the archives are pinned by."""
+
+    def __init__(self) -> None:
+        self._hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+
+    def update(self, chunk: bytes) -> None:
+        for digest in self._hashes.values():
+            digest.update(chunk)
+
+    def hex(self) -> dict[str, str]:
+        return {name: digest.hexdigest() for name, digest in self._hashes.items()}
+
+
 def _stream(url: str, file: BinaryIO) -> dict[str, str]:
     """Copy `url` into `file` with a progress bar; returns its sha256 and md5 hex digests."""
-    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    digests = _Digests()
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     try:
         with urllib.request.urlopen(url, timeout=60) as response, Progress(*columns) as progress:
@@ -116,13 +130,12 @@ def _stream(url: str, file: BinaryIO) -> dict[str, str]:
             task = progress.add_task(url.rsplit("/", 1)[-1], total=size or None)
             while chunk := response.read(CHUNK_BYTES):
                 _write(file, chunk)
-                for digest in hashes.values():
-                    digest.update(chunk)
+                digests.update(chunk)
                 progress.advance(task, len(chunk))
     except OSError as err:  # URLError, HTTPError, timeouts (a full disk is _write's UserError)
         reason = getattr(err, "reason", err)
         raise UserError(f"cannot download {url}: {reason}; check the network or --base-url") from None
-    return {name: digest.hexdigest() for name, digest in hashes.items()}
+    return digests.hex()
 
 
 def _write(file: BinaryIO, chunk: bytes) -> None:
@@ -159,12 +172,11 @@ def _mismatch(got: dict[str, str], *, sha256: str | None, md5: str | None) -> tu
 
 def _file_hashes(path: Path) -> dict[str, str]:
     """The sha256 and md5 hex digests of the file at `path`, read in chunks."""
-    hashes = {"sha256": hashlib.sha256(), "md5": hashlib.md5(usedforsecurity=False)}
+    digests = _Digests()
     with path.open("rb") as file:
         while chunk := file.read(CHUNK_BYTES):
-            for digest in hashes.values():
-                digest.update(chunk)
-    return {name: digest.hexdigest() for name, digest in hashes.items()}
+            digests.update(chunk)
+    return digests.hex()
 
 
 def _check_present(archive: Path, *, sha256: str | None, md5: str | None) -> None:
