@@ -206,6 +206,18 @@ def test_lr_folder_is_used_when_present(tmp_path: Path, photos: Path) -> None:
     assert [r["model"] for r in rows] == ["bicubic"]
 
 
+def test_an_lr_folder_of_another_scale_is_refused_naming_evaluates_key(tmp_path: Path, photos: Path) -> None:
+    """The size check of LR against HR is shared with training; here it names evaluate's `scale`."""
+    lr_dir = photos / "LR_bicubic" / f"X{SCALE}"
+    lr_dir.mkdir(parents=True)
+    for path in photos.glob("*.png"):
+        with Image.open(path) as image:  # x4 LR images in the X2 folder
+            image.resize((image.width // 4, image.height // 4)).save(lr_dir / path.name)
+    with pytest.raises(UserError, match=f"size mismatch at scale={SCALE}: LR .* needs LR") as err:
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
+    assert "data.scale" not in str(err.value)
+
+
 def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:
     folder = tmp_path / "big"
     folder.mkdir()

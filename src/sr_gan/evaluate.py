@@ -196,7 +196,10 @@ def evaluate(
     benchmarks: Sequence[Benchmark], upscalers: dict[str, Upscaler], scorer: Scorer, *, device: torch.device
 ) -> PerImage:
     """Score every model on every image; each image is read once and passed to all models."""
-    datasets = {b.name: ValImageDataset(hr_dir=b.hr_dir, lr_dir=b.lr_dir, scale=scorer.scale) for b in benchmarks}
+    datasets = {
+        b.name: ValImageDataset(hr_dir=b.hr_dir, lr_dir=b.lr_dir, scale=scorer.scale, scale_key="scale")
+        for b in benchmarks
+    }
     results: PerImage = {name: {model: {} for model in upscalers} for name in datasets}
     with Progress(transient=True) as progress:
         task = progress.add_task("evaluating", total=sum(len(d) for d in datasets.values()))

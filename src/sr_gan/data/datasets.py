@@ -58,10 +58,12 @@ def pair_images(
     *,
     verify: bool = False,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
+    scale_key: str = "data.scale",
 ) -> list[ImagePair]:
     """Pair every HR image of `hr_dir` with its LR image in `lr_dir` (if given), sorted by name.
 
-    Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files;
+    Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files
+    and the caller's config key of the scale (`scale_key`);
     with `verify` every image is also decoded whole (a file truncated after its header is found
     now rather than at batch N). The problems of all files are collected and reported together.
     """
@@ -69,7 +71,9 @@ def pair_images(
     pairs, problems = [], []
     for hr in list_images(hr_dir):
         try:
-            pairs.append(_pair(hr, lr_by_stem, lr_dir, scale, verify=verify, max_pixels=max_pixels))
+            pairs.append(
+                _pair(hr, lr_by_stem, lr_dir, scale, verify=verify, max_pixels=max_pixels, scale_key=scale_key)
+            )
         except (DataError, FileNotFoundError) as err:
             problems.append(err)
     if len(problems) == 1:
@@ -92,6 +96,7 @@ def _pair(
     *,
     verify: bool,
     max_pixels: int | None,
+    scale_key: str,
 ) -> ImagePair:
     height, width = image_size(hr, max_pixels=max_pixels)
     height, width = height - height % scale, width - width % scale  # mod-crop
@@ -101,7 +106,7 @@ def _pair(
         lr_height, lr_width = image_size(lr, max_pixels=max_pixels)
         if (lr_height * scale, lr_width * scale) != (height, width):
             raise DataError(
-                f"size mismatch at data.scale={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
+                f"size mismatch at {scale_key}={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
                 f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
             )
     pair = ImagePair(hr=hr, lr=lr, height=height, width=width, max_pixels=max_pixels)
@@ -207,8 +212,10 @@ class ValImageDataset(Dataset):
         max_images: int | None = None,
         crop: int | None = None,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
+        scale_key: str = "data.scale",
     ) -> None:
-        self.pairs = pair_images(hr_dir, lr_dir, scale, verify=verify, max_pixels=max_pixels)[:max_images]
+        pairs = pair_images(hr_dir, lr_dir, scale, verify=verify, max_pixels=max_pixels, scale_key=scale_key)
+        self.pairs = pairs[:max_images]
         self.scale = scale
         self.crop = None if crop is None else crop - crop % scale
         need = SSIM_WINDOW + 2 * scale  # SSIM's window must fit once the scale is cropped from each border
