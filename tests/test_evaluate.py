@@ -4,6 +4,7 @@ import csv
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -386,6 +387,27 @@ def test_table_is_printed_before_the_files_are_written(
     with pytest.raises(OSError, match="No space"):
         run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
     assert "bicubic" in capsys.readouterr().out  # the numbers reached the console
+
+
+def test_a_failed_report_write_leaves_the_previous_three_reports(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """results.md/.csv/.json are one set: the disk filling up at the last of them replaces none."""
+    run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
+    out = tmp_path / "eval"
+    before = {path.name: path.read_bytes() for path in out.glob("results.*")}
+    assert sorted(before) == ["results.csv", "results.json", "results.md"]
+    real_write = Path.write_text
+
+    def json_fills_the_disk(path: Path, *args: Any, **kwargs: Any) -> int:
+        if path.name.startswith(".results.json."):
+            raise OSError(28, "No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", json_fills_the_disk)
+    with pytest.raises(OSError, match="No space"):
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE, rgb=True))  # another table
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # and no temporaries
 
 
 @pytest.mark.parametrize(("key", "value"), [("tile", -1), ("tile_batch", 0), ("scale", 5), ("lpips", "maybe")])

@@ -12,6 +12,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,15 +120,17 @@ def write_reports(
     caption: str,
     stem: str = "results",
 ) -> list[Path]:
-    """<stem>.md, <stem>.csv and <stem>.json (`report`: the rows and any detail), each written atomically."""
+    """<stem>.md, <stem>.csv and <stem>.json (`report`: the rows and any detail), written as a set:
+    all three are written in full beside their targets before the first replaces its old file, so
+    a failed write (a full disk) leaves the previous three, never a mix of two runs."""
     texts = {
         f"{stem}.md": to_markdown(rows, columns, caption=caption),
         f"{stem}.csv": to_csv(rows, columns),
         f"{stem}.json": json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n",
     }
-    for name, text in texts.items():
-        with atomic_path(out_dir / name) as temporary:
-            temporary.write_text(text, encoding="utf-8")
+    with ExitStack() as renames:  # each atomic_path renames its file on exit, once all are written
+        for name, text in texts.items():
+            renames.enter_context(atomic_path(out_dir / name)).write_text(text, encoding="utf-8")
     return [out_dir / name for name in texts]
 
 
