@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -103,9 +104,14 @@ class RecordingSGD(torch.optim.SGD):
         self.steps: list[list[Tensor]] = []
 
     def step(self, closure=None):  # noqa: ANN001, ANN201
+        loss = None
+        if closure is not None:  # first, as torch's optimizers do: Lightning's hooks (clipping) run in it
+            with torch.enable_grad():
+                loss = closure()
         params = [p for group in self.param_groups for p in group["params"]]
         self.steps.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
-        return super().step(closure)
+        super().step()
+        return loss
 
 
 class Recorder:
@@ -162,18 +168,31 @@ def make_trainer(root: Path, **overrides) -> L.Trainer:  # noqa: ANN003
 
 
 def fit(
-    module: SRGANModule, batch: dict[str, Tensor], root: Path, *, batches: int = 1, callbacks: list | None = None
+    module: SRGANModule,
+    batch: dict[str, Tensor],
+    root: Path,
+    *,
+    batches: int = 1,
+    callbacks: list | None = None,
+    **trainer_options,  # noqa: ANN003
 ) -> L.Trainer:
     """Train ``module`` on ``batches`` repetitions of ``batch``; returns the trainer."""
     items = as_items(batch)
-    return fit_items(module, items * batches, root, batch_size=len(items), callbacks=callbacks)
+    return fit_items(module, items * batches, root, batch_size=len(items), callbacks=callbacks, **trainer_options)
 
 
 def fit_items(
-    module: SRGANModule, items: list[dict[str, Tensor]], root: Path, *, batch_size: int, callbacks: list | None = None
+    module: SRGANModule,
+    items: list[dict[str, Tensor]],
+    root: Path,
+    *,
+    batch_size: int,
+    callbacks: list | None = None,
+    **trainer_options,  # noqa: ANN003
 ) -> L.Trainer:
     """Train ``module`` on `items` in loader batches of `batch_size`; returns the trainer."""
-    trainer = make_trainer(root, limit_train_batches=len(items) // batch_size, callbacks=callbacks)
+    limit = len(items) // batch_size
+    trainer = make_trainer(root, limit_train_batches=limit, callbacks=callbacks, **trainer_options)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(eval mode|does not have many workers).*")
         trainer.fit(module, train_dataloaders=DataLoader(items, batch_size=batch_size))
@@ -632,3 +651,46 @@ def test_ddp_reduces_an_accumulated_iteration_once(tmp_path: Path) -> None:
         for got, want in zip(ours.optimizer.steps, plain.optimizer.steps, strict=True):
             for g, w in zip(got, want, strict=True):
                 torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------- a loss scale (16-mixed)
+
+
+def loss_scaled(init_scale: float) -> MixedPrecision:
+    """``trainer.precision=16-mixed`` with its GradScaler, on the CPU (Lightning itself would
+    switch a CPU run to bf16-mixed, which has no loss scale)."""
+    return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu", init_scale=init_scale))
+
+
+class GradNorms(L.Callback):
+    """The logged ``train/grad_norm_g|d`` of every batch (``log_every_n_steps=1``)."""
+
+    def __init__(self) -> None:
+        self.batches: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        metrics = trainer.callback_metrics
+        self.batches.append({key: float(metrics[f"train/{key}"]) for key in ("grad_norm_g", "grad_norm_d")})
+
+
+def test_under_a_loss_scale_norms_and_clipping_see_the_unscaled_gradients(tmp_path: Path) -> None:
+    """16-mixed multiplies the loss by the GradScaler's scale; Lightning divides the gradients by it
+    inside the optimizer's step. The logged norms, the clipping and the step must all see the
+    divided gradients: the same for two scales (powers of two: exact in fp16 without overflow),
+    and near the fp32 run's. Measured before the fix: norms 1024 times the fp32 ones, and the
+    clipping by those cut each step to 1/1024 of the clipped one."""
+    runs = {}
+    for scale in (None, 2.0**10, 2.0**14):
+        module, opt_g, opt_d = make_module(clip_grad_norm_g=0.05, clip_grad_norm_d=0.1)
+        norms = GradNorms()
+        plugins = [] if scale is None else [loss_scaled(scale)]
+        fit(module, fixed_batch(), tmp_path, batches=2, callbacks=[norms], plugins=plugins)
+        runs[scale] = norms.batches, opt_g.optimizer.steps, opt_d.optimizer.steps, params(module.generator)
+    fp32, low, high = runs.values()
+    assert low[0] == high[0]  # the logged norms
+    for a, b in zip(low[3], high[3], strict=True):  # G after two steps
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    for got, want in zip(low[0], fp32[0], strict=True):
+        assert got == pytest.approx(want, rel=2e-2)  # fp16 autocast against fp32
+    for steps, limit in ((low[1], 0.05), (low[2], 0.1)):  # what G and D stepped with: clipped, unscaled
+        assert all(flat(step).norm() == pytest.approx(limit, rel=1e-3) for step in steps)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from sr_gan.lit import SRGANModule
-from sr_gan.lit.guard import NonFiniteGuard, NonFiniteLossError, step_if_finite
+from sr_gan.lit.guard import (
+    NonFiniteGuard,
+    NonFiniteLossError,
+    can_skip_on_device,
+    clear_flag,
+    flag_if_not_finite,
+)
 from sr_gan.train import build_module, train
 
 
@@ -76,17 +83,40 @@ def test_the_guard_stops_after_patience_bad_batches_in_a_row() -> None:
         guard.check("hint")
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_step_if_finite(fused: bool) -> None:
+def test_a_flagged_step_is_skipped_by_the_fused_kernels() -> None:
     net = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=fused)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)
+    assert can_skip_on_device(optimizer) and not can_skip_on_device(torch.optim.Adam(net.parameters()))
     net(torch.ones(1, 3)).sum().backward()
     start = [p.detach().clone() for p in net.parameters()]
-    step_if_finite(optimizer, optimizer.step, torch.tensor(float("nan")), on_device=fused)
-    unchanged = all(torch.equal(a, p) for a, p in zip(start, net.parameters()))
-    assert unchanged == fused and not hasattr(optimizer, "found_inf")
-    step_if_finite(optimizer, optimizer.step, torch.tensor(2.0), on_device=fused)
+    flag_if_not_finite(optimizer, torch.tensor(float("nan")))
+    optimizer.step()
+    clear_flag(optimizer)
+    assert all(torch.equal(a, p) for a, p in zip(start, net.parameters())) and not hasattr(optimizer, "found_inf")
+    flag_if_not_finite(optimizer, torch.tensor(2.0))
+    optimizer.step()
     assert all(not torch.equal(a, p) for a, p in zip(start, net.parameters()))
+
+
+def test_loss_scale_overflows_are_skipped_steps_not_a_diverged_run(tmp_path: Path) -> None:
+    """16-mixed starts with a loss scale too large on purpose and halves it on each overflow (NaN/Inf
+    gradients, whose step the GradScaler skips): up to `nonfinite_patience` of them in a row are
+    tolerated, as skipped steps; more stop the run. Before the fix the first overflow stopped every
+    16-mixed run ('the weights are spoilt'), though no step had been taken."""
+    from tests.test_gan_step import GradNorms, PlayersAtBatchStart, fit, fixed_batch, loss_scaled, make_module, params
+
+    module, _, _ = make_module()
+    norms, players = GradNorms(), PlayersAtBatchStart()
+    fit(module, fixed_batch(), tmp_path, batches=5, callbacks=[norms, players], plugins=[loss_scaled(2.0**20)])
+    overflowed = [not math.isfinite(batch["grad_norm_g"]) for batch in norms.batches]
+    assert overflowed == [True, True, True, False, False]  # 2^20 -> 2^17: G's gradients fit in fp16
+    g_at = [params(g) for g, _ in players.players] + [params(module.generator)]
+    assert all(torch.equal(a, b) for a, b in zip(g_at[0], g_at[3], strict=True))  # three steps skipped
+    assert not any(torch.equal(a, b) for a, b in zip(g_at[3], g_at[4], strict=True))  # then G trains
+
+    module, _, _ = make_module(nonfinite_patience=2)
+    with pytest.raises(NonFiniteLossError, match=r"train/grad_norm_g.* at batch 1 and skipped 2 steps in a row"):
+        fit(module, fixed_batch(), tmp_path, batches=5, plugins=[loss_scaled(2.0**20)])
 
 
 def test_gradient_clipping_bounds_each_players_step(make_cfg) -> None:

@@ -3,7 +3,8 @@
 Every batch, the loss terms are checked for NaN/Inf on the device, and the streak of bad batches,
 the first bad batch and its bad terms are kept in device tensors. Steps with a non-finite loss
 are skipped on the device where the optimizer can do that (torch's fused Adam / AdamW / SGD read a
-``found_inf`` flag, the mechanism of ``torch.amp.GradScaler``; ``optim.*.fused=true``). The
+``found_inf`` flag, the mechanism of ``torch.amp.GradScaler``; ``optim.*.fused=true``), and by
+the GradScaler itself under ``trainer.precision=16-mixed`` (its overflows are such batches). The
 default for-each Adam cannot skip without a host sync: there the first bad batch already spoils
 the weights. The streak is read on the host only at `check` (every logging interval and before
 each validation), which stops the run with a message naming the batch and the loss terms when it
@@ -11,8 +12,6 @@ reaches ``patience`` batches, or at once when the steps could not be skipped.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -33,18 +32,17 @@ def can_skip_on_device(optimizer: Optimizer) -> bool:
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"))
 
 
-def step_if_finite(optimizer: Optimizer, step: Callable[[], object], norm: Tensor, *, on_device: bool) -> None:
-    """Run ``step()`` (the optimizer's step); with ``on_device`` (an optimizer for which
-    `can_skip_on_device`), the fused kernels skip it on the device when ``norm`` (of the
-    gradients) is not finite."""
-    if not on_device:
-        step()
-        return
-    optimizer.found_inf = (~norm.isfinite()).float()  # read by the fused kernels, as GradScaler sets it
-    try:
-        step()
-    finally:
-        del optimizer.found_inf
+def flag_if_not_finite(optimizer: Optimizer, norm: Tensor) -> None:
+    """Make the fused kernels of `optimizer` (one for which `can_skip_on_device`) skip its step on
+    the device when ``norm`` (of its gradients) is not finite: torch's ``found_inf`` flag, which
+    ``GradScaler`` sets the same way. Set inside the step, before its kernels run (Lightning's
+    ``on_before_optimizer_step``); `clear_flag` once the step is over."""
+    optimizer.found_inf = (~norm.isfinite()).float()
+
+
+def clear_flag(optimizer: Optimizer) -> None:
+    """Remove `flag_if_not_finite`'s flag (if set): the next step is judged on its own norm."""
+    vars(optimizer).pop("found_inf", None)
 
 
 class NonFiniteGuard(nn.Module):

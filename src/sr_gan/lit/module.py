@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -33,7 +34,7 @@ from torchmetrics import MeanMetric
 
 from sr_gan.errors import UserError
 from sr_gan.lit.ema import EMAUpdater, ema_decay_at, make_ema
-from sr_gan.lit.guard import NonFiniteGuard, can_skip_on_device, step_if_finite
+from sr_gan.lit.guard import NonFiniteGuard, can_skip_on_device, clear_flag, flag_if_not_finite
 from sr_gan.lit.samples import save_comparison
 from sr_gan.losses import AdversarialLoss
 from sr_gan.metrics import psnr, ssim
@@ -148,6 +149,8 @@ class SRGANModule(L.LightningModule):
         self._compiled = False  # configure_model compiles once (it runs again on every fit)
         self.guard = NonFiniteGuard(nonfinite_patience)
         self._skip_on_device: dict[int, bool] = {}  # id(optimizer) -> fused kernels skip bad steps
+        self._stepping: str | None = None  # the player whose optimizer `_step` is stepping ...
+        self._grad_norms: dict[str, Tensor] = {}  # ... and its gradient norm, from on_before_optimizer_step
         # Listed once a fit starts (the networks have moved): each walk of RRDBNet's 702 parameters
         # cost 0.65 ms of host time on a CPU core, and a batch took four.
         self._player_parameters: dict[str, list[nn.Parameter]] = {}  # "g", "d": each player's
@@ -226,10 +229,11 @@ class SRGANModule(L.LightningModule):
         return self.trainer.fit_loop.epoch_loop.batch_progress.total.completed
 
     def on_fit_start(self) -> None:
-        # A GradScaler (16-mixed) skips non-finite steps itself and sets found_inf on its own.
+        # A GradScaler (16-mixed) sets found_inf on its own and skips non-finite steps itself: the
+        # guard tolerates `nonfinite_patience` of them in a row (the scaler's overflows, by design).
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self._skip_on_device = {id(o): can_skip_on_device(o) and scaler is None for o in self.trainer.optimizers}
-        self.guard.skipping = all(self._skip_on_device.values())
+        self.guard.skipping = scaler is not None or all(self._skip_on_device.values())
         self._player_parameters = {p: list(network.parameters()) for p, network in self.players.items()}
         if self.generator_ema is not None:
             self._ema_update = EMAUpdater(self.generator_ema, self.generator)
@@ -344,22 +348,37 @@ class SRGANModule(L.LightningModule):
             logs["train/grad_norm_d"] = self._step(opt_d, "d")
         return logs
 
-    def _step(self, optimizer: Optimizer, player: str) -> Tensor:
-        """Clip (if configured) and step; returns the L2 norm of all the player's gradients (before
-        clipping), NaN/Inf iff one of them is (or, harmlessly, above ~1e19: a diverged run).
+    def _step(self, optimizer: LightningOptimizer, player: str) -> Tensor:
+        """Step `player`'s optimizer; returns the L2 norm of all its gradients (before clipping),
+        NaN/Inf iff one of them is (or, harmlessly, above ~1e19: a diverged run).
 
-        The step is skipped on the device when a gradient is not finite and the optimizer can
-        (`sr_gan.lit.guard`). One fused multi-tensor norm on CUDA; on a CPU the L2 for-each norm is
-        ~15x cheaper than the max norm (no fused CPU kernel for it): a device tensor, no host sync.
+        The norm, the clipping and the device-side skip happen in `on_before_optimizer_step`, which
+        Lightning calls inside the step once a ``GradScaler`` (``trainer.precision=16-mixed``) has
+        unscaled the gradients: before that they are the loss scale (2^16 at first) times too large.
         """
+        self._stepping = player
+        try:
+            optimizer.step()
+        finally:
+            self._stepping = None
+            clear_flag(optimizer.optimizer)
+        return self._grad_norms.pop(player)
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Inside `_step`, on the gradients as the optimizer will use them: their norm, the clipping
+        (if configured), and the flag that skips the step on the device when a gradient is not
+        finite and the optimizer can (`sr_gan.lit.guard`). One fused multi-tensor norm on CUDA; on
+        a CPU the L2 for-each norm is ~15x cheaper than the max norm (no fused CPU kernel for it):
+        a device tensor, no host sync."""
+        player = self._stepping
         if (max_norm := self.clip_grad_norm[player]) is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._player_parameters[player], max_norm)
         else:
             grads = [p.grad for p in self._player_parameters[player] if p.grad is not None]
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        raw = optimizer.optimizer  # the LightningOptimizer's torch optimizer
-        step_if_finite(raw, optimizer.step, norm, on_device=self._skip_on_device.get(id(raw), False))
-        return norm.detach()
+        if self._skip_on_device.get(id(optimizer), False):
+            flag_if_not_finite(optimizer, norm)
+        self._grad_norms[player] = norm.detach()
 
     def _learning_rates(self) -> dict[str, Tensor]:
         """``train/lr_g|d`` as device tensors refilled only when a schedule changes them: logging a
