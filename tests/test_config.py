@@ -34,6 +34,11 @@ from sr_gan.schema import Rule
         ),
         ("data.augment=maybe", "data.augment=maybe is not allowed: data.augment must be true or false"),
         ("trainer.precision=fp8", "trainer.precision=fp8 is not allowed"),
+        (  # Lightning has it, but it casts the EMA and Adam's state to bf16 (and crashed on float32 inputs)
+            "trainer.precision=bf16-true",
+            "trainer.precision=bf16-true is not allowed: trainer.precision must be one of 32-true, 32, bf16-mixed, "
+            "16-mixed",
+        ),
         ("loss.adversarial_weight=-1", "loss.adversarial_weight=-1 is not allowed"),
         ("data.patch_size=30", "data.patch_size=30 is not a multiple of data.scale=4: patches are cut on the scale"),
     ],
