@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sr_gan.config import check_train_config, resolve_device
+from sr_gan.config import check_train_config, precision_advice, resolve_device
 from sr_gan.errors import UserError
 from sr_gan.schema import Rule
 
@@ -96,3 +96,26 @@ def test_a_device_name_is_checked_in_one_line() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available here"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("precision", "capability", "warned"),
+    [
+        ("bf16-mixed", (7, 0), True),
+        ("bf16-mixed", (7, 5), True),
+        ("bf16-mixed", (8, 0), False),
+        ("16-mixed", (7, 0), False),
+    ],
+)
+def test_bf16_on_a_gpu_without_bf16_tensor_cores_is_told_to_use_16_mixed(
+    make_cfg, monkeypatch: pytest.MonkeyPatch, precision: str, capability: tuple[int, int], warned: bool
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    advice = precision_advice(make_cfg("trainer=gpu", "trainer.accelerator=gpu", f"trainer.precision={precision}"))
+    assert (advice is not None) == warned
+    if warned:
+        assert advice.startswith("trainer.precision=bf16-mixed on Tesla V100-SXM2-16GB (compute capability 7.")
+        assert "trainer.precision=16-mixed" in advice
+    assert precision_advice(make_cfg("trainer=cpu", "trainer.precision=bf16-mixed")) is None

@@ -130,6 +130,22 @@ def check_train_config(cfg: DictConfig) -> None:
             )
 
 
+def precision_advice(cfg: DictConfig) -> str | None:
+    """A warning for ``trainer.precision=bf16-mixed`` (the ``trainer=gpu`` default) on a CUDA GPU
+    older than compute capability 8.0 (V100, T4, RTX 20xx): they have fp16 tensor cores but none
+    for bf16, so such a run is slower than it need be."""
+    if cfg.trainer.get("precision") != "bf16-mixed" or cfg.trainer.get("accelerator") == "cpu":
+        return None
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (8, 0):
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return (
+        f"trainer.precision=bf16-mixed on {torch.cuda.get_device_name()} (compute capability {major}.{minor}): "
+        "GPUs before 8.0 have no bf16 tensor cores; trainer.precision=16-mixed (fp16 with a loss scale) uses "
+        "their fp16 ones"
+    )
+
+
 def path_arg(
     cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "", output: bool = False
 ) -> Path:

@@ -27,6 +27,7 @@ from sr_gan.config import (
     check_train_config,
     is_gan,
     keep_recorded_start,
+    precision_advice,
     register_resolvers,
     save_resolved_config,
     slurm_requeued,
@@ -96,6 +97,8 @@ def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
+    if advice := precision_advice(cfg):
+        log.warning(advice)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
         cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
