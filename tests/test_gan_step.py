@@ -14,6 +14,7 @@ Planted defects these tests catch are listed in docs/testing.md.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -694,3 +695,22 @@ def test_under_a_loss_scale_norms_and_clipping_see_the_unscaled_gradients(tmp_pa
         assert got == pytest.approx(want, rel=2e-2)  # fp16 autocast against fp32
     for steps, limit in ((low[1], 0.05), (low[2], 0.1)):  # what G and D stepped with: clipped, unscaled
         assert all(flat(step).norm() == pytest.approx(limit, rel=1e-3) for step in steps)
+
+
+def test_under_a_loss_scale_a_fused_optimizer_is_clipped_on_unscaled_gradients(tmp_path: Path) -> None:
+    """Lightning leaves a fused optimizer's gradients scaled (its kernels unscale them inside the
+    step), so the norm and the clipping before it saw them x 2^10. With them unscaled first, fused
+    Adam logs the norms of for-each Adam and takes the same clipped steps."""
+    runs = []
+    for fused in (False, True):
+        adam = functools.partial(torch.optim.Adam, lr=1e-3, fused=fused)
+        module, _, _ = make_module(optimizer_g=adam, optimizer_d=adam, clip_grad_norm_g=0.05, clip_grad_norm_d=0.1)
+        norms = GradNorms()
+        fit(module, fixed_batch(), tmp_path, batches=2, callbacks=[norms], plugins=[loss_scaled(2.0**10)])
+        runs.append((norms.batches, params(module.generator), params(module.discriminator)))
+    (foreach_norms, *foreach), (fused_norms, *fused) = runs
+    for got, want in zip(fused_norms, foreach_norms, strict=True):
+        assert got == pytest.approx(want, rel=1e-5)
+    for got, want in zip(fused, foreach, strict=True):
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

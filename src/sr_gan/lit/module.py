@@ -149,6 +149,7 @@ class SRGANModule(L.LightningModule):
         self._compiled = False  # configure_model compiles once (it runs again on every fit)
         self.guard = NonFiniteGuard(nonfinite_patience)
         self._skip_on_device: dict[int, bool] = {}  # id(optimizer) -> fused kernels skip bad steps
+        self._scaler: torch.amp.GradScaler | None = None  # 16-mixed's loss scale (Lightning's)
         self._stepping: str | None = None  # the player whose optimizer `_step` is stepping ...
         self._grad_norms: dict[str, Tensor] = {}  # ... and its gradient norm, from on_before_optimizer_step
         # Listed once a fit starts (the networks have moved): each walk of RRDBNet's 702 parameters
@@ -231,7 +232,7 @@ class SRGANModule(L.LightningModule):
     def on_fit_start(self) -> None:
         # A GradScaler (16-mixed) sets found_inf on its own and skips non-finite steps itself: the
         # guard tolerates `nonfinite_patience` of them in a row (the scaler's overflows, by design).
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        self._scaler = scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         self._skip_on_device = {id(o): can_skip_on_device(o) and scaler is None for o in self.trainer.optimizers}
         self.guard.skipping = scaler is not None or all(self._skip_on_device.values())
         self._player_parameters = {p: list(network.parameters()) for p, network in self.players.items()}
@@ -371,6 +372,10 @@ class SRGANModule(L.LightningModule):
         a CPU the L2 for-each norm is ~15x cheaper than the max norm (no fused CPU kernel for it):
         a device tensor, no host sync."""
         player = self._stepping
+        if self._scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            # Lightning leaves a fused optimizer's gradients scaled, for its kernels to unscale after
+            # this hook; the norm and the clipping need them unscaled now (its kernels then do not)
+            self._scaler.unscale_(optimizer)
         if (max_norm := self.clip_grad_norm[player]) is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._player_parameters[player], max_norm)
         else:
