@@ -123,9 +123,16 @@ _RUN_ONE = (
 _TERMS = (("pix", "pixel"), ("percep", "perceptual"), ("gan", "adversarial"))
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])  # bf16-mixed: trainer=gpu's, on CPU autocast
 @pytest.mark.parametrize(("model", "loss", "discriminator"), _RUN_ONE)
-def test_every_option_trains_one_batch(make_cfg, tmp_path, model, loss, discriminator) -> None:
-    overrides = [f"model={model}", f"loss={loss}", "trainer.max_steps=1", "test=false"]
+def test_every_option_trains_one_batch(make_cfg, tmp_path, model, loss, discriminator, precision) -> None:
+    overrides = [
+        f"model={model}",
+        f"loss={loss}",
+        "trainer.max_steps=1",
+        "test=false",
+        f"trainer.precision={precision}",
+    ]
     if discriminator:
         overrides.append(f"discriminator={discriminator}")
     cfg = make_cfg(*overrides, "optimized_metric=val/psnr")
