@@ -520,6 +520,7 @@ def test_a_random_vgg_is_recorded_as_what_ran(make_cfg, tmp_path) -> None:
     assert len([w for w in caught if "RANDOM VGG19" in str(w.message)]) == 1
     recorded = OmegaConf.load(tmp_path / "config.yaml")
     assert recorded.loss.perceptual.pretrained is False and "RANDOM VGG19" in recorded.warnings[0]
+    assert recorded.module.perceptual_loss.pretrained is False  # the module's copy of the loss config
 
 
 def test_the_discriminator_sees_the_unsharpened_hr_as_real(make_cfg) -> None:

@@ -192,6 +192,8 @@ def _what_ran(module: SRGANModule, resolved: dict[str, Any]) -> list[str]:
     if perceptual is None or not getattr(perceptual, "random_weights", False):
         return []
     resolved["loss"]["perceptual"]["pretrained"] = False
+    if isinstance(resolved.get("module", {}).get("perceptual_loss"), dict):  # its resolved copy says so too
+        resolved["module"]["perceptual_loss"]["pretrained"] = False
     resolved["warnings"] = [RANDOM_VGG_WARNING]
     return resolved["warnings"]
 
