@@ -53,3 +53,20 @@ def test_a_damaged_record_warns_and_never_blocks_a_resume(tmp_path: Path, text: 
     assert resumed.earlier_s == 0.0
     resumed.finish("done", None)
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"
+
+
+def test_a_resume_is_not_warned_about_its_own_checkpoints(caplog: pytest.LogCaptureFixture) -> None:
+    """Lightning warns that the checkpoint folder is not empty: on a resume it always is."""
+    import logging
+    import warnings
+
+    from sr_gan.run_summary import quiet_third_party_noise
+
+    with warnings.catch_warnings():
+        try:
+            quiet_third_party_noise()
+            warnings.warn("Checkpoint directory /run/checkpoints exists and is not empty.", UserWarning, stacklevel=1)
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+        finally:
+            logging.captureWarnings(False)
+    assert "not empty" not in caplog.text and "another warning" in caplog.text

@@ -39,7 +39,7 @@ class _DropMessages(logging.Filter):
 
 
 def quiet_third_party_noise() -> None:
-    """Route warnings and Lightning's messages into the run's log; drop two that nobody acts on."""
+    """Route warnings and Lightning's messages into the run's log; drop three that nobody acts on."""
     logging.captureWarnings(True)  # warnings.warn (e.g. the random-VGG warning) also reach train.log
     lightning = logging.getLogger("lightning")
     lightning.propagate = True  # Lightning's logger prints by itself and keeps train.log empty
@@ -51,6 +51,8 @@ def quiet_third_party_noise() -> None:
     # Lightning 2.6 on torch >= 2.10 calls a deprecated pytree check at every validation; the
     # deprecation is Lightning's to fix, the value it computes is right.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # Every resume finds its own checkpoints there; a new run into a used folder is refused before.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 @dataclass
