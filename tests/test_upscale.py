@@ -377,3 +377,11 @@ def test_weights_holding_nan_are_refused_before_any_image_is_written(tmp_path: P
         "from a diverged run"
     ]
     assert not list(out.glob("*"))
+
+
+@pytest.mark.parametrize(("tool", "key"), [("upscale", "tile:"), ("degrade", "degradation=realesrgan|bicubic")])
+def test_help_lists_the_tools_own_keys_not_the_training_groups(tool: str, key: str) -> None:
+    """Hydra's default --help offers every group under conf/ (model=..., loss=...): a file tool refuses them."""
+    result = run_module(f"sr_gan.{tool}", "--help", timeout=120)
+    assert result.returncode == 0 and key in result.stdout
+    assert "model: rrdb" not in result.stdout and "Configuration groups" not in result.stdout
