@@ -119,3 +119,19 @@ def test_bf16_on_a_gpu_without_bf16_tensor_cores_is_told_to_use_16_mixed(
         assert advice.startswith("trainer.precision=bf16-mixed on Tesla V100-SXM2-16GB (compute capability 7.")
         assert "trainer.precision=16-mixed" in advice
     assert precision_advice(make_cfg("trainer=cpu", "trainer.precision=bf16-mixed")) is None
+
+
+def test_a_missing_data_folder_is_refused_at_start_up_naming_key_and_fix(make_cfg, tmp_path) -> None:
+    """It was a FileNotFoundError from the data module, after the run folder and networks were made."""
+    from sr_gan.config import check_data_folders
+
+    with pytest.raises(UserError) as info:
+        check_data_folders(make_cfg("data=div2k", f"paths.data_dir={tmp_path / 'data'}"))
+    assert str(info.value).startswith(f"data.train_hr_dir={tmp_path}/data/DIV2K/DIV2K_train_HR does not exist: ")
+    assert f"python -m sr_gan.data.download div2k --root {tmp_path}/data" in str(info.value)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    with pytest.raises(UserError, match=r"^data.val_hr_dir=/nowhere does not exist: pass a folder of images"):
+        check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", "data.val_hr_dir=/nowhere"))
+    check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", f"data.val_hr_dir={hr}"))
+    check_data_folders(make_cfg("data=demo", f"paths.cache_dir={tmp_path / 'empty'}"))  # made on first use

@@ -146,6 +146,30 @@ def precision_advice(cfg: DictConfig) -> str | None:
     )
 
 
+DATA_FOLDER_KEYS = ("train_hr_dir", "train_lr_dir", "val_hr_dir", "val_lr_dir")
+
+
+def check_data_folders(cfg: DictConfig) -> None:
+    """Refuse at start-up, in one line, a data folder that does not exist (not after the run folder,
+    the loggers and the networks are made); a data set that makes its folders (`data.prepare`,
+    the demo photos) is skipped."""
+    if cfg.data.get("prepare") is not None:
+        return
+    for key in DATA_FOLDER_KEYS:
+        folder = cfg.data.get(key)
+        if folder is not None and not Path(folder).is_dir():
+            raise UserError(f"data.{key}={folder} does not exist: {_data_fix(cfg, str(folder))}")
+
+
+def _data_fix(cfg: DictConfig, folder: str) -> str:
+    if "DIV2K" in folder:
+        return (
+            f"fetch DIV2K once with `python -m sr_gan.data.download div2k --root {cfg.paths.data_dir}`, "
+            "or set paths.data_dir (env SR_GAN_DATA) to the folder holding DIV2K/"
+        )
+    return "pass a folder of images (data=folder data.train_hr_dir=... data.val_hr_dir=...)"
+
+
 def path_arg(
     cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "", output: bool = False
 ) -> Path:

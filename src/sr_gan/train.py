@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
 from sr_gan.checkpoint_io import is_url
 from sr_gan.config import (
+    check_data_folders,
     check_train_config,
     is_gan,
     keep_recorded_start,
@@ -97,6 +98,7 @@ def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
 def train(cfg: DictConfig) -> float | None:
     """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
     check_train_config(cfg)
+    check_data_folders(cfg)
     if advice := precision_advice(cfg):
         log.warning(advice)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
