@@ -61,3 +61,26 @@ def test_runs_in_other_folders_share_one_stage(make_cfg, tmp_path: Path) -> None
             runtime.output_dir = str(tmp_path / run_dir)
         folders.append(demo_stage.stage_config(cfg).config.paths.output_dir)
     assert folders[0] == folders[1] and "run_" not in folders[0]
+
+
+def test_a_stage_cut_short_goes_on_from_its_last_checkpoint(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """A PSNR stage stopped by Ctrl-C or SIGTERM kept its last.ckpt; the GAN run started again resumes the
+    stage (it trained it again from batch 0, appending to the same metrics.csv)."""
+    import json
+
+    from sr_gan.run_summary import RunRecord, summary
+
+    monkeypatch.setattr(
+        demo_stage, "_STAGE", [*demo_stage._STAGE, "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    )
+    gan = ["loss=ragan", "demo_psnr_init=true", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=1"]
+    train(make_cfg(*gan, "test=false"))
+    (stage,) = [p for p in (tmp_path / "cache" / "demo_psnr_stage").iterdir() if p.is_dir()]
+    record = json.loads((stage / "run.json").read_text())
+    (stage / "run.json").write_text(json.dumps({**record, "status": "preempted"}))  # as a SIGTERM leaves it
+    train(make_cfg(*gan, "test=false"))
+    resumed = json.loads((stage / "run.json").read_text())
+    assert resumed["status"] == "done" and resumed["earlier_s"] == record["wall_s"]
+    cut = RunRecord(folder=stage, status="preempted")
+    lines = summary(cut, best_psnr=None, last={}, resume=demo_stage.stage_config(make_cfg(*gan)).config.resume_hint)
+    assert "resume: the same GAN command again" in "\n".join(lines)

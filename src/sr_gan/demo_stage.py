@@ -34,7 +34,9 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Overrides that shape the stage too: the generator, the data, the seed, the hardware it runs on.
 _KEPT = ("model", "data", "seed", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
 _KEPT += ("trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
-_STAGE = ["loss=l1", "discriminator=none", "test=false", "logger=csv", "ckpt_path=null", "demo_psnr_init=false"]
+# ckpt_path=last: a stage cut short (Ctrl-C, SIGTERM) goes on from its last.ckpt when the GAN run is started again.
+_STAGE = ["loss=l1", "discriminator=none", "test=false", "logger=csv", "ckpt_path=last", "demo_psnr_init=false"]
+RESUME_HINT = "the same GAN command again (it goes on with this PSNR stage)"
 
 
 def needs_psnr_stage(cfg: DictConfig) -> bool:
@@ -67,6 +69,8 @@ def stage_config(cfg: DictConfig) -> Stage:
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
+    with open_dict(stage):
+        stage.resume_hint = RESUME_HINT  # the run's own "ckpt_path=<stage folder>" would resume the GAN run from it
     return Stage(stage, hydra)
 
 

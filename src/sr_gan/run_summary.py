@@ -106,9 +106,12 @@ def _files(folder: Path) -> dict[str, Path]:
     return {name: path for name, path in candidates.items() if path.exists()}
 
 
-def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float], gan: bool = False) -> list[str]:
+def summary(
+    record: RunRecord, *, best_psnr: float | None, last: dict[str, float], gan: bool = False, resume: str | None = None
+) -> list[str]:
     """The lines printed at the end of a run (see the module docstring). The next commands take the
-    best checkpoint by PSNR, or the last one of a GAN stage (`gan`): both papers' GAN result."""
+    best checkpoint by PSNR, or the last one of a GAN stage (`gan`): both papers' GAN result. A run
+    cut short names how to resume it: `resume`, else the same command with ckpt_path=<its folder>."""
     files = _files(record.folder)
     lines = [f"run {record.status}: {record.batches} batches in {record.wall_s:.0f} s, folder {record.folder}"]
     if "val/psnr" in last:
@@ -119,7 +122,7 @@ def summary(record: RunRecord, *, best_psnr: float | None, last: dict[str, float
         if name in files:
             lines.append(f"  {name:8} {files[name]}")
     if record.status in ("interrupted", "preempted") and "last" in files:
-        lines.append(f"resume: the same command with ckpt_path={record.folder}")
+        lines.append(f"resume: {resume or f'the same command with ckpt_path={record.folder}'}")
     ckpt = files.get("last" if gan or "best" not in files else "best")
     if ckpt is not None:
         lines += [

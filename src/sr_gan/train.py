@@ -163,7 +163,7 @@ def train(cfg: DictConfig) -> float | None:
             best_psnr = None if score is None else float(score)
             record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
             record.finish(status, trainer, error)
-            for line in summary(record, best_psnr=best_psnr, last=last, gan=is_gan(cfg)):
+            for line in summary(record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=cfg.get("resume_hint")):
                 log.info(line)
         _finish_wandb()
 
