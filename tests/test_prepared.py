@@ -235,3 +235,19 @@ def test_data_benchmark_runs_and_prepared_beats_decoding(tmp_path: Path, monkeyp
     assert per_worker["prepared, a map per crop"] >= 10 * per_worker["raw PNG decode"]  # the issue's target
     assert figures["loader"][0] > 0
     assert (tmp_path / "div2k_like_v1_1" / "HR.prepared" / MANIFEST).is_file()
+
+
+def test_an_out_folder_elsewhere_names_the_link_training_needs(tmp_path: Path, capsys) -> None:
+    """Training reads only `<folder>.prepared`: a folder prepared with --out elsewhere is said to need a link."""
+    from sr_gan.data.prepare import main
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(src / "a.png"))
+    main([str(src), "--out", str(tmp_path / "fast" / "photos.prepared"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert f"ln -s {tmp_path / 'fast' / 'photos.prepared'} {src}.prepared" in out
+    os.symlink(tmp_path / "fast" / "photos.prepared", f"{src}.prepared")
+    assert open_prepared(src).names == ["a.png"]  # the link is what training opens
+    main([str(src), "--no-progress"])
+    assert "ln -s" not in capsys.readouterr().out

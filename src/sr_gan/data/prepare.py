@@ -3,7 +3,8 @@
     python -m sr_gan.data.prepare data/DIV2K/DIV2K_train_HR data/DIV2K/DIV2K_train_LR_bicubic/X4
     python -m sr_gan.data.prepare photos/ --out /fast/disk/photos.prepared [--verify]
 
-Each folder goes to `<folder>.prepared` beside it unless --out names one output per folder. A
+Each folder goes to `<folder>.prepared` beside it unless --out names one output per folder (training
+reads `<folder>.prepared` only: the tool then prints the `ln -s` that puts it there). A
 second run keeps what is prepared and current and rebuilds what changed (resumable). An image that
 cannot be read is named at the end, the others are still prepared, and the exit status is 2.
 """
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         try:  # one folder's bad image does not stop the others
             check_writable(out or prepared_dir(folder), key="--out")  # the default too: --out is the fix
             prepared = prepare_folder(folder, out, progress=args.progress)
+            _say_where_training_reads(folder, prepared)
             if args.verify:
                 PreparedImages(prepared).verify(progress=args.progress)
                 print(f"{prepared}: every checksum matches")
@@ -42,6 +44,13 @@ def main(argv: list[str] | None = None) -> None:
             failed = True
     if failed:
         raise SystemExit(2)
+
+
+def _say_where_training_reads(folder: Path, prepared: Path) -> None:
+    """Training reads only `<folder>.prepared` (data.use_prepared): an --out elsewhere needs a link."""
+    default = prepared_dir(folder)
+    if default.resolve() != Path(prepared).resolve():
+        print(f"note: training reads {default}, not {prepared}: link it, ln -s {Path(prepared).resolve()} {default}")
 
 
 if __name__ == "__main__":
