@@ -18,9 +18,10 @@ overrides (key=value, see conf/compare.yaml):
 Works offline from what each run folder holds (config.yaml, .hydra/, csv/metrics.csv, samples/):
 no W&B account, no checkpoint loading. Writes into out_dir:
   table.md / table.csv / table.json  one row per run: the config keys that differ between the
-        runs (Hydra group choices such as `loss`, then other keys), status (done, running,
-        crashed), best and last val/psnr and val/ssim with the batch they come from, the bicubic
-        baseline, batches done, wall time and batches/s (run.json, else file times), LPIPS if logged
+        runs (Hydra group choices such as `loss`, then other keys), status (done, preempted,
+        interrupted, failed as run.json says; else running or crashed), best and last val/psnr
+        and val/ssim with the batch they come from, the bicubic baseline, batches done, wall time
+        and batches/s (run.json, else file times), LPIPS if logged
   curves.png   val/psnr and the smoothed G / D losses against batches, one line per run
   crops.png    the same validation crops in HR, bicubic and every run at its picked checkpoint
   perception_distortion_val.png   PSNR against LPIPS (or VIF-P without the AlexNet weights),
