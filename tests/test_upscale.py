@@ -149,6 +149,7 @@ def test_output_names_never_hit_an_input(tmp_path: Path) -> None:
     a_png, a_jpg, b_png = tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"
     plan = plan_outputs([a_png, a_jpg, b_png], out_dir=None, suffix="", fmt="png")
     assert "would overwrite an input" in plan[a_png]  # a.png → a.png
+    assert str(plan[a_png]).endswith("keep a suffix (suffix=_x{scale}, the default) or set out_dir= to another folder")
     assert "would overwrite an input" in plan[a_jpg]  # a.jpg → a.png, also an input
     assert "would overwrite an input" in plan[b_png]
     plan = plan_outputs([a_png, a_jpg], out_dir=tmp_path / "out", suffix="_x4", fmt="png")

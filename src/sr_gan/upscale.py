@@ -174,7 +174,10 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
     for source in inputs:
         target = (out_dir or source.parent) / f"{source.stem}{suffix}.{fmt}"
         if target.resolve() in sources:
-            plan[source] = f"output {target} would overwrite an input: set suffix= or out_dir="
+            plan[source] = (
+                f"output {target} would overwrite an input: keep a suffix (suffix=_x{{scale}}, the default) "
+                "or set out_dir= to another folder"
+            )
         elif target.resolve() in taken:
             plan[source] = f"output {target} is also the output of {taken[target.resolve()]}: set out_dir= or rename"
         else:
