@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import random
 import resource
@@ -182,6 +183,9 @@ def test_resuming_with_other_networks_is_refused_in_one_line(make_cfg) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match=r"discriminator\._target_=sr_gan\.archs\.VGGStyleDiscriminator"):
         train(make_cfg("loss=ragan", "discriminator=unet", "trainer.max_steps=2", "ckpt_path=last"))
+    folder = Path(make_cfg().paths.output_dir)  # the refusals left the run's record as the run wrote it
+    assert json.loads((folder / "run.json").read_text())["status"] == "done"
+    assert OmegaConf.load(folder / "config.yaml").model.generator.num_blocks == 1  # what the error points to
 
 
 def test_ckpt_path_forms(tmp_path: Path) -> None:

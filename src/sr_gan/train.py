@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
-from sr_gan.checkpoint_io import is_url
+from sr_gan.checkpoint_io import SafeCheckpointIO, is_url
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -114,6 +114,8 @@ def train(cfg: DictConfig) -> float | None:
     configure_cpu_threads(cfg.get("cpu_threads", "auto"), num_workers=workers, processes_per_node=processes)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
+    if ckpt_path is not None and not is_url(ckpt_path):  # refused before the run's record is rewritten
+        module.check_resumable(SafeCheckpointIO().load_checkpoint(ckpt_path))
     trainer = build_trainer(cfg)
     for name in ("generator", "discriminator"):
         if (network := getattr(module, name)) is not None:

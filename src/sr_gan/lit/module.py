@@ -519,6 +519,14 @@ class SRGANModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of other networks in one line; put the frozen VGG back so that strict
         loading still checks every other key."""
+        self.check_resumable(checkpoint)
+        own_state = self.state_dict()
+        checkpoint["state_dict"].update({k: v for k, v in own_state.items() if k.startswith("perceptual_loss.")})
+
+    def check_resumable(self, checkpoint: dict[str, Any]) -> None:
+        """A one-line UserError when `checkpoint` holds other networks than this module (or another
+        stage: with or without a discriminator). sr_gan.train also calls it before it writes the run's
+        config.yaml and run.json, so that a refused resume leaves the earlier run's record intact."""
         stored = checkpoint.get("sr_gan", {})
         weights = checkpoint.get("state_dict", {})
         if weights and any(k.startswith("discriminator.") for k in weights) != (self.discriminator is not None):
@@ -537,8 +545,6 @@ class SRGANModule(L.LightningModule):
                     f"the checkpoint holds another {name} ({'; '.join(differ[:4])}): resume with the "
                     "settings of the run that wrote it (its config.yaml), or start a new run with model.init_from"
                 )
-        own_state = self.state_dict()
-        checkpoint["state_dict"].update({k: v for k, v in own_state.items() if k.startswith("perceptual_loss.")})
 
 
 def _differences(theirs: Any, ours: Any, *, prefix: str) -> list[str]:
