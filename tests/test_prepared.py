@@ -12,6 +12,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
+from sr_gan.config import check_data_folders
 from sr_gan.data import prepared as prepared_module
 from sr_gan.data.datasets import read_image
 from sr_gan.data.prepared import JOURNAL, MANIFEST, PreparedImages, open_prepared, prepare_folder, prepared_dir
@@ -153,6 +154,19 @@ def test_changed_added_and_removed_sources(source: Path) -> None:
     assert after["a.png.npy"] != before["a.png.npy"] and after["b.png.npy"] == before["b.png.npy"]
     assert not (out / "c.png.npy").exists()  # a removed source's array goes too
     assert [e["name"] for e in json.loads((out / MANIFEST).read_text())["images"]] == images.names
+
+
+def test_training_refuses_an_out_of_date_prepared_folder_at_start_up(source: Path, make_cfg) -> None:
+    """Before the run folder is written (it was refused from the data module, leaving a failed run)."""
+    cfg = make_cfg("data=folder", f"data.train_hr_dir={source}", f"data.val_hr_dir={source}")
+    check_data_folders(cfg)  # never prepared: decoded from the PNGs
+    prepare_folder(source, progress=False)
+    check_data_folders(cfg)  # current
+    write_images(source, {"d.png": (12, 12)})
+    with pytest.raises(UserError, match=r"changed since it was prepared .*\(d\.png\): run python -m sr_gan"):
+        check_data_folders(cfg)
+    cfg.data.use_prepared = False
+    check_data_folders(cfg)  # the PNGs are read: nothing to refuse
 
 
 @pytest.mark.slow  # the CLI in a subprocess

@@ -150,15 +150,22 @@ DATA_FOLDER_KEYS = ("train_hr_dir", "train_lr_dir", "val_hr_dir", "val_lr_dir")
 
 
 def check_data_folders(cfg: DictConfig) -> None:
-    """Refuse at start-up, in one line, a data folder that does not exist (not after the run folder,
-    the loggers and the networks are made); a data set that makes its folders (`data.prepare`,
-    the demo photos) is skipped."""
+    """Refuse at start-up, in one line, a data folder that does not exist, or a training folder whose
+    ``<folder>.prepared`` is half-prepared or out of date (not after the run folder, the loggers and
+    the networks are made); a data set that makes its folders (`data.prepare`, the demo photos) is
+    skipped."""
     if cfg.data.get("prepare") is not None:
         return
     for key in DATA_FOLDER_KEYS:
         folder = cfg.data.get(key)
         if folder is not None and not Path(folder).is_dir():
             raise UserError(f"data.{key}={folder} does not exist: {_data_fix(cfg, str(folder))}")
+    if cfg.data.get("use_prepared"):
+        from sr_gan.data.prepared import open_prepared  # numpy memory maps: only for training runs
+
+        for key in ("train_hr_dir", "train_lr_dir"):
+            if (folder := cfg.data.get(key)) is not None:
+                open_prepared(folder)  # None when never prepared; a UserError naming the rerun command
 
 
 def _data_fix(cfg: DictConfig, folder: str) -> str:
