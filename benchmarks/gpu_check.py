@@ -31,6 +31,9 @@ summary always comes out:
    (``benchmarks.bench_degradation``), and at the ESRGAN step's batch against that step.
 6. data path: crops/s per worker, raw PNG decode vs prepared, and a DataLoader with 8 and 16
    workers, on those PNGs.
+6b. train smoke in ``trainer.precision=16-mixed`` (Lightning's GradScaler on CUDA; a CPU dry run
+   becomes bf16-mixed): it must train, validate and checkpoint like item 4, and its logged
+   gradient norms, beside item 4's, say whether the norms and the clipping see unscaled gradients.
 7. the other eager steps (SRGAN, PSNR SRResNet + MSE; fp32 and bf16 + channels_last of every
    stage), as the budget allows (the H200 run of 2026-11-26 has them all).
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import signal
@@ -278,6 +282,7 @@ class Check:
             "upscale": [],
             "degradation": {},
             "train_smoke": {},
+            "train_smoke_fp16": {},
             "targets": [],
             "items": [],
         }
@@ -477,14 +482,16 @@ class Check:
         self.summary["degradation"] = figures
         return figures
 
-    def smoke(self) -> dict[str, Any]:
-        """A real training run of experiment=esrgan_x4 on the generated images (see the module docstring)."""
+    def smoke(self, key: str = "train_smoke", precision: str | None = None) -> dict[str, Any]:
+        """A real training run of experiment=esrgan_x4 on the generated images (see the module
+        docstring), recorded as `key`; `precision` replaces the mode's ``trainer.precision``."""
         hr_dir, lr_dir = self.images()
         from sr_gan.data.prepared import prepare_folder
 
         for folder in (hr_dir, lr_dir):
             prepare_folder(folder, progress=False)  # kept if the data item prepared it already
-        run_dir, clock = self.work / "smoke", self.work / "smoke_clock.json"
+        run_dir, clock = self.work / key, self.work / f"{key}_clock.json"
+        overrides = [o for o in self.mode.smoke_overrides if not (precision and o.startswith("trainer.precision="))]
         args = [
             "experiment=esrgan_x4",
             "logger=csv",
@@ -504,7 +511,8 @@ class Check:
             "+callbacks.clock._target_=benchmarks.clock.StepClock",
             f"+callbacks.clock.path={clock}",
             f"+callbacks.clock.skip={min(20, self.mode.smoke_batches // 4)}",  # start-up left out
-            *self.mode.smoke_overrides,
+            *overrides,
+            *([f"trainer.precision={precision}"] if precision else []),
         ]
         began = time.perf_counter()
         done = run_cli("sr_gan.train", args, timeout=max(30.0, self.remaining()))
@@ -524,7 +532,7 @@ class Check:
             "ok": done.returncode == 0 and logged["validations"] > 0 and {"best.ckpt", "last.ckpt"} <= set(checkpoints),
             "log_tail": (done.stdout + done.stderr).strip().splitlines()[-15:],
         }
-        self.summary["train_smoke"] = result
+        self.summary[key] = result
         if not result["ok"]:
             raise RuntimeError(f"the training smoke run failed (exit {done.returncode}): {result['log_tail'][-1:]}")
         return result
@@ -575,6 +583,8 @@ class Check:
         self.item("upscale", NEEDS_S["upscale"], self.upscale)
         self.item("degradation", NEEDS_S["degradation"], self.degradation)
         self.item("data path", NEEDS_S["data"], self.data)
+        # Lightning's GradScaler on CUDA (a CPU dry run becomes bf16-mixed): norms, clipping, skipped overflows
+        self.item("train smoke 16-mixed", NEEDS_S["smoke"], lambda: self.smoke("train_smoke_fp16", "16-mixed"))
         for stage, config in STEPS:
             if not (stage in PROFILED and config == "bf16"):  # the targets' steps ran first
                 self.item(f"step {stage} {config}", NEEDS_S["step"], lambda s=stage, c=config: self.step(s, c))
@@ -596,10 +606,22 @@ def _logged(metrics: Path) -> dict[str, Any]:
     def median(key: str) -> float | None:
         return statistics.median(row[key] for row in speed) if speed else None
 
+    norms = {
+        player: [row[f"train/grad_norm_{player}"] for row in rows if f"train/grad_norm_{player}" in row]
+        for player in ("g", "d")
+    }
     return {
         "validations": sum(1 for row in rows if "val/psnr" in row),
         "logged_it_s": median("time/batches_per_s"),
         "data_share": median("time/data_share"),
+        # the logged gradient norms: a 16-mixed run's near the bf16 run's says they are unscaled
+        "grad_norms": {
+            player: {
+                "median": statistics.median(finite) if (finite := [v for v in values if math.isfinite(v)]) else None,
+                "non_finite": len(values) - len(finite),
+            }
+            for player, values in norms.items()
+        },
     }
 
 

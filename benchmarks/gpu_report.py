@@ -123,6 +123,22 @@ def plain_profile_lines(plain: dict[str, Any] | None) -> list[str]:
     return ["", f"The plain loop's batch, profiled the same way: {plain['step_ms']:.1f} ms{busy}{launches}."]
 
 
+def smoke_line(smoke: dict[str, Any]) -> str:
+    """A train smoke run in one sentence: exit, speed, validations, checkpoints, logged gradient norms."""
+    norms = ", ".join(
+        f"{player.upper()} {_num(n['median'], '.3g')} ({n['non_finite']} logged NaN/Inf)"
+        for player, n in smoke.get("grad_norms", {}).items()
+    )
+    return (
+        f"{'OK' if smoke['ok'] else '**FAILED**'}: exit {smoke['returncode']}, {smoke['batches']} batches in "
+        f"{smoke['seconds']:.0f} s wall, {_num(smoke.get('it_s'))} it/s while training (the run's own "
+        f"time/batches_per_s: {_num(smoke.get('logged_it_s'))}, "
+        f"time/data_share: {_num(smoke.get('data_share'), '.1%')}), "
+        f"{smoke['validations']} validation(s), checkpoints {', '.join(smoke['checkpoints']) or 'none'}; "
+        f"median logged gradient norm {norms or 'not logged'}."
+    )
+
+
 def _num(value: Any, spec: str = ",.2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -258,22 +274,11 @@ def markdown(summary: dict[str, Any]) -> str:
     if degradation := summary.get("degradation"):
         lines += ["", "## Real-ESRGAN degradation (conf/degradation/realesrgan.yaml)", ""]
         lines += degradation_lines(degradation)
-    smoke = summary.get("train_smoke")
-    if smoke:
-        lines += [
-            "",
-            "## Train smoke run",
-            "",
-            f"`{smoke['command']}`",
-            "",
-            f"{'OK' if smoke['ok'] else '**FAILED**'}: exit {smoke['returncode']}, {smoke['batches']} batches in "
-            f"{smoke['seconds']:.0f} s wall, {_num(smoke.get('it_s'))} it/s while training (the run's own "
-            f"time/batches_per_s: {_num(smoke.get('logged_it_s'))}, "
-            f"time/data_share: {_num(smoke.get('data_share'), '.1%')}), "
-            f"{smoke['validations']} validation(s), checkpoints {', '.join(smoke['checkpoints']) or 'none'}.",
-        ]
-        if not smoke["ok"]:
-            lines += ["", "```", *smoke.get("log_tail", []), "```"]
+    for key, title in (("train_smoke", "Train smoke run"), ("train_smoke_fp16", "Train smoke run, 16-mixed")):
+        if smoke := summary.get(key):
+            lines += ["", f"## {title}", "", f"`{smoke['command']}`", "", smoke_line(smoke)]
+            if not smoke["ok"]:
+                lines += ["", "```", *smoke.get("log_tail", []), "```"]
     problems = [i for i in summary.get("items", []) if i.get("status") != "ok"]
     if problems:
         lines += ["", "## Skipped or failed", ""]

@@ -214,6 +214,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
         "upscale",
         "degradation",
         "train_smoke",
+        "train_smoke_fp16",
         "targets",
     }
     assert expected <= set(summary) and summary["dry_run"] is True
@@ -256,8 +257,12 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     assert smoke["ok"] and smoke["validations"] >= 1 and smoke["it_s"] > 0
     assert smoke["logged_it_s"] > 0 and 0 <= smoke["data_share"] < 1  # the run's own time/* (SpeedMonitor)
     assert {"best.ckpt", "last.ckpt"} <= set(smoke["checkpoints"])
+    assert smoke["grad_norms"]["g"]["median"] > 0 and smoke["grad_norms"]["d"]["non_finite"] == 0
+    fp16 = summary["train_smoke_fp16"]  # on a CPU Lightning runs it in bf16-mixed: the item's code path
+    assert fp16["ok"] and "trainer.precision=16-mixed" in fp16["command"] and "32-true" not in fp16["command"]
     text = (out / gpu_report.MARKDOWN_NAME).read_text()
     assert "**Dry run**" in text and all(stage in text for stage in STAGES)
+    assert "## Train smoke run, 16-mixed" in text and "median logged gradient norm G " in text
 
 
 def test_the_sync_recorder_counts_sync_warnings_by_call_site() -> None:
