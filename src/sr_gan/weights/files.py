@@ -31,13 +31,15 @@ class UnsafeCheckpointError(UserError):
     """A torch file needs more than `weights_only=True` allows, i.e. it holds pickled objects."""
 
 
-def load_state_file(path: str | Path) -> dict[str, Any]:
+def load_state_file(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load a weight file as plain containers of tensors, without unpickling arbitrary objects.
 
     The format is read off the file's first bytes (`file_format`), whatever its name: safetensors
     gives `{"tensors": {name: Tensor}, "metadata": {str: str}}`, a torch file is read with
     `torch.load(map_location="cpu", weights_only=True)` and returned as is; anything else is a
-    one-line UserError (a `.safetensors` name gets safetensors' own reason).
+    one-line UserError (a `.safetensors` name gets safetensors' own reason). With `mmap` a
+    zip-format torch file is mapped rather than read (a tensor's bytes are read when it is used):
+    a look at a checkpoint's keys and metadata costs milliseconds, not the whole file.
     """
     path = Path(path)
     if not path.is_file():
@@ -53,7 +55,7 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
             f"{f'it starts with {head[:8]!r}' if head else 'it is empty'}): "
             "pass an sr_gan .ckpt, an exported .safetensors or a .pth of weights; download or export it again"
         )
-    return _load_torch(path)
+    return _load_torch(path, mmap=mmap and head.startswith(ZIP_MAGIC))  # the legacy pickle format cannot map
 
 
 def file_format(head: bytes, size: int) -> str | None:
@@ -84,10 +86,10 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         ) from None
 
 
-def _load_torch(path: Path) -> dict[str, Any]:
+def _load_torch(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """`torch.load(weights_only=True)` of `path`; the pickled-objects refusal only for a rejected global."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except UnpicklingError as err:
         if found := re.search(r"Unsupported global: GLOBAL (\S+)", str(err)):
             raise UnsafeCheckpointError(
