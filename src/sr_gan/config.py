@@ -136,9 +136,9 @@ def precision_advice(cfg: DictConfig) -> str | None:
     for bf16, so such a run is slower than it need be."""
     if cfg.trainer.get("precision") != "bf16-mixed" or cfg.trainer.get("accelerator") == "cpu":
         return None
-    if not torch.cuda.is_available() or torch.cuda.get_device_capability() >= (8, 0):
+    if not torch.cuda.is_available() or (capability := torch.cuda.get_device_capability()) >= (8, 0):
         return None
-    major, minor = torch.cuda.get_device_capability()
+    major, minor = capability
     return (
         f"trainer.precision=bf16-mixed on {torch.cuda.get_device_name()} (compute capability {major}.{minor}): "
         "GPUs before 8.0 have no bf16 tensor cores; trainer.precision=16-mixed (fp16 with a loss scale) uses "
