@@ -26,14 +26,22 @@ def run_module(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    own_session: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m <module> <args>` in `cwd`: src first on PYTHONPATH, W&B offline and silent
-    (unless `env` says otherwise), `env` merged over os.environ; output captured as text."""
+    (unless `env` says otherwise), `env` merged over os.environ; output captured as text.
+    `own_session`: in a process group of its own (a signal to its group reaches no one else)."""
     extra = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     merged = {**os.environ, **extra}
     merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), merged.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=merged, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=merged,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=own_session,
     )
 
 
@@ -102,14 +110,20 @@ class SigtermDuring(L.Callback):
 
 
 class CtrlCDuring(L.Callback):
-    """Raises KeyboardInterrupt (a Ctrl-C) while batch `batch` runs."""
+    """Presses Ctrl-C `times` times while batch `batch` runs: SIGINT to this process, or with `group`
+    to its whole process group, as a terminal sends it (the run's loader workers too; the test
+    starts the run in a session of its own)."""
 
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
+    def __init__(self, batch: int, times: int = 1, group: bool = False) -> None:
+        self.batch, self.times, self.group = batch, times, group
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
         if trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
-            raise KeyboardInterrupt
+            for _ in range(self.times):
+                if self.group:
+                    os.killpg(os.getpgid(0), signal.SIGINT)
+                else:
+                    os.kill(os.getpid(), signal.SIGINT)
 
 
 class OtherStartOnRank1(L.Callback):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import http.server
 import json
@@ -20,6 +21,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from sr_gan.callbacks import CTRL_C_NOTICE
 from sr_gan.checkpoint_io import SafeCheckpointIO, load_run_checkpoint
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
@@ -30,6 +32,7 @@ TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module
 
 _REWRITER = """
 import sys, torch
+from sr_gan.callbacks import CTRL_C_NOTICE
 from sr_gan.checkpoint_io import SafeCheckpointIO, load_run_checkpoint
 io, path = SafeCheckpointIO(), sys.argv[1]
 for version in range(1, 1000):
@@ -129,6 +132,38 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path: Path) -> N
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     again = torch.load(last, weights_only=True)
     assert again["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == done + 1
+
+
+@pytest.mark.slow
+def test_a_terminal_ctrl_c_stops_after_the_step_with_the_loader_workers_alive(tmp_path: Path) -> None:
+    """A terminal sends Ctrl-C to every process of the run, the loader workers too (here: SIGINT to
+    the run's own process group during batch 3, the first half of an accumulated iteration). The
+    workers ignore it, so the run can finish the iteration (batch 4, from the workers) and its
+    validation: last.ckpt holds batch 4, the run exits 130 and prints the notice once. (The
+    workers, ended by the signal, took the run down with "error: [Errno 2] No such file or
+    directory" and no checkpoint.)"""
+    run_dir = tmp_path / "run"
+    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=3"]
+    child = run_module(
+        "sr_gan.train",
+        *TINY_CLI,
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=100",
+        "trainer.val_check_interval=2",
+        "optim.accumulate_batches=2",
+        "data.num_workers=2",
+        *ctrl_c,
+        "+callbacks.ctrl_c.group=true",
+        own_session=True,
+    )
+    assert child.returncode == 130, child.stderr[-3000:]
+    assert child.stderr.count(CTRL_C_NOTICE) == 1, child.stderr[-3000:]
+    assert "Traceback" not in child.stderr
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+    with (run_dir / "csv" / "metrics.csv").open() as rows:
+        assert [r["step"] for r in csv.DictReader(rows) if r.get("val/psnr")] == ["3"]  # Lightning's step: batch 4
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
 
 
 # ---------------------------------------------------------------------------- resuming: what and from where

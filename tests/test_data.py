@@ -486,3 +486,32 @@ def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(f
     val = [transfer(dm, b) for b in dm.val_dataloader()]
     assert torch.equal(val[0]["lr"], transfer(dm, next(iter(dm.val_dataloader())))["lr"])  # fixed per image
     assert second["lr"].shape == first["lr"].shape
+
+
+def test_loader_workers_ignore_ctrl_c_and_keep_lightnings_worker_seeding(
+    div2k: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's start ignores SIGINT (the main process answers a terminal's Ctrl-C) and, under
+    ``seed_everything(workers=True)``, seeds the worker's RNGs as Lightning's own start would have:
+    a loader's own worker start takes the place of Lightning's."""
+    import random
+    import signal
+
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    dm = SRDataModule(train_hr_dir=div2k["hr"], val_hr_dir=div2k["hr"], scale=4, patch_size=32, num_workers=2)
+    dm.setup("fit")
+    start = dm.train_dataloader().worker_init_fn
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    drawn = []
+    for init in (start, lambda worker: pl_worker_init_function(worker, rank=0)):
+        torch.manual_seed(7)  # as torch seeds a worker before its start
+        before = signal.getsignal(signal.SIGINT)
+        try:
+            init(1)
+            drawn.append((signal.getsignal(signal.SIGINT), torch.rand(2), np.random.rand(2), random.random()))
+        finally:
+            signal.signal(signal.SIGINT, before)
+    ours, lightnings = drawn
+    assert ours[0] is signal.SIG_IGN and lightnings[0] is not signal.SIG_IGN
+    assert torch.equal(ours[1], lightnings[1]) and np.array_equal(ours[2], lightnings[2]) and ours[3] == lightnings[3]

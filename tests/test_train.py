@@ -438,20 +438,54 @@ def test_a_sigterm_in_the_last_batch_ends_the_job_as_preempted_without_its_test_
     assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
 
 
-def test_a_ctrl_c_is_recorded_as_interrupted_with_how_to_resume(make_cfg, tmp_path, caplog) -> None:
-    """Lightning answers a Ctrl-C with exit status 1: the record says interrupted (not failed, error "1")
-    and the closing lines say how to resume from the last checkpoint."""
-    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=4"]
+def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(make_cfg, tmp_path, caplog) -> None:
+    """A Ctrl-C during batch 2, long before the first validation: the run ends after that batch with
+    a resumable last.ckpt (Lightning's own Ctrl-C saved nothing: the batches were lost), status 130,
+    the record says interrupted and the closing lines say how to resume; resumed, it goes on."""
+    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=2"]
+    common = ["trainer.val_check_interval=10", "test=false"]
+    with pytest.raises(SystemExit) as stopped, caplog.at_level(logging.INFO, logger="sr_gan"):
+        train(make_cfg("trainer.max_steps=10", *common, *ctrl_c))
+    assert stopped.value.code == 130
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["error"], record["batches"]) == ("interrupted", None, 2)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert (
+        torch.load(last, weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    )
+    assert f"resume: the same command with ckpt_path={tmp_path}" in caplog.messages
+    assert any(m.startswith("Ctrl-C: saved a resumable checkpoint after batch 2") for m in caplog.messages)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the fit put Python's handler back
+
+    train(make_cfg("trainer.max_steps=3", *common, "ckpt_path=last"))
+    assert (
+        torch.load(last, weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 3
+    )
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(make_cfg, tmp_path) -> None:
+    """Two Ctrl-Cs during batch 2: the second one stops the run at once, as Lightning does (exit
+    status 1, no checkpoint written for it), and the record still says interrupted, not failed."""
+    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=2"]
     sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-Cs while it shuts down
     try:
-        with pytest.raises(SystemExit) as stopped, caplog.at_level(logging.INFO, logger="sr_gan.train"):
-            train(make_cfg("trainer.max_steps=6", "trainer.val_check_interval=2", "test=false", *ctrl_c))
+        with pytest.raises(SystemExit) as stopped:
+            train(
+                make_cfg(
+                    "trainer.max_steps=10",
+                    "trainer.val_check_interval=10",
+                    "test=false",
+                    *ctrl_c,
+                    "+callbacks.ctrl_c.times=2",
+                )
+            )
     finally:
         signal.signal(signal.SIGINT, sigint)
     assert stopped.value.code == 1
     record = json.loads((tmp_path / "run.json").read_text())
-    assert (record["status"], record["error"], record["batches"]) == ("interrupted", None, 3)
-    assert f"resume: the same command with ckpt_path={tmp_path}" in caplog.messages
+    assert (record["status"], record["error"], record["batches"]) == ("interrupted", None, 1)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
 def test_rng_states_travel_in_the_checkpoint() -> None:

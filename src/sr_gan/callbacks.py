@@ -1,11 +1,12 @@
 """Training callbacks: a batch budget and its progress bar, the speed on the logging interval, RNG
-states in checkpoints, a checkpoint on pre-emption."""
+states in checkpoints, a checkpoint on pre-emption and Ctrl-C."""
 
 from __future__ import annotations
 
 import logging
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -156,7 +157,8 @@ class RNGState(L.Callback):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM (a cluster pre-empting the job), save a resumable checkpoint before exiting.
+    """On SIGTERM (a cluster pre-empting the job) or a first Ctrl-C (SIGINT), save a resumable
+    checkpoint before exiting: a run stopped before its first validation keeps its batches too.
 
     The signal only sets a flag. After each batch (under DDP: each batch of the logging interval,
     where the run reads device values anyway) the flag is read, under DDP combined over the ranks
@@ -166,8 +168,11 @@ class PreemptionCheckpoint(L.Callback):
     checkpoint holds no half-accumulated gradients) and after a validation due there; a signal
     that comes after the last batch's check stops the run when the fit ends (no test stage). Then
     this writes `<dirpath>/last.ckpt` (atomically, through the trainer's checkpoint plugin) and
-    `sr_gan.train` exits with status 143 (128 + SIGTERM) so that a job script can requeue it.
-    `ckpt_path=last` resumes from it.
+    `sr_gan.train` exits with status 143 (128 + SIGTERM) so that a job script can requeue it, or
+    130 (128 + SIGINT) after a Ctrl-C. `ckpt_path=last` resumes from it. A second Ctrl-C stops at
+    once, as Lightning does, without that checkpoint (a hung loader must not hold the terminal).
+    Data-loader workers ignore Ctrl-C (`sr_gan.data.datamodule.WorkerStart`): a terminal sends it
+    to them too, and a worker it ended took down the run's next validation.
 
     It replaces Lightning's handler for the training loop: under DDP that one broadcasts from inside
     the signal handler and stops each rank on its own, which deadlocked two ranks (Lightning 2.6:
@@ -182,7 +187,9 @@ class PreemptionCheckpoint(L.Callback):
 
     def __init__(self, dirpath: str | Path, filename: str = "last") -> None:
         self.path = Path(dirpath) / f"{filename}.ckpt"
-        self.requested = False  # SIGTERM received by this process
+        self.requested = False  # SIGTERM or Ctrl-C received by this process
+        self.ctrl_c = False  # ... and it was a Ctrl-C: the run ends as interrupted, not pre-empted
+        self._announce = False  # this process prints the Ctrl-C notice (rank 0)
         self.stopping = False  # some rank received it: every rank stops at the end of an iteration
         self.stop_now = False  # Lightning's flag is set: the loop stops after this batch
         self.saving = False  # writing the pre-emption's checkpoint
@@ -191,13 +198,22 @@ class PreemptionCheckpoint(L.Callback):
         # a signal before this point (sanity check, loaders) met Lightning's handler: take it over
         self.requested, self.stopping, self.stop_now = trainer.received_sigterm, False, False
         self._lightning_flag(trainer, False)
+        self.ctrl_c, self._announce = False, trainer.is_global_zero
         if threading.current_thread() is threading.main_thread():  # Lightning puts back the pre-fit handlers
             signal.signal(signal.SIGTERM, self._request)
+            signal.signal(signal.SIGINT, self._request_by_ctrl_c)
         if trainer.world_size > 1 and hasattr(trainer.fit_loop.epoch_loop, "_broadcast_sigterm_tensor"):
             trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = _combined_on_the_logging_interval
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
+
+    def _request_by_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        if self.ctrl_c:  # the second one: stop now (Lightning's KeyboardInterrupt shutdown)
+            raise KeyboardInterrupt
+        self.requested = self.ctrl_c = True
+        if self._announce:  # from a signal handler: no logging lock taken
+            sys.stderr.write(f"\n{CTRL_C_NOTICE}\n")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         batches = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # this one included
@@ -236,11 +252,17 @@ class PreemptionCheckpoint(L.Callback):
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             self.saving = True
             try:
-                trainer.save_checkpoint(self.path)
+                trainer.save_checkpoint(self.path, weights_only=False)  # a resumable one, said (no notice)
             finally:
                 self.saving = False
             batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-            log.warning("SIGTERM: saved a resumable checkpoint after batch %d to %s", batches, self.path)
+            how = "Ctrl-C" if self.ctrl_c else "SIGTERM"
+            log.warning("%s: saved a resumable checkpoint after batch %d to %s", how, batches, self.path)
+
+
+CTRL_C_NOTICE = (
+    "Ctrl-C: stopping after this training step, with a resumable last.ckpt (Ctrl-C again: at once, without it)"
+)
 
 
 def _combined_on_the_logging_interval() -> None:

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.callbacks import BatchBudget, BudgetProgressBar
+from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
 from sr_gan.checkpoint_io import is_url, load_run_checkpoint
 from sr_gan.config import (
     check_data_folders,
@@ -65,6 +65,12 @@ def build_module(cfg: DictConfig) -> SRGANModule:
 
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: a Ctrl-C (its checkpoint saved)
+
+
+def stopped_by_ctrl_c(trainer: L.Trainer) -> bool:
+    """Whether the signal that stopped the fit was this process's Ctrl-C (else a SIGTERM)."""
+    return any(isinstance(c, PreemptionCheckpoint) and c.ctrl_c for c in trainer.callbacks)
 
 
 def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
@@ -150,12 +156,18 @@ def train(cfg: DictConfig) -> float | None:
         metric = trainer.callback_metrics.get(cfg.optimized_metric)
         return None if metric is None else float(metric)
     except SIGTERMException:  # the checkpoint is saved (callbacks.PreemptionCheckpoint)
+        if stopped_by_ctrl_c(trainer):
+            status = "interrupted"
+            raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         status = "preempted"
         raise SystemExit(PREEMPTED_EXIT_CODE) from None
     except SystemExit:
-        if trainer.interrupted:  # Ctrl-C: Lightning tears the run down and exits with status 1
+        if trainer.interrupted:  # a second Ctrl-C: Lightning tears the run down and exits with status 1
             status = "interrupted"
         raise
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's checkpoint was written (the last one stays)
+        status = "interrupted"
+        raise SystemExit(1) from None
     except BaseException as err:
         error = err
         raise

@@ -13,14 +13,18 @@ validation set over DDP ranks itself, without padding (the trainer sets
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import get_start_method
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2.functional import to_dtype
@@ -30,6 +34,22 @@ from sr_gan.data.datasets import TrainPatchDataset, ValImageDataset
 from sr_gan.data.sampler import PatchStream, ShardSampler, mix_seed
 from sr_gan.imageio import MAX_IMAGE_PIXELS
 from sr_gan.ops import BicubicDegradation
+
+
+@dataclass(frozen=True)
+class WorkerStart:
+    """A loader worker's start on rank `rank`. A Ctrl-C in a terminal reaches every process of the
+    run, and a worker it ended took the run's next validation down: workers ignore it, the main
+    process decides what it means (a stop after the batch, with a checkpoint:
+    `sr_gan.callbacks.PreemptionCheckpoint`) and the workers end with it. Then what Lightning's
+    own start does under ``seed_everything(workers=True)``, which a loader's own start replaces."""
+
+    rank: int
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if int(os.environ.get("PL_SEED_WORKERS", 0)):
+            pl_worker_init_function(worker_id, rank=self.rank)
 
 
 class SRDataModule(L.LightningDataModule):
@@ -141,6 +161,7 @@ class SRDataModule(L.LightningDataModule):
             else None,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            worker_init_fn=WorkerStart(self._shard()[0]),
         )
 
     def train_dataloader(self) -> DataLoader:
