@@ -192,14 +192,23 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def test_a_url_checkpoint_that_would_run_code_is_refused(make_cfg, tmp_path: Path, http_folder) -> None:
+    """A URL checkpoint is fetched and checked at start-up, like a file: refused before the run
+    writes its record (it used to fail inside the fit, leaving a run marked failed), in messages
+    that name the URL (not the temporary download), which is removed."""
     folder, url = http_folder
     marker = tmp_path / "pwned.txt"
     torch.save({"state_dict": {}, "payload": _Payload(marker)}, folder / "evil.ckpt")
-    with pytest.raises(UserError, match=r"refused to load.*it needs .*pickled Python objects") as info:
+    with pytest.raises(
+        UserError, match=rf"^{url}/evil.ckpt: refused to load.*it needs .*pickled Python objects"
+    ) as info:
         train(make_cfg(f"ckpt_path={url}/evil.ckpt"))
     assert not marker.exists() and "\n" not in str(info.value)
+    torch.save({"conv_first.weight": torch.zeros(1)}, folder / "weights.pth")
+    with pytest.raises(UserError, match=rf"^ckpt_path={url}/weights.pth holds weights, not a training run's"):
+        train(make_cfg(f"ckpt_path={url}/weights.pth"))
     with pytest.raises(UserError, match="cannot download"):
         train(make_cfg(f"ckpt_path={url}/missing.ckpt"))
+    assert not (tmp_path / "run.json").exists() and not list(tmp_path.glob(".sr_gan-download-*"))
 
 
 def test_resume_from_a_url(make_cfg, tmp_path: Path, http_folder) -> None:
@@ -209,6 +218,7 @@ def test_resume_from_a_url(make_cfg, tmp_path: Path, http_folder) -> None:
     train(make_cfg("trainer.max_steps=3", "test=false", f"ckpt_path={url}/run.ckpt"))
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 3
+    assert not list(tmp_path.glob(".sr_gan-download-*"))  # the download, in the run folder, is gone
 
 
 def test_resuming_with_other_networks_is_refused_in_one_line(make_cfg) -> None:

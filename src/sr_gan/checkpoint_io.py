@@ -17,6 +17,8 @@ from __future__ import annotations
 import errno
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -36,23 +38,34 @@ def is_url(path: str | Path) -> bool:
     return urlparse(str(path)).scheme in ("http", "https")
 
 
-def load_url(url: str) -> dict[str, Any]:
-    """Download `url` to a temporary file and load it like a local checkpoint (weights only)."""
-    with tempfile.TemporaryDirectory(prefix="sr_gan-ckpt-") as folder:
-        local = Path(folder) / "checkpoint.ckpt"
+@contextmanager
+def downloaded(url: str, *, folder: str | Path | None = None) -> Iterator[Path]:
+    """`url` downloaded into a temporary file in `folder` (default: the system's), removed when the
+    block ends. A UserError raised in the block names `url`, not the temporary file."""
+    if folder is not None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".sr_gan-download-", dir=folder) as temporary:
+        local = Path(temporary) / "checkpoint.ckpt"
         log.info("downloading %s", url)
         try:
             download_url_to_file(url, str(local), progress=False)
         except OSError as err:  # URLError and HTTPError are OSErrors
             raise UserError(f"ckpt_path={url}: cannot download it ({err}): check the URL or pass a local file") from err
-        return load_state_file(local)
+        try:
+            yield local
+        except UserError as err:
+            err.args = tuple(str(arg).replace(str(local), url) for arg in err.args)
+            raise
 
 
 def load_run_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """A training run's checkpoint (a local file or an http(s) URL), read code-free; weights alone
     are a one-line UserError naming model.init_from. `mmap` maps a local file instead of reading it:
     sr_gan.train's look at the networks a checkpoint holds, before Lightning loads it in full."""
-    checkpoint = load_url(str(path)) if is_url(path) else load_state_file(path, mmap=mmap)
+    if is_url(path):
+        with downloaded(str(path)) as local:
+            return load_run_checkpoint(local)
+    checkpoint = load_state_file(path, mmap=mmap)
     if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
         raise UserError(
             f"ckpt_path={path} holds weights, not a training run's checkpoint (last.ckpt, best.ckpt): "

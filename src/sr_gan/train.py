@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
-from sr_gan.checkpoint_io import is_url, load_run_checkpoint
+from sr_gan.checkpoint_io import downloaded, is_url, load_run_checkpoint
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -107,7 +107,16 @@ def train(cfg: DictConfig) -> float | None:
     check_data_folders(cfg)
     if advice := precision_advice(cfg):
         log.warning(advice)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None and is_url(ckpt_path):  # fetched once and checked before anything is written
+        with downloaded(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
+            return _train(cfg, str(local))
+    return _train(cfg, ckpt_path)
+
+
+def _train(cfg: DictConfig, ckpt_path: str | None) -> float | None:
+    """`train` from a local checkpoint (or none)."""
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
         cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
@@ -120,7 +129,7 @@ def train(cfg: DictConfig) -> float | None:
     configure_cpu_threads(cfg.get("cpu_threads", "auto"), num_workers=workers, processes_per_node=processes)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     module = build_module(cfg)
-    if ckpt_path is not None and not is_url(ckpt_path):  # refused before the run's record is rewritten
+    if ckpt_path is not None:  # refused before the run's record is rewritten
         module.check_resumable(load_run_checkpoint(ckpt_path, mmap=True))  # keys and metadata: ms, not GBs
     trainer = build_trainer(cfg)
     for name in ("generator", "discriminator"):
