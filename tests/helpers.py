@@ -119,6 +119,8 @@ class CtrlCDuring(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
         if trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            if self.group and not trainer.is_global_zero:  # one terminal: one signal to the group
+                return
             for _ in range(self.times):
                 if self.group:
                     os.killpg(os.getpgid(0), signal.SIGINT)
