@@ -128,6 +128,18 @@ class CtrlCDuring(L.Callback):
                     os.kill(os.getpid(), signal.SIGINT)
 
 
+class CtrlCAgainWhileSaving(CtrlCDuring):
+    """A first Ctrl-C during batch `batch`, and a second one while its checkpoint is being written."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        self.pressed = trainer.fit_loop.epoch_loop.batch_progress.total.ready >= self.batch
+        super().on_train_batch_start(trainer, *args)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if getattr(self, "pressed", False):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 class OtherStartOnRank1(L.Callback):
     """Rank 1 moves the weights of G, its EMA and D before the strategy's set-up; as the fit starts,
     each rank saves its module's state to `folder`/rank<r>.pt: the strategy must have made them

@@ -488,6 +488,29 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(make_cfg, tmp_path) 
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
+def test_a_second_ctrl_c_while_the_first_ones_checkpoint_is_written_leaves_the_last_one_whole(
+    make_cfg, tmp_path
+) -> None:
+    """The second Ctrl-C lands inside the first one's checkpoint write: the write is abandoned, the
+    last.ckpt of the validation at batch 2 stays as it was (no partial file, no temporary), the run
+    exits 1 and its record says interrupted."""
+    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCAgainWhileSaving", "+callbacks.ctrl_c.batch=3"]
+    sigint = signal.getsignal(signal.SIGINT)
+    cfg = make_cfg("trainer.max_steps=10", "trainer.val_check_interval=2", "test=false", *ctrl_c)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert stopped.value.code == 1
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["error"]) == ("interrupted", None)
+    saved = torch.load(last, weights_only=True)
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_rng_states_travel_in_the_checkpoint() -> None:
     import random
 
