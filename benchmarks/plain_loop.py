@@ -30,16 +30,15 @@ class PlainLoop:
         self.loss_weights, self.ema_decay = module.loss_weights, module.ema_decay
         self.ema_from_weights, self.iteration = module.ema_from_weights, 0
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        for network in (self.g, self.ema, self.d):
-            if network is not None:
-                network.to(memory_format=self.memory_format)
+        trained = [n for n in (self.g, self.d, self.perceptual) if n is not None]  # as SRGANModule.configure_model
+        for network in [*trained, *([self.ema] if self.ema is not None else [])]:
+            network.to(memory_format=self.memory_format)
         self.ema_update = EMAUpdater(self.ema, self.g) if self.ema is not None else None
         self.graphs = module.compile_mode in CUDA_GRAPH_MODES
         if config.compile:
             torch._dynamo.config.suppress_errors = True  # as SRGANModule.configure_model: eager if it fails
-            for network in (self.g, self.d):
-                if network is not None:
-                    network.compile(backend=module.compile_backend, mode=module.compile_mode)
+            for network in trained:
+                network.compile(backend=module.compile_backend, mode=module.compile_mode)
         self.opt_g = module.optimizer_g(self.g.parameters())
         self.opt_d = module.optimizer_d(self.d.parameters()) if self.d is not None else None
         factories = [(module.scheduler_g, self.opt_g), (module.scheduler_d, self.opt_d)]

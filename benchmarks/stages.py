@@ -12,7 +12,7 @@ Sizes:
   paper  the papers' full networks at batch 16, HR 128 px (ESRGAN) / 96 px (SRGAN).
 
 Configs (speed switches, cumulative as a user would turn them on): fp32, bf16 (bf16-mixed),
-bf16+cl (+ channels_last), bf16+cl+compile (+ torch.compile of G and D), bf16+cl+graphs (compiled
+bf16+cl (+ channels_last), bf16+cl+compile (+ torch.compile of G, D and the VGG), bf16+cl+graphs (compiled
 in mode reduce-overhead: CUDA graphs), bf16+cl+graphs+fused (+ fused Adam: the for-each Adam took
 13-16 % of the kernel time on the H200).
 """

@@ -150,3 +150,65 @@ def test_a_compile_mode_it_cannot_honour_is_one_line(make_cfg, capsys) -> None:
             exit_on_user_error(instantiate)(cfg.module)
         [line] = capsys.readouterr().err.strip().splitlines()
         assert line.startswith("error: model.compile_mode=reduce-overhead") and line.endswith("model.compile_mode=null")
+
+
+def test_compiling_keeps_the_result_of_a_gan_step(make_cfg) -> None:
+    """ESRGAN's losses (L1, the VGG19 perceptual loss, RaGAN with the VGG-style D): model.compile
+    reaches the perceptual loss's network too, and G trains exactly as without it."""
+    base = _generator_after(make_cfg, "loss=ragan", "trainer.max_steps=2")
+    torch.manual_seed(0)
+    module, _ = _fit(make_cfg("model.ema_decay=null", "loss=ragan", "trainer.max_steps=2", "model.compile=eager"))
+    _assert_close(base, [p.detach() for p in module.generator.parameters()], rtol=0.0, atol=0.0)
+    compiled = [n for n in ("generator", "discriminator", "perceptual_loss") if getattr(module, n)._compiled_call_impl]
+    assert compiled == ["generator", "discriminator", "perceptual_loss"]
+
+
+def test_channels_last_keeps_the_losses_and_gradients_of_a_gan_step(make_cfg) -> None:
+    """One ESRGAN G step's terms (L1, VGG19 perceptual, RaGAN) and G's gradients in NHWC equal the
+    NCHW ones, up to float rounding. (Weights after a few Adam steps are no test: Adam turns the
+    last-bit differences of near-zero gradients into steps of the learning rate's size.)"""
+    from hydra.utils import instantiate
+
+    from sr_gan.lit import SRGANModule
+
+    cfg = make_cfg("loss=ragan")
+    found = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        module = SRGANModule(**instantiate(cfg.module, _target_="builtins.dict", channels_last=channels_last))
+        module.configure_model()
+        torch.manual_seed(1)
+        lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)  # (B, 3, h, w), (B, 3, 4h, 4w)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        sr = module.generator(lr.contiguous(memory_format=layout))
+        terms = module.generator_losses(sr, hr.contiguous(memory_format=layout))
+        torch.stack(list(terms.values())).sum().backward()
+        found.append((terms, [p.grad for p in module.generator.parameters()]))
+    (nchw, nchw_grads), (nhwc, nhwc_grads) = found
+    assert nchw.keys() == {"pix", "percep", "gan"}
+    _assert_close([*nchw.values()], [*nhwc.values()], rtol=1e-5, atol=1e-7)
+    for a, b in zip(nchw_grads, nhwc_grads, strict=True):  # each gradient as a whole: measured <= 2e-3 of its
+        # norm, from the GAN term (through D's BatchNorm; the perceptual term 3e-4, L1 2e-7): another order of
+        # sums, grown by deep random networks. A layout mistake (channels mixed up) is off by the whole norm.
+        assert torch.linalg.vector_norm(a - b) <= 1e-2 * torch.linalg.vector_norm(a)
+
+
+def test_channels_last_reaches_every_convolution_of_a_gan_step(make_cfg) -> None:
+    """model.channels_last=true: every convolution of an ESRGAN step (G, D and the perceptual loss's
+    VGG19) sees NHWC weights and input and gives NHWC output. A network left in NCHW converts its
+    weights at each call, one more kernel per convolution on a GPU (the VGG did)."""
+    from torch import nn
+
+    seen: dict[str, list[bool]] = {"generator": [], "discriminator": [], "perceptual_loss": []}
+
+    def watch(module) -> None:  # noqa: ANN001
+        for name, calls in seen.items():
+            for conv in (m for m in getattr(module, name).modules() if isinstance(m, nn.Conv2d)):
+                conv.register_forward_hook(
+                    lambda conv, args, out, calls=calls: calls.append(
+                        all(t.is_contiguous(memory_format=torch.channels_last) for t in (args[0], conv.weight, out))
+                    )
+                )
+
+    _fit(make_cfg("loss=ragan", "model.channels_last=true", "trainer.max_steps=1"), prepare=watch)
+    assert all(calls and all(calls) for calls in seen.values()), {k: (len(v), sum(v)) for k, v in seen.items()}

@@ -72,11 +72,14 @@ class SRGANModule(L.LightningModule):
             k-skip, schedules, EMA and the batch budget count iterations.
         nonfinite_patience: batches in a row with a NaN/Inf loss or gradient after which training
             stops (their steps are skipped where the optimizer can; see `sr_gan.lit.guard`).
-        channels_last: G and D in NHWC memory format (faster convolutions on tensor-core GPUs).
-        compile: ``torch.compile`` G and D in place (state-dict keys unchanged) with this backend
-            (``True``: inductor); a network that fails to compile runs eagerly, with a warning.
+        channels_last: G, D and the perceptual loss's VGG in NHWC memory format (faster
+            convolutions on tensor-core GPUs; a VGG left in NCHW had its weights converted at
+            each call).
+        compile: ``torch.compile`` G, D and the perceptual loss in place (state-dict keys
+            unchanged) with this backend (``True``: inductor); a network that fails to compile
+            runs eagerly, with a warning.
         compile_mode: inductor's ``torch.compile`` mode (``None``: its default); ``reduce-overhead``
-            replays G's and D's kernels as CUDA graphs (the eager step is host-bound on fast GPUs).
+            replays their kernels as CUDA graphs (the eager step is host-bound on fast GPUs).
         num_samples: validation images saved as ``bicubic | SR | HR`` PNG strips.
     """
 
@@ -171,19 +174,18 @@ class SRGANModule(L.LightningModule):
 
     # ------------------------------------------------------------------ set-up
     def configure_model(self) -> None:
-        """The speed switches: memory format and compilation of the trained networks."""
-        networks = [n for n in (self.generator, self.generator_ema, self.discriminator) if n is not None]
-        for network in networks:
+        """The speed switches: memory format and compilation of the networks a training step runs."""
+        trained = [n for n in (self.generator, self.discriminator, self.perceptual_loss) if n is not None]
+        for network in [*trained, *([self.generator_ema] if self.generator_ema is not None else [])]:
             network.to(memory_format=self.memory_format)
         if self.compile_backend is not None and not self._compiled:
             # A backend failure (no C compiler, an unsupported op) falls back to eager, with dynamo's warning.
             torch._dynamo.config.suppress_errors = True
-            for network in (self.generator, self.discriminator):  # not the EMA copy: validation shapes vary
-                if network is not None:
-                    network.compile(backend=self.compile_backend, mode=self.compile_mode)
+            for network in trained:  # not the EMA copy: validation shapes vary
+                network.compile(backend=self.compile_backend, mode=self.compile_mode)
             self._compiled = True
             how = self.compile_backend + (f", mode {self.compile_mode}" if self.compile_mode else "")
-            warnings.warn(f"model.compile={how}: G and D compile on their first batches", stacklevel=2)
+            warnings.warn(f"model.compile={how}: G, D and VGG compile on their first batches", stacklevel=2)
 
     def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler]]:
         optimizers = [self.optimizer_g(self.generator.parameters())]
