@@ -462,6 +462,25 @@ def test_schedules_count_the_batches_that_skip_g(tmp_path: Path) -> None:
     assert [o.optimizer.param_groups[0]["lr"] for o in (opt_g, opt_d)] == [5e-3, 5e-3]
 
 
+def test_schedules_count_iterations_not_micro_batches(tmp_path: Path) -> None:
+    """Accumulating 2 batches an iteration, a milestone at 2: both rates are halved once 2 iterations
+    (4 batches) are done, not after 2 micro-batches; every step of an iteration uses the same rate."""
+
+    def halve_at_2(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
+
+    rates = []
+
+    class Rates(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+            rates.append([o.param_groups[0]["lr"] for o in trainer.optimizers])
+
+    module, opt_g, opt_d = make_module(accumulate_batches=2, scheduler_g=halve_at_2, scheduler_d=halve_at_2)
+    fit(module, fixed_batch(2), tmp_path, batches=6, callbacks=[Rates()])
+    assert (len(opt_g.optimizer.steps), len(opt_d.optimizer.steps)) == (3, 3)
+    assert rates == [[1e-2, 1e-2]] * 4 + [[5e-3, 5e-3]] * 2
+
+
 # ---------------------------------------------------------------------------- EMA and validation
 @pytest.mark.parametrize(
     ("from_weights", "decay", "channels_last"),
