@@ -313,6 +313,13 @@ def test_logged_terms_are_weight_times_independent_loss(tmp_path: Path) -> None:
     torch.testing.assert_close(logged["train/d_fake"], fake.mean(), rtol=1e-5, atol=0)
 
 
+def test_logged_learning_rates_are_each_players(tmp_path: Path) -> None:
+    """``train/lr_g`` is G's rate and ``train/lr_d`` D's (different here, so a swap shows)."""
+    module, _, _ = make_module(optimizer_d=Recorder(lr=3e-3))
+    logged = fit(module, fixed_batch(), tmp_path).callback_metrics
+    assert (float(logged["train/lr_g"]), float(logged["train/lr_d"])) == pytest.approx((1e-2, 3e-3))
+
+
 def test_config_wires_each_weight_to_its_term(make_cfg, tmp_path: Path) -> None:
     """Through Hydra (loss=ragan without the VGG): the recipe's eta and lambda reach the right terms."""
     from sr_gan.train import build_module
