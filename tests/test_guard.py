@@ -150,3 +150,14 @@ def test_a_non_finite_gradient_with_finite_losses_stops_the_run(tmp_path: Path) 
     next(module.discriminator.parameters()).register_hook(lambda grad: grad * float("inf"))
     with pytest.raises(NonFiniteLossError, match=r"train/grad_norm_d became NaN/Inf at batch 1"):
         fit(module, fixed_batch(), tmp_path)
+
+
+def test_the_message_names_the_terms_of_the_first_bad_batch_of_the_streak() -> None:
+    """A NaN spreads: the streak's later batches have more bad terms than its first. The message names
+    those of the first bad batch (where it started), with that batch's number."""
+    guard = NonFiniteGuard(patience=2)
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    guard.update({"l_d_fake": nan, "l_g_pix": one}, batch=3)
+    guard.update({"l_d_fake": nan, "l_g_pix": nan, "grad_norm_g": nan}, batch=4)
+    with pytest.raises(NonFiniteLossError, match=r"stopped: train/l_d_fake became NaN/Inf at batch 4 and"):
+        guard.check("hint")
