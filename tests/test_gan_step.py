@@ -26,6 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -318,6 +319,40 @@ def test_logged_learning_rates_are_each_players(tmp_path: Path) -> None:
     module, _, _ = make_module(optimizer_d=Recorder(lr=3e-3))
     logged = fit(module, fixed_batch(), tmp_path).callback_metrics
     assert (float(logged["train/lr_g"]), float(logged["train/lr_d"])) == pytest.approx((1e-2, 3e-3))
+
+
+class LoggedRows(Logger):
+    """What Lightning writes to a logger: ``(step, metrics)`` rows."""
+
+    name, version = "rows", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def test_losses_reach_the_logger_on_its_interval_with_that_batchs_values(tmp_path: Path) -> None:
+    """``log_every_n_steps=2``, 4 batches: the loss terms are written at the logging steps 1 and 3,
+    each with its own batch's value (G's pixel term recomputed from G as that batch started), not
+    left out nor one batch late."""
+    module, _, _ = make_module()
+    start, rows = PlayersAtBatchStart(), LoggedRows()
+    batches = [fixed_batch(seed=s) for s in (2, 3, 4, 5)]
+    items = [item for batch in batches for item in as_items(batch)]
+    fit_items(module, items, tmp_path, batch_size=4, callbacks=[start], logger=rows, log_every_n_steps=2)
+    written = {step: m["train/l_g_pix"] for step, m in rows.rows if "train/l_g_pix" in m}
+    assert sorted(written) == [1, 3]
+    for step, value in written.items():
+        with torch.no_grad():
+            g = start.players[step][0]
+            want = WEIGHTS["pix"] * (g(batches[step]["lr"]) - batches[step]["hr"]).abs().mean()
+        assert value == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_config_wires_each_weight_to_its_term(make_cfg, tmp_path: Path) -> None:
