@@ -152,6 +152,17 @@ def test_a_non_finite_gradient_with_finite_losses_stops_the_run(tmp_path: Path) 
         fit(module, fixed_batch(), tmp_path)
 
 
+def test_under_accumulation_the_message_names_the_loader_batch(tmp_path: Path) -> None:
+    """``accumulate_batches=2``: a NaN pixel loss in loader batch 3 (the first half of iteration 2)
+    is reported as batch 3, the count ``trainer.max_steps`` x ``accumulate_batches`` and the
+    logs use, not as iteration 2."""
+    from tests.test_gan_step import fit, fixed_batch, make_module
+
+    module, _, _ = make_module(pixel_loss=NaNOnCalls([2]), accumulate_batches=2)
+    with pytest.raises(NonFiniteLossError, match=r"train/l_g_pix became NaN/Inf at batch 3 "):
+        fit(module, fixed_batch(2), tmp_path, batches=4)
+
+
 def test_the_message_names_the_terms_of_the_first_bad_batch_of_the_streak() -> None:
     """A NaN spreads: the streak's later batches have more bad terms than its first. The message names
     those of the first bad batch (where it started), with that batch's number."""
