@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -161,6 +162,18 @@ def test_under_accumulation_the_message_names_the_loader_batch(tmp_path: Path) -
     module, _, _ = make_module(pixel_loss=NaNOnCalls([2]), accumulate_batches=2)
     with pytest.raises(NonFiniteLossError, match=r"train/l_g_pix became NaN/Inf at batch 3 "):
         fit(module, fixed_batch(2), tmp_path, batches=4)
+
+
+def test_one_player_that_cannot_skip_stops_the_run_at_its_first_bad_step(tmp_path: Path) -> None:
+    """G's fused Adam can skip a bad step on the device, D's SGD cannot: an Inf in D's gradient has
+    spoilt D's weights, so the run stops at once instead of tolerating `nonfinite_patience` batches."""
+    from tests.test_gan_step import fit, fixed_batch, make_module
+
+    fused = functools.partial(torch.optim.Adam, lr=1e-3, fused=True)
+    module, _, _ = make_module(optimizer_g=fused, nonfinite_patience=5)
+    next(module.discriminator.parameters()).register_hook(lambda grad: grad * float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"train/grad_norm_d became NaN/Inf at batch 1 and the weights"):
+        fit(module, fixed_batch(), tmp_path)
 
 
 def test_the_message_names_the_terms_of_the_first_bad_batch_of_the_streak() -> None:
