@@ -176,6 +176,28 @@ def test_one_player_that_cannot_skip_stops_the_run_at_its_first_bad_step(tmp_pat
         fit(module, fixed_batch(), tmp_path)
 
 
+def test_a_fused_optimizer_skips_a_step_whose_gradient_is_inf_not_nan(tmp_path: Path) -> None:
+    """An overflow gives +Inf gradients (their norm Inf, not NaN): fused Adam skips that step too,
+    leaving G's weights finite and as they were, and G trains again on the next batch."""
+    from tests.test_gan_step import PlayersAtBatchStart, fit, fixed_batch, make_module, params
+
+    fused = functools.partial(torch.optim.Adam, lr=1e-3, fused=True)
+    module, _, _ = make_module(optimizer_g=fused, optimizer_d=fused)
+    calls = []
+
+    def inf_on_batch_2(grad: torch.Tensor) -> torch.Tensor:
+        calls.append(None)
+        return torch.full_like(grad, float("inf")) if len(calls) == 2 else grad
+
+    next(module.generator.parameters()).register_hook(inf_on_batch_2)
+    players = PlayersAtBatchStart()
+    fit(module, fixed_batch(), tmp_path, batches=3, callbacks=[players])
+    g_at = [params(g) for g, _ in players.players] + [params(module.generator)]
+    assert all(torch.equal(a, b) for a, b in zip(g_at[1], g_at[2], strict=True))  # batch 2 skipped
+    assert not any(torch.equal(a, b) for a, b in zip(g_at[2], g_at[3], strict=True))  # batch 3 trained
+    assert all(w.isfinite().all() for w in g_at[3])
+
+
 def test_the_message_names_the_terms_of_the_first_bad_batch_of_the_streak() -> None:
     """A NaN spreads: the streak's later batches have more bad terms than its first. The message names
     those of the first bad batch (where it started), with that batch's number."""
