@@ -438,6 +438,20 @@ def test_a_sigterm_in_the_last_batch_ends_the_job_as_preempted_without_its_test_
     assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
 
 
+def test_resuming_a_run_whose_budget_is_spent_trains_no_further_batch(make_cfg, tmp_path) -> None:
+    """A relaunch of a finished run with the same trainer.max_steps (a requeued job that had ended)
+    trains nothing: last.ckpt keeps its batch count and its weights."""
+    common = ["loss=ragan", "loss.perceptual=null", "trainer.max_steps=2", "test=false"]
+    train(make_cfg(*common))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = torch.load(last, weights_only=True)
+    train(make_cfg(*common, "ckpt_path=last"))
+    after = torch.load(last, weights_only=True)
+    assert after["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    for key, value in before["state_dict"].items():
+        assert torch.equal(value, after["state_dict"][key]), key
+
+
 def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(make_cfg, tmp_path, caplog) -> None:
     """A Ctrl-C during batch 2, long before the first validation: the run ends after that batch with
     a resumable last.ckpt (Lightning's own Ctrl-C saved nothing: the batches were lost), status 130,
