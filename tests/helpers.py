@@ -109,6 +109,19 @@ class SigtermDuring(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SigtermInValidation(L.Callback):
+    """Sends SIGTERM to this process as the validation after batch `batch` starts: after
+    `PreemptionCheckpoint` has read its flag for that batch (the budget's last one: a signal during
+    the final validation)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_validation_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if not trainer.sanity_checking and trainer.fit_loop.epoch_loop.batch_progress.total.completed == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class CtrlCDuring(L.Callback):
     """Presses Ctrl-C `times` times while batch `batch` runs: SIGINT to this process, or with `group`
     to its whole process group, as a terminal sends it (the run's loader workers too; the test

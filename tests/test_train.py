@@ -438,6 +438,20 @@ def test_a_sigterm_in_the_last_batch_ends_the_job_as_preempted_without_its_test_
     assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
 
 
+def test_a_sigterm_during_the_final_validation_ends_the_job_as_preempted(make_cfg, tmp_path) -> None:
+    """A SIGTERM that comes after the last batch's check (in the final validation) still stops the job
+    with 143 and a last.ckpt once the fit ends, without its test stage: the job script requeues it
+    and the resumed run has nothing left to train."""
+    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermInValidation", "+callbacks.sigterm.batch=2"]
+    with pytest.raises(SystemExit) as stopped:
+        train(make_cfg("trainer.max_steps=2", "test=true", *sigterm))
+    assert stopped.value.code == 143
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "preempted"
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
+
+
 def test_resuming_a_run_whose_budget_is_spent_trains_no_further_batch(make_cfg, tmp_path) -> None:
     """A relaunch of a finished run with the same trainer.max_steps (a requeued job that had ended)
     trains nothing: last.ckpt keeps its batch count and its weights."""
