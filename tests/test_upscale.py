@@ -149,7 +149,9 @@ def test_output_names_never_hit_an_input(tmp_path: Path) -> None:
     a_png, a_jpg, b_png = tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "b.png"
     plan = plan_outputs([a_png, a_jpg, b_png], out_dir=None, suffix="", fmt="png")
     assert "would overwrite an input" in plan[a_png]  # a.png → a.png
-    assert str(plan[a_png]).endswith("keep a suffix (suffix=_x{scale}, the default) or set out_dir= to another folder")
+    assert str(plan[a_png]).endswith(
+        "keep a suffix (drop suffix=: its default _x{scale}) or set out_dir= to another folder"
+    )
     assert "would overwrite an input" in plan[a_jpg]  # a.jpg → a.png, also an input
     assert "would overwrite an input" in plan[b_png]
     plan = plan_outputs([a_png, a_jpg], out_dir=tmp_path / "out", suffix="_x4", fmt="png")
@@ -216,10 +218,12 @@ def test_a_decompression_bomb_fails_alone(tmp_path: Path, ckpt: Path) -> None:
         ("tile_batch", 0, "an integer >= 1"),
         ("precision", "fp8", "one of fp32, bf16, fp16"),
         ("format", "gif", "one of png, jpg, jpeg, webp"),
+        ("suffix", None, "a string"),  # suffix=null named outputs aNone.png
     ],
 )
 def test_bad_settings_are_one_line_before_any_work(ckpt: Path, images: Path, key: str, value, rule: str) -> None:
-    with pytest.raises(UserError, match=f"{key}={value} is not allowed: {key} must be {rule}") as info:
+    shown = "null" if value is None else value
+    with pytest.raises(UserError, match=f"{key}={shown} is not allowed: {key} must be {rule}") as info:
         run(_cfg(ckpt=str(ckpt), input=str(images), **{key: value}))
     assert "\n" not in str(info.value)
 
@@ -304,7 +308,9 @@ def test_a_plain_state_dict_of_another_network_upscales_with_its_generator_confi
 
 @pytest.mark.parametrize("suffix", ["{foo}", "{scale", "_x{0}", "{scale[0]}", "{scale:>{width}}"])
 def test_a_suffix_with_another_field_is_one_line(ckpt: Path, images: Path, suffix: str) -> None:
-    with pytest.raises(UserError, match=r"suffix=.*only \{scale\} may be used \(e\.g\. suffix=_x\{scale\}\)") as info:
+    with pytest.raises(
+        UserError, match=r"suffix=.*only \{scale\} may be used \(e\.g\. \"suffix='_x\{scale\}'\"\)"
+    ) as info:
         run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"), suffix=suffix))
     assert "\n" not in str(info.value)
 
@@ -318,16 +324,20 @@ def test_a_suffix_with_a_path_separator_is_refused(tmp_path: Path, ckpt: Path, i
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_an_empty_suffix_beside_the_inputs_is_refused(tmp_path: Path, ckpt: Path) -> None:
-    """photo.jpg → photo.png would replace the user's own photo.png, which is no input of the run."""
+def test_an_empty_suffix_beside_the_inputs_is_refused(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """photo.jpg → photo.png would replace the user's own photo.png, which is no input of the run:
+    out_dir unset, or out_dir one of the inputs' folders (here `.`, the run started in it)."""
     folder = tmp_path / "img2"
     folder.mkdir()
     Image.fromarray(RGB).save(folder / "photo.jpg", quality=95)
     Image.fromarray(RGB[::-1]).save(folder / "photo.png")
     before = _digests(folder)
-    for pattern in (str(folder / "*.jpg"), str(folder / "photo.jpg")):
-        with pytest.raises(UserError, match=r"suffix=.*set suffix=_x\{scale\} \(the default\) or out_dir="):
-            run(_cfg(ckpt=str(ckpt), input=pattern, suffix=""))
+    monkeypatch.chdir(folder)
+    for pattern, out_dir in ((str(folder / "*.jpg"), None), (str(folder / "photo.jpg"), None), ("photo.jpg", ".")):
+        with pytest.raises(UserError, match=r"suffix='' with out_dir.*drop suffix= \(its default _x\{scale\}\)"):
+            run(_cfg(ckpt=str(ckpt), input=pattern, suffix="", out_dir=out_dir))
         assert _digests(folder) == before
     assert run(_cfg(ckpt=str(ckpt), input=str(folder / "photo.jpg"), suffix="", out_dir=str(tmp_path / "out"))) == []
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["photo.png"]
@@ -386,3 +396,38 @@ def test_help_lists_the_tools_own_keys_not_the_training_groups(tool: str, key: s
     result = run_module(f"sr_gan.{tool}", "--help", timeout=120)
     assert result.returncode == 0 and key in result.stdout
     assert "model: rrdb" not in result.stdout and "Configuration groups" not in result.stdout
+
+
+def test_an_output_too_large_for_its_format_fails_alone_before_the_compute(tmp_path: Path, ckpt: Path) -> None:
+    """WebP stores at most 16383 px a side (JPEG 65500): such an output is one line for its file, known
+    from the input's size before any upscaling, and the other files are written (it was a traceback
+    from Pillow after the compute, and the rest of the folder was never tried)."""
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    Image.fromarray(RGB[:4, :20]).save(folder / "a_small.png")
+    Image.fromarray(np.tile(RGB[:2, :1], (1, 8200, 1))).save(folder / "b_wide.png")  # x2: 16400 px wide
+    Image.fromarray(RGB[:4, :20]).save(folder / "c_small.png")
+    failures = run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(tmp_path / "out"), format="webp"))
+    assert failures == [
+        "b_wide.png: its x2 output, 16400x4 px, is larger than format=webp can store (16383 px a side): use format=png"
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_small_x2.webp", "c_small_x2.webp"]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_transparent_colour_becomes_alpha(tmp_path: Path, ckpt: Path, mode: str) -> None:
+    """A PNG's tRNS colour key (8-bit grey or RGB) is transparency: read as an alpha channel (0 where the
+    pixel has the key colour) and enlarged with the picture, as for palette PNGs (torchvision drops it)."""
+    pixels = RGB.copy() if mode == "RGB" else RGB[..., 1].copy()
+    key = (1, 2, 3) if mode == "RGB" else 1
+    pixels[0, 0] = key
+    Image.fromarray(pixels).save(tmp_path / "keyed.png", transparency=key)
+    picture = read_picture(tmp_path / "keyed.png")
+    assert (
+        picture.alpha is not None
+        and picture.alpha[0, 0, 0, 0] == 0
+        and picture.alpha.sum() == picture.alpha.numel() - 1
+    )
+    assert run(_cfg(ckpt=str(ckpt), input=str(tmp_path / "keyed.png"), out_dir=str(tmp_path / "out"))) == []
+    channels = 4 if mode == "RGB" else 2
+    assert _decode(tmp_path / "out" / "keyed_x2.png").shape == (channels, 24 * SCALE, 30 * SCALE)

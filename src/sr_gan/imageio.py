@@ -35,6 +35,7 @@ from sr_gan.errors import UserError
 # default (89.5 M pixels, warning; error at twice that) would refuse large genuine panoramas.
 MAX_IMAGE_PIXELS = 2**28
 WRITE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # format key → Pillow writer
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the longest side each writer can store, in pixels (PNG: 2**31 - 1)
 _NATIVE = ("PNG", "JPEG", "WEBP")  # decoded by torchvision with their bit depth and channels kept
 
 
@@ -117,10 +118,12 @@ def read_image(
 
 def decode(path: Path, *, max_pixels: int | None, key: str) -> Tensor:
     """(C, H, W) uint8 or uint16 with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), EXIF
-    orientation applied; torchvision keeps 16 bits and alpha, Pillow reads palettes and the rest."""
+    orientation applied; torchvision keeps 16 bits and alpha, Pillow reads palettes, 8-bit grey or
+    RGB with a transparent colour (a PNG's tRNS: torchvision drops it) and the rest."""
     with _open(path, max_pixels=max_pixels, key=key) as image:
+        colour_key = image.mode in ("L", "RGB") and "transparency" in image.info
         try:
-            if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
+            if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK") and not colour_key:
                 return decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
             image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
             if image.mode.startswith("I;16"):  # 16-bit grey outside PNG (e.g. TIFF)

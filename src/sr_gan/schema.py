@@ -128,6 +128,7 @@ UPSCALE: Mapping[str, Rule] = {
     "precision": Rule(str, choices=("fp32", "bf16", "fp16")),
     "format": Rule(str, choices=("png", "jpg", "jpeg", "webp")),
     "max_pixels": Rule(int, low=1, nullable=True),
+    "suffix": Rule(str),
 }
 
 EVALUATE: Mapping[str, Rule] = {

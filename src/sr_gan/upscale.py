@@ -41,7 +41,7 @@ from torchvision.transforms.v2.functional import rgb_to_grayscale
 from sr_gan.atomic import remove_stale_temporaries
 from sr_gan.config import check_writable, path_arg, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
-from sr_gan.imageio import IMAGE_EXTENSIONS, WRITE_FORMATS, Picture, read_picture, write_image
+from sr_gan.imageio import IMAGE_EXTENSIONS, MAX_SIDE, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
 from sr_gan.schema import UPSCALE, validate
 from sr_gan.tiling import sr_tiles
@@ -138,16 +138,13 @@ def find_inputs(pattern: str, *, suffix: str) -> list[Path]:
     return images
 
 
-def check_suffix(suffix: str, *, beside_inputs: bool) -> None:
+# How a suffix with {scale} is typed on a command line: Hydra reads an unquoted brace as a dict.
+SUFFIX_EXAMPLE = "\"suffix='_x{scale}'\""
+
+
+def check_suffix(suffix: str) -> None:
     """Refuse in one line a `suffix` setting that holds a field other than `{scale}` (str.format would
-    fail with a traceback) or a path separator (outputs would land outside out_dir or their folder),
-    or that is empty when outputs go `beside_inputs` (out_dir unset): each output would then take its
-    input's own name in its folder and replace whatever picture of that stem is there."""
-    if not suffix and beside_inputs:
-        raise UserError(
-            "suffix='' with out_dir unset names each output like its input, beside it (photo.jpg → photo.png), "
-            "replacing any picture of that name there: set suffix=_x{scale} (the default) or out_dir="
-        )
+    fail with a traceback) or a path separator (outputs would land outside out_dir or their folder)."""
     try:
         fields = [
             (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(suffix) if name is not None
@@ -156,13 +153,26 @@ def check_suffix(suffix: str, *, beside_inputs: bool) -> None:
         fields = [("", "", None)]
     if any(field != ("scale", "", None) for field in fields):
         raise UserError(
-            f"suffix={suffix}: only {{scale}} may be used (e.g. suffix=_x{{scale}}); write a brace as {{{{ or }}}}"
+            f"suffix={suffix}: only {{scale}} may be used (e.g. {SUFFIX_EXAMPLE}); write a brace as {{{{ or }}}}"
         )
     if "/" in suffix or "\\" in suffix:
         raise UserError(
-            f"suffix={suffix} holds a path separator: a suffix only extends the name (e.g. suffix=_x{{scale}}); "
+            f"suffix={suffix} holds a path separator: a suffix only extends the name (e.g. {SUFFIX_EXAMPLE}); "
             "choose the folder with out_dir="
         )
+
+
+def check_empty_suffix(suffix: str, inputs: list[Path], out_dir: Path | None) -> None:
+    """Refuse an empty `suffix` when outputs go beside an input (out_dir unset, or out_dir one of the
+    inputs' folders): photo.jpg → photo.png would replace the user's own photo.png there."""
+    folders = {p.parent.resolve() for p in inputs}
+    if suffix or (out_dir is not None and out_dir.resolve() not in folders):
+        return
+    where = "with out_dir unset" if out_dir is None else f"with out_dir={out_dir}, a folder of the inputs,"
+    raise UserError(
+        f"suffix='' {where} names each output like its input, beside it (photo.jpg → photo.png), replacing any "
+        "picture of that name there: drop suffix= (its default _x{scale}) or set out_dir= to another folder"
+    )
 
 
 def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: str) -> dict[Path, Path | str]:
@@ -175,7 +185,7 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
         target = (out_dir or source.parent) / f"{source.stem}{suffix}.{fmt}"
         if target.resolve() in sources:
             plan[source] = (
-                f"output {target} would overwrite an input: keep a suffix (suffix=_x{{scale}}, the default) "
+                f"output {target} would overwrite an input: keep a suffix (drop suffix=: its default _x{{scale}}) "
                 "or set out_dir= to another folder"
             )
         elif target.resolve() in taken:
@@ -210,8 +220,14 @@ def upscale_file(
         return target
     try:
         picture = read_picture(source, max_pixels=cfg.max_pixels, key="max_pixels")
-        if WRITE_FORMATS[cfg.format] == "JPEG" and picture.alpha is not None:
+        writer, (height, width) = WRITE_FORMATS[cfg.format], picture.rgb.shape[-2:]
+        if writer == "JPEG" and picture.alpha is not None:
             raise UserError(f"format={cfg.format} cannot store the alpha channel of {source.name}: use format=png")
+        if (limit := MAX_SIDE.get(writer)) is not None and max(height, width) * scale > limit:  # before the compute
+            raise UserError(
+                f"{source.name}: its x{scale} output, {width * scale}x{height * scale} px, is larger than "
+                f"format={cfg.format} can store ({limit} px a side): use format=png"
+            )
         pixels = upscale_picture(
             model,
             picture,
@@ -238,7 +254,7 @@ def upscale_file(
 
 def _check(cfg: DictConfig, device: torch.device) -> None:
     validate(cfg, UPSCALE)
-    check_suffix(str(cfg.suffix), beside_inputs=cfg.out_dir is None)
+    check_suffix(str(cfg.suffix))
     if cfg.precision == "fp16" and device.type == "cpu":
         raise UserError("precision=fp16 needs a CUDA device: use precision=bf16 or fp32 on the CPU")
 
@@ -260,6 +276,7 @@ def run(cfg: DictConfig) -> list[str]:
     suffix = str(cfg.suffix).format(scale=scale)
     inputs = find_inputs(str(cfg.input), suffix=suffix)
     out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+    check_empty_suffix(suffix, inputs, out_dir)
     plan = plan_outputs(inputs, out_dir=out_dir, suffix=suffix, fmt=cfg.format)
     prepare_targets([target for target in plan.values() if isinstance(target, Path)], beside_inputs=out_dir is None)
     failures = []
