@@ -135,6 +135,21 @@ def test_interrupted_run_is_half_prepared_then_resumes(source: Path, monkeypatch
     assert len(PreparedImages(out)) == 4
 
 
+def test_a_killed_runs_temporary_array_is_removed_by_the_next_run(source: Path) -> None:
+    """kill -9 while an array is written leaves its temporary beside it (~8 MB for a DIV2K image):
+    the run that rebuilds that array removes it; a temporary of another name stays."""
+    out = prepared_dir(source)
+    prepare_folder(source, progress=False)
+    (out / "c.png.npy").unlink()  # the array the killed run was writing
+    left = out / f".c.png.npy.{'0' * 32}.tmp"
+    other = out / f".notes.txt.{'1' * 32}.tmp"
+    left.write_bytes(b"half an array")
+    other.write_bytes(b"someone else's")
+    prepare_folder(source, progress=False)
+    assert not left.exists() and other.exists()
+    assert len(PreparedImages(out)) == 4
+
+
 def test_changed_added_and_removed_sources(source: Path) -> None:
     out = prepare_folder(source, progress=False)
     before = inodes(out)
@@ -227,6 +242,11 @@ def test_cli_a_missing_source_leaves_no_output_folder(tmp_path: Path) -> None:
     result = run_module("sr_gan.data.prepare", str(tmp_path / "nosuch"), "--no-progress")
     assert result.returncode == 2 and "nosuch does not exist" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_given_as_the_source_folder_is_named_a_file(source: Path) -> None:
+    with pytest.raises(UserError, match=r"a\.png is a file, not a folder: pass the folder of the images"):
+        prepare_folder(source / "a.png", progress=False)
 
 
 def test_cli_an_unwritable_output_is_one_line(source: Path, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
 from sr_gan.imageio import IMAGE_EXTENSIONS, image_size, list_images, read_image
 
@@ -211,7 +211,8 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
     src_dir = Path(src_dir)
     out_dir = prepared_dir(src_dir) if out_dir is None else Path(out_dir)
     if not src_dir.is_dir():
-        raise UserError(f"image folder {src_dir} does not exist: nothing to prepare")
+        what = "is a file, not a folder" if src_dir.exists() else "does not exist"
+        raise UserError(f"image folder {src_dir} {what}: pass the folder of the images to prepare")
     sources = list_images(src_dir)
     if out_dir.is_file():
         raise UserError(f"{out_dir} is a file: pass a folder for the prepared arrays (default {prepared_dir(src_dir)})")
@@ -241,6 +242,8 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
 
     todo = [p for p in sources if p.name not in kept]
     _check_disk_space(todo, out_dir)
+    # a run killed mid-write left a temporary beside the array (or journal) it was writing: each ~8 MB for DIV2K
+    remove_stale_temporaries([out_dir / JOURNAL, out_dir / MANIFEST, *(out_dir / f"{p.name}.npy" for p in todo)])
     # From here the folder is incomplete: the manifest goes, the journal carries what is kept.
     (out_dir / MANIFEST).unlink(missing_ok=True)
     header = {"format": FORMAT, "version": VERSION, "source": str(src_dir.resolve()), "layout": "CHW uint8 .npy"}
