@@ -70,6 +70,8 @@ def test_preview_errors_are_one_line_and_name_the_key(photo: Path, tmp_path: Pat
         preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.txt'}"))
     with pytest.raises(UserError, match=r"crop=30.*multiple"):
         preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "crop=30"))
+    with pytest.raises(UserError, match=r"input=.*: a folder, not a file; pass an existing file"):
+        preview(degrade_cfg(f"input={photo.parent}", f"out={tmp_path / 'p.png'}"))
 
 
 @pytest.mark.parametrize(

@@ -188,7 +188,8 @@ def path_arg(
     if suffix and path.suffix != suffix:
         raise UserError(f"{key}={path} must end in {suffix}: e.g. {key}={example}")
     if must_exist and not path.is_file():
-        raise UserError(f"{key}={path}: no such file; pass an existing file, e.g. {key}={example}")
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise UserError(f"{key}={path}: {what}; pass an existing file, e.g. {key}={example}")
     if output:
         if path.is_dir():
             raise UserError(f"{key}={path} is a folder: pass a file name, e.g. {key}={example}")
