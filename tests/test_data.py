@@ -506,7 +506,7 @@ def test_loader_workers_ignore_ctrl_c_and_keep_lightnings_worker_seeding(
     drawn = []
     for init in (start, lambda worker: pl_worker_init_function(worker, rank=0)):
         torch.manual_seed(7)  # as torch seeds a worker before its start
-        before = signal.getsignal(signal.SIGINT)
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test left
         try:
             init(1)
             drawn.append((signal.getsignal(signal.SIGINT), torch.rand(2), np.random.rand(2), random.random()))
