@@ -30,7 +30,8 @@ def run_module(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m <module> <args>` in `cwd`: src first on PYTHONPATH, W&B offline and silent
     (unless `env` says otherwise), `env` merged over os.environ; output captured as text.
-    `own_session`: in a process group of its own (a signal to its group reaches no one else)."""
+    `own_session`: in a process group of its own (a signal to its group reaches no one else), with
+    Ctrl-C's default handling."""
     extra = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
     merged = {**os.environ, **extra}
     merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), merged.get("PYTHONPATH")]))
@@ -42,7 +43,14 @@ def run_module(
         text=True,
         timeout=timeout,
         start_new_session=own_session,
+        preexec_fn=_ctrl_c_as_in_a_terminal if own_session else None,
     )
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A child's SIGINT as a terminal's command has it: the default, even when the tests run as a
+    background job, whose children inherit SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wandb_records(path: Path) -> list[Any]:

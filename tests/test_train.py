@@ -472,8 +472,13 @@ def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(ma
     the record says interrupted and the closing lines say how to resume; resumed, it goes on."""
     ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=2"]
     common = ["trainer.val_check_interval=10", "test=false"]
-    with pytest.raises(SystemExit) as stopped, caplog.at_level(logging.INFO, logger="sr_gan"):
-        train(make_cfg("trainer.max_steps=10", *common, *ctrl_c))
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background shell's pytest ignores it
+    try:
+        with pytest.raises(SystemExit) as stopped, caplog.at_level(logging.INFO, logger="sr_gan"):
+            train(make_cfg("trainer.max_steps=10", *common, *ctrl_c))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the fit put the handler back
+    finally:
+        signal.signal(signal.SIGINT, sigint)
     assert stopped.value.code == 130
     record = json.loads((tmp_path / "run.json").read_text())
     assert (record["status"], record["error"], record["batches"]) == ("interrupted", None, 2)
@@ -483,7 +488,6 @@ def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(ma
     )
     assert f"resume: the same command with ckpt_path={tmp_path}" in caplog.messages
     assert any(m.startswith("Ctrl-C: saved a resumable checkpoint after batch 2") for m in caplog.messages)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the fit put Python's handler back
 
     train(make_cfg("trainer.max_steps=3", *common, "ckpt_path=last"))
     assert (
@@ -496,7 +500,7 @@ def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(make_cfg, tmp_path) 
     """Two Ctrl-Cs during batch 2: the second one stops the run at once, as Lightning does (exit
     status 1, no checkpoint written for it), and the record still says interrupted, not failed."""
     ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=2"]
-    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-Cs while it shuts down
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C as it shuts down
     try:
         with pytest.raises(SystemExit) as stopped:
             train(
@@ -523,7 +527,7 @@ def test_a_second_ctrl_c_while_the_first_ones_checkpoint_is_written_leaves_the_l
     last.ckpt of the validation at batch 2 stays as it was (no partial file, no temporary), the run
     exits 1 and its record says interrupted."""
     ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCAgainWhileSaving", "+callbacks.ctrl_c.batch=3"]
-    sigint = signal.getsignal(signal.SIGINT)
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     cfg = make_cfg("trainer.max_steps=10", "trainer.val_check_interval=2", "test=false", *ctrl_c)
     last = tmp_path / "checkpoints" / "last.ckpt"
     try:
@@ -537,6 +541,20 @@ def test_a_second_ctrl_c_while_the_first_ones_checkpoint_is_written_leaves_the_l
     saved = torch.load(last, weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it(make_cfg, tmp_path) -> None:
+    """A job started in the background (`python -m sr_gan.train ... &`) ignores SIGINT, as Python
+    does: the run does not take it over, and a SIGINT sent to it changes nothing."""
+    ctrl_c = ["+callbacks.ctrl_c._target_=tests.helpers.CtrlCDuring", "+callbacks.ctrl_c.batch=2"]
+    sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        train(make_cfg("trainer.max_steps=3", "test=false", *ctrl_c))
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["batches"]) == ("done", 3)
 
 
 def test_rng_states_travel_in_the_checkpoint() -> None:

@@ -201,7 +201,8 @@ class PreemptionCheckpoint(L.Callback):
         self.ctrl_c, self._announce = False, trainer.is_global_zero
         if threading.current_thread() is threading.main_thread():  # Lightning puts back the pre-fit handlers
             signal.signal(signal.SIGTERM, self._request)
-            signal.signal(signal.SIGINT, self._request_by_ctrl_c)
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job (`cmd &`) ignores Ctrl-C
+                signal.signal(signal.SIGINT, self._request_by_ctrl_c)
         if trainer.world_size > 1 and hasattr(trainer.fit_loop.epoch_loop, "_broadcast_sigterm_tensor"):
             trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = _combined_on_the_logging_interval
 
