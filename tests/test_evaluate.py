@@ -188,6 +188,20 @@ def test_table_matches_independent_computation(tmp_path: Path, photos: Path) -> 
     assert f"| photos | bicubic | {rows[0]['psnr_y']:.2f} | {rows[0]['ssim_y']:.4f} |" in markdown
 
 
+def test_an_infinite_psnr_is_written_as_null_in_json(tmp_path: Path, photos: Path) -> None:
+    """At scale=1 the bicubic SR is its HR: PSNR is inf. The reports are written (the strict JSON
+    encoder raised on inf before), with null in JSON and a readable `inf` in Markdown and CSV."""
+    rows = run(_cfg(tmp_path, datasets=[str(photos)], scale=1))
+    assert rows[0]["psnr_y"] == float("inf") and rows[0]["ssim_y"] == pytest.approx(1)
+    out = tmp_path / "eval"
+    report = json.loads((out / "results.json").read_text())
+    assert report["rows"][0]["psnr_y"] is None and report["rows"][0]["ssim_y"] == pytest.approx(1)
+    assert report["per_image"]["photos"]["bicubic"]["coffee"]["psnr_y"] is None
+    assert "| photos | bicubic | inf | 1.0000 | 3 |" in (out / "results.md").read_text()
+    with open(out / "results.csv", newline="") as handle:
+        assert float(next(csv.DictReader(handle))["psnr_y"]) == float("inf")
+
+
 def test_lr_folder_is_used_when_present(tmp_path: Path, photos: Path) -> None:
     """With LR_bicubic/X<s> the given LR images are upsampled, not LR made from HR."""
     lr_dir = photos / "LR_bicubic" / f"X{SCALE}"

@@ -81,7 +81,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, ca
 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
-    """CSV with full-precision values (a missing value is an empty field)."""
+    """CSV with full-precision values (a missing value is an empty field; an infinite PSNR is
+    `inf`, which float() and pandas read back)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[c.key for c in columns], lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
@@ -103,12 +104,13 @@ def rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, cap
 
 
 def _strict_json(value: Any) -> Any:
-    """NaN (VIF of an image under 41 px after the crop) → null, so the file is strict JSON."""
+    """NaN (VIF of an image under 41 px after the crop) and ±inf (the PSNR of an SR image equal to
+    its HR image) → null, so the file is strict JSON."""
     if isinstance(value, dict):
         return {key: _strict_json(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_strict_json(item) for item in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def write_reports(
