@@ -107,6 +107,20 @@ def test_missing_lr_partner_names_the_file_and_folder(div2k: dict[str, Path]) ->
         ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
 
 
+def test_two_images_of_one_stem_are_refused_naming_both(div2k: dict[str, Path]) -> None:
+    """`0002.png` and `0002.jpg` were both kept and shared the item name "0002" (a partner of one
+    of them was taken silently); now both files are named at start-up, in HR and LR folders."""
+    Image.open(div2k["hr"] / "0002.png").save(div2k["hr"] / "0002.jpg")
+    for make in (ValImageDataset, lambda **kw: TrainPatchDataset(**kw, patch_size=16)):
+        with pytest.raises(DataError, match=r"0002\.jpg and .*0002\.png; .*rename or remove one") as info:
+            make(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
+        assert "\n" not in str(info.value)
+    (div2k["hr"] / "0002.jpg").unlink()
+    Image.open(div2k["lr"] / "0001x4.png").save(div2k["lr"] / "0001x4.bmp")
+    with pytest.raises(DataError, match=r"0001x4\.bmp and .*0001x4\.png"):
+        ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)
+
+
 def test_size_mismatch_names_both_files_and_sizes(div2k: dict[str, Path]) -> None:
     save(torch.zeros(3, 10, 11, dtype=torch.uint8), div2k["lr"] / "0002x4.png")
     with pytest.raises(ValueError) as info:

@@ -221,6 +221,14 @@ def test_lr_folder_is_used_when_present(tmp_path: Path, photos: Path) -> None:
     assert [r["model"] for r in rows] == ["bicubic"]
 
 
+def test_two_images_of_one_stem_are_refused_before_scoring(tmp_path: Path, photos: Path) -> None:
+    """coffee.png and coffee.jpg were scored as one image: rows said 3 images for 4 files."""
+    Image.open(photos / "coffee.png").save(photos / "coffee.jpg")
+    with pytest.raises(UserError, match=f"{re.escape(str(photos / 'coffee.jpg'))} and .*coffee.png") as info:
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
+    assert "\n" not in str(info.value) and not (tmp_path / "eval" / "results.json").exists()
+
+
 def test_an_lr_folder_of_another_scale_is_refused_naming_evaluates_key(tmp_path: Path, photos: Path) -> None:
     """The size check of LR against HR is shared with training; here it names evaluate's `scale`."""
     lr_dir = photos / "LR_bicubic" / f"X{SCALE}"

@@ -66,10 +66,12 @@ def pair_images(
     and the caller's config key of the scale (`scale_key`);
     with `verify` every image is also decoded whole (a file truncated after its header is found
     now rather than at batch N). The problems of all files are collected and reported together.
+    Images are named by their stem, so two of one stem in a folder (`x.png`, `x.jpg`) are refused.
     """
-    lr_by_stem = {} if lr_dir is None else {p.stem: p for p in list_images(lr_dir)}
+    hr_images = list(_by_stem(list_images(hr_dir)).values())
+    lr_by_stem = {} if lr_dir is None else _by_stem(list_images(lr_dir))
     pairs, problems = [], []
-    for hr in list_images(hr_dir):
+    for hr in hr_images:
         try:
             pairs.append(
                 _pair(hr, lr_by_stem, lr_dir, scale, verify=verify, max_pixels=max_pixels, scale_key=scale_key)
@@ -86,6 +88,22 @@ def pair_images(
 
 
 _SHOWN_PROBLEMS = 10
+
+
+def _by_stem(images: list[Path]) -> dict[str, Path]:
+    """The images of a folder by stem, the key of results and of LR partners; a stem that two
+    files share (`x.png`, `x.jpg`: one would silently replace the other) is refused."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in images:
+        by_stem.setdefault(path.stem, []).append(path)
+    if twins := [paths for paths in by_stem.values() if len(paths) > 1]:
+        shown = "; ".join(" and ".join(map(str, paths)) for paths in twins[:_SHOWN_PROBLEMS])
+        more = f"; and {len(twins) - _SHOWN_PROBLEMS} more" if len(twins) > _SHOWN_PROBLEMS else ""
+        raise DataError(
+            f"images of one name with two extensions: {shown}{more}; images are matched by their name "
+            "without the extension: rename or remove one of each"
+        )
+    return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
 def _pair(
