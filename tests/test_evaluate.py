@@ -267,6 +267,32 @@ def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_vif_is_the_mean_over_the_images_that_have_it(tmp_path: Path) -> None:
+    """VIF has no value under 41x41 px after the crop: one such image made the data set's VIF-Y
+    NaN with no note, and the CSV wrote `nan`. Now the mean is over the other images and says so;
+    a row with no VIF at all is empty in CSV, null in JSON."""
+    mixed, tiny = tmp_path / "mixed", tmp_path / "tiny"
+    mixed.mkdir()
+    tiny.mkdir()
+    Image.fromarray(skdata.astronaut()[::4, ::4]).save(mixed / "astronaut.png")  # 128 x 128
+    Image.fromarray(skdata.coffee()[100:140, 200:240]).save(mixed / "coffee.png")  # 40 x 40: no VIF
+    Image.fromarray(skdata.chelsea()[40:80, 120:160]).save(tiny / "chelsea.png")
+    rows = run(_cfg(tmp_path, datasets=[str(mixed), str(tiny)], scale=SCALE, plot=True))
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    per_image = report["per_image"]["mixed"]["bicubic"]
+    assert per_image["coffee"]["vif_y"] is None and per_image["astronaut"]["vif_y"] > 0
+    assert rows[0]["vif_y"] == pytest.approx(per_image["astronaut"]["vif_y"])
+    assert rows[0]["psnr_y"] == pytest.approx((per_image["astronaut"]["psnr_y"] + per_image["coffee"]["psnr_y"]) / 2)
+    assert (rows[0]["images"], rows[0]["scored"]) == (2, {"vif_y": 1})
+    assert report["rows"][1]["vif_y"] is None and report["rows"][1]["scored"] == {"vif_y": 0}
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert "- VIF-Y of mixed is the mean over 1 of 2 images (the others have none)" in markdown
+    assert "- VIF-Y of tiny has no value" in markdown
+    with open(tmp_path / "eval" / "results.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert float(table[0]["vif_y"]) == pytest.approx(rows[0]["vif_y"]) and table[1]["vif_y"] == ""
+
+
 def test_lpips_column_when_the_backbone_is_cached(
     tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,14 +48,39 @@ class Column:
 
 
 def summarize(results: PerImage) -> list[dict[str, Any]]:
-    """One row per (dataset, model): the mean of each metric over the images, and their number."""
+    """One row per (dataset, model): the mean of each metric over the images that have a value
+    (VIF has none under 41 px), and the number of images; where some images lack a metric,
+    "scored" gives how many have it (metric → count)."""
     rows = []
     for dataset, per_model in results.items():
         for model, per_image in per_model.items():
             keys = [key for key in COLUMNS if key in next(iter(per_image.values()), {})]
-            means = {key: sum(s[key] for s in per_image.values()) / len(per_image) for key in keys}
-            rows.append({"dataset": dataset, "model": model, **means, "images": len(per_image)})
+            values = {key: [s[key] for s in per_image.values() if not math.isnan(s[key])] for key in keys}
+            means = {key: sum(v) / len(v) if v else math.nan for key, v in values.items()}
+            scored = {key: len(v) for key, v in values.items() if len(v) < len(per_image)}
+            rows.append(
+                {"dataset": dataset, "model": model, **means, "images": len(per_image)}
+                | ({"scored": scored} if scored else {})
+            )
     return rows
+
+
+def notes(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> list[str]:
+    """A line per metric mean of a dataset taken over only some of its images (see `summarize`),
+    e.g. `VIF-Y of Set5 is the mean over 3 of 5 images (the others have none)`, naming the models
+    unless it holds for every model of the dataset."""
+    titles = {c.key: c.title for c in columns}
+    models: dict[tuple[str, str, int, int], list[str]] = {}  # (title, dataset, count, images) → models
+    for row in rows:
+        for key, count in row.get("scored", {}).items():
+            if key in titles:
+                models.setdefault((titles[key], row["dataset"], count, row["images"]), []).append(row["model"])
+    lines = []
+    for (title, dataset, count, images), named in models.items():
+        which = "" if len(named) == sum(r["dataset"] == dataset for r in rows) else f" ({', '.join(named)})"
+        mean = f"is the mean over {count} of {images} images (the others have none)" if count else "has no value"
+        lines.append(f"{title} of {dataset}{which} {mean}")
+    return lines
 
 
 def benchmark_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
@@ -67,17 +92,23 @@ def benchmark_columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
 # --- tables ---------------------------------------------------------------------------------------
 
 
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def _cell(column: Column, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or _is_nan(value):
         return MISSING
     return f"{value:.{column.decimals}f}" if column.decimals is not None else str(value)
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, caption: str) -> str:
-    """A Markdown table under a caption line (the papers' precision: PSNR 2 decimals, SSIM 4)."""
+    """A Markdown table under a caption line (the papers' precision: PSNR 2 decimals, SSIM 4),
+    with the `notes` as a list below it."""
     lines = [f"| {' | '.join(c.title for c in columns)} |", f"|{'---|' * len(columns)}"]
     lines += [f"| {' | '.join(_cell(c, row.get(c.key)) for c in columns)} |" for row in rows]
-    return f"{caption}\n\n" + "\n".join(lines) + "\n"
+    below = "".join(f"\n- {note}" for note in notes(rows, columns))
+    return f"{caption}\n\n" + "\n".join(lines) + "\n" + (f"{below}\n" if below else "")
 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
@@ -86,13 +117,14 @@ def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[c.key for c in columns], lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: None if _is_nan(value) else value for key, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 
 def rich_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], *, caption: str) -> Table:
-    """The table for the console, numbers right-aligned, titled by the caption line."""
-    table = Table(title=caption)
+    """The table for the console, numbers right-aligned, titled by the caption line, with the
+    `notes` below it."""
+    table = Table(title=caption, caption="\n".join(notes(rows, columns)) or None)
     for column in columns:
         table.add_column(column.title, justify="left" if column.decimals is None else "right")
     for row in rows:
