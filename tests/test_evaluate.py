@@ -389,6 +389,21 @@ def test_model_names_stay_unique() -> None:
         model_names([Path("g.pth"), Path("g.pth")])
 
 
+def test_two_files_of_one_stem_get_one_row_each(tmp_path: Path, photos: Path) -> None:
+    """ckpt=[g.safetensors,g.pth] was refused as `g.pth, g.safetensors twice`: two different
+    files now give two rows named by file name; one file given twice is still refused."""
+    ckpts = [tmp_path / "g.safetensors", tmp_path / "g.pth"]
+    for seed, path in enumerate(ckpts):
+        _tiny_generator(path, seed)
+    rows = run(_cfg(tmp_path, ckpt=[str(p) for p in ckpts], datasets=[str(photos)]))
+    assert [r["model"] for r in rows] == ["bicubic", "g.safetensors", "g.pth"]
+    assert rows[1]["psnr_y"] != rows[2]["psnr_y"]  # two different generators, not one twice
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert report["ckpt"] == {"g.safetensors": str(ckpts[0]), "g.pth": str(ckpts[1])}
+    with pytest.raises(UserError, match="twice: give each checkpoint once"):
+        run(_cfg(tmp_path, ckpt=[str(ckpts[1]), str(tmp_path / "." / "g.pth")], datasets=[str(photos)]))
+
+
 def test_unwritable_out_dir_fails_before_any_work(tmp_path: Path, photos: Path) -> None:
     """A file where out_dir's parent should be: one-line error, before a model is loaded."""
     (tmp_path / "a_file").write_text("not a folder")

@@ -117,10 +117,15 @@ def network_upscaler(model: torch.nn.Module, *, scale: int, tile: int, overlap: 
 
 
 def model_names(paths: Sequence[Path]) -> list[str]:
-    """Row names: the file stem (`psnr.safetensors` → psnr), after its run for a checkpoint in a
-    run's `checkpoints/` folder (`runA/checkpoints/best.ckpt` → runA/best), with more parent
-    folders in front until no two names are equal."""
-    parts = [(*p.absolute().parent.parts, p.stem) for p in paths]
+    """Row names: the file stem (`psnr.safetensors` → psnr), or the file name for two files of one
+    stem in one folder (`g.safetensors`, `g.pth`), after its run for a checkpoint in a run's
+    `checkpoints/` folder (`runA/checkpoints/best.ckpt` → runA/best), with more parent folders in
+    front until no two names are equal. A file given twice is refused."""
+    stems = [(*p.absolute().parent.parts, p.stem) for p in paths]
+    parts = [
+        (*own[:-1], p.name) if any(o == own and q.resolve() != p.resolve() for q, o in zip(paths, stems)) else own
+        for p, own in zip(paths, stems)
+    ]
     parts = [(*head[:-2], head[-1]) if head[-2:-1] == ("checkpoints",) else head for head in parts]  # drop it
     names = []
     for i, own in enumerate(parts):
