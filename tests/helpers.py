@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from sr_gan.archs import RRDBNet
@@ -193,3 +194,19 @@ class CompiledFrames(L.Callback):
 
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.txt").write_text(str(counters["frames"]["ok"]))
+
+
+class LoggedRows(Logger):
+    """What Lightning writes to a logger: ``(step, metrics)`` rows."""
+
+    name, version = "rows", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.rows.append((step, dict(metrics)))
+
+    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
+        pass

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader, Dataset
 
 from sr_gan.callbacks import SpeedMonitor
+from tests.helpers import LoggedRows
 
 
 class _Slow(Dataset):
@@ -49,26 +49,12 @@ class _Tiny(L.LightningModule):
         return DataLoader(_Slow(1, self.val_delay), batch_size=1)
 
 
-class _Recorder(Logger):
-    name, version = "recorder", 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, dict[str, float]]] = []
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.rows.append((step, dict(metrics)))
-
-    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
-        pass
-
-
 def _speeds(
     tmp_path: Path, *, train_delay: float, val_delay: float, every: int = 4, monitor: SpeedMonitor | None = None
 ) -> list[tuple[int, float, float]]:
     """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches, every `every`,
     with one validation after batch 6 (inside the second interval of 4)."""
-    recorder = _Recorder()
+    recorder = LoggedRows()
     trainer = L.Trainer(
         accelerator="cpu", max_epochs=1, logger=recorder, callbacks=[monitor or SpeedMonitor()],
         log_every_n_steps=every, val_check_interval=6, num_sanity_val_steps=0, enable_checkpointing=False,

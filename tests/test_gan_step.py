@@ -26,7 +26,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins import MixedPrecision
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -38,6 +37,7 @@ from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
+from tests.helpers import LoggedRows
 
 SCALE = 2
 LR_SIZE = 12  # HR 24 px: still 14 px after the metrics' border crop, above SSIM's 11 px window
@@ -319,22 +319,6 @@ def test_logged_learning_rates_are_each_players(tmp_path: Path) -> None:
     module, _, _ = make_module(optimizer_d=Recorder(lr=3e-3))
     logged = fit(module, fixed_batch(), tmp_path).callback_metrics
     assert (float(logged["train/lr_g"]), float(logged["train/lr_d"])) == pytest.approx((1e-2, 3e-3))
-
-
-class LoggedRows(Logger):
-    """What Lightning writes to a logger: ``(step, metrics)`` rows."""
-
-    name, version = "rows", 0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, dict[str, float]]] = []
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.rows.append((step, dict(metrics)))
-
-    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
-        pass
 
 
 def test_losses_reach_the_logger_on_its_interval_with_that_batchs_values(tmp_path: Path) -> None:
