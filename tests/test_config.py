@@ -131,6 +131,11 @@ def test_a_missing_data_folder_is_refused_at_start_up_naming_key_and_fix(make_cf
     assert f"python -m sr_gan.data.download div2k --root {tmp_path}/data" in str(info.value)
     hr = tmp_path / "hr"
     hr.mkdir()
+    with pytest.raises(UserError, match=rf"^data.train_hr_dir={hr} holds no image files \(.png/.jpg"):
+        check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", f"data.val_hr_dir={hr}"))
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(hr / "x.png")
     with pytest.raises(UserError, match=r"^data.val_hr_dir=/nowhere does not exist: pass a folder of images"):
         check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", "data.val_hr_dir=/nowhere"))
     check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", f"data.val_hr_dir={hr}"))

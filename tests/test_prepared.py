@@ -285,3 +285,15 @@ def test_an_out_folder_elsewhere_names_the_link_training_needs(tmp_path: Path, c
     assert open_prepared(src).names == ["a.png"]  # the link is what training opens
     main([str(src), "--no-progress"])
     assert "ln -s" not in capsys.readouterr().out
+
+
+def test_training_refuses_two_images_of_one_name_at_start_up(source: Path, make_cfg) -> None:
+    """`a.png` and `a.jpg` in a training folder: refused before the run folder is written (the data
+    module's refusal came after it, leaving a failed run), naming both files."""
+    from PIL import Image
+
+    cfg = make_cfg("data=folder", f"data.train_hr_dir={source}", f"data.val_hr_dir={source}")
+    check_data_folders(cfg)
+    Image.open(source / "a.png").save(source / "a.jpg")
+    with pytest.raises(UserError, match=r"a\.jpg and .*a\.png; .*rename or remove one"):
+        check_data_folders(cfg)

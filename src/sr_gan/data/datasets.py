@@ -68,8 +68,8 @@ def pair_images(
     now rather than at batch N). The problems of all files are collected and reported together.
     Images are named by their stem, so two of one stem in a folder (`x.png`, `x.jpg`) are refused.
     """
-    hr_images = list(_by_stem(list_images(hr_dir)).values())
-    lr_by_stem = {} if lr_dir is None else _by_stem(list_images(lr_dir))
+    hr_images = list(images_by_stem(list_images(hr_dir)).values())
+    lr_by_stem = {} if lr_dir is None else images_by_stem(list_images(lr_dir))
     pairs, problems = [], []
     for hr in hr_images:
         try:
@@ -90,7 +90,7 @@ def pair_images(
 _SHOWN_PROBLEMS = 10
 
 
-def _by_stem(images: list[Path]) -> dict[str, Path]:
+def images_by_stem(images: list[Path]) -> dict[str, Path]:
     """The images of a folder by stem, the key of results and of LR partners; a stem that two
     files share (`x.png`, `x.jpg`: one would silently replace the other) is refused."""
     by_stem: dict[str, list[Path]] = {}
