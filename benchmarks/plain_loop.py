@@ -31,7 +31,7 @@ class PlainLoop:
         self.ema_from_weights, self.iteration = module.ema_from_weights, 0
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         trained = [n for n in (self.g, self.d, self.perceptual) if n is not None]  # as SRGANModule.configure_model
-        for network in [*trained, *([self.ema] if self.ema is not None else [])]:
+        for network in [n for n in (*trained, self.ema) if n is not None]:
             network.to(memory_format=self.memory_format)
         self.ema_update = EMAUpdater(self.ema, self.g) if self.ema is not None else None
         self.graphs = module.compile_mode in CUDA_GRAPH_MODES

@@ -152,25 +152,25 @@ DATA_FOLDER_KEYS = ("train_hr_dir", "train_lr_dir", "val_hr_dir", "val_lr_dir")
 
 def check_data_folders(cfg: DictConfig) -> None:
     """Refuse at start-up, in one line, a data folder that does not exist, holds no image or holds
-    two images of one name (`x.png`, `x.jpg`), or a training folder whose ``<folder>.prepared`` is half-prepared or
-    out of date (not after the run folder, the loggers and the networks are made); a data set that
-    makes its folders (`data.prepare`, the demo photos) is skipped."""
+    two images of one name (`x.png`, `x.jpg`), or a training folder whose ``<folder>.prepared`` is
+    half-prepared or out of date (not after the run folder, the loggers and the networks are made);
+    a data set that makes its folders (`data.prepare`, the demo photos) is skipped."""
     if cfg.data.get("prepare") is not None:
         return
     from sr_gan.data.datasets import images_by_stem  # here: sr_gan.data's tools import this module
 
     for key in DATA_FOLDER_KEYS:
-        folder = cfg.data.get(key)
-        if folder is not None and not Path(folder).is_dir():
+        if (folder := cfg.data.get(key)) is None:
+            continue
+        if not Path(folder).is_dir():
             raise UserError(f"data.{key}={folder} does not exist: {_data_fix(cfg, str(folder))}")
-        if folder is not None:
-            try:
-                images_by_stem(list_images(folder))  # a listing: the images are read later
-            except FileNotFoundError:  # it holds no image files
-                raise UserError(
-                    f"data.{key}={folder} holds no image files ({'/'.join(IMAGE_EXTENSIONS)}): "
-                    f"{_data_fix(cfg, str(folder))}"
-                ) from None
+        try:
+            images_by_stem(list_images(folder))  # a listing: the images are read later
+        except FileNotFoundError:  # it holds no image files
+            raise UserError(
+                f"data.{key}={folder} holds no image files ({'/'.join(IMAGE_EXTENSIONS)}): "
+                f"{_data_fix(cfg, str(folder))}"
+            ) from None
     if cfg.data.get("use_prepared"):
         from sr_gan.data.prepared import open_prepared  # numpy memory maps: only for training runs
 

@@ -165,8 +165,7 @@ def check_suffix(suffix: str) -> None:
 def check_empty_suffix(suffix: str, inputs: list[Path], out_dir: Path | None) -> None:
     """Refuse an empty `suffix` when outputs go beside an input (out_dir unset, or out_dir one of the
     inputs' folders): photo.jpg → photo.png would replace the user's own photo.png there."""
-    folders = {p.parent.resolve() for p in inputs}
-    if suffix or (out_dir is not None and out_dir.resolve() not in folders):
+    if suffix or (out_dir is not None and out_dir.resolve() not in {p.parent.resolve() for p in inputs}):
         return
     where = "with out_dir unset" if out_dir is None else f"with out_dir={out_dir}, a folder of the inputs,"
     raise UserError(

@@ -113,6 +113,11 @@ def _source_stat(path: Path) -> dict[str, int]:
     return {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
 
 
+def _array_file(source: Path) -> str:
+    """The name of a source image's array in its prepared folder."""
+    return source.name + ".npy"
+
+
 def _store(image: Tensor, path: Path) -> dict[str, Any]:
     """Write a uint8 (3, H, W) image as a `.npy` of that shape (atomically); returns its manifest fields."""
     array = image.contiguous().numpy()  # (3, H, W): a crop copies 3 x h runs of w bytes into place
@@ -243,7 +248,7 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
     todo = [p for p in sources if p.name not in kept]
     _check_disk_space(todo, out_dir)
     # a run killed mid-write left a temporary beside the array (or journal) it was writing: each ~8 MB for DIV2K
-    remove_stale_temporaries([out_dir / JOURNAL, out_dir / MANIFEST, *(out_dir / f"{p.name}.npy" for p in todo)])
+    remove_stale_temporaries([out_dir / JOURNAL, out_dir / MANIFEST, *(out_dir / _array_file(p) for p in todo)])
     # From here the folder is incomplete: the manifest goes, the journal carries what is kept.
     (out_dir / MANIFEST).unlink(missing_ok=True)
     header = {"format": FORMAT, "version": VERSION, "source": str(src_dir.resolve()), "layout": "CHW uint8 .npy"}
@@ -262,7 +267,7 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
             except UserError as err:
                 failed.append((source.name, str(err)))
             else:
-                entry = {"name": source.name, "file": source.name + ".npy", **stat, "version": VERSION}
+                entry = {"name": source.name, "file": _array_file(source), **stat, "version": VERSION}
                 entry.update(_store(image, out_dir / entry["file"]))
                 journal.write(json.dumps(entry) + "\n")
                 journal.flush()

@@ -176,7 +176,7 @@ class SRGANModule(L.LightningModule):
     def configure_model(self) -> None:
         """The speed switches: memory format and compilation of the networks a training step runs."""
         trained = [n for n in (self.generator, self.discriminator, self.perceptual_loss) if n is not None]
-        for network in [*trained, *([self.generator_ema] if self.generator_ema is not None else [])]:
+        for network in [n for n in (*trained, self.generator_ema) if n is not None]:
             network.to(memory_format=self.memory_format)
         if self.compile_backend is not None and not self._compiled:
             # A backend failure (no C compiler, an unsupported op) falls back to eager, with dynamo's warning.
