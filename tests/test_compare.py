@@ -154,8 +154,14 @@ def _cfg(*runs: Path, **overrides: Any) -> DictConfig:
 # --- the table ------------------------------------------------------------------------------------
 
 
-def test_sweep_table_shows_only_the_keys_that_differ(sweep: Path) -> None:
+def test_sweep_table_shows_only_the_keys_that_differ(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = run(_cfg(sweep))
+    console = capsys.readouterr().out  # the terminal's table: the papers' PSNR / SSIM pairs, not the batches
+    lines = console.splitlines()  # 2 caption lines, the top border, the header, a rule, then runs 0 to 3
+    header, row = ([cell.strip() for cell in lines[i].split(lines[i][0])[1:-1]] for i in (3, 8))
+    assert header[4:9] == ["Result", "best PSNR", "best SSIM", "last PSNR", "last SSIM"]
+    assert header[9:11] == ["bicubic PSNR", "bicubic SSIM"]
+    assert row[:9] == ["3", "done", "mse", "8", "best", "24.00", "0.6000", "24.00", "0.6000"]
     out = sweep / "compare"
     assert [r["run"] for r in rows] == ["0", "1", "2", "3"]
     with open(out / "table.csv", newline="") as handle:

@@ -57,8 +57,12 @@ from sr_gan.schema import COMPARE, validate
 register_resolvers()  # ${wandb_offline:} of conf/logger/wandb.yaml
 PICKS = ("auto", "best", "last")
 PLANE_SET = "val"  # the dataset name of the perception-distortion rows: perception_distortion_val.png
-# The console shows these numbers (the files all of them): a table that fits a terminal.
-CONSOLE = ("result", "best_psnr", "last_psnr", "bicubic_psnr", "batches", "wall_s", "batches_per_s")
+# The console shows these numbers (the files all of them): the papers' PSNR / SSIM pair, LPIPS where
+# logged, and progress, in a table that fits a terminal (the batch each value comes from is in the files).
+CONSOLE = (
+    *("result", "best_psnr", "best_ssim", "best_lpips", "last_psnr", "last_ssim", "last_lpips"),
+    *("bicubic_psnr", "bicubic_ssim", "batches", "wall_s", "batches_per_s"),
+)
 
 
 # --- the table ------------------------------------------------------------------------------------
