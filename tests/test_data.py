@@ -172,6 +172,10 @@ def test_patch_flips_are_drawn_per_key_and_off_without_augment(div2k: dict[str, 
     assert (flips.float().mean(0) - 0.5).abs().max() < 0.1  # each transform for about half the patches
     plain = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16, augment=False)
     assert not any(plain[k]["flips"].any() for k in keys[:20])
+    # rotate=False (Real-ESRGAN's use_rot: False): the same horizontal flips, never a vflip or transpose
+    hflips = TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=16, rotate=False)
+    hflip_only = torch.stack([hflips[k]["flips"] for k in keys])
+    assert torch.equal(hflip_only[:, 0], flips[:, 0]) and not hflip_only[:, 1:].any()
 
 
 # --- the patch stream ---------------------------------------------------------------------------

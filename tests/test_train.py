@@ -104,7 +104,13 @@ def test_realesrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert list(cfg.loss.perceptual.layer_weights) == [0.1, 0.1, 1.0, 1.0, 1.0]
     assert (cfg.data.patch_size, cfg.data.batch_size, cfg.model.ema_decay) == (256, 12, 0.999)
     assert cfg.optim.generator.lr == cfg.optim.discriminator.lr == 1e-4 and cfg.trainer.max_steps == 400000
-    assert make_cfg("experiment=realesrnet_x4", tiny=False).optim.generator.lr == 2e-4
+    realesrnet = make_cfg("experiment=realesrnet_x4", tiny=False)
+    assert realesrnet.optim.generator.lr == 2e-4
+    # the reference's train_realesr{gan,net}_x4plus.yml: use_hflip: True, use_rot: False; the papers' recipes
+    # (BasicSR train_ESRGAN_x4.yml, use_rot: True) keep the 90-degree rotations
+    for recipe in (cfg, realesrnet):
+        assert (recipe.data.augment, recipe.data.rotate) == (True, False)
+    assert make_cfg("experiment=esrgan_x4", tiny=False).data.rotate is True
 
 
 def test_the_demo_trains_on_real_world_degradations(make_cfg) -> None:

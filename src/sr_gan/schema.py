@@ -79,6 +79,7 @@ TRAIN: Mapping[str, Rule] = {
     "data.num_workers": COUNT,
     "data.cache": Rule(bool),
     "data.augment": Rule(bool),
+    "data.rotate": Rule(bool),
     "data.verify": Rule(bool),
     "data.use_prepared": Rule(bool),
     "data.val_max_images": Rule(int, low=1, nullable=True),

@@ -65,7 +65,9 @@ class SRDataModule(L.LightningDataModule):
     `use_prepared`, training crops are read from ``<folder>.prepared`` where
     ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`). Image headers are
     read at set-up (sizes, pairs); `verify` also decodes every image then. `val_max_images` and
-    `val_crop` keep validation during training small (`ValImageDataset`).
+    `val_crop` keep validation during training small (`ValImageDataset`). `augment` turns the
+    training patches' random flips and 90-degree rotations on; `rotate` False keeps the horizontal
+    flip alone (`TrainPatchDataset`).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class SRDataModule(L.LightningDataModule):
         val_crop: int | None = None,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         augment: bool = True,
+        rotate: bool = True,
         degradation: Callable[..., tuple[Tensor, Tensor]] | None = None,
         prepare: Callable[[], None] | None = None,
         pin_memory: bool = True,
@@ -101,7 +104,7 @@ class SRDataModule(L.LightningDataModule):
         self.cache, self.use_prepared, self.verify = cache, use_prepared, verify
         self.val_max_images, self.val_crop = val_max_images, val_crop
         self.max_image_pixels = max_image_pixels
-        self.augment = augment
+        self.augment, self.rotate = augment, rotate
         self.degradation = BicubicDegradation(scale=scale) if degradation is None else degradation
         self._generators: dict[torch.device, torch.Generator] = {}
         self.prepare = prepare
@@ -123,6 +126,7 @@ class SRDataModule(L.LightningDataModule):
                 scale=self.scale,
                 patch_size=self.patch_size,
                 augment=self.augment,
+                rotate=self.rotate,
                 cache=self.cache,
                 use_prepared=self.use_prepared,
                 verify=self.verify,

@@ -139,7 +139,9 @@ class TrainPatchDataset(Dataset):
     Items are keyed by ``(image index, crop seed)`` as `sr_gan.data.sampler.PatchStream` yields
     them: the crop corner and the dihedral transform (`flips`: horizontal, vertical, transpose;
     applied on the device by `paired_augment`) are drawn from a generator seeded with the crop
-    seed, so a patch depends on its key alone, never on the worker or its RNG state. With an LR
+    seed, so a patch depends on its key alone, never on the worker or its RNG state. `augment`
+    switches all three off; `rotate` False keeps the horizontal flip alone (BasicSR's `use_hflip`
+    without `use_rot`, whose vertical flip and transpose make the rotations), with the same draws. With an LR
     folder the LR crop at (y, x) of size patch_size/scale pairs with the HR crop at
     (y·scale, x·scale); without one only {"hr"} is returned and the LR is made on the device.
 
@@ -157,6 +159,7 @@ class TrainPatchDataset(Dataset):
         scale: int,
         patch_size: int,
         augment: bool = True,
+        rotate: bool = True,
         cache: bool = False,
         use_prepared: bool = True,
         verify: bool = False,
@@ -172,6 +175,7 @@ class TrainPatchDataset(Dataset):
                     f"data.patch_size={patch_size}: remove it or lower data.patch_size"
                 )
         self.scale, self.patch_size, self.augment = scale, patch_size, augment
+        self.transforms = torch.tensor([augment, augment and rotate, augment and rotate])  # hflip, vflip, transpose
         folders = {"hr": hr_dir} if lr_dir is None else {"hr": hr_dir, "lr": lr_dir}
         self.prepared = {side: open_prepared(folder) if use_prepared else None for side, folder in folders.items()}
         self.decoded = any(store is None for store in self.prepared.values())  # some side reads image files
@@ -193,7 +197,7 @@ class TrainPatchDataset(Dataset):
         # top-left corner drawn on the LR grid, so the HR corner is a multiple of the scale
         y = int(torch.randint(pair.height // s - lr_patch + 1, (), generator=generator))
         x = int(torch.randint(pair.width // s - lr_patch + 1, (), generator=generator))
-        flips = torch.randint(2, (3,), generator=generator).bool() & self.augment  # (3,)
+        flips = torch.randint(2, (3,), generator=generator).bool() & self.transforms  # (3,)
         decoded = (self.cache[index] if self.cache is not None else pair.load()) if self.decoded else {}
         corners = {"hr": (y * s, x * s, self.patch_size), "lr": (y, x, lr_patch)}
         patches = {"flips": flips, "seed": torch.tensor(seed)}
