@@ -58,6 +58,36 @@ def test_bicubic_config_gives_todays_lr_bitwise() -> None:
 # --- Real-ESRGAN ---------------------------------------------------------------------------------
 
 
+# The reference's values (xinntao/Real-ESRGAN options/train_realesrgan_x4plus.yml, the same in
+# train_realesrnet_x4plus.yml): the yml key of each stage's field; the second stage's carry a "2".
+REFERENCE_STAGES = {
+    "first": dict(
+        blur_prob=1.0,  # realesrgan_model.py feed_data: the first blur is unconditional
+        kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1, blur_sigma=(0.2, 3.0),
+        betag_range=(0.5, 4.0), betap_range=(1.0, 2.0), resize_prob=(0.2, 0.7, 0.1), resize_range=(0.15, 1.5),
+        gaussian_noise_prob=0.5, noise_range=(1.0, 30.0), poisson_scale_range=(0.05, 3.0), gray_noise_prob=0.4,
+        jpeg_range=(30.0, 95.0),
+    ),
+    "second": dict(
+        blur_prob=0.8,  # second_blur_prob
+        kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), sinc_prob=0.1, blur_sigma=(0.2, 1.5),
+        betag_range=(0.5, 4.0), betap_range=(1.0, 2.0), resize_prob=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),
+        gaussian_noise_prob=0.5, noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5), gray_noise_prob=0.4,
+        jpeg_range=(30.0, 95.0),  # jpeg_range2: the final JPEG
+    ),
+}  # fmt: skip
+
+
+def test_config_carries_the_reference_values(realesrgan: RealESRGANDegradation) -> None:
+    for name, expected in REFERENCE_STAGES.items():
+        stage = getattr(realesrgan, name)
+        assert {key: getattr(stage, key) for key in expected} == expected, name
+    assert realesrgan.final_sinc_prob == 0.8  # final_sinc_prob
+    assert realesrgan.kernel_size_range == (7, 21)  # realesrgan_dataset.py: kernel_range = 7, 9, ..., 21
+    assert realesrgan.usm_sharpen is True  # l1_gt_usm / percep_gt_usm: True (realesrnet: gt_usm: True)
+    assert realesrgan.scale == 4
+
+
 def test_shapes_ranges_and_usm_target(realesrgan: RealESRGANDegradation) -> None:
     hr = batch()
     lr, target = realesrgan(hr, generator=torch.Generator().manual_seed(0))
