@@ -6,6 +6,7 @@ import csv
 import functools
 import http.server
 import json
+import logging
 import os
 import random
 import resource
@@ -26,7 +27,7 @@ from sr_gan.checkpoint_io import SafeCheckpointIO, load_run_checkpoint
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, run_module
+from tests.helpers import SRC, run_module, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -293,6 +294,29 @@ def test_a_relaunch_keeps_the_recorded_start_of_the_run(make_cfg, tmp_path: Path
     train(make_cfg("loss=ragan", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
     recorded = OmegaConf.load(tmp_path / "config.yaml")
     assert recorded.model.init_from == str(start) and recorded.trainer.max_steps == 2  # the rest is the relaunch's
+
+
+def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pre-empted run's segments are one W&B run (offline: two segment folders of one id, which
+    `wandb sync` uploads into it), not one W&B run per segment; a damaged id file starts a new one."""
+    train(make_cfg("logger=wandb", "trainer.max_steps=1", "test=false"))
+    train(make_cfg("logger=wandb", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
+    run_id = (tmp_path / "wandb" / "run_id").read_text().strip()
+    segments = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and all(folder.name.endswith(f"-{run_id}") for folder in segments)
+    for folder in segments:
+        records = wandb_records(next(folder.glob("run-*.wandb")))
+        assert {r.run.run_id for r in records if r.HasField("run")} == {run_id}
+
+    (tmp_path / "wandb" / "run_id").write_text("../../elsewhere\n")  # damaged: a new W&B run, the training goes on
+    with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
+        train(make_cfg("logger=wandb", "trainer.max_steps=3", "test=false", "ckpt_path=last"))
+    assert "wandb/run_id does not hold a W&B run id: this run logs to a new W&B run" in caplog.text
+    new_id = (tmp_path / "wandb" / "run_id").read_text().strip()
+    assert new_id != run_id and len(list((tmp_path / "wandb").glob(f"offline-run-*-{new_id}"))) == 1
+    assert json.loads((tmp_path / "run.json").read_text())["batches"] == 3
 
 
 def test_resuming_across_stages_is_refused_in_one_line(make_cfg) -> None:
