@@ -106,6 +106,29 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_pa
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_full_disk_inside_torch_save_is_one_line_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint larger than the space left (here: this process's files may not grow past 1 MB, and
+    it holds 4 MB of weights) fails inside torch.save's zip writer, which reports a RuntimeError
+    ("unexpected pos") whose *context* is the OSError: still one line naming the full disk, the
+    previous checkpoint intact. (The end-to-end test above runs out of space where the OSError
+    itself comes out of torch.save.)"""
+    path = tmp_path / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(10)}}, path)
+    before = path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, hard))  # the soft limit only: put back below
+    try:
+        with pytest.raises(UserError) as info:
+            SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(1_000_000)}}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(info.value).startswith(f"cannot write checkpoint {path}: the disk is full")
+    assert isinstance(info.value.__context__, RuntimeError)  # what torch.save raised
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -210,6 +233,17 @@ def test_a_url_checkpoint_that_would_run_code_is_refused(make_cfg, tmp_path: Pat
     with pytest.raises(UserError, match="cannot download"):
         train(make_cfg(f"ckpt_path={url}/missing.ckpt"))
     assert not (tmp_path / "run.json").exists() and not list(tmp_path.glob(".sr_gan-download-*"))
+
+
+def test_the_trainers_checkpoint_plugin_never_unpickles_code(tmp_path: Path) -> None:
+    """Lightning reads every checkpoint of a fit and of its test stage (best.ckpt) through the trainer's
+    plugin: a local file that would unpickle Python objects is refused before any of it runs."""
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6", "payload": _Payload(marker)}, path)
+    with pytest.raises(UserError, match=r"refused to load.*pickled Python objects"):
+        SafeCheckpointIO().load_checkpoint(path)
+    assert not marker.exists()
 
 
 def test_resume_from_a_url(make_cfg, tmp_path: Path, http_folder) -> None:
