@@ -210,3 +210,24 @@ class LoggedRows(Logger):
 
     def log_hyperparams(self, *args: object, **kwargs: object) -> None:
         pass
+
+
+class GlobalDraws(L.Callback):
+    """Draws from the global torch, NumPy and Python generators as each training batch starts, as a
+    user's augmentation or dropout would, and appends ``[batch, torch, numpy, python]`` to the JSON
+    lines file `path`: a resumed run must go on drawing what the uninterrupted run drew."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        import json
+        import random
+
+        import numpy as np
+
+        batch = trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        draws = [batch, torch.rand(()).item(), float(np.random.rand()), random.random()]
+        with self.path.open("a") as lines:
+            lines.write(json.dumps(draws) + "\n")
+

@@ -357,7 +357,9 @@ def _losses(run_dir: Path) -> list[dict[str, str]]:
 
 def test_resume_is_exact(make_cfg, tmp_path) -> None:
     """N batches straight == N/2, a new process-like start from last.ckpt, N/2 more: bitwise equal
-    weights, optimizer states, schedules and per-batch losses (G, EMA, D; RaGAN + perceptual)."""
+    weights, optimizer states, schedules and per-batch losses (G, EMA, D; RaGAN + perceptual), and
+    the same draws from the global torch, NumPy and Python generators at every batch (a user's
+    augmentation or dropout: the RNGState callback carries them over)."""
     common = [
         "loss=ragan",
         "trainer.val_check_interval=2",
@@ -369,7 +371,8 @@ def test_resume_is_exact(make_cfg, tmp_path) -> None:
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
 
     def run(folder: Path, *overrides: str) -> None:
-        cfg = make_cfg(*common, *overrides)
+        draws = ["+callbacks.draws._target_=tests.helpers.GlobalDraws", f"+callbacks.draws.path={folder}/draws.jsonl"]
+        cfg = make_cfg(*common, *draws, *overrides)
         cfg.paths.output_dir = str(folder)
         train(cfg)
 
@@ -396,6 +399,8 @@ def test_resume_is_exact(make_cfg, tmp_path) -> None:
     assert [s["last_epoch"] for s in resumed["lr_schedulers"]] == [4, 4]  # G and D schedules, in batches
     assert [s["_last_lr"] for s in resumed["lr_schedulers"]] == [[1e-3 * 0.5], [2e-4 * 0.5]]
     assert _losses(straight_dir) == _losses(resumed_dir)  # metrics.csv kept batches 1-2, appended 3-4
+    draws = [(d / "draws.jsonl").read_text().splitlines() for d in (straight_dir, resumed_dir)]
+    assert len(draws[0]) == 4 and draws[0] == draws[1]  # without the states: batch 3 drew batch 1's numbers
 
 
 def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resumes_exactly(make_cfg, tmp_path) -> None:
@@ -571,14 +576,16 @@ def test_rng_states_travel_in_the_checkpoint() -> None:
     from sr_gan.callbacks import RNGState
 
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    np.random.randn()  # the legacy normal draws in pairs: the second one waits in the state (has_gauss)
     saved = RNGState().state_dict()
-    expected = (torch.rand(3), np.random.rand(3), random.random())
+    expected = (torch.rand(3), np.random.rand(3), np.random.randn(3), random.random())
     torch.manual_seed(9), np.random.seed(9), random.seed(9)
     callback = RNGState()
     callback.load_state_dict(saved)
     callback.on_train_start(None, None)
-    again = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(again[0], expected[0]) and (again[1] == expected[1]).all() and again[2] == expected[2]
+    again = (torch.rand(3), np.random.rand(3), np.random.randn(3), random.random())
+    assert torch.equal(again[0], expected[0]) and (again[1] == expected[1]).all() and again[3] == expected[3]
+    assert (again[2] == expected[2]).all()  # the waiting normal too: without it every later normal differs
 
 
 @pytest.mark.parametrize(
