@@ -231,3 +231,17 @@ class GlobalDraws(L.Callback):
         with self.path.open("a") as lines:
             lines.write(json.dumps(draws) + "\n")
 
+
+class ZeroGeneratorFrom(L.Callback):
+    """Sets every weight of G and of its EMA to zero as training batch `batch` starts: the validations
+    after it score a black image, so the best checkpoint by val/psnr is one from before it."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:  # noqa: ANN002
+        if trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            with torch.no_grad():
+                for network in (module.generator, module.generator_ema):
+                    for parameter in network.parameters():
+                        parameter.zero_()

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from sr_gan.run_summary import RunRecord, summary
+from tests.helpers import SRC
+
+# In a child whose files may not grow past 64 bytes (as a full disk fails a write): the record of a
+# run that ended, a few hundred bytes, cannot be written.
+_WRITE_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from sr_gan.run_summary import RunRecord
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+RunRecord(folder=Path(sys.argv[1]), batches=9, metrics={"val/psnr": 25.0}).finish("done", None)
+"""
 
 
 @pytest.mark.parametrize(("gan", "expected"), [(False, "best.ckpt"), (True, "last.ckpt")])
@@ -70,3 +85,20 @@ def test_a_resume_is_not_warned_about_its_own_checkpoints(caplog: pytest.LogCapt
         finally:
             logging.captureWarnings(False)
     assert "not empty" not in caplog.text and "another warning" in caplog.text
+
+
+def test_a_failed_record_write_keeps_the_previous_record(tmp_path: Path) -> None:
+    """run.json is replaced in one step: a write that fails half-way (a full disk) leaves the record
+    the run wrote before, whole, and no temporary file (written in place it was cut to 64 bytes)."""
+    RunRecord(folder=tmp_path, batches=4, metrics={"val/psnr": 24.0}).finish("preempted", None)
+    before = (tmp_path / "run.json").read_bytes()
+    child = subprocess.run(
+        [sys.executable, "-c", _WRITE_ON_A_FULL_DISK, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 1 and "File too large" in child.stderr, child.stderr[-2000:]
+    assert (tmp_path / "run.json").read_bytes() == before and len(before) > 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]

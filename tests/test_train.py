@@ -463,18 +463,36 @@ def test_a_sigterm_during_the_final_validation_ends_the_job_as_preempted(make_cf
     assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
 
 
+def test_the_test_stage_scores_the_best_checkpoint_not_the_last_weights(make_cfg, tmp_path) -> None:
+    """G and its EMA are zeroed as batch 3 starts, so the final validation (batch 3, a black image) is
+    below the one at batch 2: the test stage loads best.ckpt (batch 2) and scores what it scored there
+    (with the weights the fit ended with it scored the black image)."""
+    spoil = ["+callbacks.spoil._target_=tests.helpers.ZeroGeneratorFrom", "+callbacks.spoil.batch=3"]
+    train(make_cfg("trainer.max_steps=3", "trainer.val_check_interval=2", "test=true", *spoil))
+    rows = _metrics(tmp_path)
+    validated = [float(r["val/psnr"]) for r in rows if r.get("val/psnr")]
+    (tested,) = [float(r["test/psnr"]) for r in rows if r.get("test/psnr")]
+    assert len(validated) == 2 and validated[1] < validated[0] - 1
+    assert tested == pytest.approx(validated[0], abs=1e-4)
+
+
 def test_resuming_a_run_whose_budget_is_spent_trains_no_further_batch(make_cfg, tmp_path) -> None:
     """A relaunch of a finished run with the same trainer.max_steps (a requeued job that had ended)
-    trains nothing: last.ckpt keeps its batch count and its weights."""
+    trains nothing: last.ckpt keeps its batch count and its weights. Its run.json counts batches, not
+    Lightning's optimizer steps (two a GAN batch), and adds the relaunch to the recorded wall time."""
     common = ["loss=ragan", "loss.perceptual=null", "trainer.max_steps=2", "test=false"]
     train(make_cfg(*common))
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    last, record = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "run.json"
+    assert json.loads(record.read_text())["batches"] == 2
     before = torch.load(last, weights_only=True)
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"wall_s": 1000.0}))  # a long first segment
     train(make_cfg(*common, "ckpt_path=last"))
     after = torch.load(last, weights_only=True)
     assert after["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     for key, value in before["state_dict"].items():
         assert torch.equal(value, after["state_dict"][key]), key
+    resumed = json.loads(record.read_text())
+    assert (resumed["status"], resumed["batches"]) == ("done", 2) and 1000.0 < resumed["wall_s"] < 1300.0
 
 
 def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(make_cfg, tmp_path, caplog) -> None:
