@@ -259,6 +259,17 @@ def test_an_ended_run_takes_its_wall_time_from_its_record(tmp_path: Path) -> Non
     assert going_run.wall_s == pytest.approx(going_run.updated - going_run.started)
 
 
+def test_a_run_that_recorded_how_it_ended_is_reported_so(tmp_path: Path) -> None:
+    """Runs short of their budget whose files are an hour old: each that recorded how it ended in
+    run.json (pre-empted, interrupted, failed) is shown so, not as "crashed" guessed from file times."""
+    recorded = {"preempted": None, "interrupted": None, "failed": "CUDA out of memory"}
+    for status, error in recorded.items():
+        folder = write_run(tmp_path / status, psnrs=(20.0,), age_s=3600)  # 2 of 4 batches
+        (folder / "run.json").write_text(json.dumps({"status": status, "error": error, "wall_s": 60.0}))
+    runs = read_runs([tmp_path / status for status in recorded])
+    assert [r.status(stale_s=900) for r in runs] == ["preempted", "interrupted", "failed (CUDA out of memory)"]
+
+
 def test_how_a_run_was_started_is_not_a_column(tmp_path: Path) -> None:
     """A demo GAN run (resumable, tested, started from the cached PSNR stage) beside that stage: the
     columns are what they train (loss, discriminator), not ckpt_path / test / demo_psnr_init."""
