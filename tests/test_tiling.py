@@ -61,6 +61,21 @@ def test_tile_zero_or_larger_than_image_is_one_forward() -> None:
     assert torch.equal(tiled_forward(net, lr, scale=2, tile=32, overlap=8), expected)
 
 
+def test_a_strip_narrower_than_a_tile_is_tiled_along_its_length() -> None:
+    """A 12 x 100 LR strip with tile=24: one side fits in a tile, the other does not. The windows stay
+    within tile + 2 x overlap along the long side (the strip went through whole, the memory `tile`
+    bounds unbounded) and span the short side; stitched, they are the untiled forward pass."""
+    net = _srresnet()
+    lr = torch.rand(1, 3, 12, 100)
+    with torch.no_grad():
+        expected = net(lr)
+    windows: list[tuple[int, int]] = []
+    net.register_forward_pre_hook(lambda module, args: windows.append(tuple(args[0].shape[-2:])))
+    tiled = tiled_forward(net, lr, scale=2, tile=24, overlap=SRRESNET_RADIUS)
+    assert len(windows) == 5 and set(windows) == {(12, 24 + 2 * SRRESNET_RADIUS)}  # cores at 0, 24, 48, 72, 76
+    assert (tiled - expected).abs().max() < 1e-5
+
+
 def test_windows_cover_the_axis_with_equal_sizes() -> None:
     core, windows = _windows(50, 16, 4)
     assert core == 16
