@@ -132,6 +132,20 @@ def test_16_bit_levels_survive(tmp_path: Path) -> None:
     )
 
 
+def test_a_16_bit_picture_to_an_8_bit_format_is_rounded_to_8_bits(tmp_path: Path, ckpt: Path) -> None:
+    """format=jpg (or webp) stores 8 bits: a 16-bit PNG's output is rounded to 8 bits for it (refused
+    as uint16 otherwise), the 16-bit PNG output of the same picture up to JPEG's losses."""
+    write_image(tmp_path / "deep.png", RGB.astype(np.uint16) * 257 + 3, fmt="png")
+    for fmt in ("png", "jpg"):
+        assert (
+            run(_cfg(ckpt=str(ckpt), input=str(tmp_path / "deep.png"), out_dir=str(tmp_path / fmt), format=fmt)) == []
+        )
+    deep, shallow = _decode(tmp_path / "png" / "deep_x2.png"), _decode(tmp_path / "jpg" / "deep_x2.jpg")
+    assert deep.dtype == torch.uint16 and shallow.dtype == torch.uint8 and shallow.shape == deep.shape
+    blocks = [torch.nn.functional.avg_pool2d(x.float()[None], 8) for x in (shallow, deep.float() / 257)]
+    assert (blocks[0] - blocks[1]).abs().max() < 4  # JPEG about keeps 8x8 block means: the same picture
+
+
 def test_exif_rotation_and_unwritable_output(tmp_path: Path, ckpt: Path) -> None:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
@@ -180,6 +194,10 @@ def test_precision_choices(tmp_path: Path, ckpt: Path, images: Path) -> None:
     full = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=None).astype(int)
     half = upscale_picture(model, picture, scale=SCALE, tile=0, overlap=0, dtype=torch.bfloat16).astype(int)
     assert 0 < np.abs(full - half).max() < 0.05 * 255  # bf16 autocast on the CPU: close, not equal
+    for precision, expected in (("fp32", full), ("bf16", half)):  # the setting reaches the network
+        out = tmp_path / precision
+        assert run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"), out_dir=str(out), precision=precision)) == []
+        assert np.array_equal(_decode(out / "rgb_x2.png").permute(1, 2, 0).numpy(), expected), precision
 
 
 @pytest.mark.slow
