@@ -18,7 +18,7 @@ from torchmetrics.functional.image import learned_perceptual_image_patch_similar
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
-from sr_gan.evaluate import find_benchmark, model_names, run
+from sr_gan.evaluate import Scorer, find_benchmark, model_names, run
 from sr_gan.ops import imresize
 from sr_gan.perception import lpips_backbone_path
 from sr_gan.weights import save_generator_file
@@ -311,6 +311,34 @@ def test_lpips_column_when_the_backbone_is_cached(
     crop = (..., slice(SCALE, -SCALE), slice(SCALE, -SCALE))
     expected = learned_perceptual_image_patch_similarity(sr[crop].float(), hr[crop].float(), normalize=True)
     assert report["per_image"]["photos"]["bicubic"]["coffee"]["lpips"] == pytest.approx(float(expected), abs=1e-5)
+
+
+class _KeepsItsInputs(torch.nn.Module):
+    """An LPIPS metric stand-in: keeps the (SR, HR) pairs `lpips_score` gives it, scores 0."""
+
+    def reset(self) -> None:
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def update(self, sr: torch.Tensor, hr: torch.Tensor) -> None:
+        self.seen.append((sr, hr))
+
+    def compute(self) -> torch.Tensor:
+        return torch.zeros(1)
+
+
+def test_lpips_sees_the_8_bit_border_cropped_images() -> None:
+    """LPIPS, like PSNR and SSIM, scores the SR image an 8-bit file would hold, cropped by the scale:
+    an SR between the 8-bit levels reaches it rounded (the random-AlexNet test above cannot tell
+    rounded from not: its scores moved by less than its 1e-5)."""
+    torch.manual_seed(0)
+    hr = torch.randint(0, 256, (1, 3, 24, 28)).double() / 255
+    sr = hr + torch.randn(hr.shape, dtype=torch.float64) / 255  # off the levels, a little outside [0, 1]
+    metric = _KeepsItsInputs()
+    Scorer(scale=SCALE, lpips=metric)(sr, hr)
+    ((seen_sr, seen_hr),) = metric.seen
+    crop = (..., slice(SCALE, -SCALE), slice(SCALE, -SCALE))
+    assert torch.equal(seen_sr, (torch.round(sr.clamp(0, 1) * 255) / 255)[crop].float())
+    assert torch.equal(seen_hr, hr[crop].float())
 
 
 def test_config_errors_name_the_key(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
