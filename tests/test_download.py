@@ -199,7 +199,7 @@ def test_cli_root_that_cannot_be_made_is_one_line_before_any_download(
         main(["benchmarks", "--root", str(tmp_path / root), "--base-url", "http://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.strip().count("\n") == 0
-    assert err.startswith(f"error: --root {tmp_path / root} is not writable (Not a directory): pass a folder")
+    assert err.startswith(f"error: --root={tmp_path / root} is not writable (Not a directory): pass a folder")
 
 
 @pytest.mark.parametrize("base_url", ["notaurl", "downloads/div2k"])

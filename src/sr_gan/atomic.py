@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sr_gan.errors import UserError
+
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")  # the names _temporary_for gives
 
 
@@ -68,6 +70,17 @@ def probe_folder(folder: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
     with tempfile.TemporaryFile(dir=existing):
         pass
+
+
+def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
+    """Fail in one line naming the setting `key` (``out_dir``, ``--root``), before any work, when
+    `out_dir` cannot be made or written to."""
+    try:
+        probe_folder(out_dir)
+    except OSError as err:
+        raise UserError(
+            f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
+        ) from None
 
 
 def _fsync(path: Path) -> None:

@@ -46,8 +46,9 @@ from rich.console import Console
 from torch import Tensor
 
 from sr_gan import evaluate_report as reports
+from sr_gan.atomic import check_writable
 from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
-from sr_gan.config import check_writable, register_resolvers, resolve_device
+from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.evaluate import BICUBIC, Scorer, as_list, lpips_metric
 from sr_gan.evaluate_report import Column

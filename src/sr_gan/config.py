@@ -213,16 +213,6 @@ def path_arg(
     return path
 
 
-def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
-    """Fail in one line, before any work, when `out_dir` cannot be made or written to."""
-    try:
-        probe_folder(out_dir)
-    except OSError as err:
-        raise UserError(
-            f"{key}={out_dir} is not writable ({err.strerror or err}): pass a folder you can write to"
-        ) from None
-
-
 class WritableOutput(Callback):
     """Hydra callback: before Hydra makes the run (or sweep) folder, check that it can, and stop in
     one line naming ``paths.log_dir`` when it cannot (Hydra's own error is a traceback)."""

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.progress import Progress
 
-from sr_gan.config import check_writable, register_resolvers, resolve_device
+from sr_gan.atomic import check_writable
+from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.data.datasets import ValImageDataset
 from sr_gan.data.download import BENCHMARK_SETS
 from sr_gan.errors import UserError, exit_on_user_error

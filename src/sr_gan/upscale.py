@@ -38,8 +38,8 @@ from rich.console import Console
 from rich.progress import Progress
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
-from sr_gan.atomic import remove_stale_temporaries
-from sr_gan.config import check_writable, path_arg, resolve_device
+from sr_gan.atomic import check_writable, remove_stale_temporaries
+from sr_gan.config import path_arg, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, MAX_SIDE, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips

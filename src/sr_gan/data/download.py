@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from sr_gan.atomic import atomic_path, probe_folder, remove_stale_temporaries
+from sr_gan.atomic import atomic_path, check_writable, remove_stale_temporaries
 from sr_gan.errors import UserError, exit_on_user_error
 
 CHUNK_BYTES = 1 << 20
@@ -287,16 +287,6 @@ def download_benchmarks(root: str | Path, sets: list[str], *, base_url: str = BE
     return {name: Path(root) / BENCHMARK_SETS[name] for name in sets}
 
 
-def check_root(root: Path) -> None:
-    """Fail in one line, before any download, when `--root` cannot be made or written to."""
-    try:
-        probe_folder(root)
-    except OSError as err:
-        raise UserError(
-            f"--root {root} is not writable ({err.strerror or err}): pass a folder you can write to"
-        ) from None
-
-
 def check_base_url(base_url: str) -> None:
     """`--base-url` must be a URL urllib can fetch (an http(s), ftp or file URL), not a bare path."""
     if urllib.parse.urlparse(base_url).scheme not in ("http", "https", "ftp", "file"):
@@ -319,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     for command in (div2k, benchmarks):
         command.add_argument("--root", type=Path, default=Path("data"), help="data folder (paths.data_dir)")
     args = parser.parse_args(argv)
-    check_root(args.root)
+    check_writable(args.root, key="--root")
     check_base_url(args.base_url)
     if args.dataset == "div2k":
         print(f"DIV2K in {download_div2k(args.root, args.parts, base_url=args.base_url)}")

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sr_gan.config import check_writable
+from sr_gan.atomic import check_writable
 from sr_gan.data.prepared import PreparedImages, prepare_folder, prepared_dir
 from sr_gan.errors import UserError
 
