@@ -14,6 +14,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from sr_gan.atomic import atomic_path
 
+log = logging.getLogger(__name__)
+
 
 class _AppendingWriter(ExperimentWriter):
     """Lightning's writer deletes an existing metrics.csv when it starts: a run resumed in its own
@@ -43,7 +45,6 @@ BEST = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "
 
 
 RUN_ID = Path("wandb") / "run_id"  # below a logger's save_dir: the W&B run that folder logs to
-log = logging.getLogger(__name__)
 _VALID_ID = re.compile(r"[a-z0-9]{1,64}")  # the ids wandb generates (its own rule is looser)
 
 
