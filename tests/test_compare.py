@@ -511,6 +511,10 @@ def test_real_sweep_compares_offline_and_in_wandb(real_sweep: Path, tmp_path: Pa
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "no_such_run does not exist" in bad.stderr
     (record,) = [r.run for r in wandb_records(next(wandb_run.glob("run-*.wandb"))) if r.HasField("run")]
     assert (record.run_group, record.job_type, record.display_name) == ("sweep-xyz", "compare", "compare-sweep-xyz")
+    again = run_module("sr_gan.compare", *args)  # into the same out_dir: the same W&B run, a second segment
+    assert again.returncode == 0, again.stderr[-3000:]
+    segments = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and {s.name.rsplit("-", 1)[1] for s in segments} == {record.run_id}
 
 
 @pytest.mark.slow
