@@ -73,6 +73,7 @@ def test_crafted_config_is_refused_by_every_python_loader(tmp_path: Path, kind: 
         ("act_layer", {"_target_": "torch.nn.PReLU", "_args_": [{"_target_": "builtins.exec", "_args_": ["1"]}]}),
         ("act_layer", [{"_target_": "subprocess.run"}]),  # inside a list
         ("num_features", "${oc.env:HOME}"),  # interpolations are resolved by Hydra: none in a file
+        ("num_features", "8 ${oc.env:HOME}"),  # inside a string too (OmegaConf resolves it there)
         ("norm_layer", {"_target_": "torch.nn.BatchNorm2d", "_partial_": True, "_custom_": 1}),
     ],
 )
@@ -81,6 +82,30 @@ def test_nested_targets_lists_and_interpolations_are_checked(tmp_path: Path, whe
     with pytest.raises(UserError, match=rf"{path.name}: refused") as caught:
         load_generator(path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        lambda marker: {"_target_": "torch.save", "_args_": [[], str(marker)]},
+        lambda marker: {
+            "_target_": "sr_gan.data.download.download_and_extract",
+            "url": "file:///nonexistent/a.zip",
+            "dest_dir": str(marker),
+            "sha256": None,
+        },
+    ],
+    ids=["torch.save", "sr_gan-downloader"],
+)
+def test_a_nested_target_under_torch_or_sr_gan_that_is_no_listed_layer_is_refused(tmp_path: Path, node) -> None:
+    """The nested targets are the listed layers, not whatever lives under `torch` or `sr_gan`: torch.save
+    writes a file, our downloader makes its folder before it fetches (Hydra builds nested nodes first)."""
+    marker = tmp_path / "pwned"
+    path = crafted_file(tmp_path, "safetensors", TINY_G | {"norm_layer": node(marker)})
+    for load in (load_generator, load_generator_state):
+        with pytest.raises(UserError, match=rf"{path.name}: refused: .* asks to call .* \(at norm_layer\._target_\)"):
+            load(path)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("config", [["a list"], "a string", {"num_features": 8}, {"_target_": 3}])
