@@ -99,6 +99,21 @@ def test_discriminator_state_from_our_checkpoint_and_bad_files(tmp_path: Path) -
         load_discriminator_state(tmp_path / "psnr.ckpt")
 
 
+def test_discriminator_file_with_params_and_params_ema_gives_params(tmp_path: Path) -> None:
+    """BasicSR's `params` is the trained D; `params_ema` is read only when it is all the file holds."""
+    torch.manual_seed(0)
+    params, params_ema = UNetDiscriminatorSN(num_features=4), UNetDiscriminatorSN(num_features=4)
+    path = tmp_path / "netD.pth"
+    for stored, expected in (
+        ({"params_ema": params_ema, "params": params}, params),
+        ({"params_ema": params_ema}, params_ema),
+    ):
+        torch.save({key: net.state_dict() for key, net in stored.items()}, path)
+        state = load_discriminator_state(path)
+        assert state.keys() == expected.state_dict().keys()
+        assert all(torch.equal(state[key], value) for key, value in expected.state_dict().items())
+
+
 def test_realesrgan_x4plus_style_generator_file_loads(tmp_path: Path) -> None:
     """RealESRGAN_x4plus.pth holds {'params_ema': RRDBNet x4 with 23 RRDBs}: config inferred, EMA taken."""
     torch.manual_seed(0)

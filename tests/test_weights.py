@@ -263,3 +263,16 @@ def test_weights_that_are_no_state_dict_name_the_file_and_key(tmp_path: Path, lo
     path = save(tmp_path, obj, "crafted.pth")
     with pytest.raises(UserError, match=rf"crafted\.pth: {message}, not a state dict \(names to tensors\)"):
         load(path)
+
+
+@pytest.mark.parametrize("obj", [torch.zeros(3), [torch.zeros(3)]], ids=["tensor", "list"])
+def test_a_file_holding_no_dict_is_one_line(tmp_path: Path, obj: object) -> None:
+    """torch.load(weights_only=True) rebuilds a bare tensor or list too: every loader refuses it in one
+    line naming the file (it was an AttributeError traceback from `.get`)."""
+    from sr_gan.weights.discriminator import load_discriminator_state
+
+    path = save(tmp_path, obj, "bare.pth")
+    kind = type(obj).__name__
+    for load in (load_generator, load_generator_state, load_discriminator_state):
+        with pytest.raises(UserError, match=rf"^{path}: holds a {kind}, expected a dict of weights$"):
+            load(path)
