@@ -23,7 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sr_gan.callbacks import CTRL_C_NOTICE
-from sr_gan.checkpoint_io import SafeCheckpointIO, load_run_checkpoint
+from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, load_run_checkpoint
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
 from tests.conftest import TINY
@@ -244,6 +244,17 @@ def test_the_trainers_checkpoint_plugin_never_unpickles_code(tmp_path: Path) -> 
     with pytest.raises(UserError, match=r"refused to load.*pickled Python objects"):
         SafeCheckpointIO().load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_a_url_checkpoint_is_downloaded_into_the_folder_given_and_removed(tmp_path: Path, http_folder) -> None:
+    """sr_gan.train fetches a URL checkpoint into the run folder (GBs on the run's disk, not in the
+    system's temporary folder, often a small RAM disk); nothing of it is left after the block."""
+    folder, url = http_folder
+    (folder / "run.ckpt").write_bytes(b"checkpoint bytes")
+    run = tmp_path / "run"
+    with downloaded(f"{url}/run.ckpt", folder=run) as local:
+        assert local.is_relative_to(run) and local.read_bytes() == b"checkpoint bytes"
+    assert list(run.iterdir()) == []
 
 
 def test_resume_from_a_url(make_cfg, tmp_path: Path, http_folder) -> None:
