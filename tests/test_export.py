@@ -1,14 +1,17 @@
 """Exporting a generator: safetensors round trip, ONNX vs PyTorch, the `python -m sr_gan.export` CLI."""
 
+import errno
 import json
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from safetensors import safe_open
 from torch import nn
 
 from sr_gan.export import check_onnx, export_onnx, export_safetensors
+from sr_gan.weights import files as weight_files
 from sr_gan.weights import load_generator
 from tests.helpers import TINY_RRDBNET, run_module, tiny_rrdbnet, upscale
 
@@ -62,6 +65,59 @@ def test_onnx_matches_pytorch_on_two_sizes(tmp_path: Path, generators: Generator
     assert check_onnx(generator, path) <= 1e-4  # sizes (1, 16, 16) and (2, 24, 20): dynamic axes
     with pytest.raises(ValueError, match="onnxruntime differs from PyTorch"):
         check_onnx(other, path)  # the check can fail
+    # The graph declares the output's height and width apart from the input's (it is twice as large):
+    # one name for both tells a runtime that trusts the declared shapes (buffer binding) a wrong size.
+    graph = onnx.load(str(path)).graph
+    assert dims(graph.input[0]) == ["batch", 3, "height", "width"]
+    assert dims(graph.output[0]) == ["batch", 3, "sr_height", "sr_width"]
+
+
+def dims(value: onnx.ValueInfoProto) -> list[str | int]:
+    """The declared shape of an ONNX input or output: a name for a dynamic axis, else its size."""
+    return [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
+
+
+class Times(nn.Module):
+    """x * factor; with `factor_for_one`, that factor for a batch of one image instead."""
+
+    def __init__(self, factor: float, factor_for_one: float | None = None) -> None:
+        super().__init__()
+        self.factor, self.factor_for_one = factor, factor_for_one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        one = self.factor_for_one is not None and x.shape[0] == 1  # (exported without it: no trace warning)
+        return x * (self.factor_for_one if one else self.factor)
+
+
+def test_the_onnx_check_fails_on_a_difference_at_any_of_its_sizes(tmp_path: Path) -> None:
+    """check_onnx reports the worst of its sizes: a network that differs from the file only on the
+    first size (a batch of one) fails it, as one that differs only on the last does."""
+    path = tmp_path / "times3.onnx"
+    export_onnx(Times(3.0), path)
+    assert check_onnx(Times(3.0), path) == 0.0
+    for network in (Times(3.0, factor_for_one=2.0), Times(2.0, factor_for_one=3.0)):
+        with pytest.raises(ValueError, match="onnxruntime differs from PyTorch by"):
+            check_onnx(network, path)
+
+
+def test_a_write_that_fails_half_way_keeps_the_previous_export(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safetensors file is written beside its name and renamed over it: a write that fails half
+    way (a full disk) leaves the previous export whole and no temporary file."""
+    out = tmp_path / "generator.safetensors"
+    export_safetensors(ckpt, out)
+    before = out.read_bytes()
+
+    def full_disk(tensors: dict, filename: str | Path, metadata: dict | None = None) -> None:
+        Path(filename).write_bytes(before[: len(before) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(weight_files, "save_file", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        export_safetensors(ckpt, out, prefer_ema=False)
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generator.safetensors", "last.ckpt"]
 
 
 @pytest.mark.slow
