@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from sr_gan.interpolate import interpolate_files, interpolate_state_dicts
-from sr_gan.weights import load_generator, save_generator_file
+from sr_gan.weights import load_generator, load_state_file, save_generator_file
 from tests.helpers import run_module
 
 CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
@@ -80,6 +80,27 @@ def test_a_weights_file_without_config_matches_its_network_spelled_out_in_full(t
     write_generator(gan, 1)
     info = interpolate_files(psnr, gan, out, alpha=0.5)
     assert info["config"]["in_channels"] == 3 and out.is_file()
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_each_files_ema_or_live_generator_is_weighted_by_its_side_of_alpha(tmp_path: Path, ema: bool) -> None:
+    """Two Lightning checkpoints with EMA: `ema` picks the EMA or the live G of both files, and the
+    result is (1 - alpha) PSNR + alpha GAN (alpha = 0.25: a swap of the files gives 0.75 / 0.25)."""
+    states = {}
+    for name, seed in (("psnr", 0), ("gan", 1)):
+        torch.manual_seed(seed)
+        live, average = instantiate(CONFIG).state_dict(), instantiate(CONFIG).state_dict()
+        state_dict = {f"generator.{k}": v for k, v in live.items()} | {
+            f"generator_ema.{k}": v for k, v in average.items()
+        }
+        torch.save({"state_dict": state_dict, "sr_gan": {"generator": CONFIG, "scale": 4}}, tmp_path / f"{name}.ckpt")
+        states[name] = average if ema else live
+    out = tmp_path / "mix.safetensors"
+    interpolate_files(tmp_path / "psnr.ckpt", tmp_path / "gan.ckpt", out, alpha=0.25, prefer_ema=ema)
+    mixed = load_state_file(out)["tensors"]
+    assert mixed.keys() == states["psnr"].keys()
+    for key, value in mixed.items():
+        torch.testing.assert_close(value, 0.75 * states["psnr"][key] + 0.25 * states["gan"][key])
 
 
 @pytest.mark.slow
