@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from torchvision.io import write_png
 from sr_gan.config import check_data_folders
 from sr_gan.data import prepared as prepared_module
 from sr_gan.data.datasets import read_image
-from sr_gan.data.prepared import JOURNAL, MANIFEST, PreparedImages, open_prepared, prepare_folder, prepared_dir
+from sr_gan.data.prepared import JOURNAL, MANIFEST, VERSION, PreparedImages, open_prepared, prepare_folder, prepared_dir
 from sr_gan.errors import UserError
 from tests.helpers import run_module
 
@@ -148,6 +149,63 @@ def test_a_killed_runs_temporary_array_is_removed_by_the_next_run(source: Path) 
     prepare_folder(source, progress=False)
     assert not left.exists() and other.exists()
     assert len(PreparedImages(out)) == 4
+
+
+def test_a_complete_folder_holds_its_arrays_and_manifest_and_a_rerun_rewrites_nothing(
+    source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The journal goes once the manifest is written; a second run over an unchanged source says so
+    and keeps the manifest (a rerun that rewrote it left the folder half-prepared meanwhile)."""
+    out = prepare_folder(source, progress=False)
+    arrays = [f"{name}.npy" for name in ("a.png", "b.png", "c.png", "grey.png")]
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, *arrays])
+    prepare_folder(source)
+    assert capsys.readouterr().out == f"{source}: 4 images already prepared in {out}\n"
+
+
+def test_another_format_version_is_refused_then_rebuilt(source: Path) -> None:
+    """A folder of an older layout (format version) is refused by the reader with the command to
+    rerun, and that run rebuilds every array, not only the changed sources."""
+    out = prepare_folder(source, progress=False)
+    before = inodes(out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    (out / MANIFEST).write_text(json.dumps(manifest | {"version": VERSION - 1}))
+    rerun = rf"run python -m sr_gan\.data\.prepare {source}$"
+    with pytest.raises(
+        UserError, match=rf"prepared in format version {VERSION - 1}, this sr-gan reads {VERSION}: {rerun}"
+    ):
+        PreparedImages(out)
+    prepare_folder(source, progress=False)
+    after = inodes(out)
+    assert after.keys() == before.keys() and all(after[name] != before[name] for name in before)
+    assert json.loads((out / MANIFEST).read_text())["version"] == VERSION and len(PreparedImages(out)) == 4
+
+
+def test_a_recorded_file_in_another_folder_is_never_deleted(source: Path, tmp_path: Path) -> None:
+    """The arrays of removed sources are deleted, but only files of the prepared folder: an entry
+    naming `../victim.npy` (a hand-edited or foreign manifest) is not ours to delete."""
+    out = prepare_folder(source, progress=False)
+    victim = tmp_path / "victim.npy"
+    victim.write_bytes(b"someone else's")
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["images"].append(manifest["images"][0] | {"name": "gone.png", "file": "../victim.npy"})
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    prepare_folder(source, progress=False)
+    assert victim.read_bytes() == b"someone else's"
+
+
+def test_preparing_is_refused_before_any_array_when_they_cannot_fit(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image needs H x W x 3 bytes (one byte short of the sum is refused, the sum is enough)."""
+    needed = sum(3 * height * width for height, width in [*SIZES.values(), (20, 33)])
+    free = {"bytes": needed - 1}
+    monkeypatch.setattr(prepared_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=free["bytes"]))
+    with pytest.raises(UserError, match=rf"preparing 4 images into {prepared_dir(source)} needs 0\.0 GB, only 0\.0"):
+        prepare_folder(source, progress=False)
+    assert not list(prepared_dir(source).glob("*.npy"))
+    free["bytes"] = needed
+    assert len(PreparedImages(prepare_folder(source, progress=False))) == 4
 
 
 def test_changed_added_and_removed_sources(source: Path) -> None:
