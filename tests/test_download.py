@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import stat
 import tarfile
 import threading
 import zipfile
@@ -62,6 +63,10 @@ def make_tar_gz(path: Path, files: dict[str, bytes]) -> str:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
+    return md5_of(path)
+
+
+def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
@@ -111,13 +116,20 @@ def test_unpinned_download_warns_with_its_sha256(served: tuple[str, Path], tmp_p
     assert (tmp_path / "data" / "set/HR/im2.png").is_file()
 
 
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
 @pytest.mark.parametrize("member", ["../evil.txt", "/tmp/evil_sr_gan.txt", "ok/../../evil.txt"])
-def test_members_escaping_the_destination_are_refused(served: tuple[str, Path], tmp_path: Path, member: str) -> None:
+def test_members_escaping_the_destination_are_refused(
+    served: tuple[str, Path], tmp_path: Path, member: str, kind: str
+) -> None:
     url, folder = served
-    sha = make_zip(folder / "evil.zip", {"fine.txt": b"ok", member: b"pwned"})
+    files = {"fine.txt": b"ok", member: b"pwned"}
+    if kind == "zip":
+        pins = {"sha256": make_zip(folder / "evil.zip", files)}
+    else:
+        pins = {"sha256": None, "md5": make_tar_gz(folder / "evil.tar.gz", files)}
     dest = tmp_path / "data"
     with pytest.raises(UserError, match="escapes"):
-        download_and_extract(f"{url}/evil.zip", dest, sha256=sha)
+        download_and_extract(f"{url}/evil.{kind}", dest, **pins)
     assert list(dest.iterdir()) == [] and not (tmp_path / "evil.txt").exists()  # archive removed too
     assert not Path("/tmp/evil_sr_gan.txt").exists()
 
@@ -132,6 +144,20 @@ def test_tar_links_are_refused(served: tuple[str, Path], tmp_path: Path) -> None
     with pytest.raises(UserError, match="link"):
         download_and_extract(f"{url}/link.tar", tmp_path / "data", sha256=sha)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="a Python before 3.10.12 / 3.11.4")
+def test_tar_members_get_no_setuid_and_no_write_for_others(served: tuple[str, Path], tmp_path: Path) -> None:
+    """Python's "data" filter on top of our checks: a member's mode in the archive cannot make an
+    extracted file setuid / setgid or writable by the group and others."""
+    url, folder = served
+    with tarfile.open(folder / "modes.tar", "w") as tf:
+        info = tarfile.TarInfo("set/HR/run.sh")
+        info.size, info.mode = 2, 0o6777
+        tf.addfile(info, io.BytesIO(b"ok"))
+    download_and_extract(f"{url}/modes.tar", tmp_path / "data", sha256=None, md5=md5_of(folder / "modes.tar"))
+    mode = (tmp_path / "data" / "set/HR/run.sh").stat().st_mode
+    assert mode & (stat.S_ISUID | stat.S_ISGID | stat.S_IWGRP | stat.S_IWOTH) == 0 and mode & stat.S_IRUSR
 
 
 def test_cli_fetches_registry_entries_from_a_base_url(
@@ -216,9 +242,10 @@ def test_cli_base_url_that_is_no_url_is_one_line(
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize("pin", ["sha256", "md5"])  # DIV2K is pinned by sha256, the benchmark archive by md5
 @pytest.mark.parametrize("present", ["partial", "other"])
 def test_an_archive_already_there_is_verified_before_extraction(
-    served: tuple[str, Path], tmp_path: Path, present: str
+    served: tuple[str, Path], tmp_path: Path, present: str, pin: str
 ) -> None:
     """A file under the archive's name that is not the pinned one (a cut wget, another archive) is
     refused in one line naming it, kept, and nothing is extracted: a partial tar was a ReadError
@@ -226,6 +253,7 @@ def test_an_archive_already_there_is_verified_before_extraction(
     unverified and marked done."""
     url, folder = served
     sha = make_zip(folder / "pngs.zip", tiny_pngs())
+    pins = {"sha256": sha} if pin == "sha256" else {"sha256": None, "md5": md5_of(folder / "pngs.zip")}
     dest = tmp_path / "data"
     dest.mkdir()
     archive = dest / "pngs.zip"
@@ -235,14 +263,14 @@ def test_an_archive_already_there_is_verified_before_extraction(
         make_zip(archive, {"set/HR/other.png": b"not the published file"})
     before = archive.read_bytes()
     with pytest.raises(
-        UserError, match=r"pngs.zip is already there but is not the published archive \(sha256 "
+        UserError, match=rf"pngs.zip is already there but is not the published archive \({pin} "
     ) as info:
-        download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+        download_and_extract(f"{url}/pngs.zip", dest, **pins)
     assert "\n" not in str(info.value) and str(info.value).endswith("delete it and run again")
     assert archive.read_bytes() == before and sorted(p.name for p in dest.iterdir()) == ["pngs.zip"]
 
     archive.write_bytes((folder / "pngs.zip").read_bytes())  # the published archive, cut before extraction
-    download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
+    download_and_extract(f"{url}/pngs.zip", dest, **pins)
     assert (dest / "set/HR/im0.png").is_file() and not archive.exists()
 
 
