@@ -89,6 +89,18 @@ def test_zip_download_is_verified_extracted_then_skipped(served: tuple[str, Path
     assert (dest / "set/HR/im0.png").read_bytes() == files["set/HR/im0.png"]
 
 
+def test_a_relative_destination_is_extracted_into(
+    served: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's default is `--root data`, a relative folder: its members are inside it, not escaping."""
+    url, folder = served
+    files = tiny_pngs()
+    sha = make_zip(folder / "pngs.zip", files)
+    monkeypatch.chdir(tmp_path)
+    download_and_extract(f"{url}/pngs.zip", Path("data"), sha256=sha)
+    assert all((tmp_path / "data" / name).read_bytes() == data for name, data in files.items())
+
+
 def test_tar_gz_download_checked_by_md5(served: tuple[str, Path], tmp_path: Path) -> None:
     url, folder = served
     files = tiny_pngs()
