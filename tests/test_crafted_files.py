@@ -75,6 +75,8 @@ def test_crafted_config_is_refused_by_every_python_loader(tmp_path: Path, kind: 
         ("num_features", "${oc.env:HOME}"),  # interpolations are resolved by Hydra: none in a file
         ("num_features", "8 ${oc.env:HOME}"),  # inside a string too (OmegaConf resolves it there)
         ("norm_layer", {"_target_": "torch.nn.BatchNorm2d", "_partial_": True, "_custom_": 1}),
+        ("norm_layer", {"_target_": {"_target_": "os.system"}}),  # a target that is no text (was a TypeError)
+        ("act_layer", {"_target_": ["torch.nn.ReLU"]}),
     ],
 )
 def test_nested_targets_lists_and_interpolations_are_checked(tmp_path: Path, where: str, node: object) -> None:

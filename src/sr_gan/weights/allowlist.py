@@ -82,7 +82,8 @@ def _check_node(node: Any, where: str) -> None:
                 raise UserError(f"refused: its generator config has a non-text key {key!r} at {where or 'the top'}")
             if key.startswith("_") and key.endswith("_") and key not in HYDRA_KEYS:
                 raise UserError(f"refused: its generator config has the key {at}, which is no Hydra instantiation key")
-            if key == "_target_" and value not in ALLOWED_TARGETS:
+            # (a mapping or list as the target is no name, and unhashable: `in` would raise a TypeError)
+            if key == "_target_" and not (isinstance(value, str) and value in ALLOWED_TARGETS):
                 raise _refused(value, at, "is not an sr_gan.archs generator or an allowed torch.nn layer")
             _check_node(value, at)
     elif isinstance(node, list | tuple):
