@@ -1,7 +1,8 @@
 """Exporting a generator: safetensors round trip, ONNX vs PyTorch, the `python -m sr_gan.export` CLI."""
 
-import errno
 import json
+import resource
+import signal
 from pathlib import Path
 
 import onnx
@@ -10,8 +11,8 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from sr_gan.errors import UserError
 from sr_gan.export import check_onnx, export_onnx, export_safetensors
-from sr_gan.weights import files as weight_files
 from sr_gan.weights import load_generator
 from tests.helpers import TINY_RRDBNET, run_module, tiny_rrdbnet, upscale
 
@@ -100,22 +101,26 @@ def test_the_onnx_check_fails_on_a_difference_at_any_of_its_sizes(tmp_path: Path
             check_onnx(network, path)
 
 
-def test_a_write_that_fails_half_way_keeps_the_previous_export(
-    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The safetensors file is written beside its name and renamed over it: a write that fails half
-    way (a full disk) leaves the previous export whole and no temporary file."""
+def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path: Path, ckpt: Path) -> None:
+    """The safetensors file is written beside its name and renamed over it: a write that runs out of
+    space (here: this process's files may not grow past half the file) leaves the previous export
+    whole and no temporary file, in one line (it was safetensors' SafetensorError traceback)."""
     out = tmp_path / "generator.safetensors"
     export_safetensors(ckpt, out)
     before = out.read_bytes()
-
-    def full_disk(tensors: dict, filename: str | Path, metadata: dict | None = None) -> None:
-        Path(filename).write_bytes(before[: len(before) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(weight_files, "save_file", full_disk)
-    with pytest.raises(OSError, match="No space left on device"):
-        export_safetensors(ckpt, out, prefer_ema=False)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))  # the soft limit only: put back below
+    try:
+        with pytest.raises(UserError) as info:
+            export_safetensors(ckpt, out, prefer_ema=False)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(info.value) == (
+        f"cannot write {out}: File too large (os error 27); free space there or choose another out= "
+        "(an earlier generator.safetensors is left as it was)"
+    )
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generator.safetensors", "last.ckpt"]
 

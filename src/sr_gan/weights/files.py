@@ -126,11 +126,25 @@ def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
 def save_generator_file(
     path: str | Path, state: Mapping[str, torch.Tensor], *, config: dict[str, Any], scale: int
 ) -> None:
-    """Write a generator state dict as safetensors, its config (plain containers) and scale as metadata."""
+    """Write a generator state dict as safetensors, its config (plain containers) and scale as metadata.
+
+    Written beside `path` and renamed over it: a write that fails (a full disk) leaves an earlier
+    file at `path` as it was, and is a one-line UserError (safetensors reports it as a
+    SafetensorError "I/O error: ...", not an OSError).
+    """
     tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
     metadata = {"format": "pt", GENERATOR_KEY: json.dumps(config), SCALE_KEY: str(scale)}
-    with atomic_path(path) as temporary:
-        save_file(tensors, temporary, metadata=metadata)
+    try:
+        with atomic_path(path) as temporary:
+            save_file(tensors, temporary, metadata=metadata)
+    except (OSError, SafetensorError) as err:
+        if not isinstance(err, OSError) and "I/O error" not in str(err):
+            raise  # not the disk (e.g. tensors sharing memory): a bug, with its traceback
+        reason = str(err).partition("I/O error: ")[2] or (err.strerror if isinstance(err, OSError) else None) or err
+        raise UserError(
+            f"cannot write {path}: {reason}; free space there or choose another out= "
+            f"(an earlier {Path(path).name} is left as it was)"
+        ) from None
 
 
 def refuse_overwrite(out: str | Path, *inputs: str | Path, key: str = "out") -> None:
