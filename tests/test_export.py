@@ -104,9 +104,14 @@ def test_the_onnx_check_fails_on_a_difference_at_any_of_its_sizes(tmp_path: Path
 def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path: Path, ckpt: Path) -> None:
     """The safetensors file is written beside its name and renamed over it: a write that runs out of
     space (here: this process's files may not grow past half the file) leaves the previous export
-    whole and no temporary file, in one line (it was safetensors' SafetensorError traceback)."""
+    whole and no temporary file, in one line (it was safetensors' SafetensorError traceback). The
+    export gets a new file's permissions (safetensors 0.8 creates its own files 0600: weights
+    no one else on the machine could read)."""
     out = tmp_path / "generator.safetensors"
     export_safetensors(ckpt, out)
+    (tmp_path / "new_file").touch()
+    assert out.stat().st_mode & 0o777 == (tmp_path / "new_file").stat().st_mode & 0o777
+    (tmp_path / "new_file").unlink()
     before = out.read_bytes()
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
