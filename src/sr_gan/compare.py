@@ -61,9 +61,9 @@ PLANE_SET = "val"  # the dataset name of the perception-distortion rows: percept
 # The console shows these numbers (the files all of them): the papers' PSNR / SSIM pair, LPIPS where
 # logged, and progress, in a table that fits a terminal (the batch each value comes from is in the files).
 CONSOLE = (
-    *("result", "best_psnr", "best_ssim", "best_lpips", "last_psnr", "last_ssim", "last_lpips"),
-    *("bicubic_psnr", "bicubic_ssim", "batches", "wall_s", "batches_per_s"),
-)
+    "result", "best_psnr", "best_ssim", "best_lpips", "last_psnr", "last_ssim", "last_lpips",
+    "bicubic_psnr", "bicubic_ssim", "batches", "wall_s", "batches_per_s",
+)  # fmt: skip
 
 
 # --- the table ------------------------------------------------------------------------------------

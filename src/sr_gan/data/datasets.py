@@ -174,7 +174,7 @@ class TrainPatchDataset(Dataset):
                     f"image {pair.hr} is {pair.width}x{pair.height} after mod-crop, smaller than "
                     f"data.patch_size={patch_size}: remove it or lower data.patch_size"
                 )
-        self.scale, self.patch_size, self.augment = scale, patch_size, augment
+        self.scale, self.patch_size = scale, patch_size
         self.transforms = torch.tensor([augment, augment and rotate, augment and rotate])  # hflip, vflip, transpose
         folders = {"hr": hr_dir} if lr_dir is None else {"hr": hr_dir, "lr": lr_dir}
         self.prepared = {side: open_prepared(folder) if use_prepared else None for side, folder in folders.items()}
