@@ -123,7 +123,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path: Path, c
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, handler)
     assert str(info.value) == (
-        f"cannot write {out}: File too large (os error 27); free space there or choose another out= "
+        f"cannot write {out}: File too large; free space there or choose another out= "
         "(an earlier generator.safetensors is left as it was)"
     )
     assert out.read_bytes() == before

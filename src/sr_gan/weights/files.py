@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
@@ -129,20 +129,19 @@ def save_generator_file(
     """Write a generator state dict as safetensors, its config (plain containers) and scale as metadata.
 
     Written beside `path` and renamed over it: a write that fails (a full disk) leaves an earlier
-    file at `path` as it was, and is a one-line UserError (safetensors reports it as a
-    SafetensorError "I/O error: ...", not an OSError).
+    file at `path` as it was, and is a one-line UserError. The bytes go through a Python file, as
+    the checkpoint writer's do, so a failed write is its OSError (safetensors' own `save_file`
+    reports it as a SafetensorError whose text would have to be parsed).
     """
     tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
     metadata = {"format": "pt", GENERATOR_KEY: json.dumps(config), SCALE_KEY: str(scale)}
+    data = safetensors_bytes(tensors, metadata=metadata)  # an error here (shared memory) is a bug: traceback
     try:
         with atomic_path(path) as temporary:
-            save_file(tensors, temporary, metadata=metadata)
-    except (OSError, SafetensorError) as err:
-        if not isinstance(err, OSError) and "I/O error" not in str(err):
-            raise  # not the disk (e.g. tensors sharing memory): a bug, with its traceback
-        reason = str(err).partition("I/O error: ")[2] or (err.strerror if isinstance(err, OSError) else None) or err
+            temporary.write_bytes(data)
+    except OSError as err:
         raise UserError(
-            f"cannot write {path}: {reason}; free space there or choose another out= "
+            f"cannot write {path}: {err.strerror or err}; free space there or choose another out= "
             f"(an earlier {Path(path).name} is left as it was)"
         ) from None
 
