@@ -7,7 +7,12 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +81,30 @@ def wandb_records(path: Path) -> list[Any]:
         elif kind == 0:
             break
     return records
+
+
+@contextmanager
+def serve_folder(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 over `folder`: (its base URL, the paths GET so far, in order)."""
+    requested: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def png_bomb(path: Path, width: int, height: int) -> Path:

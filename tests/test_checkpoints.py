@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import http.server
 import json
 import logging
 import os
@@ -13,7 +12,6 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, load_run_checkpoi
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, run_module, wandb_records
+from tests.helpers import SRC, run_module, serve_folder, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -206,13 +204,8 @@ def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A local HTTP server over a folder: (folder, base URL)."""
     folder = tmp_path / "served"
     folder.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serve_folder(folder) as (url, _):
+        yield folder, url
 
 
 def test_a_url_checkpoint_that_would_run_code_is_refused(make_cfg, tmp_path: Path, http_folder) -> None:

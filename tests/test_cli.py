@@ -17,7 +17,7 @@ from sr_gan.data.demo import prepare_skimage_photos
 from sr_gan.metrics import psnr
 from sr_gan.ops import bicubic_degrade, imresize
 from tests.conftest import TINY
-from tests.helpers import run_module, wandb_records
+from tests.helpers import run_module, serve_folder, wandb_records
 
 pytestmark = pytest.mark.slow
 
@@ -222,7 +222,9 @@ def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path
     0 only during batch 2: the ranks read it after batch 3 (the logging interval), stop after batch 4
     (the iteration's end) once its validation has run, save once and exit 143; resumed, the run
     validates and ends as the run that was not interrupted. (Lightning's own handler deadlocked
-    here: rank 0 saving its checkpoint, rank 1 in the next batch's collective.)"""
+    here: rank 0 saving its checkpoint, rank 1 in the next batch's collective.) The resume reads the
+    checkpoint from a URL: rank 0 downloads it once, and rank 1, which Lightning starts from rank 0,
+    reads rank 0's copy (each rank used to fetch its own)."""
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=2"]
     common = [*ddp, "optim.accumulate_batches=2", "trainer.log_every_n_steps=3"]
     straight = _weights_after(tmp_path / "straight", *common)
@@ -234,8 +236,13 @@ def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path
     (run,) = (tmp_path / "preempted" / "train" / "runs").iterdir()
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
-    resumed = _run(tmp_path / "preempted", *settings, f"ckpt_path={run}", f"hydra.run.dir={run}")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "last.ckpt").write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    with serve_folder(served) as (url, requested):
+        resumed = _run(tmp_path / "preempted", *settings, f"ckpt_path={url}/last.ckpt", f"hydra.run.dir={run}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert requested == ["/last.ckpt"] and not list(run.glob(".sr_gan-download-*"))
     weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for key in straight:
         torch.testing.assert_close(weights[key], straight[key], rtol=1e-4, atol=1e-5, msg=key)

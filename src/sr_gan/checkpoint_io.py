@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,11 +52,42 @@ def downloaded(url: str, *, folder: str | Path | None = None) -> Iterator[Path]:
             download_url_to_file(url, str(local), progress=False)
         except OSError as err:  # URLError and HTTPError are OSErrors
             raise UserError(f"ckpt_path={url}: cannot download it ({err}): check the URL or pass a local file") from err
+        with _naming(url, local):
+            yield local
+
+
+SHARED_DOWNLOAD_ENV = "SR_GAN_DOWNLOADED_CKPT"  # "<url>\n<local path>", for the ranks this process starts
+
+
+@contextmanager
+def downloaded_once(url: str, *, folder: str | Path) -> Iterator[Path]:
+    """`downloaded`, shared with the DDP ranks Lightning starts from this process (trainer=ddp on
+    one machine): they inherit its environment, which names the local copy, and read that copy
+    instead of fetching `url` again (one download for N GPUs, not N). The process that downloaded
+    it removes it when its block ends, after the fit, when every rank has read it. Ranks that a
+    launcher starts side by side (torchrun, srun) each fetch their own."""
+    shared_url, _, shared_path = os.environ.get(SHARED_DOWNLOAD_ENV, "").partition("\n")
+    if shared_url == url and Path(shared_path).is_file():
+        log.info("reading %s as downloaded by rank 0: %s", url, shared_path)
+        with _naming(url, Path(shared_path)):
+            yield Path(shared_path)
+        return
+    with downloaded(url, folder=folder) as local:
+        os.environ[SHARED_DOWNLOAD_ENV] = f"{url}\n{local.resolve()}"
         try:
             yield local
-        except UserError as err:
-            err.args = tuple(str(arg).replace(str(local), url) for arg in err.args)
-            raise
+        finally:
+            os.environ.pop(SHARED_DOWNLOAD_ENV, None)
+
+
+@contextmanager
+def _naming(url: str, local: Path) -> Iterator[None]:
+    """A UserError raised in the block names `url` where it named its local copy."""
+    try:
+        yield
+    except UserError as err:
+        err.args = tuple(str(arg).replace(str(local), url) for arg in err.args)
+        raise
 
 
 def load_run_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:

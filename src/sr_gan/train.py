@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
-from sr_gan.checkpoint_io import downloaded, is_url, load_run_checkpoint
+from sr_gan.checkpoint_io import downloaded_once, is_url, load_run_checkpoint
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -110,7 +110,7 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None and is_url(ckpt_path):  # fetched once and checked before anything is written
-        with downloaded(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
+        with downloaded_once(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
             return _train(cfg, str(local))
     return _train(cfg, ckpt_path)
 
