@@ -374,3 +374,43 @@ def test_ckpt_path_to_a_weights_file_points_to_init_from(make_cfg, tmp_path: Pat
     torch.save({"params_ema": {"conv_first.weight": torch.zeros(1)}}, weights)
     with pytest.raises(UserError, match=rf"holds weights, not a training run's checkpoint .*init_from={weights}"):
         train(make_cfg(f"ckpt_path={weights}"))
+
+
+def test_snapshots_are_kept_every_n_iterations_and_resume_exactly(make_cfg, tmp_path: Path) -> None:
+    """callbacks.snapshots.every=2, a validation every iteration of 2 batches: iter_0000002 and
+    iter_0000004 (named by iterations, not batches; none at 1 and 3), each what that validation's
+    last.ckpt holds, its best score included (a snapshot written before the ModelCheckpoints would
+    carry the previous validation's: the tiny run's PSNR rises from the first to the second, so
+    the check can tell). A run resumed from iter_0000002 ends where the straight one ends, bitwise."""
+    common = ["optim.accumulate_batches=2", "trainer.max_steps=4", "trainer.val_check_interval=1", "test=false"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    cfg = make_cfg(*common, "callbacks.snapshots.every=2")
+    cfg.paths.output_dir = str(straight)
+    train(cfg)
+    checkpoints = straight / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "best.ckpt",
+        "iter_0000002.ckpt",
+        "iter_0000004.ckpt",
+        "last.ckpt",
+    ]
+    with open(straight / "csv" / "metrics.csv") as f:
+        validated = [float(r["val/psnr"]) for r in csv.DictReader(f) if r.get("val/psnr")]
+    assert len(validated) == 4 and validated[1] > validated[0]
+    snapshots = [torch.load(checkpoints / f"iter_000000{i}.ckpt", weights_only=True) for i in (2, 4)]
+    for snapshot, iterations in zip(snapshots, (2, 4), strict=True):
+        assert snapshot["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2 * iterations
+        (by_psnr,) = (state for key, state in snapshot["callbacks"].items() if "val/psnr" in key)
+        assert float(by_psnr["best_model_score"]) == pytest.approx(max(validated[:iterations]), abs=1e-6)
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    for key, value in last["state_dict"].items():
+        assert torch.equal(snapshots[1]["state_dict"][key], value), key
+
+    cfg = make_cfg(*common, f"ckpt_path={checkpoints / 'iter_0000002.ckpt'}")
+    cfg.paths.output_dir = str(resumed)
+    train(cfg)
+    ended = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ended["state_dict"].keys() == last["state_dict"].keys()
+    for key, value in last["state_dict"].items():
+        assert torch.equal(ended["state_dict"][key], value), key
+    assert not (resumed / "checkpoints" / "iter_0000004.ckpt").exists()  # snapshots are off by default

@@ -41,6 +41,12 @@ from sr_gan.schema import Rule
         ),
         ("loss.adversarial_weight=-1", "loss.adversarial_weight=-1 is not allowed"),
         ("data.patch_size=30", "data.patch_size=30 is not a multiple of data.scale=4: patches are cut on the scale"),
+        ("callbacks.snapshots.every=0", "callbacks.snapshots.every=0 is not allowed"),
+        (  # TINY validates every 2 iterations
+            "callbacks.snapshots.every=5",
+            "callbacks.snapshots.every=5 is not a multiple of trainer.val_check_interval=2: snapshots are kept at "
+            "validations; e.g. callbacks.snapshots.every=4",
+        ),
     ],
 )
 def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str, message: str) -> None:

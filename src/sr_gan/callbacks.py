@@ -1,5 +1,5 @@
 """Training callbacks: a batch budget and its progress bar, the speed on the logging interval, RNG
-states in checkpoints, a checkpoint on pre-emption and Ctrl-C."""
+states in checkpoints, a checkpoint on pre-emption and Ctrl-C, snapshots kept every N iterations."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,32 @@ class RNGState(L.Callback):
         random.setstate(state["python"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Snapshots(Checkpoint):
+    """Keep the checkpoint of every validation that falls on a multiple of `every` optimizer
+    iterations, as ``<dirpath>/iter_<iterations, 7 digits>.ckpt`` (None: keep none). last.ckpt is
+    replaced at each validation and best.ckpt holds the highest PSNR, a GAN stage's blurriest
+    result: snapshots are what a long GAN run is picked from (by eye, by `sr_gan.evaluate`, for
+    network interpolation) or resumed from when it collapsed. The reference code keeps one every
+    5,000 iterations (BasicSR's ``save_checkpoint_freq: 5e3``).
+
+    A `Checkpoint`, so Lightning runs it after the ModelCheckpoints of the validation: a snapshot
+    holds what that validation's last.ckpt holds (their best score included) and resumes the same
+    way. Written through the trainer's checkpoint plugin: atomically, and never a diverged one.
+    """
+
+    def __init__(self, dirpath: str | Path, every: int | None = None) -> None:
+        self.dirpath = Path(dirpath)
+        self.every = every
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        iterations = batches // getattr(pl_module, "accumulate_batches", 1)
+        if iterations and iterations % self.every == 0:
+            trainer.save_checkpoint(self.dirpath / f"iter_{iterations:07d}.ckpt")
 
 
 class PreemptionCheckpoint(L.Callback):

@@ -102,6 +102,12 @@ def check_train_config(cfg: DictConfig) -> None:
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
             "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN)"
         )
+    every, interval = OmegaConf.select(cfg, "callbacks.snapshots.every"), cfg.trainer.val_check_interval
+    if every is not None and every % interval:
+        raise UserError(
+            f"callbacks.snapshots.every={every} is not a multiple of trainer.val_check_interval={interval}: "
+            f"snapshots are kept at validations; e.g. callbacks.snapshots.every={max(1, every // interval) * interval}"
+        )
     accelerator = cfg.trainer.get("accelerator")
     mps = accelerator == "gpu" and torch.backends.mps.is_available()  # Lightning's "gpu" on Apple silicon
     if accelerator in ("gpu", "cuda") and not (torch.cuda.is_available() or mps):

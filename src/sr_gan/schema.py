@@ -108,6 +108,7 @@ TRAIN: Mapping[str, Rule] = {
     "module.d_init_steps": COUNT,
     "module.nonfinite_patience": POSITIVE_INT,
     "module.num_samples": COUNT,
+    "callbacks.snapshots.every": Rule(int, low=1, nullable=True),
     "trainer.max_steps": POSITIVE_INT,
     "trainer.val_check_interval": POSITIVE_INT,
     "trainer.log_every_n_steps": POSITIVE_INT,
