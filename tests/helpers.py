@@ -18,12 +18,22 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
 from torch import nn
 
 from sr_gan.archs import RRDBNet
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+CONF_DIR = SRC.parent / "conf"
+
+
+def tool_cfg(tool: str, *overrides: str) -> DictConfig:
+    """`conf/<tool>.yaml` composed by Hydra with `overrides` (key=value), as `python -m sr_gan.<tool>`
+    parses its command line: the config its `main(cfg)` runs in-process (no subprocess)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(tool, overrides=list(overrides))
 
 
 def run_module(

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
@@ -15,9 +14,7 @@ from sr_gan.degrade import describe, main, preview
 from sr_gan.errors import UserError
 from sr_gan.ops import RealESRGANDegradation
 from sr_gan.ops.sharpen import usm_sharpen
-from tests.helpers import run_module
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from tests.helpers import run_module, tool_cfg
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +25,7 @@ def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def degrade_cfg(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("degrade", overrides=list(overrides))
+    return tool_cfg("degrade", *overrides)
 
 
 def test_preview_grid_is_reproducible_and_shows_n_draws(photo: Path, tmp_path: Path) -> None:
@@ -72,6 +68,22 @@ def test_preview_errors_are_one_line_and_name_the_key(photo: Path, tmp_path: Pat
         preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "crop=30"))
     with pytest.raises(UserError, match=r"input=.*: a folder, not a file; pass an existing file"):
         preview(degrade_cfg(f"input={photo.parent}", f"out={tmp_path / 'p.png'}"))
+
+
+def test_the_input_spelt_another_way_is_refused_as_out(photo: Path, tmp_path: Path) -> None:
+    """out=<dir>/../<dir>/photo.png is the input: refused before the grid replaces the photo."""
+    source = tmp_path / "photo.png"
+    source.write_bytes(photo.read_bytes())
+    with pytest.raises(UserError, match=r"out=.* is also the input: choose another output file"):
+        preview(degrade_cfg(f"input={source}", f"out={tmp_path / '..' / tmp_path.name / 'photo.png'}"))
+    assert source.read_bytes() == photo.read_bytes()
+
+
+def test_the_crop_is_checked_against_the_degradations_own_scale(photo: Path, tmp_path: Path) -> None:
+    """degradation.scale set apart from scale (conf/degrade.yaml: `${scale}` unless set on its own):
+    a crop that is a multiple of it is taken (34 = 17 x 2, not a multiple of scale=4)."""
+    out, scales = tmp_path / "p.png", ["scale=4", "degradation=bicubic", "degradation.scale=2"]
+    assert preview(degrade_cfg(f"input={photo}", f"out={out}", *scales, "crop=34", "n=1")) == out
 
 
 @pytest.mark.parametrize(
