@@ -11,10 +11,11 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from sr_gan.archs import RRDBNet
 from sr_gan.errors import UserError
-from sr_gan.export import check_onnx, export_onnx, export_safetensors
-from sr_gan.weights import load_generator
-from tests.helpers import TINY_RRDBNET, run_module, tiny_rrdbnet, upscale
+from sr_gan.export import check_onnx, export_onnx, export_safetensors, main
+from sr_gan.weights import load_generator, save_generator_file
+from tests.helpers import TINY_RRDBNET, run_module, tiny_rrdbnet, tool_cfg, upscale
 
 Generators = tuple[nn.Module, nn.Module]  # (generator, EMA generator)
 CONFIG = {"_target_": "sr_gan.archs.RRDBNet", **TINY_RRDBNET, "scale": 2}
@@ -199,3 +200,63 @@ def test_cli_a_crafted_file_whose_params_are_a_tensor_is_one_line(tmp_path: Path
         "error: crafted.pth: 'params' holds a Tensor, not a state dict (names to tensors): the file is damaged or "
         "not a weight file"
     )
+
+
+def test_main_passes_ema_on_and_says_which_weights_it_wrote(
+    tmp_path: Path, ckpt: Path, generators: Generators, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ema=false` reaches the loader (the live G is written), and the message says which weights the
+    file gave, not which were asked for: a file without EMA gives non-EMA weights under `ema=true`."""
+    live = tmp_path / "live.safetensors"
+    main(tool_cfg("export", f"ckpt={ckpt}", f"out={live}", "ema=false"))
+    assert torch.equal(upscale(load_generator(live)[0]), upscale(generators[0]))
+    again = tmp_path / "again.safetensors"
+    main(tool_cfg("export", f"ckpt={live}", f"out={again}"))  # ema=true (the default): the file has none
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {live}: sr_gan.archs.RRDBNet x2, non-EMA weights from a lightning file",
+        f"wrote {again}: sr_gan.archs.RRDBNet x2, non-EMA weights from a safetensors file",
+    ]
+
+
+def test_main_exports_a_grey_generator_to_onnx_at_the_opset_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`export.main` takes the ONNX input's channels from the file's config (a 1-channel generator
+    has a 1-channel graph; a 3-channel sample fails its export) and passes `onnx_opset` on."""
+    config = {"_target_": "sr_gan.archs.RRDBNet", **TINY_RRDBNET, "scale": 2, "in_channels": 1, "out_channels": 1}
+    torch.manual_seed(0)
+    grey = RRDBNet(**{k: v for k, v in config.items() if k != "_target_"})
+    save_generator_file(tmp_path / "grey.safetensors", grey.state_dict(), config=config, scale=2)
+    onnx_file = tmp_path / "grey.onnx"
+    overrides = [f"onnx={onnx_file}", "onnx_opset=13", "onnx_check=true"]
+    main(tool_cfg("export", f"ckpt={tmp_path / 'grey.safetensors'}", f"out={tmp_path / 'out.safetensors'}", *overrides))
+    model = onnx.load(str(onnx_file))
+    assert dims(model.graph.input[0]) == ["batch", 1, "height", "width"]
+    assert [opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")] == [13]
+    assert "onnxruntime vs PyTorch: max abs diff" in capsys.readouterr().out.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ckpt=missing.ckpt"], "ckpt=missing.ckpt: no such file; pass an existing file, e.g. ckpt=last.ckpt"),
+        # an ONNX file over the checkpoint it exports (a torch file named .onnx): refused, the file kept
+        (["ckpt=last.onnx", "onnx=last.onnx"], "onnx=last.onnx is also an input: choose another output file"),
+    ],
+)
+def test_main_refuses_in_one_line_and_writes_nothing(
+    tmp_path: Path,
+    ckpt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    overrides: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ckpt.rename("last.onnx")
+    before = (tmp_path / "last.onnx").read_bytes()
+    with pytest.raises(SystemExit) as exited:
+        main(tool_cfg("export", "out=gen.safetensors", *overrides))
+    assert exited.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.onnx"]
+    assert (tmp_path / "last.onnx").read_bytes() == before
