@@ -6,9 +6,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from sr_gan.interpolate import interpolate_files, interpolate_state_dicts
+from sr_gan.interpolate import interpolate_files, interpolate_state_dicts, main
 from sr_gan.weights import load_generator, load_state_file, save_generator_file
-from tests.helpers import run_module
+from tests.helpers import run_module, tool_cfg
 
 CONFIG = {"_target_": "sr_gan.archs.RRDBNet", "num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
 
@@ -85,7 +85,8 @@ def test_a_weights_file_without_config_matches_its_network_spelled_out_in_full(t
 @pytest.mark.parametrize("ema", [True, False])
 def test_each_files_ema_or_live_generator_is_weighted_by_its_side_of_alpha(tmp_path: Path, ema: bool) -> None:
     """Two Lightning checkpoints with EMA: `ema` picks the EMA or the live G of both files, and the
-    result is (1 - alpha) PSNR + alpha GAN (alpha = 0.25: a swap of the files gives 0.75 / 0.25)."""
+    result is (1 - alpha) PSNR + alpha GAN (alpha = 0.25: a swap of the files gives 0.75 / 0.25).
+    Through the CLI's `main` (Hydra-composed, in-process): `alpha` and `ema` reach the function."""
     states = {}
     for name, seed in (("psnr", 0), ("gan", 1)):
         torch.manual_seed(seed)
@@ -96,7 +97,8 @@ def test_each_files_ema_or_live_generator_is_weighted_by_its_side_of_alpha(tmp_p
         torch.save({"state_dict": state_dict, "sr_gan": {"generator": CONFIG, "scale": 4}}, tmp_path / f"{name}.ckpt")
         states[name] = average if ema else live
     out = tmp_path / "mix.safetensors"
-    interpolate_files(tmp_path / "psnr.ckpt", tmp_path / "gan.ckpt", out, alpha=0.25, prefer_ema=ema)
+    paths = [f"psnr={tmp_path / 'psnr.ckpt'}", f"gan={tmp_path / 'gan.ckpt'}", f"out={out}"]
+    main(tool_cfg("interpolate", *paths, "alpha=0.25", f"ema={str(ema).lower()}"))
     mixed = load_state_file(out)["tensors"]
     assert mixed.keys() == states["psnr"].keys()
     for key, value in mixed.items():
