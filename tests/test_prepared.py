@@ -34,6 +34,13 @@ def inodes(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_ino for p in folder.glob("*.npy")}
 
 
+def flip_last_byte(array: Path) -> None:
+    """Change an array's bytes, not its size: only the checksum can tell (preparing again keeps it)."""
+    data = bytearray(array.read_bytes())
+    data[-1] ^= 0xFF
+    array.write_bytes(bytes(data))
+
+
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     folder = tmp_path / "hr"
@@ -92,10 +99,7 @@ def test_truncated_array_is_found_and_rebuilt_alone(source: Path) -> None:
 
 def test_changed_bytes_fail_verify(source: Path) -> None:
     out = prepare_folder(source, progress=False)
-    array = out / "c.png.npy"
-    data = bytearray(array.read_bytes())
-    data[-1] ^= 0xFF  # same size: only the checksum can tell
-    array.write_bytes(bytes(data))
+    flip_last_byte(out / "c.png.npy")
     images = PreparedImages(out)
     with pytest.raises(UserError, match=r"1 prepared arrays .*\(c\.png\.npy\)"):
         images.verify()
@@ -355,3 +359,50 @@ def test_training_refuses_two_images_of_one_name_at_start_up(source: Path, make_
     Image.open(source / "a.png").save(source / "a.jpg")
     with pytest.raises(UserError, match=r"a\.jpg and .*a\.png; .*rename or remove one"):
         check_data_folders(cfg)
+
+
+def test_cli_prepares_the_next_folder_after_a_failed_one_and_verifies_each(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One folder's error is named in one line and the next folder is still prepared, then exit 2;
+    --verify recomputes every checksum (an array whose bytes changed, its size kept, is named)."""
+    from sr_gan.data.prepare import main
+
+    missing = tmp_path / "nosuch"
+    with pytest.raises(SystemExit) as exited:
+        main([str(missing), str(source), "--verify", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2
+    assert err == f"error: image folder {missing} does not exist: pass the folder of the images to prepare\n"
+    assert out == f"{prepared_dir(source)}: every checksum matches\n"
+    flip_last_byte(prepared_dir(source) / "c.png.npy")
+    with pytest.raises(SystemExit) as exited:
+        main([str(source), "--verify", "--no-progress"])
+    assert exited.value.code == 2 and "(c.png.npy)" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_out_list_of_another_length_before_any_work(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sr_gan.data.prepare import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([str(source), str(source), "--out", str(tmp_path / "one.prepared"), "--no-progress"])
+    assert exited.value.code == 2
+    assert "--out names 1 folders for 2 inputs: give one per input" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hr"]
+
+
+def test_cli_a_source_removed_while_preparing_is_one_line(
+    source: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An image listed, then deleted before it is read (a FileNotFoundError, no UserError): one
+    line naming it and exit 2, not a traceback."""
+    from sr_gan.data.prepare import main
+
+    listed = prepared_module.list_images(source)
+    monkeypatch.setattr(prepared_module, "list_images", lambda folder: [*listed, folder / "gone.png"])
+    with pytest.raises(SystemExit) as exited:
+        main([str(source), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "gone.png" in err
