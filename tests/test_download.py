@@ -21,6 +21,7 @@ from torchvision.io import encode_png
 from sr_gan.data import download
 from sr_gan.data.download import Archive, download_and_extract, main
 from sr_gan.errors import UserError
+from tests.helpers import tool_cfg
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -331,3 +332,26 @@ def test_a_full_disk_is_named_as_such(
     with pytest.raises(UserError, match=r"^cannot unpack .*pngs.zip into .*data \(No space left on device\): free"):
         download_and_extract(f"{url}/pngs.zip", dest, sha256=sha)
     assert (dest / "pngs.zip").is_file() and not (dest / ".pngs.zip.extracted").exists()
+
+
+def test_cli_defaults_fetch_what_the_configs_read_where_they_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without options, `div2k` fetches the four folders `data=div2k` reads at its scale (train and
+    valid HR, their x4 LR) and `benchmarks` every set, both under `paths.data_dir`'s default."""
+    fetched: list[tuple[str, Path]] = []
+    monkeypatch.setattr(download, "download_and_extract", lambda url, dest, **_: fetched.append((url, dest)))
+    monkeypatch.delenv("SR_GAN_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = tool_cfg("train", "data=div2k")
+    data_dir = Path(cfg.paths.data_dir)
+    main(["div2k"])
+    folders = [Path(cfg.data[key]) for key in ("train_hr_dir", "train_lr_dir", "val_hr_dir", "val_lr_dir")]
+    archives = {f"{'_'.join(folder.relative_to(data_dir / 'DIV2K').parts)}.zip" for folder in folders}
+    assert {url.rsplit("/", 1)[1] for url, _ in fetched} == archives  # DIV2K_train_LR_bicubic_X4.zip ...
+    assert {dest for _, dest in fetched} == {data_dir / "DIV2K"}
+    fetched.clear()
+    main(["benchmarks"])
+    assert fetched == [(download.BENCHMARK_URL + download.BENCHMARK_ARCHIVE.filename, data_dir)]
+    lines = capsys.readouterr().out.splitlines()[1:]  # after DIV2K's line
+    assert [line.split(":")[0] for line in lines] == list(download.BENCHMARK_SETS)
