@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,19 @@ def test_benchmark_layouts_are_found(tmp_path: Path, photos: Path) -> None:
     assert (plain.name, plain.hr_dir, plain.lr_dir) == ("photos", photos, None)
     with pytest.raises(UserError, match="Set14.*sr_gan.data.download benchmarks"):
         find_benchmark("Set14", scale=2, data_dir=data_dir)
+
+
+def test_a_named_data_set_is_read_from_paths_data_dir(
+    tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """datasets=[Set5] is looked up under `paths.data_dir` (SR_GAN_DATA), wherever the command runs:
+    the same scores as the folder itself."""
+    shutil.copytree(photos, tmp_path / "elsewhere" / "benchmark" / "Set5" / "HR")
+    monkeypatch.chdir(tmp_path)  # no data/ here
+    by_folder = run(_cfg(tmp_path, ckpt="bicubic", datasets=[str(photos)], scale=SCALE))
+    cfg = _cfg(tmp_path, ckpt="bicubic", datasets=["Set5"], scale=SCALE)
+    cfg.paths.data_dir = str(tmp_path / "elsewhere")
+    assert run(cfg) == [row | {"dataset": "Set5"} for row in by_folder]
 
 
 # --- the table ------------------------------------------------------------------------------------
