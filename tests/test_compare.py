@@ -301,6 +301,13 @@ def test_crashed_and_running_runs_are_reported(sweep: Path) -> None:
     )
 
 
+def test_stale_s_decides_when_a_silent_run_is_crashed(tmp_path: Path) -> None:
+    """The run 4 above, silent for an hour, with stale_s=7200: still running."""
+    write_run(tmp_path / "4", psnrs=(20.0,), last_ckpt=False, age_s=3600)
+    (row,) = run(_cfg(tmp_path / "4", stale_s=7200))
+    assert row["status"] == "running (2/4 batches, no last.ckpt)"
+
+
 def test_runs_of_other_scales_or_validation_sets_are_refused(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a")
     b = write_run(tmp_path / "b", scale=4)
@@ -429,8 +436,11 @@ def test_command_line_paths_become_the_runs_list(tmp_path: Path, monkeypatch: py
     assert hydra_argv(["lr=1e-4/run", "lr=1e-4/*", "pick=best"]) == ["pick=best", "runs=['lr=1e-4/run','lr=1e-4/*']"]
 
 
-def test_help_is_the_module_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("sys.argv", ["compare", "--help"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_is_the_module_text(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    monkeypatch.setattr("sys.argv", ["compare", flag])
     main()  # returns before Hydra parses anything
     out = capsys.readouterr().out
     assert "python -m sr_gan.compare logs/train/multiruns/<time>" in out and "pick=auto|best|last" in out
