@@ -334,14 +334,19 @@ def test_a_full_disk_is_named_as_such(
     assert (dest / "pngs.zip").is_file() and not (dest / ".pngs.zip.extracted").exists()
 
 
+@pytest.mark.parametrize("env", [None, "elsewhere"])
 def test_cli_defaults_fetch_what_the_configs_read_where_they_read_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: str | None
 ) -> None:
     """Without options, `div2k` fetches the four folders `data=div2k` reads at its scale (train and
-    valid HR, their x4 LR) and `benchmarks` every set, both under `paths.data_dir`'s default."""
+    valid HR, their x4 LR) and `benchmarks` every set, both under `paths.data_dir`: ./data, or
+    $SR_GAN_DATA when set (the default --root was ./data whatever SR_GAN_DATA said)."""
     fetched: list[tuple[str, Path]] = []
     monkeypatch.setattr(download, "download_and_extract", lambda url, dest, **_: fetched.append((url, dest)))
-    monkeypatch.delenv("SR_GAN_DATA", raising=False)
+    if env is None:
+        monkeypatch.delenv("SR_GAN_DATA", raising=False)
+    else:
+        monkeypatch.setenv("SR_GAN_DATA", str(tmp_path / env))
     monkeypatch.chdir(tmp_path)
     cfg = tool_cfg("train", "data=div2k")
     data_dir = Path(cfg.paths.data_dir)

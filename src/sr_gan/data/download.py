@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import tarfile
 import urllib.parse
 import urllib.request
@@ -307,7 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     benchmarks.add_argument("--sets", nargs="+", default=list(BENCHMARK_SETS), choices=[*BENCHMARK_SETS, "Manga109"])
     benchmarks.add_argument("--base-url", default=BENCHMARK_URL)
     for command in (div2k, benchmarks):
-        command.add_argument("--root", type=Path, default=Path("data"), help="data folder (paths.data_dir)")
+        command.add_argument(
+            "--root",
+            type=Path,
+            default=Path(os.environ.get("SR_GAN_DATA") or "data"),  # as paths.data_dir (conf/paths/default.yaml)
+            help="data folder, paths.data_dir: $SR_GAN_DATA, else data (default: %(default)s)",
+        )
     args = parser.parse_args(argv)
     check_writable(args.root, key="--root")
     check_base_url(args.base_url)
