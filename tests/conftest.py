@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from sr_gan.config import register_resolvers
+from tests.helpers import serve_folder
 
 # One intra-op thread per process, here and in the CLI subprocesses (they inherit the variable), unless
 # the caller chose. The tests' tensors are tiny: a second thread gains little on an idle machine, and
@@ -76,3 +77,12 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, folder) of an HTTP server on 127.0.0.1 serving a temporary folder."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    with serve_folder(folder) as (url, _):
+        yield url, folder

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, load_run_checkpoi
 from sr_gan.errors import UserError
 from sr_gan.train import resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, run_module, serve_folder, wandb_records
+from tests.helpers import SRC, run_module, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -200,20 +199,11 @@ class _Payload:
         return (Path.write_text, (self.marker, "pwned"))
 
 
-@pytest.fixture
-def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A local HTTP server over a folder: (folder, base URL)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    with serve_folder(folder) as (url, _):
-        yield folder, url
-
-
-def test_a_url_checkpoint_that_would_run_code_is_refused(make_cfg, tmp_path: Path, http_folder) -> None:
+def test_a_url_checkpoint_that_would_run_code_is_refused(make_cfg, tmp_path: Path, served: tuple[str, Path]) -> None:
     """A URL checkpoint is fetched and checked at start-up, like a file: refused before the run
     writes its record (it used to fail inside the fit, leaving a run marked failed), in messages
     that name the URL (not the temporary download), which is removed."""
-    folder, url = http_folder
+    url, folder = served
     marker = tmp_path / "pwned.txt"
     torch.save({"state_dict": {}, "payload": _Payload(marker)}, folder / "evil.ckpt")
     with pytest.raises(
@@ -240,10 +230,12 @@ def test_the_trainers_checkpoint_plugin_never_unpickles_code(tmp_path: Path) -> 
     assert not marker.exists()
 
 
-def test_a_url_checkpoint_is_downloaded_into_the_folder_given_and_removed(tmp_path: Path, http_folder) -> None:
+def test_a_url_checkpoint_is_downloaded_into_the_folder_given_and_removed(
+    tmp_path: Path, served: tuple[str, Path]
+) -> None:
     """sr_gan.train fetches a URL checkpoint into the run folder (GBs on the run's disk, not in the
     system's temporary folder, often a small RAM disk); nothing of it is left after the block."""
-    folder, url = http_folder
+    url, folder = served
     (folder / "run.ckpt").write_bytes(b"checkpoint bytes")
     run = tmp_path / "run"
     with downloaded(f"{url}/run.ckpt", folder=run) as local:
@@ -251,8 +243,8 @@ def test_a_url_checkpoint_is_downloaded_into_the_folder_given_and_removed(tmp_pa
     assert list(run.iterdir()) == []
 
 
-def test_resume_from_a_url(make_cfg, tmp_path: Path, http_folder) -> None:
-    folder, url = http_folder
+def test_resume_from_a_url(make_cfg, tmp_path: Path, served: tuple[str, Path]) -> None:
+    url, folder = served
     train(make_cfg("trainer.max_steps=2", "test=false"))
     (folder / "run.ckpt").write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
     train(make_cfg("trainer.max_steps=3", "test=false", f"ckpt_path={url}/run.ckpt"))
