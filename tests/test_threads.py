@@ -66,6 +66,9 @@ def test_a_number_forces_the_count_and_an_exported_omp_num_threads_is_kept(monke
     # ... and for every later run of the process (the jobs of an in-process sweep; a forced count between)
     assert configure_cpu_threads(3) == 3
     assert configure_cpu_threads("auto", num_workers=0) == 1 and torch.get_num_threads() == 1
+    monkeypatch.setattr(threads, "_applied", None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "0")  # not a count: auto computes one
+    assert configure_cpu_threads("auto", num_workers=2) == 4 and threads.os.environ["OMP_NUM_THREADS"] == "4"
 
 
 @pytest.mark.parametrize("value", ["many", 0, -2, True, 1.5])
@@ -81,6 +84,9 @@ def test_processes_per_node_follow_the_trainer_devices(monkeypatch: pytest.Monke
     assert local_processes({"devices": "0,1,2", "accelerator": "gpu"}) == 3
     assert local_processes({"devices": [0, 1], "accelerator": "gpu"}) == 2
     assert local_processes({"devices": -1, "accelerator": "gpu"}) == 4  # every visible GPU
+    assert local_processes({"devices": -1, "accelerator": "auto"}) == 4  # auto: the GPUs when there are some
+    assert local_processes({"devices": "auto", "accelerator": "gpu"}) == 4  # Lightning's default devices
+    assert local_processes({"devices": "auto"}) == 4
     assert local_processes({"devices": "auto", "accelerator": "cpu"}) == 1
 
 

@@ -59,7 +59,10 @@ def local_processes(trainer: Mapping[str, Any]) -> int:
     devices = trainer.get("devices", 1)
     if isinstance(devices, str):
         text = devices.strip()
-        devices = int(text) if text.lstrip("-").isdigit() else [d for d in text.split(",") if d.strip()] or text
+        if text == "auto":  # as -1 (a one-item list "auto" was one process)
+            devices = -1
+        else:
+            devices = int(text) if text.lstrip("-").isdigit() else [d for d in text.split(",") if d.strip()] or text
     if isinstance(devices, int) and devices > 0:
         return devices
     if isinstance(devices, Sequence) and not isinstance(devices, str):
