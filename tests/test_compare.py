@@ -290,6 +290,7 @@ def test_crashed_and_running_runs_are_reported(sweep: Path) -> None:
     assert rows["5"]["status"] == "running (2/4 batches, no last.ckpt)"
     assert rows["6"]["status"] == "crashed (before training: no config.yaml)"
     assert (rows["6"]["loss"], rows["6"]["best_psnr"]) == ("l1", None)
+    assert (rows["6"]["wall_s"], rows["6"]["batches_per_s"]) == (None, None)  # was -1.8e9 s: 0 minus its start
     assert rows["0"]["status"] == "done"
     markdown = (sweep / "compare" / "table.md").read_text()
     assert "| 4 | crashed (2/4 batches, no last.ckpt) |" in markdown

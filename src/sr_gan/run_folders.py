@@ -68,7 +68,7 @@ class Run:
         test, summed over resumed segments), else the span of its file times (a running run)."""
         if (self.record or {}).get("status") in ENDED:
             return float(self.record["wall_s"])  # type: ignore[index]
-        return self.updated - self.started if self.started else None
+        return self.updated - self.started if self.started and self.updated else None  # none: wrote nothing after
 
     @property
     def has_discriminator(self) -> bool:
