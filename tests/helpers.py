@@ -17,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
+from scipy import special
 from torch import nn
 
 from sr_gan.archs import RRDBNet
+from sr_gan.ops.kernels import GRID
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CONF_DIR = SRC.parent / "conf"
@@ -284,3 +287,26 @@ class ZeroGeneratorFrom(L.Callback):
                 for network in (module.generator, module.generator_ema):
                     for parameter in network.parameters():
                         parameter.zero_()
+
+
+def reference_kernel(kind: str, k: int, sx: float, sy: float, theta: float, beta: float) -> np.ndarray:
+    """BasicSR's formulas through the covariance matrix and its inverse (degradations.py), padded to 21;
+    `kind`: gaussian or generalized (exp(-Q^beta / 2)), plateau (1 / (1 + Q^beta))."""
+    ax = np.arange(-(k // 2), k // 2 + 1, dtype=np.float64)
+    xx, yy = np.meshgrid(ax, ax)
+    grid = np.stack([xx, yy], -1)  # (k, k, 2): (x, y)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    inverse = np.linalg.inv(rot @ np.diag([sx**2, sy**2]) @ rot.T)
+    quad = np.sum((grid @ inverse) * grid, -1)
+    kernel = 1 / (quad**beta + 1) if kind == "plateau" else np.exp(-0.5 * quad**beta)
+    pad = (GRID - k) // 2
+    return np.pad(kernel / kernel.sum(), pad)
+
+
+def reference_sinc(cutoff: float, k: int) -> np.ndarray:
+    """BasicSR's circular_lowpass_kernel(cutoff, k) with scipy's Bessel function, padded to 21."""
+    r = np.hypot(*np.meshgrid(np.arange(k) - (k - 1) / 2, np.arange(k) - (k - 1) / 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kernel = cutoff * special.j1(cutoff * r) / (2 * np.pi * r)
+    kernel[k // 2, k // 2] = cutoff**2 / (4 * np.pi)
+    return np.pad(kernel / kernel.sum(), (GRID - k) // 2)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 from kornia.filters import filter2d, get_gaussian_kernel2d
 from PIL import Image
-from scipy import ndimage, special
+from scipy import ndimage
 from skimage import data
 
 from sr_gan.ops.draws import categorical, host_rng
@@ -19,6 +19,7 @@ from sr_gan.ops.kernels import GRID, anisotropic_kernels, pulse_kernels, sinc_ke
 from sr_gan.ops.noise import _shot_noise, gaussian_noise, poisson_noise
 from sr_gan.ops.resize import RESIZE_MODES, resize_per_sample_mode
 from sr_gan.ops.sharpen import usm_sharpen
+from tests.helpers import reference_kernel, reference_sinc
 
 
 @pytest.fixture(scope="module")
@@ -66,19 +67,6 @@ def test_jpeg_is_close_to_pillow_at_the_same_quality(photo: np.ndarray) -> None:
 
 
 # --- blur kernels --------------------------------------------------------------------------------
-
-
-def reference_kernel(kind: str, k: int, sx: float, sy: float, theta: float, beta: float) -> np.ndarray:
-    """BasicSR's formulas through the covariance matrix and its inverse (degradations.py), padded to 21."""
-    ax = np.arange(-(k // 2), k // 2 + 1, dtype=np.float64)
-    xx, yy = np.meshgrid(ax, ax)
-    grid = np.stack([xx, yy], -1)  # (k, k, 2): (x, y)
-    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    inverse = np.linalg.inv(rot @ np.diag([sx**2, sy**2]) @ rot.T)
-    quad = np.sum((grid @ inverse) * grid, -1)
-    kernel = 1 / (quad**beta + 1) if kind == "plateau" else np.exp(-0.5 * quad**beta)
-    pad = (GRID - k) // 2
-    return np.pad(kernel / kernel.sum(), pad)
 
 
 @pytest.mark.parametrize(
@@ -132,12 +120,7 @@ def test_kernels_sum_to_one_and_isotropic_ones_are_symmetric() -> None:
 def test_sinc_kernel_matches_the_reference_formula() -> None:
     cutoff, k = math.pi / 2, 21
     kernel = sinc_kernels(torch.tensor([k]), torch.tensor([cutoff], dtype=torch.float64))[0]
-    # reference: circular_lowpass_kernel(cutoff, 21), with scipy's Bessel function
-    r = np.hypot(*np.meshgrid(np.arange(k) - 10.0, np.arange(k) - 10.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected = cutoff * special.j1(cutoff * r) / (2 * np.pi * r)
-    expected[10, 10] = cutoff**2 / (4 * np.pi)
-    np.testing.assert_allclose(kernel.numpy(), expected / expected.sum(), rtol=0, atol=1e-7)  # torch's J1: ~1e-5 rel.
+    np.testing.assert_allclose(kernel.numpy(), reference_sinc(cutoff, k), rtol=0, atol=1e-7)  # torch's J1: ~1e-5 rel.
 
 
 @pytest.mark.parametrize("cutoff", [math.pi / 3, math.pi / 2, 2.5])
@@ -200,6 +183,13 @@ def test_poisson_noise_variance_follows_the_level_count() -> None:
     scaled = poisson_noise(img, torch.tensor([2.0, 0.5]), torch.tensor([False, True]), generator=g)
     assert scaled[0].square().mean().item() == pytest.approx(4 * img[0].mean().item() / 256, rel=0.03)
     assert torch.equal(scaled[1, 0], scaled[1, 2])  # grey: one field for the three channels
+    # grey noise on a colour image follows its BT.601 grey image (levels and count), not a channel
+    red, green = torch.arange(256.0).repeat(64, 1) % 64, 128 + torch.arange(256.0).repeat(64, 1) % 128
+    colour = torch.stack([red, green, torch.full_like(red, 200)])[None] / 255  # (1, 3, 64, 256)
+    grey = np.round(255 * (0.299 * colour[0, 0] + 0.587 * colour[0, 1] + 0.114 * colour[0, 2]).numpy())
+    photons = 2 ** math.ceil(math.log2(len(np.unique(grey))))
+    noise = poisson_noise(colour.expand(4, -1, -1, -1), torch.ones(4), torch.ones(4, dtype=torch.bool), generator=g)
+    assert noise.square().mean().item() == pytest.approx(grey.mean() / 255 / photons, rel=0.03)
 
 
 # --- resize, USM, draws --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`python -m sr_gan.degrade`: the preview grid of the training degradations."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,24 @@ def test_preview_grid_is_reproducible_and_shows_n_draws(photo: Path, tmp_path: P
 def test_captions_name_the_drawn_parameters() -> None:
     degradation = instantiate(degrade_cfg().degradation)  # conf/degrade.yaml's default: realesrgan
     assert isinstance(degradation, RealESRGANDegradation) and degradation.scale == 4
-    _, _, params = degradation(torch.rand(4, 3, 32, 32), generator=torch.Generator().manual_seed(0), return_params=True)
-    for i in range(4):
+    n = 6
+    _, _, params = degradation(torch.rand(n, 3, 32, 32), generator=torch.Generator().manual_seed(0), return_params=True)
+    for key in ("first/grey", "final/jpeg_first"):
+        assert 0 < params[key].sum() < n, key  # both cases below
+    for i in range(n):
         lines = describe(params, i)
         assert lines[0].startswith("1st: ") and lines[2].startswith("2nd: ") and lines[4].startswith("end: ")
         quality = params["first/jpeg_quality"][i].item()
         assert f"JPEG q{quality:.0f}" in lines[1] and f"x{params['first/resize_factor'][i].item():.2f}" in lines[1]
         assert ("gauss" in lines[1]) == bool(params["first/gaussian"][i])
+        assert (" grey, JPEG" in lines[1]) == bool(params["first/grey"][i])
+        assert lines[4].startswith("end: JPEG q") == bool(params["final/jpeg_first"][i])  # in the order applied
+    p = {key: value[:1].clone() for key, value in params.items()}
+    p["first/blur"][0], p["first/sinc"][0], p["first/kernel_family"][0] = True, False, 3  # generalized_aniso
+    sx, sy, theta, beta, size = (p[f"first/{k}"].item() for k in ("sigma_x", "sigma_y", "theta", "beta", "kernel_size"))
+    rotation = theta * 180 / math.pi
+    expected = f"1st: generalized_aniso k{size} s={sx:.2f}/{sy:.2f} rot={rotation:.0f}deg b={beta:.2f}"
+    assert describe(p, 0)[0] == expected
     assert describe({}, 0) == ["bicubic (MATLAB), 8-bit: no random draw"]
 
 
@@ -92,6 +104,7 @@ def test_the_crop_is_checked_against_the_degradations_own_scale(photo: Path, tmp
         ({"seed": "abc"}, "seed=abc is not allowed: seed must be an integer >= 0"),
         ({"scale": "abc"}, "scale=abc is not allowed: scale must be one of 1, 2, 3, 4, 8"),
         ({"scale": "0"}, "scale=0 is not allowed: scale must be one of 1, 2, 3, 4, 8"),
+        ({"n": "65"}, "n=65 is not allowed: n must be an integer >= 1 and <= 64"),
         ({"input": "{tiny}", "crop": "0"}, "input={tiny} is 3x2, smaller than scale=4: use an image of at least 4x4"),
         ({"out": "{tiny}/preview.png"}, "out={tiny}/preview.png: cannot write in {tiny}"),
     ],

@@ -1,17 +1,28 @@
 """The degradation modules as the data module calls them: ``lr, hr = degradation(hr, generator=g)``."""
 
+import math
+import random
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
+from kornia.enhance import jpeg_codec_differentiable
 from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from sr_gan.errors import UserError
 from sr_gan.ops import BicubicDegradation, DegradationStage, RealESRGANDegradation, bicubic_degrade
+from sr_gan.ops import realesrgan as realesrgan_module
+from sr_gan.ops.draws import host_rng
+from sr_gan.ops.kernels import GRID, sinc_kernels
 from sr_gan.ops.realesrgan import KERNEL_FAMILIES
+from sr_gan.ops.resize import RESIZE_MODES
+from tests.helpers import reference_kernel, reference_sinc
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "degradation"
 
@@ -39,6 +50,12 @@ def quiet_stage(**overrides: object) -> DegradationStage:
 
 def batch(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_rate(mask: torch.Tensor, p: float) -> None:
+    """The share of True in `mask` is p within 4 standard errors (the draws are seeded: no flake)."""
+    n = mask.numel()
+    assert abs(mask.float().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / n), (mask.float().mean().item(), p)
 
 
 # --- the papers' protocol ------------------------------------------------------------------------
@@ -143,7 +160,159 @@ def test_drawn_parameters_follow_the_configured_distributions(realesrgan: RealES
     iso = params["first/kernel_family"] % 2 == 0
     assert torch.equal(params["first/sigma_y"][iso], sigma[iso]) and (params["first/theta"][iso] == 0).all()
     cutoff = params["first/cutoff"]  # sinc cut-off: [pi/3, pi] below size 13, [pi/5, pi] from 13 on
-    assert cutoff[sizes < 13].min() >= torch.pi / 3 - 1e-6 and cutoff[sizes >= 13].min() < torch.pi / 3
+    assert cutoff[sizes < 13].min() >= torch.pi / 3 - 1e-6
+    assert all(cutoff[sizes == size].min() < torch.pi / 3 for size in range(13, 22, 2))  # 13 included
+
+
+def test_each_drawn_kernel_is_its_familys_formula_with_its_drawn_beta(realesrgan: RealESRGANDegradation) -> None:
+    """Second order: each sample's kernel is BasicSR's formula of its family with the drawn values (the
+    sinc's with its cut-off, none when the blur is skipped), and beta is 1 for the Gaussians, U(0.5, 1)
+    or U(1, 4) half the time each for the generalised ones, 1 or U(1, 2) for the plateaus."""
+    n, g, params = 2000, torch.Generator().manual_seed(0), {}
+    kernels = realesrgan._blur(realesrgan.second, n, g, torch.device("cpu"), params, "second")
+    p = {key.removeprefix("second/"): value.tolist() for key, value in params.items()}
+    for i in range(n):
+        k = p["kernel_size"][i]
+        if not p["blur"][i]:
+            expected = np.pad(np.ones((1, 1)), GRID // 2)
+        elif p["sinc"][i]:
+            expected = reference_sinc(p["cutoff"][i], k)
+        else:
+            kind = ("gaussian", "gaussian", "generalized", "generalized", "plateau", "plateau")[p["kernel_family"][i]]
+            values = (p[key][i] for key in ("sigma_x", "sigma_y", "theta", "beta"))
+            expected = reference_kernel(kind, k, *values)
+        np.testing.assert_allclose(kernels[i].numpy(), expected, rtol=0, atol=2e-6, err_msg=str(i))
+    assert_rate(params["second/blur"], 0.8)  # second_blur_prob
+    assert params["second/sigma_x"].max() <= 1.5  # blur_sigma2
+    family, beta = params["second/kernel_family"], params["second/beta"]
+    assert (beta[family < 2] == 1).all()
+    generalised, plateau = beta[(family == 2) | (family == 3)], beta[family >= 4]
+    assert generalised.min() >= 0.5 and generalised.max() <= 4 and generalised.max() > 3
+    assert_rate(generalised < 1, 0.5)
+    assert plateau.min() == 1 and plateau.max() <= 2
+    assert_rate(plateau == 1, 0.5)  # U(1, 1): the reference's betap_range [1, 2] gives 1 half the time
+
+
+def test_each_order_draws_from_its_own_ranges(realesrgan: RealESRGANDegradation) -> None:
+    """Through the whole pipeline: the second order's blur, noise and the final stage use the second
+    stage's values (and the final sinc its own), the first order the first's; jpeg_range differs
+    between the two stages here so that each JPEG shows which it used."""
+    first = replace(realesrgan.first, jpeg_range=(30, 60))
+    second = replace(realesrgan.second, jpeg_range=(70, 95))
+    degradation = RealESRGANDegradation(scale=4, first=first, second=second)
+    n = 200
+    _, _, params = degradation(batch(n, 16), generator=torch.Generator().manual_seed(0), return_params=True)
+    assert params["first/blur"].all()
+    assert_rate(params["second/blur"], 0.8)
+    assert 1.5 < params["first/sigma_x"].max() <= 3 and params["second/sigma_x"].max() <= 1.5
+    for stage, sigma, poisson in (("first", 30, 3), ("second", 25, 2.5)):  # noise_range(2), poisson_scale_range(2)
+        assert_rate(params[f"{stage}/gaussian"], 0.5)
+        assert_rate(params[f"{stage}/grey"], 0.4)
+        assert 0.9 * sigma < params[f"{stage}/sigma"].max() <= sigma and params[f"{stage}/sigma"].min() >= 1
+        assert 0.9 * poisson < params[f"{stage}/poisson"].max() <= poisson
+    quality = params["first/jpeg_quality"]
+    assert quality.min() >= 30 and quality.max() <= 60
+    quality = params["final/jpeg_quality"]
+    assert quality.min() >= 70 and quality.max() <= 95
+    assert_rate(params["final/sinc"], 0.8)
+    assert_rate(params["final/jpeg_first"], 0.5)
+    assert params["final/cutoff"].min() >= torch.pi / 3 - 1e-6  # the final sinc: [pi/3, pi] at every size
+    assert set(params["final/kernel_size"].tolist()) == set(range(7, 22, 2))
+
+
+def test_each_sample_gets_the_noise_its_parameters_name(realesrgan: RealESRGANDegradation) -> None:
+    """Gaussian of std sigma/255, or Poisson of variance scale^2 * mean(x) / L (L = 128: the image has
+    128 distinct 8-bit levels), one field on all channels when grey; the sum is clipped to [0, 1]."""
+    stage = replace(realesrgan.first, noise_range=(4, 8), poisson_scale_range=(0.5, 1))  # no clipping on the ramp
+    n, g, params = 32, torch.Generator().manual_seed(0), {}
+    x = ((64 + torch.arange(128.0)) / 255).repeat(n, 3, 128, 1)  # (n, 3, 128, 128): levels 64 ... 191
+    noise = realesrgan._noise(x, stage, g, params, "t") - x
+    gaussian = params["t/gaussian"]
+    assert 0 < gaussian.sum() < n and 0 < params["t/grey"].sum() < n
+    shot = params["t/poisson"] * math.sqrt(x.mean() / 128)
+    expected = torch.where(gaussian, params["t/sigma"] / 255, shot)
+    torch.testing.assert_close(noise.std(dim=(1, 2, 3)), expected, rtol=0.05, atol=0)
+    same_channels = (noise[:, 0] == noise[:, 1]).all(-1).all(-1) & (noise[:, 1] == noise[:, 2]).all(-1).all(-1)
+    assert torch.equal(same_channels, params["t/grey"])
+    strong = replace(stage, noise_range=(100, 100), poisson_scale_range=(3, 3))
+    noisy = realesrgan._noise(x, strong, g, {}, "t")
+    assert noisy.min() == 0 and noisy.max() == 1  # clipped (unclipped, 2-3% of it lies outside)
+
+
+def test_the_final_stage_applies_its_steps_in_the_drawn_order(realesrgan: RealESRGANDegradation) -> None:
+    """Each sample: JPEG(clip(sinc(resize(x)))), or sinc(resize(JPEG(clip(x)))) where final/jpeg_first, as the
+    reference's feed_data; resize with its mode, sinc with its size and cut-off (or none)."""
+    n, g, params = 12, torch.Generator().manual_seed(4), {}
+    x = batch(n, 40) * 1.2 - 0.1  # noise leaves values in [0, 1], resizes and the sinc overshoot
+    out = realesrgan._final(x, (12, 16), g, params)
+    p = {key.removeprefix("final/"): value for key, value in params.items()}
+    assert 0 < p["jpeg_first"].sum() < n and 0 < p["sinc"].sum() < n and p["resize_mode"].unique().numel() == 3
+
+    def resize_sinc(t: torch.Tensor, mode: str, kernel: torch.Tensor | None) -> torch.Tensor:
+        t = F.interpolate(t, size=(12, 16), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+        if kernel is None:
+            return t
+        return F.conv2d(F.pad(t, (GRID // 2,) * 4, mode="reflect"), kernel.expand(3, 1, GRID, GRID), groups=3)
+
+    for i in range(n):
+        kernel = sinc_kernels(p["kernel_size"][i : i + 1], p["cutoff"][i : i + 1])[0] if p["sinc"][i] else None
+        mode, quality = RESIZE_MODES[p["resize_mode"][i]], p["jpeg_quality"][i : i + 1]
+        sample = x[i : i + 1]
+        if p["jpeg_first"][i]:
+            expected = resize_sinc(jpeg_codec_differentiable(sample.clamp(0, 1), quality), mode, kernel)
+        else:
+            expected = jpeg_codec_differentiable(resize_sinc(sample, mode, kernel).clamp(0, 1), quality)
+        torch.testing.assert_close(out[i : i + 1], expected, atol=1e-5, rtol=0, msg=str(i))
+
+
+def test_the_random_resizes_go_to_the_references_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """First resize to int(H * f1), second to int(H / s * f2) (of the LR size, as the reference's
+    feed_data), then back to H / s; f1, f2 the batch's host draws."""
+    degradation = from_config("realesrgan")
+    seen = []
+    resize = realesrgan_module.resize_per_sample_mode
+
+    def spy(img: torch.Tensor, size: tuple[int, int], mode: torch.Tensor) -> torch.Tensor:
+        seen.append((tuple(img.shape[-2:]), tuple(size)))
+        return resize(img, size, mode)
+
+    monkeypatch.setattr(realesrgan_module, "resize_per_sample_mode", spy)
+    fractions = set()
+    for seed in range(6):
+        seen.clear()
+        hr = torch.rand(1, 3, 60, 44, generator=torch.Generator().manual_seed(seed))
+        degradation(hr, generator=torch.Generator().manual_seed(seed))
+        host = host_rng(torch.Generator().manual_seed(seed))
+        f1, f2 = (RealESRGANDegradation._resize_factor(s, host) for s in (degradation.first, degradation.second))
+        first = (int(60 * f1), int(44 * f1))
+        second = (int(15 * f2), int(11 * f2))
+        assert seen == [((60, 44), first), (first, second), (second, (15, 11)), (second, (15, 11))], seed
+        fractions |= {60 * f1 % 1 >= 0.5, 15 * f2 % 1 >= 0.5}
+    assert fractions == {False, True}  # some sizes would round up: int() is the floor
+
+
+def test_resize_factors_follow_the_up_down_keep_probabilities(realesrgan: RealESRGANDegradation) -> None:
+    """Up U(1, max), down U(min, 1), keep 1, with resize_prob (up, down, keep) in that order."""
+    host, n = random.Random(0), 20000
+    for stage in (realesrgan.first, realesrgan.second):
+        factors = torch.tensor([RealESRGANDegradation._resize_factor(stage, host) for _ in range(n)])
+        up, down = factors[factors > 1], factors[factors < 1]
+        for mask, p in zip((factors > 1, factors < 1, factors == 1), stage.resize_prob):
+            assert_rate(mask, p)
+        low, high = stage.resize_range
+        assert up.max() <= high and up.mean().item() == pytest.approx((1 + high) / 2, abs=0.01)
+        assert down.min() >= low and down.mean().item() == pytest.approx((1 + low) / 2, abs=0.01)
+
+
+def test_the_lr_is_made_from_the_sharpened_target(realesrgan: RealESRGANDegradation) -> None:
+    """usm_sharpen=true degrades the USM target (the reference's gt_usm), exactly what usm_sharpen=false
+    makes of that target given as the HR; false leaves the HR as it is."""
+    hr = batch(2, 32)
+    lr, target = realesrgan(hr, generator=torch.Generator().manual_seed(0))
+    plain = RealESRGANDegradation(scale=4, first=realesrgan.first, second=realesrgan.second, usm_sharpen=False)
+    lr_plain, target_plain = plain(target, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lr_plain, lr) and torch.equal(target_plain, target)
+    assert not torch.equal(target, hr)
 
 
 def test_lr_stays_aligned_with_hr() -> None:
