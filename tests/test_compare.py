@@ -22,8 +22,8 @@ from PIL import Image
 from skimage import data as skdata
 from torchvision.io import read_image, write_png
 
-from sr_gan.compare import _main, hydra_argv, main, run, wandb_group
-from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure, read_strips
+from sr_gan.compare import _main, hydra_argv, main, run, run_row, table_columns, wandb_group
+from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure, read_strips, smooth
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
 from sr_gan.metrics import psnr
@@ -193,6 +193,27 @@ def test_sweep_table_shows_only_the_keys_that_differ(sweep: Path, capsys: pytest
         "curves.png",
         "crops.png",
     }  # the perception-distortion plane (plane=true): see the GAN test
+
+
+def test_best_is_the_first_of_equal_highest_psnrs_as_best_ckpt_is(tmp_path: Path) -> None:
+    """ModelCheckpoint replaces best.ckpt only on a strictly higher val/psnr: of two equal highest values
+    the first is best.ckpt, so its batch (and its samples) stand for "best"."""
+    folder = write_run(tmp_path / "a", psnrs=(22.0, 24.0, 24.0, 23.0), budget=8)
+    row = run_row(read_runs([folder])[0], {}, pick="best", stale_s=900)
+    assert (row["best_psnr"], row["best_batch"], row["last_psnr"], row["last_batch"]) == (24.0, 4, 23.0, 8)
+
+
+def test_an_lpips_column_when_any_run_logged_it() -> None:
+    rows = [{"best_lpips": None, "last_lpips": None}, {"best_lpips": 0.21, "last_lpips": None}]
+    keys = [column.key for column in table_columns([], rows)]
+    assert "best_lpips" in keys and "last_lpips" not in keys
+
+
+def test_smoothing_is_the_debiased_moving_average() -> None:
+    """TensorBoard's debiased EMA: a constant stays itself, the second point is (w x1 + x2) / (1 + w)."""
+    assert smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])
+    assert smooth([1.0, 2.0], 0.6) == pytest.approx([1.0, (0.6 * 1 + 2) / 1.6])
+    assert smooth([1.0, 2.0], 0) == [1.0, 2.0]
 
 
 def test_curves_and_crops_hold_one_line_and_one_tile_per_run(sweep: Path) -> None:

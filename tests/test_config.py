@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from sr_gan.config import check_train_config, precision_advice, resolve_device
+from sr_gan.config import check_train_config, precision_advice, register_resolvers, resolve_device
 from sr_gan.errors import UserError
 from sr_gan.schema import Rule
 
@@ -40,6 +41,10 @@ from sr_gan.schema import Rule
             "16-mixed",
         ),
         ("loss.adversarial_weight=-1", "loss.adversarial_weight=-1 is not allowed"),
+        ("loss.pixel_weight=true", "loss.pixel_weight=true is not allowed: loss.pixel_weight must be a number >= 0"),
+        ("optim.scheduler.gamma=1.5", "optim.scheduler.gamma=1.5 is not allowed"),
+        ("module.d_init_steps=-1", "module.d_init_steps=-1 is not allowed: module.d_init_steps must be an integer >="),
+        ("data.val_crop=0", "data.val_crop=0 is not allowed: data.val_crop must be an integer >= 1 or null"),
         ("data.patch_size=30", "data.patch_size=30 is not a multiple of data.scale=4: patches are cut on the scale"),
         ("callbacks.snapshots.every=0", "callbacks.snapshots.every=0 is not allowed"),
         (  # TINY validates every 2 iterations
@@ -47,6 +52,7 @@ from sr_gan.schema import Rule
             "callbacks.snapshots.every=5 is not a multiple of trainer.val_check_interval=2: snapshots are kept at "
             "validations; e.g. callbacks.snapshots.every=4",
         ),
+        ("discriminator.input_size=16", "discriminator.input_size=16 differs from data.patch_size=32: the discrimina"),
     ],
 )
 def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str, message: str) -> None:
@@ -93,6 +99,7 @@ def test_rule_bounds_mix_ints_and_floats() -> None:
     assert Rule(float, above=0).allows(3) and not Rule(float, above=0).allows(0)
     assert Rule(int, low=1).allows(1) and not Rule(int, low=1).allows(True)
     assert Rule(float, low=0, high=1).allows(1.0) and not Rule(float, low=0, high=1).allows(float("inf"))
+    assert not Rule(float, low=0).allows(float("inf"))  # a number is finite, bounded above or not
 
 
 def test_a_device_name_is_checked_in_one_line() -> None:
@@ -146,3 +153,19 @@ def test_a_missing_data_folder_is_refused_at_start_up_naming_key_and_fix(make_cf
         check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", "data.val_hr_dir=/nowhere"))
     check_data_folders(make_cfg("data=folder", f"data.train_hr_dir={hr}", f"data.val_hr_dir={hr}"))
     check_data_folders(make_cfg("data=demo", f"paths.cache_dir={tmp_path / 'empty'}"))  # made on first use
+
+
+def test_resolvers_size_the_demo_by_its_objective_and_file_runs_by_stage() -> None:
+    """``${if_pixel_loss:a,b}``: a only without perceptual and adversarial terms; ``${job_type:}``: gan
+    with an adversarial term, else psnr, and a tool's task name outside training."""
+    register_resolvers()
+    pixel = {"_target_": "torch.nn.L1Loss"}
+    cases = [
+        ({"pixel": pixel, "perceptual": None, "adversarial": None}, "train", (1, "psnr")),
+        ({"pixel": pixel, "perceptual": {"layer": "conv5_4"}, "adversarial": None}, "train", (2, "psnr")),
+        ({"pixel": None, "perceptual": None, "adversarial": {"kind": "ragan"}}, "train", (2, "gan")),
+        ({"pixel": pixel, "perceptual": None, "adversarial": None}, "evaluate", (1, "evaluate")),
+    ]
+    for loss, task, expected in cases:
+        cfg = OmegaConf.create({"task_name": task, "loss": loss, "size": "${if_pixel_loss:1,2}", "job": "${job_type:}"})
+        assert (cfg.size, cfg.job) == expected, (loss, task)

@@ -17,11 +17,13 @@ from scipy.signal import correlate2d
 from skimage import data as skdata
 from torchmetrics.functional.image import learned_perceptual_image_patch_similarity, visual_information_fidelity
 
+from sr_gan import evaluate_report
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
 from sr_gan.evaluate import Scorer, find_benchmark, model_names, run
+from sr_gan.evaluate_report import benchmark_columns, notes, plot_datasets
 from sr_gan.ops import imresize
-from sr_gan.perception import lpips_backbone_path
+from sr_gan.perception import LPIPS_LABEL, lpips_backbone_path
 from sr_gan.weights import save_generator_file
 from tests.helpers import run_module
 
@@ -305,6 +307,43 @@ def test_vif_is_the_mean_over_the_images_that_have_it(tmp_path: Path) -> None:
     with open(tmp_path / "eval" / "results.csv", newline="") as handle:
         table = list(csv.DictReader(handle))
     assert float(table[0]["vif_y"]) == pytest.approx(rows[0]["vif_y"]) and table[1]["vif_y"] == ""
+
+
+def test_a_note_names_the_models_only_when_some_of_the_dataset_have_the_value() -> None:
+    nan = float("nan")
+    rows = [
+        {"dataset": "Set5", "model": "bicubic", "psnr_y": 28.0, "vif_y": 0.5, "images": 5, "scored": {"vif_y": 3}},
+        {"dataset": "Set5", "model": "esrgan", "psnr_y": 30.0, "vif_y": 0.4, "images": 5},
+        {"dataset": "Set14", "model": "bicubic", "psnr_y": 26.0, "vif_y": nan, "images": 2, "scored": {"vif_y": 0}},
+        {"dataset": "Set14", "model": "esrgan", "psnr_y": 27.0, "vif_y": nan, "images": 2, "scored": {"vif_y": 0}},
+    ]
+    assert notes(rows, benchmark_columns(rows)) == [
+        "VIF-Y of Set5 (bicubic) is the mean over 3 of 5 images (the others have none)",
+        "VIF-Y of Set14 has no value",
+    ]
+
+
+def test_each_plane_joins_the_models_and_sets_the_baseline_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One plot per dataset: the models in row order on the line, bicubic apart, LPIPS where the rows have it."""
+    drawn = {}
+    monkeypatch.setattr(
+        evaluate_report, "plot_perception_distortion", lambda points, **kw: drawn.update({kw["title"]: (points, kw)})
+    )
+    rows = [
+        {"dataset": "Set5", "model": "bicubic", "psnr_y": 28.0, "lpips": 0.4, "vif_y": 0.3},
+        {"dataset": "Set5", "model": "b", "psnr_y": 30.0, "lpips": 0.2, "vif_y": 0.5},
+        {"dataset": "Set5", "model": "a", "psnr_y": 29.0, "lpips": 0.1, "vif_y": 0.4},
+        {"dataset": "Set14", "model": "bicubic", "psnr_y": 26.0, "lpips": 0.5, "vif_y": 0.2},
+        {"dataset": "Set14", "model": "b", "psnr_y": 27.0, "lpips": 0.3, "vif_y": 0.3},
+    ]
+    paths = plot_datasets(rows, out_dir=tmp_path, scale=4, baseline="bicubic")
+    assert paths == [tmp_path / "perception_distortion_Set5.png", tmp_path / "perception_distortion_Set14.png"]
+    points, kw = drawn["Set5 x4"]
+    assert points == [("b", 30.0, 0.2), ("a", 29.0, 0.1)]
+    assert (kw["baseline"], kw["score_label"], kw["path"]) == (("bicubic", 28.0, 0.4), LPIPS_LABEL, paths[0])
+    assert drawn["Set14 x4"][0] == [("b", 27.0, 0.3)]
 
 
 def test_lpips_column_when_the_backbone_is_cached(
