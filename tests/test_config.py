@@ -61,6 +61,23 @@ def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str,
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [  # Hydra's answer to a typo'd key is "To append to your config use +trainer.max_step=4"
+        (
+            "+trainer.max_step=4",
+            "trainer.max_step is not an argument of Lightning's Trainer: did you mean trainer.max_steps?",
+        ),
+        ("+trainer.foo=1", "trainer.foo is not an argument of Lightning's Trainer: see conf/trainer/default.yaml"),
+    ],
+)
+def test_an_unknown_trainer_key_is_refused_at_start_up_in_one_line(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(UserError) as info:
+        check_train_config(make_cfg(override))
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+    check_train_config(make_cfg("+trainer.detect_anomaly=true"))  # any Trainer argument may be added
+
+
 def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # Apple silicon: Lightning's gpu is MPS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.atomic import atomic_path, probe_folder
@@ -97,6 +100,7 @@ def check_train_config(cfg: DictConfig) -> None:
         example = " ".join(f"{key}=..." for key in missing)
         raise UserError(f"{', '.join(missing)} must be set (the config leaves them '???'): add {example}")
     validate(cfg, TRAIN)
+    check_trainer_keys(cfg.trainer)
     if cfg.get("require_init_from") and not cfg.model.init_from:
         raise UserError(
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
@@ -135,6 +139,20 @@ def check_train_config(cfg: DictConfig) -> None:
                 f"discriminator.input_size={disc.input_size} differs from data.patch_size="
                 f"{cfg.data.patch_size}: the discriminator sees HR patches, make them equal"
             )
+
+
+def check_trainer_keys(trainer: DictConfig) -> None:
+    """Every ``trainer.*`` key must be an argument of the Trainer class: Hydra's answer to a typo'd key
+    (``trainer.max_step=4``) is to add it with ``+``, which Lightning would refuse after Hydra made the run
+    folder, with a stack trace."""
+    params = inspect.signature(get_class(trainer._target_).__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in trainer:
+        if key not in params and not str(key).startswith("_"):
+            close = difflib.get_close_matches(str(key), [p for p in params if p != "self"], n=1)
+            hint = f"did you mean trainer.{close[0]}?" if close else "see conf/trainer/default.yaml"
+            raise UserError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
 
 
 def precision_advice(cfg: DictConfig) -> str | None:
