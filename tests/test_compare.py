@@ -280,6 +280,19 @@ def test_an_ended_run_takes_its_wall_time_from_its_record(tmp_path: Path) -> Non
     assert going_run.wall_s == pytest.approx(going_run.updated - going_run.started)
 
 
+def test_an_ended_run_takes_its_batches_from_its_record(tmp_path: Path) -> None:
+    """A run stopped between logging intervals (Ctrl-C after batch 3: rows logged at 2) saved its
+    last.ckpt after the batch its run.json records: batches done and batches/s say that batch, as the
+    run's own closing line did; a run still going has only its metrics rows to go by."""
+    ended = write_run(tmp_path / "ended", psnrs=(20.0,), age_s=5)  # rows up to batch 2 of 4
+    (ended / "run.json").write_text(json.dumps({"status": "interrupted", "wall_s": 6.0, "batches": 3}))
+    going = write_run(tmp_path / "going", psnrs=(20.0,), age_s=5)
+    (going / "run.json").write_text(json.dumps({"status": "running", "wall_s": 0.0, "batches": 0}))
+    ended_run, going_run = read_runs([ended, going])
+    assert (ended_run.batches, going_run.batches) == (3, 2)
+    assert run_row(ended_run, {}, pick="auto", stale_s=900)["batches_per_s"] == 0.5
+
+
 def test_a_run_that_recorded_how_it_ended_is_reported_so(tmp_path: Path) -> None:
     """Runs short of their budget whose files are an hour old: each that recorded how it ended in
     run.json (pre-empted, interrupted, failed) is shown so, not as "crashed" guessed from file times."""

@@ -56,9 +56,13 @@ class Run:
 
     @property
     def batches(self) -> int:
-        """Batches done, from the last metrics row or sample folder (metrics are logged every
-        `trainer.log_every_n_steps` batches, so this can lag the truth by fewer than that). The test
-        row after training is left out: Lightning logs it one step past the last batch."""
+        """Batches done: what run.json recorded as the run ended, else the last metrics row or sample
+        folder (metrics are logged every `trainer.log_every_n_steps` batches, so this can lag the truth
+        by fewer than that). The test row after training is left out: Lightning logs it one step past
+        the last batch."""
+        record = self.record or {}
+        if record.get("status") in ENDED and isinstance(record.get("batches"), int):
+            return record["batches"]
         trained = (row.get("batch", 0) for row in self.metrics if not any(k.startswith("test/") for k in row))
         return int(max([0, *trained, *self.samples]))
 
