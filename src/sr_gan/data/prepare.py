@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="image folders (HR and LR alike)")
     parser.add_argument("--out", nargs="+", type=Path, help="one output folder per input (default <folder>.prepared)")
     parser.add_argument("--verify", action="store_true", help="then recompute every checksum (reads all arrays)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars or image counts")
     args = parser.parse_args(argv)
     outs = args.out or [None] * len(args.folders)
     if len(outs) != len(args.folders):
