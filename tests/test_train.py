@@ -515,7 +515,9 @@ def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(ma
     assert (
         torch.load(last, weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     )
-    assert f"resume: the same command with ckpt_path={tmp_path}" in caplog.messages
+    # in its own folder: ckpt_path=<folder> alone resumed into a new timestamped folder (a second W&B run,
+    # metrics.csv and run.json split, the best score forgotten) and ckpt_path=last alone started afresh there
+    assert f"resume: the same command with hydra.run.dir={tmp_path} ckpt_path=last" in caplog.messages
     assert any(m.startswith("Ctrl-C: saved a resumable checkpoint after batch 2") for m in caplog.messages)
 
     train(make_cfg("trainer.max_steps=3", *common, "ckpt_path=last"))

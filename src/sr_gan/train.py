@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -186,9 +187,19 @@ def _train(cfg: DictConfig, ckpt_path: str | None) -> float | None:
             best_psnr = None if score is None else float(score)
             record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
             record.finish(status, trainer, error)
-            for line in summary(record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=cfg.get("resume_hint")):
+            resume = cfg.get("resume_hint") or _resume_hint(record.folder)
+            for line in summary(record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=resume):
                 log.info(line)
         _finish_wandb()
+
+
+def _resume_hint(folder: Path) -> str | None:
+    """How to resume a run cut short: in its own folder (``hydra.run.dir``), where it goes on with its
+    run.json, metrics.csv, W&B run and best score; ``ckpt_path=<folder>`` alone would resume into a new
+    timestamped folder, and ``ckpt_path=last`` alone start afresh there. A sweep's job: the default."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return None
+    return f"the same command with hydra.run.dir={folder} ckpt_path=last"
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
