@@ -460,6 +460,22 @@ def test_two_runs_best_checkpoints_get_one_row_each(tmp_path: Path, photos: Path
     assert report["per_image"]["photos"]["runB/best"]["coffee"] == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_table_printed_to_a_log_keeps_its_row_names_whole(
+    tmp_path: Path, photos: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Printed to a log file or pipe (not a terminal), the table was cut to 80 columns and a run's row
+    name came out as `esrgan_x4_2026-11-27_11-25-0…`, which names no run; compare's table is kept whole
+    the same way."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    runs = ("esrgan_x4_2026-11-27_11-25-05", "esrgan_x4_2026-11-27_11-20-24")
+    ckpts = [tmp_path / name / "checkpoints" / "best.ckpt" for name in runs]
+    for seed, path in enumerate(ckpts):
+        _run_checkpoint(path, seed)
+    run(_cfg(tmp_path, ckpt=[str(p) for p in ckpts], datasets=[str(photos)], rgb=True))
+    out = capsys.readouterr().out
+    assert all(f"{name}/best" in out for name in runs), out
+
+
 def test_model_names_stay_unique() -> None:
     names = model_names(
         [Path("s1/0/checkpoints/best.ckpt"), Path("s2/0/checkpoints/best.ckpt"), Path("s2/0/checkpoints/last.ckpt")]

@@ -281,6 +281,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     validate(cfg, EVALUATE)
     generator = as_generator_config(cfg.generator)
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: keep the table's rows whole rather than 80 columns wide
+        console = Console(width=max(console.width, 200))
     ckpts = [c for c in as_list(cfg.ckpt) if c != BICUBIC]  # the bicubic row is always there
     entries = as_list(cfg.datasets)
     _check_datasets(entries)
