@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -347,6 +348,18 @@ def test_an_out_folder_elsewhere_names_the_link_training_needs(tmp_path: Path, c
     assert open_prepared(src).names == ["a.png"]  # the link is what training opens
     main([str(src), "--no-progress"])
     assert "ln -s" not in capsys.readouterr().out
+
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(src / "b.png"))
+    for elsewhere in ("faster", "fastest"):  # over the link made above, then over a folder prepared in place
+        main([str(src), "--out", str(tmp_path / elsewhere / "photos.prepared"), "--no-progress"])
+        (note,) = (line for line in capsys.readouterr().out.splitlines() if line.startswith("note:"))
+        subprocess.run(["sh", "-c", note.partition(": link it, ")[2]], check=True)
+        assert Path(f"{src}.prepared").resolve() == (tmp_path / elsewhere / "photos.prepared").resolve()
+        assert open_prepared(src).names == ["a.png", "b.png"]
+        if elsewhere == "faster":
+            os.unlink(f"{src}.prepared")
+            main([str(src), "--no-progress"])  # a real folder where training reads
+            capsys.readouterr()
 
 
 def test_training_refuses_two_images_of_one_name_at_start_up(source: Path, make_cfg) -> None:

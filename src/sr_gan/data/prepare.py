@@ -47,10 +47,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _say_where_training_reads(folder: Path, prepared: Path) -> None:
-    """Training reads only `<folder>.prepared` (data.use_prepared): an --out elsewhere needs a link."""
+    """Training reads only `<folder>.prepared` (data.use_prepared): an --out elsewhere needs a link,
+    given as a command that works whatever is there now (`ln -s` onto an existing folder, or onto a
+    link to one, would put the link inside it)."""
     default = prepared_dir(folder)
-    if default.resolve() != Path(prepared).resolve():
-        print(f"note: training reads {default}, not {prepared}: link it, ln -s {Path(prepared).resolve()} {default}")
+    if default.resolve() == Path(prepared).resolve():
+        return
+    link = f"ln -s {Path(prepared).resolve()} {default}"
+    if default.is_symlink():
+        link = f"ln -sfn {Path(prepared).resolve()} {default}"  # -n: replace the link itself
+    elif default.exists():
+        link = f"mv {default} {default}.old && {link}"
+    print(f"note: training reads {default}, not {prepared}: link it, {link}")
 
 
 if __name__ == "__main__":
