@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,11 @@ from sr_gan.run_folders import read_run
 from sr_gan.train import train
 
 
-def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(make_cfg, tmp_path: Path, monkeypatch) -> None:
+def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(
+    make_cfg, tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """... and only the GAN run names the next commands, of its own checkpoint (the stage's were noise
+    in the middle of the GAN run's output)."""
     monkeypatch.setattr(
         demo_stage, "_STAGE", [*demo_stage._STAGE, "trainer.max_steps=2", "trainer.val_check_interval=2"]
     )
@@ -22,7 +27,10 @@ def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(make_cfg, tmp_pa
     gan = ["loss=ragan", "demo_psnr_init=true", f"paths.cache_dir={cache}", "trainer.max_steps=1", "test=false"]
     cfg = make_cfg(*gan)
     assert demo_stage.needs_psnr_stage(cfg)
-    train(cfg)
+    with caplog.at_level(logging.INFO, logger="sr_gan.train"):
+        train(cfg)
+    upscale = [line for line in caplog.messages if "python -m sr_gan.upscale" in line]
+    assert upscale == [f"  python -m sr_gan.upscale ckpt={tmp_path / 'checkpoints' / 'last.ckpt'} input=<your photos>"]
     (stage,) = [p for p in (cache / "demo_psnr_stage").iterdir() if p.is_dir()]
     checkpoint = stage / "checkpoints" / "last.ckpt"
     assert cfg.model.init_from == str(checkpoint)

@@ -107,11 +107,18 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 def summary(
-    record: RunRecord, *, best_psnr: float | None, last: dict[str, float], gan: bool = False, resume: str | None = None
+    record: RunRecord,
+    *,
+    best_psnr: float | None,
+    last: dict[str, float],
+    gan: bool = False,
+    resume: str | None = None,
+    next_steps: bool = True,
 ) -> list[str]:
-    """The lines printed at the end of a run (see the module docstring). The next commands take the
-    best checkpoint by PSNR, or the last one of a GAN stage (`gan`): both papers' GAN result. A run
-    cut short names how to resume it: `resume`, else the same command with ckpt_path=<its folder>."""
+    """The lines printed at the end of a run (see the module docstring). The next commands (unless
+    not `next_steps`) take the best checkpoint by PSNR, or the last one of a GAN stage (`gan`): both
+    papers' GAN result. A run cut short names how to resume it: `resume`, else the same command with
+    ckpt_path=<its folder>."""
     files = _files(record.folder)
     lines = [f"run {record.status}: {record.batches} batches in {record.wall_s:.0f} s, folder {record.folder}"]
     if "val/psnr" in last:
@@ -124,7 +131,7 @@ def summary(
     if record.status in ("interrupted", "preempted") and "last" in files:
         lines.append(f"resume: {resume or f'the same command with ckpt_path={record.folder}'}")
     ckpt = files.get("last" if gan or "best" not in files else "best")
-    if ckpt is not None:
+    if ckpt is not None and next_steps:
         lines += [
             "next:",
             f"  python -m sr_gan.evaluate ckpt={ckpt} datasets=[Set5,Set14,BSD100]",

@@ -188,7 +188,12 @@ def _train(cfg: DictConfig, ckpt_path: str | None) -> float | None:
             record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
             record.finish(status, trainer, error)
             resume = cfg.get("resume_hint") or _resume_hint(record.folder)
-            for line in summary(record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=resume):
+            # a stage inside another run (the demo's PSNR stage: it sets resume_hint) names no next
+            # commands: the run it serves names them, of its own checkpoint
+            inner = cfg.get("resume_hint") is not None
+            for line in summary(
+                record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=resume, next_steps=not inner
+            ):
                 log.info(line)
         _finish_wandb()
 
