@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
 from sr_gan.metrics import psnr
 from sr_gan.ops import imresize
 from sr_gan.train import build_module, train
+from tests.helpers import serve_folder
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -277,6 +279,38 @@ def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path) -> None:
         assert torch.equal(value, state[f"generator_ema.{key}"]), key  # EMA weights preferred
     for key, value in module.generator_ema.state_dict().items():
         assert torch.equal(value, state[f"generator_ema.{key}"]), key
+
+
+def test_init_from_a_url_is_fetched_once_into_torch_hubs_cache_and_checked(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.init_from=<URL> (e.g. the released ESRGAN weights Real-ESRNet starts from, a BasicSR file
+    named with its SHA-256 prefix): downloaded into torch.hub's cache once (the second build reads
+    the cache), checked against the prefix, loaded as a file is. A download that does not match its
+    name is one line naming model.init_from, and nothing of it is kept."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    state = {key: value + 1 for key, value in build_module(make_cfg("model=rrdb")).generator.state_dict().items()}
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save({"params_ema": state}, served / "file.pth")
+    name = f"esrgan-{hashlib.sha256((served / 'file.pth').read_bytes()).hexdigest()[:8]}.pth"
+    (served / "file.pth").rename(served / name)
+    (served / "bad-deadbeef.pth").write_bytes((served / name).read_bytes())
+    with serve_folder(served) as (url, requested):
+        for _ in range(2):
+            module = build_module(make_cfg("model=rrdb", f"model.init_from={url}/{name}"))
+            for key, value in module.generator.state_dict().items():
+                assert torch.equal(value, state[key]), key
+        assert requested == [f"/{name}"] and (cache / name).read_bytes() == (served / name).read_bytes()
+        with pytest.raises(UserError) as info:
+            build_module(make_cfg("model=rrdb", f"model.init_from={url}/bad-deadbeef.pth"))
+        assert str(info.value).startswith(
+            f"model.init_from={url}/bad-deadbeef.pth: the download does not match the SHA-256 prefix deadbeef"
+        )
+        with pytest.raises(UserError, match=rf"^model\.init_from={url}/missing\.pth: cannot download it"):
+            build_module(make_cfg("model=rrdb", f"model.init_from={url}/missing.pth"))
+    assert sorted(p.name for p in cache.iterdir()) == [name]
 
 
 def test_init_from_weights_holding_nan_names_the_file_not_the_learning_rate(make_cfg, tmp_path) -> None:

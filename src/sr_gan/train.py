@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
-from sr_gan.checkpoint_io import downloaded_once, is_url, load_run_checkpoint
+from sr_gan.checkpoint_io import cached_download, downloaded_once, is_url, load_run_checkpoint
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -53,7 +53,10 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     if cfg.discriminator is not None:
         module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
     if cfg.model.init_from:
-        state = load_generator_state(cfg.model.init_from, prefer_ema=True)  # builds nothing from the file
+        source = cfg.model.init_from
+        if is_url(source):  # e.g. the released ESRGAN weights Real-ESRNet starts from: fetched once, cached
+            source = cached_download(source, key="model.init_from")
+        state = load_generator_state(source, prefer_ema=True)  # builds nothing from the file
         if problems := fit_problems(module.generator, state):
             raise UserError(
                 f"model.init_from={cfg.model.init_from} does not fit the configured generator "
