@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torchvision.io import write_png
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
@@ -276,3 +277,67 @@ def test_a_file_holding_no_dict_is_one_line(tmp_path: Path, obj: object) -> None
     for load in (load_generator, load_generator_state, load_discriminator_state):
         with pytest.raises(UserError, match=rf"^{path}: holds a {kind}, expected a dict of weights$"):
             load(path)
+
+
+def test_the_tools_read_weights_by_url_from_torch_hubs_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """upscale ckpt=, export ckpt=, interpolate psnr= and gan=, evaluate ckpt= take an http(s) URL (a
+    released BasicSR / Real-ESRGAN file): fetched once into torch.hub's cache (one GET for all the
+    tools) and read as the local file is: every output equals the one made from the file."""
+    from safetensors.torch import load_file
+
+    from sr_gan.evaluate import run as evaluate
+    from sr_gan.export import main as export
+    from sr_gan.interpolate import main as interpolate
+    from sr_gan.upscale import main as upscale_main
+    from tests.helpers import serve_folder, tool_cfg
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served, photos = tmp_path / "served", tmp_path / "photos"
+    served.mkdir()
+    photos.mkdir()
+    torch.save({"params_ema": tiny_rrdbnet().state_dict()}, served / "g.pth")
+    torch.save({"params_ema": tiny_rrdbnet(seed=1).state_dict()}, tmp_path / "gan.pth")
+    write_png(
+        torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)),
+        str(photos / "a.png"),
+    )
+    local = served / "g.pth"
+    with serve_folder(served) as (url, requested):
+        outputs = {}
+        for source in (f"{url}/g.pth", str(local)):
+            out = tmp_path / ("url" if source.startswith("http") else "local")
+            out.mkdir()
+            upscale_main(
+                tool_cfg("upscale", f"ckpt={source}", f"input={photos / 'a.png'}", f"out_dir={out}", "device=cpu")
+            )
+            export(tool_cfg("export", f"ckpt={source}", f"out={out / 'g.safetensors'}"))
+            interpolate(
+                tool_cfg(
+                    "interpolate",
+                    f"psnr={source}",
+                    f"gan={tmp_path / 'gan.pth'}",
+                    "alpha=0.5",
+                    f"out={out / 'i.safetensors'}",
+                )
+            )
+            rows = evaluate(
+                tool_cfg(
+                    "evaluate",
+                    f"ckpt={source}",
+                    f"datasets=[{photos}]",
+                    f"out_dir={out / 'eval'}",
+                    "lpips=false",
+                    "device=cpu",
+                )
+            )
+            outputs[out.name] = (
+                (out / "a_x4.png").read_bytes(),
+                load_file(out / "g.safetensors"),
+                load_file(out / "i.safetensors"),
+                [(row["psnr_y"], row["ssim_y"]) for row in rows],
+            )
+    assert requested == ["/g.pth"]
+    (url_png, url_g, url_i, url_rows), (png, g, i, rows) = outputs["url"], outputs["local"]
+    assert url_png == png and url_rows == rows and len(rows) == 2  # bicubic and the network
+    for ours, theirs in ((url_g, g), (url_i, i)):
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -21,6 +21,7 @@ from sr_gan.atomic import atomic_path, probe_folder
 from sr_gan.errors import UserError
 from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
 from sr_gan.schema import TRAIN, validate
+from sr_gan.weights.remote import cached_download, is_url
 
 
 def _if_pixel_loss(pixel_only: Any, otherwise: Any, *, _root_: DictConfig) -> Any:
@@ -213,12 +214,22 @@ def _data_fix(cfg: DictConfig, folder: str) -> str:
 
 
 def path_arg(
-    cfg: DictConfig, key: str, *, example: str, must_exist: bool = False, suffix: str = "", output: bool = False
+    cfg: DictConfig,
+    key: str,
+    *,
+    example: str,
+    must_exist: bool = False,
+    suffix: str = "",
+    output: bool = False,
+    url: bool = False,
 ) -> Path:
     """``cfg[key]`` as a Path, checked: set, with the given suffix, existing if ``must_exist``, and
-    for an ``output`` not a folder and in a folder that can be made and written to."""
+    for an ``output`` not a folder and in a folder that can be made and written to. With `url`
+    (weight files) an http(s) URL is fetched once into torch.hub's cache and its file returned."""
     if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
         raise UserError(f"'{key}' is not set: add {key}={example}")
+    if url and is_url(cfg[key]):
+        return cached_download(str(cfg[key]), key=key)
     path = Path(str(cfg[key]))
     if suffix and path.suffix != suffix:
         raise UserError(f"{key}={path} must end in {suffix}: e.g. {key}={example}")

@@ -44,7 +44,7 @@ from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
 from sr_gan.schema import EVALUATE, validate
 from sr_gan.tiling import tiled_forward
-from sr_gan.weights import as_generator_config, load_generator
+from sr_gan.weights import as_generator_config, cached_download, is_url, load_generator
 
 Upscaler = Callable[[torch.Tensor], torch.Tensor]  # LR (1, 3, h, w) float64 in [0, 1] → SR (1, 3, H, W)
 
@@ -288,6 +288,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     _check_datasets(entries)
     out_dir = _out_dir(cfg)
     check_writable(out_dir)  # before hours of scoring, not after
+    ckpts = [str(cached_download(c, key="ckpt")) if is_url(c) else c for c in ckpts]  # released weights by URL
     _check_ckpts(ckpts)  # all of them, before the first is loaded
     device = resolve_device(cfg.device)
     models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)

@@ -101,7 +101,7 @@ def check_onnx_tools(*, onnx: bool, onnx_check: bool) -> None:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     validate(cfg, EXPORT)
-    ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True)
+    ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True, url=True)
     out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors", output=True)
     onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx", output=True) if cfg.onnx else None
     if onnx:

@@ -81,8 +81,8 @@ def interpolate_files(
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     validate(cfg, INTERPOLATE)
-    psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True)
-    gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True)
+    psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True, url=True)
+    gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True, url=True)
     out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors", output=True)
     info = interpolate_files(psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema)
     print(f"wrote {out}: {info['config']['_target_']} x{info['scale']}, alpha={cfg.alpha}")

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
-from sr_gan.checkpoint_io import cached_download, downloaded_once, is_url, load_run_checkpoint
+from sr_gan.checkpoint_io import downloaded_once, load_run_checkpoint
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -40,7 +40,7 @@ from sr_gan.lit import SRGANModule
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
-from sr_gan.weights import fit_problems, load_generator_state
+from sr_gan.weights import cached_download, fit_problems, is_url, load_generator_state
 
 log = logging.getLogger(__name__)
 register_resolvers()

@@ -264,7 +264,7 @@ def run(cfg: DictConfig) -> list[str]:
     device = resolve_device(cfg.device)
     _check(cfg, device)
     generator = as_generator_config(cfg.generator)
-    ckpt = path_arg(cfg, "ckpt", example="generator.safetensors", must_exist=True)
+    ckpt = path_arg(cfg, "ckpt", example="generator.safetensors", must_exist=True, url=True)
     if cfg.input is None:
         raise UserError("input is not set: add input=photos/ (a file, a folder or a quoted glob)")
     try:

@@ -1,4 +1,4 @@
-"""Safe loading of generator checkpoints and weight files, key conversion, safetensors writing."""
+"""Safe loading of generator checkpoints and weight files (paths or URLs), key conversion, safetensors writing."""
 
 from sr_gan.weights.files import (
     UnsafeCheckpointError,
@@ -19,16 +19,19 @@ from sr_gan.weights.generator import (
     with_defaults,
 )
 from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_sequential, sequential_to_ours
+from sr_gan.weights.remote import cached_download, is_url
 
 __all__ = [
     "GeneratorWeights",
     "UnsafeCheckpointError",
     "as_generator_config",
+    "cached_download",
     "esrgan_old_to_ours",
     "extract_generator_state",
     "find_generator_weights",
     "fit_problems",
     "infer_rrdbnet_config",
+    "is_url",
     "load_generator",
     "load_generator_state",
     "load_state_file",

@@ -1,0 +1,44 @@
+"""Weight files named by an http(s) URL: fetched once into torch.hub's cache, checked, then read as files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch.hub import HASH_REGEX, download_url_to_file
+
+from sr_gan.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def is_url(path: str | Path) -> bool:
+    return urlparse(str(path)).scheme in ("http", "https")
+
+
+def cached_download(url: str, *, key: str) -> Path:
+    """`url`'s file in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``, where torchvision keeps
+    the VGG weights), downloaded there once and atomically; a name carrying a SHA-256 prefix
+    (``name-<hex>.pth``: torch.hub's convention, and BasicSR's released ESRGAN / Real-ESRGAN files')
+    is checked against it. A failure is a one-line UserError naming the config `key`."""
+    name = Path(urlparse(url).path).name
+    if not name:
+        raise UserError(f"{key}={url}: the URL names no file (it ends in /): give the file's URL")
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = match.group(1) if (match := HASH_REGEX.search(name)) else None
+    log.info("downloading %s to %s", url, path)
+    try:
+        download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+    except OSError as err:  # URLError and HTTPError are OSErrors
+        raise UserError(f"{key}={url}: cannot download it ({err}): check the URL or pass a local file") from err
+    except RuntimeError as err:  # "invalid hash value (expected ..., got ...)": nothing is kept
+        raise UserError(
+            f"{key}={url}: the download does not match the SHA-256 prefix {prefix} in its name ({err}): "
+            "fetch it again, or check that the URL names the file you meant"
+        ) from err
+    return path
