@@ -22,7 +22,8 @@ def cached_download(url: str, *, key: str) -> Path:
     """`url`'s file in torch.hub's cache (``$TORCH_HOME/hub/checkpoints``, where torchvision keeps
     the VGG weights), downloaded there once and atomically; a name carrying a SHA-256 prefix
     (``name-<hex>.pth``: torch.hub's convention, and BasicSR's released ESRGAN / Real-ESRGAN files')
-    is checked against it. A failure is a one-line UserError naming the config `key`."""
+    is checked against it. As in torch.hub, a file of that name already there is the one read,
+    whatever URL it came from. A failure is a one-line UserError naming the config `key`."""
     name = Path(urlparse(url).path).name
     if not name:
         raise UserError(f"{key}={url}: the URL names no file (it ends in /): give the file's URL")
