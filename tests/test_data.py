@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -201,6 +202,49 @@ def test_patch_stream_ranks_share_the_single_process_stream() -> None:
 def test_shard_sampler_splits_without_padding() -> None:
     shards = [list(ShardSampler(5, rank=r, world_size=2)) for r in range(2)]
     assert shards == [[0, 2, 4], [1, 3]] and [len(ShardSampler(5, rank=r, world_size=2)) for r in range(2)] == [3, 2]
+
+
+class _RankOf4:
+    """What the datamodule reads of a Trainer: rank 3 of 4 (local rank 1: the second node's second
+    process), `completed` training batches done."""
+
+    global_rank, local_rank, world_size = 3, 1, 4
+
+    def __init__(self, completed: int) -> None:
+        self.fit_loop = SimpleNamespace(
+            epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(total=SimpleNamespace()))
+        )
+        self.completed = completed
+
+    @property
+    def completed(self) -> int:
+        return self.fit_loop.epoch_loop.batch_progress.total.completed
+
+    @completed.setter
+    def completed(self, value: int) -> None:
+        self.fit_loop.epoch_loop.batch_progress.total.completed = value
+
+
+def test_a_ranks_loaders_take_its_global_share_and_resume_where_all_ranks_stopped(folders: dict[str, Path]) -> None:
+    """Rank 3 of 4 validates images 3, 7 of 9 (its global rank, not its rank on its node), trains on
+    positions 3, 7, 11, ... of the one-process stream, and after 5 batches of 2 on 4 ranks saves the
+    position 40, from which a resumed rank 3 reads position 43 onwards."""
+    for i in range(9):
+        save(smooth_image(20, 20, i), folders["val"].parent / "val9" / f"v{i}.png")
+    dm = make_datamodule({**folders, "val": folders["val"].parent / "val9"}, batch_size=2, seed=5)
+    dm.trainer = _RankOf4(completed=0)
+    dm.setup("fit")
+    assert list(dm.val_dataloader().sampler) == [3, 7]
+    single = stream_keys(3, 60, seed=5)
+    assert list(itertools.islice(dm.train_dataloader().sampler, 4)) == single[3:16:4]
+    dm.trainer.completed = 5
+    state = dm.state_dict()
+    assert state == {"seed": 5, "stream_position": 5 * 2 * 4}
+    resumed = make_datamodule(folders, batch_size=2)
+    resumed.load_state_dict(state)
+    resumed.trainer = _RankOf4(completed=5)
+    resumed.setup("fit")
+    assert list(itertools.islice(resumed.train_dataloader().sampler, 3)) == single[43:52:4]
 
 
 # --- on-device augmentation ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from benchmarks.bench_ddp import AllReduceCounter
+from sr_gan.errors import UserError
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
@@ -658,6 +659,25 @@ def test_ddp_reduces_each_players_gradients_once_a_batch(tmp_path: Path, make_cf
         for got, want in zip(ours.optimizer.steps, theirs.optimizer.steps, strict=True):
             for g, w in zip(got, want, strict=True):
                 torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+class _Plain(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 2)
+
+
+def test_the_per_player_strategy_refuses_what_it_cannot_wrap_in_one_line() -> None:
+    """PlayerDDPStrategy wraps an SRGANModule's players: another module, or a communication hook
+    (one DDP per player would need one per wrapper), is a one-line UserError before any collective."""
+    strategy = PlayerDDPStrategy(find_unused_parameters=False)
+    strategy.connect(_Plain())
+    with pytest.raises(UserError, match="_Plain is not one: use lightning's DDPStrategy"):
+        strategy.configure_ddp()
+    strategy = PlayerDDPStrategy(find_unused_parameters=False, ddp_comm_hook=lambda state, bucket: bucket)
+    strategy.connect(make_module()[0])
+    with pytest.raises(UserError, match="ddp_comm_hook is not supported by PlayerDDPStrategy"):
+        strategy.configure_ddp()
 
 
 def test_ddp_batches_that_skip_g_reduce_d_alone(tmp_path: Path) -> None:

@@ -84,6 +84,7 @@ def test_processes_per_node_follow_the_trainer_devices(monkeypatch: pytest.Monke
     assert local_processes({"devices": "0,1,2", "accelerator": "gpu"}) == 3
     assert local_processes({"devices": [0, 1], "accelerator": "gpu"}) == 2
     assert local_processes({"devices": -1, "accelerator": "gpu"}) == 4  # every visible GPU
+    assert local_processes({"devices": "-1", "accelerator": "gpu"}) == 4  # the same as a string
     assert local_processes({"devices": -1, "accelerator": "auto"}) == 4  # auto: the GPUs when there are some
     assert local_processes({"devices": "auto", "accelerator": "gpu"}) == 4  # Lightning's default devices
     assert local_processes({"devices": "auto"}) == 4
