@@ -14,18 +14,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 import torch
 import wandb
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from sr_gan.callbacks import CTRL_C_NOTICE
-from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, load_run_checkpoint
+from sr_gan.checkpoint_io import SHARED_DOWNLOAD_ENV, SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
 from sr_gan.errors import UserError
-from sr_gan.train import resolve_ckpt_path, train
+from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, run_module, wandb_records
+from tests.helpers import SRC, run_module, serve_folder, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -243,11 +247,37 @@ def test_a_url_checkpoint_is_downloaded_into_the_folder_given_and_removed(
     assert list(run.iterdir()) == []
 
 
-def test_resume_from_a_url(make_cfg, tmp_path: Path, served: tuple[str, Path]) -> None:
-    url, folder = served
+def test_a_rank_started_from_rank_0_reads_its_download_of_that_url_only(tmp_path: Path) -> None:
+    """trainer=ddp on one machine: the ranks Lightning starts from rank 0 inherit its environment,
+    which names rank 0's download, and read that copy instead of fetching the URL again; another URL,
+    or a copy that is gone (a variable left by an earlier run), is fetched."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "a.ckpt").write_bytes(b"checkpoint a")
+    (folder / "b.ckpt").write_bytes(b"checkpoint b")
+    with serve_folder(folder) as (url, requested):
+        with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "run") as rank0:
+            with patch.dict(os.environ, dict(os.environ)):  # rank 1, started by rank 0
+                with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "rank1") as rank1:
+                    assert rank1.resolve() == rank0.resolve()
+                with downloaded_once(f"{url}/b.ckpt", folder=tmp_path / "rank1") as other:
+                    assert other.read_bytes() == b"checkpoint b"
+            assert requested == ["/a.ckpt", "/b.ckpt"]
+        with patch.dict(os.environ, {SHARED_DOWNLOAD_ENV: f"{url}/a.ckpt\n{rank0}"}):  # its copy is gone now
+            with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "later") as again:
+                assert again.read_bytes() == b"checkpoint a"
+        assert requested == ["/a.ckpt", "/b.ckpt", "/a.ckpt"]
+
+
+def test_resume_from_a_url(make_cfg, tmp_path: Path) -> None:
+    """The URL is fetched once: the start-up check and Lightning's load read the one copy."""
+    folder = tmp_path / "served"
+    folder.mkdir()
     train(make_cfg("trainer.max_steps=2", "test=false"))
     (folder / "run.ckpt").write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
-    train(make_cfg("trainer.max_steps=3", "test=false", f"ckpt_path={url}/run.ckpt"))
+    with serve_folder(folder) as (url, requested):
+        train(make_cfg("trainer.max_steps=3", "test=false", f"ckpt_path={url}/run.ckpt"))
+    assert requested == ["/run.ckpt"]
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 3
     assert not list(tmp_path.glob(".sr_gan-download-*"))  # the download, in the run folder, is gone
@@ -286,6 +316,7 @@ def test_the_start_up_look_at_a_checkpoint_maps_it_and_reads_what_lightning_read
 
 def test_ckpt_path_forms(tmp_path: Path) -> None:
     assert resolve_ckpt_path(None, tmp_path) is None
+    assert resolve_ckpt_path("", tmp_path) is None  # `ckpt_path=` on the command line: none
     assert resolve_ckpt_path("last", tmp_path) is None  # nothing yet: a fresh start
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
@@ -297,6 +328,19 @@ def test_ckpt_path_forms(tmp_path: Path) -> None:
         resolve_ckpt_path("nowhere.ckpt", tmp_path)
 
 
+def test_a_run_cut_short_is_told_to_resume_in_its_own_folder_a_sweeps_job_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hint a run cut short prints: its own folder with ckpt_path=last (ckpt_path=<folder> alone
+    would go on in a new folder). A sweep's job gets none: hydra.run.dir does not place a -m job."""
+    hint = f"the same command with hydra.run.dir={tmp_path} ckpt_path=last"
+    assert _resume_hint(tmp_path) == hint  # no Hydra (sr_gan.train called in process)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    for mode, expected in ((RunMode.RUN, hint), (RunMode.MULTIRUN, None)):
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda mode=mode: SimpleNamespace(mode=mode)))
+        assert _resume_hint(tmp_path) == expected
+
+
 def test_a_requeued_slurm_job_resumes_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
@@ -305,6 +349,7 @@ def test_a_requeued_slurm_job_resumes_its_own_folder(tmp_path: Path, monkeypatch
     assert resolve_ckpt_path(None, tmp_path) is None  # the first attempt starts afresh
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert resolve_ckpt_path(None, tmp_path) == str(last)
+    assert resolve_ckpt_path("", tmp_path) == str(last)  # `ckpt_path=` in the job script: none given
 
 
 def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:

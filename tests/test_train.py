@@ -9,17 +9,21 @@ import logging
 import math
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
+from sr_gan.callbacks import BudgetProgressBar, PreemptionCheckpoint
 from sr_gan.data import read_image
 from sr_gan.errors import UserError
 from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
 from sr_gan.metrics import psnr
 from sr_gan.ops import imresize
-from sr_gan.train import build_module, train
+from sr_gan.train import build_module, build_trainer, train
 from tests.helpers import serve_folder
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -245,6 +249,15 @@ def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path) -> N
     assert ckpt["global_step"] == 6  # two optimizers: Lightning's counter ran twice as fast
     assert ckpt["sr_gan"]["generator"]["_target_"] == "sr_gan.archs.RRDBNet"
     assert not any(k.startswith("perceptual_loss.") for k in ckpt["state_dict"])
+
+
+def test_the_progress_bar_counts_the_batches_the_budget_trains(make_cfg) -> None:
+    """trainer.max_steps=3 iterations of optim.accumulate_batches=2 batches: the run trains 6 loader
+    batches and validates every 2 x 2; the progress bar's total is those 6 batches, not 3."""
+    cfg = make_cfg("trainer.max_steps=3", "optim.accumulate_batches=2", "trainer.enable_progress_bar=true")
+    trainer = build_trainer(cfg)
+    (bar,) = [c for c in trainer.callbacks if isinstance(c, BudgetProgressBar)]
+    assert (bar.total_train_batches, trainer.val_check_interval) == (3 * 2, 2 * 2)
 
 
 # ---------------------------------------------------------------------------- EMA, init_from
@@ -495,6 +508,65 @@ def test_a_sigterm_during_the_final_validation_ends_the_job_as_preempted(make_cf
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     assert not any(r.get("test/psnr") for r in _metrics(tmp_path))
+
+
+def test_a_rank_other_than_0_trains_without_writing_the_runs_record_or_samples(make_cfg, tmp_path, monkeypatch) -> None:
+    """Under DDP every rank runs sr_gan.train in the one run folder: rank 0 alone writes config.yaml,
+    run.json and the validation strips (another rank's strips are of other images, under the same
+    names). One process taken for rank 1 trains, validates and writes none of them; as rank 0 it
+    writes all three."""
+    overrides = ("trainer.max_steps=1", "trainer.val_check_interval=1", "test=false")
+    with monkeypatch.context() as rank1:
+        rank1.setattr(L.Trainer, "is_global_zero", property(lambda self: False))
+        train(make_cfg(*overrides))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and _metrics(tmp_path)[-1]["val/psnr"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name in ("config.yaml", "run.json", "samples")]
+    for name in ("config.yaml", "run.json"):  # (samples: validations write them anew)
+        (tmp_path / name).unlink(missing_ok=True)
+    train(make_cfg(*overrides))
+    assert {"config.yaml", "run.json", "samples"} <= {p.name for p in tmp_path.iterdir()}
+
+
+class _TwoRanks:
+    """What PreemptionCheckpoint reads of a Trainer on rank 0 of 2, whose rank 1 got a SIGTERM: the
+    strategy combines this rank's flag with rank 1's (``all``: both, else either)."""
+
+    world_size, log_every_n_steps, is_global_zero = 2, 2, True
+
+    def __init__(self) -> None:
+        rank1 = True
+        self.strategy = SimpleNamespace(
+            reduce_boolean_decision=lambda own, all=True: own and rank1 if all else own or rank1
+        )
+        self._signal_connector = SimpleNamespace(received_sigterm=False)
+        self.fit_loop = SimpleNamespace(
+            epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(total=SimpleNamespace()))
+        )
+
+    def after_batch(self, callback: PreemptionCheckpoint, batches: int) -> bool:
+        """Lightning's stop flag once the callback saw batch `batches` end."""
+        self.fit_loop.epoch_loop.batch_progress.total.processed = batches
+        callback.on_train_batch_end(self, SimpleNamespace(accumulate_batches=1))
+        return self._signal_connector.received_sigterm
+
+
+def test_a_sigterm_on_another_rank_stops_this_one_on_the_logging_interval_and_at_the_end(tmp_path) -> None:
+    """Under DDP a SIGTERM reaches one rank (rank 1 here): rank 0, which got none, stops on the same
+    batch, the first of the logging interval (not between intervals: no sync there), and a SIGTERM
+    that came after the last batch's check ends rank 0's fit as pre-empted too (else rank 0 would go
+    on to its test stage and wait there for rank 1). One process stops after the batch it got it in."""
+    callback, trainer = PreemptionCheckpoint(tmp_path), _TwoRanks()
+    assert not callback.requested
+    assert [trainer.after_batch(callback, batches) for batches in (1, 2)] == [False, True]
+    with pytest.raises(SIGTERMException):
+        callback.on_train_end(trainer, None)
+    alone, trainer.world_size = PreemptionCheckpoint(tmp_path), 1  # one process: nothing to sync, every batch
+    trainer.strategy, trainer._signal_connector.received_sigterm = (
+        SimpleNamespace(reduce_boolean_decision=lambda own, all=True: own),
+        False,
+    )
+    alone.requested = True
+    assert trainer.after_batch(alone, 1)
 
 
 def test_the_test_stage_scores_the_best_checkpoint_not_the_last_weights(make_cfg, tmp_path) -> None:
