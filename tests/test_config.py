@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.config import check_train_config, precision_advice, register_resolvers, resolve_device
+from sr_gan.config import (
+    UnusedRunFolder,
+    WritableOutput,
+    check_train_config,
+    precision_advice,
+    register_resolvers,
+    resolve_device,
+)
 from sr_gan.errors import UserError
 from sr_gan.schema import Rule
 
@@ -52,6 +61,11 @@ from sr_gan.schema import Rule
             "callbacks.snapshots.every=5 is not a multiple of trainer.val_check_interval=2: snapshots are kept at "
             "validations; e.g. callbacks.snapshots.every=4",
         ),
+        (  # below the interval: the hint is the interval, not 0
+            "callbacks.snapshots.every=1",
+            "callbacks.snapshots.every=1 is not a multiple of trainer.val_check_interval=2: snapshots are kept at "
+            "validations; e.g. callbacks.snapshots.every=2",
+        ),
         ("discriminator.input_size=16", "discriminator.input_size=16 differs from data.patch_size=32: the discrimina"),
     ],
 )
@@ -76,6 +90,7 @@ def test_an_unknown_trainer_key_is_refused_at_start_up_in_one_line(make_cfg, ove
         check_train_config(make_cfg(override))
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
     check_train_config(make_cfg("+trainer.detect_anomaly=true"))  # any Trainer argument may be added
+    check_train_config(make_cfg("+trainer._convert_=all"))  # and Hydra's instantiation keys
 
 
 def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,3 +201,38 @@ def test_resolvers_size_the_demo_by_its_objective_and_file_runs_by_stage() -> No
     for loss, task, expected in cases:
         cfg = OmegaConf.create({"task_name": task, "loss": loss, "size": "${if_pixel_loss:1,2}", "job": "${job_type:}"})
         assert (cfg.size, cfg.job) == expected, (loss, task)
+
+
+def test_the_hydra_callbacks_check_a_runs_or_a_sweeps_folder_and_let_a_resume_or_a_rank_in(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """conf/hydra/default.yaml's callbacks, before Hydra writes: WritableOutput tries the run's folder
+    for a run and the sweep's for a sweep; UnusedRunFolder refuses a new run in a folder holding a run,
+    but not a resume (ckpt_path) nor a rank other than 0, however its launcher numbers it (torchrun's
+    rank 1 on a second node has LOCAL_RANK 0; srun's SLURM_PROCID): it joins the run rank 0 started."""
+    (tmp_path / "file").write_text("not a folder")
+    held = tmp_path / "held"
+    (held / "checkpoints").mkdir(parents=True)
+    (held / "checkpoints" / "last.ckpt").write_bytes(b"")
+    free, unwritable = tmp_path / "free", tmp_path / "file" / "runs"
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def config(run: Path, sweep: Path, **top: object) -> DictConfig:
+        return OmegaConf.create({"hydra": {"run": {"dir": str(run)}, "sweep": {"dir": str(sweep)}}, **top})
+
+    for start, good, bad in (
+        (WritableOutput().on_run_start, config(free, unwritable), config(unwritable, free)),
+        (WritableOutput().on_multirun_start, config(unwritable, free), config(free, unwritable)),
+        (UnusedRunFolder().on_run_start, config(free, held), config(held, free)),
+    ):
+        start(good)
+        with pytest.raises(SystemExit) as refused:
+            start(bad)
+        assert refused.value.code == 2
+    UnusedRunFolder().on_run_start(config(held, free, ckpt_path="last"))
+    for launcher in ({"RANK": "1", "LOCAL_RANK": "0"}, {"SLURM_PROCID": "1"}):
+        with monkeypatch.context() as rank:
+            for name, value in launcher.items():
+                rank.setenv(name, value)
+            UnusedRunFolder().on_run_start(config(held, free))
