@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from torch.hub import download_url_to_file
 
 from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
 from sr_gan.weights import is_url, load_state_file, non_finite_keys
+from sr_gan.weights.remote import fetch
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,7 @@ def downloaded(url: str, *, folder: str | Path | None = None) -> Iterator[Path]:
         Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sr_gan-download-", dir=folder) as temporary:
         local = Path(temporary) / "checkpoint.ckpt"
-        log.info("downloading %s", url)
-        try:
-            download_url_to_file(url, str(local), progress=False)
-        except OSError as err:  # URLError and HTTPError are OSErrors
-            raise UserError(f"ckpt_path={url}: cannot download it ({err}): check the URL or pass a local file") from err
+        fetch(url, local, key="ckpt_path")
         with _naming(url, local):
             yield local
 

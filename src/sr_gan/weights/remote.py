@@ -31,15 +31,20 @@ def cached_download(url: str, *, key: str) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = match.group(1) if (match := HASH_REGEX.search(name)) else None
+    fetch(url, path, key=key, hash_prefix=match.group(1) if (match := HASH_REGEX.search(name)) else None)
+    return path
+
+
+def fetch(url: str, path: Path, *, key: str, hash_prefix: str | None = None) -> None:
+    """Download `url` to `path` (written beside it and renamed: whole or absent), its SHA-256 checked
+    against `hash_prefix` if given. A failure is a one-line UserError naming the config `key`."""
     log.info("downloading %s to %s", url, path)
     try:
-        download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+        download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=False)
     except OSError as err:  # URLError and HTTPError are OSErrors
         raise UserError(f"{key}={url}: cannot download it ({err}): check the URL or pass a local file") from err
     except RuntimeError as err:  # "invalid hash value (expected ..., got ...)": nothing is kept
         raise UserError(
-            f"{key}={url}: the download does not match the SHA-256 prefix {prefix} in its name ({err}): "
+            f"{key}={url}: the download does not match the SHA-256 prefix {hash_prefix} in its name ({err}): "
             "fetch it again, or check that the URL names the file you meant"
         ) from err
-    return path
