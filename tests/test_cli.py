@@ -91,6 +91,20 @@ def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["trainer.max_step=4"], "error: trainer.max_step is not a key of the config: did you mean trainer.max_steps?"),
+        (["-m", "model=rrdb,rrbd"], "error: model=rrbd is not an option of model: did you mean model=rrdb? options: "),
+    ],
+)
+def test_a_mistyped_override_is_one_line_and_makes_no_folder(tmp_path: Path, args, line) -> None:
+    """Hydra's own report is several lines with its config search path, exit 1 (`sr_gan.cli`)."""
+    proc = run_module("sr_gan.train", *args, f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(line)
+    assert not list(tmp_path.glob("train/*/*"))  # no run folder, no sweep folder
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["loss=ragan", "discriminator=none"], "needs a discriminator"),

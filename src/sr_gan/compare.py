@@ -40,13 +40,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, ListConfig, open_dict
 from rich.console import Console
 from torch import Tensor
 
 from sr_gan import evaluate_report as reports
 from sr_gan.atomic import check_writable
+from sr_gan.cli import hydra_command
 from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
 from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
@@ -267,7 +267,7 @@ def hydra_argv(argv: Sequence[str]) -> list[str]:
     return rest
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="compare")
+@hydra_command("compare")
 def _main(cfg: DictConfig) -> None:
     exit_on_user_error(run)(cfg)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -22,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from sr_gan.atomic import atomic_path
+from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg, resolve_device
 from sr_gan.data.datasets import read_image
 from sr_gan.errors import UserError, exit_on_user_error
@@ -144,7 +144,7 @@ def preview(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="degrade")
+@hydra_command("degrade")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     out = preview(cfg)

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.progress import Progress
 
 from sr_gan.atomic import check_writable
+from sr_gan.cli import hydra_command
 from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.data.datasets import ValImageDataset
 from sr_gan.data.download import BENCHMARK_SETS
@@ -325,7 +325,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+@hydra_command("evaluate")
 def main(cfg: DictConfig) -> None:
     exit_on_user_error(run)(cfg)
 

@@ -11,13 +11,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from sr_gan.atomic import atomic_path
+from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.schema import EXPORT, validate
@@ -97,7 +97,7 @@ def check_onnx_tools(*, onnx: bool, onnx_check: bool) -> None:
             ) from None
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra_command("export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     validate(cfg, EXPORT)

@@ -11,10 +11,10 @@ without retraining:
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
+from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.schema import INTERPOLATE, validate
@@ -77,7 +77,7 @@ def interpolate_files(
     return {"config": config, "scale": psnr_info["scale"]}
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="interpolate")
+@hydra_command("interpolate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     validate(cfg, INTERPOLATE)

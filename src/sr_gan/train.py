@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
 from sr_gan.checkpoint_io import downloaded_once, load_run_checkpoint
+from sr_gan.cli import hydra_command
 from sr_gan.config import (
     check_data_folders,
     check_train_config,
@@ -259,7 +259,7 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra_command("train")
 def main(cfg: DictConfig) -> float | None:
     quiet_third_party_noise()  # process-wide logging and warning settings: the command line's only
     try:

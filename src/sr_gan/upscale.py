@@ -30,7 +30,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from string import Formatter
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -39,6 +38,7 @@ from rich.progress import Progress
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from sr_gan.atomic import check_writable, remove_stale_temporaries
+from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, MAX_SIDE, WRITE_FORMATS, Picture, read_picture, write_image
@@ -289,7 +289,7 @@ def run(cfg: DictConfig) -> list[str]:
     return failures
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="upscale")
+@hydra_command("upscale")
 def main(cfg: DictConfig) -> None:
     failures = exit_on_user_error(run)(cfg)
     if failures:

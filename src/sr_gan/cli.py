@@ -1,0 +1,127 @@
+"""The command line of every tool: Hydra's ``main``, with a mistyped override refused in one line.
+
+Hydra reports an override it cannot apply (a key or a group option that does not exist, a value
+it cannot parse) in several lines with its config search path, and exits 1. `hydra_command` makes
+that one line naming the override and the fix (the closest name, or the options), exit status 2,
+as every other input error. Hydra only raises these instead of printing them when
+``HYDRA_FULL_ERROR=1``: the variable is set while Hydra composes the config and removed before the
+tool's own code runs, whose failures Hydra keeps reporting as before. A user's own
+``HYDRA_FULL_ERROR=1`` (for the whole stack trace) is left alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from sr_gan.errors import one_line
+
+T = TypeVar("T")
+FULL_ERROR = "HYDRA_FULL_ERROR"
+GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[..., T | None]]:
+    """``hydra.main`` of ``conf/<config_name>.yaml`` (the tool ``python -m sr_gan.<config_name>``)
+    whose composition errors are one line on stderr and exit status 2 (module docstring)."""
+
+    def decorate(task: Callable[[DictConfig], T]) -> Callable[..., T | None]:
+        ours = False  # whether HYDRA_FULL_ERROR is set by us, for the composition only
+
+        @wraps(task)  # keeps the task's module: Hydra finds conf/ relative to its file
+        def in_task(cfg: DictConfig) -> T:
+            nonlocal ours
+            if ours:
+                os.environ.pop(FULL_ERROR, None)
+                ours = False
+            return task(cfg)
+
+        hydra_main = hydra.main(version_base="1.3", config_path="../../conf", config_name=config_name)(in_task)
+
+        @wraps(task)
+        def entry(cfg_passthrough: DictConfig | None = None) -> T | None:
+            nonlocal ours
+            if cfg_passthrough is not None or FULL_ERROR in os.environ:
+                return hydra_main(cfg_passthrough)
+            os.environ[FULL_ERROR], ours = "1", True
+            try:
+                return hydra_main()
+            except (ConfigCompositionException, OverrideParseException) as err:  # while composing only
+                _remove_empty_sweep_folder()
+                print(f"error: {describe(err, tool=config_name)}", file=sys.stderr)
+                raise SystemExit(2) from None
+            finally:
+                SweepFolder.made = None
+                if ours:
+                    os.environ.pop(FULL_ERROR, None)
+                    ours = False
+
+        return entry
+
+    return decorate
+
+
+class SweepFolder(Callback):
+    """Hydra callback: notes the folder a sweep (``-m``) makes before it composes its jobs' configs,
+    so that `hydra_command` can remove it when one of them cannot be composed."""
+
+    made: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepFolder.made = Path(config.hydra.sweep.dir)
+
+
+def _remove_empty_sweep_folder() -> None:
+    """A sweep whose job cannot be composed leaves its folder with Hydra's multirun.yaml alone: it goes."""
+    folder = SweepFolder.made
+    if folder is not None and folder.is_dir() and {path.name for path in folder.iterdir()} <= {"multirun.yaml"}:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def describe(err: Exception, *, tool: str) -> str:
+    """One line for Hydra's error `err` about an override: what is wrong and how to fix it."""
+    cause = err.__cause__
+    if isinstance(err, OverrideParseException):
+        reason = err.message.splitlines()[0]
+        fix = f"quote a value with spaces, brackets or commas, or see {GRAMMAR}"
+        return f"cannot parse the override '{err.override}': {reason}; {fix}"
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        guess = difflib.get_close_matches(option, err.options, n=1)
+        fix = f"did you mean {group}={guess[0]}? " if guess else ""
+        return f"{group}={option} is not an option of {group}: {fix}options: {', '.join(err.options)}"
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key and cause.key is not None:
+        append = re.search(r"use (\+\S+)", str(err))  # Hydra's "To append to your config use +key=value"
+        added = append.group(1) if append else f"+{cause.full_key}=..."
+        return _unknown_key(str(cause.full_key), str(cause.key), cause.parent_node, added=added, tool=tool)
+    message = str(err).split("Config search path:")[0]  # a missing primary config lists the search path
+    if isinstance(cause, OmegaConfBaseException):  # what Hydra prints below its own line
+        message += " " + str(cause).splitlines()[0]
+    return one_line(Exception(message))
+
+
+def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str) -> str:
+    """`full_key` is not in the config: the closest key beside it, or where the keys are listed."""
+    prefix = full_key[: -len(key)]
+    names = [str(name) for name in parent.keys()] if isinstance(parent, DictConfig) else []
+    guess = difflib.get_close_matches(key, names, n=1)
+    if guess:
+        fix = f"did you mean {prefix}{guess[0]}?"
+    elif full_key.startswith("trainer."):  # Lightning Trainer arguments the config leaves out
+        fix = f"a Lightning Trainer argument the config leaves out is added with {added}"
+    else:
+        fix = f"python -m sr_gan.{tool} --help lists the keys"
+    return f"{full_key} is not a key of the config: {fix}"

@@ -1,0 +1,113 @@
+"""A mistyped override is one line and exit status 2 in every tool (`sr_gan.cli.hydra_command`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from sr_gan.cli import describe
+from tests.helpers import CONF_DIR, SRC
+
+
+@pytest.mark.parametrize(
+    ("tool", "override", "line"),
+    [
+        ("train", "trainer.max_step=4", "trainer.max_step is not a key of the config: did you mean trainer.max_steps?"),
+        ("train", "hydra.run.dirr=/x", "hydra.run.dirr is not a key of the config: did you mean hydra.run.dir?"),
+        (
+            "train",
+            "trainer.detect_anomaly=true",
+            "trainer.detect_anomaly is not a key of the config: a Lightning Trainer argument the config leaves out "
+            "is added with +trainer.detect_anomaly=true",
+        ),
+        (  # the first missing level is named, with where the keys are listed
+            "train",
+            "loss.perceptual.no_such_group.conv5_4=1",
+            "loss.perceptual.no_such_group is not a key of the config: python -m sr_gan.train --help lists the keys",
+        ),
+        ("evaluate", "ckptt=x", "ckptt is not a key of the config: did you mean ckpt?"),
+        (
+            "train",
+            "model=rrbd",
+            "model=rrbd is not an option of model: did you mean model=rrdb? options: rrdb, srresnet, srresnet_nobn",
+        ),
+        ("train", "discriminator=vgg", "discriminator=vgg is not an option of discriminator: did you mean"),
+        (
+            "train",
+            "trainer.max_steps=[1",
+            "cannot parse the override 'trainer.max_steps=[1': no viable alternative at input '[1'; quote a value",
+        ),
+        (
+            "train",
+            "hydra.job.chdir=abc",
+            "Error merging override hydra.job.chdir=abc Value 'abc' is not a valid bool (type str)",
+        ),
+        ("train", "+trainer.max_steps=3", "Could not append to config. An item is already at 'trainer.max_steps'."),
+    ],
+)
+def test_each_composition_error_is_one_line_naming_the_override_and_the_fix(tool, override, line) -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), pytest.raises(Exception) as raised:
+        compose(tool, overrides=[override], return_hydra_config=True)
+    message = describe(raised.value, tool=tool)
+    assert message.startswith(line)
+    assert "\n" not in message and "search path" not in message
+
+
+TOOL = """
+import os, sys
+from hydra.errors import ConfigCompositionException
+from sr_gan.cli import hydra_command
+
+@hydra_command("{config}")
+def main(cfg):
+    print("task sees HYDRA_FULL_ERROR=" + str(os.environ.get("HYDRA_FULL_ERROR")))
+    if cfg.get("ckpt") == "raise":  # a composition error of the tool's own: not the command line's
+        raise ConfigCompositionException("raised by the tool")
+
+main()
+"""
+
+
+def _tool(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A stand-in tool on `hydra_command("evaluate")` (Hydra finds conf/ two folders above it): the
+    wrapper alone, without the seconds torch takes to import."""
+    (tmp_path / "conf").symlink_to(CONF_DIR)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config="evaluate"))
+    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, str(tmp_path / "a" / "b" / "tool.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_typo_is_refused_in_one_line_before_the_tool_runs(tmp_path: Path) -> None:
+    proc = _tool(tmp_path, "ckptt=x")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: ckptt is not a key of the config: did you mean ckpt?\n"
+
+
+def test_the_tool_runs_without_hydra_full_error_and_its_own_errors_stay_hydras(tmp_path: Path) -> None:
+    """The variable that makes Hydra raise is set for the composition only: the tool's code (and
+    every process it starts) runs without it, and an error of its own is reported by Hydra as
+    before (exit 1, Hydra's note on HYDRA_FULL_ERROR), not taken for a mistyped override."""
+    proc = _tool(tmp_path, "ckpt=raise")
+    assert "task sees HYDRA_FULL_ERROR=None" in proc.stdout
+    assert proc.returncode == 1 and "raised by the tool" in proc.stderr
+    assert "Set the environment variable HYDRA_FULL_ERROR=1" in proc.stderr
+
+
+def test_a_users_hydra_full_error_keeps_hydras_stack_trace(tmp_path: Path) -> None:
+    proc = _tool(tmp_path, "ckptt=x", env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "ConfigCompositionException: Could not override 'ckptt'" in proc.stderr
