@@ -1,5 +1,6 @@
 """Safe loading of generator weights in every documented layout (tiny RRDBNet, CPU)."""
 
+import json
 import pickle
 from pathlib import Path
 
@@ -334,10 +335,13 @@ def test_the_tools_read_weights_by_url_from_torch_hubs_cache(tmp_path: Path, mon
                 (out / "a_x4.png").read_bytes(),
                 load_file(out / "g.safetensors"),
                 load_file(out / "i.safetensors"),
-                [(row["psnr_y"], row["ssim_y"]) for row in rows],
+                [(row["model"], row["psnr_y"], row["ssim_y"]) for row in rows],
+                json.loads((out / "eval" / "results.json").read_text())["ckpt"],
             )
     assert requested == ["/g.pth"]
-    (url_png, url_g, url_i, url_rows), (png, g, i, rows) = outputs["url"], outputs["local"]
+    (url_png, url_g, url_i, url_rows, url_ckpt), (png, g, i, rows, ckpt) = outputs["url"], outputs["local"]
     assert url_png == png and url_rows == rows and len(rows) == 2  # bicubic and the network
+    assert rows[1][0] == "g"  # a URL's row is named after its file, not after torch.hub's cache folder
+    assert url_ckpt == {"g": f"{url}/g.pth"} and ckpt == {"g": str(local)}  # the report names what was given
     for ours, theirs in ((url_g, g), (url_i, i)):
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)

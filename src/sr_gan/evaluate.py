@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from omegaconf import DictConfig, ListConfig
@@ -142,19 +143,19 @@ def model_names(paths: Sequence[Path]) -> list[str]:
 
 
 def load_models(
-    ckpts: Sequence[str],
+    ckpts: Mapping[str, str],
     *,
     scale: int | None,
     device: torch.device,
     generator: Mapping[str, Any] | DictConfig | None,
 ) -> tuple[dict[str, torch.nn.Module], int]:
-    """Load every checkpoint (eval mode, on `device`) and agree on one scale.
+    """Load every checkpoint (row name: local file, eval mode, on `device`) and agree on one scale.
 
     `scale=None` takes the checkpoints' scale; a given scale must match every checkpoint.
     `generator` (the `generator` key) overrides the config stored in the files.
     """
     models, scales = {}, set()
-    for name, path in zip(model_names([Path(c) for c in ckpts]), ckpts, strict=True):
+    for name, path in ckpts.items():
         if name == BICUBIC:
             raise UserError(f"ckpt={path}: a row named 'bicubic' would hide the baseline; rename the file")
         try:
@@ -288,10 +289,14 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     _check_datasets(entries)
     out_dir = _out_dir(cfg)
     check_writable(out_dir)  # before hours of scoring, not after
-    ckpts = [str(cached_download(c, key="ckpt")) if is_url(c) else c for c in ckpts]  # released weights by URL
-    _check_ckpts(ckpts)  # all of them, before the first is loaded
+    # a URL's row is named after its file (not after torch.hub's cache folder, which it is read from)
+    names = model_names([Path(urlsplit(c).path) if is_url(c) else Path(c) for c in ckpts])
+    local = [str(cached_download(c, key="ckpt")) if is_url(c) else c for c in ckpts]  # released weights by URL
+    _check_ckpts(local)  # all of them, before the first is loaded
     device = resolve_device(cfg.device)
-    models, scale = load_models(ckpts, scale=cfg.scale, device=device, generator=generator)
+    models, scale = load_models(
+        dict(zip(names, local, strict=True)), scale=cfg.scale, device=device, generator=generator
+    )
     benchmarks = [find_benchmark(e, scale=scale, data_dir=Path(cfg.paths.data_dir)) for e in entries]
     lpips = lpips_metric(cfg.lpips, device, console)
     scorer = Scorer(scale=scale, rgb=cfg.rgb, lpips=lpips, vif=cfg.plot and lpips is None)
