@@ -73,10 +73,13 @@ main()
 """
 
 
-def _tool(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """A stand-in tool on `hydra_command("evaluate")` (Hydra finds conf/ two folders above it): the
-    wrapper alone, without the seconds torch takes to import."""
-    (tmp_path / "conf").symlink_to(CONF_DIR)
+def _tool(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, conf: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """A stand-in tool on `hydra_command("evaluate")` (Hydra finds conf/ two folders above it, if
+    `conf`): the wrapper alone, without the seconds torch takes to import."""
+    if conf:
+        (tmp_path / "conf").symlink_to(CONF_DIR)
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config="evaluate"))
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
@@ -111,3 +114,13 @@ def test_a_users_hydra_full_error_keeps_hydras_stack_trace(tmp_path: Path) -> No
     proc = _tool(tmp_path, "ckptt=x", env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode == 1
     assert "Traceback" in proc.stderr and "ConfigCompositionException: Could not override 'ckptt'" in proc.stderr
+
+
+def test_the_package_without_its_conf_folder_says_how_to_install_it(tmp_path: Path) -> None:
+    """A non-editable install (pip install .) copies src/sr_gan without the conf/ beside it."""
+    proc = _tool(tmp_path, conf=False)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.startswith(
+        f"error: Primary config directory not found. Check that the config directory '{tmp_path / 'conf'}'"
+    )
+    assert proc.stderr.strip().endswith("install a clone with make install (pip install -e .)")

@@ -107,6 +107,9 @@ def describe(err: Exception, *, tool: str) -> str:
         append = re.search(r"use (\+\S+)", str(err))  # Hydra's "To append to your config use +key=value"
         added = append.group(1) if append else f"+{cause.full_key}=..."
         return _unknown_key(str(cause.full_key), str(cause.key), cause.parent_node, added=added, tool=tool)
+    if str(err).startswith("Primary config directory not found"):  # the package without its source tree
+        fix = "sr-gan reads conf/ from its source tree: install a clone with make install (pip install -e .)"
+        return f"{one_line(err)}; {fix}"
     message = str(err).split("Config search path:")[0]  # a missing primary config lists the search path
     if isinstance(cause, OmegaConfBaseException):  # what Hydra prints below its own line
         message += " " + str(cause).splitlines()[0]
