@@ -10,7 +10,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict, read_write
 
+import sr_gan.train
 from sr_gan import demo_stage
+from sr_gan.demo_stage import RESUME_HINT
 from sr_gan.run_folders import read_run
 from sr_gan.train import train
 
@@ -82,13 +84,26 @@ def test_a_stage_cut_short_goes_on_from_its_last_checkpoint(make_cfg, tmp_path: 
         demo_stage, "_STAGE", [*demo_stage._STAGE, "trainer.max_steps=2", "trainer.val_check_interval=2"]
     )
     gan = ["loss=ragan", "demo_psnr_init=true", f"paths.cache_dir={tmp_path / 'cache'}", "trainer.max_steps=1"]
+    ends = []  # each run's closing summary: (folder, resume hint, whether it names the next commands)
+
+    def spy(record: RunRecord, **kwargs: object) -> list[str]:
+        ends.append((record.folder, kwargs["resume"], kwargs["next_steps"]))
+        return summary(record, **kwargs)
+
+    monkeypatch.setattr(sr_gan.train, "summary", spy)
     train(make_cfg(*gan, "test=false"))
     (stage,) = [p for p in (tmp_path / "cache" / "demo_psnr_stage").iterdir() if p.is_dir()]
+    # the stage is resumed by the GAN command (its own folder's command would resume the GAN run from
+    # it) and names no next commands: the GAN run names them, and is resumed in its own folder
+    assert ends == [
+        (stage, RESUME_HINT, False),
+        (tmp_path, f"the same command with hydra.run.dir={tmp_path} ckpt_path=last", True),
+    ]
     record = json.loads((stage / "run.json").read_text())
     (stage / "run.json").write_text(json.dumps({**record, "status": "preempted"}))  # as a SIGTERM leaves it
     train(make_cfg(*gan, "test=false"))
     resumed = json.loads((stage / "run.json").read_text())
     assert resumed["status"] == "done" and resumed["earlier_s"] == record["wall_s"]
     cut = RunRecord(folder=stage, status="preempted")
-    lines = summary(cut, best_psnr=None, last={}, resume=demo_stage.stage_config(make_cfg(*gan)).config.resume_hint)
+    lines = summary(cut, best_psnr=None, last={}, resume=RESUME_HINT)
     assert "resume: the same GAN command again" in "\n".join(lines)

@@ -69,8 +69,6 @@ def stage_config(cfg: DictConfig) -> Stage:
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
-    with open_dict(stage):
-        stage.resume_hint = RESUME_HINT  # the run's own "ckpt_path=<stage folder>" would resume the GAN run from it
     return Stage(stage, hydra)
 
 
@@ -80,7 +78,7 @@ def _kept(override: str) -> bool:
     return any(key == k or key.startswith((f"{k}.", f"{k}/")) for k in _KEPT)
 
 
-def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]) -> Path:
+def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[..., object]) -> Path:
     """The last.ckpt of the demo PSNR stage matching `cfg`, trained first with `train` (sr_gan.train's)
     if no finished one is cached."""
     stage, hydra = stage_config(cfg)
@@ -102,8 +100,8 @@ def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[[DictConfig], object]
             for name, record in records.items():
                 with atomic_path(folder / ".hydra" / name) as temporary:
                     temporary.write_text(OmegaConf.to_yaml(record))
-            with _hydra_view(hydra):
-                train(stage)
+            with _hydra_view(hydra):  # its own "ckpt_path=<stage folder>" would resume the GAN run from it
+                train(stage, resume_hint=RESUME_HINT, next_steps=False)
     return checkpoint
 
 

@@ -105,8 +105,11 @@ def resolve_ckpt_path(value: str | None, output_dir: Path) -> str | None:
     return str(path)
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train and test one configuration; return ``cfg.optimized_metric`` from the test."""
+def train(cfg: DictConfig, *, resume_hint: str | None = None, next_steps: bool = True) -> float | None:
+    """Train and test one configuration; return ``cfg.optimized_metric`` from the test.
+
+    A run inside another (the demo's PSNR stage) passes how it is resumed (`resume_hint`, instead
+    of its own folder's command) and ``next_steps=False``: the run it serves names the next commands."""
     check_train_config(cfg)
     check_data_folders(cfg)
     if advice := precision_advice(cfg):
@@ -115,11 +118,11 @@ def train(cfg: DictConfig) -> float | None:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None and is_url(ckpt_path):  # fetched once and checked before anything is written
         with downloaded_once(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
-            return _train(cfg, str(local))
-    return _train(cfg, ckpt_path)
+            return _train(cfg, str(local), resume_hint=resume_hint, next_steps=next_steps)
+    return _train(cfg, ckpt_path, resume_hint=resume_hint, next_steps=next_steps)
 
 
-def _train(cfg: DictConfig, ckpt_path: str | None) -> float | None:
+def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, next_steps: bool) -> float | None:
     """`train` from a local checkpoint (or none)."""
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
         cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
@@ -190,12 +193,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None) -> float | None:
             best_psnr = None if score is None else float(score)
             record.metrics = {**last, **({"best/val/psnr": best_psnr} if best_psnr is not None else {})}
             record.finish(status, trainer, error)
-            resume = cfg.get("resume_hint") or _resume_hint(record.folder)
-            # a stage inside another run (the demo's PSNR stage: it sets resume_hint) names no next
-            # commands: the run it serves names them, of its own checkpoint
-            inner = cfg.get("resume_hint") is not None
+            resume = resume_hint or _resume_hint(record.folder)
             for line in summary(
-                record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=resume, next_steps=not inner
+                record, best_psnr=best_psnr, last=last, gan=is_gan(cfg), resume=resume, next_steps=next_steps
             ):
                 log.info(line)
         _finish_wandb()
