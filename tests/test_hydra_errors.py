@@ -74,24 +74,27 @@ main()
 
 
 def _tool(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, conf: bool = True
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, conf: bool = True, stdout_lines: int | None = None
 ) -> subprocess.CompletedProcess[str]:
     """A stand-in tool on `hydra_command("evaluate")` (Hydra finds conf/ two folders above it, if
-    `conf`): the wrapper alone, without the seconds torch takes to import."""
+    `conf`): the wrapper alone, without the seconds torch takes to import. `stdout_lines`: read that
+    many lines of its output, then close the pipe (its stdout is not returned)."""
     if conf:
         (tmp_path / "conf").symlink_to(CONF_DIR)
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config="evaluate"))
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, str(tmp_path / "a" / "b" / "tool.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, str(tmp_path / "a" / "b" / "tool.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"]
+    if stdout_lines is None:
+        return subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
+    with subprocess.Popen(command, cwd=tmp_path, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        for _ in range(stdout_lines):  # then the reader leaves, as `head` does
+            proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+    return subprocess.CompletedProcess(command, proc.returncode, "", stderr)
 
 
 def test_a_typo_is_refused_in_one_line_before_the_tool_runs(tmp_path: Path) -> None:
@@ -124,3 +127,9 @@ def test_the_package_without_its_conf_folder_says_how_to_install_it(tmp_path: Pa
         f"error: Primary config directory not found. Check that the config directory '{tmp_path / 'conf'}'"
     )
     assert proc.stderr.strip().endswith("install a clone with make install (pip install -e .)")
+
+
+def test_help_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    """`python -m sr_gan.<tool> --help | head -3`: the reader closes the pipe; no traceback."""
+    proc = _tool(tmp_path, "--help", stdout_lines=0)  # closed before the tool writes (its start takes ~1 s)
+    assert proc.returncode == 1 and proc.stderr == ""

@@ -63,6 +63,9 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
                 _remove_empty_sweep_folder()
                 print(f"error: {describe(err, tool=config_name)}", file=sys.stderr)
                 raise SystemExit(2) from None
+            except BrokenPipeError:  # `--help | head`: the reader has gone (Python's advice: no traceback)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise SystemExit(1) from None
             finally:
                 SweepFolder.made = None
                 if ours:
