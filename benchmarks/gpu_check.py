@@ -560,12 +560,17 @@ class Check:
                 self._record({"name": name, "status": "failed", **result})
                 continue
             key = _key(result["stage"], result["config"])
+            failed = {part: result.pop(f"{part}_error", None) for part in ("profile", "host_syncs")}
             for part in ("profile", "host_syncs"):
                 if part in result:
                     self.summary["profiles" if part == "profile" else part][key] = result.pop(part)
             self.add_utilisation(result)
             self.summary["steps"].append(result)
             self._record({"name": name, "status": "ok", "seconds": result["seconds"]})
+            for part, error in failed.items():  # the rung was measured; its profile or sync list failed
+                if error is not None:
+                    what = f"{part.replace('_', ' ')} {result['stage']} {result['config']}"
+                    self._record({"name": what, "status": "failed", "error": error})
         measured = {(r["stage"], r["config"]) for r in results}
         for stage, config in COMPILED:
             if (stage, config) not in measured:
@@ -635,12 +640,17 @@ def child_steps(mode: Mode, steps: str, listing: Path) -> None:
         began = time.perf_counter()
         try:
             results.append(check.measure(stage, config))
-            if stage in PROFILED and config == "bf16+cl+graphs":  # what bounds the step under CUDA graphs
-                results[-1]["profile"] = check.profile(stage, config)
-                results[-1]["host_syncs"] = check.host_syncs(stage, config)
         except Exception as err:
             traceback.print_exc()
             results.append({"stage": stage, "config": config, "error": one_line(err)})
+        else:  # what bounds the step under CUDA graphs; a failure here keeps the rung's figures
+            profiled = stage in PROFILED and config == "bf16+cl+graphs"
+            for part, run in (("profile", check.profile), ("host_syncs", check.host_syncs)) if profiled else ():
+                try:
+                    results[-1][part] = run(stage, config)
+                except Exception as err:
+                    traceback.print_exc()
+                    results[-1][f"{part}_error"] = one_line(err)
         results[-1]["seconds"] = round(time.perf_counter() - began, 2)
         with atomic_path(listing) as partial:
             partial.write_text(json.dumps(results))

@@ -287,3 +287,40 @@ def test_the_sync_recorder_counts_sync_warnings_by_call_site() -> None:
     [site] = summary["sites"]
     assert site["count"] == 3 and site["site"].startswith("tests/test_bench.py:")
     assert "lightning_like_read" in site["site"]
+
+
+def test_a_compiled_rung_whose_profile_fails_keeps_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the compile child, the CUDA-graphs rung is measured, then profiled: a profiler failure (a
+    GPU-only path) is the profile's item, not a lost rung nor a KeyError that drops the child's rest."""
+    from benchmarks import gpu_check
+
+    def measure(self: gpu_check.Check, stage: str, config: str) -> dict:
+        return {"stage": stage, "config": config, "batch": 16, "hr": 128, "ours_it_s": 5.0, "plain_it_s": 5.0}
+
+    def profile(self: gpu_check.Check, stage: str, config: str = "bf16") -> dict:
+        raise RuntimeError("CUPTI failed")
+
+    monkeypatch.setattr(gpu_check.Check, "measure", measure)
+    monkeypatch.setattr(gpu_check.Check, "profile", profile)
+    monkeypatch.setattr(gpu_check.Check, "host_syncs", lambda self, stage, config: {"sites": [], "config": config})
+    monkeypatch.setattr(gpu_check.Check, "add_utilisation", lambda self, result: None)
+    pairs = [("esrgan", "bf16+cl+graphs"), ("psnr_rrdb", "bf16+cl+graphs")]
+
+    class Child:  # the child process, run in this one
+        def __init__(self, command: list[str], **kwargs: object) -> None:
+            self.returncode, self.pid = 0, 0
+            listing = Path(command[command.index("--child-json") + 1])
+            gpu_check.child_steps(gpu_check.GPU, ",".join(f"{s}:{c}" for s, c in pairs), listing)
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+    monkeypatch.setattr(gpu_check.subprocess, "Popen", Child)
+    check = gpu_check.Check(gpu_check.GPU, tmp_path / "out", tmp_path, budget_s=450.0)
+    check.compiled_steps()
+    status = {i["name"]: i["status"] for i in check.summary["items"]}
+    assert [(s["stage"], s["config"]) for s in check.summary["steps"]] == pairs
+    for stage, config in pairs:
+        assert status[f"step {stage} {config}"] == "ok" and status[f"profile {stage} {config}"] == "failed"
+        assert check.summary["host_syncs"][f"{stage} {config}"]["config"] == config
+    assert "profiles" not in check.summary["steps"][0] and "profile_error" not in check.summary["steps"][0]
