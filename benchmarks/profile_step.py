@@ -70,7 +70,11 @@ class StepProfiler:
         if self.device.type == "cuda":
             from torch.autograd import DeviceType
 
-            events = [e for e in events if e.device_type == DeviceType.CUDA]
+            # kernels, copies and sets: not the GPU spans of record_function ranges (torch >= 2.5 marks them;
+            # Optimizer.step#Adam.step, Torch-Compiled Region), which cover kernels counted already
+            events = [
+                e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+            ]
             time_us = _device_us
         else:
             time_us = lambda e: float(e.self_cpu_time_total)  # noqa: E731

@@ -324,3 +324,34 @@ def test_a_compiled_rung_whose_profile_fails_keeps_its_figures(tmp_path: Path, m
         assert status[f"step {stage} {config}"] == "ok" and status[f"profile {stage} {config}"] == "failed"
         assert check.summary["host_syncs"][f"{stage} {config}"]["config"] == config
     assert "profiles" not in check.summary["steps"][0] and "profile_error" not in check.summary["steps"][0]
+
+
+def test_the_gpu_profile_counts_kernels_not_the_gpu_spans_of_annotations() -> None:
+    """On a GPU, key_averages also holds the device-side spans of record_function ranges (the
+    H200's top "kernel" was Optimizer.step#Adam.step, 13 %): they cover kernels already counted,
+    so they would inflate the kernel time, the GPU busy share and the optimizer's class."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    from benchmarks.profile_step import StepProfiler
+
+    def event(name: str, us: float, annotation: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(
+            key=name, count=1, device_type=DeviceType.CUDA, self_device_time_total=us, is_user_annotation=annotation
+        )
+
+    events = [
+        event("Optimizer.step#Adam.step", 8000.0, annotation=True),
+        event("Torch-Compiled Region: 0/0", 30000.0, annotation=True),
+        event("multi_tensor_apply_kernel", 6000.0),
+        event("sm90_xmma_fprop_implicit_gemm", 24000.0),
+        SimpleNamespace(key="aten::mm", count=1, device_type=DeviceType.CPU, self_device_time_total=0.0),
+    ]
+    profiler = StepProfiler(torch.device("cpu"))
+    profiler.device, profiler.wall = torch.device("cuda"), 0.060
+    profiler.profile = SimpleNamespace(key_averages=lambda: events)
+    summary = profiler.summary()
+    assert [k["name"] for k in summary["top"]] == ["sm90_xmma_fprop_implicit_gemm", "multi_tensor_apply_kernel"]
+    assert summary["kernel_ms"] == pytest.approx(30.0) and summary["gpu_busy"] == pytest.approx(0.5)
+    assert summary["launches"] == 2 and summary["classes"]["optimizer and EMA (foreach)"] == pytest.approx(0.2)
