@@ -19,9 +19,13 @@ def best_bf16(steps: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
 
 
 def bound_of(profiles: dict[str, Any], stage: str, rung: dict[str, Any] | None) -> str | None:
-    """What bounds `rung` (the fastest): its own profile where the check made one, else the bf16 one."""
-    own = profiles.get(f"{stage} {rung['config']}") if rung else None
-    return (own or profiles.get(stage, {})).get("bound")
+    """What bounds `rung` (the fastest): its own profile where the check made one, else that of the
+    nearest rung it adds a switch to (bf16+cl+graphs+fused: bf16+cl+graphs), else the bf16 one."""
+    switches = str(rung["config"]).split("+") if rung else []
+    for n in range(len(switches), 1, -1):
+        if found := profiles.get(f"{stage} {'+'.join(switches[:n])}"):
+            return found.get("bound")
+    return profiles.get(stage, {}).get("bound")
 
 
 def target_row(name: str, target: float, measured: float | None, how: str, bound: str | None) -> dict[str, Any]:

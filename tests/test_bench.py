@@ -355,3 +355,18 @@ def test_the_gpu_profile_counts_kernels_not_the_gpu_spans_of_annotations() -> No
     assert [k["name"] for k in summary["top"]] == ["sm90_xmma_fprop_implicit_gemm", "multi_tensor_apply_kernel"]
     assert summary["kernel_ms"] == pytest.approx(30.0) and summary["gpu_busy"] == pytest.approx(0.5)
     assert summary["launches"] == 2 and summary["classes"]["optimizer and EMA (foreach)"] == pytest.approx(0.2)
+
+
+def test_a_targets_bound_comes_from_the_nearest_profiled_rung() -> None:
+    """The fused CUDA-graphs rung has no profile of its own: its bound is the CUDA-graphs rung's
+    (GPU-bound, say), not the eager bf16 step's host-bound one."""
+    profiles = {"esrgan": {"bound": "host-bound"}, "esrgan bf16+cl+graphs": {"bound": "GPU-bound"}}
+    for config, bound in [
+        ("bf16+cl+graphs+fused", "GPU-bound"),
+        ("bf16+cl+graphs", "GPU-bound"),
+        ("bf16+cl+compile", "host-bound"),
+        ("bf16", "host-bound"),
+    ]:
+        assert gpu_report.bound_of(profiles, "esrgan", {"config": config}) == bound, config
+    assert gpu_report.bound_of({}, "esrgan", {"config": "bf16"}) is None
+    assert gpu_report.bound_of(profiles, "esrgan", None) == "host-bound"
