@@ -373,9 +373,13 @@ class Check:
         plan = replace(base, warmup=max(2, base.warmup), max_seconds=1.0)
         stage, config = self.stage(stage_name), self.config(config_name)
         profiler, theirs = StepProfiler(self.device), StepProfiler(self.device)
-        with host_timers() as calls:
-            ours_rate(stage, config, self.device, plan, profiler=profiler)
-        plain_rate(stage, config, self.device, plan, profiler=theirs)
+        try:
+            with host_timers() as calls:
+                ours_rate(stage, config, self.device, plan, profiler=profiler)
+            plain_rate(stage, config, self.device, plan, profiler=theirs)
+        finally:  # a fit that failed mid-batch leaves no profiler running for the items after it
+            profiler.stop()
+            theirs.stop()
         batches = len(calls.get("training_step (all of it)", [])) or 1
         summary = profiler.summary() | {"config": config_name, "host_ms_per_batch": host_summary(calls, batches)}
         summary["plain"] = {k: v for k, v in theirs.summary().items() if k in PLAIN_PROFILE}
@@ -387,7 +391,10 @@ class Check:
         recorder = SyncRecorder(self.device)
         base = self.mode.plan_for(config_name)
         plan = replace(base, warmup=max(4, base.warmup), max_batches=1, max_seconds=1.0)
-        ours_rate(self.stage(stage_name), self.config(config_name), self.device, plan, profiler=recorder)
+        try:
+            ours_rate(self.stage(stage_name), self.config(config_name), self.device, plan, profiler=recorder)
+        finally:  # a fit that failed mid-batch leaves neither CUDA's sync debug mode on nor warnings caught
+            recorder.stop()
         summary = recorder.summary() | {"config": config_name}
         self.summary["host_syncs"][_key(stage_name, config_name)] = summary
         return summary

@@ -52,14 +52,18 @@ class StepProfiler:
         self.device = device
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         self.profile = profile(activities=activities)
-        self.wall = 0.0
+        self.wall, self.running = 0.0, False
 
     def start(self) -> None:
         sync(self.device)
         self.profile.start()
-        self._start = time.perf_counter()
+        self._start, self.running = time.perf_counter(), True
 
     def stop(self) -> None:
+        """Stop recording; nothing if not recording (a fit that failed mid-batch is stopped after)."""
+        if not self.running:
+            return
+        self.running = False
         sync(self.device)
         self.wall = time.perf_counter() - self._start
         self.profile.stop()

@@ -370,3 +370,34 @@ def test_a_targets_bound_comes_from_the_nearest_profiled_rung() -> None:
         assert gpu_report.bound_of(profiles, "esrgan", {"config": config}) == bound, config
     assert gpu_report.bound_of({}, "esrgan", {"config": "bf16"}) is None
     assert gpu_report.bound_of(profiles, "esrgan", None) == "host-bound"
+
+
+def test_a_fit_failing_mid_recording_leaves_no_recorder_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit that fails between the span's start and stop must not leave CUDA's sync debug mode on
+    (every later sync a warning and a stack walk) nor the profiler running (every later profile
+    item would fail to start its own)."""
+    import warnings
+
+    from benchmarks import gpu_check
+
+    modes: list[str] = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def failing_fit(stage: object, config: object, device: object, plan: object, *, profiler: object) -> float:
+        profiler.start()  # the span started it; the batch then fails
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(gpu_check, "ours_rate", failing_fit)
+    monkeypatch.setattr(gpu_check.Check, "stage", lambda self, name: None)
+    monkeypatch.setattr(gpu_check.Check, "config", lambda self, name: CONFIGS["bf16"])
+    check = gpu_check.Check(gpu_check.DRY_RUN, tmp_path / "out", tmp_path, budget_s=60.0)
+    shown = warnings.showwarning
+    with pytest.raises(RuntimeError, match="out of memory"):
+        check.profile("esrgan")
+    assert not torch._C._autograd._profiler_enabled()
+    check.device = torch.device("cuda")  # the sync recorder's GPU path, with the debug mode mocked
+    with pytest.raises(RuntimeError, match="out of memory"):
+        check.host_syncs("esrgan")
+    assert modes == ["warn", "default"] and warnings.showwarning is shown
