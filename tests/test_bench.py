@@ -431,3 +431,37 @@ def test_the_default_gpu_budget_runs_both_smoke_runs_and_the_data_path(monkeypat
     status = {i["name"]: i["status"] for i in summary["items"]}
     assert status["train smoke"] == status["train smoke 16-mixed"] == status["data path"] == "ok"
     assert status["compiled steps"] == "ok"
+
+
+def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -> None:
+    """The report's GPU-only branches (kernel tables, recorded host syncs, CUDA-graph counts, the
+    16-mixed run, the degradation against the step), from the H200 run's JSON with the new fields."""
+    summary = json.loads((ROOT / "benchmarks/results/gpu_check_h200_2026-11-26.json").read_text())
+    esrgan = summary["steps"][0]
+    graphs = {"graphs": 10, "graph_breaks": 0, "cudagraph_skips": 2}
+    summary["steps"] += [
+        esrgan | {"config": "bf16+cl+graphs", "ours_it_s": 17.3, "compiled": {"ours": graphs, "plain": graphs}},
+        esrgan | {"config": "bf16+cl+graphs+fused", "ours_it_s": 19.0, "plain_in_lightning_it_s": None},
+    ]
+    plain = {"step_ms": 100.0, "kernel_ms": 50.0, "gpu_busy": 0.5, "launches": 9000}
+    for profile in summary["profiles"].values():
+        profile["plain"] = plain
+    summary["profiles"]["esrgan bf16+cl+graphs"] = summary["profiles"]["esrgan"] | {"bound": "GPU-bound (90% busy)"}
+    site = {"site": "lightning/pytorch/loops/x.py:1 f", "count": 3}
+    recorded = {"batches": 2, "recorded": True}
+    summary["host_syncs"] = {
+        "esrgan": recorded | {"syncs": 3, "sites": [site], "config": "bf16"},
+        "psnr_rrdb bf16+cl+graphs": recorded | {"syncs": 0, "sites": [], "config": "bf16+cl+graphs"},
+    }
+    summary["degradation"] = {"batch": 16, "hr": 256, "ours_ms": 4.0, "baseline_ms": 900.0, "feed": [16, 128]}
+    summary["degradation"] |= {"feed_ms": 2.0, "step_ms": None}
+    norms = {"g": {"median": None, "non_finite": 0}, "d": {"median": 1.5, "non_finite": 3}}
+    summary["train_smoke"] |= {"grad_norms": norms, "logged_it_s": None, "data_share": None}
+    summary["train_smoke_fp16"] = summary["train_smoke"] | {"ok": False, "returncode": 1, "log_tail": []}
+    summary["targets"] = gpu_report.targets(summary)
+    assert summary["targets"][0]["bound_by"] == "GPU-bound (90% busy)"  # the fused rung: its graphs profile
+    text = gpu_report.markdown(summary)
+    assert "# sr-gan GPU check: NVIDIA H200" in text and "| kernel | calls | ms | share |" in text
+    assert "| `lightning/pytorch/loops/x.py:1 f` | 3 |" in text and "None: the host never waited" in text
+    assert "bf16+cl+graphs (10 graphs, 2 CUDA-graph skips)" in text and "ratio 225.0x the loader core." in text
+    assert "## Train smoke run, 16-mixed" in text and "D 1.5 (3 logged NaN/Inf)" in text
