@@ -13,8 +13,8 @@ Sizes:
 
 Configs (speed switches, cumulative as a user would turn them on): fp32, bf16 (bf16-mixed),
 bf16+cl (+ channels_last), bf16+cl+compile (+ torch.compile of G, D and the VGG), bf16+cl+graphs (compiled
-in mode reduce-overhead: CUDA graphs), bf16+cl+graphs+fused (+ fused Adam: the for-each Adam took
-13-16 % of the kernel time on the H200).
+in mode reduce-overhead: CUDA graphs), bf16+cl+graphs+fused (+ fused Adam; the H200's profile gave the
+for-each Adam 13-16 % of the kernel time, but counted its record_function span as a kernel too).
 """
 
 from __future__ import annotations
