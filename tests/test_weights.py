@@ -345,3 +345,21 @@ def test_the_tools_read_weights_by_url_from_torch_hubs_cache(tmp_path: Path, mon
     assert url_ckpt == {"g": f"{url}/g.pth"} and ckpt == {"g": str(local)}  # the report names what was given
     for ours, theirs in ((url_g, g), (url_i, i)):
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_a_url_naming_no_file_is_refused_before_any_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL ending in / names a folder (a server answers with its listing, an HTML page): refused in
+    one line, nothing requested nor cached. It was refused only for the server's root; ``.../weights/``
+    was fetched and its page kept in the cache as the file ``weights``, read by every later URL of
+    that name."""
+    from sr_gan.weights import cached_download
+    from tests.helpers import serve_folder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served = tmp_path / "served"
+    (served / "weights").mkdir(parents=True)
+    with serve_folder(served) as (url, requested):
+        for folder in (f"{url}/", f"{url}/weights/", f"{url}/weights/?download=1"):
+            with pytest.raises(UserError, match=rf"^ckpt={folder.replace('?', '[?]')}: the URL names no file \(it"):
+                cached_download(folder, key="ckpt")
+    assert requested == [] and not (tmp_path / "torch").exists()

@@ -24,8 +24,9 @@ def cached_download(url: str, *, key: str) -> Path:
     (``name-<hex>.pth``: torch.hub's convention, and BasicSR's released ESRGAN / Real-ESRGAN files')
     is checked against it. As in torch.hub, a file of that name already there is the one read,
     whatever URL it came from. A failure is a one-line UserError naming the config `key`."""
-    name = Path(urlparse(url).path).name
-    if not name:
+    url_path = urlparse(url).path
+    name = Path(url_path).name  # (pathlib drops a trailing /: "/weights/" would name a file "weights")
+    if not name or url_path.endswith("/"):
         raise UserError(f"{key}={url}: the URL names no file (it ends in /): give the file's URL")
     path = Path(torch.hub.get_dir()) / "checkpoints" / name
     if path.is_file():
