@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from sr_gan.cli import describe
 from tests.helpers import CONF_DIR, SRC
@@ -37,6 +38,23 @@ from tests.helpers import CONF_DIR, SRC
             "model=rrbd is not an option of model: did you mean model=rrdb? options: rrdb, srresnet, srresnet_nobn",
         ),
         ("train", "discriminator=vgg", "discriminator=vgg is not an option of discriminator: did you mean"),
+        (  # the closest option, not the first
+            "train",
+            "model=srresnet_nbn",
+            "model=srresnet_nbn is not an option of model: did you mean model=srresnet_nobn? "
+            "options: rrdb, srresnet, srresnet_nobn",
+        ),
+        ("train", "model=zzz", "model=zzz is not an option of model: options: rrdb, srresnet, srresnet_nobn"),
+        (  # a nested group is named whole
+            "train",
+            "hydra/launcher=nosuch",
+            "hydra/launcher=nosuch is not an option of hydra/launcher: options: basic, ",
+        ),
+        (  # a top-level key that only starts like trainer is no Trainer argument
+            "train",
+            "trainer_precision=16",
+            "trainer_precision is not a key of the config: python -m sr_gan.train --help lists the keys",
+        ),
         (
             "train",
             "trainer.max_steps=[1",
@@ -58,6 +76,14 @@ def test_each_composition_error_is_one_line_naming_the_override_and_the_fix(tool
     assert "\n" not in message and "search path" not in message
 
 
+def test_a_missing_primary_config_is_one_line_without_the_search_path() -> None:
+    """``--config-name=nosuch``: Hydra's message, without the config search path it lists below it."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), pytest.raises(Exception) as raised:
+        compose("nosuch")
+    message = describe(raised.value, tool="train")
+    assert message == "Cannot find primary config 'nosuch'. Check that it's in your config search path."
+
+
 TOOL = """
 import os, sys
 from hydra.errors import ConfigCompositionException
@@ -74,15 +100,20 @@ main()
 
 
 def _tool(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, conf: bool = True, stdout_lines: int | None = None
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    conf: bool = True,
+    config: str = "evaluate",
+    stdout_lines: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """A stand-in tool on `hydra_command("evaluate")` (Hydra finds conf/ two folders above it, if
+    """A stand-in tool on `hydra_command(config)` (Hydra finds conf/ two folders above it, if
     `conf`): the wrapper alone, without the seconds torch takes to import. `stdout_lines`: read that
     many lines of its output, then close the pipe (its stdout is not returned)."""
     if conf:
         (tmp_path / "conf").symlink_to(CONF_DIR)
     (tmp_path / "a" / "b").mkdir(parents=True)
-    (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config="evaluate"))
+    (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config=config))
     environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), environ.get("PYTHONPATH")]))
     command = [sys.executable, str(tmp_path / "a" / "b" / "tool.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"]
@@ -101,6 +132,35 @@ def test_a_typo_is_refused_in_one_line_before_the_tool_runs(tmp_path: Path) -> N
     proc = _tool(tmp_path, "ckptt=x")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: ckptt is not a key of the config: did you mean ckpt?\n"
+
+
+def test_an_unparsable_override_is_refused_in_one_line_too(tmp_path: Path) -> None:
+    """Hydra raises a parse error as an OverrideParseException, not a ConfigCompositionException."""
+    proc = _tool(tmp_path, "ckpt=[1")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: cannot parse the override 'ckpt=[1': ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_sweep_refused_so_leaves_no_sweep_folder_and_keeps_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    """Hydra's sweeper makes the sweep folder and writes multirun.yaml there before it composes the
+    jobs' configs (`SweepFolder`): a job it cannot compose leaves nothing behind, but a folder
+    that held anything else before is the user's and stays."""
+    sweep = ["-m", "model=rrdb,rrbd", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = _tool(tmp_path, *sweep, config="train")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: model=rrbd is not an option of model: ")
+    assert not (tmp_path / "sweep").exists()
+
+    from sr_gan.cli import SweepFolder, _remove_empty_sweep_folder
+
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "notes.txt").write_text("mine")
+    (tmp_path / "held" / "multirun.yaml").write_text("{}")
+    SweepFolder().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "held")}}}))
+    try:
+        _remove_empty_sweep_folder()
+    finally:
+        SweepFolder.made = None
+    assert (tmp_path / "held" / "notes.txt").read_text() == "mine"
 
 
 def test_the_tool_runs_without_hydra_full_error_and_its_own_errors_stay_hydras(tmp_path: Path) -> None:
