@@ -236,3 +236,28 @@ def test_the_hydra_callbacks_check_a_runs_or_a_sweeps_folder_and_let_a_resume_or
             for name, value in launcher.items():
                 rank.setenv(name, value)
             UnusedRunFolder().on_run_start(config(held, free))
+
+
+def test_path_arg_fetches_a_url_only_for_a_key_that_takes_one_and_refuses_an_empty_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`url=True` (upscale/export ckpt, interpolate psnr and gan): an http(s) URL is fetched into
+    torch.hub's cache and that file returned; any other key reads it as a path (never a download).
+    An empty value (``ckpt=``) is "not set", not the current folder."""
+    from sr_gan.config import path_arg
+    from tests.helpers import serve_folder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "g.pth").write_bytes(b"weights")
+    with serve_folder(served) as (url, requested):
+        cfg = OmegaConf.create({"ckpt": f"{url}/g.pth", "empty": ""})
+        with pytest.raises(UserError, match=r"^ckpt=http:/127\.0\.0\.1:\d+/g\.pth: no such file"):
+            path_arg(cfg, "ckpt", example="g.pth", must_exist=True)
+        assert requested == []
+        fetched = path_arg(cfg, "ckpt", example="g.pth", must_exist=True, url=True)
+        assert fetched == tmp_path / "torch" / "hub" / "checkpoints" / "g.pth" and requested == ["/g.pth"]
+    for options in ({"must_exist": True, "url": True}, {"output": True}):
+        with pytest.raises(UserError, match=r"^'empty' is not set: add empty=g\.pth$"):
+            path_arg(cfg, "empty", example="g.pth", **options)

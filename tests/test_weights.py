@@ -347,6 +347,33 @@ def test_the_tools_read_weights_by_url_from_torch_hubs_cache(tmp_path: Path, mon
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_only_http_and_https_names_are_urls() -> None:
+    """A released file is given by its https URL (GitHub releases); a path, a Windows drive path
+    (whose "C:" urlparse takes for a scheme) or a file URL is read as a local file."""
+    from sr_gan.weights import is_url
+
+    assert is_url("https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth")
+    assert is_url("http://127.0.0.1:8000/g.pth")
+    for local in ("g.pth", "/runs/a/checkpoints/last.ckpt", "C:/weights/g.pth", r"C:\weights\g.pth", Path("x.pth")):
+        assert not is_url(local), local
+
+
+def test_a_url_is_cached_under_its_files_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache file is named by the URL's path: a query string (a signed or a "?download=1" link)
+    is no part of it."""
+    from sr_gan.weights import cached_download
+    from tests.helpers import serve_folder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "g.pth").write_bytes(b"weights")
+    with serve_folder(served) as (url, requested):
+        path = cached_download(f"{url}/g.pth?download=1", key="ckpt")
+    assert path == tmp_path / "torch" / "hub" / "checkpoints" / "g.pth" and path.read_bytes() == b"weights"
+    assert requested == ["/g.pth?download=1"]
+
+
 def test_a_url_naming_no_file_is_refused_before_any_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A URL ending in / names a folder (a server answers with its listing, an HTML page): refused in
     one line, nothing requested nor cached. It was refused only for the server's root; ``.../weights/``
