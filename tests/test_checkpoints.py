@@ -453,3 +453,27 @@ def test_snapshots_are_kept_every_n_iterations_and_resume_exactly(make_cfg, tmp_
     for key, value in last["state_dict"].items():
         assert torch.equal(ended["state_dict"][key], value), key
     assert not (resumed / "checkpoints" / "iter_0000004.ckpt").exists()  # snapshots are off by default
+
+
+def test_a_sanity_validation_keeps_no_snapshot(tmp_path: Path) -> None:
+    """With trainer.num_sanity_val_steps > 0, a run resumed from iter_0000002.ckpt validates before
+    its first batch with the restored batch count (4 batches = 2 iterations): that validation is
+    not one of the run's own and must not rewrite the snapshot it resumed from."""
+    from types import SimpleNamespace
+
+    from sr_gan.callbacks import Snapshots
+
+    saved: list[Path] = []
+    progress = SimpleNamespace(total=SimpleNamespace(completed=4))
+    trainer = SimpleNamespace(
+        sanity_checking=True,
+        state=SimpleNamespace(fn="fit"),
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        save_checkpoint=saved.append,
+    )
+    module = SimpleNamespace(accumulate_batches=2)
+    Snapshots(tmp_path, every=2).on_validation_end(trainer, module)
+    assert saved == []
+    trainer.sanity_checking = False  # the same validation within the run keeps it
+    Snapshots(tmp_path, every=2).on_validation_end(trainer, module)
+    assert saved == [tmp_path / "iter_0000002.ckpt"]

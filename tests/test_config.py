@@ -207,14 +207,20 @@ def test_the_hydra_callbacks_check_a_runs_or_a_sweeps_folder_and_let_a_resume_or
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """conf/hydra/default.yaml's callbacks, before Hydra writes: WritableOutput tries the run's folder
-    for a run and the sweep's for a sweep; UnusedRunFolder refuses a new run in a folder holding a run,
-    but not a resume (ckpt_path) nor a rank other than 0, however its launcher numbers it (torchrun's
-    rank 1 on a second node has LOCAL_RANK 0; srun's SLURM_PROCID): it joins the run rank 0 started."""
+    for a run and the sweep's for a sweep; UnusedRunFolder refuses a new run in a folder holding a run
+    (its run.json or a checkpoint; for a sweep, a job's), but not a resume (ckpt_path, a requeued
+    SLURM job) nor a rank other than 0, however its launcher numbers it (torchrun's rank 1 on a
+    second node has LOCAL_RANK 0; srun's SLURM_PROCID; Lightning's own NODE_RANK): it joins the run
+    rank 0 started."""
     (tmp_path / "file").write_text("not a folder")
     held = tmp_path / "held"
     (held / "checkpoints").mkdir(parents=True)
     (held / "checkpoints" / "last.ckpt").write_bytes(b"")
     free, unwritable = tmp_path / "free", tmp_path / "file" / "runs"
+    swept = tmp_path / "sweep"  # a sweep whose job 0 was stopped before its first checkpoint
+    (swept / "0").mkdir(parents=True)
+    (swept / "0" / "run.json").write_text("{}")
+    (swept / "multirun.yaml").write_text("{}")
     for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_RESTART_COUNT"):
         monkeypatch.delenv(name, raising=False)
 
@@ -225,13 +231,20 @@ def test_the_hydra_callbacks_check_a_runs_or_a_sweeps_folder_and_let_a_resume_or
         (WritableOutput().on_run_start, config(free, unwritable), config(unwritable, free)),
         (WritableOutput().on_multirun_start, config(unwritable, free), config(free, unwritable)),
         (UnusedRunFolder().on_run_start, config(free, held), config(held, free)),
+        (UnusedRunFolder().on_run_start, config(free, held), config(swept / "0", free)),  # run.json alone
+        (UnusedRunFolder().on_multirun_start, config(held, free), config(free, swept)),  # a job's run.json
     ):
         start(good)
         with pytest.raises(SystemExit) as refused:
             start(bad)
         assert refused.value.code == 2
     UnusedRunFolder().on_run_start(config(held, free, ckpt_path="last"))
-    for launcher in ({"RANK": "1", "LOCAL_RANK": "0"}, {"SLURM_PROCID": "1"}):
+    for launcher in (
+        {"RANK": "1", "LOCAL_RANK": "0"},
+        {"SLURM_PROCID": "1"},
+        {"NODE_RANK": "1"},
+        {"SLURM_RESTART_COUNT": "1"},
+    ):
         with monkeypatch.context() as rank:
             for name, value in launcher.items():
                 rank.setenv(name, value)
