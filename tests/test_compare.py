@@ -572,3 +572,40 @@ def test_evaluate_names_two_runs_best_checkpoints_by_run(real_sweep: Path, tmp_p
     rows = evaluate(cfg)
     assert [r["model"] for r in rows] == ["bicubic", "1/best", "3/best"]
     assert (tmp_path / "eval" / "results.md").is_file()
+
+
+def test_crops_figure_labels_each_tile_with_its_psnr_against_hr_and_marks_a_missing_sample() -> None:
+    """Row labels name the image and its crop (x, y, size); under each tile but HR its PSNR on Y
+    against the HR crop; a run without a sample of an image gets a "no sample" tile in its own
+    column, so that every later run stays under its title."""
+    generator = torch.Generator().manual_seed(0)
+
+    def image() -> torch.Tensor:
+        return torch.randint(0, 256, (3, 24, 40), dtype=torch.uint8, generator=generator)
+
+    hr, bicubic = image(), image()
+    sr = {run: image() for run in "ab"}
+    strips = {  # run a has no sample of y
+        "a": {"x": Strip(bicubic=bicubic, sr=sr["a"], hr=hr)},
+        "b": {name: Strip(bicubic=bicubic, sr=sr["b"], hr=hr) for name in "xy"},
+    }
+    crops = {"x": (16, 4, 16), "y": (0, 8, 16)}
+    figure = crops_figure(strips, crops, {"a": "run a", "b": "run b"})
+    (x_row, y_row) = (figure.axes[:4], figure.axes[4:])
+
+    def tile_psnr(tile: torch.Tensor, crop: tuple[int, int, int]) -> str:
+        x, y, size = crop
+        ref = hr[:, y : y + size, x : x + size][None].double() / 255
+        return f"{float(psnr(tile[:, y : y + size, x : x + size][None].double() / 255, ref, crop_border=0)[0]):.2f} dB"
+
+    assert x_row[0].get_ylabel() == "x\nx=16 y=4, 16 px" and y_row[0].get_ylabel() == "y\nx=0 y=8, 16 px"
+    assert [ax.get_xlabel() for ax in x_row] == [
+        "",
+        tile_psnr(bicubic, crops["x"]),
+        tile_psnr(sr["a"], crops["x"]),
+        tile_psnr(sr["b"], crops["x"]),
+    ]
+    assert not y_row[2].get_images() and [t.get_text() for t in y_row[2].texts] == ["no sample"]
+    assert y_row[3].get_xlabel() == tile_psnr(sr["b"], crops["y"])
+    shown = y_row[3].get_images()[0].get_array()
+    assert (shown == sr["b"][:, 8:24, 0:16].permute(1, 2, 0).numpy()).all()
