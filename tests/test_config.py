@@ -229,6 +229,7 @@ def test_the_hydra_callbacks_check_a_runs_or_a_sweeps_folder_and_let_a_resume_or
 
     for start, good, bad in (
         (WritableOutput().on_run_start, config(free, unwritable), config(unwritable, free)),
+        (WritableOutput().on_run_start, config(free, unwritable), config(tmp_path / "file", free)),  # the folder a file
         (WritableOutput().on_multirun_start, config(unwritable, free), config(free, unwritable)),
         (UnusedRunFolder().on_run_start, config(free, held), config(held, free)),
         (UnusedRunFolder().on_run_start, config(free, held), config(swept / "0", free)),  # run.json alone
