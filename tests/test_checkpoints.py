@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from sr_gan.callbacks import CTRL_C_NOTICE
-from sr_gan.checkpoint_io import SHARED_DOWNLOAD_ENV, SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
+from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
 from sr_gan.errors import UserError
 from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
@@ -247,26 +247,86 @@ def test_a_url_checkpoint_is_downloaded_into_the_folder_given_and_removed(
     assert list(run.iterdir()) == []
 
 
-def test_a_rank_started_from_rank_0_reads_its_download_of_that_url_only(tmp_path: Path) -> None:
-    """trainer=ddp on one machine: the ranks Lightning starts from rank 0 inherit its environment,
-    which names rank 0's download, and read that copy instead of fetching the URL again; another URL,
-    or a copy that is gone (a variable left by an earlier run), is fetched."""
+RANK = """
+import os, sys, time
+from pathlib import Path
+import sr_gan.checkpoint_io as io
+url, folder, barrier = sys.argv[1:]
+fetch = io.fetch
+io.fetch = lambda *args, **kwargs: time.sleep(3) or fetch(*args, **kwargs)  # as a checkpoint of 440 MB
+with io.downloaded_once(url, folder=folder) as local:
+    print(local.read_bytes().decode(), flush=True)
+    (Path(barrier) / str(os.getpid())).touch()  # as DDP's start-up broadcast: no rank's fit ends before
+    while len(list(Path(barrier).iterdir())) < 2:  # every rank has loaded the checkpoint
+        time.sleep(0.05)
+"""
+
+
+def test_ranks_started_side_by_side_download_a_url_once(tmp_path: Path) -> None:
+    """torchrun or srun start the ranks of one run at once, each its own process with its own
+    environment: the first to take the run folder's lock fetches the URL, the other waits and reads
+    that copy; nothing is left once both have ended."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "a.ckpt").write_bytes(b"checkpoint a")
+    run, barrier = tmp_path / "run", tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    with serve_folder(folder) as (url, requested):
+        ranks = [
+            subprocess.Popen(
+                [sys.executable, "-c", RANK, f"{url}/a.ckpt", str(run), str(barrier)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outputs = [rank.communicate(timeout=120)[0] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0] and outputs == ["checkpoint a\n"] * 2
+    assert requested == ["/a.ckpt"] and list(run.iterdir()) == []
+
+
+def test_one_runs_processes_read_one_download_of_each_url(tmp_path: Path) -> None:
+    """A second process of the run (here a second block in this one) reads the copy the first
+    fetched; another URL, or another run folder, is fetched on its own."""
     folder = tmp_path / "served"
     folder.mkdir()
     (folder / "a.ckpt").write_bytes(b"checkpoint a")
     (folder / "b.ckpt").write_bytes(b"checkpoint b")
     with serve_folder(folder) as (url, requested):
         with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "run") as rank0:
-            with patch.dict(os.environ, dict(os.environ)):  # rank 1, started by rank 0
-                with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "rank1") as rank1:
-                    assert rank1.resolve() == rank0.resolve()
-                with downloaded_once(f"{url}/b.ckpt", folder=tmp_path / "rank1") as other:
-                    assert other.read_bytes() == b"checkpoint b"
+            with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "run") as rank1:
+                assert rank1 == rank0 and rank1.read_bytes() == b"checkpoint a"
+            with downloaded_once(f"{url}/b.ckpt", folder=tmp_path / "run") as other:
+                assert other.read_bytes() == b"checkpoint b"
             assert requested == ["/a.ckpt", "/b.ckpt"]
-        with patch.dict(os.environ, {SHARED_DOWNLOAD_ENV: f"{url}/a.ckpt\n{rank0}"}):  # its copy is gone now
-            with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "later") as again:
-                assert again.read_bytes() == b"checkpoint a"
+            with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "other run") as elsewhere:
+                assert elsewhere.read_bytes() == b"checkpoint a"
         assert requested == ["/a.ckpt", "/b.ckpt", "/a.ckpt"]
+        with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "run") as later:  # its copy is gone now
+            assert later.read_bytes() == b"checkpoint a"
+        assert requested == ["/a.ckpt", "/b.ckpt", "/a.ckpt", "/a.ckpt"]
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_without_file_locks_each_process_downloads_its_own_copy(served, tmp_path: Path) -> None:
+    """Some Lustre and NFS mounts refuse flock: the run goes on, each process with its own copy."""
+    url, folder = served
+    (folder / "a.ckpt").write_bytes(b"checkpoint a")
+    with patch("sr_gan.checkpoint_io.fcntl.flock", side_effect=OSError(38, "Function not implemented")):
+        with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "run") as first:
+            with downloaded_once(f"{url}/a.ckpt", folder=tmp_path / "run") as second:
+                assert first != second and first.read_bytes() == second.read_bytes() == b"checkpoint a"
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_failed_download_leaves_nothing_in_the_run_folder(served, tmp_path: Path) -> None:
+    url, _ = served
+    with pytest.raises(UserError, match=r"^ckpt_path=.*/missing\.ckpt: cannot download it"):
+        with downloaded_once(f"{url}/missing.ckpt", folder=tmp_path / "run"):
+            pass
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_resume_from_a_url(make_cfg, tmp_path: Path) -> None:

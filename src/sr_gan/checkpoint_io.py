@@ -15,8 +15,9 @@
 from __future__ import annotations
 
 import errno
+import fcntl
+import hashlib
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,28 +48,45 @@ def downloaded(url: str, *, folder: str | Path | None = None) -> Iterator[Path]:
             yield local
 
 
-SHARED_DOWNLOAD_ENV = "SR_GAN_DOWNLOADED_CKPT"  # "<url>\n<local path>", for the ranks this process starts
-
-
 @contextmanager
 def downloaded_once(url: str, *, folder: str | Path) -> Iterator[Path]:
-    """`downloaded`, shared with the DDP ranks Lightning starts from this process (trainer=ddp on
-    one machine): they inherit its environment, which names the local copy, and read that copy
-    instead of fetching `url` again (one download for N GPUs, not N). The process that downloaded
-    it removes it when its block ends, after the fit, when every rank has read it. Ranks that a
-    launcher starts side by side (torchrun, srun) each fetch their own."""
-    shared_url, _, shared_path = os.environ.get(SHARED_DOWNLOAD_ENV, "").partition("\n")
-    if shared_url == url and Path(shared_path).is_file():
-        log.info("reading %s as downloaded by rank 0: %s", url, shared_path)
-        with _naming(url, Path(shared_path)):
-            yield Path(shared_path)
-        return
-    with downloaded(url, folder=folder) as local:
-        os.environ[SHARED_DOWNLOAD_ENV] = f"{url}\n{local.resolve()}"
+    """`url` downloaded once for all the processes of a run (the DDP ranks: those Lightning starts,
+    and those torchrun or srun start side by side with a fixed ``hydra.run.dir``): into the run
+    `folder` under a name made from the URL, by the first process to take the folder's lock for it;
+    the others wait for the lock and read that copy (one download for N GPUs, not N). Each process
+    removes the copy when its block ends, after its fit: by then every rank has loaded it (DDP's
+    start-up broadcast waits for every rank, and a rank loads the checkpoint before it); a rank
+    that still finds it gone fetches it again. Where the file system cannot lock (some Lustre and
+    NFS mounts), each process fetches its own copy (`downloaded`)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f".sr_gan-download-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+    local, lock_path = folder / f"{name}.ckpt", folder / f"{name}.lock"
+    with open(lock_path, "a") as lock:
         try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, once the copy is whole
+        except OSError:
+            locked = False
+        else:
+            locked = True
+            if not local.is_file():
+                try:
+                    fetch(url, local, key="ckpt_path")
+                except BaseException:
+                    lock_path.unlink(missing_ok=True)
+                    raise
+    if not locked:
+        log.info("no file lock in %s: this process downloads its own copy of %s", folder, url)
+        lock_path.unlink(missing_ok=True)
+        with downloaded(url, folder=folder) as own:
+            yield own
+        return
+    try:
+        with _naming(url, local):
             yield local
-        finally:
-            os.environ.pop(SHARED_DOWNLOAD_ENV, None)
+    finally:
+        local.unlink(missing_ok=True)
+        lock_path.unlink(missing_ok=True)
 
 
 @contextmanager
