@@ -3,6 +3,7 @@
 import math
 import random
 import weakref
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -416,3 +417,36 @@ def test_trainer_precision_does_not_change_the_degradation(realesrgan: RealESRGA
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as under trainer=gpu (bf16-mixed)
         got, target = realesrgan(hr, generator=torch.Generator().manual_seed(0))
     assert torch.equal(got, expected) and target.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["realesrgan", "bicubic"])
+def test_the_batch_path_makes_no_tensor_off_the_batchs_device(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU every tensor of the on-device batch path must be made on the batch's device: one
+    made on the CPU beside CUDA ones fails there, and no CUDA device is here. The meta device
+    refuses it the same way (a CPU tensor beside a meta one: "not on the expected device"; a 0-dim
+    one passes, as on CUDA), so the path runs here on a meta batch: flips on uint8, the float
+    conversion and each degradation of the training configs, every drawn kernel, mask and
+    parameter included. Shims: meta has no random generator (draws use the device's default) and
+    no autocast, and the per-batch resize factors come from a fixed host stream."""
+    from torchvision.transforms.v2.functional import to_dtype
+
+    from sr_gan.data.augment import paired_augment
+
+    degradation = from_config(name)
+    if name == "realesrgan":
+        monkeypatch.setattr(realesrgan_module, "resolve_generator", lambda generator, device: None)
+        monkeypatch.setattr(realesrgan_module, "host_rng", lambda generator: random.Random(0))
+        autocast = torch.autocast
+        monkeypatch.setattr(
+            torch,
+            "autocast",
+            lambda device_type, **kw: nullcontext() if device_type == "meta" else autocast(device_type, **kw),
+        )
+    meta = torch.device("meta")
+    hr = torch.empty(4, 3, 64, 64, dtype=torch.uint8, device=meta)
+    flips = torch.empty(4, 3, dtype=torch.bool, device=meta)
+    hr, _ = paired_augment(hr, None, flips)
+    hr = to_dtype(hr, torch.float32, scale=True)
+    lr, target, params = degradation(hr, return_params=True)
+    assert lr.shape == (4, 3, 16, 16) and target.shape == (4, 3, 64, 64)
+    assert {t.device for t in (lr, target, *params.values())} == {meta}
