@@ -643,6 +643,12 @@ def child_steps(mode: Mode, steps: str, listing: Path) -> None:
     """`--child-steps`: measure `stage:config` pairs, rewriting `listing` (a JSON list) after each."""
     check = Check(mode, out=listing.parent, work=listing.parent, budget_s=mode.budget_s)
     results: list[dict[str, Any]] = []
+
+    def write(began: float) -> None:  # after each part: a kill by the parent's time limit keeps what is done
+        results[-1]["seconds"] = round(time.perf_counter() - began, 2)
+        with atomic_path(listing) as partial:
+            partial.write_text(json.dumps(results))
+
     for pair in steps.split(","):
         stage, config = pair.split(":")
         print(f"[gpu_check child] step {stage} {config}", flush=True)
@@ -655,14 +661,13 @@ def child_steps(mode: Mode, steps: str, listing: Path) -> None:
         else:  # what bounds the step under CUDA graphs; a failure here keeps the rung's figures
             profiled = stage in PROFILED and config == "bf16+cl+graphs"
             for part, run in (("profile", check.profile), ("host_syncs", check.host_syncs)) if profiled else ():
+                write(began)  # the rung's figures first: each part recompiles (tens of seconds)
                 try:
                     results[-1][part] = run(stage, config)
                 except Exception as err:
                     traceback.print_exc()
                     results[-1][f"{part}_error"] = one_line(err)
-        results[-1]["seconds"] = round(time.perf_counter() - began, 2)
-        with atomic_path(listing) as partial:
-            partial.write_text(json.dumps(results))
+        write(began)
 
 
 def main(argv: list[str] | None = None) -> None:

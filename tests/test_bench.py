@@ -326,6 +326,31 @@ def test_a_compiled_rung_whose_profile_fails_keeps_its_figures(tmp_path: Path, m
     assert "profiles" not in check.summary["steps"][0] and "profile_error" not in check.summary["steps"][0]
 
 
+def test_a_compiled_rung_killed_while_profiled_keeps_its_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent kills the compile child at its time limit, maybe while a CUDA-graphs rung is being
+    profiled (a recompilation): the rung's measured figures are in the child's listing already."""
+    from benchmarks import gpu_check
+
+    class Killed(BaseException):  # stands in for SIGKILL: nothing after it runs
+        pass
+
+    def measure(self: gpu_check.Check, stage: str, config: str) -> dict:
+        return {"stage": stage, "config": config, "ours_it_s": 5.0, "plain_it_s": 6.0}
+
+    def profile(self: gpu_check.Check, stage: str, config: str = "bf16") -> dict:
+        raise Killed
+
+    monkeypatch.setattr(gpu_check.Check, "measure", measure)
+    monkeypatch.setattr(gpu_check.Check, "profile", profile)
+    listing = tmp_path / "compiled_steps.json"
+    with pytest.raises(Killed):
+        gpu_check.child_steps(gpu_check.GPU, "psnr_rrdb:bf16+cl+graphs,esrgan:bf16+cl+graphs", listing)
+    [rung] = json.loads(listing.read_text())
+    assert (rung["stage"], rung["ours_it_s"], rung["plain_it_s"]) == ("psnr_rrdb", 5.0, 6.0) and "seconds" in rung
+
+
 def test_the_gpu_profile_counts_kernels_not_the_gpu_spans_of_annotations() -> None:
     """On a GPU, key_averages also holds the device-side spans of record_function ranges (the
     H200's top "kernel" was Optimizer.step#Adam.step, 13 %): they cover kernels already counted,
