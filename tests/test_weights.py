@@ -390,3 +390,22 @@ def test_a_url_naming_no_file_is_refused_before_any_request(tmp_path: Path, monk
             with pytest.raises(UserError, match=rf"^ckpt={folder.replace('?', '[?]')}: the URL names no file \(it"):
                 cached_download(folder, key="ckpt")
     assert requested == [] and not (tmp_path / "torch").exists()
+
+
+def test_a_server_that_refuses_the_connection_is_one_line_and_caches_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No server at the URL (a port nothing listens on): urllib's URLError, an OSError, is the one
+    line naming the key and the URL; nothing is left in the cache."""
+    import socket
+
+    from sr_gan.weights import cached_download
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/g.pth"
+    with pytest.raises(UserError, match=rf"^model\.init_from={url}: cannot download it \(.*refused.*\): check the URL"):
+        cached_download(url, key="model.init_from")
+    assert list((tmp_path / "torch" / "hub" / "checkpoints").iterdir()) == []
