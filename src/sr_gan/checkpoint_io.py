@@ -62,29 +62,24 @@ def downloaded_once(url: str, *, folder: str | Path) -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     name = f".sr_gan-download-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
     local, lock_path = folder / f"{name}.ckpt", folder / f"{name}.lock"
-    with open(lock_path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, once the copy is whole
-        except OSError:
-            locked = False
-        else:
-            locked = True
-            if not local.is_file():
-                try:
-                    fetch(url, local, key="ckpt_path")
-                except BaseException:
-                    lock_path.unlink(missing_ok=True)
-                    raise
-    if not locked:
-        log.info("no file lock in %s: this process downloads its own copy of %s", folder, url)
-        lock_path.unlink(missing_ok=True)
-        with downloaded(url, folder=folder) as own:
-            yield own
-        return
     try:
-        with _naming(url, local):
-            yield local
-    finally:
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, once the copy is whole
+            except OSError:
+                locked = False
+            else:
+                locked = True
+                if not local.is_file():
+                    fetch(url, local, key="ckpt_path")
+        if locked:
+            with _naming(url, local):
+                yield local
+        else:
+            log.info("no file lock in %s: this process downloads its own copy of %s", folder, url)
+            with downloaded(url, folder=folder) as own:
+                yield own
+    finally:  # also after a failed download: nothing is left in the run folder
         local.unlink(missing_ok=True)
         lock_path.unlink(missing_ok=True)
 
