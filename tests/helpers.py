@@ -51,19 +51,24 @@ def run_module(
     (unless `env` says otherwise), `env` merged over os.environ; output captured as text.
     `own_session`: in a process group of its own (a signal to its group reaches no one else), with
     Ctrl-C's default handling."""
-    extra = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    merged = {**os.environ, **extra}
-    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), merged.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=merged,
+        env=child_env({"WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}),
         capture_output=True,
         text=True,
         timeout=timeout,
         start_new_session=own_session,
         preexec_fn=_ctrl_c_as_in_a_terminal if own_session else None,
     )
+
+
+def child_env(extra: dict[str, str] | None = None, *, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment of a child Python process running this checkout: os.environ without `drop`,
+    `extra` merged over it, src first on PYTHONPATH."""
+    merged = {k: v for k, v in os.environ.items() if k not in drop} | (extra or {})
+    merged["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), merged.get("PYTHONPATH")]))
+    return merged
 
 
 def _ctrl_c_as_in_a_terminal() -> None:

@@ -29,7 +29,7 @@ from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, downloaded_once, 
 from sr_gan.errors import UserError
 from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, run_module, serve_folder, wandb_records
+from tests.helpers import SRC, child_env, run_module, serve_folder, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -271,12 +271,11 @@ def test_ranks_started_side_by_side_download_a_url_once(tmp_path: Path) -> None:
     (folder / "a.ckpt").write_bytes(b"checkpoint a")
     run, barrier = tmp_path / "run", tmp_path / "barrier"
     barrier.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     with serve_folder(folder) as (url, requested):
         ranks = [
             subprocess.Popen(
                 [sys.executable, "-c", RANK, f"{url}/a.ckpt", str(run), str(barrier)],
-                env=env,
+                env=child_env(),
                 stdout=subprocess.PIPE,
                 text=True,
             )

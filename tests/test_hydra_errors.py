@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sr_gan.cli import describe
-from tests.helpers import CONF_DIR, SRC
+from tests.helpers import CONF_DIR, child_env
 
 
 @pytest.mark.parametrize(
@@ -114,8 +113,7 @@ def _tool(
         (tmp_path / "conf").symlink_to(CONF_DIR)
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config=config))
-    environ = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), environ.get("PYTHONPATH")]))
+    environ = child_env(env, drop=("HYDRA_FULL_ERROR",))
     command = [sys.executable, str(tmp_path / "a" / "b" / "tool.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"]
     if stdout_lines is None:
         return subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120)
