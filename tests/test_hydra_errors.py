@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
-from sr_gan.cli import describe
+from sr_gan.cli import describe, unresolvable
 from tests.helpers import CONF_DIR, child_env
 
 
@@ -132,6 +134,19 @@ def test_a_typo_is_refused_in_one_line_before_the_tool_runs(tmp_path: Path) -> N
     assert proc.stderr == "error: ckptt is not a key of the config: did you mean ckpt?\n"
 
 
+def test_an_interpolation_that_cannot_be_resolved_is_refused_before_the_tool_runs(tmp_path: Path) -> None:
+    """It composes (Hydra does not resolve), and used to fail wherever the tool first read the key."""
+    proc = _tool(tmp_path, "ckpt=${qqq}/best.ckpt")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "error: ckpt=${qqq}/best.ckpt cannot be resolved: the config has no key qqq; "
+        "python -m sr_gan.evaluate --cfg job lists the keys\n"
+    )
+    (tmp_path / "full").mkdir()
+    proc = _tool(tmp_path / "full", "ckpt=${qqq}/best.ckpt", env={"HYDRA_FULL_ERROR": "1"})
+    assert "task sees" in proc.stdout  # the user's HYDRA_FULL_ERROR: the tool runs into OmegaConf's error itself
+
+
 def test_an_unparsable_override_is_refused_in_one_line_too(tmp_path: Path) -> None:
     """Hydra raises a parse error as an OverrideParseException, not a ConfigCompositionException."""
     proc = _tool(tmp_path, "ckpt=[1")
@@ -191,3 +206,62 @@ def test_help_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
     """`python -m sr_gan.<tool> --help | head -3`: the reader closes the pipe; no traceback."""
     proc = _tool(tmp_path, "--help", stdout_lines=0)  # closed before the tool writes (its start takes ~1 s)
     assert proc.returncode == 1 and proc.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("values", "line"),
+    [
+        (
+            {"a": {"x": "${nope}"}},
+            "a.x=${nope} cannot be resolved: the config has no key nope; python -m sr_gan.t --cfg",
+        ),
+        (  # the closest key, never the key itself (a cycle)
+            {"loss": {"pixel_weight": "${loss.pixel_weigth}", "perceptual_weight": 1}},
+            "loss.pixel_weight=${loss.pixel_weigth} cannot be resolved: the config has no key loss.pixel_weigth; "
+            "did you mean ${loss.perceptual_weight}?",
+        ),
+        (  # the one the others lead to, wherever it is
+            {"module": {"w": "${loss.w}", "v": "x_${loss.w}"}, "loss": {"w": "${nope}"}},
+            "loss.w=${nope} cannot be resolved: the config has no key nope",
+        ),
+        ({"a": [1, "${b}"]}, "a[1]=${b} cannot be resolved: the config has no key b"),
+        (
+            {"a": "${oc.evn:HOME}"},
+            "a=${oc.evn:HOME} cannot be resolved: no resolver is named oc.evn; did you mean oc.env?",
+        ),
+        ({"a": "${zzzz:1}"}, "a=${zzzz:1} cannot be resolved: no resolver is named zzzz; text that starts like one is"),
+        (
+            {"a": "${oc.env:SR_GAN_TEST_UNSET}"},
+            "a=${oc.env:SR_GAN_TEST_UNSET} cannot be resolved: Environment variable 'SR_GAN_TEST_UNSET' not found; "
+            "set it, or give a default: ${oc.env:NAME,default}",
+        ),
+    ],
+)
+def test_an_interpolation_that_cannot_be_resolved_is_one_line_naming_key_value_and_fix(values, line) -> None:
+    message = unresolvable(OmegaConf.create(values), tool="t")
+    assert message is not None and message.startswith(line) and "\n" not in message
+
+
+def test_resolvable_interpolations_and_missing_values_are_left_alone() -> None:
+    """A ``???`` value, and an interpolation of one, are the tools' to name (their missing-key checks)."""
+    cfg = OmegaConf.create({"a": {"b": 1, "c": "${a.b}", "d": "???", "e": "${a.d}", "f": ["${a.b}"]}, "g": "${a}"})
+    assert unresolvable(cfg, tool="t") is None
+
+
+@pytest.mark.parametrize(
+    ("tool", "overrides"),
+    [(tool, []) for tool in ("train", "evaluate", "upscale", "export", "interpolate", "compare", "degrade")]
+    + [("train", [f"experiment={p.stem}"]) for p in sorted((CONF_DIR / "experiment").glob("*.yaml"))]
+    + [("train", ["logger=wandb"]), ("train", ["trainer=ddp"])],
+)
+def test_every_shipped_config_resolves(tool: str, overrides: list[str], tmp_path: Path) -> None:
+    """What the tools check before they run: no interpolation of the shipped configs is broken."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(tool, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    assert unresolvable(cfg, tool=tool) is None

@@ -7,6 +7,11 @@ as every other input error. Hydra only raises these instead of printing them whe
 ``HYDRA_FULL_ERROR=1``: the variable is set while Hydra composes the config and removed before the
 tool's own code runs, whose failures Hydra keeps reporting as before. A user's own
 ``HYDRA_FULL_ERROR=1`` (for the whole stack trace) is left alone.
+
+An interpolation that cannot be resolved (``loss.pixel_weight='${nope}'``, a resolver or an
+environment variable that does not exist) composes fine and failed later, wherever a tool first read
+the key, with OmegaConf's stack trace: `unresolvable` finds it before the tool's code runs, and it is
+refused the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,8 +29,17 @@ from typing import Any, TypeVar
 import hydra
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.basecontainer import BaseContainer
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationKeyError,
+    InterpolationResolutionError,
+    InterpolationToMissingValueError,
+    OmegaConfBaseException,
+    UnsupportedInterpolationType,
+)
 
 from sr_gan.errors import one_line
 
@@ -47,6 +61,9 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
             if ours:
                 os.environ.pop(FULL_ERROR, None)
                 ours = False
+            if FULL_ERROR not in os.environ and (line := unresolvable(cfg, tool=config_name)) is not None:
+                print(f"error: {line}", file=sys.stderr)
+                raise SystemExit(2)
             return task(cfg)
 
         hydra_main = hydra.main(version_base="1.3", config_path="../../conf", config_name=config_name)(in_task)
@@ -131,3 +148,53 @@ def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str)
     else:
         fix = f"python -m sr_gan.{tool} --help lists the keys"
     return f"{full_key} is not a key of the config: {fix}"
+
+
+def unresolvable(cfg: DictConfig, *, tool: str) -> str | None:
+    """One line for an interpolation of `cfg` that cannot be resolved (None: all can): the key, its
+    value and the fix. Of several, the one the others lead to (``a: ${b}``, ``b: ${nope}`` names
+    ``b``). An interpolation of a ``???`` value is left to the tools, which name the missing key."""
+    failures = dict(_unresolved(cfg, prefix=""))
+    if not failures:
+        return None
+    cause = [key for key, (raw, _) in failures.items() if not any(f"${{{other}}}" in raw for other in failures)]
+    key = (cause or list(failures))[0]
+    raw, err = failures[key]
+    head = f"{key}={raw} cannot be resolved"
+    if isinstance(err, InterpolationKeyError) and (named := re.search(r"key '([^']+)'", str(err))):
+        others = [name for name in _full_keys(cfg, prefix="") if name != key]  # not itself: a cycle
+        guess = difflib.get_close_matches(named.group(1), others, n=1)
+        fix = f"did you mean ${{{guess[0]}}}?" if guess else f"python -m sr_gan.{tool} --cfg job lists the keys"
+        return f"{head}: the config has no key {named.group(1)}; {fix}"
+    if isinstance(err, UnsupportedInterpolationType) and (named := re.search(r"type (\S+)", str(err))):
+        guess = difflib.get_close_matches(named.group(1), getattr(BaseContainer, "_resolvers", {}), n=1)
+        fix = f"did you mean {guess[0]}?" if guess else "text that starts like one is written \\${...}"
+        return f"{head}: no resolver is named {named.group(1)}; {fix}"
+    reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(err).splitlines()[0]).strip('"')
+    fix = "; set it, or give a default: ${oc.env:NAME,default}" if "oc.env:" in raw else ""
+    return f"{head}: {reason}{fix}"
+
+
+def _unresolved(node: DictConfig | ListConfig, *, prefix: str) -> Iterator[tuple[str, tuple[str, Exception]]]:
+    """``(full key, (raw value, error))`` of every interpolation below `node` that fails to resolve."""
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+        name = f"{prefix}[{key}]" if isinstance(node, ListConfig) else f"{prefix}.{key}".lstrip(".")
+        child = node._get_node(key)
+        if OmegaConf.is_interpolation(node, key):
+            try:
+                node[key]
+            except InterpolationToMissingValueError:
+                continue
+            except InterpolationResolutionError as err:
+                yield name, (str(child._value()), err)
+        elif isinstance(child, DictConfig | ListConfig):
+            yield from _unresolved(child, prefix=name)
+
+
+def _full_keys(node: DictConfig, *, prefix: str) -> Iterator[str]:
+    """Every key of `node`, dotted from its top (lists' items are not named)."""
+    for key in node.keys():
+        name = f"{prefix}.{key}".lstrip(".")
+        yield name
+        if not OmegaConf.is_interpolation(node, key) and isinstance(child := node._get_node(key), DictConfig):
+            yield from _full_keys(child, prefix=name)
