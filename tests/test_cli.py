@@ -183,6 +183,27 @@ def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     assert float(tested[-1]["test/psnr_bicubic"]) == pytest.approx(_bicubic_psnr(val_dir, images=3), abs=1e-4)
 
 
+def test_ddp_with_more_ranks_than_validation_images_counts_each_image_once(tmp_path: Path) -> None:
+    """1 validation image on 2 ranks (DIV2K's 10 on 16 GPUs): rank 1 validates a stand-in weighted 0.
+    Lightning refused the run before (a rank's validation loader of zero length)."""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    proc = _run(tmp_path, *_tiny(*ddp, "data.val_max_images=1", "trainer.max_steps=2", "logger=csv"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    with open(run / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    first = ValImageDataset(hr_dir=Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos" / "val", scale=4).pairs[0].hr
+    (single := tmp_path / "first").mkdir()
+    (single / first.name).write_bytes(first.read_bytes())
+    expected = _bicubic_psnr(single, images=1)
+    assert [float(r["val/psnr_bicubic"]) for r in rows if r.get("val/psnr_bicubic")] == pytest.approx(
+        [expected], abs=1e-4
+    )
+    assert float(next(r for r in rows if r.get("test/psnr_bicubic"))["test/psnr_bicubic"]) == pytest.approx(
+        expected, abs=1e-4
+    )
+
+
 def _weights_after(tmp_path: Path, *overrides: str) -> dict[str, torch.Tensor]:
     """The state dict of ``last.ckpt`` after 4 batches of a GAN stage with a BatchNorm-free D."""
     gan = ["loss=srgan", "discriminator=unet", "discriminator.num_features=8", "trainer.precision=32-true"]

@@ -247,6 +247,24 @@ def test_a_ranks_loaders_take_its_global_share_and_resume_where_all_ranks_stoppe
     assert list(itertools.islice(resumed.train_dataloader().sampler, 3)) == single[43:52:4]
 
 
+def test_a_rank_without_a_validation_image_of_its_own_validates_a_stand_in_weighted_zero(
+    folders: dict[str, Path],
+) -> None:
+    """2 images on 4 ranks: rank 3 has none. Lightning refuses a rank without validation batches (and
+    it would skip the metrics' reduction the other ranks wait for): it validates image 0, weighted 0."""
+    for i in range(2):
+        save(smooth_image(20, 20, i), folders["val"].parent / "val2" / f"v{i}.png")
+    dm = make_datamodule({**folders, "val": folders["val"].parent / "val2"})
+    dm.trainer = _RankOf4(completed=0)
+    dm.setup("fit")
+    (batch,) = [transfer(dm, b) for b in dm.val_dataloader()]
+    assert batch["name"] == ["v0"] and batch["index"].tolist() == [0]
+    assert batch["weight"].dtype == torch.float32 and batch["weight"].tolist() == [0.0]
+    dm.trainer.global_rank = 1  # a rank with an image of its own: unweighted, as in one process
+    (batch,) = [transfer(dm, b) for b in dm.val_dataloader()]
+    assert batch["name"] == ["v1"] and "weight" not in batch
+
+
 # --- on-device augmentation ---------------------------------------------------------------------
 
 

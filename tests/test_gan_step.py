@@ -594,6 +594,26 @@ def test_validation_and_test_score_the_inference_generator(ema: bool, tmp_path: 
         assert logged[f"{stage}/ssim_bicubic"] == pytest.approx(bicubic_ssim, rel=1e-5)
 
 
+def test_a_stand_in_image_weighted_zero_counts_in_no_metric(tmp_path: Path) -> None:
+    """A rank without a validation image of its own validates a stand-in with ``weight`` 0
+    (`sr_gan.data.datamodule.StandIn`): the means are those of the other images. The stand-in here is
+    scored exactly (SR = HR: an infinite PSNR, which times 0 would be NaN)."""
+    module, _, _ = make_module(generator=nearest_generator())
+    images = smooth_images(2, seed=5)
+    lr = smooth_images(1, seed=6)["lr"]
+    with torch.no_grad():
+        exact = {"lr": lr[0], "hr": module.generator(lr)[0], "weight": torch.tensor(0.0)}
+    trainer = make_trainer(tmp_path, limit_val_batches=1.0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        (val,) = trainer.validate(
+            module, dataloaders=DataLoader([*as_items(images), exact], batch_size=1), verbose=False
+        )
+    assert val["val/psnr"] == pytest.approx(_mean_metric(psnr, module.generator, images), rel=1e-5)
+    assert val["val/ssim"] == pytest.approx(_mean_metric(ssim, module.generator, images), rel=1e-5)
+    assert val["val/psnr_bicubic"] == pytest.approx(_mean_metric(psnr, lambda x: imresize(x, SCALE), images), rel=1e-5)
+
+
 def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path) -> None:
     """The stage check on resume reads the checkpoint's weights, not the config sr_gan.train records
     (a module built in Python has none): a GAN checkpoint resumes as a GAN, not as a PSNR stage."""

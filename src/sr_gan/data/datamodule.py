@@ -52,6 +52,22 @@ class WorkerStart:
             pl_worker_init_function(worker_id, rank=self.rank)
 
 
+class StandIn(Dataset):
+    """What a rank validates when no image is its own (more ranks than images): the first image,
+    weighted 0 in the metrics (``"weight"``). Lightning refuses a rank without validation batches,
+    and such a rank would skip the metrics' reduction that the others wait for; with it every image
+    still counts once."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.dataset[index], "weight": torch.tensor(0.0)}
+
+
 class SRDataModule(L.LightningDataModule):
     """Training patches and whole validation images from HR (and optional LR) folders.
 
@@ -181,6 +197,8 @@ class SRDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         rank, world_size = self._shard()
         shard = ShardSampler(len(self.val_set), rank=rank, world_size=world_size)
+        if len(shard) == 0 and len(self.val_set) > 0:  # more ranks than images
+            return self._loader(StandIn(self.val_set), [0], batch_size=1)
         return self._loader(self.val_set, shard, batch_size=1)
 
     def test_dataloader(self) -> DataLoader:

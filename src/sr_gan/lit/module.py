@@ -487,12 +487,16 @@ class SRGANModule(L.LightningModule):
         sr = self.inference_generator(lr.contiguous(memory_format=self.memory_format))
         bicubic = imresize(lr, self.scale)
         crop = self.scale
+        scores = {"psnr": psnr(sr, hr, crop_border=crop), "ssim": ssim(sr, hr, crop_border=crop)}
+        scores |= {
+            "psnr_bicubic": psnr(bicubic, hr, crop_border=crop),
+            "ssim_bicubic": ssim(bicubic, hr, crop_border=crop),
+        }
+        # (B,); 0 for the stand-in image of a rank that has none of its own (`sr_gan.data.datamodule.StandIn`)
+        weight = batch.get("weight", torch.ones(sr.shape[0], device=sr.device))
         metrics = self.metrics[stage]
-        metrics["psnr"].update(psnr(sr, hr, crop_border=crop))
-        metrics["ssim"].update(ssim(sr, hr, crop_border=crop))
-        metrics["psnr_bicubic"].update(psnr(bicubic, hr, crop_border=crop))
-        metrics["ssim_bicubic"].update(ssim(bicubic, hr, crop_border=crop))
         for name, metric in metrics.items():
+            metric.update(scores[name].where(weight > 0, 0.0), weight=weight)  # (an infinite PSNR x 0: NaN)
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=1)
         if batch_idx < self.num_samples and self.trainer.is_global_zero:
             self._save_samples(stage, batch, bicubic, sr)
