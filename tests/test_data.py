@@ -206,9 +206,10 @@ def test_shard_sampler_splits_without_padding() -> None:
 
 class _RankOf4:
     """What the datamodule reads of a Trainer: rank 3 of 4 (local rank 1: the second node's second
-    process), `completed` training batches done."""
+    process), `completed` training batches done, a module accumulating 1 batch an iteration."""
 
-    global_rank, local_rank, world_size = 3, 1, 4
+    global_rank, local_rank, world_size, is_global_zero = 3, 1, 4, False
+    lightning_module = SimpleNamespace(accumulate_batches=1)
 
     def __init__(self, completed: int) -> None:
         self.fit_loop = SimpleNamespace(
@@ -239,12 +240,48 @@ def test_a_ranks_loaders_take_its_global_share_and_resume_where_all_ranks_stoppe
     assert list(itertools.islice(dm.train_dataloader().sampler, 4)) == single[3:16:4]
     dm.trainer.completed = 5
     state = dm.state_dict()
-    assert state == {"seed": 5, "stream_position": 5 * 2 * 4}
+    assert state == {"seed": 5, "stream_position": 5 * 2 * 4, "global_batch": [4, 2, 1]}
     resumed = make_datamodule(folders, batch_size=2)
     resumed.load_state_dict(state)
     resumed.trainer = _RankOf4(completed=5)
     resumed.setup("fit")
     assert list(itertools.islice(resumed.train_dataloader().sampler, 3)) == single[43:52:4]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "accumulate", "line"),
+    [
+        (2, 1, None),
+        (1, 2, None),  # the same global batch, made another way
+        (
+            1,
+            1,
+            "resuming with a global batch of 4 (4 process(es) x data.batch_size=1 x optim.accumulate_batches=1) "
+            "where the checkpoint's run had 8 (4 x 2 x 1): learning rates and milestones count iterations, which "
+            "now see fewer images; keep 8 with data.batch_size or optim.accumulate_batches",
+        ),
+    ],
+)
+def test_resuming_with_another_global_batch_is_said_once(
+    folders: dict[str, Path], batch_size: int, accumulate: int, line: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run resumed on fewer GPUs, or with another data.batch_size: its iterations see another number
+    of images than the schedule was set for. Said by rank 0 (here rank 3: silent), not refused."""
+    dm = make_datamodule(folders, batch_size=2)
+    dm.trainer = _RankOf4(completed=5)
+    dm.setup("fit")
+    state = dm.state_dict()
+    for rank_zero in (False, True):
+        resumed = make_datamodule(folders, batch_size=batch_size)
+        resumed.trainer = _RankOf4(completed=5)
+        resumed.trainer.is_global_zero = rank_zero
+        resumed.trainer.lightning_module = SimpleNamespace(accumulate_batches=accumulate)
+        with caplog.at_level("WARNING", logger="sr_gan.data.datamodule"):
+            caplog.clear()
+            resumed.load_state_dict(state)
+        said = [r.getMessage() for r in caplog.records]
+        assert said == ([line] if line and rank_zero else [])
+        assert resumed.stream_start == 5 * 2 * 4
 
 
 def test_a_rank_without_a_validation_image_of_its_own_validates_a_stand_in_weighted_zero(

@@ -13,6 +13,8 @@ validation set over DDP ranks itself, without padding (the trainer sets
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import secrets
 import signal
@@ -34,6 +36,8 @@ from sr_gan.data.datasets import TrainPatchDataset, ValImageDataset
 from sr_gan.data.sampler import PatchStream, ShardSampler, mix_seed
 from sr_gan.imageio import MAX_IMAGE_PIXELS
 from sr_gan.ops import BicubicDegradation
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,15 +210,35 @@ class SRDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """The stream's seed and position: patches consumed by every rank up to now."""
-        state = {"seed": self.seed, "stream_position": self.stream_start}
+        """The stream's seed and position: patches consumed by every rank up to now; and the global batch."""
+        state: dict[str, Any] = {"seed": self.seed, "stream_position": self.stream_start}
         if self.trainer is not None and self.train_set is not None:
             batches = self._batches_done() - self._batches_at_start
             state["stream_position"] += batches * self.batch_size * self.trainer.world_size
+            state["global_batch"] = self._global_batch()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed, self.stream_start = state_dict["seed"], state_dict["stream_position"]
+        trained, now = state_dict.get("global_batch"), self._global_batch() if self.trainer is not None else None
+        if trained and now and math.prod(trained) != math.prod(now) and self.trainer.is_global_zero:
+            log.warning(
+                "resuming with a global batch of %d (%d process(es) x data.batch_size=%d x "
+                "optim.accumulate_batches=%d) where the checkpoint's run had %d (%d x %d x %d): learning rates and "
+                "milestones count iterations, which now see %s images; keep %d with data.batch_size or "
+                "optim.accumulate_batches",
+                math.prod(now),
+                *now,
+                math.prod(trained),
+                *trained,
+                "fewer" if math.prod(now) < math.prod(trained) else "more",
+                math.prod(trained),
+            )
+
+    def _global_batch(self) -> list[int]:
+        """[processes, data.batch_size, optim.accumulate_batches]: an iteration sees their product."""
+        accumulate = getattr(self.trainer.lightning_module, "accumulate_batches", 1)
+        return [self.trainer.world_size, self.batch_size, accumulate]
 
     # ------------------------------------------------------------------ on the device
     def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
