@@ -21,6 +21,7 @@ from sr_gan.callbacks import BudgetProgressBar, PreemptionCheckpoint
 from sr_gan.data import read_image
 from sr_gan.errors import UserError
 from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
+from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.metrics import psnr
 from sr_gan.ops import imresize
 from sr_gan.train import build_module, build_trainer, train
@@ -258,6 +259,24 @@ def test_the_progress_bar_counts_the_batches_the_budget_trains(make_cfg) -> None
     trainer = build_trainer(cfg)
     (bar,) = [c for c in trainer.callbacks if isinstance(c, BudgetProgressBar)]
     assert (bar.total_train_batches, trainer.val_check_interval) == (3 * 2, 2 * 2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "player_ddp"),
+    [
+        ([], False),
+        (["trainer.devices=2"], True),  # without trainer=ddp: Lightning's one DDP around the module failed
+        (["trainer.num_nodes=2"], True),
+        (["trainer.devices='2'"], True),  # as Lightning reads a count given as text
+        (["trainer.devices=2", "trainer.strategy=ddp_spawn"], False),  # a strategy of the user's own is kept
+    ],
+)
+def test_more_than_one_process_trains_with_a_ddp_wrapper_per_player(make_cfg, overrides, player_ddp) -> None:
+    cfg = make_cfg("loss=ragan", *overrides)
+    strategy = build_trainer(cfg).strategy
+    assert isinstance(strategy, PlayerDDPStrategy) == player_ddp
+    if player_ddp:
+        assert strategy._ddp_kwargs == {"find_unused_parameters": False, "broadcast_buffers": False}
 
 
 # ---------------------------------------------------------------------------- EMA, init_from

@@ -37,6 +37,7 @@ from sr_gan.config import (
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
+from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
@@ -219,6 +220,12 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if cfg.trainer.enable_progress_bar:
         callbacks.append(BudgetProgressBar(batches))
     loggers = [instantiate(lg) for lg in (cfg.logger or {}).values() if lg is not None]
+    options: dict[str, Any] = {}
+    processes = local_processes(cfg.trainer) * cfg.trainer.get("num_nodes", 1)
+    if cfg.trainer.get("strategy", "auto") == "auto" and processes > 1:
+        # Lightning's choice, one DDP around the module, cannot train a GAN stage (unused parameters)
+        log.info("%d processes: DDP with one wrapper per trained network, as trainer=ddp", processes)
+        options["strategy"] = PlayerDDPStrategy()
     return instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -226,6 +233,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         max_steps=-1,
         max_epochs=-1,
         val_check_interval=cfg.trainer.val_check_interval * cfg.optim.accumulate_batches,
+        **options,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Generator
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 from lightning.pytorch.overrides.distributed import _sync_module_states  # what DDPStrategy itself uses
 from lightning.pytorch.strategies import DDPStrategy
@@ -31,7 +32,14 @@ _DDP_OPTIONS = inspect.signature(DistributedDataParallel).parameters
 
 class PlayerDDPStrategy(DDPStrategy):
     """Lightning's DDP with one ``DistributedDataParallel`` per trained network of an `SRGANModule`
-    (module docstring); every other DDP option (buckets, backend, timeout) is Lightning's."""
+    (module docstring); every other DDP option (buckets, backend, timeout) is Lightning's.
+
+    Defaults (``trainer=ddp`` states them too): no ``find_unused_parameters`` (each backward uses every
+    parameter of its wrapper) and no ``broadcast_buffers`` (BatchNorm's buffers broadcast in D's
+    forward passes broke the relativistic D step in place; every rank starts from rank 0's)."""
+
+    def __init__(self, *, find_unused_parameters: bool = False, broadcast_buffers: bool = False, **kwargs: Any) -> None:
+        super().__init__(find_unused_parameters=find_unused_parameters, broadcast_buffers=broadcast_buffers, **kwargs)
 
     def configure_ddp(self) -> None:
         module = self.lightning_module
