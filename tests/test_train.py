@@ -268,7 +268,8 @@ def test_the_progress_bar_counts_the_batches_the_budget_trains(make_cfg) -> None
         (["trainer.devices=2"], True),  # without trainer=ddp: Lightning's one DDP around the module failed
         (["trainer.num_nodes=2"], True),
         (["trainer.devices='2'"], True),  # as Lightning reads a count given as text
-        (["trainer.devices=2", "trainer.strategy=ddp_spawn"], False),  # a strategy of the user's own is kept
+        (["trainer.strategy=ddp"], True),  # Lightning's name for its DDP: ours is that DDP, per player
+        (["trainer.devices=2", "trainer.strategy=ddp_spawn"], False),  # another strategy of the user's own is kept
     ],
 )
 def test_more_than_one_process_trains_with_a_ddp_wrapper_per_player(make_cfg, overrides, player_ddp) -> None:

@@ -222,9 +222,10 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     loggers = [instantiate(lg) for lg in (cfg.logger or {}).values() if lg is not None]
     options: dict[str, Any] = {}
     processes = local_processes(cfg.trainer) * cfg.trainer.get("num_nodes", 1)
-    if cfg.trainer.get("strategy", "auto") == "auto" and processes > 1:
-        # Lightning's choice, one DDP around the module, cannot train a GAN stage (unused parameters)
-        log.info("%d processes: DDP with one wrapper per trained network, as trainer=ddp", processes)
+    strategy = cfg.trainer.get("strategy", "auto")
+    if strategy == "ddp" or (strategy == "auto" and processes > 1):
+        # Lightning's DDP, one wrapper around the module, cannot train a GAN stage (unused parameters)
+        log.info("%d process(es): DDP with one wrapper per trained network, as trainer=ddp", processes)
         options["strategy"] = PlayerDDPStrategy()
     return instantiate(
         cfg.trainer,
