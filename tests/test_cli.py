@@ -212,6 +212,19 @@ def test_two_devices_train_a_gan_and_count_each_validation_image_once(tmp_path: 
     )
 
 
+def test_a_sweep_on_two_ranks_runs_each_job_once_on_both(tmp_path: Path) -> None:
+    """-m with trainer=ddp, 2 CPU ranks: each job starts its rank 1 as that job. Lightning's rank 1
+    re-ran the command line, the whole sweep: it went on to the next jobs by itself, into a second
+    sweep folder, and the later jobs started no rank of their own (sr_gan.ranks)."""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    proc = _run(tmp_path, "-m", "loss=l1,mse", *_tiny(*ddp, "trainer.max_steps=2", "test=false"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "run.json").read_text())["status"] == "done"
+        assert (sweep / job / "train_ddp_process_1.log").read_text().count("generator: RRDBNet") == 1  # its job only
+
+
 def _weights_after(tmp_path: Path, *overrides: str) -> dict[str, torch.Tensor]:
     """The state dict of ``last.ckpt`` after 4 batches of a GAN stage with a BatchNorm-free D."""
     gan = ["loss=srgan", "discriminator=unet", "discriminator.num_features=8", "trainer.precision=32-true"]

@@ -39,6 +39,7 @@ from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
+from sr_gan.ranks import ranks_of_this_job, start_ranks_per_sweep_job
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import cached_download, fit_problems, is_url, load_generator_state
@@ -227,7 +228,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         # Lightning's DDP, one wrapper around the module, cannot train a GAN stage (unused parameters)
         log.info("%d process(es): DDP with one wrapper per trained network, as trainer=ddp", processes)
         options["strategy"] = PlayerDDPStrategy()
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
@@ -236,6 +237,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         val_check_interval=cfg.trainer.val_check_interval * cfg.optim.accumulate_batches,
         **options,
     )
+    start_ranks_per_sweep_job(trainer)
+    return trainer
 
 
 def _what_ran(module: SRGANModule, resolved: dict[str, Any]) -> list[str]:
@@ -272,7 +275,8 @@ def _finish_wandb() -> None:
 def main(cfg: DictConfig) -> float | None:
     quiet_third_party_noise()  # process-wide logging and warning settings: the command line's only
     try:
-        return exit_on_user_error(train)(cfg)
+        with ranks_of_this_job():  # a sweep's next job starts DDP ranks of its own
+            return exit_on_user_error(train)(cfg)
     except SystemExit:
         _remove_if_unused(Path(cfg.paths.output_dir))
         raise
