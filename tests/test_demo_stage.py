@@ -107,3 +107,28 @@ def test_a_stage_cut_short_goes_on_from_its_last_checkpoint(make_cfg, tmp_path: 
     cut = RunRecord(folder=stage, status="preempted")
     lines = summary(cut, best_psnr=None, last={}, resume=RESUME_HINT)
     assert "resume: the same GAN command again" in "\n".join(lines)
+
+
+def test_a_ddp_rank_other_than_0_trains_the_stage_with_rank_0_which_holds_the_lock(
+    make_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    """Under DDP every rank trains the stage together; rank 0 holds the lock that keeps parallel sweep
+    jobs from training it twice. Rank 1 waiting for that lock waited for itself (rank 0 trains with it)."""
+    import fcntl
+    import threading
+
+    from lightning.pytorch.utilities import rank_zero_only
+
+    cfg = make_cfg("loss=ragan", "demo_psnr_init=true", f"paths.cache_dir={tmp_path / 'cache'}")
+    folder = Path(demo_stage.stage_config(cfg).config.paths.output_dir)
+    folder.mkdir(parents=True)
+    trained = []
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with open(folder.parent / f"{folder.name}.lock", "w") as held:  # rank 0, training the stage
+        fcntl.flock(held, fcntl.LOCK_EX)
+        rank1 = threading.Thread(target=demo_stage.psnr_stage_checkpoint, args=(cfg, lambda *a, **k: trained.append(1)))
+        rank1.start()
+        rank1.join(timeout=20)
+        finished = not rank1.is_alive()
+    rank1.join()
+    assert finished and trained == [1]

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from sr_gan.ranks import RANK_VARIABLES, ranks_of_this_job, sweep_job_command
+from sr_gan.ranks import RANK_VARIABLES, rank_command, ranks_of_this_job
 
 
 def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,8 +23,7 @@ def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, mon
         "overrides": {"task": ["trainer=ddp", "loss=mse"]},
     }
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: OmegaConf.create(hydra)))  # what the job reads
-    monkeypatch.setattr("sr_gan.ranks.get_original_cwd", lambda: hydra["runtime"]["cwd"])
-    command, cwd = sweep_job_command(1)
+    command, cwd = rank_command(1)
     assert (
         command[0] == sys.executable and "loss=l1,mse" not in command and command.count("-m") <= 1
     )  # python -m <tool>
@@ -54,3 +53,29 @@ def test_ranks_started_from_outside_keep_their_variables(monkeypatch: pytest.Mon
     with ranks_of_this_job():
         pass
     assert {name: os.environ[name] for name in RANK_VARIABLES} == given
+
+
+def test_ranks_start_as_the_job_whatever_hydras_view_is_by_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's GAN run trains its PSNR stage with Hydra's view set to the stage, whose run folder
+    does not resolve outside the stage's config (Lightning failed on it): a single run's ranks are
+    the same command line again, in the job's folder as it started."""
+    monkeypatch.setattr(sys, "argv", ["train.py", "loss=ragan", "trainer=ddp"])
+    job = OmegaConf.create(
+        {"mode": RunMode.RUN, "runtime": {"output_dir": str(tmp_path / "run"), "cwd": str(tmp_path)}, "overrides": {}}
+    )
+    stage = OmegaConf.create({"mode": RunMode.RUN, "run": {"dir": "${paths.log_dir}/x"}, "runtime": {}})
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
+    with ranks_of_this_job():
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: stage))  # demo_stage._hydra_view
+        command, cwd = rank_command(1)
+    assert command[-5:] == [
+        "loss=ragan",
+        "trainer=ddp",
+        f'hydra.run.dir="{tmp_path / "run"}"',
+        "hydra.job.name=train_ddp_process_1",
+        "hydra.output_subdir=null",
+    ]
+    assert cwd == str(tmp_path)

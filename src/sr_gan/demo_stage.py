@@ -22,6 +22,7 @@ from typing import NamedTuple
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_gan.atomic import atomic_path
@@ -85,7 +86,8 @@ def psnr_stage_checkpoint(cfg: DictConfig, train: Callable[..., object]) -> Path
     folder = Path(stage.paths.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{folder.name}.lock", "w") as lock:  # parallel sweep jobs train it once
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        if rank_zero_only.rank == 0:  # DDP: the other ranks train it with rank 0, which holds the lock
+            fcntl.flock(lock, fcntl.LOCK_EX)
         checkpoint = folder / "checkpoints" / "last.ckpt"
         if (read_record(folder) or {}).get("status") == "done" and checkpoint.is_file():
             log.info("GAN stage starts from the demo's PSNR-oriented generator (as both papers): %s", checkpoint)

@@ -39,7 +39,7 @@ from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
-from sr_gan.ranks import ranks_of_this_job, start_ranks_per_sweep_job
+from sr_gan.ranks import ranks_of_this_job, start_ranks_as_this_job
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import cached_download, fit_problems, is_url, load_generator_state
@@ -237,7 +237,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         val_check_interval=cfg.trainer.val_check_interval * cfg.optim.accumulate_batches,
         **options,
     )
-    start_ranks_per_sweep_job(trainer)
+    start_ranks_as_this_job(trainer)
     return trainer
 
 
