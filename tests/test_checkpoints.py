@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -22,11 +23,13 @@ import torch
 import wandb
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 
 from sr_gan.callbacks import CTRL_C_NOTICE
 from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
 from sr_gan.errors import UserError
+from sr_gan.loggers import SRWandbLogger, folder_run_id
 from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
 from tests.helpers import SRC, child_env, run_module, serve_folder, wandb_records
@@ -536,3 +539,62 @@ def test_a_sanity_validation_keeps_no_snapshot(tmp_path: Path) -> None:
     trainer.sanity_checking = False  # the same validation within the run keeps it
     Snapshots(tmp_path, every=2).on_validation_end(trainer, module)
     assert saved == [tmp_path / "iter_0000002.ckpt"]
+
+
+class _FakeRun:
+    """A W&B run stand-in that keeps the summaries it is told to define."""
+
+    def __init__(self) -> None:
+        self.summaries: dict[str, str] = {}
+
+    def define_metric(self, key: str, summary: str) -> None:
+        assert key not in self.summaries, f"{key} defined twice"
+        self.summaries[key] = summary
+
+
+@pytest.fixture
+def fake_wandb_run(monkeypatch: pytest.MonkeyPatch) -> _FakeRun:
+    """Lightning's `WandbLogger.experiment` made to return a `_FakeRun` (no wandb.init), once made."""
+    run = _FakeRun()
+
+    def experiment(self: WandbLogger) -> _FakeRun:
+        self._experiment = run
+        return run
+
+    monkeypatch.setattr(WandbLogger, "experiment", property(experiment))
+    return run
+
+
+def test_the_wandb_summary_keeps_the_best_and_the_last_of_each_headline_metric(
+    tmp_path: Path, fake_wandb_run: _FakeRun
+) -> None:
+    """W&B's summary keeps a metric's last value; a GAN's table wants its best: the highest PSNR and
+    SSIM, the lowest LPIPS, each beside the last. The run logs to its folder's W&B run id."""
+    logger = SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p")
+    assert logger.experiment is fake_wandb_run and logger.experiment is fake_wandb_run  # defined once
+    best = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "max", "test/ssim": "max"}
+    assert fake_wandb_run.summaries == {key: f"{summary},last" for key, summary in best.items()}
+    assert logger._wandb_init["id"] == (tmp_path / "wandb" / "run_id").read_text().strip()
+    assert "anonymous" not in logger._wandb_init  # wandb >= 0.19 warns that it ignores it
+
+
+def test_an_id_given_to_the_wandb_logger_wins_over_the_folders(tmp_path: Path, fake_wandb_run: _FakeRun) -> None:
+    logger = SRWandbLogger(save_dir=str(tmp_path), offline=True, id="chosen1", anonymous=True)
+    logger.experiment  # noqa: B018 - makes the run
+    assert (logger._wandb_init["id"], logger._wandb_init["anonymous"]) == ("chosen1", "allow")
+    assert not (tmp_path / "wandb").exists()
+
+
+@pytest.mark.parametrize("text", ["abc123/../../elsewhere", "abc123 xyz", "ABC123", "a" * 65, ""])
+def test_a_run_id_file_holding_more_than_an_id_is_replaced(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The id names W&B's folders (`offline-run-<time>-<id>`): a file holding a valid id followed by
+    anything else is damaged too, and replaced by a new id of wandb's kind, not partly read."""
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "run_id").write_text(text + "\n")
+    with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
+        run_id = folder_run_id(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{8}", run_id) and "does not hold a W&B run id" in caplog.text
+    assert (tmp_path / "wandb" / "run_id").read_text() == run_id + "\n"
+    assert folder_run_id(tmp_path) == run_id  # kept from then on

@@ -275,3 +275,18 @@ def test_path_arg_fetches_a_url_only_for_a_key_that_takes_one_and_refuses_an_emp
     for options in ({"must_exist": True, "url": True}, {"output": True}):
         with pytest.raises(UserError, match=r"^'empty' is not set: add empty=g\.pth$"):
             path_arg(cfg, "empty", example="g.pth", **options)
+
+
+@pytest.mark.parametrize(("mode", "offline"), [(None, True), ("offline", True), ("disabled", True), ("online", False)])
+def test_wandb_is_offline_unless_wandb_mode_is_online(
+    monkeypatch: pytest.MonkeyPatch, mode: str | None, offline: bool
+) -> None:
+    """conf/logger/wandb.yaml: no account or network needed; checkpoints go to W&B as artifacts
+    only online. Without WANDB_MODE (the tests' own environment sets it) the run is offline."""
+    register_resolvers()
+    if mode is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", mode)
+    wandb = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "logger" / "wandb.yaml").wandb
+    assert (wandb.offline, wandb.log_model) == (offline, not offline)

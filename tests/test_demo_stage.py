@@ -43,6 +43,7 @@ def test_a_demo_gan_run_starts_from_its_psnr_stage_trained_once(
     assert (choices["loss"], choices["discriminator"], choices["model"]) == ("l1", "none", "rrdb")
     recorded = OmegaConf.load(stage / "config.yaml").choices  # and its config records them, not the GAN run's
     assert (recorded.loss, recorded.discriminator, recorded.logger) == ("l1", "none", "csv")
+    assert OmegaConf.load(tmp_path / "config.yaml").choices.loss == "ragan"  # the GAN run's records its own
 
     again = make_cfg(*gan)
     train(again)  # reuses the finished stage
@@ -132,3 +133,13 @@ def test_a_ddp_rank_other_than_0_trains_the_stage_with_rank_0_which_holds_the_lo
         finished = not rank1.is_alive()
     rank1.join()
     assert finished and trained == [1]
+
+
+def test_each_seed_has_its_own_stage_trained_with_that_seed(make_cfg) -> None:
+    """The seed makes the PSNR stage (its initial weights, its patch stream): a GAN run's stage is
+    trained with the run's seed, and two seeds get a stage each."""
+    stages = {
+        s: demo_stage.stage_config(make_cfg("loss=ragan", "demo_psnr_init=true", f"seed={s}")).config for s in (1, 2)
+    }
+    assert (stages[1].seed, stages[2].seed) == (1, 2)
+    assert stages[1].paths.output_dir != stages[2].paths.output_dir

@@ -1,6 +1,7 @@
 """Evaluation: data set layouts, the table against an independent numpy computation, reports, CLI."""
 
 import csv
+import io
 import json
 import re
 import shutil
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from rich.console import Console
 from scipy.signal import correlate2d
 from skimage import data as skdata
 from torchmetrics.functional.image import learned_perceptual_image_patch_similarity, visual_information_fidelity
@@ -21,9 +24,16 @@ from sr_gan import evaluate_report
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
 from sr_gan.evaluate import Scorer, find_benchmark, model_names, run
-from sr_gan.evaluate_report import benchmark_columns, notes, plot_datasets
+from sr_gan.evaluate_report import (
+    benchmark_columns,
+    notes,
+    plot_datasets,
+    plot_perception_distortion,
+    rich_table,
+    to_markdown,
+)
 from sr_gan.ops import imresize
-from sr_gan.perception import LPIPS_LABEL, lpips_backbone_path
+from sr_gan.perception import LPIPS_LABEL, lpips_backbone_path, vif_y
 from sr_gan.weights import save_generator_file
 from tests.helpers import run_module
 
@@ -581,3 +591,108 @@ def test_a_generator_that_is_no_config_is_refused_before_any_file_is_read(tmp_pa
     cfg = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "evaluate.yaml"), {"ckpt": "missing.ckpt", "generator": "abc"})
     with pytest.raises(UserError, match=r"^generator=abc is not a network config: pass the network's config"):
         run(cfg)
+
+
+def test_markdown_and_console_tables_keep_the_row_order_and_mark_a_value_missing() -> None:
+    """The rows in their order (bicubic first), one separator cell per column, the papers' decimals,
+    `–` where a data set has no value of a metric (NaN: every image under VIF's 41 px), and on the
+    console the numbers right-aligned, the text left-aligned and the notes under the table."""
+    nan = float("nan")
+    rows = [
+        {"dataset": "Set5", "model": "bicubic", "psnr_y": 28.4213, "ssim_y": 0.81049, "lpips": 0.41236, "vif_y": nan},
+        {"dataset": "Set5", "model": "esrgan", "psnr_y": 30.5, "ssim_y": 0.85, "lpips": 0.2, "vif_y": nan},
+    ]
+    for row in rows:
+        row |= {"images": 5, "scored": {"vif_y": 0}}
+    columns = benchmark_columns(rows)
+    assert to_markdown(rows, columns, caption="x4") == (
+        "x4\n\n"
+        "| Dataset | Model | PSNR-Y | SSIM-Y | LPIPS | VIF-Y | Images |\n"
+        "|---|---|---|---|---|---|---|\n"
+        "| Set5 | bicubic | 28.42 | 0.8105 | 0.4124 | – | 5 |\n"
+        "| Set5 | esrgan | 30.50 | 0.8500 | 0.2000 | – | 5 |\n"
+        "\n- VIF-Y of Set5 has no value\n"
+    )
+    console = Console(file=io.StringIO(), width=120, record=True)
+    console.print(rich_table(rows, columns, caption="x4"))
+    text = console.export_text()
+    assert "│  28.42 │ 0.8105 │" in text and "│ esrgan  │" in text  # PSNR-Y is 6 wide, Model 7
+    assert "VIF-Y of Set5 has no value" in text.split("30.50")[1]
+
+
+def test_a_plane_has_psnr_on_x_the_score_on_y_and_every_point_labelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plot_perception_distortion's own figure (the plane test above stubs it out): the models' line,
+    the baseline as a point of its own, a label at each point, the axis titles, a PNG."""
+    figures: list[Figure] = []
+
+    class Kept(Figure):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            figures.append(self)
+
+    monkeypatch.setattr(evaluate_report, "Figure", Kept)
+    path = tmp_path / "plane.png"
+    points = [("a", 30.0, 0.2), ("b", 29.0, 0.1)]
+    plot_perception_distortion(points, baseline=("bicubic", 28.0, 0.4), score_label=LPIPS_LABEL, title="t", path=path)
+    ((axes,),) = [figure.axes for figure in figures]
+    line, baseline = axes.lines
+    assert (list(line.get_xdata()), list(line.get_ydata())) == ([30.0, 29.0], [0.2, 0.1])
+    assert (list(baseline.get_xdata()), list(baseline.get_ydata())) == ([28.0], [0.4])
+    assert {label.get_text(): label.xy for label in axes.texts} == {
+        "a": (30, 0.2),
+        "b": (29, 0.1),
+        "bicubic": (28, 0.4),
+    }
+    assert axes.get_xlabel().startswith("PSNR on Y") and axes.get_ylabel() == LPIPS_LABEL
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_wandb_table_holds_every_row_and_the_resolved_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One W&B run from `logger.wandb` (its settings overridden by the caller's): the config with its
+    interpolations resolved, the table's rows in order under the column keys, each figure under the
+    key's prefix."""
+    made: list[tuple[Any, dict[str, Any]]] = []
+    logged: dict[str, Any] = {"images": []}
+
+    class Recorder:
+        def log_hyperparams(self, params: dict[str, Any]) -> None:
+            logged["config"] = params
+
+        def log_table(self, key: str, columns: list[str], data: list[list[Any]]) -> None:
+            logged["table"] = (key, columns, data)
+
+        def log_image(self, key: str, images: list[str]) -> None:
+            logged["images"].append((key, images))
+
+    monkeypatch.setattr(evaluate_report, "instantiate", lambda node, **run: made.append((node, run)) or Recorder())
+    cfg = OmegaConf.create({"scale": 4, "out_dir": "eval_x${scale}", "logger": {"wandb": {"_target_": "x"}}})
+    rows = [
+        {"dataset": "Set5", "model": "bicubic", "psnr_y": 28.0, "ssim_y": 0.8, "images": 5},
+        {"dataset": "Set5", "model": "g", "psnr_y": 30.0, "ssim_y": 0.85, "images": 5},
+    ]
+    plane = Path("eval_x4") / "perception_distortion_Set5.png"
+    evaluate_report.log_to_wandb(rows, [plane], cfg, columns=benchmark_columns(rows), key="eval/results", group="g1")
+    assert made == [(cfg.logger.wandb, {"group": "g1"})]
+    assert logged["config"] == {"scale": 4, "out_dir": "eval_x4", "logger": {"wandb": {"_target_": "x"}}}
+    assert logged["table"] == (
+        "eval/results",
+        ["dataset", "model", "psnr_y", "ssim_y", "images"],
+        [["Set5", "bicubic", 28.0, 0.8, 5], ["Set5", "g", 30.0, 0.85, 5]],
+    )
+    assert logged["images"] == [("eval/perception_distortion_Set5", [str(plane)])]
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "scored"), [(45, 45, True), (44, 44, False), (44, 90, False), (90, 44, False)]
+)
+def test_vif_has_a_value_from_41_by_41_pixels_after_the_crop(height: int, width: int, scored: bool) -> None:
+    """torchmetrics' VIF filters need 41 x 41 pixels: a crop of 41 x 41 has a value, one narrower
+    than 41 on either side has none (NaN; torchmetrics raises on it)."""
+    torch.manual_seed(0)
+    hr = torch.rand(2, 3, height, width, dtype=torch.float64)
+    sr = (hr + 0.05 * torch.randn_like(hr)).clamp(0, 1)
+    scores = vif_y(sr, hr, crop_border=2)
+    assert scores.shape == (2,)
+    assert bool(scores.isfinite().all()) if scored else bool(scores.isnan().all())

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from sr_gan.run_summary import RunRecord, summary
 from tests.helpers import SRC
@@ -102,3 +104,36 @@ def test_a_failed_record_write_keeps_the_previous_record(tmp_path: Path) -> None
     assert child.returncode == 1 and "File too large" in child.stderr, child.stderr[-2000:]
     assert (tmp_path / "run.json").read_bytes() == before and len(before) > 64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_an_interrupted_run_is_told_to_resume_only_once_it_has_a_checkpoint(tmp_path: Path) -> None:
+    """A run stopped before its first checkpoint has nothing to resume from: no resume line (it
+    would send the user to a ckpt_path=last that fails)."""
+    record = RunRecord(folder=tmp_path, status="interrupted", wall_s=1.0)
+    assert not [line for line in summary(record, best_psnr=None, last={}) if line.startswith("resume:")]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert f"resume: the same command with ckpt_path={tmp_path}" in summary(record, best_psnr=None, last={})
+
+
+def test_the_record_holds_the_trainers_scalar_metrics_and_the_error_in_one_line(tmp_path: Path) -> None:
+    """run.json's metrics: the trainer's scalar metrics to 6 decimals (a PSNR's 1e-6 dB, not 0.01);
+    its error: the exception's message on one line, as scripts and `sr_gan.compare` show it."""
+    progress = SimpleNamespace(total=SimpleNamespace(completed=7))
+    trainer = SimpleNamespace(
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        callback_metrics={
+            "val/psnr": torch.tensor(27.123456789),
+            "val/ssim": torch.tensor(0.81234567),
+            "map": torch.ones(3),
+        },
+    )
+    error = RuntimeError("CUDA out of memory.\n  Tried to allocate 2.00 GiB")
+    RunRecord(folder=tmp_path).finish("failed", trainer, error)  # type: ignore[arg-type]
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["status"], record["batches"]) == ("failed", 7)
+    assert record["metrics"] == {
+        "val/psnr": pytest.approx(27.123457, abs=1e-9),
+        "val/ssim": pytest.approx(0.812346, abs=1e-9),
+    }
+    assert record["error"] == "CUDA out of memory. Tried to allocate 2.00 GiB"

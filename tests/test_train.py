@@ -22,8 +22,9 @@ from sr_gan.data import read_image
 from sr_gan.errors import UserError
 from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
 from sr_gan.lit.ddp import PlayerDDPStrategy
-from sr_gan.metrics import psnr
-from sr_gan.ops import imresize
+from sr_gan.loggers import ResumableCSVLogger
+from sr_gan.metrics import psnr, quantize
+from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.train import build_module, build_trainer, train
 from tests.helpers import serve_folder
 
@@ -230,7 +231,7 @@ def test_discriminator_warm_up_and_k_skip_generator_batches(make_cfg) -> None:
     assert module.batches_done == 5  # ... the budget counts batches
 
 
-def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path) -> None:
+def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path, monkeypatch) -> None:
     cfg = make_cfg(
         "loss=ragan",
         "trainer.max_steps=3",
@@ -240,12 +241,33 @@ def test_budget_milestones_and_validation_count_batches(make_cfg, tmp_path) -> N
         "optim.discriminator.lr=0.1",
         "test=false",
     )
+    logged = []  # the strips as a logger with images (W&B) gets them: key, files, step
+    monkeypatch.setattr(
+        ResumableCSVLogger,
+        "log_image",
+        lambda self, key, images, step: logged.append((key, images, step)),
+        raising=False,
+    )
     train(cfg)
     rows = _metrics(tmp_path)
     lrs = [float(r["train/lr_g"]) for r in rows if r.get("train/lr_g")]
     assert lrs == pytest.approx([0.1, 0.1, 0.05])  # 3 batches, halved after the 2nd
     assert len([r for r in rows if r.get("val/psnr")]) == 2  # at batch 2 and at the end (3)
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["val_0000002", "val_0000003"]
+    # The last validation's strip, of the first validation image only (module.num_samples=1): bicubic |
+    # SR | HR side by side, each as its 8-bit file would hold it, recomputed here from the photo.
+    (strip,) = (tmp_path / "samples" / "val_0000003").iterdir()
+    bicubic, sr, hr = read_image(strip).tensor_split(3, dim=-1)
+    photo = read_image(Path(cfg.data.val_hr_dir) / strip.name)
+    assert strip.name == sorted(p.name for p in Path(cfg.data.val_hr_dir).iterdir())[0]
+    assert torch.equal(hr, photo[:, : photo.shape[1] // 4 * 4, : photo.shape[2] // 4 * 4])
+    expected = quantize(imresize(bicubic_degrade(hr[None].float() / 255, 4), 4))[0]
+    assert torch.equal(bicubic, expected.to(torch.uint8))
+    assert (sr.float() - bicubic.float()).abs().mean() > 1  # the generator's output, not a copy
+    name = strip.stem  # W&B gets each strip at the batch of its validation (a later step drops what it logs)
+    assert logged == [
+        (f"val/samples/{name}", [str(tmp_path / "samples" / f"val_{b:07d}" / strip.name)], b) for b in (2, 3)
+    ]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6  # two optimizers: Lightning's counter ran twice as fast
     assert ckpt["sr_gan"]["generator"]["_target_"] == "sr_gan.archs.RRDBNet"
