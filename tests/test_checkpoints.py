@@ -571,9 +571,10 @@ def test_the_wandb_summary_keeps_the_best_and_the_last_of_each_headline_metric(
     """W&B's summary keeps a metric's last value; a GAN's table wants its best: the highest PSNR and
     SSIM, the lowest LPIPS, each beside the last. The run logs to its folder's W&B run id."""
     logger = SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p")
-    assert logger.experiment is fake_wandb_run and logger.experiment is fake_wandb_run  # defined once
+    assert logger.experiment is fake_wandb_run  # the run as made: its summaries defined then
     best = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "max", "test/ssim": "max"}
     assert fake_wandb_run.summaries == {key: f"{summary},last" for key, summary in best.items()}
+    assert logger.experiment is fake_wandb_run  # and only then (`_FakeRun` refuses a second definition)
     assert logger._wandb_init["id"] == (tmp_path / "wandb" / "run_id").read_text().strip()
     assert "anonymous" not in logger._wandb_init  # wandb >= 0.19 warns that it ignores it
 
