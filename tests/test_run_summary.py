@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from sr_gan.run_summary import RunRecord, summary
-from tests.helpers import SRC
+from tests.helpers import SRC, child_env
 
 # In a child whose files may not grow past 64 bytes (as a full disk fails a write): the record of a
 # run that ended, a few hundred bytes, cannot be written.
@@ -137,3 +137,32 @@ def test_the_record_holds_the_trainers_scalar_metrics_and_the_error_in_one_line(
         "val/ssim": pytest.approx(0.812346, abs=1e-9),
     }
     assert record["error"] == "CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+# As a command starts: Lightning imported before any logging set-up (its `lightning.pytorch` and
+# `lightning.fabric` loggers then print by themselves and stop propagating), then the run's quieting,
+# then the root handlers of the run's log (Hydra's train.log and console).
+_LIGHTNING_LINES = """
+import io, logging
+from lightning.pytorch.utilities import rank_zero_info
+from sr_gan.run_summary import quiet_third_party_noise
+quiet_third_party_noise()
+train_log = io.StringIO()
+logging.getLogger().addHandler(logging.StreamHandler(train_log))
+logging.getLogger().setLevel(logging.INFO)
+rank_zero_info("GPU available: False, used: False")
+logging.getLogger("lightning.fabric.utilities.seed").info("Seed set to 42")
+print(train_log.getvalue(), end="")
+"""
+
+
+def test_lightnings_own_lines_reach_the_runs_log_once() -> None:
+    """Lightning's lines ("GPU available", "Seed set to 42") went to stderr only, never to train.log:
+    `lightning.pytorch` and `lightning.fabric` keep a handler of their own and do not propagate when
+    imported before logging is set up, as every sr-gan command imports them."""
+    child = subprocess.run(
+        [sys.executable, "-c", _LIGHTNING_LINES], env=child_env(), capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.splitlines() == ["GPU available: False, used: False", "Seed set to 42"]
+    assert "GPU available" not in child.stderr and "Seed set" not in child.stderr  # not printed a second time

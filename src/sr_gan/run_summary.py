@@ -41,10 +41,13 @@ class _DropMessages(logging.Filter):
 def quiet_third_party_noise() -> None:
     """Route warnings and Lightning's messages into the run's log; drop three that nobody acts on."""
     logging.captureWarnings(True)  # warnings.warn (e.g. the random-VGG warning) also reach train.log
-    lightning = logging.getLogger("lightning")
-    lightning.propagate = True  # Lightning's logger prints by itself and keeps train.log empty
-    for handler in list(lightning.handlers):
-        lightning.removeHandler(handler)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        # Imported before logging is set up (as every sr-gan command imports them), Lightning's loggers
+        # print by themselves and stop propagating: their lines reached the console only, not train.log.
+        lightning = logging.getLogger(name)
+        lightning.propagate = True
+        for handler in list(lightning.handlers):
+            lightning.removeHandler(handler)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         # An advertisement printed by every Trainer for a logging service.
         logging.getLogger(name).addFilter(_DropMessages("💡 Tip:"))
