@@ -15,10 +15,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import write_png
 
-from sr_gan.data import DataError, SRDataModule, TrainPatchDataset, ValImageDataset, demo, paired_augment, read_image
+from sr_gan.data import (
+    DataError,
+    SRDataModule,
+    TrainPatchDataset,
+    ValImageDataset,
+    demo,
+    pair_images,
+    paired_augment,
+    read_image,
+)
 from sr_gan.data.sampler import PatchStream, ShardSampler
 from sr_gan.errors import UserError
 from sr_gan.ops import BicubicDegradation, imresize
+from tests.helpers import png_bomb
 
 SCALE = 4
 
@@ -131,6 +141,36 @@ def test_size_mismatch_names_both_files_and_sizes(div2k: dict[str, Path]) -> Non
     assert "\n" not in message
 
 
+def test_verify_decodes_the_lr_partner_too(div2k: dict[str, Path]) -> None:
+    """An LR file cut after its header passes the header scan; `verify` decodes it and names it."""
+    lr = div2k["lr"] / "0002x4.png"
+    lr.write_bytes(lr.read_bytes()[: lr.stat().st_size // 2])
+    assert len(ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE)) == 2  # the header is whole
+    with pytest.raises(DataError, match=r"cannot read image .*0002x4\.png"):
+        ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, verify=True)
+
+
+def test_the_pixel_limit_given_applies_to_the_lr_headers_too(tmp_path: Path) -> None:
+    """`max_pixels=None` (no limit) reaches the LR header too: an LR of 400 M pixels, above the default
+    limit of 2**28, pairs with its HR (headers only: nothing is decoded)."""
+    for side, size in (("HR", 40_000), ("LR", 20_000)):
+        (tmp_path / side).mkdir()
+        png_bomb(tmp_path / side / "a.png", size, size)
+    (pair,) = pair_images(tmp_path / "HR", tmp_path / "LR", 2, max_pixels=None)
+    assert (pair.height, pair.width, pair.lr.name) == (40_000, 40_000, "a.png")
+
+
+def test_more_than_ten_unusable_images_show_ten_and_count_the_rest(tmp_path: Path) -> None:
+    for i in range(12):
+        (tmp_path / f"bad{i:02d}.png").write_bytes(b"garbage")
+    with pytest.raises(DataError) as info:
+        ValImageDataset(hr_dir=tmp_path, scale=SCALE)
+    message = str(info.value)
+    assert message.startswith(f"12 images of {tmp_path} cannot be used: ")
+    assert message.count("cannot read image") == 10 and "bad09.png" in message and "bad10.png" not in message
+    assert message.endswith("; and 2 more")
+
+
 def test_patch_size_and_small_image_errors_name_the_keys(div2k: dict[str, Path]) -> None:
     with pytest.raises(DataError, match=r"data\.patch_size=18.*data\.scale=4"):
         TrainPatchDataset(hr_dir=div2k["hr"], scale=SCALE, patch_size=18)
@@ -164,6 +204,21 @@ def test_train_crops_are_aligned_on_the_scale_grid(div2k: dict[str, Path], cache
         assert set(item) == {"hr", "flips", "seed"} and int(item["seed"]) == key[1]
         # an HR crop on the scale grid holds whole constant 4x4 blocks
         assert torch.equal(upsample_nearest(item["hr"][:, ::SCALE, ::SCALE]), item["hr"])
+
+
+def test_cached_images_give_each_images_patches_without_reading_the_files(div2k: dict[str, Path]) -> None:
+    """`cache` decodes every image at start-up: each key's patch is the one read from the files (of its
+    own image), and no file is opened afterwards (the folders are emptied after start-up)."""
+    keys = stream_keys(2, 16)
+    files = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    expected = [files[key] for key in keys]
+    assert {key[0] for key in keys} == {0, 1}
+    cached = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16, cache=True)
+    for folder in div2k.values():
+        for path in folder.iterdir():
+            path.unlink()
+    for key, item in zip(keys, expected, strict=True):
+        assert all(torch.equal(cached[key][k], item[k]) for k in item)
 
 
 def test_patch_flips_are_drawn_per_key_and_off_without_augment(div2k: dict[str, Path]) -> None:
@@ -331,6 +386,8 @@ def test_paired_augment_keeps_hr_and_lr_aligned_per_sample() -> None:
         paired_augment(torch.zeros(2, 3, 8, 6), None, torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="batch size"):
         paired_augment(hr, lr, torch.zeros(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="batch size"):  # an LR batch of another size
+        paired_augment(hr, lr[:3], all_flips(64))
 
 
 def test_paired_augment_gives_each_of_the_eight_dihedral_transforms() -> None:
@@ -416,6 +473,19 @@ def test_datamodule_applies_the_patch_flips_to_paired_lr(div2k: dict[str, Path])
     augmented = transfer(dm, dict(raw))
     assert not torch.equal(augmented["hr"], plain["hr"])
     assert torch.equal(upsample_nearest(augmented["lr"]), augmented["hr"])  # still aligned
+
+
+def test_the_datamodule_hands_its_options_to_the_datasets(folders: dict[str, Path]) -> None:
+    """`rotate`, `val_max_images`, `val_crop` and `max_image_pixels` reach the datasets it builds."""
+    save(smooth_image(48, 48, 8), folders["val"] / "second.png")  # after odd.png (50x45) by name
+    dm = make_datamodule(folders, rotate=False, val_max_images=1, val_crop=20, batch_size=64)
+    dm.setup("fit")
+    flips = next(iter(dm.train_dataloader()))["flips"]
+    assert flips[:, 0].any() and not flips[:, 1:].any()  # horizontal flips only
+    val = list(dm.val_dataloader())
+    assert len(val) == 1 and val[0]["name"] == ["odd"] and val[0]["hr"].shape == (1, 3, 20, 20)
+    with pytest.raises(DataError, match=r"im0\.png is 48x48 = 2,304 pixels, above the limit of 2,303"):
+        make_datamodule(folders, max_image_pixels=48 * 48 - 1).setup("fit")
 
 
 class _Probe(L.LightningModule):
@@ -555,6 +625,7 @@ def test_a_validation_image_too_small_for_ssim_is_named_at_start_up(tmp_path: Pa
     with pytest.raises(DataError, match=r"smaller than 19x19 .*tiny\.png \(60x16\)") as info:
         ValImageDataset(hr_dir=tmp_path / "val", scale=SCALE)
     assert "fine.png" not in str(info.value)
+    assert len(ValImageDataset(hr_dir=tmp_path / "val", scale=SCALE, max_images=1)) == 1  # only the kept are checked
 
 
 def test_a_worker_error_prints_as_its_own_one_line(div2k: dict[str, Path], tmp_path: Path) -> None:
@@ -581,6 +652,16 @@ def test_validation_keeps_the_first_images_and_their_aligned_centres(div2k: dict
         ValImageDataset(hr_dir=div2k["hr"], scale=SCALE, crop=12)
 
 
+def test_a_validation_crop_just_large_enough_for_ssim_is_taken(div2k: dict[str, Path]) -> None:
+    """At x1 SSIM needs 11 + 2 x 1 pixels: `crop=13` is the smallest crop taken (the centre of 48x40
+    from top 13, left 17), 12 is refused."""
+    item = ValImageDataset(hr_dir=div2k["hr"], scale=1, crop=13)[0]
+    full = ValImageDataset(hr_dir=div2k["hr"], scale=1)[0]
+    assert torch.equal(item["hr"], full["hr"][:, 13:26, 17:30])
+    with pytest.raises(DataError, match=r"data\.val_crop=12 is below 13"):
+        ValImageDataset(hr_dir=div2k["hr"], scale=1, crop=12)
+
+
 def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(folders: dict[str, Path]) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -603,6 +684,23 @@ def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(f
     val = [transfer(dm, b) for b in dm.val_dataloader()]
     assert torch.equal(val[0]["lr"], transfer(dm, next(iter(dm.val_dataloader())))["lr"])  # fixed per image
     assert second["lr"].shape == first["lr"].shape
+
+
+def test_each_validation_image_has_its_own_fixed_degradation(tmp_path: Path) -> None:
+    """Two copies of one picture in the validation folder: each gets its own random degradation (a seed
+    per image, not one for the set), the same at every validation."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    for name in ("a", "b"):
+        save(smooth_image(32, 32, 4), tmp_path / "val" / f"{name}.png")
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "degradation" / "realesrgan.yaml")
+    config.scale = SCALE
+    dm = make_datamodule({"train": tmp_path / "val", "val": tmp_path / "val"}, degradation=instantiate(config))
+    dm.setup("validate")
+    first, again = ([transfer(dm, b)["lr"] for b in dm.val_dataloader()] for _ in range(2))
+    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
+    assert not torch.equal(first[0], first[1])
 
 
 def test_loader_workers_ignore_ctrl_c_and_keep_lightnings_worker_seeding(
