@@ -14,7 +14,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 import sr_gan.imageio as imageio
 from sr_gan.errors import UserError
-from sr_gan.imageio import DataError, image_size, read_image, read_picture, write_image
+from sr_gan.imageio import DataError, image_size, list_images, read_image, read_picture, write_image
 from tests.helpers import png_bomb as bomb
 
 
@@ -37,9 +37,31 @@ def test_png_writer_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert not [p for p in tmp_path.iterdir() if p.name != "x.png"]  # no temporary file left
 
 
-def test_jpeg_cannot_take_16_bits(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="format=jpg stores 8 bits"):
-        write_image(tmp_path / "x.jpg", np.zeros((4, 4, 3), np.uint16), fmt="jpg")
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_jpeg_and_webp_cannot_take_16_bits(tmp_path: Path, fmt: str) -> None:
+    with pytest.raises(UserError, match=f"format={fmt} stores 8 bits"):
+        write_image(tmp_path / f"x.{fmt}", np.zeros((4, 4, 3), np.uint16), fmt=fmt)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_grey_pixels_are_written_as_that_grey_picture_by_pillow(tmp_path: Path, fmt: str) -> None:
+    """(H, W, 1) pixels, as `upscale` hands a grey picture to the writer, stored by Pillow's writers."""
+    pixels = np.tile(np.linspace(40, 200, 16).round().astype(np.uint8), (12, 1))[..., None]  # a smooth ramp
+    write_image(tmp_path / f"g.{fmt}", pixels, fmt=fmt)
+    with Image.open(tmp_path / f"g.{fmt}") as image:
+        back = np.asarray(image.convert("L")).astype(int)
+    assert back.shape == (12, 16) and np.abs(back - pixels[..., 0]).max() <= 6  # the codec's loss
+
+
+def test_list_images_takes_image_files_of_any_case_sorted(tmp_path: Path) -> None:
+    """By extension, in any case; not other files, not a folder named like an image; sorted by name."""
+    names = ["f.png", "b.jpeg", "e.webp", "a.PNG", "d.bmp", "c.JPG", "g.Jpeg"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")  # listing reads no file
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "photo.tif").write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == sorted(names)
 
 
 # --- decompression bombs ---------------------------------------------------------------------------
@@ -59,10 +81,12 @@ def test_huge_header_is_refused_before_decoding(tmp_path: Path) -> None:
             image_size(path, max_pixels=1000)
 
 
-def test_our_limit_not_pillows_decides(tmp_path: Path) -> None:
-    """200 M pixels: above Pillow's default error threshold (179 M), below ours; Pillow's stays set."""
+def test_our_limit_not_pillows_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 M pixels: above Pillow's default error threshold (179 M), below ours; Pillow's stays set,
+    after a refused image and after a taken one (set here: an earlier test must not decide it)."""
     path = bomb(tmp_path / "panorama.png", 20_000, 10_000)
-    pillow_limit = Image.MAX_IMAGE_PIXELS
+    pillow_limit = 89_478_485  # Pillow's default
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert image_size(path) == (10_000, 20_000)
@@ -70,6 +94,34 @@ def test_our_limit_not_pillows_decides(tmp_path: Path) -> None:
     assert Image.MAX_IMAGE_PIXELS == pillow_limit  # restored after each open
     with pytest.raises(DataError, match="raise data.max_image_pixels"):
         image_size(path, max_pixels=10**8)
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit
+
+
+def test_an_image_of_exactly_the_limit_is_taken(tmp_path: Path) -> None:
+    path = bomb(tmp_path / "edge.png", 300, 200)
+    assert image_size(path, max_pixels=300 * 200) == (200, 300)
+    with pytest.raises(DataError, match="is 300x200 = 60,000 pixels, above the limit of 59,999"):
+        image_size(path, max_pixels=300 * 200 - 1)
+
+
+def test_a_file_that_is_no_image_is_named_once(tmp_path: Path) -> None:
+    """Pillow's reason repeats the path ("cannot identify image file '<path>'"): the line names it once."""
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image")
+    for read in (image_size, read_image, read_picture):
+        with pytest.raises(DataError) as info:
+            read(bad)
+        assert str(info.value).startswith(f"cannot read image {bad}: ") and str(info.value).count("notes.png") == 1
+
+
+def test_a_16_bit_grey_tiff_keeps_its_16_bits(tmp_path: Path) -> None:
+    """Pillow's 16-bit grey (mode I;16, not a PNG: torchvision does not read it) is read whole, not
+    clipped to 8 bits."""
+    levels = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000 + 7
+    Image.fromarray(levels).save(tmp_path / "grey16.tif")
+    picture = read_picture(tmp_path / "grey16.tif")
+    assert picture.bits == 16 and picture.grey and picture.alpha is None
+    assert torch.equal(torch.round(picture.rgb[0] * 65535).long(), torch.from_numpy(levels).long().expand(3, -1, -1))
 
 
 @pytest.mark.parametrize("read", [read_image, read_picture])
