@@ -603,6 +603,29 @@ def test_prepared_folders_give_the_same_patches_as_the_image_files(div2k: dict[s
     assert off.prepared == {"hr": None}
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_prepared_side_is_never_decoded_from_its_files(
+    div2k: dict[str, Path], monkeypatch: pytest.MonkeyPatch, cache: bool
+) -> None:
+    """HR prepared, LR not: a patch (or the cache) decodes the LR file alone, the HR crop comes from
+    the arrays. Every patch decoded the whole HR PNG as well, then cropped the arrays (and the cache
+    held every decoded HR), so preparing the HR folder alone saved nothing."""
+    import sr_gan.data.datasets as datasets
+    from sr_gan.data.prepared import prepare_folder
+
+    keys = stream_keys(2, 8)
+    files = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16)
+    expected = [files[key] for key in keys]
+    prepare_folder(div2k["hr"], progress=False)
+    decoded = []
+    monkeypatch.setattr(datasets, "read_image", lambda path, **kw: decoded.append(path.name) or read_image(path, **kw))
+    dataset = TrainPatchDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, patch_size=16, cache=cache)
+    patches = [dataset[key] for key in keys]
+    assert all(torch.equal(got[k], item[k]) for got, item in zip(patches, expected, strict=True) for k in item)
+    assert sorted(set(decoded)) == ["0001x4.png", "0002x4.png"]
+    assert len(decoded) == (2 if cache else len(keys))
+
+
 def test_every_unusable_image_is_reported_at_start_up_once(tmp_path: Path) -> None:
     for name in ("a", "b", "c", "d"):
         save(smooth_image(40, 40, 1), tmp_path / "train" / f"{name}.png")

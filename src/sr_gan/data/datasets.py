@@ -34,10 +34,13 @@ class ImagePair:
     def name(self) -> str:
         return self.hr.stem
 
-    def load(self) -> dict[str, Tensor]:
-        """Decode both images: {"hr": (3, H, W), "lr": (3, H/s, W/s)} uint8, HR mod-cropped."""
-        images = {"hr": read_image(self.hr, max_pixels=self.max_pixels)[:, : self.height, : self.width]}
-        if self.lr is not None:
+    def load(self, sides: tuple[str, ...] = ("hr", "lr")) -> dict[str, Tensor]:
+        """Decode the images of `sides`: {"hr": (3, H, W), "lr": (3, H/s, W/s)} uint8, HR mod-cropped
+        ("lr" only where there is an LR file)."""
+        images = {}
+        if "hr" in sides:
+            images["hr"] = read_image(self.hr, max_pixels=self.max_pixels)[:, : self.height, : self.width]
+        if "lr" in sides and self.lr is not None:
             images["lr"] = read_image(self.lr, max_pixels=self.max_pixels)
         return images
 
@@ -147,8 +150,8 @@ class TrainPatchDataset(Dataset):
 
     Pixels come from the folder's prepared arrays when `use_prepared` and
     ``python -m sr_gan.data.prepare`` made them (a crop reads only its rows), else from the
-    decoded image files; `cache` keeps decoded images in memory (decoded here, in the main
-    process, so forked workers share them).
+    decoded image files (a side with prepared arrays is never decoded); `cache` keeps the decoded
+    images in memory (decoded here, in the main process, so forked workers share them).
     """
 
     def __init__(
@@ -178,13 +181,14 @@ class TrainPatchDataset(Dataset):
         self.transforms = torch.tensor([augment, augment and rotate, augment and rotate])  # hflip, vflip, transpose
         folders = {"hr": hr_dir} if lr_dir is None else {"hr": hr_dir, "lr": lr_dir}
         self.prepared = {side: open_prepared(folder) if use_prepared else None for side, folder in folders.items()}
-        self.decoded = any(store is None for store in self.prepared.values())  # some side reads image files
+        # the sides read from image files (a prepared side is cropped from its arrays, never decoded)
+        self.decoded = tuple(side for side, store in self.prepared.items() if store is None)
         self.positions = {
             side: _positions(store, [getattr(pair, side).name for pair in self.pairs])
             for side, store in self.prepared.items()
             if store is not None
         }
-        self.cache = [pair.load() for pair in self.pairs] if cache and self.decoded else None
+        self.cache = [pair.load(self.decoded) for pair in self.pairs] if cache and self.decoded else None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -198,7 +202,7 @@ class TrainPatchDataset(Dataset):
         y = int(torch.randint(pair.height // s - lr_patch + 1, (), generator=generator))
         x = int(torch.randint(pair.width // s - lr_patch + 1, (), generator=generator))
         flips = torch.randint(2, (3,), generator=generator).bool() & self.transforms  # (3,)
-        decoded = (self.cache[index] if self.cache is not None else pair.load()) if self.decoded else {}
+        decoded = self.cache[index] if self.cache is not None else pair.load(self.decoded)
         corners = {"hr": (y * s, x * s, self.patch_size), "lr": (y, x, lr_patch)}
         patches = {"flips": flips, "seed": torch.tensor(seed)}
         for side, store in self.prepared.items():
