@@ -671,6 +671,9 @@ def test_validation_keeps_the_first_images_and_their_aligned_centres(div2k: dict
     assert item["hr"].shape == (3, 20, 20) and item["lr"].shape == (3, 5, 5)
     assert torch.equal(item["hr"], full["hr"][:, 8:28, 12:32]) and torch.equal(item["lr"], full["lr"][:, 2:7, 3:8])
     assert torch.equal(upsample_nearest(item["lr"]), item["hr"])
+    # a crop higher than the image (44 > 40): the whole height, the centre 44 columns (from left 2 // 4 * 4 = 0)
+    wide = ValImageDataset(hr_dir=div2k["hr"], lr_dir=div2k["lr"], scale=SCALE, max_images=1, crop=44)[0]
+    assert torch.equal(wide["hr"], full["hr"][:, :, 0:44]) and torch.equal(wide["lr"], full["lr"][:, :, 0:11])
     with pytest.raises(DataError, match=r"data\.val_crop=12 is below 19"):
         ValImageDataset(hr_dir=div2k["hr"], scale=SCALE, crop=12)
 

@@ -136,6 +136,29 @@ def test_a_truncated_png_is_named_with_the_decoders_reason_only(tmp_path: Path, 
     assert message.startswith(f"cannot read image {cut}: ") and ".cpp" not in message and "\n" not in message
 
 
+@pytest.mark.parametrize("read", [image_size, read_image, read_picture])
+def test_a_file_gone_since_the_listing_is_one_line_naming_it(tmp_path: Path, read) -> None:  # noqa: ANN001
+    """A file removed after the start-up scan (read by a worker later): the open's FileNotFoundError is
+    a DataError naming the file too, as an undecodable file's is."""
+    gone = tmp_path / "gone.png"
+    with pytest.raises(DataError) as info:
+        read(gone)
+    message = str(info.value)
+    assert message.startswith(f"cannot read image {gone}: ") and "No such file or directory" in message
+    assert "\n" not in message and message.count("gone.png") == 1
+
+
+@pytest.mark.parametrize("read", [read_image, read_picture])
+def test_a_truncated_bmp_is_one_line_naming_it(tmp_path: Path, read) -> None:  # noqa: ANN001
+    """Pillow decodes what torchvision does not (BMP here): its OSError for a cut file is the same one line."""
+    Image.fromarray(np.full((40, 40, 3), 9, np.uint8)).save(tmp_path / "whole.bmp")
+    cut = tmp_path / "cut.bmp"
+    cut.write_bytes((tmp_path / "whole.bmp").read_bytes()[: (tmp_path / "whole.bmp").stat().st_size // 2])
+    with pytest.raises(DataError, match=r"^cannot read image .*cut\.bmp: image file is truncated") as info:
+        read(cut)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("fmt", ["BMP", "TIFF", "GIF"])
 @pytest.mark.parametrize("name", ["photo.png", "photo.jpg", "photo.bmp"])
 def test_the_decoder_follows_the_content_not_the_name(tmp_path: Path, fmt: str, name: str) -> None:
@@ -153,3 +176,5 @@ def test_the_decoders_source_location_is_cut_from_the_reason(tmp_path: Path, whe
         str(imageio._unreadable(tmp_path / "a.png", err))
         == f"cannot read image {tmp_path / 'a.png'}: Unsupported image file"
     )
+    several = RuntimeError(f"{err}\n  in chunk IDAT\n  at offset 123")  # a reason over several lines: its first
+    assert str(imageio._unreadable(tmp_path / "a.png", several)).endswith(": Unsupported image file")
