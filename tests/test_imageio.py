@@ -139,13 +139,12 @@ def test_a_truncated_png_is_named_with_the_decoders_reason_only(tmp_path: Path, 
 @pytest.mark.parametrize("read", [image_size, read_image, read_picture])
 def test_a_file_gone_since_the_listing_is_one_line_naming_it(tmp_path: Path, read) -> None:  # noqa: ANN001
     """A file removed after the start-up scan (read by a worker later): the open's FileNotFoundError is
-    a DataError naming the file too, as an undecodable file's is."""
+    a DataError naming the file too, as an undecodable file's is (its reason ended in a stray ':' where
+    Python's message names the path: "No such file or directory: '<path>'")."""
     gone = tmp_path / "gone.png"
     with pytest.raises(DataError) as info:
         read(gone)
-    message = str(info.value)
-    assert message.startswith(f"cannot read image {gone}: ") and "No such file or directory" in message
-    assert "\n" not in message and message.count("gone.png") == 1
+    assert str(info.value) == f"cannot read image {gone}: [Errno 2] No such file or directory"  # no ':' left
 
 
 @pytest.mark.parametrize("read", [read_image, read_picture])

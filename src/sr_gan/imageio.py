@@ -63,7 +63,9 @@ class DataError(UserError, ValueError):
 def _unreadable(path: Path, err: Exception) -> DataError:
     """The one-line error for an image that cannot be decoded: its path and the first line of why."""
     reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-    reason = reason.replace(f" '{path}'", "").replace(f" {path}", "")  # Pillow repeats the path: name it once
+    # Pillow and Python repeat the path ("cannot identify image file '<path>'", "No such file or
+    # directory: '<path>'"): name it once
+    reason = reason.replace(f": '{path}'", "").replace(f" '{path}'", "").replace(f" {path}", "")
     # torchvision prefixes its C++ source location: "operator(), /.../decode_png.cpp:79, <why>",
     # "read_file, /.../read_write_file.cpp:83, <why>"
     reason = re.sub(r"^\S*, \S+\.cpp:\d+, ", "", reason)
