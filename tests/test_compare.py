@@ -27,7 +27,7 @@ from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
 from sr_gan.metrics import psnr
-from sr_gan.run_folders import differing_keys, read_runs, short_labels
+from sr_gan.run_folders import differing_keys, format_value, read_runs, short_labels
 from tests.helpers import run_module, wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -609,3 +609,22 @@ def test_crops_figure_labels_each_tile_with_its_psnr_against_hr_and_marks_a_miss
     assert y_row[3].get_xlabel() == tile_psnr(sr["b"], crops["y"])
     shown = y_row[3].get_images()[0].get_array()
     assert (shown == sr["b"][:, 8:24, 0:16].permute(1, 2, 0).numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (3.304463634024566e-05, "3.304e-05"),
+        (0.015751320499779727, "0.01575"),
+        (1e-4, "0.0001"),
+        (5e-3, "0.005"),
+        (2.5e-06, "2.5e-06"),
+        (0.123456, "0.123456"),
+        (64, "64"),
+        ([1e-4, 0.0002110151383845], "[0.0001, 0.000211]"),
+    ],
+)
+def test_a_float_cell_keeps_its_exponent_in_a_narrow_column(value: object, cell: str) -> None:
+    """An Optuna trial's learning rate, 3.304463634024566e-05, was cut by the table to
+    '3.304463634024566e…'; values as written in a config stay as written."""
+    assert format_value(value) == cell

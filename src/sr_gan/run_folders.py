@@ -333,11 +333,15 @@ def _without_copies(candidates: dict[str, tuple[str, ...]], overridden: set[str]
 
 
 def format_value(value: Any) -> str:
-    """A config value as a short cell: lists in brackets, null, true/false."""
+    """A config value as a short cell: lists in brackets, null, true/false, a float of more than 6
+    significant digits (an Optuna trial's) to 4: 3.304e-05, not 3.304463634024566e-05, which a
+    table column cuts to ``3.30446363402456…``, exponent lost."""
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, float) and float(f"{value:.6g}") != value:
+        return f"{value:.4g}"
     return str(value)
 
 
