@@ -493,7 +493,7 @@ class SRGANModule(L.LightningModule):
             "ssim_bicubic": ssim(bicubic, hr, crop_border=crop),
         }
         # (B,); 0 for the stand-in image of a rank that has none of its own (`sr_gan.data.datamodule.StandIn`)
-        weight = batch.get("weight", torch.ones(sr.shape[0], device=sr.device))
+        weight = batch["weight"] if "weight" in batch else torch.ones(sr.shape[0], device=sr.device)
         metrics = self.metrics[stage]
         for name, metric in metrics.items():
             metric.update(scores[name].where(weight > 0, 0.0), weight=weight)  # (an infinite PSNR x 0: NaN)
