@@ -194,6 +194,7 @@ COMPILED = [  # (stage, config) of the compile child, targets' stages first; CUD
     ("psnr_rrdb", "bf16+cl+graphs"),
     ("esrgan", "bf16+cl+graphs"),
     ("esrgan", "bf16+cl+graphs+fused"),
+    ("psnr_rrdb", "bf16+cl+graphs+ddp"),  # CUDA graphs under trainer=ddp, one GPU (RRDBNet's kernels cached by now)
     ("esrgan", "bf16+cl+compile"),
     ("psnr_rrdb", "bf16+cl+compile"),
     ("srgan", "bf16+cl+compile"),

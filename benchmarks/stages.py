@@ -14,7 +14,9 @@ Sizes:
 Configs (speed switches, cumulative as a user would turn them on): fp32, bf16 (bf16-mixed),
 bf16+cl (+ channels_last), bf16+cl+compile (+ torch.compile of G, D and the VGG), bf16+cl+graphs (compiled
 in mode reduce-overhead: CUDA graphs), bf16+cl+graphs+fused (+ fused Adam; the H200's profile gave the
-for-each Adam 13-16 % of the kernel time, but counted its record_function span as a kernel too).
+for-each Adam 13-16 % of the kernel time, but counted its record_function span as a kernel too),
+bf16+cl+graphs+ddp (CUDA graphs under trainer=ddp's strategy, one process: its wrappers' hooks and
+reducer around the compiled networks; what a cluster run adds before any communication).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Config:
     compile: bool | str = False  # True: inductor; a backend name (the dry run uses "eager")
     compile_mode: str | None = None  # inductor's mode (model.compile_mode)
     fused: bool = False  # fused Adam for G and D (optim.*.fused)
+    ddp: bool = False  # ours under trainer=ddp's strategy (PlayerDDPStrategy), one process
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -79,6 +82,9 @@ CONFIGS = {
         compile=True,
         compile_mode="reduce-overhead",
         fused=True,
+    ),
+    "bf16+cl+graphs+ddp": Config(
+        "bf16+cl+graphs+ddp", "bf16-mixed", channels_last=True, compile=True, compile_mode="reduce-overhead", ddp=True
     ),
 }
 

@@ -33,6 +33,8 @@ from torch.utils.data import DataLoader
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.stages import Config, Stage
 from benchmarks.timing import sync
+from sr_gan.lit.ddp import PlayerDDPStrategy
+from sr_gan.ranks import ranks_of_this_job
 
 
 @dataclass(frozen=True)
@@ -215,9 +217,13 @@ def fit_rate(
 
 def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *, profiler: Any = None) -> float:
     """Batches/s of `SRGANModule.training_step` driven by ``L.Trainer.fit``; `profiler` (start/stop)
-    records the last warm-up batch(es)."""
+    records the last warm-up batch(es). `Config.ddp`: under trainer=ddp's strategy in this one
+    process; the process group and the rank variables it sets up are gone afterwards."""
     fresh_compilation(config)
-    return fit_rate(stage.module(config), stage, config, device, plan, profiler)
+    if not config.ddp:
+        return fit_rate(stage.module(config), stage, config, device, plan, profiler)
+    with ranks_of_this_job():
+        return fit_rate(stage.module(config), stage, config, device, plan, profiler, strategy=PlayerDDPStrategy())
 
 
 def plain_in_lightning_rate(
