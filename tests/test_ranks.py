@@ -16,7 +16,9 @@ from sr_gan.ranks import RANK_VARIABLES, rank_command, ranks_of_this_job
 
 def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The job's overrides and folder, no -m: not the sweep's command line, which Lightning re-ran."""
-    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "loss=l1,mse", "trainer=ddp"])
+    monkeypatch.setattr(
+        sys, "argv", ["train.py", "-cd", "mine", "-m", "loss=l1,mse", "--config-name=train", "trainer=ddp"]
+    )
     hydra = {
         "mode": RunMode.MULTIRUN,
         "runtime": {"output_dir": str(tmp_path / "sweep" / "1"), "cwd": str(tmp_path)},
@@ -27,7 +29,10 @@ def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, mon
     assert (
         command[0] == sys.executable and "loss=l1,mse" not in command and command.count("-m") <= 1
     )  # python -m <tool>
-    assert command[-5:] == [
+    assert command[-8:] == [
+        "-cd",  # where the user's configs are: the job needs them too
+        "mine",
+        "--config-name=train",
         "trainer=ddp",
         "loss=mse",
         f'hydra.run.dir="{tmp_path / "sweep" / "1"}"',

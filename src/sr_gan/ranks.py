@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 # What Lightning's launcher exports in the process that starts the ranks (`_call_children_scripts`)
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 _job: DictConfig | None = None  # Hydra's config of the running job, as it started (`ranks_of_this_job`)
 
 
@@ -46,10 +47,21 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
     hydra = _job if _job is not None else HydraConfig.get()
     spec = getattr(__main__, "__spec__", None)
     tool = ["-m", spec.name] if spec is not None else [os.path.abspath(sys.argv[0])]
-    arguments = list(hydra.overrides.task) if hydra.mode == RunMode.MULTIRUN else sys.argv[1:]
+    arguments = sys.argv[1:]
+    if hydra.mode == RunMode.MULTIRUN:  # not the sweep: its config flags (a -cd of the user's) and the job's overrides
+        arguments = [*_config_flags(arguments), *hydra.overrides.task]
     folder = f'"{hydra.runtime.output_dir}"'  # quoted for Hydra's grammar, as Lightning quotes its run folder
     job = [f"hydra.run.dir={folder}", f"hydra.job.name=train_ddp_process_{local_rank}", "hydra.output_subdir=null"]
     return [sys.executable, *tool, *arguments, *job], hydra.runtime.cwd
+
+
+def _config_flags(argv: Sequence[str]) -> list[str]:
+    """Hydra's flags of `argv` that say where the config is (``-cd my_configs``), with their values."""
+    kept, arguments = [], iter(argv)
+    for argument in arguments:
+        if argument.split("=", 1)[0] in _CONFIG_FLAGS:
+            kept += [argument] if "=" in argument else [argument, next(arguments, "")]
+    return kept
 
 
 class RankLauncher(_SubprocessScriptLauncher):
