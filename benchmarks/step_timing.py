@@ -220,10 +220,9 @@ def ours_rate(stage: Stage, config: Config, device: torch.device, plan: Plan, *,
     records the last warm-up batch(es). `Config.ddp`: under trainer=ddp's strategy in this one
     process; the process group and the rank variables it sets up are gone afterwards."""
     fresh_compilation(config)
-    if not config.ddp:
-        return fit_rate(stage.module(config), stage, config, device, plan, profiler)
-    with ranks_of_this_job():
-        return fit_rate(stage.module(config), stage, config, device, plan, profiler, strategy=PlayerDDPStrategy())
+    options = {"strategy": PlayerDDPStrategy()} if config.ddp else {}
+    with ranks_of_this_job():  # a DDP fit's process group and rank variables go afterwards (no-op otherwise)
+        return fit_rate(stage.module(config), stage, config, device, plan, profiler, **options)
 
 
 def plain_in_lightning_rate(
