@@ -234,22 +234,34 @@ def _weights_after(tmp_path: Path, *overrides: str) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+def _strips(folder: Path) -> dict[tuple[str, str], torch.Tensor]:
+    """The validation strips of the one run under `folder`, by (validation, image)."""
+    (run,) = (folder / "train" / "runs").iterdir()
+    return {(png.parent.name, png.stem): read_image(png) for png in (run / "samples").glob("*/*.png")}
+
+
 def test_ddp_on_two_ranks_trains_as_one_process_on_their_joint_batch(tmp_path: Path) -> None:
     """trainer=ddp, 2 CPU ranks x batch 2 = one process x batch 4 (the ranks share the one process's
     patch stream): G's and D's gradients are averaged over the ranks in both halves of the GAN step.
     Without the reduction (e.g. D's forward passes outside its DDP wrapper) a rank trains on its own
     half: the control, one process x batch 2, is ~1e-3 away. Rank 1 starts from other weights: the
-    strategy makes every rank start from rank 0's, the EMA (in no DDP wrapper) included."""
+    strategy makes every rank start from rank 0's, the EMA (in no DDP wrapper) included.
+    Both save the strips of the validation set's 2 images: rank 0 saved its own alone (image 0)."""
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
     starts = tmp_path / "starts"
     other_start = ["+callbacks.other._target_=tests.helpers.OtherStartOnRank1", f"+callbacks.other.folder={starts}"]
-    ranks = _weights_after(tmp_path / "ddp", *ddp, "data.batch_size=2", *other_start)
+    ranks = _weights_after(tmp_path / "ddp", *ddp, "data.batch_size=2", "module.num_samples=2", *other_start)
     rank0, rank1 = (torch.load(starts / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert any(k.startswith("generator_ema.") for k in rank0)
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
-    joint = _weights_after(tmp_path / "joint", "data.batch_size=4")
+    joint = _weights_after(tmp_path / "joint", "data.batch_size=4", "module.num_samples=2")
     half = _weights_after(tmp_path / "half", "data.batch_size=2")
+    strips = {side: _strips(tmp_path / side) for side in ("ddp", "joint")}
+    validations = {(f"val_{b:07d}", image) for b in (2, 4) for image in ("chelsea", "coffee")}
+    assert set(strips["ddp"]) == set(strips["joint"]) == validations
+    for key, strip in strips["ddp"].items():  # bicubic | SR | HR: equal, the SR within a level
+        assert (strip.int() - strips["joint"][key].int()).abs().max() <= 1, key
     assert ranks.keys() == joint.keys() and any(k.startswith("discriminator.") for k in ranks)
     for key in ranks:  # G, its EMA, D and D's spectral-norm vectors (measured: <= 2e-6 apart)
         torch.testing.assert_close(ranks[key], joint[key], rtol=1e-4, atol=1e-5, msg=key)

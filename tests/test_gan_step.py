@@ -35,6 +35,7 @@ from benchmarks.bench_ddp import AllReduceCounter
 from sr_gan.errors import UserError
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
+from sr_gan.lit.samples import SampleStrips
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
@@ -612,6 +613,24 @@ def test_a_stand_in_image_weighted_zero_counts_in_no_metric(tmp_path: Path) -> N
     assert val["val/psnr"] == pytest.approx(_mean_metric(psnr, module.generator, images), rel=1e-5)
     assert val["val/ssim"] == pytest.approx(_mean_metric(ssim, module.generator, images), rel=1e-5)
     assert val["val/psnr_bicubic"] == pytest.approx(_mean_metric(psnr, lambda x: imresize(x, SCALE), images), rel=1e-5)
+
+
+def test_sample_strips_are_of_the_sets_first_images_in_its_order() -> None:
+    """The strips kept are those of the images whose index in the set is below the count, in the
+    set's order whatever order a rank met them in, and not a rank's stand-in (another rank's image);
+    images without an index count by their position in the epoch. Under DDP rank 0 gathers them."""
+    strips = SampleStrips(2)
+    dark, grey, light = (torch.full((1, 3, 4, 4), v) for v in (0.0, 0.5, 1.0))  # bicubic, SR, HR
+    for index, name in [(3, "d"), (1, "b"), (0, "a")]:
+        strips.keep({"hr": light, "index": torch.tensor([index]), "name": [name]}, dark, grey)
+    stand_in = {"hr": light, "index": torch.tensor([0]), "name": ["a"], "weight": torch.tensor([0.0])}
+    strips.keep(stand_in, dark, grey)
+    taken = strips.take(world_size=1)
+    assert [name for name, _ in taken] == ["a", "b"]
+    assert taken[0][1].dtype == torch.uint8 and taken[0][1][0, 0].tolist() == [0] * 4 + [128] * 4 + [255] * 4
+    for _ in range(3):  # the next epoch
+        strips.keep({"hr": light}, dark, grey)
+    assert [name for name, _ in strips.take(world_size=1)] == ["0", "1"]
 
 
 def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path) -> None:

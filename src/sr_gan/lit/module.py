@@ -35,7 +35,7 @@ from torchmetrics import MeanMetric
 from sr_gan.errors import UserError
 from sr_gan.lit.ema import EMAUpdater, ema_decay_at, make_ema
 from sr_gan.lit.guard import NonFiniteGuard, can_skip_on_device, clear_flag, flag_if_not_finite
-from sr_gan.lit.samples import save_comparison
+from sr_gan.lit.samples import SampleStrips, save_strip
 from sr_gan.losses import AdversarialLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
@@ -168,7 +168,7 @@ class SRGANModule(L.LightningModule):
         # run is checked against the run that wrote the checkpoint.
         self.generator_config: dict[str, Any] | None = None
         self.discriminator_config: dict[str, Any] | None = None
-        self.num_samples = num_samples
+        self.samples = SampleStrips(num_samples)  # the first validation images' strips, per epoch
         self.metrics = nn.ModuleDict({stage: nn.ModuleDict({m: MeanMetric() for m in _METRICS}) for stage in _STAGES})
         _check_objective(pixel_loss, perceptual_loss, adversarial_loss, discriminator, optimizer_d)
 
@@ -471,18 +471,18 @@ class SRGANModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
+        self._evaluate(batch, "test")
 
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         """SR, bicubic baseline and metrics in float32 whatever the training precision (the papers'
         protocol; under bf16 autocast the bicubic PSNR alone moved by up to 0.007 dB)."""
         with torch.autocast(self.device.type, enabled=False):
-            self._score(batch, batch_idx, stage)
+            self._score(batch, stage)
 
-    def _score(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+    def _score(self, batch: dict[str, Any], stage: str) -> None:
         lr, hr = batch["lr"].float(), batch["hr"].float()
         sr = self.inference_generator(lr.contiguous(memory_format=self.memory_format))
         bicubic = imresize(lr, self.scale)
@@ -498,14 +498,20 @@ class SRGANModule(L.LightningModule):
         for name, metric in metrics.items():
             metric.update(scores[name].where(weight > 0, 0.0), weight=weight)  # (an infinite PSNR x 0: NaN)
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=1)
-        if batch_idx < self.num_samples and self.trainer.is_global_zero:
-            self._save_samples(stage, batch, bicubic, sr)
+        self.samples.keep(batch, bicubic, sr)
 
-    def _save_samples(self, stage: str, batch: dict[str, Any], bicubic: Tensor, sr: Tensor) -> None:
-        names = batch.get("name", [f"{i}" for i in range(sr.shape[0])])
+    def on_validation_epoch_end(self) -> None:
+        self._save_samples("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._save_samples("test")
+
+    def _save_samples(self, stage: str) -> None:
+        """Rank 0 writes (and logs) the epoch's strips of every rank (`SampleStrips`); all ranks take part."""
+        strips = self.samples.take(self.trainer.world_size)
         folder = Path(self.trainer.default_root_dir) / "samples" / f"{stage}_{self.batches_done:07d}"
-        for i, name in enumerate(names):
-            path = save_comparison(folder / f"{name}.png", bicubic[i], sr[i], batch["hr"][i])
+        for name, strip in strips if self.trainer.is_global_zero else []:
+            path = save_strip(folder / f"{name}.png", strip)
             for logger in self.loggers:
                 if hasattr(logger, "log_image"):
                     logger.log_image(key=f"{stage}/samples/{name}", images=[str(path)], step=self.batches_done)

@@ -1,10 +1,16 @@
-"""Validation samples: ``bicubic | SR | HR`` strips as PNG, for eyes rather than metrics."""
+"""Validation samples: ``bicubic | SR | HR`` strips as PNG, for eyes rather than metrics.
+
+The strips are of the validation set's first images, whichever rank validated them: a run on 8 GPUs
+saves the images a run on one saves, so that `python -m sr_gan.compare` can set them side by side.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torchvision.io import write_png
 
@@ -12,9 +18,51 @@ from sr_gan.atomic import atomic_path
 from sr_gan.metrics import quantize
 
 
-def save_comparison(path: Path, bicubic: Tensor, sr: Tensor, hr: Tensor) -> Path:
-    """Write the three ``(3, H, W)`` images side by side (clamped, rounded to uint8) to ``path``."""
-    strip = torch.cat([quantize(bicubic), quantize(sr), quantize(hr)], dim=-1)  # (3, H, 3W)
+def comparison_strip(bicubic: Tensor, sr: Tensor, hr: Tensor) -> Tensor:
+    """The three ``(3, H, W)`` images side by side, clamped and rounded: ``(3, H, 3W)`` uint8 on the CPU."""
+    return torch.cat([quantize(bicubic), quantize(sr), quantize(hr)], dim=-1).to(torch.uint8).cpu()
+
+
+def save_strip(path: Path, strip: Tensor) -> Path:
+    """Write a `comparison_strip` to ``path`` as PNG (atomically)."""
     with atomic_path(path) as tmp:
-        write_png(strip.to(torch.uint8).cpu(), str(tmp))
+        write_png(strip, str(tmp))
     return path
+
+
+class SampleStrips:
+    """The strips of the validation images whose index in the set is below `count`, held from their
+    batch until the epoch ends (`take`), then gathered on rank 0 in the set's order (`gathered`).
+
+    Validation shards the set over the ranks (image ``i`` on rank ``i mod W``), so the first batches
+    of rank 0 alone are images 0, W, 2W, ...: other images than a single process's.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._held: list[tuple[int, str, Tensor]] = []  # (index in the set, name, strip)
+        self._seen = 0  # images of this epoch on this rank: the index of a batch that has none
+
+    def keep(self, batch: dict[str, Any], bicubic: Tensor, sr: Tensor) -> None:
+        """Hold the strips of `batch`'s sample images: by ``batch["index"]`` and ``batch["name"]``
+        (`sr_gan.data.ValImageDataset`), else by their position in this rank's epoch. A rank's
+        stand-in image (``"weight"``: `sr_gan.data.datamodule.StandIn`) is another rank's."""
+        size, first = sr.shape[0], self._seen
+        self._seen += size
+        if "weight" in batch:
+            return
+        indices = batch["index"].tolist() if "index" in batch else range(first, first + size)
+        for i, index in enumerate(indices):
+            if index < self.count:
+                name = batch["name"][i] if "name" in batch else str(index)
+                self._held.append((index, name, comparison_strip(bicubic[i], sr[i], batch["hr"][i])))
+
+    def take(self, world_size: int) -> list[tuple[str, Tensor]]:
+        """Every rank's held strips, ``(name, strip)`` by index, on rank 0 (empty on the others), and
+        none held any more. Every rank calls it (a collective when ``world_size > 1``)."""
+        held, self._held, self._seen = self._held, [], 0
+        if world_size > 1:
+            parts: list[Any] | None = [None] * world_size if dist.get_rank() == 0 else None
+            dist.gather_object(held, parts, dst=0)
+            held = [sample for part in parts or [] for sample in part]
+        return [(name, strip) for _, name, strip in sorted(held, key=lambda sample: sample[0])]
