@@ -176,6 +176,19 @@ def test_a_sweep_refused_so_leaves_no_sweep_folder_and_keeps_a_folder_it_did_not
     assert (tmp_path / "held" / "notes.txt").read_text() == "mine"
 
 
+def test_a_sweep_job_composed_after_others_ran_is_refused_in_one_line_too(tmp_path: Path) -> None:
+    """A sweep may compose a job's config only after the jobs before it ran: an Optuna trial is drawn
+    then, and Hydra's sweeper composes batch by batch (max_batch_size=1 here). The tool's code runs
+    without HYDRA_FULL_ERROR, which is set again for the next composition (it was not: Hydra's
+    message in 20 lines, exit 1). The jobs that ran keep their folders."""
+    sweep = ["-m", "degradation=bicubic,bicubc", "hydra.sweeper.max_batch_size=1"]
+    proc = _tool(tmp_path, *sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}", config="degrade")
+    assert proc.stdout.count("task sees HYDRA_FULL_ERROR=None") == 1
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: degradation=bicubc is not an option of degradation: ")
+    assert len(proc.stderr.splitlines()) == 1 and (tmp_path / "sweep" / "0").is_dir()
+
+
 def test_the_tool_runs_without_hydra_full_error_and_its_own_errors_stay_hydras(tmp_path: Path) -> None:
     """The variable that makes Hydra raise is set for the composition only: the tool's code (and
     every process it starts) runs without it, and an error of its own is reported by Hydra as

@@ -5,7 +5,8 @@ it cannot parse) in several lines with its config search path, and exits 1. `hyd
 that one line naming the override and the fix (the closest name, or the options), exit status 2,
 as every other input error. Hydra only raises these instead of printing them when
 ``HYDRA_FULL_ERROR=1``: the variable is set while Hydra composes the config and removed before the
-tool's own code runs, whose failures Hydra keeps reporting as before. A user's own
+tool's own code runs, whose failures Hydra keeps reporting as before, and set again when it
+returns: an Optuna sweep composes each trial's config after the trials before it ran. A user's own
 ``HYDRA_FULL_ERROR=1`` (for the whole stack trace) is left alone.
 
 An interpolation that cannot be resolved (``loss.pixel_weight='${nope}'``, a resolver or an
@@ -58,13 +59,17 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
         @wraps(task)  # keeps the task's module: Hydra finds conf/ relative to its file
         def in_task(cfg: DictConfig) -> T:
             nonlocal ours
+            lent = ours
             if ours:
                 os.environ.pop(FULL_ERROR, None)
                 ours = False
             if FULL_ERROR not in os.environ and (line := unresolvable(cfg, tool=config_name)) is not None:
                 print(f"error: {line}", file=sys.stderr)
                 raise SystemExit(2)
-            return task(cfg)
+            result = task(cfg)
+            if lent:  # a sweep's next job may compose only now (an Optuna trial is drawn after the last)
+                os.environ[FULL_ERROR], ours = "1", True
+            return result
 
         hydra_main = hydra.main(version_base="1.3", config_path="../../conf", config_name=config_name)(in_task)
 
