@@ -125,16 +125,30 @@ def serve_folder(folder: Path) -> Iterator[tuple[str, list[str]]]:
         thread.join(timeout=5)
 
 
-def png_bomb(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width x height RGB pixels, with (almost) no data behind it."""
+def _png(path: Path, header: bytes, idat: bytes, *chunks: bytes) -> Path:
+    """A PNG of an IHDR `header`, `chunks` (whole), and a zlib `idat`."""
 
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    body = chunk(b"IHDR", header) + b"".join(chunk(c[:4], c[4:]) for c in chunks) + chunk(b"IDAT", idat)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b""))
     return path
+
+
+def png_bomb(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height RGB pixels, with (almost) no data behind it."""
+    return _png(path, struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0), zlib.compress(b"\0" * 64))
+
+
+def keyed_png(path: Path, pixels: np.ndarray, colour: tuple[int, ...]) -> Path:
+    """A grey or RGB PNG of (H, W, C) uint8 / uint16 `pixels` (C = 1 or 3) with a transparent
+    `colour` (tRNS, one sample value per channel, in the pixels' bit depth). Pillow writes no 16-bit RGB."""
+    height, width, channels = pixels.shape
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    header = struct.pack(">IIBBBBB", width, height, depth, 0 if channels == 1 else 2, 0, 0, 0)
+    rows = b"".join(b"\0" + row.astype(">u2" if depth == 16 else np.uint8).tobytes() for row in pixels)
+    return _png(path, header, zlib.compress(rows), b"tRNS" + struct.pack(f">{channels}H", *colour))
 
 
 TINY_RRDBNET = {"num_features": 8, "num_blocks": 2, "growth_channels": 4}  # the weights tests' generator

@@ -15,6 +15,7 @@ from torchvision.io import ImageReadMode, decode_image
 import sr_gan.imageio as imageio
 from sr_gan.errors import UserError
 from sr_gan.imageio import DataError, image_size, list_images, read_image, read_picture, write_image
+from tests.helpers import keyed_png
 from tests.helpers import png_bomb as bomb
 
 
@@ -122,6 +123,24 @@ def test_a_16_bit_grey_tiff_keeps_its_16_bits(tmp_path: Path) -> None:
     picture = read_picture(tmp_path / "grey16.tif")
     assert picture.bits == 16 and picture.grey and picture.alpha is None
     assert torch.equal(torch.round(picture.rgb[0] * 65535).long(), torch.from_numpy(levels).long().expand(3, -1, -1))
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_pngs_transparent_colour_is_alpha_in_any_bit_depth(tmp_path: Path, depth: int, channels: int) -> None:
+    """A tRNS colour key is the alpha channel (0 where a pixel has the colour) and the colours keep
+    their bit depth. 16-bit RGB was read as 8 bits and fully opaque (Pillow compared the 16-bit key
+    with its 8-bit pixels); 16-bit grey lost the key (torchvision drops tRNS)."""
+    dtype = np.uint16 if depth == 16 else np.uint8
+    top = 2**depth - 1
+    pixels = np.random.default_rng(depth + channels).integers(0, top, (6, 5, channels)).astype(dtype)  # < top
+    pixels[2, 3] = pixels[4, 1] = colour = (top, 1, top)[:channels]  # two pixels of a colour no other has
+    picture = read_picture(keyed_png(tmp_path / "keyed.png", pixels, colour))
+    assert picture.bits == depth and picture.grey == (channels == 1) and picture.alpha is not None
+    expected_rgb = torch.from_numpy(pixels.astype(np.float64) / (2**depth - 1)).permute(2, 0, 1).expand(3, -1, -1)
+    torch.testing.assert_close(picture.rgb[0].double(), expected_rgb, rtol=0, atol=1e-6)
+    transparent = (picture.alpha[0, 0] == 0).nonzero().tolist()
+    assert transparent == [[2, 3], [4, 1]] and picture.alpha.sum() == picture.alpha.numel() - 2
 
 
 @pytest.mark.parametrize("read", [read_image, read_picture])

@@ -120,13 +120,14 @@ def read_image(
 
 def decode(path: Path, *, max_pixels: int | None, key: str) -> Tensor:
     """(C, H, W) uint8 or uint16 with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), EXIF
-    orientation applied; torchvision keeps 16 bits and alpha, Pillow reads palettes, 8-bit grey or
-    RGB with a transparent colour (a PNG's tRNS: torchvision drops it) and the rest."""
+    orientation applied; torchvision keeps 16 bits and alpha, Pillow reads palettes and the rest.
+    A PNG's transparent colour (tRNS of a grey or RGB image, which torchvision drops) is the alpha."""
     with _open(path, max_pixels=max_pixels, key=key) as image:
-        colour_key = image.mode in ("L", "RGB") and "transparency" in image.info
+        colour_key = image.info.get("transparency") if image.mode in ("L", "RGB", "I;16", "I") else None
         try:
-            if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK") and not colour_key:
-                return decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+            if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
+                pixels = decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+                return pixels if colour_key is None else _keyed_alpha(pixels, colour_key)
             image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
             if image.mode.startswith("I;16"):  # 16-bit grey outside PNG (e.g. TIFF)
                 return torch.from_numpy(np.asarray(image, dtype=np.uint16).copy())[None]
@@ -135,6 +136,16 @@ def decode(path: Path, *, max_pixels: int | None, key: str) -> Tensor:
             return pil_to_tensor(image.convert(("L" if grey else "RGB") + ("A" if alpha else "")))
         except (OSError, RuntimeError, ValueError) as err:
             raise _unreadable(path, err) from None
+
+
+def _keyed_alpha(pixels: Tensor, colour: int | tuple[int, ...]) -> Tensor:
+    """`pixels` (C, H, W), C = 1 or 3, with an alpha channel after them: 0 where a pixel has the
+    transparent `colour` (a PNG's tRNS, in the file's bit depth: Pillow compares a 16-bit key with
+    pixels it read as 8 bits, and found none), else opaque."""
+    values = pixels.to(torch.int32)  # (C, H, W); uint16 has few operations
+    opaque = (values != torch.tensor(colour, dtype=torch.int32).reshape(-1, 1, 1)).any(0, keepdim=True)
+    full = 65535 if pixels.dtype == torch.uint16 else 255
+    return torch.cat([values, opaque.to(torch.int32) * full]).to(pixels.dtype)  # (C + 1, H, W)
 
 
 @dataclass
