@@ -80,7 +80,8 @@ class SRGANModule(L.LightningModule):
             runs eagerly, with a warning.
         compile_mode: inductor's ``torch.compile`` mode (``None``: its default); ``reduce-overhead``
             replays their kernels as CUDA graphs (the eager step is host-bound on fast GPUs).
-        num_samples: validation images saved as ``bicubic | SR | HR`` PNG strips.
+        num_samples: the first validation images, saved as ``bicubic | SR | HR`` PNG strips at every
+            validation (gathered from every rank: the same images on any number of GPUs).
     """
 
     def __init__(
