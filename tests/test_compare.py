@@ -442,6 +442,19 @@ def test_crops_are_where_bicubic_is_worst_or_where_asked(tmp_path: Path) -> None
         run(_cfg(a, b, crop="30,4,24"))
 
 
+def test_a_crop_that_does_not_fit_leaves_the_earlier_comparison_untouched(tmp_path: Path) -> None:
+    """The crop is checked against the samples before any figure is written: a refused compare
+    must not replace curves.png beside the table and crops of an earlier comparison."""
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    run(_cfg(a, b))
+    out = tmp_path / "compare"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    c = write_run(tmp_path / "c", features=2, psnrs=(10.0, 11.0))
+    with pytest.raises(UserError, match=r"does not fit validation image"):
+        run(_cfg(a, c, crop="30,4,24"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_wandb_group_is_the_runs_group_else_their_folder(tmp_path: Path) -> None:
     a, b = write_run(tmp_path / "sweep" / "0"), write_run(tmp_path / "sweep" / "1", features=4)
     runs = read_runs([a, b])

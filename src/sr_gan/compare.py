@@ -159,14 +159,16 @@ def draw(
 ) -> tuple[list[Path], dict[str, tuple[int, int, int]], list[dict[str, Any]]]:
     """curves.png, crops.png and the perception-distortion plane (from the samples of each
     run's picked checkpoint); returns the PNGs written, the crop boxes and the sample scores."""
-    figures = [save_figure(curves_figure(runs, labels, smoothing=cfg.smoothing), out_dir / "curves.png")]
+    # the samples are read and the crop checked against them before any figure is written: a
+    # damaged sample or a crop that does not fit leaves an earlier comparison's files as they were
     strips = {r.name: read_strips(r.samples.get(row[f"{row['result']}_batch"])) for r, row in zip(runs, rows)}
     strips = {name: per_image for name, per_image in strips.items() if per_image}
+    crops = crop_boxes(strips, _crop_arg(cfg.crop), cfg.crop_size) if strips else {}
+    figures = [save_figure(curves_figure(runs, labels, smoothing=cfg.smoothing), out_dir / "curves.png")]
     if missing := [run.name for run in runs if run.name not in strips]:
         console.print(f"note: no validation samples at the picked checkpoint of {', '.join(missing)}")
     if not strips:
         return figures, {}, []
-    crops = crop_boxes(strips, _crop_arg(cfg.crop), cfg.crop_size)
     figures.append(save_figure(crops_figure(strips, crops, labels), out_dir / "crops.png"))
     scores: list[dict[str, Any]] = []
     if cfg.plane:
