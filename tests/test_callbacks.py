@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sr_gan.callbacks import SpeedMonitor
+from sr_gan.callbacks import BatchBudget, SpeedMonitor
 from tests.helpers import LoggedRows
 
 
@@ -95,3 +98,25 @@ def test_speed_monitor_reused_for_a_second_fit_leaves_the_pause_between_out(tmp_
     time.sleep(1.0)  # between two fits: not training time
     (_, first, _), _ = _speeds(tmp_path, train_delay=0.0, val_delay=0.0, monitor=monitor)
     assert first > 4.0  # counted, one second alone would hold 4 batches under 4/s
+
+
+def test_a_budget_below_the_checkpoints_batches_says_nothing_is_trained(caplog: pytest.LogCaptureFixture) -> None:
+    """Resuming a 6-batch checkpoint with trainer.max_steps=4 (meaning "4 more") trains nothing: say
+    so, naming both numbers; a finished run relaunched with its own budget (a requeue) stays quiet."""
+
+    def trainer(done: int) -> Any:
+        total = SimpleNamespace(completed=done, processed=done)
+        progress = SimpleNamespace(total=total)
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress))
+        return SimpleNamespace(fit_loop=loop, should_stop=False)
+
+    with caplog.at_level("WARNING", logger="sr_gan.callbacks"):
+        spent = trainer(4)
+        BatchBudget(4).on_train_start(spent)
+        assert spent.should_stop and not caplog.records
+        beyond = trainer(6)
+        BatchBudget(4).on_train_start(beyond)
+    assert beyond.should_stop
+    (record,) = caplog.records
+    assert "trained 6 batches, more than this run's budget of 4" in record.getMessage()
+    assert "trainer.max_steps" in record.getMessage()

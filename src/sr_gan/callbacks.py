@@ -43,8 +43,17 @@ class BatchBudget(L.Callback):
             trainer.should_stop = True
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.total.completed >= self.max_batches:
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        if done >= self.max_batches:
             trainer.should_stop = True
+        if done > self.max_batches:  # equal: a finished run relaunched (a requeued job), nothing to say
+            log.warning(
+                "the checkpoint has trained %d batches, more than this run's budget of %d "
+                "(trainer.max_steps x optim.accumulate_batches): nothing is trained; trainer.max_steps counts "
+                "all iterations, the checkpoint's included: raise it to train further",
+                done,
+                self.max_batches,
+            )
 
 
 class BudgetProgressBar(RichProgressBar):
