@@ -599,3 +599,20 @@ def test_a_run_id_file_holding_more_than_an_id_is_replaced(
     assert re.fullmatch(r"[0-9a-f]{8}", run_id) and "does not hold a W&B run id" in caplog.text
     assert (tmp_path / "wandb" / "run_id").read_text() == run_id + "\n"
     assert folder_run_id(tmp_path) == run_id  # kept from then on
+
+
+def test_a_checkpoint_path_that_is_no_weight_file_names_ckpt_path_and_what_to_pass(tmp_path: Path) -> None:
+    """ckpt_path=photo.png (or an empty file) says ckpt_path and what resuming takes: a run's
+    checkpoint, its folder, a URL or last; not "an exported .safetensors or a .pth", which ckpt_path
+    refuses."""
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    with pytest.raises(
+        UserError, match=rf"^ckpt_path={image} is not a checkpoint \(it starts with .*run folder"
+    ) as info:
+        load_run_checkpoint(image)
+    assert "safetensors" not in str(info.value)
+    empty = tmp_path / "last.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match=r"is not a checkpoint \(it is empty\)"):
+        load_run_checkpoint(empty)
