@@ -43,6 +43,10 @@ from sr_gan.schema import Rule
             "model.ema_decay=1.5 is not allowed: model.ema_decay must be a number > 0 and < 1 or null",
         ),
         ("data.augment=maybe", "data.augment=maybe is not allowed: data.augment must be true or false"),
+        ("test=flase", "test=flase is not allowed: test must be true or false"),
+        ("allow_random_vgg=flase", "allow_random_vgg=flase is not allowed: allow_random_vgg must be true or false"),
+        ("demo_psnr_init=flase", "demo_psnr_init=flase is not allowed: demo_psnr_init must be true or false"),
+        ("require_init_from=maybe", "require_init_from=maybe is not allowed: require_init_from must be true or"),
         ("trainer.precision=fp8", "trainer.precision=fp8 is not allowed"),
         (  # Lightning has it, but it casts the EMA and Adam's state to bf16 (and crashed on float32 inputs)
             "trainer.precision=bf16-true",

@@ -73,6 +73,10 @@ WEIGHT = Rule(float, low=0)
 
 TRAIN: Mapping[str, Rule] = {
     "seed": Rule(int, low=0, nullable=True),
+    "test": Rule(bool),  # switches read as `if cfg.x`: a typo'd value ("flase") would be a truthy string
+    "allow_random_vgg": Rule(bool),
+    "demo_psnr_init": Rule(bool),
+    "require_init_from": Rule(bool),
     "data.scale": Rule(int, choices=(1, 2, 3, 4, 8)),
     "data.patch_size": POSITIVE_INT,
     "data.batch_size": POSITIVE_INT,
