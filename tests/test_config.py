@@ -79,6 +79,15 @@ def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str,
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+def test_a_gan_recipe_without_init_from_names_every_recipes_psnr_stage(make_cfg) -> None:
+    """experiment=realesrgan_x4 refuses to start from noise too: its PSNR stage is realesrnet_x4."""
+    with pytest.raises(UserError) as info:
+        check_train_config(make_cfg("loss=ragan", "require_init_from=true"))
+    message = str(info.value)
+    assert message.startswith("this recipe starts from a PSNR-oriented generator: set model.init_from=")
+    assert "experiment=rrdb_psnr_x4 for ESRGAN" in message and "experiment=realesrnet_x4 for Real-ESRGAN" in message
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [  # Hydra's answer to a typo'd key is "To append to your config use +trainer.max_step=4"

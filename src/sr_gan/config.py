@@ -105,7 +105,8 @@ def check_train_config(cfg: DictConfig) -> None:
     if cfg.get("require_init_from") and not cfg.model.init_from:
         raise UserError(
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
-            "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN)"
+            "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN, "
+            "experiment=realesrnet_x4 for Real-ESRGAN)"
         )
     every, interval = OmegaConf.select(cfg, "callbacks.snapshots.every"), cfg.trainer.val_check_interval
     if every is not None and every % interval:
