@@ -90,6 +90,29 @@ def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path: Path) -> None:
     assert not list((tmp_path / "train" / "runs").iterdir())
 
 
+@pytest.mark.parametrize("bad", ["bogus.png", "small.png"])
+def test_a_data_folder_with_a_bad_image_is_refused_before_the_run_folder(tmp_path: Path, bad: str) -> None:
+    """An image that is none, or smaller than a training crop, in a folder of the user's own: one line
+    with the file and the fix, and no run folder (its headers are read before the run's record is
+    written; the run failed at 0 batches and left its folder, which `compare` then listed)."""
+    prepare_skimage_photos(photos := tmp_path / "photos")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for photo in sorted((photos / "val").iterdir())[:1]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    if bad == "bogus.png":
+        (folder / bad).write_text("not an image")
+    else:
+        write_png(torch.zeros(3, 16, 16, dtype=torch.uint8), str(folder / bad))
+    data = ["data=folder", f"data.train_hr_dir={folder}", f"data.val_hr_dir={folder}"]
+    proc = _run(tmp_path / "logs", *_tiny(*data, "logger=csv"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    fix = "replace it, or remove it from its folder" if bad == "bogus.png" else "remove it or lower data.patch_size"
+    assert proc.stderr.splitlines()[-1].startswith("error: ") and str(folder / bad) in proc.stderr
+    assert proc.stderr.strip().endswith(fix)
+    assert not list((tmp_path / "logs" / "train" / "runs").iterdir())
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

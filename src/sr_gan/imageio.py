@@ -60,7 +60,11 @@ class DataError(UserError, ValueError):
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def _unreadable(path: Path, err: Exception) -> DataError:
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (no image, truncated, gone); the message names it."""
+
+
+def _unreadable(path: Path, err: Exception) -> UnreadableImage:
     """The one-line error for an image that cannot be decoded: its path and the first line of why."""
     reason = (str(err).strip() or type(err).__name__).splitlines()[0]
     # Pillow and Python repeat the path ("cannot identify image file '<path>'", "No such file or
@@ -69,7 +73,7 @@ def _unreadable(path: Path, err: Exception) -> DataError:
     # torchvision prefixes its C++ source location: "operator(), /.../decode_png.cpp:79, <why>",
     # "read_file, /.../read_write_file.cpp:83, <why>"
     reason = re.sub(r"^\S*, \S+\.cpp:\d+, ", "", reason)
-    return DataError(f"cannot read image {path}: {reason}")
+    return UnreadableImage(f"cannot read image {path}: {reason}")
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from sr_gan.config import (
     save_resolved_config,
     slurm_requeued,
 )
+from sr_gan.data import SRDataModule
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
@@ -137,6 +138,8 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     workers, processes = cfg.data.get("num_workers", 0), local_processes(cfg.trainer)
     configure_cpu_threads(cfg.get("cpu_threads", "auto"), num_workers=workers, processes_per_node=processes)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    if isinstance(datamodule, SRDataModule) and datamodule.prepare is None:  # its images are there: read
+        datamodule.setup("fit")  # their headers now, so that a bad one is refused before the run's record
     module = build_module(cfg)
     if ckpt_path is not None:  # refused before the run's record is rewritten
         module.check_resumable(load_run_checkpoint(ckpt_path, mmap=True))  # keys and metadata: ms, not GBs

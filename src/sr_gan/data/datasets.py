@@ -7,6 +7,8 @@ resizing. Items are dicts of uint8 (3, H, W) tensors: {"hr"} or {"hr", "lr"} (+ 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from sr_gan.data.prepared import PreparedImages, open_prepared
-from sr_gan.imageio import MAX_IMAGE_PIXELS, DataError, image_size, list_images, read_image
+from sr_gan.imageio import MAX_IMAGE_PIXELS, DataError, UnreadableImage, image_size, list_images, read_image
 from sr_gan.metrics import SSIM_WINDOW
 
 
@@ -38,11 +40,21 @@ class ImagePair:
         """Decode the images of `sides`: {"hr": (3, H, W), "lr": (3, H/s, W/s)} uint8, HR mod-cropped
         ("lr" only where there is an LR file)."""
         images = {}
-        if "hr" in sides:
-            images["hr"] = read_image(self.hr, max_pixels=self.max_pixels)[:, : self.height, : self.width]
-        if "lr" in sides and self.lr is not None:
-            images["lr"] = read_image(self.lr, max_pixels=self.max_pixels)
+        with _listed_image():
+            if "hr" in sides:
+                images["hr"] = read_image(self.hr, max_pixels=self.max_pixels)[:, : self.height, : self.width]
+            if "lr" in sides and self.lr is not None:
+                images["lr"] = read_image(self.lr, max_pixels=self.max_pixels)
         return images
+
+
+@contextmanager
+def _listed_image() -> Iterator[None]:
+    """An image of a data folder that cannot be read: the fix, after the file and the reason."""
+    try:
+        yield
+    except UnreadableImage as err:
+        raise DataError(f"{err}; replace it, or remove it from its folder") from None
 
 
 def find_lr_partner(hr: Path, lr_by_stem: dict[str, Path], lr_dir: Path, scale: int) -> Path:
@@ -119,12 +131,14 @@ def _pair(
     max_pixels: int | None,
     scale_key: str,
 ) -> ImagePair:
-    height, width = image_size(hr, max_pixels=max_pixels)
+    with _listed_image():
+        height, width = image_size(hr, max_pixels=max_pixels)
     height, width = height - height % scale, width - width % scale  # mod-crop
     lr = None
     if lr_dir is not None:
         lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
-        lr_height, lr_width = image_size(lr, max_pixels=max_pixels)
+        with _listed_image():
+            lr_height, lr_width = image_size(lr, max_pixels=max_pixels)
         if (lr_height * scale, lr_width * scale) != (height, width):
             raise DataError(
                 f"size mismatch at {scale_key}={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
