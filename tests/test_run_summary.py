@@ -42,6 +42,18 @@ def test_the_next_commands_take_the_result_checkpoint(tmp_path: Path, gan: bool,
     assert len(commands) == 2 and all(f"ckpt={tmp_path / 'checkpoints' / expected} " in c for c in commands)
 
 
+def test_the_next_compare_takes_a_sweep_or_this_run_beside_others(tmp_path: Path) -> None:
+    """A sweep job's runs are its sweep's; a single run's parent is every run ever made in
+    ``logs/train/runs`` (other data sets: compare refuses them), or /tmp under hydra.run.dir=/tmp/x."""
+    for folder in (single := tmp_path / "runs" / "a", job := tmp_path / "sweep" / "0"):
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "best.ckpt").write_bytes(b"x")
+    (tmp_path / "sweep" / "multirun.yaml").write_text("{}")
+    for folder, runs in ((single, f"{single} <other run folders>"), (job, f"{tmp_path / 'sweep'}")):
+        lines = summary(RunRecord(folder=folder, status="done", batches=1, wall_s=1.0), best_psnr=None, last={})
+        assert f"  python -m sr_gan.compare {runs}" in lines
+
+
 def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path) -> None:
     """A pre-empted run resumed in its folder (or a finished one relaunched) keeps the wall time of its
     earlier segments: run.json's wall_s is their sum, and batches/s is over all of it."""

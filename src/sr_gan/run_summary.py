@@ -139,11 +139,17 @@ def summary(
             "next:",
             f"  python -m sr_gan.evaluate ckpt={ckpt} datasets=[Set5,Set14,BSD100]",
             f"  python -m sr_gan.upscale ckpt={ckpt} input=<your photos>",
-            f"  python -m sr_gan.compare {record.folder.parent}",
+            f"  python -m sr_gan.compare {_runs_to_compare(record.folder)}",
         ]
     if "wandb" in files:
         lines.append(f"  wandb sync {files['wandb']}/offline-run-*   # to see it on wandb.ai")
     return lines
+
+
+def _runs_to_compare(folder: Path) -> str:
+    """A sweep job's sweep (Hydra wrote multirun.yaml there), else this run beside others of the
+    user's choice: all of ``logs/train/runs`` mixes validation sets, which compare refuses."""
+    return str(folder.parent) if (folder.parent / "multirun.yaml").is_file() else f"{folder} <other run folders>"
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
