@@ -84,8 +84,9 @@ def test_a_damaged_record_warns_and_never_blocks_a_resume(tmp_path: Path, text: 
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"
 
 
-def test_a_resume_is_not_warned_about_its_own_checkpoints(caplog: pytest.LogCaptureFixture) -> None:
-    """Lightning warns that the checkpoint folder is not empty: on a resume it always is."""
+def test_a_resume_or_a_branch_is_not_warned_about_its_checkpoints(caplog: pytest.LogCaptureFixture) -> None:
+    """Lightning warns that the checkpoint folder is not empty: on a resume it always is; and that a
+    branch's folder is another (its best is its own: a new run folder is the point of a branch)."""
     import logging
     import warnings
 
@@ -95,10 +96,12 @@ def test_a_resume_is_not_warned_about_its_own_checkpoints(caplog: pytest.LogCapt
         try:
             quiet_third_party_noise()
             warnings.warn("Checkpoint directory /run/checkpoints exists and is not empty.", UserWarning, stacklevel=1)
+            branch = "The dirpath has changed from '/a/checkpoints' to '/b/checkpoints', therefore ..."
+            warnings.warn(branch, UserWarning, stacklevel=1)
             warnings.warn("another warning", UserWarning, stacklevel=1)
         finally:
             logging.captureWarnings(False)
-    assert "not empty" not in caplog.text and "another warning" in caplog.text
+    assert "not empty" not in caplog.text and "dirpath" not in caplog.text and "another warning" in caplog.text
 
 
 def test_a_failed_record_write_keeps_the_previous_record(tmp_path: Path) -> None:

@@ -56,6 +56,9 @@ def quiet_third_party_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # Every resume finds its own checkpoints there; a new run into a used folder is refused before.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # A branch (ckpt_path= another run's checkpoint) checkpoints into its own folder: its best.ckpt is
+    # the best of its own validations, as the README says.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
 
 
 @dataclass
