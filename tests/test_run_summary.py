@@ -104,6 +104,31 @@ def test_a_resume_or_a_branch_is_not_warned_about_its_checkpoints(caplog: pytest
     assert "not empty" not in caplog.text and "dirpath" not in caplog.text and "another warning" in caplog.text
 
 
+def test_a_warning_about_the_users_input_is_logged_as_its_message_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """The random-VGG warning was logged at the line of Hydra's code that built the loss
+    (``.../hydra/_internal/instantiate/_instantiate2.py:129: UserWarning: ...`` and that line's
+    source); an `InputWarning` is its message, other warnings keep Python's location."""
+    import logging
+    import warnings
+
+    from sr_gan.errors import InputWarning
+    from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
+    from sr_gan.run_summary import quiet_third_party_noise
+
+    python_format = warnings.formatwarning
+    with warnings.catch_warnings():
+        try:
+            quiet_third_party_noise()
+            warnings.warn(RANDOM_VGG_WARNING, InputWarning, stacklevel=1)
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+        finally:
+            logging.captureWarnings(False)
+            warnings.formatwarning = python_format
+    messages = [record.getMessage() for record in caplog.records if record.name == "py.warnings"]
+    assert messages[0] == RANDOM_VGG_WARNING
+    assert messages[1].startswith(__file__) and "UserWarning: another warning" in messages[1]
+
+
 def test_a_failed_record_write_keeps_the_previous_record(tmp_path: Path) -> None:
     """run.json is replaced in one step: a write that fails half-way (a full disk) leaves the record
     the run wrote before, whole, and no temporary file (written in place it was cut to 64 bytes)."""

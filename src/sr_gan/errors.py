@@ -14,6 +14,12 @@ class UserError(ValueError):
     """A problem with the user's input (a config key, a file); its message says how to fix it."""
 
 
+class InputWarning(UserWarning):
+    """A warning about the user's input (a config key, a file); its message names it and what to do.
+    A command's log shows the message alone: the line of code that warned (often Hydra's, which
+    built the object) tells the user nothing."""
+
+
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Run ``fn``; on :class:`UserError` (or a missing file) print one line to stderr and exit 2.
 

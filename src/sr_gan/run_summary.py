@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sr_gan.atomic import atomic_path
+from sr_gan.errors import InputWarning
 
 if TYPE_CHECKING:
     import lightning as L
@@ -41,6 +42,7 @@ class _DropMessages(logging.Filter):
 def quiet_third_party_noise() -> None:
     """Route warnings and Lightning's messages into the run's log; drop three that nobody acts on."""
     logging.captureWarnings(True)  # warnings.warn (e.g. the random-VGG warning) also reach train.log
+    warnings.formatwarning = _format_warning
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         # Imported before logging is set up (as every sr-gan command imports them), Lightning's loggers
         # print by themselves and stop propagating: their lines reached the console only, not train.log.
@@ -59,6 +61,18 @@ def quiet_third_party_noise() -> None:
     # A branch (ckpt_path= another run's checkpoint) checkpoints into its own folder: its best.ckpt is
     # the best of its own validations, as the README says.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+
+
+_python_format = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """An `InputWarning` as its message alone (one log line); any other warning as Python formats it."""
+    if issubclass(category, InputWarning):
+        return str(message)
+    return _python_format(message, category, filename, lineno, line)
 
 
 @dataclass
@@ -169,5 +183,5 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         if isinstance(record, dict):
             return record
         why = "not a JSON object"
-    warnings.warn(f"{path} is damaged ({why}): taken as a run without a record", stacklevel=2)
+    warnings.warn(f"{path} is damaged ({why}): taken as a run without a record", InputWarning, stacklevel=2)
     return None

@@ -29,7 +29,7 @@ from typing import BinaryIO
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from sr_gan.atomic import atomic_path, check_writable, remove_stale_temporaries
-from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.errors import InputWarning, UserError, exit_on_user_error
 
 CHUNK_BYTES = 1 << 20
 
@@ -160,7 +160,8 @@ def _fetch(url: str, path: Path, *, sha256: str | None, md5: str | None) -> None
             name, expected, found = mismatch
             raise UserError(f"{name} mismatch for {url}: expected {expected}, got {found}; download removed")
         if sha256 is None and md5 is None:
-            warnings.warn(f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}", stacklevel=3)
+            unpinned = f"{url} has no pinned checksum (unverified); its sha256 is {got['sha256']}"
+            warnings.warn(unpinned, InputWarning, stacklevel=3)
 
 
 def _mismatch(got: dict[str, str], *, sha256: str | None, md5: str | None) -> tuple[str, str, str] | None:

@@ -32,7 +32,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
-from sr_gan.errors import UserError
+from sr_gan.errors import InputWarning, UserError
 from sr_gan.lit.ema import EMAUpdater, ema_decay_at, make_ema
 from sr_gan.lit.guard import NonFiniteGuard, can_skip_on_device, clear_flag, flag_if_not_finite
 from sr_gan.lit.samples import SampleStrips, save_strip
@@ -186,7 +186,8 @@ class SRGANModule(L.LightningModule):
                 network.compile(backend=self.compile_backend, mode=self.compile_mode)
             self._compiled = True
             how = self.compile_backend + (f", mode {self.compile_mode}" if self.compile_mode else "")
-            warnings.warn(f"model.compile={how}: G, D and VGG compile on their first batches", stacklevel=2)
+            notice = f"model.compile={how}: G, D and VGG compile on their first batches"
+            warnings.warn(notice, InputWarning, stacklevel=2)
 
     def configure_optimizers(self) -> tuple[list[Optimizer], list[LRScheduler]]:
         optimizers = [self.optimizer_g(self.generator.parameters())]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from sr_gan.errors import UserError
+from sr_gan.errors import InputWarning, UserError
 from sr_gan.weights.files import is_safetensors, load_state_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,7 +73,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def _warn_random_vgg() -> None:
     # One warning; sr_gan.train routes warnings into train.log and records it in config.yaml and W&B.
-    warnings.warn(RANDOM_VGG_WARNING, stacklevel=4)
+    warnings.warn(RANDOM_VGG_WARNING, InputWarning, stacklevel=4)
 
 
 def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool) -> tuple[nn.Sequential, bool]:
