@@ -46,6 +46,11 @@ from tests.helpers import CONF_DIR, child_env
             "options: rrdb, srresnet, srresnet_nobn",
         ),
         ("train", "model=zzz", "model=zzz is not an option of model: options: rrdb, srresnet, srresnet_nobn"),
+        (  # letters swapped: the key of those letters, not difflib's first (module)
+            "train",
+            "modle.generator.num_blocks=2",
+            "modle is not a key of the config: did you mean model?",
+        ),
         (  # a nested group is named whole
             "train",
             "hydra/launcher=nosuch",

@@ -17,7 +17,6 @@ refused the same way.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shutil
@@ -42,7 +41,7 @@ from omegaconf.errors import (
     UnsupportedInterpolationType,
 )
 
-from sr_gan.errors import one_line
+from sr_gan.errors import closest, one_line
 
 T = TypeVar("T")
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -125,8 +124,8 @@ def describe(err: Exception, *, tool: str) -> str:
         return f"cannot parse the override '{err.override}': {reason}; {fix}"
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
-        guess = difflib.get_close_matches(option, err.options, n=1)
-        fix = f"did you mean {group}={guess[0]}? " if guess else ""
+        guess = closest(option, err.options)
+        fix = f"did you mean {group}={guess}? " if guess else ""
         return f"{group}={option} is not an option of {group}: {fix}options: {', '.join(err.options)}"
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key and cause.key is not None:
         append = re.search(r"use (\+\S+)", str(err))  # Hydra's "To append to your config use +key=value"
@@ -145,9 +144,8 @@ def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str)
     """`full_key` is not in the config: the closest key beside it, or where the keys are listed."""
     prefix = full_key[: -len(key)]
     names = [str(name) for name in parent.keys()] if isinstance(parent, DictConfig) else []
-    guess = difflib.get_close_matches(key, names, n=1)
-    if guess:
-        fix = f"did you mean {prefix}{guess[0]}?"
+    if guess := closest(key, names):
+        fix = f"did you mean {prefix}{guess}?"
     elif full_key.startswith("trainer."):  # Lightning Trainer arguments the config leaves out
         fix = f"a Lightning Trainer argument the config leaves out is added with {added}"
     else:
@@ -168,12 +166,12 @@ def unresolvable(cfg: DictConfig, *, tool: str) -> str | None:
     head = f"{key}={raw} cannot be resolved"
     if isinstance(err, InterpolationKeyError) and (named := re.search(r"key '([^']+)'", str(err))):
         others = [name for name in _full_keys(cfg, prefix="") if name != key]  # not itself: a cycle
-        guess = difflib.get_close_matches(named.group(1), others, n=1)
-        fix = f"did you mean ${{{guess[0]}}}?" if guess else f"python -m sr_gan.{tool} --cfg job lists the keys"
+        guess = closest(named.group(1), others)
+        fix = f"did you mean ${{{guess}}}?" if guess else f"python -m sr_gan.{tool} --cfg job lists the keys"
         return f"{head}: the config has no key {named.group(1)}; {fix}"
     if isinstance(err, UnsupportedInterpolationType) and (named := re.search(r"type (\S+)", str(err))):
-        guess = difflib.get_close_matches(named.group(1), getattr(BaseContainer, "_resolvers", {}), n=1)
-        fix = f"did you mean {guess[0]}?" if guess else "text that starts like one is written \\${...}"
+        guess = closest(named.group(1), getattr(BaseContainer, "_resolvers", {}))
+        fix = f"did you mean {guess}?" if guess else "text that starts like one is written \\${...}"
         return f"{head}: no resolver is named {named.group(1)}; {fix}"
     reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(err).splitlines()[0]).strip('"')
     fix = "; set it, or give a default: ${oc.env:NAME,default}" if "oc.env:" in raw else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import sys
@@ -18,7 +17,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.atomic import atomic_path, probe_folder
-from sr_gan.errors import UserError
+from sr_gan.errors import UserError, closest
 from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
 from sr_gan.schema import TRAIN, validate
 from sr_gan.weights.remote import cached_download, is_url
@@ -152,8 +151,8 @@ def check_trainer_keys(trainer: DictConfig) -> None:
         return
     for key in trainer:
         if key not in params and not str(key).startswith("_"):
-            close = difflib.get_close_matches(str(key), [p for p in params if p != "self"], n=1)
-            hint = f"did you mean trainer.{close[0]}?" if close else "see conf/trainer/default.yaml"
+            close = closest(str(key), [p for p in params if p != "self"])
+            hint = f"did you mean trainer.{close}?" if close else "see conf/trainer/default.yaml"
             raise UserError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import TypeVar
 
@@ -18,6 +19,14 @@ class InputWarning(UserWarning):
     """A warning about the user's input (a config key, a file); its message names it and what to do.
     A command's log shows the message alone: the line of code that warned (often Hydra's, which
     built the object) tells the user nothing."""
+
+
+def closest(word: str, names: Iterable[str]) -> str | None:
+    """The name of `names` nearest to `word`, for a "did you mean" (None: none is near). difflib's
+    ratio, but a name of the same letters in another order first: ``modle`` is ``model``, which
+    difflib ranks below ``module``."""
+    near = difflib.get_close_matches(word, list(names), n=3)
+    return next((name for name in near if sorted(name) == sorted(word)), near[0] if near else None)
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
