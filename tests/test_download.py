@@ -93,7 +93,22 @@ def test_checksum_mismatch_is_one_line_and_leaves_nothing(served: tuple[str, Pat
         download_and_extract(f"{url}/pngs.zip", dest, sha256="0" * 64)
     message = str(info.value)
     assert "\n" not in message and f"expected {'0' * 64}" in message and f"got {real}" in message
-    assert list(dest.iterdir()) == []  # no archive, no partial file, nothing extracted
+    assert not dest.exists()  # no archive, no partial file, nothing extracted, no folder
+
+
+@pytest.mark.parametrize("root", ["new/data", "existing"])
+def test_a_failed_download_leaves_no_folder_it_made(
+    served: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], root: str
+) -> None:
+    """No network (here a 404): the run made --root and root/DIV2K and left them empty; it now
+    removes the folders it made, and a folder that was there before stays."""
+    url, _ = served
+    (tmp_path / "existing" / "DIV2K").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["div2k", "--parts", "x4", "--root", str(tmp_path / root), "--base-url", url])
+    assert exit_info.value.code == 2 and "cannot download" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_unpinned_download_warns_with_its_sha256(served: tuple[str, Path], tmp_path: Path) -> None:
@@ -118,7 +133,7 @@ def test_members_escaping_the_destination_are_refused(
     dest = tmp_path / "data"
     with pytest.raises(UserError, match="escapes"):
         download_and_extract(f"{url}/evil.{kind}", dest, **pins)
-    assert list(dest.iterdir()) == [] and not (tmp_path / "evil.txt").exists()  # archive removed too
+    assert not dest.exists() and not (tmp_path / "evil.txt").exists()  # archive removed too
     assert not Path("/tmp/evil_sr_gan.txt").exists()
 
 
@@ -131,7 +146,7 @@ def test_tar_links_are_refused(served: tuple[str, Path], tmp_path: Path) -> None
     sha = hashlib.sha256((folder / "link.tar").read_bytes()).hexdigest()
     with pytest.raises(UserError, match="link"):
         download_and_extract(f"{url}/link.tar", tmp_path / "data", sha256=sha)
-    assert list((tmp_path / "data").iterdir()) == []
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="a Python before 3.10.12 / 3.11.4")
@@ -199,7 +214,7 @@ def test_cli_refuses_an_archive_that_is_not_the_pinned_one(
         main([*argv, "--root", str(tmp_path / "data"), "--base-url", url])
     assert exit_info.value.code == 2
     assert f"expected {archive.sha256 or archive.md5}" in capsys.readouterr().err
-    assert not any(p.is_file() for p in (tmp_path / "data").rglob("*"))
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("root", ["a_file", "a_file/data"])

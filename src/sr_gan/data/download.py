@@ -8,13 +8,14 @@ checksum (a mismatch deletes it), renamed into place, unpacked with every member
 inside the destination, then deleted; a marker file makes a second run a no-op. An archive already
 in place (a verified download whose extraction was cut) is checked against its pin again before it
 is unpacked; the partial download a killed run (kill -9, SIGTERM) left beside it is removed by the
-next run. A checksum that is not pinned is never invented: the download goes on with a warning
-that prints the sha256.
+next run. A failed run leaves none of the folders it made. A checksum that is not pinned is never
+invented: the download goes on with a warning that prints the sha256.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import tarfile
@@ -22,6 +23,8 @@ import urllib.parse
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -234,15 +237,36 @@ def download_and_extract(
 ) -> Path:
     """Download `url` into `dest_dir`, verify it, unpack it there and delete the archive.
 
-    Skipped when the marker of a previous extraction exists. Returns `dest_dir`.
+    Skipped when the marker of a previous extraction exists. Returns `dest_dir`. A failure leaves
+    none of the folders this call made (a folder that was there before stays).
     """
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    filename = filename or Path(urllib.parse.urlparse(url).path).name
+    with _removed_if_failed(dest_dir):
+        _download_into(dest_dir, url, filename or Path(urllib.parse.urlparse(url).path).name, sha256=sha256, md5=md5)
+    return dest_dir
+
+
+@contextmanager
+def _removed_if_failed(folder: Path) -> Iterator[None]:
+    """Make `folder` and its missing parents; a failure in the block removes those it made that are
+    still empty (deepest first), so a refused or cut download leaves no empty folder behind."""
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in made:
+            with contextlib.suppress(OSError):  # not empty: a kept archive or earlier parts stay
+                path.rmdir()
+        raise
+
+
+def _download_into(dest_dir: Path, url: str, filename: str, *, sha256: str | None, md5: str | None) -> None:
+    """download_and_extract's work, in the existing `dest_dir`."""
     marker = dest_dir / f".{filename}.extracted"
     if marker.is_file():
         print(f"{filename}: already extracted in {dest_dir}")
-        return dest_dir
+        return
     archive = dest_dir / filename
     if archive.is_file():  # a verified download whose extraction was cut, or a file put there by hand
         _check_present(archive, sha256=sha256, md5=md5)
@@ -261,7 +285,6 @@ def download_and_extract(
         ) from None
     archive.unlink()
     marker.write_text(f"{url}\n")
-    return dest_dir
 
 
 def download_div2k(root: str | Path, parts: list[str], *, base_url: str = DIV2K_URL) -> Path:
