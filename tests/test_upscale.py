@@ -432,6 +432,21 @@ def test_an_output_too_large_for_its_format_fails_alone_before_the_compute(tmp_p
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_small_x2.webp", "c_small_x2.webp"]
 
 
+def test_when_every_output_is_refused_the_summary_names_no_folder(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing written: out_dir is never made, and the summary does not say the images went there
+    (it read "0 of 1 image(s) written to <out_dir>", a folder that does not exist)."""
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    Image.fromarray(np.tile(RGB[:2, :1], (1, 8200, 1))).save(folder / "wide.png")  # x2: 16400 px wide
+    out_dir = tmp_path / "out"
+    failures = run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(out_dir), format="webp"))
+    assert len(failures) == 1 and not out_dir.exists()
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert summary.startswith("0 of 1 image(s) written") and str(out_dir) not in summary
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_a_transparent_colour_becomes_alpha(tmp_path: Path, ckpt: Path, mode: str) -> None:
     """A PNG's tRNS colour key (8-bit grey or RGB) is transparency: read as an alpha channel (0 where the

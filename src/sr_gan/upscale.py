@@ -285,7 +285,8 @@ def run(cfg: DictConfig) -> list[str]:
                 progress.console.print(f"error: {failure}")
                 failures.append(failure)
     done = len(inputs) - len(failures)
-    console.print(f"{done} of {len(inputs)} image(s) written" + (f" to {out_dir}" if out_dir else ""))
+    where = f" to {out_dir}" if out_dir and done else ""  # none written: out_dir may not exist
+    console.print(f"{done} of {len(inputs)} image(s) written{where}")
     return failures
 
 
