@@ -33,6 +33,16 @@ from tests.helpers import CONF_DIR, child_env
             "loss.perceptual.no_such_group is not a key of the config: python -m sr_gan.train --help lists the keys",
         ),
         ("evaluate", "ckptt=x", "ckptt is not a key of the config: did you mean ckpt?"),
+        (  # no close match (a short key): the keys beside it, when they are few
+            "interpolate",
+            "psi=0.5",
+            "psi is not a key of the config: the keys are psnr, gan, alpha, out, ema",
+        ),
+        (
+            "train",
+            "model.zzz=1",
+            "model.zzz is not a key of the config: the keys of model are compile, compile_mode, channels_last, ",
+        ),
         (
             "train",
             "model=rrbd",

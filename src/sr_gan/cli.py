@@ -46,6 +46,7 @@ from sr_gan.errors import closest, one_line
 T = TypeVar("T")
 FULL_ERROR = "HYDRA_FULL_ERROR"
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+MAX_LISTED_KEYS = 16  # an unknown key's neighbours are listed up to this many (train's top has more)
 
 
 def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[..., T | None]]:
@@ -141,13 +142,18 @@ def describe(err: Exception, *, tool: str) -> str:
 
 
 def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str) -> str:
-    """`full_key` is not in the config: the closest key beside it, or where the keys are listed."""
+    """`full_key` is not in the config: the closest key beside it, else the keys beside it when they
+    are few (a short typo, psi for psnr, has no close match), else where the keys are listed."""
     prefix = full_key[: -len(key)]
     names = [str(name) for name in parent.keys()] if isinstance(parent, DictConfig) else []
+    listed = [name for name in names if prefix or name != "hydra"]  # Hydra's own settings are not the tool's
     if guess := closest(key, names):
         fix = f"did you mean {prefix}{guess}?"
     elif full_key.startswith("trainer."):  # Lightning Trainer arguments the config leaves out
         fix = f"a Lightning Trainer argument the config leaves out is added with {added}"
+    elif 0 < len(listed) <= MAX_LISTED_KEYS:
+        owner = f" of {prefix.rstrip('.')}" if prefix else ""
+        fix = f"the keys{owner} are {', '.join(listed)}"
     else:
         fix = f"python -m sr_gan.{tool} --help lists the keys"
     return f"{full_key} is not a key of the config: {fix}"
