@@ -368,6 +368,15 @@ def test_init_from_a_url_is_fetched_once_into_torch_hubs_cache_and_checked(
     assert sorted(p.name for p in cache.iterdir()) == [name]
 
 
+@pytest.mark.parametrize(("name", "what"), [("missing.ckpt", "no such file"), ("", "a folder, not a file")])
+def test_init_from_that_is_no_file_names_the_key_and_the_fix(make_cfg, tmp_path, name: str, what: str) -> None:
+    """It read '<path>: no such weight file' (a folder too), naming neither model.init_from nor the fix."""
+    path = tmp_path / name
+    with pytest.raises(UserError) as caught:
+        build_module(make_cfg("model=rrdb", f"model.init_from={path}"))
+    assert str(caught.value).startswith(f"model.init_from={path}: {what}; pass an existing file, e.g. model.init_from=")
+
+
 def test_init_from_weights_holding_nan_names_the_file_not_the_learning_rate(make_cfg, tmp_path) -> None:
     state = build_module(make_cfg("model=rrdb")).generator.state_dict()
     state["conv_first.weight"][0] = float("nan")

@@ -225,12 +225,14 @@ def path_arg(
 ) -> Path:
     """``cfg[key]`` as a Path, checked: set, with the given suffix, existing if ``must_exist``, and
     for an ``output`` not a folder and in a folder that can be made and written to. With `url`
-    (weight files) an http(s) URL is fetched once into torch.hub's cache and its file returned."""
-    if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+    (weight files) an http(s) URL is fetched once into torch.hub's cache and its file returned.
+    `key` may be dotted (``model.init_from``): the messages name it whole."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)  # None when missing ('???')
+    if value in (None, ""):
         raise UserError(f"'{key}' is not set: add {key}={example}")
-    if url and is_url(cfg[key]):
-        return cached_download(str(cfg[key]), key=key)
-    path = Path(str(cfg[key]))
+    if url and is_url(value):
+        return cached_download(str(value), key=key)
+    path = Path(str(value))
     if suffix and path.suffix != suffix:
         raise UserError(f"{key}={path} must end in {suffix}: e.g. {key}={example}")
     if must_exist and not path.is_file():

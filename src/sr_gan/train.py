@@ -29,6 +29,7 @@ from sr_gan.config import (
     check_train_config,
     is_gan,
     keep_recorded_start,
+    path_arg,
     precision_advice,
     register_resolvers,
     save_resolved_config,
@@ -43,7 +44,7 @@ from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.ranks import ranks_of_this_job, start_ranks_as_this_job
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
-from sr_gan.weights import cached_download, fit_problems, is_url, load_generator_state
+from sr_gan.weights import fit_problems, is_url, load_generator_state
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -55,10 +56,9 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
     if cfg.discriminator is not None:
         module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
-    if cfg.model.init_from:
-        source = cfg.model.init_from
-        if is_url(source):  # e.g. the released ESRGAN weights Real-ESRNet starts from: fetched once, cached
-            source = cached_download(source, key="model.init_from")
+    if cfg.model.init_from:  # a URL (the released ESRGAN weights Real-ESRNet starts from) is fetched once, cached
+        example = "<the PSNR run>/checkpoints/best.ckpt"
+        source = path_arg(cfg, "model.init_from", example=example, must_exist=True, url=True)
         state = load_generator_state(source, prefer_ema=True)  # builds nothing from the file
         if problems := fit_problems(module.generator, state):
             raise UserError(
