@@ -85,6 +85,14 @@ def test_slurm_preset_asks_one_task_per_gpu_on_every_node(tmp_path: Path, monkey
     assert f"{sweep_dir}/.submitit/%j/%j_%t_log.out" in script  # srun: one log per task
 
 
+@pytest.mark.parametrize(("workers", "cpus"), [((), 1), (("data.num_workers=8",), 8)])
+def test_slurm_preset_asks_at_least_one_cpu_per_task(tmp_path: Path, workers: tuple[str, ...], cpus: int) -> None:
+    """The CPUs per task are the loader workers, but at least 1: the demo's data.num_workers=0 gave
+    --cpus-per-task=0, which sbatch refuses."""
+    cfg = _compose("hydra/launcher=slurm", "trainer=gpu", *workers, f"paths.log_dir={tmp_path}")
+    assert OmegaConf.to_container(cfg.hydra.launcher, resolve=True)["cpus_per_task"] == cpus
+
+
 def test_slurm_preset_follows_a_single_gpu_trainer(tmp_path: Path) -> None:
     cfg = _compose(
         "hydra/launcher=slurm", "trainer=gpu", "hydra.launcher.max_num_timeout=5", f"paths.log_dir={tmp_path}"

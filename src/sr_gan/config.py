@@ -79,8 +79,10 @@ def _job_type(*, _root_: DictConfig) -> str:
 def register_resolvers() -> None:
     """``${wandb_offline:}`` (true unless ``WANDB_MODE=online``: no account needed) and ``${wandb_online:}``,
     ``${if_pixel_loss:a,b}``,
-    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run)."""
+    ``${run_group:}``, ``${run_name:}`` and ``${job_type:}`` (how W&B files a run), and
+    ``${max:a,b}`` (the SLURM preset's CPUs per task: ``${max:1,${data.num_workers}}``)."""
     resolvers = {
+        "max": max,
         "wandb_offline": lambda: os.environ.get("WANDB_MODE", "offline") != "online",
         "wandb_online": lambda: os.environ.get("WANDB_MODE", "offline") == "online",
         "if_pixel_loss": _if_pixel_loss,
