@@ -30,7 +30,6 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
 from sr_gan.weights import is_url, load_state_file, non_finite_keys
-from sr_gan.weights.files import file_format
 from sr_gan.weights.remote import fetch
 
 log = logging.getLogger(__name__)
@@ -102,22 +101,21 @@ def load_run_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, An
     if is_url(path):
         with downloaded(str(path)) as local:
             return load_run_checkpoint(local)
-    path = Path(path)
-    if path.is_file() and path.suffix != ".safetensors":  # a damaged .safetensors gets safetensors' reason
-        with open(path, "rb") as file:
-            head = file.read(9)
-        if file_format(head, path.stat().st_size) is None:  # an image, a web page, a log: no weights at all
-            raise UserError(
-                f"ckpt_path={path} is not a checkpoint ({f'it starts with {head[:8]!r}' if head else 'it is empty'}): "
-                "pass a run's checkpoints/last.ckpt or best.ckpt, its run folder, an http(s) URL, or last"
-            )
-    checkpoint = load_state_file(path, mmap=mmap)
+    checkpoint = load_state_file(path, mmap=mmap, refusal=lambda start: _not_a_checkpoint(path, start))
     if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
         raise UserError(
             f"ckpt_path={path} holds weights, not a training run's checkpoint (last.ckpt, best.ckpt): "
             f"to start a run from these weights use model.init_from={path}"
         )
     return checkpoint
+
+
+def _not_a_checkpoint(path: str | Path, start: str) -> str:
+    """The error for a ckpt_path that holds no weights at all (an image, a web page, a log)."""
+    return (
+        f"ckpt_path={path} is not a checkpoint ({start}): "
+        "pass a run's checkpoints/last.ckpt or best.ckpt, its run folder, an http(s) URL, or last"
+    )
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

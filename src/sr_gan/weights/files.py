@@ -7,7 +7,7 @@ refused with `UnsafeCheckpointError` instead of being executed.
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from pickle import UnpicklingError
 from typing import Any
@@ -31,7 +31,9 @@ class UnsafeCheckpointError(UserError):
     """A torch file needs more than `weights_only=True` allows, i.e. it holds pickled objects."""
 
 
-def load_state_file(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+def load_state_file(
+    path: str | Path, *, mmap: bool = False, refusal: Callable[[str], str] | None = None
+) -> dict[str, Any]:
     """Load a weight file as plain containers of tensors, without unpickling arbitrary objects.
 
     The format is read off the file's first bytes (`file_format`), whatever its name: safetensors
@@ -39,7 +41,9 @@ def load_state_file(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     `torch.load(map_location="cpu", weights_only=True)` and returned as is; anything else is a
     one-line UserError (a `.safetensors` name gets safetensors' own reason). With `mmap` a
     zip-format torch file is mapped rather than read (a tensor's bytes are read when it is used):
-    a look at a checkpoint's keys and metadata costs milliseconds, not the whole file.
+    a look at a checkpoint's keys and metadata costs milliseconds, not the whole file. `refusal`
+    words the error for a caller that wants one kind of file (given "it starts with ..." or "it is
+    empty"); by default it names the weight files every tool takes.
     """
     path = Path(path)
     if not path.is_file():
@@ -50,9 +54,11 @@ def load_state_file(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     if found == "safetensors" or (found is None and path.suffix == ".safetensors"):
         return _load_safetensors(path)
     if found is None:
+        start = f"it starts with {head[:8]!r}" if head else "it is empty"
         raise UserError(
-            f"{path}: not a weight file (neither a torch checkpoint nor safetensors; "
-            f"{f'it starts with {head[:8]!r}' if head else 'it is empty'}): "
+            refusal(start)
+            if refusal is not None
+            else f"{path}: not a weight file (neither a torch checkpoint nor safetensors; {start}): "
             "pass an sr_gan .ckpt, an exported .safetensors or a .pth of weights; download or export it again"
         )
     return _load_torch(path, mmap=mmap and head.startswith(ZIP_MAGIC))  # the legacy pickle format cannot map
