@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.config import (
@@ -18,6 +19,7 @@ from sr_gan.config import (
 )
 from sr_gan.errors import UserError
 from sr_gan.schema import Rule
+from tests.helpers import CONF_DIR
 
 
 @pytest.mark.parametrize(
@@ -138,6 +140,16 @@ def test_the_shipped_configs_pass(make_cfg, monkeypatch: pytest.MonkeyPatch) -> 
     for experiment in ("demo", "srresnet_x4", "rrdb_psnr_x4"):
         check_train_config(make_cfg(f"experiment={experiment}", tiny=False))
     check_train_config(make_cfg("loss=ragan", "model.ema_decay=null", "seed=null"))
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_the_optimizers_get_plain_python_values_so_checkpoints_load_weights_only(make_cfg, experiment: str) -> None:
+    """Adam keeps `betas` as given in its param_groups up to torch 2.6: a ListConfig there made every
+    checkpoint fail torch.load(weights_only=True) (resume, evaluate, upscale all refuse it)."""
+    optim = make_cfg(f"experiment={experiment}", tiny=False).optim
+    for player in ("generator", "discriminator"):
+        factory = instantiate(optim[player])
+        assert type(factory.keywords["betas"]) is list, (player, type(factory.keywords["betas"]))
 
 
 def test_rule_bounds_mix_ints_and_floats() -> None:
