@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: help install train test test-fast bench study gpu-wheels gpu-check clean
+.PHONY: help install train test test-fast test-lowest bench study gpu-wheels gpu-check clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,16 @@ test:  ## the whole test suite (CPU, one test process per core; 8-13 minutes on 
 
 test-fast:  ## tests without the end-to-end CLI runs
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=8 -m "not slow"
+
+# The oldest release of each dependency pyproject.toml admits (tests/lowest-versions.txt, kept in step with it by
+# tests/test_packaging.py) on the oldest Python it admits, in a venv of its own: run it before moving a bound.
+# PyPI's torch is a CUDA build: about 4 GB of downloads on the first run.
+LOWEST_VENV ?= .venv-lowest
+LOWEST_PYTHON ?= python3.11
+test-lowest:  ## the test suite on the oldest versions pyproject.toml admits (in .venv-lowest; ~4 GB on first use)
+	test -x $(LOWEST_VENV)/bin/python || $(LOWEST_PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install -c tests/lowest-versions.txt -e ".[dev]"
+	$(LOWEST_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses=8
 
 bench:  ## benchmarks: speed ratios against baselines measured in the same run (CPU: about 3 minutes)
 	$(PYTHON) -m benchmarks

@@ -273,7 +273,7 @@ class Check:
             "schema": SCHEMA,
             "mode": mode.name,
             "dry_run": mode.name != "gpu",
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "budget_s": budget_s,
             "seconds": 0.0,
             "machine": {},

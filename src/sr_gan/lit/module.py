@@ -427,18 +427,13 @@ class SRGANModule(L.LightningModule):
         record a graph) for each. During validation and test both are off: G runs eagerly."""
         self._cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False
-        if self._stance_settable:
+        if self._compiled:
             torch.compiler.set_stance("force_eager")
 
     def _leave_evaluation(self) -> None:
         torch.backends.cudnn.benchmark = self._cudnn_benchmark
-        if self._stance_settable:
+        if self._compiled:
             torch.compiler.set_stance("default")
-
-    @property
-    def _stance_settable(self) -> bool:
-        """Whether evaluation switches the compiled networks to eager (``set_stance``: torch >= 2.6)."""
-        return self._compiled and hasattr(torch.compiler, "set_stance")
 
     def generator_losses(self, sr: Tensor, hr: Tensor, *, real: Tensor | None = None) -> dict[str, Tensor]:
         """The weighted generator terms, keyed ``pix``, ``percep``, ``gan`` (only those switched on):
