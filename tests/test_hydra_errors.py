@@ -123,12 +123,12 @@ def _tool(
     config: str = "evaluate",
     stdout_lines: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """A stand-in tool on `hydra_command(config)` (Hydra finds conf/ two folders above it, if
-    `conf`): the wrapper alone, without the seconds torch takes to import. `stdout_lines`: read that
-    many lines of its output, then close the pipe (its stdout is not returned)."""
-    if conf:
-        (tmp_path / "conf").symlink_to(CONF_DIR)
+    """A stand-in tool on `hydra_command(config)` (Hydra finds conf/ beside it, as sr_gan's tools
+    find sr_gan/conf, if `conf`): the wrapper alone, without the seconds torch takes to import.
+    `stdout_lines`: read that many lines of its output, then close the pipe (its stdout is not returned)."""
     (tmp_path / "a" / "b").mkdir(parents=True)
+    if conf:
+        (tmp_path / "a" / "b" / "conf").symlink_to(CONF_DIR)
     (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config=config))
     environ = child_env(env, drop=("HYDRA_FULL_ERROR",))
     command = [sys.executable, str(tmp_path / "a" / "b" / "tool.py"), *args, f"hydra.run.dir={tmp_path / 'run'}"]
@@ -221,13 +221,13 @@ def test_a_users_hydra_full_error_keeps_hydras_stack_trace(tmp_path: Path) -> No
 
 
 def test_the_package_without_its_conf_folder_says_how_to_install_it(tmp_path: Path) -> None:
-    """A non-editable install (pip install .) copies src/sr_gan without the conf/ beside it."""
+    """sr_gan/conf is a link to conf/: a copy of the package that did not follow it has no configs."""
     proc = _tool(tmp_path, conf=False)
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
     assert proc.stderr.startswith(
-        f"error: Primary config directory not found. Check that the config directory '{tmp_path / 'conf'}'"
+        f"error: Primary config directory not found. Check that the config directory '{tmp_path / 'a' / 'b' / 'conf'}'"
     )
-    assert proc.stderr.strip().endswith("install a clone with make install (pip install -e .)")
+    assert proc.stderr.strip().endswith("is missing: install sr-gan from a clone (make install)")
 
 
 def test_help_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:

@@ -1,11 +1,18 @@
-"""The versions pyproject.toml admits are the versions tested: its lower bounds are pinned in
-tests/lowest-versions.txt, which `make test-lowest` installs and runs the suite on."""
+"""What pyproject.toml promises: the versions it admits are the versions tested (its lower bounds
+are pinned in tests/lowest-versions.txt, which `make test-lowest` runs the suite on), and a wheel
+is a working install."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -35,3 +42,42 @@ def test_the_lowest_versions_file_pins_every_lower_bound_of_pyproject() -> None:
             assert specifier.operator == "==", line
             pins[canonicalize_name(requirement.name)] = Version(specifier.version)
     assert pins == lower_bounds()
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_configs_and_its_tools_run_from_any_folder(tmp_path: Path) -> None:
+    """`pip install .`, `pip install git+URL` or a wheel leave no clone beside the package: the wheel
+    holds every file of conf/ (through the link src/sr_gan/conf) and its tools compose from them.
+    (Hydra used to look for conf/ two folders above the package: in site-packages, nothing.)"""
+    source = tmp_path / "clone"  # a copy: building in the checkout would write build/ into it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "conf"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "src", source / "src", symlinks=True, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__")
+    )
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source], check=True)
+    (wheel,) = (tmp_path / "dist").glob("sr_gan-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n.removeprefix("sr_gan/conf/") for n in archive.namelist() if n.startswith("sr_gan/conf/")}
+    assert shipped == {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
+    subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
+    run = tmp_path / "elsewhere"
+    run.mkdir()
+    env = os.environ | {"PYTHONPATH": str(tmp_path / "site")}  # the wheel's sr_gan, not this checkout's
+    where = subprocess.run(
+        [sys.executable, "-c", "import sr_gan; print(sr_gan.__file__)"],
+        cwd=run,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(tmp_path / "site")
+    tool = [sys.executable, "-m", "sr_gan.train", "experiment=esrgan_x4", "--cfg", "job"]
+    shown = subprocess.run(tool, cwd=run, env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "RRDBNet" in shown.stdout and "RelativisticGANLoss" in shown.stdout
+    )  # conf/experiment/esrgan_x4.yaml composed

@@ -71,7 +71,7 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
                 os.environ[FULL_ERROR], ours = "1", True
             return result
 
-        hydra_main = hydra.main(version_base="1.3", config_path="../../conf", config_name=config_name)(in_task)
+        hydra_main = hydra.main(version_base="1.3", config_path="conf", config_name=config_name)(in_task)
 
         @wraps(task)
         def entry(cfg_passthrough: DictConfig | None = None) -> T | None:
@@ -132,8 +132,8 @@ def describe(err: Exception, *, tool: str) -> str:
         append = re.search(r"use (\+\S+)", str(err))  # Hydra's "To append to your config use +key=value"
         added = append.group(1) if append else f"+{cause.full_key}=..."
         return _unknown_key(str(cause.full_key), str(cause.key), cause.parent_node, added=added, tool=tool)
-    if str(err).startswith("Primary config directory not found"):  # the package without its source tree
-        fix = "sr-gan reads conf/ from its source tree: install a clone with make install (pip install -e .)"
+    if str(err).startswith("Primary config directory not found"):  # a package whose conf link was not followed
+        fix = "sr_gan/conf (a link to the clone's conf/) is missing: install sr-gan from a clone (make install)"
         return f"{one_line(err)}; {fix}"
     message = str(err).split("Config search path:")[0]  # a missing primary config lists the search path
     if isinstance(cause, OmegaConfBaseException):  # what Hydra prints below its own line

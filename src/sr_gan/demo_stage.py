@@ -31,7 +31,7 @@ from sr_gan.run_summary import read_record
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the link to conf/ (in a wheel: its copy)
 # Overrides that shape the stage too: the generator, the data, the seed, the hardware it runs on.
 _KEPT = ("model", "data", "seed", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
 _KEPT += ("trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
