@@ -17,7 +17,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import CONF_DIR, SRC
+
+ROOT = SRC.parent
 
 
 def lower_bounds() -> dict[str, Version]:
@@ -61,7 +63,7 @@ def test_a_wheel_carries_the_configs_and_its_tools_run_from_any_folder(tmp_path:
     (wheel,) = (tmp_path / "dist").glob("sr_gan-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = {n.removeprefix("sr_gan/conf/") for n in archive.namelist() if n.startswith("sr_gan/conf/")}
-    assert shipped == {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
+    assert shipped == {p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.yaml")}
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
     run = tmp_path / "elsewhere"
     run.mkdir()
@@ -78,6 +80,5 @@ def test_a_wheel_carries_the_configs_and_its_tools_run_from_any_folder(tmp_path:
     tool = [sys.executable, "-m", "sr_gan.train", "experiment=esrgan_x4", "--cfg", "job"]
     shown = subprocess.run(tool, cwd=run, env=env, capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0, shown.stderr
-    assert (
-        "RRDBNet" in shown.stdout and "RelativisticGANLoss" in shown.stdout
-    )  # conf/experiment/esrgan_x4.yaml composed
+    # conf/experiment/esrgan_x4.yaml composed: its generator and its adversarial loss
+    assert "RRDBNet" in shown.stdout and "RelativisticGANLoss" in shown.stdout
