@@ -204,6 +204,23 @@ def test_a_sweep_job_composed_after_others_ran_is_refused_in_one_line_too(tmp_pa
     assert len(proc.stderr.splitlines()) == 1 and (tmp_path / "sweep" / "0").is_dir()
 
 
+def test_cfg_hydra_resolved_says_to_show_it_from_the_whole_config(tmp_path: Path) -> None:
+    """train's ``hydra.sweep.dir`` reads ``paths.log_dir``: Hydra resolves ``--cfg hydra`` without the
+    tool's keys (OmegaConf's stack trace, exit 1). One line naming the command that works; that
+    command prints the resolved value."""
+    proc = _tool(tmp_path, "--cfg", "hydra", "--resolve", config="train")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: --cfg hydra --resolve: a key of hydra reads the tool's config (")
+    assert "paths.log_dir" in proc.stderr and proc.stderr.rstrip().endswith(
+        "use --cfg all --resolve -p hydra (or -p hydra.<key>)"
+    )
+    (tmp_path / "all").mkdir()
+    proc = _tool(
+        tmp_path / "all", "--cfg", "all", "--resolve", "-p", "hydra.sweep.dir", "paths.log_dir=/x", config="train"
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("/x/train/multiruns/"), proc.stderr
+
+
 def test_the_tool_runs_without_hydra_full_error_and_its_own_errors_stay_hydras(tmp_path: Path) -> None:
     """The variable that makes Hydra raise is set for the composition only: the tool's code (and
     every process it starts) runs without it, and an error of its own is reported by Hydra as

@@ -85,6 +85,11 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
                 _remove_empty_sweep_folder()
                 print(f"error: {describe(err, tool=config_name)}", file=sys.stderr)
                 raise SystemExit(2) from None
+            except InterpolationResolutionError as err:
+                if (line := _hydra_alone(err)) is None:  # not `--cfg hydra --resolve`: a fault of ours
+                    raise
+                print(f"error: {line}", file=sys.stderr)
+                raise SystemExit(2) from None
             except BrokenPipeError:  # `--help | head`: the reader has gone (Python's advice: no traceback)
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise SystemExit(1) from None
@@ -97,6 +102,20 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
         return entry
 
     return decorate
+
+
+def _hydra_alone(err: InterpolationResolutionError) -> str | None:
+    """One line for `--cfg hydra --resolve` failing on a Hydra key that reads the tool's config (train's
+    ``hydra.run.dir`` reads ``paths.log_dir``): Hydra resolves its own node with the tool's keys left
+    out. None when the command line does not ask for that."""
+    args = sys.argv[1:]
+    shown = {value for flag, value in zip(args, args[1:], strict=False) if flag in ("--cfg", "-c")}
+    if "hydra" not in shown or "--resolve" not in args:
+        return None
+    return (
+        f"--cfg hydra --resolve: a key of hydra reads the tool's config ({one_line(err)}), which Hydra leaves "
+        "out of --cfg hydra; use --cfg all --resolve -p hydra (or -p hydra.<key>)"
+    )
 
 
 class SweepFolder(Callback):
