@@ -501,6 +501,32 @@ def test_resume_is_exact(make_cfg, tmp_path) -> None:
     assert len(draws[0]) == 4 and draws[0] == draws[1]  # without the states: batch 3 drew batch 1's numbers
 
 
+def test_a_gan_stage_started_from_weights_resumes_exactly_without_init_from(make_cfg, tmp_path) -> None:
+    """The EMA of a GAN stage started from a PSNR stage (model.init_from) decays at model.ema_decay
+    from its first batch; one started from random weights ramps up. A relaunch with ckpt_path may
+    leave model.init_from out (the demo's GAN stage sets it on the first start only): it must go on
+    with the run's decay, not the ramp (it did: the EMA fell onto the live G, -0.66 dB on the demo)."""
+    psnr = make_cfg("trainer.max_steps=2", "test=false")
+    psnr.paths.output_dir = str(tmp_path / "psnr")
+    train(psnr)
+    start = tmp_path / "psnr" / "checkpoints" / "last.ckpt"
+    common = ["loss=ragan", "trainer.val_check_interval=2", "test=false", "model.ema_decay=0.9"]
+
+    def run(folder: Path, *overrides: str) -> dict:
+        cfg = make_cfg(*common, *overrides)
+        cfg.paths.output_dir = str(folder)
+        train(cfg)
+        return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+
+    straight = run(tmp_path / "straight", "trainer.max_steps=4", f"model.init_from={start}")
+    half = run(tmp_path / "resumed", "trainer.max_steps=2", f"model.init_from={start}")
+    resumed = run(tmp_path / "resumed", "trainer.max_steps=4", "ckpt_path=last")
+    assert half["sr_gan"]["ema_from_weights"] is True and resumed["sr_gan"]["ema_from_weights"] is True
+    emas = [key for key in straight["state_dict"] if key.startswith("generator_ema.")]
+    assert emas and all(torch.equal(straight["state_dict"][k], resumed["state_dict"][k]) for k in emas)
+    assert not all(torch.equal(half["state_dict"][k], resumed["state_dict"][k]) for k in emas)  # it moved
+
+
 def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resumes_exactly(make_cfg, tmp_path) -> None:
     """optim.accumulate_batches=2, SIGTERM during batch 3 (the first half of iteration 2): the run
     finishes the iteration, saves last.ckpt after batch 4 and exits 143 (a checkpoint holds no

@@ -515,20 +515,24 @@ class SRGANModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what is needed to rebuild G; drop the frozen VGG (it is rebuilt from its weights)."""
+        """Store what is needed to rebuild G and go on with its EMA's decay; drop the frozen VGG (it is
+        rebuilt from its weights)."""
         checkpoint["sr_gan"] = {
             "generator": self.generator_config,
             "discriminator": self.discriminator_config,
             "scale": self.scale,
+            "ema_from_weights": self.ema_from_weights,  # a resume without model.init_from keeps the decay
         }
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("perceptual_loss.")]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse a checkpoint of other networks in one line; put the frozen VGG back so that strict
-        loading still checks every other key."""
+        """Refuse a checkpoint of other networks in one line; take the EMA's start (from trained weights
+        or not) from the run that wrote it, so that a resume needs no model.init_from; put the frozen
+        VGG back so that strict loading still checks every other key."""
         self.check_resumable(checkpoint)
+        self.ema_from_weights = checkpoint.get("sr_gan", {}).get("ema_from_weights", self.ema_from_weights)
         own_state = self.state_dict()
         checkpoint["state_dict"].update({k: v for k, v in own_state.items() if k.startswith("perceptual_loss.")})
 
