@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +15,15 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
+from PIL import Image
 
 from sr_gan.callbacks import BudgetProgressBar, PreemptionCheckpoint
 from sr_gan.data import read_image
+from sr_gan.data.demo import prepare_skimage_photos
 from sr_gan.errors import UserError
 from sr_gan.lit import EMAUpdater, SRGANModule, make_ema
 from sr_gan.lit.ddp import PlayerDDPStrategy
@@ -323,6 +328,34 @@ def test_validation_uses_the_ema_generator(make_cfg) -> None:
     assert module.inference_generator is module.generator_ema
     module = build_module(make_cfg("model=rrdb", "model.ema_decay=null"))
     assert module.inference_generator is module.generator
+
+
+def test_an_rrdbnet_at_x2_validates_odd_sized_images_and_refuses_patches_it_cannot_take(make_cfg, tmp_path) -> None:
+    """RRDBNet at x1/x2 pixel-unshuffles its input: an LR side that is no multiple of the factor
+    (Set14's comic at x2: 125 rows) stopped validation with torch's stack trace after training.
+    Validation edge-pads the LR image to the multiple and crops the SR back, as upscale and
+    evaluate do; a training patch it cannot take is refused before the run starts."""
+    with pytest.raises(UserError, match=r"data.patch_size=34 gives 17-px LR .* multiple of 4$"):
+        build_module(make_cfg("data.scale=2", "data.patch_size=34"))
+    val_dir = tmp_path / "val"
+    val_dir.mkdir()
+    demo = Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos"
+    prepare_skimage_photos(demo)
+    photo = read_image(demo / "val" / "chelsea.png")
+    Image.fromarray(photo[:, :50, :46].permute(1, 2, 0).numpy()).save(val_dir / "odd.png")  # LR 25 x 23
+    cfg = make_cfg("data.scale=2", f"data.val_hr_dir={val_dir}", "data.val_max_images=null", "test=false")
+    train(cfg)
+    (row,) = (r for r in _metrics(tmp_path) if r.get("val/psnr"))
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    batch = datamodule.on_after_batch_transfer(datamodule.on_before_batch_transfer(batch, 0), 0)  # LR made there
+    assert batch["lr"].shape[-2:] == (25, 23)
+    module = build_module(cfg)
+    module.load_state_dict(torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    with torch.no_grad():
+        sr = module.generator_ema(F.pad(batch["lr"], (0, 1, 0, 1), mode="replicate"))[..., :50, :46]
+    assert float(row["val/psnr"]) == pytest.approx(float(psnr(sr, batch["hr"], crop_border=2).mean()), abs=1e-4)
 
 
 def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path) -> None:

@@ -46,8 +46,8 @@ def tiled_forward(
     lr: torch.Tensor,
     *,
     scale: int,
-    tile: int,
-    overlap: int,
+    tile: int = 0,
+    overlap: int = 0,
     batch_size: int = 1,
 ) -> torch.Tensor:
     """Super-resolve `lr` (B, C, h, w) tile by tile; returns float32 (B, C_out, h·scale, w·scale).

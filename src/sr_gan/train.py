@@ -56,6 +56,13 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
     if cfg.discriminator is not None:
         module.discriminator_config = OmegaConf.to_container(cfg.discriminator, resolve=True)
+    lr_patch, multiple = cfg.data.patch_size // cfg.data.scale, getattr(module.generator, "unshuffle", 1)
+    if lr_patch % multiple:  # validation images are edge-padded to it; training patches must fit
+        raise UserError(
+            f"data.patch_size={cfg.data.patch_size} gives {lr_patch}-px LR patches, which "
+            f"{type(module.generator).__name__} at x{cfg.data.scale} cannot take (it pixel-unshuffles its input "
+            f"by {multiple}): set data.patch_size to a multiple of {cfg.data.scale * multiple}"
+        )
     if cfg.model.init_from:  # a URL (the released ESRGAN weights Real-ESRNet starts from) is fetched once, cached
         example = "<the PSNR run>/checkpoints/best.ckpt"
         source = path_arg(cfg, "model.init_from", example=example, must_exist=True, url=True)

@@ -39,6 +39,7 @@ from sr_gan.lit.samples import SampleStrips, save_strip
 from sr_gan.losses import AdversarialLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
+from sr_gan.tiling import tiled_forward
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], LRScheduler]
@@ -481,7 +482,8 @@ class SRGANModule(L.LightningModule):
 
     def _score(self, batch: dict[str, Any], stage: str) -> None:
         lr, hr = batch["lr"].float(), batch["hr"].float()
-        sr = self.inference_generator(lr.contiguous(memory_format=self.memory_format))
+        # edge-padded to the multiple of its sides that G takes (RRDBNet at x1/x2 pixel-unshuffles), cropped back
+        sr = tiled_forward(self.inference_generator, lr.contiguous(memory_format=self.memory_format), scale=self.scale)
         bicubic = imresize(lr, self.scale)
         crop = self.scale
         scores = {"psnr": psnr(sr, hr, crop_border=crop), "ssim": ssim(sr, hr, crop_border=crop)}
