@@ -438,16 +438,22 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
     make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pre-empted run's segments are one W&B run (offline: two segment folders of one id, which
-    `wandb sync` uploads into it), not one W&B run per segment; a damaged id file starts a new one."""
+    `wandb sync` uploads into it), not one W&B run per segment, under the name of its first (a later
+    segment's overrides add ckpt_path and a longer budget: it sends none, and W&B keeps the name); a
+    damaged id file starts a new one."""
     train(make_cfg("logger=wandb", "trainer.max_steps=1", "test=false"))
     train(make_cfg("logger=wandb", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
     wandb.teardown()  # W&B's service writes a finished run's file after `finish` returns (seen under load)
     run_id = (tmp_path / "wandb" / "run_id").read_text().strip()
     segments = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(segments) == 2 and all(folder.name.endswith(f"-{run_id}") for folder in segments)
+    names = []
     for folder in segments:
         records = wandb_records(next(folder.glob("run-*.wandb")))
         assert {r.run.run_id for r in records if r.HasField("run")} == {run_id}
+        names += [{r.run.display_name for r in records if r.HasField("run")}]
+    (first,) = names[0]  # named once, by what the run is: not by where it logs or how it is resumed
+    assert first.startswith("train-") and "logger=" not in first and "paths." not in first and names[1] == {""}
 
     (tmp_path / "wandb" / "run_id").write_text("../../elsewhere\n")  # damaged: a new W&B run, the training goes on
     with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
@@ -595,10 +601,10 @@ def test_a_run_id_file_holding_more_than_an_id_is_replaced(
     (tmp_path / "wandb").mkdir()
     (tmp_path / "wandb" / "run_id").write_text(text + "\n")
     with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
-        run_id = folder_run_id(tmp_path)
-    assert re.fullmatch(r"[0-9a-f]{8}", run_id) and "does not hold a W&B run id" in caplog.text
+        run_id, continued = folder_run_id(tmp_path)
+    assert not continued and re.fullmatch(r"[0-9a-f]{8}", run_id) and "does not hold a W&B run id" in caplog.text
     assert (tmp_path / "wandb" / "run_id").read_text() == run_id + "\n"
-    assert folder_run_id(tmp_path) == run_id  # kept from then on
+    assert folder_run_id(tmp_path) == (run_id, True)  # kept from then on
 
 
 def test_a_checkpoint_path_that_is_no_weight_file_names_ckpt_path_and_what_to_pass(tmp_path: Path) -> None:

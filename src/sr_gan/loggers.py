@@ -48,27 +48,28 @@ RUN_ID = Path("wandb") / "run_id"  # below a logger's save_dir: the W&B run that
 _VALID_ID = re.compile(r"[a-z0-9]{1,64}")  # the ids wandb generates (its own rule is looser)
 
 
-def folder_run_id(save_dir: Path) -> str:
-    """The id of the W&B run that `save_dir` logs to, kept in ``save_dir/wandb/run_id`` from the
-    first use on: a run resumed in its folder (``ckpt_path=last`` after a pre-emption) continues
-    its W&B run instead of starting a second one (``wandb sync`` uploads an offline run's segments
-    into that one run, in order). A damaged file is replaced, with a warning: the training goes on."""
+def folder_run_id(save_dir: Path) -> tuple[str, bool]:
+    """The id of the W&B run that `save_dir` logs to, and whether an earlier segment logged to it:
+    kept in ``save_dir/wandb/run_id`` from the first use on, a run resumed in its folder
+    (``ckpt_path=last`` after a pre-emption) continues its W&B run instead of starting a second one
+    (``wandb sync`` uploads an offline run's segments into that one run, in order). A damaged file
+    is replaced, with a warning: the training goes on, into a new W&B run."""
     path = save_dir / RUN_ID
     if path.is_file():
         run_id = path.read_text(errors="replace").strip()
         if _VALID_ID.fullmatch(run_id):
-            return run_id
+            return run_id, True
         log.warning("%s does not hold a W&B run id: this run logs to a new W&B run from here on", path)
     run_id = secrets.token_hex(4)  # 8 characters, as wandb's own ids (its generator is not public API)
     with atomic_path(path) as temporary:
         temporary.write_text(run_id + "\n")
-    return run_id
+    return run_id, False
 
 
 class SRWandbLogger(WandbLogger):
     """Lightning's W&B logger, with the run summary holding the best ``val/psnr`` (and SSIM, LPIPS)
     beside the last, one W&B run per output folder across resumed segments (`folder_run_id`;
-    ``id=`` chooses another), and without the ``anonymous`` setting that wandb >= 0.19 warns is
+    ``id=`` chooses another), named once, and without the ``anonymous`` setting that wandb >= 0.19 warns is
     ignored."""
 
     def __init__(self, **kwargs: object) -> None:
@@ -81,7 +82,9 @@ class SRWandbLogger(WandbLogger):
     def experiment(self):  # noqa: ANN201 - a wandb Run
         fresh = self._experiment is None
         if fresh and self._wandb_init.get("id") is None and self._save_dir:
-            self._wandb_init["id"] = folder_run_id(Path(self._save_dir))
+            self._wandb_init["id"], continued = folder_run_id(Path(self._save_dir))
+            if continued:  # the name its first segment gave: this one's overrides add ckpt_path, a longer budget
+                self._wandb_init.pop("name", None)
         run = super().experiment
         if fresh and hasattr(run, "define_metric"):
             for key, summary in BEST.items():
