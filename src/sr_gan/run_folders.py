@@ -27,8 +27,8 @@ from sr_gan.run_summary import ENDED, read_record
 
 # Config groups and keys that say how a run is logged or where it writes, not what it trains.
 IGNORED_GROUPS = ("hydra", "logger", "paths")
-# Keys that say how a run was started or ended, not what it trains: never a column of their own.
-IGNORED_KEYS = ("ckpt_path", "test", "demo_psnr_init")
+# Keys that say how a run was started, ended or grouped in W&B, not what it trains: never a column of their own.
+IGNORED_KEYS = ("ckpt_path", "test", "demo_psnr_init", "group")
 _SAMPLES = re.compile(r"val_(\d+)")
 
 
