@@ -53,13 +53,20 @@ class _Tiny(L.LightningModule):
 
 
 def _speeds(
-    tmp_path: Path, *, train_delay: float, val_delay: float, every: int = 4, monitor: SpeedMonitor | None = None
+    tmp_path: Path,
+    *,
+    train_delay: float,
+    val_delay: float,
+    every: int = 4,
+    monitor: SpeedMonitor | None = None,
+    budget: int = 8,
 ) -> list[tuple[int, float, float]]:
-    """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches, every `every`,
-    with one validation after batch 6 (inside the second interval of 4)."""
+    """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches (or a smaller
+    `budget`), every `every`, with one validation after batch 6 (inside the second interval of 4)."""
     recorder = LoggedRows()
+    callbacks = [monitor or SpeedMonitor(), BatchBudget(budget)]  # the budget last, as sr_gan.train adds it
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=recorder, callbacks=[monitor or SpeedMonitor()],
+        accelerator="cpu", max_epochs=1, logger=recorder, callbacks=callbacks,
         log_every_n_steps=every, val_check_interval=6, num_sanity_val_steps=0, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
@@ -76,6 +83,13 @@ def test_speed_monitor_shows_a_slow_loader_as_data_time(tmp_path: Path) -> None:
     assert [step for step, _, _ in speeds] == [3, 7]  # Lightning's logging steps (log_every_n_steps=4)
     for _, rate, data_share in speeds:
         assert rate <= 4 / 0.6 and data_share > 0.5
+
+
+def test_speed_monitor_logs_at_the_budgets_last_batch_too(tmp_path: Path) -> None:
+    """Lightning writes the logged values at the batch a run stops at: the speed of the batches
+    since the last interval, not the interval's figure again."""
+    speeds = _speeds(tmp_path, train_delay=0.0, val_delay=0.0, budget=6)
+    assert [step for step, _, _ in speeds] == [3, 5] and speeds[0][1] != speeds[1][1]
 
 
 def test_speed_monitor_leaves_validation_out(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from benchmarks.bench_ddp import AllReduceCounter
+from sr_gan.callbacks import BatchBudget
 from sr_gan.errors import UserError
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
@@ -324,16 +325,18 @@ def test_logged_learning_rates_are_each_players(tmp_path: Path) -> None:
 
 
 def test_losses_reach_the_logger_on_its_interval_with_that_batchs_values(tmp_path: Path) -> None:
-    """``log_every_n_steps=2``, 4 batches: the loss terms are written at the logging steps 1 and 3,
-    each with its own batch's value (G's pixel term recomputed from G as that batch started), not
-    left out nor one batch late."""
+    """``log_every_n_steps=2``, a budget of 5 batches: the loss terms are written at the logging
+    steps 1 and 3 and at the budget's last batch 4 (Lightning writes there too: it wrote batch 3's
+    values again), each with its own batch's value (G's pixel term recomputed from G as that batch
+    started), not left out nor one batch late."""
     module, _, _ = make_module()
     start, rows = PlayersAtBatchStart(), LoggedRows()
-    batches = [fixed_batch(seed=s) for s in (2, 3, 4, 5)]
-    items = [item for batch in batches for item in as_items(batch)]
-    fit_items(module, items, tmp_path, batch_size=4, callbacks=[start], logger=rows, log_every_n_steps=2)
+    batches = [fixed_batch(seed=s) for s in (2, 3, 4, 5, 6)]
+    items = [item for batch in batches for item in as_items(batch)] * 2  # more than the budget
+    callbacks = [BatchBudget(5), start]
+    fit_items(module, items, tmp_path, batch_size=4, callbacks=callbacks, logger=rows, log_every_n_steps=2)
     written = {step: m["train/l_g_pix"] for step, m in rows.rows if "train/l_g_pix" in m}
-    assert sorted(written) == [1, 3]
+    assert sorted(written) == [1, 3, 4]
     for step, value in written.items():
         with torch.no_grad():
             g = start.players[step][0]

@@ -22,6 +22,16 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 log = logging.getLogger(__name__)
 
 
+def logs_now(trainer: L.Trainer) -> bool:
+    """Whether Lightning writes the logged values at the end of the training batch in progress (from
+    its step to its callbacks' end hooks): on the logging interval, and at the budget's last batch
+    (`BatchBudget` stops the run there, and Lightning writes what was last logged again: a value
+    not logged anew would repeat the interval's)."""
+    batch = trainer.fit_loop.epoch_loop.batch_progress.total.started  # this one included
+    budgets = [c.max_batches for c in trainer.callbacks if isinstance(c, BatchBudget)]
+    return batch % trainer.log_every_n_steps == 0 or batch in budgets
+
+
 class BatchBudget(L.Callback):
     """Stop after ``max_batches`` training batches.
 
@@ -103,8 +113,7 @@ class SpeedMonitor(L.Callback):
         self._batches += 1
         self._cycles += self._before + self._last - self._start
         self._waiting += self._before
-        # `processed` counts the batch just done (`completed` follows this hook), as the module logs
-        if trainer.fit_loop.epoch_loop.batch_progress.total.processed % trainer.log_every_n_steps:
+        if not logs_now(trainer):
             return
         if self._cycles > 0:
             rate, share = self._batches / self._cycles, self._waiting / self._cycles

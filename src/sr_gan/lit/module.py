@@ -32,6 +32,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from sr_gan.callbacks import logs_now
 from sr_gan.errors import InputWarning, UserError
 from sr_gan.lit.ema import EMAUpdater, ema_decay_at, make_ema
 from sr_gan.lit.guard import NonFiniteGuard, can_skip_on_device, clear_flag, flag_if_not_finite
@@ -282,7 +283,7 @@ class SRGANModule(L.LightningModule):
         self.guard.update({k.removeprefix("train/"): v for k, v in logs.items()}, step)
         if last:
             self._step_schedulers()
-        if (step + 1) % self.trainer.log_every_n_steps == 0:  # the batches whose values Lightning writes
+        if logs_now(self.trainer):  # the batches whose values Lightning writes
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=lr.shape[0])  # (~0.3 ms a value)
             self.check_finite()
 
