@@ -288,15 +288,24 @@ def main(cfg: DictConfig) -> float | None:
         with ranks_of_this_job():  # a sweep's next job starts DDP ranks of its own
             return exit_on_user_error(train)(cfg)
     except SystemExit:
-        _remove_if_unused(Path(cfg.paths.output_dir))
+        _remove_if_unused(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir))
         raise
 
 
-def _remove_if_unused(folder: Path) -> None:
+def _remove_if_unused(folder: Path, log_dir: Path) -> None:
     """A run refused at start-up leaves no run folder: Hydra makes one (.hydra/, train.log) before the
-    config is checked; it goes if nothing else was written."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(folder, ignore_errors=True)
+    config is checked; it goes if nothing else was written, with the folders Hydra made for it below
+    `log_dir` (``train/runs/``) that are left empty."""
+    if not folder.is_dir() or {p.name for p in folder.iterdir()} > {".hydra", "train.log"}:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.resolve().parents:
+        if not parent.is_relative_to(log_dir.resolve()) or parent == log_dir.resolve():
+            break
+        try:
+            parent.rmdir()  # only an empty one
+        except OSError:
+            break
 
 
 if __name__ == "__main__":
