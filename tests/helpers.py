@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import struct
 import subprocess
@@ -99,6 +100,21 @@ def wandb_records(path: Path) -> list[Any]:
         elif kind == 0:
             break
     return records
+
+
+@contextmanager
+def file_size_limit(size: int) -> Iterator[None]:
+    """This process may not grow a file past `size` bytes: a write past it fails with EFBIG ("File
+    too large"), as a full disk's fails with ENOSPC, in the OS call itself. The soft limit only,
+    put back on exit; SIGXFSZ (which would kill the process) is ignored meanwhile."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from sr_gan.degrade import describe, main, preview
 from sr_gan.errors import UserError
 from sr_gan.ops import RealESRGANDegradation
 from sr_gan.ops.sharpen import usm_sharpen
-from tests.helpers import run_module, tool_cfg
+from tests.helpers import file_size_limit, run_module, tool_cfg
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,25 @@ def test_cli_refuses_bad_values_in_one_line_before_any_work(
     assert exited.value.code == 2 and "Traceback" not in err
     assert err.startswith(f"error: {message.format(tiny=tiny)}") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_grid(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A grid that does not fit on the disk (here: files may not grow past 100 bytes) was PIL's
+    OSError traceback, exit 1; now one line naming the file and the fix, and the previous grid
+    stays whole with no temporary file beside it."""
+    out = tmp_path / "preview.png"
+    args = [f"input={photo}", f"out={out}", "n=1", "crop=32", "degradation=bicubic"]
+    preview(degrade_cfg(*args))
+    before = out.read_bytes()
+    with file_size_limit(100), pytest.raises(SystemExit) as exited:
+        main(degrade_cfg(*args, "seed=1"))
+    assert exited.value.code == 2 and capsys.readouterr().err == (
+        f"error: cannot write {out}: File too large; free space there or choose another out= "
+        "(an earlier preview.png is left as it was)\n"
+    )
+    assert out.read_bytes() == before and sorted(tmp_path.iterdir()) == [out]
 
 
 @pytest.mark.slow

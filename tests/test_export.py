@@ -1,8 +1,6 @@
 """Exporting a generator: safetensors round trip, ONNX vs PyTorch, the `python -m sr_gan.export` CLI."""
 
 import json
-import resource
-import signal
 from pathlib import Path
 
 import onnx
@@ -15,7 +13,7 @@ from sr_gan.archs import RRDBNet
 from sr_gan.errors import UserError
 from sr_gan.export import check_onnx, export_onnx, export_safetensors, main
 from sr_gan.weights import load_generator, save_generator_file
-from tests.helpers import TINY_RRDBNET, run_module, tiny_rrdbnet, tool_cfg, upscale
+from tests.helpers import TINY_RRDBNET, file_size_limit, run_module, tiny_rrdbnet, tool_cfg, upscale
 
 Generators = tuple[nn.Module, nn.Module]  # (generator, EMA generator)
 CONFIG = {"_target_": "sr_gan.archs.RRDBNet", **TINY_RRDBNET, "scale": 2}
@@ -114,21 +112,33 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path: Path, c
     assert out.stat().st_mode & 0o777 == (tmp_path / "new_file").stat().st_mode & 0o777
     (tmp_path / "new_file").unlink()
     before = out.read_bytes()
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))  # the soft limit only: put back below
-    try:
-        with pytest.raises(UserError) as info:
-            export_safetensors(ckpt, out, prefer_ema=False)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, handler)
+    with file_size_limit(len(before) // 2), pytest.raises(UserError) as info:
+        export_safetensors(ckpt, out, prefer_ema=False)
     assert str(info.value) == (
         f"cannot write {out}: File too large; free space there or choose another out= "
         "(an earlier generator.safetensors is left as it was)"
     )
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generator.safetensors", "last.ckpt"]
+
+
+def test_a_full_disk_under_the_onnx_file_is_one_line_naming_the_file_written(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`onnx=` on a full disk (here: files may not grow past the safetensors export, which the ONNX
+    graph, holding the same weights, outgrows) was torch's OSError traceback, exit 1, after the
+    safetensors file had been written. Now one line that names the ONNX file and the fix, and says
+    that the safetensors file was written (it is whole and loads on its own); no temporary file."""
+    export_safetensors(ckpt, tmp_path / "first.safetensors")
+    size = (tmp_path / "first.safetensors").stat().st_size
+    out, onnx_file = tmp_path / "gen.safetensors", tmp_path / "full" / "gen.onnx"
+    with file_size_limit(size), pytest.raises(SystemExit) as exited:
+        main(tool_cfg("export", f"ckpt={ckpt}", f"out={out}", f"onnx={onnx_file}"))
+    assert exited.value.code == 2 and capsys.readouterr().err == (
+        f"error: cannot write {onnx_file}: File too large; free space there or choose another onnx= "
+        f"(an earlier gen.onnx is left as it was); {out} was written and is whole\n"
+    )
+    assert load_generator(out)[1]["scale"] == 2 and not any((tmp_path / "full").iterdir())
 
 
 @pytest.mark.slow

@@ -40,6 +40,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_output(path: str | Path, *, key: str = "out") -> Iterator[Path]:
+    """`atomic_path` for a file a command writes at the user's request (its config `key`): a write
+    that fails (a full disk, a quota, a file size limit) is one UserError naming the file and the
+    fix, and leaves an earlier file at `path` as it was."""
+    try:
+        with atomic_path(path) as temporary:
+            yield temporary
+    except OSError as err:
+        raise UserError(
+            f"cannot write {path}: {err.strerror or err}; free space there or choose another {key}= "
+            f"(an earlier {Path(path).name} is left as it was)"
+        ) from None
+
+
 def _temporary_for(path: Path) -> Path:
     """A new hidden name beside `path`: `.<name>.<uuid hex>.tmp`. Unique rather than from
     tempfile.mkstemp, whose 0600 mode the final file would keep."""

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_output
 from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg, resolve_device
 from sr_gan.data.datasets import read_image
@@ -139,7 +139,7 @@ def preview(cfg: DictConfig) -> Path:
     sharpened = getattr(degradation, "usm_sharpen", False)
     title = f"HR target {hr.shape[-1]}x{hr.shape[-2]}" + (" (USM-sharpened)" if sharpened else "")
     grid = make_grid(target[0], lr, captions, title=title)
-    with atomic_path(out) as temporary:
+    with atomic_output(out) as temporary:  # a full disk: one line
         grid.save(temporary, format=FORMATS[out.suffix.lower()])
     return out
 

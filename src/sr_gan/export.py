@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_output
 from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
@@ -39,14 +39,15 @@ def export_safetensors(
 
 
 def export_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, opset: int = 17) -> None:
-    """Write `generator` as ONNX with dynamic batch, height and width.
+    """Write `generator` as ONNX with dynamic batch, height and width; a failed write (a full disk)
+    is a one-line UserError naming `onnx=`.
 
     Uses the TorchScript-based exporter (`dynamo=False`): the torch.export-based default of
     torch >= 2.9 needs the `onnxscript` package, which is not a dependency; the legacy exporter
     handles pixel_unshuffle, nearest upsampling and dynamic axes exactly for these networks.
     """
     sample = torch.rand(1, in_channels, 16, 16)  # (B, C, h, w); any size, the axes are dynamic
-    with warnings.catch_warnings(), atomic_path(path) as temporary:
+    with warnings.catch_warnings(), atomic_output(path, key="onnx") as temporary:
         warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export", DeprecationWarning)
         torch.onnx.export(
             generator,
@@ -113,7 +114,10 @@ def main(cfg: DictConfig) -> None:
     print(f"wrote {out}: {target} x{info['scale']}, {weights} weights from a {info['source']} file")
     if onnx:
         in_channels = info["config"].get("in_channels", 3)
-        export_onnx(generator, onnx, in_channels=in_channels, opset=cfg.onnx_opset)
+        try:
+            export_onnx(generator, onnx, in_channels=in_channels, opset=cfg.onnx_opset)
+        except UserError as err:  # the safetensors file stays: it is whole and loads on its own
+            raise UserError(f"{err}; {out} was written and is whole") from None
         print(f"wrote {onnx} (opset {cfg.onnx_opset})")
         if cfg.onnx_check:
             difference = check_onnx(generator, onnx, in_channels=in_channels)

@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from sr_gan.atomic import atomic_path
+from sr_gan.atomic import atomic_output
 from sr_gan.errors import UserError
 
 # Metadata keys of the safetensors files we write (safetensors metadata is str → str).
@@ -142,14 +142,8 @@ def save_generator_file(
     tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
     metadata = {"format": "pt", GENERATOR_KEY: json.dumps(config), SCALE_KEY: str(scale)}
     data = safetensors_bytes(tensors, metadata=metadata)  # an error here (shared memory) is a bug: traceback
-    try:
-        with atomic_path(path) as temporary:
-            temporary.write_bytes(data)
-    except OSError as err:
-        raise UserError(
-            f"cannot write {path}: {err.strerror or err}; free space there or choose another out= "
-            f"(an earlier {Path(path).name} is left as it was)"
-        ) from None
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(data)
 
 
 def refuse_overwrite(out: str | Path, *inputs: str | Path, key: str = "out") -> None:
