@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from sr_gan.archs import RRDBNet
+from sr_gan.archs import RRDBNet, SRResNet
 from sr_gan.errors import UserError
 from sr_gan.export import check_onnx, export_onnx, export_safetensors, main
 from sr_gan.weights import load_generator, save_generator_file
@@ -226,6 +226,26 @@ def test_main_passes_ema_on_and_says_which_weights_it_wrote(
         f"wrote {live}: sr_gan.archs.RRDBNet x2, non-EMA weights from a lightning file",
         f"wrote {again}: sr_gan.archs.RRDBNet x2, non-EMA weights from a safetensors file",
     ]
+
+
+def test_the_generator_key_builds_a_plain_state_dict_of_another_network(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain state dict of an SRResNet: the loader cannot infer its config and says to pass
+    `generator=...`; export had no such key (Hydra refused it). Now it takes it, as upscale and
+    evaluate do, and the file it writes holds the same weights and stores that config."""
+    torch.manual_seed(0)
+    network = SRResNet(scale=4, num_blocks=2).eval()
+    ckpt, out = tmp_path / "srresnet.pth", tmp_path / "srresnet.safetensors"
+    torch.save(network.state_dict(), ckpt)
+    with pytest.raises(SystemExit):
+        main(tool_cfg("export", f"ckpt={ckpt}", f"out={out}"))
+    assert "pass the network's config, e.g. 'generator={" in capsys.readouterr().err
+    config = "{_target_:sr_gan.archs.SRResNet,scale:4,num_blocks:2}"
+    main(tool_cfg("export", f"ckpt={ckpt}", f"out={out}", f"generator={config}"))
+    loaded, info = load_generator(out)  # no generator= needed any more: the file stores it
+    assert info["config"] == {"_target_": "sr_gan.archs.SRResNet", "scale": 4, "num_blocks": 2}
+    assert all(torch.equal(value, network.state_dict()[key]) for key, value in loaded.state_dict().items())
 
 
 def test_main_exports_a_grey_generator_to_onnx_at_the_opset_asked(

@@ -1,6 +1,7 @@
 """Export a generator: safetensors weights with their config, optionally an ONNX graph.
 
-    python -m sr_gan.export ckpt=PATH out=generator.safetensors [ema=false] [onnx=generator.onnx] [onnx_check=true]
+    python -m sr_gan.export ckpt=PATH out=generator.safetensors [ema=false] [generator={...}]
+        [onnx=generator.onnx] [onnx_check=true]
 
 The safetensors file loads back with `sr_gan.weights.load_generator` (config from its metadata)
 and cannot execute code when loaded, unlike a pickled checkpoint.
@@ -8,6 +9,7 @@ and cannot execute code when loaded, unlike a pickled checkpoint.
 
 import importlib
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.schema import EXPORT, validate
-from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file
+from sr_gan.weights import as_generator_config, load_generator, refuse_overwrite, save_generator_file
 
 # (batch, height, width) of the ONNX check inputs: two sizes, both multiples of 4 so that the
 # pixel-unshuffle of x1 / x2 RRDBNets applies.
@@ -29,11 +31,19 @@ ONNX_CHECK_SIZES = ((1, 16, 16), (2, 24, 20))
 
 
 def export_safetensors(
-    ckpt: str | Path, out: str | Path, *, prefer_ema: bool = True
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    prefer_ema: bool = True,
+    generator_config: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Write the generator of `ckpt` (EMA copy when present and `prefer_ema`) to `out`, atomically."""
+    """Write the generator of `ckpt` (EMA copy when present and `prefer_ema`) to `out`, atomically.
+
+    `generator_config` (the `generator` key) builds it instead of the config stored in the file, as
+    in `load_generator`; the file written stores the config it was built from.
+    """
     refuse_overwrite(out, ckpt)
-    generator, info = load_generator(ckpt, prefer_ema=prefer_ema)
+    generator, info = load_generator(ckpt, prefer_ema=prefer_ema, generator_config=generator_config)
     save_generator_file(out, generator.state_dict(), config=info["config"], scale=info["scale"])
     return generator, info
 
@@ -102,13 +112,14 @@ def check_onnx_tools(*, onnx: bool, onnx_check: bool) -> None:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     validate(cfg, EXPORT)
+    generator_config = as_generator_config(cfg.generator)
     ckpt = path_arg(cfg, "ckpt", example="last.ckpt", must_exist=True, url=True)
     out = path_arg(cfg, "out", example="generator.safetensors", suffix=".safetensors", output=True)
     onnx = path_arg(cfg, "onnx", example="generator.onnx", suffix=".onnx", output=True) if cfg.onnx else None
     if onnx:
         refuse_overwrite(onnx, ckpt, out, key="onnx")
     check_onnx_tools(onnx=onnx is not None, onnx_check=cfg.onnx_check)
-    generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema)
+    generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema, generator_config=generator_config)
     weights = "EMA" if info["ema"] else "non-EMA"
     target = info["config"]["_target_"]
     print(f"wrote {out}: {target} x{info['scale']}, {weights} weights from a {info['source']} file")

@@ -5,9 +5,10 @@
 A smooth trade-off between the PSNR-oriented generator and the GAN generator fine-tuned from it,
 without retraining:
 
-    python -m sr_gan.interpolate psnr=PATH gan=PATH alpha=0.8 out=interpolated.safetensors
+    python -m sr_gan.interpolate psnr=PATH gan=PATH alpha=0.8 out=interpolated.safetensors [generator={...}]
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.schema import INTERPOLATE, validate
-from sr_gan.weights import load_generator, refuse_overwrite, save_generator_file, with_defaults
+from sr_gan.weights import as_generator_config, load_generator, refuse_overwrite, save_generator_file, with_defaults
 
 StateDict = dict[str, torch.Tensor]
 
@@ -54,15 +55,23 @@ def interpolate_state_dicts(psnr: StateDict, gan: StateDict, alpha: float) -> St
 
 
 def interpolate_files(
-    psnr: str | Path, gan: str | Path, out: str | Path, *, alpha: float, prefer_ema: bool = True
+    psnr: str | Path,
+    gan: str | Path,
+    out: str | Path,
+    *,
+    alpha: float,
+    prefer_ema: bool = True,
+    generator_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Interpolate the generators of two files and write the result to `out` (safetensors).
 
     Both files must hold the same generator config and scale; returns `{"config", "scale"}`.
+    `generator_config` (the `generator` key) builds both instead of the configs stored in the files,
+    as in `load_generator`.
     """
     refuse_overwrite(out, psnr, gan)
-    psnr_generator, psnr_info = load_generator(psnr, prefer_ema=prefer_ema)
-    gan_generator, gan_info = load_generator(gan, prefer_ema=prefer_ema)
+    psnr_generator, psnr_info = load_generator(psnr, prefer_ema=prefer_ema, generator_config=generator_config)
+    gan_generator, gan_info = load_generator(gan, prefer_ema=prefer_ema, generator_config=generator_config)
     config = psnr_info["config"]
     psnr_config, gan_config = with_defaults(config), with_defaults(gan_info["config"])
     if psnr_config != gan_config or psnr_info["scale"] != gan_info["scale"]:
@@ -81,10 +90,13 @@ def interpolate_files(
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     validate(cfg, INTERPOLATE)
+    generator_config = as_generator_config(cfg.generator)
     psnr = path_arg(cfg, "psnr", example="psnr.ckpt", must_exist=True, url=True)
     gan = path_arg(cfg, "gan", example="gan.ckpt", must_exist=True, url=True)
     out = path_arg(cfg, "out", example="interpolated.safetensors", suffix=".safetensors", output=True)
-    info = interpolate_files(psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema)
+    info = interpolate_files(
+        psnr, gan, out, alpha=float(cfg.alpha), prefer_ema=cfg.ema, generator_config=generator_config
+    )
     print(f"wrote {out}: {info['config']['_target_']} x{info['scale']}, alpha={cfg.alpha}")
 
 

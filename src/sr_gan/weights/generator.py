@@ -127,7 +127,8 @@ def load_generator_state(path: str | Path, *, prefer_ema: bool = True) -> StateD
         raise UserError(f"{path}: {err}") from err
 
 
-# The fix offered when a file's config is missing or wrong (the `generator` key of evaluate and upscale).
+# The fix offered when a file's config is missing or wrong (the `generator` key of evaluate, upscale,
+# export and interpolate).
 PASS_CONFIG = "pass the network's config, e.g. 'generator={_target_:sr_gan.archs.SRResNet,scale:4}'"
 
 
@@ -201,7 +202,7 @@ def _build(config: dict[str, Any]) -> nn.Module:
 
 
 def as_generator_config(value: Mapping[str, Any] | DictConfig | None) -> dict[str, Any] | None:
-    """The `generator` key of evaluate and upscale as a plain dict, or None; a one-line UserError
+    """The `generator` key of evaluate, upscale, export and interpolate as a plain dict, or None; a one-line UserError
     when it is no network config (the CLIs call it at start-up, before any file is read)."""
     if isinstance(value, DictConfig):
         value = OmegaConf.to_container(value, resolve=True)
