@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import onnx
+import onnxruntime
 import pytest
 import torch
 from safetensors import safe_open
@@ -12,6 +13,7 @@ from torch import nn
 from sr_gan.archs import RRDBNet, SRResNet
 from sr_gan.errors import UserError
 from sr_gan.export import check_onnx, export_onnx, export_safetensors, main
+from sr_gan.tiling import tiled_forward
 from sr_gan.weights import load_generator, save_generator_file
 from tests.helpers import TINY_RRDBNET, file_size_limit, run_module, tiny_rrdbnet, tool_cfg, upscale
 
@@ -62,7 +64,7 @@ def test_onnx_matches_pytorch_on_two_sizes(tmp_path: Path, generators: Generator
     generator, other = generators
     path = tmp_path / "generator.onnx"
     export_onnx(generator, path, opset=17)
-    assert check_onnx(generator, path) <= 1e-4  # sizes (1, 16, 16) and (2, 24, 20): dynamic axes
+    assert check_onnx(generator, path) <= 1e-4  # ONNX_CHECK_SIZES: dynamic axes, an odd size padded
     with pytest.raises(ValueError, match="onnxruntime differs from PyTorch"):
         check_onnx(other, path)  # the check can fail
     # The graph declares the output's height and width apart from the input's (it is twice as large):
@@ -70,6 +72,24 @@ def test_onnx_matches_pytorch_on_two_sizes(tmp_path: Path, generators: Generator
     graph = onnx.load(str(path)).graph
     assert dims(graph.input[0]) == ["batch", 3, "height", "width"]
     assert dims(graph.output[0]) == ["batch", 3, "sr_height", "sr_width"]
+
+
+@pytest.mark.parametrize(("scale", "opset"), [(1, 10), (2, 17)])
+def test_onnx_of_an_unshuffling_rrdbnet_takes_any_size(tmp_path: Path, scale: int, opset: int) -> None:
+    """x1 / x2 RRDBNets pixel-unshuffle their input by 4 / 2: their graph failed in onnxruntime on
+    sides that are not multiples of it (a Reshape of {1,3,17,1,16}), though it declares a dynamic
+    height and width. It pads (replicate) and crops as `sr_tiles` does in PyTorch: equal to the
+    tiled forward pass, which pads the same way, on odd sizes, and to the plain one on multiples
+    of 4, down to the oldest opset allowed (10)."""
+    generator, path = tiny_rrdbnet(scale=scale), tmp_path / "generator.onnx"
+    export_onnx(generator, path, opset=opset)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in ((17, 15), (5, 3), (1, 1), (16, 12)):
+        lr = torch.rand(1, 3, *size)  # (B, C, h, w)
+        (sr,) = session.run(None, {"lr": lr.numpy()})  # (B, C, h·s, w·s)
+        expected = tiled_forward(generator, lr, scale=scale, tile=0, overlap=0)
+        torch.testing.assert_close(torch.from_numpy(sr), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(sr), generator(lr), rtol=0, atol=1e-5)  # 16 x 12: no padding
 
 
 def dims(value: onnx.ValueInfoProto) -> list[str | int]:
@@ -164,6 +184,8 @@ def test_cli_writes_only_the_requested_files(tmp_path: Path, ckpt: Path, generat
         (["ckpt=last.ckpt", "out=gen.safetensors", "ema=abc"], "ema=abc is not allowed: ema must be true or false"),
         # checked before the safetensors file is written, not after
         (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=g.onnx", "onnx_opset=3"], "onnx_opset must be an integer"),
+        # 9 has no Slice of dynamic ends, which the graph of an x1 / x2 RRDBNet crops with
+        (["ckpt=last.ckpt", "out=gen.safetensors", "onnx=g.onnx", "onnx_opset=9"], "must be an integer >= 10"),
         # a check without an ONNX file to check: no silent exit 0 with nothing checked
         (
             ["ckpt=last.ckpt", "out=gen.safetensors", "onnx_check=true"],

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -25,9 +26,9 @@ from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.schema import EXPORT, validate
 from sr_gan.weights import as_generator_config, load_generator, refuse_overwrite, save_generator_file
 
-# (batch, height, width) of the ONNX check inputs: two sizes, both multiples of 4 so that the
-# pixel-unshuffle of x1 / x2 RRDBNets applies.
-ONNX_CHECK_SIZES = ((1, 16, 16), (2, 24, 20))
+# (batch, height, width) of the ONNX check inputs: multiples of 4, where the graph of an x1 / x2
+# RRDBNet pixel-unshuffles its input as it is, and odd sides, where it pads it first.
+ONNX_CHECK_SIZES = ((1, 16, 16), (2, 24, 20), (1, 17, 15))
 
 
 def export_safetensors(
@@ -48,10 +49,41 @@ def export_safetensors(
     return generator, info
 
 
+class EdgePadded(nn.Module):
+    """`network`, which pixel-unshuffles its input by `network.unshuffle` (x1 / x2 RRDBNet), on any
+    input size: the input is edge-padded (replicate) at the bottom and right to multiples of that
+    factor and the output cropped back to `network.scale` times the input, as `sr_tiles` does.
+
+    Written for the ONNX tracer: the pad is a constant `unshuffle - 1` rows and columns, and only
+    the crops depend on the input's size (Slice with dynamic ends, opset >= 10), so the graph keeps
+    its dynamic height and width. Sides that are multiples already get their input back unchanged.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network, self.align, self.scale = network, network.unshuffle, network.scale
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:  # (B, C, h, w)
+        height, width = lr.shape[-2:]
+        padded = F.pad(lr, (0, self.align - 1, 0, self.align - 1), mode="replicate")  # (B, C, h + a - 1, w + a - 1)
+        rounded_h = (height + self.align - 1) // self.align * self.align
+        rounded_w = (width + self.align - 1) // self.align * self.align
+        sr = self.network(padded[..., :rounded_h, :rounded_w])  # (B, C_out, rounded_h·s, rounded_w·s)
+        return sr[..., : height * self.scale, : width * self.scale]  # (B, C_out, h·s, w·s)
+
+
+def any_size(generator: nn.Module) -> nn.Module:
+    """`generator` as it runs on inputs of any height and width: `EdgePadded` when it
+    pixel-unshuffles its input (attribute `unshuffle` > 1, as `sr_tiles` reads it), else itself."""
+    return EdgePadded(generator) if getattr(generator, "unshuffle", 1) > 1 else generator
+
+
 def export_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, opset: int = 17) -> None:
     """Write `generator` as ONNX with dynamic batch, height and width; a failed write (a full disk)
     is a one-line UserError naming `onnx=`.
 
+    A generator that pixel-unshuffles its input (x1 / x2 RRDBNet) is exported as `any_size` of it,
+    so the graph takes any height and width as the PyTorch tools do (it pads and crops itself).
     Uses the TorchScript-based exporter (`dynamo=False`): the torch.export-based default of
     torch >= 2.9 needs the `onnxscript` package, which is not a dependency; the legacy exporter
     handles pixel_unshuffle, nearest upsampling and dynamic axes exactly for these networks.
@@ -59,8 +91,10 @@ def export_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3,
     sample = torch.rand(1, in_channels, 16, 16)  # (B, C, h, w); any size, the axes are dynamic
     with warnings.catch_warnings(), atomic_output(path, key="onnx") as temporary:
         warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export", DeprecationWarning)
+        # EdgePadded's crops end where the input's size says: nothing to fold, the graph is right
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         torch.onnx.export(
-            generator,
+            any_size(generator),
             (sample,),
             str(temporary),
             dynamo=False,
@@ -76,15 +110,16 @@ def export_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3,
 
 @torch.no_grad()
 def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, atol: float = 1e-4) -> float:
-    """Max |onnxruntime - PyTorch| over `ONNX_CHECK_SIZES` random inputs; ValueError above `atol`."""
+    """Max |onnxruntime - PyTorch| over `ONNX_CHECK_SIZES` random inputs; ValueError above `atol`.
+    PyTorch runs `any_size(generator)`: sides that are not multiples of its unshuffle are padded."""
     import onnxruntime  # optional dependency (dev extra), only needed for this check
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
+    network, worst = any_size(generator), 0.0
     for batch, height, width in ONNX_CHECK_SIZES:
         lr = torch.rand(batch, in_channels, height, width)  # (B, C, h, w)
         (sr,) = session.run(None, {"lr": lr.numpy()})  # (B, C, h·s, w·s)
-        worst = max(worst, float(np.abs(sr - generator(lr).numpy()).max()))
+        worst = max(worst, float(np.abs(sr - network(lr).numpy()).max()))
     if worst > atol:
         raise UserError(f"{path}: onnxruntime differs from PyTorch by {worst:.2e} > {atol:.0e}")
     return worst

@@ -148,8 +148,10 @@ EVALUATE: Mapping[str, Rule] = {
 
 EXPORT: Mapping[str, Rule] = {
     "ema": Rule(bool),
-    # 9: the oldest opset that exports RRDBNet's upsampling; 20: the TorchScript exporter's newest
-    "onnx_opset": Rule(int, low=9, high=20),
+    # 10: the oldest opset with a Slice of dynamic ends, which the graph of an x1 / x2 RRDBNet needs
+    # to crop its padded input to any size (9 exported them for multiples of 4 / 2 only);
+    # 20: the TorchScript exporter's newest
+    "onnx_opset": Rule(int, low=10, high=20),
     "onnx_check": Rule(bool),
 }
 
