@@ -21,7 +21,7 @@ from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
 from sr_gan.weights import load_generator, load_generator_state, load_state_file, save_generator_file
 from sr_gan.weights.allowlist import GENERATORS
-from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY
+from sr_gan.weights.files import EMA_KEY, GENERATOR_KEY, SCALE_KEY
 from tests.helpers import run_module
 
 SCALE = 2
@@ -161,6 +161,7 @@ def test_broken_safetensors_is_a_one_line_error(tmp_path: Path, damage: str) -> 
     [
         (GENERATOR_KEY, "{bad", "Expecting property name enclosed in double quotes"),
         (SCALE_KEY, "four", "invalid literal for int"),
+        (EMA_KEY, "yes", "'yes' is neither true nor false"),
     ],
 )
 @pytest.mark.parametrize("load", [load_generator, load_generator_state])

@@ -14,7 +14,7 @@ from sr_gan.archs import RRDBNet, SRResNet
 from sr_gan.errors import UserError
 from sr_gan.export import check_onnx, export_onnx, export_safetensors, main
 from sr_gan.tiling import tiled_forward
-from sr_gan.weights import load_generator, save_generator_file
+from sr_gan.weights import load_generator, load_state_file, save_generator_file
 from tests.helpers import TINY_RRDBNET, file_size_limit, run_module, tiny_rrdbnet, tool_cfg, upscale
 
 Generators = tuple[nn.Module, nn.Module]  # (generator, EMA generator)
@@ -45,8 +45,9 @@ def test_safetensors_round_trip(tmp_path: Path, ckpt: Path, generators: Generato
     with safe_open(out, framework="pt") as handle:
         metadata = handle.metadata()
     assert json.loads(metadata["sr_gan.generator"]) == CONFIG and metadata["sr_gan.scale"] == "2"
+    assert metadata["sr_gan.ema"] == str(ema).lower()  # the file says which generator it holds
     loaded, info = load_generator(out)
-    assert info == {"scale": 2, "config": CONFIG, "source": "safetensors", "ema": False}
+    assert info == {"scale": 2, "config": CONFIG, "source": "safetensors", "ema": ema}
     assert torch.equal(upscale(loaded), upscale(generators[1] if ema else generators[0]))
 
 
@@ -268,6 +269,26 @@ def test_the_generator_key_builds_a_plain_state_dict_of_another_network(
     loaded, info = load_generator(out)  # no generator= needed any more: the file stores it
     assert info["config"] == {"_target_": "sr_gan.archs.SRResNet", "scale": 4, "num_blocks": 2}
     assert all(torch.equal(value, network.state_dict()[key]) for key, value in loaded.state_dict().items())
+
+
+def test_an_export_of_an_export_still_says_ema_and_a_plain_state_dict_says_it_does_not_know(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The safetensors file did not record whether it held the EMA generator: exporting it again
+    (or any tool reading it) said "non-EMA" for EMA weights. It records it now; a plain state dict,
+    which does not say, is no longer called non-EMA either."""
+    first, again, plain = (tmp_path / f"{name}.safetensors" for name in ("first", "again", "plain"))
+    main(tool_cfg("export", f"ckpt={ckpt}", f"out={first}"))  # the EMA, by default
+    main(tool_cfg("export", f"ckpt={first}", f"out={again}"))
+    torch.save(load_generator(first)[0].state_dict(), tmp_path / "plain.pth")
+    main(tool_cfg("export", f"ckpt={tmp_path / 'plain.pth'}", f"out={plain}"))
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {first}: sr_gan.archs.RRDBNet x2, EMA weights from a lightning file",
+        f"wrote {again}: sr_gan.archs.RRDBNet x2, EMA weights from a safetensors file",
+        f"wrote {plain}: sr_gan.archs.RRDBNet x2, weights from a state_dict file "
+        "(it does not say whether they are an EMA)",
+    ]
+    assert "sr_gan.ema" not in load_state_file(plain)["metadata"]
 
 
 def test_main_exports_a_grey_generator_to_onnx_at_the_opset_asked(

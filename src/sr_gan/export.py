@@ -38,14 +38,15 @@ def export_safetensors(
     prefer_ema: bool = True,
     generator_config: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Write the generator of `ckpt` (EMA copy when present and `prefer_ema`) to `out`, atomically.
+    """Write the generator of `ckpt` (EMA copy when present and `prefer_ema`) to `out`, atomically,
+    with whether it is the EMA copy in its metadata (when the file says).
 
     `generator_config` (the `generator` key) builds it instead of the config stored in the file, as
     in `load_generator`; the file written stores the config it was built from.
     """
     refuse_overwrite(out, ckpt)
     generator, info = load_generator(ckpt, prefer_ema=prefer_ema, generator_config=generator_config)
-    save_generator_file(out, generator.state_dict(), config=info["config"], scale=info["scale"])
+    save_generator_file(out, generator.state_dict(), config=info["config"], scale=info["scale"], ema=info["ema"])
     return generator, info
 
 
@@ -155,9 +156,10 @@ def main(cfg: DictConfig) -> None:
         refuse_overwrite(onnx, ckpt, out, key="onnx")
     check_onnx_tools(onnx=onnx is not None, onnx_check=cfg.onnx_check)
     generator, info = export_safetensors(ckpt, out, prefer_ema=cfg.ema, generator_config=generator_config)
-    weights = "EMA" if info["ema"] else "non-EMA"
+    weights = {True: "EMA weights", False: "non-EMA weights", None: "weights"}[info["ema"]]
+    unknown = " (it does not say whether they are an EMA)" if info["ema"] is None else ""
     target = info["config"]["_target_"]
-    print(f"wrote {out}: {target} x{info['scale']}, {weights} weights from a {info['source']} file")
+    print(f"wrote {out}: {target} x{info['scale']}, {weights} from a {info['source']} file{unknown}")
     if onnx:
         in_channels = info["config"].get("in_channels", 3)
         try:

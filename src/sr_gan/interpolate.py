@@ -82,7 +82,7 @@ def interpolate_files(
             "it was fine-tuned from"
         )
     state = interpolate_state_dicts(psnr_generator.state_dict(), gan_generator.state_dict(), alpha)
-    save_generator_file(out, state, config=config, scale=psnr_info["scale"])
+    save_generator_file(out, state, config=config, scale=psnr_info["scale"])  # no EMA flag: a blend of two
     return {"config": config, "scale": psnr_info["scale"]}
 
 

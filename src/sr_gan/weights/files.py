@@ -22,6 +22,7 @@ from sr_gan.errors import UserError
 # Metadata keys of the safetensors files we write (safetensors metadata is str → str).
 GENERATOR_KEY = "sr_gan.generator"  # JSON of the resolved Hydra config of the generator
 SCALE_KEY = "sr_gan.scale"
+EMA_KEY = "sr_gan.ema"  # "true" / "false": the weights are the EMA generator; absent: not known
 
 # How a torch file starts: a zip archive (torch.save's format since 1.6) or a pickle (legacy format).
 ZIP_MAGIC, PICKLE_PROTOCOL = b"PK\x03\x04", b"\x80"
@@ -130,9 +131,15 @@ def non_finite_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
 
 
 def save_generator_file(
-    path: str | Path, state: Mapping[str, torch.Tensor], *, config: dict[str, Any], scale: int
+    path: str | Path,
+    state: Mapping[str, torch.Tensor],
+    *,
+    config: dict[str, Any],
+    scale: int,
+    ema: bool | None = None,
 ) -> None:
-    """Write a generator state dict as safetensors, its config (plain containers) and scale as metadata.
+    """Write a generator state dict as safetensors, its config (plain containers) and scale as
+    metadata, and `ema` (whether the weights are an EMA generator) unless it is not known (None).
 
     Written beside `path` and renamed over it: a write that fails (a full disk) leaves an earlier
     file at `path` as it was, and is a one-line UserError. The bytes go through a Python file, as
@@ -141,6 +148,8 @@ def save_generator_file(
     """
     tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
     metadata = {"format": "pt", GENERATOR_KEY: json.dumps(config), SCALE_KEY: str(scale)}
+    if ema is not None:
+        metadata[EMA_KEY] = json.dumps(ema)  # "true" / "false"
     data = safetensors_bytes(tensors, metadata=metadata)  # an error here (shared memory) is a bug: traceback
     with atomic_output(path) as temporary:
         temporary.write_bytes(data)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sr_gan.errors import UserError
 from sr_gan.weights.allowlist import check_generator_config
-from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, is_safetensors, load_state_file, non_finite_keys
+from sr_gan.weights.files import EMA_KEY, GENERATOR_KEY, SCALE_KEY, is_safetensors, load_state_file, non_finite_keys
 from sr_gan.weights.keys import StateDict, count_blocks, is_esrgan_old, to_our_keys
 
 _SHOWN_KEYS = 5  # how many offending keys an error message lists
@@ -37,7 +37,7 @@ class GeneratorWeights:
 
     state: StateDict  # keys in the file's own layout
     source: str  # lightning | basicsr | esrgan-old | safetensors | state_dict
-    ema: bool  # the EMA copy was picked
+    ema: bool | None  # the EMA copy was picked; None: the file does not say (a plain state dict)
     config: dict[str, Any] | None = None  # stored Hydra config of the generator, if any
     scale: int | None = None
 
@@ -58,7 +58,8 @@ def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> Gene
     if is_safetensors(obj):
         config = _stored_config(_metadata(obj["metadata"], GENERATOR_KEY, json.loads))
         scale = _metadata(obj["metadata"], SCALE_KEY, int)
-        return GeneratorWeights(obj["tensors"], "safetensors", False, config, scale)
+        ema = _metadata(obj["metadata"], EMA_KEY, _flag)  # None in files exported before it was stored
+        return GeneratorWeights(obj["tensors"], "safetensors", ema, config, scale)
     if isinstance(obj.get("state_dict"), Mapping):
         state_dict = obj["state_dict"]
         ema = prefer_ema and any(key.startswith("generator_ema.") for key in state_dict)
@@ -76,7 +77,7 @@ def _pick_generator_weights(obj: Mapping[str, Any], *, prefer_ema: bool) -> Gene
         key = "params_ema" if ema else "params"
         return GeneratorWeights(_state_dict(obj[key], key), "basicsr", ema)
     if obj and all(isinstance(value, Tensor) for value in obj.values()):
-        return GeneratorWeights(dict(obj), "esrgan-old" if is_esrgan_old(obj) else "state_dict", False)
+        return GeneratorWeights(dict(obj), "esrgan-old" if is_esrgan_old(obj) else "state_dict", None)
     raise UserError(
         f"no generator weights found (top-level keys {list(obj)[:_SHOWN_KEYS]}); expected an sr_gan "
         "checkpoint, a BasicSR file (params / params_ema), an ESRGAN release file or a state dict"
@@ -93,6 +94,13 @@ def _metadata(metadata: Mapping[str, str], key: str, parse: Callable[[str], Any]
         raise UserError(
             f"its metadata key {key} is damaged ({err}): export it again with `python -m sr_gan.export`"
         ) from None
+
+
+def _flag(text: str) -> bool:
+    """A metadata flag written by `json.dumps(bool)`; ValueError for any other text."""
+    if text not in ("true", "false"):
+        raise ValueError(f"{text!r} is neither true nor false")
+    return text == "true"
 
 
 def _state_dict(value: Any, key: str) -> StateDict:
@@ -220,7 +228,8 @@ def load_generator(
     """Build the generator stored in `path` and load its weights strictly; returned in eval mode.
 
     The config is `generator_config` when given, else the one stored in the file, else inferred
-    (`infer_rrdbnet_config`). Returns the generator and `{"scale", "config", "source", "ema"}`.
+    (`infer_rrdbnet_config`). Returns the generator and `{"scale", "config", "source", "ema"}`
+    (`ema` None when the file does not say).
     """
     generator_config = as_generator_config(generator_config)
     loaded = load_state_file(path)
