@@ -6,6 +6,7 @@ import csv
 import functools
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from unittest.mock import patch
 
 import pytest
@@ -440,8 +442,11 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
     """A pre-empted run's segments are one W&B run (offline: two segment folders of one id, which
     `wandb sync` uploads into it), not one W&B run per segment, under the name of its first (a later
     segment's overrides add ckpt_path and a longer budget: it sends none, and W&B keeps the name); a
-    damaged id file starts a new one."""
+    damaged id file starts a new one. The summary's best val/psnr is the run's, not the segment's
+    (a first segment's best above all of the second's stands in for a GAN run's fall)."""
     train(make_cfg("logger=wandb", "trainer.max_steps=1", "test=false"))
+    bests = json.loads((tmp_path / "wandb" / "bests.json").read_text())
+    (tmp_path / "wandb" / "bests.json").write_text(json.dumps(bests | {"val/psnr": bests["val/psnr"] + 50}))
     train(make_cfg("logger=wandb", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
     wandb.teardown()  # W&B's service writes a finished run's file after `finish` returns (seen under load)
     run_id = (tmp_path / "wandb" / "run_id").read_text().strip()
@@ -452,6 +457,14 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
         records = wandb_records(next(folder.glob("run-*.wandb")))
         assert {r.run.run_id for r in records if r.HasField("run")} == {run_id}
         names += [{r.run.display_name for r in records if r.HasField("run")}]
+    psnrs = [
+        json.loads(i.value_json)
+        for r in records
+        if r.HasField("summary")
+        for i in r.summary.update
+        if i.key == "val/psnr"
+    ]
+    assert psnrs[-1]["max"] == bests["val/psnr"] + 50 and psnrs[-1]["last"] < bests["val/psnr"] + 50
     (first,) = names[0]  # named once, by what the run is: not by where it logs or how it is resumed
     assert first.startswith("train-") and "logger=" not in first and "paths." not in first and names[1] == {""}
 
@@ -548,14 +561,15 @@ def test_a_sanity_validation_keeps_no_snapshot(tmp_path: Path) -> None:
 
 
 class _FakeRun:
-    """A W&B run stand-in that keeps the summaries it is told to define."""
+    """A W&B run stand-in that keeps what is logged to it and its summary."""
 
     def __init__(self) -> None:
-        self.summaries: dict[str, str] = {}
+        self.logged: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}
 
-    def define_metric(self, key: str, summary: str) -> None:
-        assert key not in self.summaries, f"{key} defined twice"
-        self.summaries[key] = summary
+    def log(self, row: dict[str, Any]) -> None:
+        self.logged.append(row)
+        self.summary.update(row)  # W&B's default summary: the last value
 
 
 @pytest.fixture
@@ -575,14 +589,24 @@ def test_the_wandb_summary_keeps_the_best_and_the_last_of_each_headline_metric(
     tmp_path: Path, fake_wandb_run: _FakeRun
 ) -> None:
     """W&B's summary keeps a metric's last value; a GAN's table wants its best: the highest PSNR and
-    SSIM, the lowest LPIPS, each beside the last. The run logs to its folder's W&B run id."""
+    SSIM, the lowest LPIPS, each beside the last, also across a run's segments (a segment resumed in
+    the folder goes on from the bests logged before it). The run logs to its folder's W&B run id."""
     logger = SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p")
-    assert logger.experiment is fake_wandb_run  # the run as made: its summaries defined then
-    best = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "max", "test/ssim": "max"}
-    assert fake_wandb_run.summaries == {key: f"{summary},last" for key, summary in best.items()}
-    assert logger.experiment is fake_wandb_run  # and only then (`_FakeRun` refuses a second definition)
+    assert logger.experiment is fake_wandb_run
     assert logger._wandb_init["id"] == (tmp_path / "wandb" / "run_id").read_text().strip()
     assert "anonymous" not in logger._wandb_init  # wandb >= 0.19 warns that it ignores it
+    for psnr_, lpips_ in ((20.0, 0.3), (22.0, 0.4), (21.0, float("nan"))):
+        logger.log_metrics({"val/psnr": psnr_, "val/lpips": lpips_, "train/l_g_pix": 0.1})
+    assert fake_wandb_run.summary["val/psnr"] == {"max": 22.0, "last": 21.0}
+    assert fake_wandb_run.summary["val/lpips"]["min"] == 0.3 and math.isnan(fake_wandb_run.summary["val/lpips"]["last"])
+    assert fake_wandb_run.summary["train/l_g_pix"] == 0.1
+
+    resumed = SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p")  # the next segment
+    resumed.log_metrics({"val/psnr": 21.5})
+    assert fake_wandb_run.summary["val/psnr"] == {"max": 22.0, "last": 21.5}
+    (tmp_path / "wandb" / "run_id").write_text("damaged id\n")  # a new W&B run: its own bests
+    SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p").log_metrics({"val/psnr": 21.0})
+    assert fake_wandb_run.summary["val/psnr"] == {"max": 21.0, "last": 21.0}
 
 
 def test_an_id_given_to_the_wandb_logger_wins_over_the_folders(tmp_path: Path, fake_wandb_run: _FakeRun) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import math
 import re
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -45,6 +50,7 @@ BEST = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "
 
 
 RUN_ID = Path("wandb") / "run_id"  # below a logger's save_dir: the W&B run that folder logs to
+BESTS = Path("wandb") / "bests.json"  # beside it: the best of each `BEST` value logged to that run
 _VALID_ID = re.compile(r"[a-z0-9]{1,64}")  # the ids wandb generates (its own rule is looser)
 
 
@@ -69,24 +75,52 @@ def folder_run_id(save_dir: Path) -> tuple[str, bool]:
 class SRWandbLogger(WandbLogger):
     """Lightning's W&B logger, with the run summary holding the best ``val/psnr`` (and SSIM, LPIPS)
     beside the last, one W&B run per output folder across resumed segments (`folder_run_id`;
-    ``id=`` chooses another), named once, and without the ``anonymous`` setting that wandb >= 0.19 warns is
-    ignored."""
+    ``id=`` chooses another), named once, and without the ``anonymous`` setting that wandb >= 0.19
+    warns is ignored.
+
+    The bests are kept here, not by W&B's ``define_metric(summary="max")``: W&B computes those in
+    the process that logs, so a resumed segment's summary held its own best only (and ``wandb
+    sync`` uploads the segments in order: the run showed the last one's). They are carried from
+    segment to segment in ``wandb/bests.json`` beside the run's id.
+    """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
+        self._bests: dict[str, float] = {}
 
     @property
     @rank_zero_experiment
     def experiment(self):  # noqa: ANN201 - a wandb Run
-        fresh = self._experiment is None
-        if fresh and self._wandb_init.get("id") is None and self._save_dir:
+        if self._experiment is None and self._wandb_init.get("id") is None and self._save_dir:
             self._wandb_init["id"], continued = folder_run_id(Path(self._save_dir))
             if continued:  # the name its first segment gave: this one's overrides add ckpt_path, a longer budget
                 self._wandb_init.pop("name", None)
-        run = super().experiment
-        if fresh and hasattr(run, "define_metric"):
-            for key, summary in BEST.items():
-                run.define_metric(key, summary=f"{summary},last")
-        return run
+                self._bests = read_bests(Path(self._save_dir))
+        return super().experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        headline = {key: float(value) for key, value in metrics.items() if key in BEST}
+        for key, value in headline.items():
+            if not math.isnan(value):  # (a diverged validation is no best)
+                better = max if BEST[key] == "max" else min
+                self._bests[key] = better(self._bests.get(key, value), value)
+            if key in self._bests:
+                self.experiment.summary[key] = {BEST[key]: self._bests[key], "last": value}
+        if headline and self._save_dir:
+            with atomic_path(Path(self._save_dir) / BESTS) as temporary:
+                temporary.write_text(json.dumps(self._bests))
+
+
+def read_bests(save_dir: Path) -> dict[str, float]:
+    """The bests an earlier segment logged to `save_dir`'s W&B run (none if it left no readable file)."""
+    try:
+        bests = json.loads((save_dir / BESTS).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(bests, dict):
+        return {}
+    return {key: float(value) for key, value in bests.items() if key in BEST and isinstance(value, int | float)}
