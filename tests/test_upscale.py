@@ -3,8 +3,10 @@
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +26,8 @@ from sr_gan.ops import imresize
 from sr_gan.tiling import tiled_forward
 from sr_gan.upscale import find_inputs, plan_outputs, run, upscale_file, upscale_picture
 from sr_gan.weights import load_generator, save_generator_file
+from tests.helpers import _ctrl_c_as_in_a_terminal, child_env, run_module
 from tests.helpers import png_bomb as bomb
-from tests.helpers import run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
@@ -464,3 +466,64 @@ def test_a_transparent_colour_becomes_alpha(tmp_path: Path, ckpt: Path, mode: st
     assert run(_cfg(ckpt=str(ckpt), input=str(tmp_path / "keyed.png"), out_dir=str(tmp_path / "out"))) == []
     channels = 4 if mode == "RGB" else 2
     assert _decode(tmp_path / "out" / "keyed_x2.png").shape == (channels, 24 * SCALE, 30 * SCALE)
+
+
+def test_ctrl_c_between_images_is_one_line_counting_the_written_ones(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while the second of three images is upscaled: exit status 130 and one line saying how many
+    were written (it was a 104-line KeyboardInterrupt traceback); the first output is whole, the rest absent."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in "abc":
+        Image.fromarray(RGB).save(folder / f"{name}.png")
+    calls = []
+
+    def pressed_on_the_second(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return upscale_picture(*args, **kwargs)
+
+    monkeypatch.setattr(upscale_module, "upscale_picture", pressed_on_the_second)
+    out = tmp_path / "out"
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(out)))
+    except KeyboardInterrupt:  # would stop the test session
+        pytest.fail("the Ctrl-C escaped run as a KeyboardInterrupt (a traceback)")
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"Ctrl-C: stopped with 1 of 3 image(s) written to {out}, each whole; the one in progress and the rest were not"
+    )
+    assert [p.name for p in out.iterdir()] == ["a_x2.png"] and _decode(out / "a_x2.png").shape == (3, 48, 60)
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, ckpt: Path) -> None:
+    """A real SIGINT to the command (its process group, as a terminal sends it) while a large image is tiled."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(RGB).save(folder / "a.png")
+    Image.fromarray(np.tile(RGB, (60, 50, 1))).save(folder / "b.png")  # 1440x1500: many tiles of 16 px
+    command = [sys.executable, "-m", "sr_gan.upscale", f"ckpt={ckpt}", f"input={folder}", "tile=16", "out_dir=out"]
+    child = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=child_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out" / "a_x2.png").exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and "x2 on cpu" not in line]  # the progress bar
+    assert lines == [
+        "Ctrl-C: stopped with 1 of 2 image(s) written to out, each whole; the one in progress and the rest were not"
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png"]  # no temporary file of b left

@@ -10,6 +10,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
 
 class UserError(ValueError):
     """A problem with the user's input (a config key, a file); its message says how to fix it."""

@@ -37,7 +37,7 @@ from sr_gan.config import (
 )
 from sr_gan.data import SRDataModule
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
-from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
@@ -79,7 +79,6 @@ def build_module(cfg: DictConfig) -> SRGANModule:
 
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated
-INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: a Ctrl-C (its checkpoint saved)
 
 
 def stopped_by_ctrl_c(trainer: L.Trainer) -> bool:

@@ -18,7 +18,8 @@ folder when it is unset) stops the run in one line before any image is upscaled.
 that a run killed mid-write left beside this run's outputs (`.<output name>.<hex>.tmp`) are
 removed first (a second run writing the same outputs at that moment would see its write fail,
 reported). A file that cannot be read or written is reported in one line and the others go on; the
-exit status is then 1. Memory: the output image in its file's dtype plus one tile.
+exit status is then 1. Ctrl-C stops the run in one line saying how many images were written (exit
+status 130). Memory: the output image in its file's dtype plus one tile.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torchvision.transforms.v2.functional import rgb_to_grayscale
 from sr_gan.atomic import check_writable, remove_stale_temporaries
 from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg, resolve_device
-from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, MAX_SIDE, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
 from sr_gan.schema import UPSCALE, validate
@@ -278,21 +279,39 @@ def run(cfg: DictConfig) -> list[str]:
     check_empty_suffix(suffix, inputs, out_dir)
     plan = plan_outputs(inputs, out_dir=out_dir, suffix=suffix, fmt=cfg.format)
     prepare_targets([target for target in plan.values() if isinstance(target, Path)], beside_inputs=out_dir is None)
-    failures = []
-    with Progress(console=console) as progress:
-        for source in progress.track(inputs, description=f"x{scale} on {device}"):
-            if (failure := upscale_file(model, source, plan[source], scale=scale, cfg=cfg)) is not None:
-                progress.console.print(f"error: {failure}")
-                failures.append(failure)
+    failures: list[str] = []
+    finished = 0  # inputs written or failed
+    try:
+        with Progress(console=console) as progress:
+            for source in progress.track(inputs, description=f"x{scale} on {device}"):
+                if (failure := upscale_file(model, source, plan[source], scale=scale, cfg=cfg)) is not None:
+                    progress.console.print(f"error: {failure}")
+                    failures.append(failure)
+                finished += 1
+    except KeyboardInterrupt:  # the output being written is absent: atomic_path removed its temporary file
+        done = finished - len(failures)
+        console.print(
+            f"Ctrl-C: stopped with {done} of {len(inputs)} image(s) written{_where(out_dir, done)}, each whole; "
+            "the one in progress and the rest were not"
+        )
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     done = len(inputs) - len(failures)
-    where = f" to {out_dir}" if out_dir and done else ""  # none written: out_dir may not exist
-    console.print(f"{done} of {len(inputs)} image(s) written{where}")
+    console.print(f"{done} of {len(inputs)} image(s) written{_where(out_dir, done)}")
     return failures
+
+
+def _where(out_dir: Path | None, done: int) -> str:
+    """The summary's " to <out_dir>", or "" (out_dir unset, or nothing written: it may not exist)."""
+    return f" to {out_dir}" if out_dir and done else ""
 
 
 @hydra_command("upscale")
 def main(cfg: DictConfig) -> None:
-    failures = exit_on_user_error(run)(cfg)
+    try:
+        failures = exit_on_user_error(run)(cfg)
+    except KeyboardInterrupt:  # before the first image (loading the weights); run reports one during the images
+        print("Ctrl-C: stopped before any image was upscaled", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     if failures:
         print(f"error: {len(failures)} image(s) failed:\n" + "\n".join(failures), file=sys.stderr)
         raise SystemExit(1)
