@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
 import sr_gan.imageio as imageio
-from sr_gan.errors import UserError
+from sr_gan.errors import InputWarning, UserError
 from sr_gan.imageio import DataError, image_size, list_images, read_image, read_picture, write_image
 from tests.helpers import keyed_png
 from tests.helpers import png_bomb as bomb
@@ -123,6 +123,49 @@ def test_a_16_bit_grey_tiff_keeps_its_16_bits(tmp_path: Path) -> None:
     picture = read_picture(tmp_path / "grey16.tif")
     assert picture.bits == 16 and picture.grey and picture.alpha is None
     assert torch.equal(torch.round(picture.rgb[0] * 65535).long(), torch.from_numpy(levels).long().expand(3, -1, -1))
+
+
+def test_a_float_tiff_is_refused_in_one_line_not_read_black(tmp_path: Path) -> None:
+    """Mode F (0..1 floats here) was converted to 8 bits by clipping: a black picture, without a word."""
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)).save(path)
+    with pytest.raises(DataError) as info:
+        read_picture(path)
+    assert str(info.value) == (
+        f"image {path} holds floating-point pixels, which sr-gan does not read (their range is not in the file): "
+        "save it as a 16-bit PNG or TIFF"
+    )
+
+
+@pytest.mark.parametrize("suffix", ["tif", "pgm"])
+def test_32_bit_integer_greys_within_16_bits_stay_16_bit(tmp_path: Path, suffix: str) -> None:
+    """Pillow reads a 16-bit PGM, and a 32-bit integer TIFF, as mode I: clipped to 255 before, now its levels."""
+    levels = np.arange(12).reshape(3, 4) * 5000 + 7
+    path = tmp_path / f"grey.{suffix}"
+    Image.fromarray(levels.astype(np.int32 if suffix == "tif" else np.uint16)).save(path)
+    assert Image.open(path).mode == "I"
+    picture = read_picture(path)
+    assert picture.bits == 16 and picture.grey
+    assert torch.equal(torch.round(picture.rgb[0, 0] * 65535).long(), torch.from_numpy(levels))
+
+
+def test_32_bit_integer_greys_beyond_16_bits_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.tif"
+    Image.fromarray(np.array([[0, 70000]], np.int32)).save(path)
+    with pytest.raises(DataError, match=r"holds 32-bit integer pixels from 0 to 70000, beyond the 16 bits"):
+        read_picture(path)
+
+
+def test_a_16_bit_colour_tiff_warns_once_that_it_is_read_as_8_bits(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")  # scikit-image's dependency: Pillow cannot write one
+    path = tmp_path / "rgb16.tif"
+    tifffile.imwrite(path, np.full((3, 4, 3), 40000, np.uint16), photometric="rgb")
+    with pytest.warns(InputWarning) as warned:
+        picture = read_picture(path)
+    assert [str(w.message) for w in warned] == [
+        f"{path} is a 16-bit colour TIFF, which is read as 8 bits: save it as a 16-bit PNG to keep 16"
+    ]
+    assert picture.bits == 8 and round(float(picture.rgb[0, 0, 0, 0]) * 255) == 40000 >> 8
 
 
 @pytest.mark.parametrize("depth", [8, 16])

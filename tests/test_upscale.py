@@ -527,3 +527,17 @@ def test_cli_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, ckpt: Path) -> None
         "Ctrl-C: stopped with 1 of 2 image(s) written to out, each whole; the one in progress and the rest were not"
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x2.png"]  # no temporary file of b left
+
+
+def test_a_16_bit_colour_tiff_is_one_warning_line_and_still_written(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tifffile = pytest.importorskip("tifffile")  # scikit-image's dependency: Pillow cannot write one
+    path = tmp_path / "rgb16.tif"
+    tifffile.imwrite(path, RGB.astype(np.uint16) * 257, photometric="rgb")
+    assert run(_cfg(ckpt=str(ckpt), input=str(path), out_dir=str(tmp_path / "out"))) == []
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if "warning" in line.lower()] == [
+        f"warning: {path} is a 16-bit colour TIFF, which is read as 8 bits: save it as a 16-bit PNG to keep 16"
+    ]
+    assert (tmp_path / "out" / "rgb16_x2.png").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from sr_gan.atomic import atomic_path
-from sr_gan.errors import UserError
+from sr_gan.errors import InputWarning, UserError
 
 # 2**28 = 16384 x 16384 pixels: above any camera frame, 768 MiB as decoded 8-bit RGB. Pillow's
 # default (89.5 M pixels, warning; error at twice that) would refuse large genuine panoramas.
@@ -37,6 +38,7 @@ MAX_IMAGE_PIXELS = 2**28
 WRITE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}  # format key → Pillow writer
 MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}  # the longest side each writer can store, in pixels (PNG: 2**31 - 1)
 _NATIVE = ("PNG", "JPEG", "WEBP")  # decoded by torchvision with their bit depth and channels kept
+TIFF_BITS_PER_SAMPLE = 258  # the TIFF tag: one value per channel
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -127,19 +129,57 @@ def decode(path: Path, *, max_pixels: int | None, key: str) -> Tensor:
     orientation applied; torchvision keeps 16 bits and alpha, Pillow reads palettes and the rest.
     A PNG's transparent colour (tRNS of a grey or RGB image, which torchvision drops) is the alpha."""
     with _open(path, max_pixels=max_pixels, key=key) as image:
+        _check_samples(image, path)
         colour_key = image.info.get("transparency") if image.mode in ("L", "RGB", "I;16", "I") else None
         try:
             if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
                 pixels = decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
                 return pixels if colour_key is None else _keyed_alpha(pixels, colour_key)
             image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
-            if image.mode.startswith("I;16"):  # 16-bit grey outside PNG (e.g. TIFF)
-                return torch.from_numpy(np.asarray(image, dtype=np.uint16).copy())[None]
-            alpha = "A" in image.getbands() or "transparency" in image.info
-            grey = image.mode in ("1", "L", "LA", "I", "F")
-            return pil_to_tensor(image.convert(("L" if grey else "RGB") + ("A" if alpha else "")))
+            if not image.mode.startswith("I"):
+                alpha = "A" in image.getbands() or "transparency" in image.info
+                grey = image.mode in ("1", "L", "LA")
+                return pil_to_tensor(image.convert(("L" if grey else "RGB") + ("A" if alpha else "")))
+            grey_levels = np.asarray(image)  # (H, W): uint16 (I;16, e.g. TIFF) or int32 (I: 16-bit PGM, 32-bit TIFF)
         except (OSError, RuntimeError, ValueError) as err:
             raise _unreadable(path, err) from None
+    return torch.from_numpy(_sixteen_bits(grey_levels, path))[None]  # (1, H, W) uint16
+
+
+def _check_samples(image: Image.Image, path: Path) -> None:
+    """Refuse floating-point pixels; warn that a 16-bit colour TIFF is read as 8 bits. From the header.
+
+    Mode F (32-bit float, e.g. a float TIFF) is refused rather than guessed: nothing in the file says
+    whether 1.0 is white (0..1) or a level of 255 or 65535, or the image is HDR with values above
+    white, and a wrong guess gives a black, washed-out or clipped picture without a word (Pillow's
+    convert("L") clipped 0..1 to black). Pillow reads a 16-bit RGB(A) TIFF as 8 bits (the high byte).
+    """
+    if image.mode == "F":
+        raise DataError(
+            f"image {path} holds floating-point pixels, which sr-gan does not read (their range is not in the "
+            "file): save it as a 16-bit PNG or TIFF"
+        )
+    bits = getattr(image, "tag_v2", {}).get(TIFF_BITS_PER_SAMPLE, 8)  # TIFF only: an int or one per channel
+    depth = max(bits) if isinstance(bits, tuple) else bits
+    if image.mode in ("RGB", "RGBA") and depth > 8:
+        warnings.warn(
+            f"{path} is a {depth}-bit colour TIFF, which is read as 8 bits: save it as a 16-bit PNG to keep 16",
+            InputWarning,
+            stacklevel=2,
+        )
+
+
+def _sixteen_bits(levels: np.ndarray, path: Path) -> np.ndarray:
+    """Grey `levels` (Pillow's mode I;16 or I) as uint16; a value outside 0..65535 raises a DataError.
+
+    Pillow reads 16-bit greys of some formats (PGM, some TIFFs) as 32-bit integers: they stay 16-bit.
+    A copy in native byte order (Pillow's array is read-only, big-endian for I;16B)."""
+    if levels.dtype.kind == "i" and levels.size and (levels.min() < 0 or levels.max() > 65535):
+        raise DataError(
+            f"image {path} holds 32-bit integer pixels from {levels.min()} to {levels.max()}, beyond the 16 bits "
+            "(0..65535) sr-gan reads: save it as a 16-bit PNG or TIFF"
+        )
+    return levels.astype(np.uint16)
 
 
 def _keyed_alpha(pixels: Tensor, colour: int | tuple[int, ...]) -> Tensor:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import glob
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -41,7 +42,7 @@ from torchvision.transforms.v2.functional import rgb_to_grayscale
 from sr_gan.atomic import check_writable, remove_stale_temporaries
 from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg, resolve_device
-from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError, exit_on_user_error
+from sr_gan.errors import INTERRUPTED_EXIT_CODE, InputWarning, UserError, exit_on_user_error
 from sr_gan.imageio import IMAGE_EXTENSIONS, MAX_SIDE, WRITE_FORMATS, Picture, read_picture, write_image
 from sr_gan.ops.imresize import _resize_matrix  # the MATLAB bicubic weights, applied in row strips
 from sr_gan.schema import UPSCALE, validate
@@ -284,7 +285,11 @@ def run(cfg: DictConfig) -> list[str]:
     try:
         with Progress(console=console) as progress:
             for source in progress.track(inputs, description=f"x{scale} on {device}"):
-                if (failure := upscale_file(model, source, plan[source], scale=scale, cfg=cfg)) is not None:
+                with warnings.catch_warnings(record=True) as warned:
+                    warnings.simplefilter("always", InputWarning)  # each file's own (a 16-bit colour TIFF)
+                    failure = upscale_file(model, source, plan[source], scale=scale, cfg=cfg)
+                _show_warnings(warned, progress.console)
+                if failure is not None:
                     progress.console.print(f"error: {failure}")
                     failures.append(failure)
                 finished += 1
@@ -298,6 +303,15 @@ def run(cfg: DictConfig) -> list[str]:
     done = len(inputs) - len(failures)
     console.print(f"{done} of {len(inputs)} image(s) written{_where(out_dir, done)}")
     return failures
+
+
+def _show_warnings(warned: list[warnings.WarningMessage], console: Console) -> None:
+    """An InputWarning as one line, `warning: <message>`, above the progress bar; others as Python shows them."""
+    for warning in warned:
+        if issubclass(warning.category, InputWarning):
+            console.print(f"warning: {warning.message}")
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def _where(out_dir: Path | None, done: int) -> str:
