@@ -178,12 +178,17 @@ def test_output_names_never_hit_an_input(tmp_path: Path) -> None:
 def test_inputs_from_folder_glob_and_file(tmp_path: Path, images: Path) -> None:
     (images / "notes.txt").write_text("not an image")
     (images / "rgb_x2.png").write_bytes((images / "rgb.png").read_bytes())  # an earlier output
-    from_folder = find_inputs(str(images), suffix="_x2")
+    from_folder, skipped = find_inputs(str(images), suffix="_x2")
     assert [p.name for p in from_folder] == sorted(
         ["broken.png", "grey.png", "palette.png", "photo.jpg", "rgb.png", "rgb16.png", "rgba.png"]
     )
-    assert [p.name for p in find_inputs(str(images / "r*.png"), suffix="_x2")] == ["rgb.png", "rgb16.png", "rgba.png"]
-    assert find_inputs(str(images / "rgb_x2.png"), suffix="_x2") == [images / "rgb_x2.png"]  # named explicitly
+    assert skipped == [images / "rgb_x2.png"]
+    assert [p.name for p in find_inputs(str(images / "r*.png"), suffix="_x2")[0]] == [
+        "rgb.png",
+        "rgb16.png",
+        "rgba.png",
+    ]
+    assert find_inputs(str(images / "rgb_x2.png"), suffix="_x2") == ([images / "rgb_x2.png"], [])  # named explicitly
     with pytest.raises(UserError, match="names no image"):
         find_inputs(str(tmp_path / "nothing*.png"), suffix="_x2")
 
@@ -215,7 +220,7 @@ def test_cli_reports_the_corrupt_file_and_writes_the_rest(tmp_path: Path, ckpt: 
 
 def test_empty_suffix_keeps_every_image_of_a_folder(images: Path) -> None:
     """suffix= (outputs beside the inputs under out_dir) must not read as 'every stem ends in it'."""
-    assert len(find_inputs(str(images), suffix="")) == 7
+    assert len(find_inputs(str(images), suffix="")[0]) == 7
 
 
 def test_a_decompression_bomb_fails_alone(tmp_path: Path, ckpt: Path) -> None:
@@ -541,3 +546,29 @@ def test_a_16_bit_colour_tiff_is_one_warning_line_and_still_written(
         f"warning: {path} is a 16-bit colour TIFF, which is read as 8 bits: save it as a 16-bit PNG to keep 16"
     ]
     assert (tmp_path / "out" / "rgb16_x2.png").exists()
+
+
+def test_inputs_skipped_as_earlier_outputs_are_reported(
+    tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """suffix='{scale}' at x2 takes IMG_0002.png for an earlier output: it was dropped without a word."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("IMG_0001.png", "IMG_0002.png"):
+        Image.fromarray(RGB).save(folder / name)
+    assert run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(tmp_path / "out"), suffix="{scale}")) == []
+    skipped = folder / "IMG_0002.png"
+    line = f"skipped 1 file(s) whose names end in the output suffix '2' (outputs of an earlier run?): {skipped}"
+    assert line in capsys.readouterr().err.splitlines()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["IMG_00012.png"]
+
+
+def test_a_folder_of_earlier_outputs_only_says_so(tmp_path: Path, ckpt: Path) -> None:
+    """It said "names no image file" of a folder holding scan_x2.png."""
+    Image.fromarray(RGB).save(tmp_path / "scan_x2.png")
+    with pytest.raises(UserError) as info:
+        find_inputs(str(tmp_path), suffix="_x2")
+    assert str(info.value) == (
+        f"input={tmp_path}: all its 1 image file(s) end in the output suffix '_x2' (outputs of an earlier run?), "
+        f"e.g. {tmp_path / 'scan_x2.png'}: name one file as input= to upscale it, or set another suffix="
+    )

@@ -12,8 +12,8 @@ already at an output's path is replaced (an earlier output). So beside the input
 not be empty: outputs would take the inputs' own names there and replace any picture of the same
 stem (photo.jpg → the user's photo.png). An output path that is one of the inputs is refused (that
 file fails): no input is ever overwritten. With a folder or glob input, files whose stem already
-ends in a non-empty suffix (outputs of an earlier run) are skipped. Images above `max_pixels` are
-refused from their header. An output folder that cannot be written to (out_dir, or an input's
+ends in a non-empty suffix (outputs of an earlier run) are skipped, said in one line. Images above
+`max_pixels` are refused from their header. An output folder that cannot be written to (out_dir, or an input's
 folder when it is unset) stops the run in one line before any image is upscaled. Temporary files
 that a run killed mid-write left beside this run's outputs (`.<output name>.<hex>.tmp`) are
 removed first (a second run writing the same outputs at that moment would see its write fail,
@@ -118,26 +118,31 @@ def upscale_picture(
 # --- the job --------------------------------------------------------------------------------------
 
 
-def find_inputs(pattern: str, *, suffix: str) -> list[Path]:
-    """The image files named by `pattern`: one file, a folder's images, or a glob's images.
-
-    From folders and globs, files with an image extension are taken, except earlier outputs
-    (stem ending in `suffix`).
-    """
+def find_inputs(pattern: str, *, suffix: str) -> tuple[list[Path], list[Path]]:
+    """The image files named by `pattern` (one file, a folder's images, or a glob's images), and those
+    skipped: from folders and globs, files with an image extension are taken except earlier outputs
+    (stem ending in a non-empty `suffix`). Both sorted; no image taken is a UserError saying why."""
     path = Path(pattern)
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
         found = [p for p in path.iterdir() if p.is_file()]
     else:
         found = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
-    images = sorted(p for p in found if p.suffix.lower() in EXTENSIONS and not (suffix and p.stem.endswith(suffix)))
+    candidates = sorted(p for p in found if p.suffix.lower() in EXTENSIONS)
+    skipped = [p for p in candidates if suffix and p.stem.endswith(suffix)]
+    images = [p for p in candidates if p not in skipped]
+    if not images and skipped:
+        raise UserError(
+            f"input={pattern}: all its {len(skipped)} image file(s) end in the output suffix '{suffix}' (outputs "
+            f"of an earlier run?), e.g. {skipped[0]}: name one file as input= to upscale it, or set another suffix="
+        )
     if not images:
         raise UserError(
             f"input={pattern} names no image file ({'/'.join(EXTENSIONS)}): pass a file, a folder or a "
             "quoted glob such as input='photos/*.png'"
         )
-    return images
+    return images, skipped
 
 
 # How a suffix with {scale} is typed on a command line: Hydra reads an unquoted brace as a dict.
@@ -275,7 +280,12 @@ def run(cfg: DictConfig) -> list[str]:
         raise UserError(f"ckpt: {err}") from None
     model, scale = model.to(device), info["scale"]
     suffix = str(cfg.suffix).format(scale=scale)
-    inputs = find_inputs(str(cfg.input), suffix=suffix)
+    inputs, skipped = find_inputs(str(cfg.input), suffix=suffix)
+    if skipped:
+        console.print(
+            f"skipped {len(skipped)} file(s) whose names end in the output suffix '{suffix}' (outputs of an "
+            f"earlier run?): {skipped[0]}{', ...' if len(skipped) > 1 else ''}"
+        )
     out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
     check_empty_suffix(suffix, inputs, out_dir)
     plan = plan_outputs(inputs, out_dir=out_dir, suffix=suffix, fmt=cfg.format)
