@@ -175,6 +175,24 @@ def test_output_names_never_hit_an_input(tmp_path: Path) -> None:
     assert "also the output of" in plan[a_jpg]  # two inputs, one output name: the second is refused
 
 
+def test_two_inputs_of_one_output_name_are_told_what_parts_them(tmp_path: Path) -> None:
+    """It said "set out_dir= or rename" with out_dir set, and out_dir cannot part two files of one folder."""
+    out = tmp_path / "out"
+    bmp, jpg, other = tmp_path / "bad" / "trunc.bmp", tmp_path / "bad" / "trunc.jpg", tmp_path / "good" / "trunc.png"
+    for out_dir in (None, out):
+        plan = plan_outputs([bmp, jpg], out_dir=out_dir, suffix="_x4", fmt="png")
+        assert plan[jpg] == (
+            f"output {(out_dir or bmp.parent) / 'trunc_x4.png'} is also the output of {bmp}, a picture of the same "
+            "name in the same folder: rename one of them"
+        )
+    plan = plan_outputs([bmp, other], out_dir=out, suffix="_x4", fmt="png")
+    assert plan[other] == (
+        f"output {out / 'trunc_x4.png'} is also the output of {bmp}, a picture of the same name in another "
+        f"folder, both upscaled into out_dir={out}: rename one, or upscale each folder in a run of its own with its "
+        "own out_dir="
+    )
+
+
 def test_inputs_from_folder_glob_and_file(tmp_path: Path, images: Path) -> None:
     (images / "notes.txt").write_text("not an image")
     (images / "rgb_x2.png").write_bytes((images / "rgb.png").read_bytes())  # an earlier output

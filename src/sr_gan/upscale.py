@@ -194,12 +194,26 @@ def plan_outputs(inputs: list[Path], *, out_dir: Path | None, suffix: str, fmt: 
                 f"output {target} would overwrite an input: keep a suffix (drop suffix=: its default _x{{scale}}) "
                 "or set out_dir= to another folder"
             )
-        elif target.resolve() in taken:
-            plan[source] = f"output {target} is also the output of {taken[target.resolve()]}: set out_dir= or rename"
+        elif (first := taken.get(target.resolve())) is not None:
+            plan[source] = f"output {target} is also the output of {first}{_parting(first, source, out_dir)}"
         else:
             plan[source] = target
             taken[target.resolve()] = source
     return plan
+
+
+def _parting(first: Path, second: Path, out_dir: Path | None) -> str:
+    """The end of the refusal of `second`, whose output name `first` took: what parts them.
+
+    Beside the inputs, two files can only meet in one folder (photo.jpg, photo.bmp), and no setting
+    parts them; in out_dir, pictures of one name from two folders do, and two runs with their own
+    out_dir part those."""
+    if first.parent.resolve() == second.parent.resolve():
+        return ", a picture of the same name in the same folder: rename one of them"
+    return (
+        f", a picture of the same name in another folder, both upscaled into out_dir={out_dir}: rename one, or "
+        "upscale each folder in a run of its own with its own out_dir="
+    )
 
 
 def prepare_targets(targets: list[Path], *, beside_inputs: bool) -> None:
