@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 from torchvision.io import ImageReadMode, decode_image
 
 import sr_gan.imageio as imageio
@@ -52,6 +52,33 @@ def test_grey_pixels_are_written_as_that_grey_picture_by_pillow(tmp_path: Path, 
     with Image.open(tmp_path / f"g.{fmt}") as image:
         back = np.asarray(image.convert("L")).astype(int)
     assert back.shape == (12, 16) and np.abs(back - pixels[..., 0]).max() <= 6  # the codec's loss
+
+
+def test_jpeg_is_written_at_quality_95_with_full_chroma_and_webp_lossless(tmp_path: Path) -> None:
+    """Pillow's defaults were JPEG quality 75 with 4:2:0 chroma and lossy WebP: an upscale's detail lost."""
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    write_image(tmp_path / "x.jpg", pixels, fmt="jpg")
+    with Image.open(tmp_path / "x.jpg") as image:
+        assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4
+        assert image.quantization == Image.open(_pillow_jpeg(tmp_path, pixels, quality=95)).quantization
+    write_image(tmp_path / "x.webp", pixels, fmt="webp")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "x.webp")), pixels)  # lossless
+
+
+def test_quality_is_the_jpeg_and_webp_quality(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    write_image(tmp_path / "x.jpg", pixels, fmt="jpg", quality=60)
+    with Image.open(tmp_path / "x.jpg") as image:
+        assert image.quantization == Image.open(_pillow_jpeg(tmp_path, pixels, quality=60)).quantization
+    write_image(tmp_path / "x.webp", pixels, fmt="webp", quality=60)
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "x.webp")), pixels)  # lossy
+
+
+def _pillow_jpeg(folder: Path, pixels: np.ndarray, *, quality: int) -> Path:
+    """`pixels` saved by Pillow at `quality`: a file whose quantization tables are that quality's."""
+    path = folder / f"reference_{quality}.jpg"
+    Image.fromarray(pixels).save(path, quality=quality)
+    return path
 
 
 def test_list_images_takes_image_files_of_any_case_sorted(tmp_path: Path) -> None:

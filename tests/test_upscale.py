@@ -262,6 +262,8 @@ def test_a_decompression_bomb_fails_alone(tmp_path: Path, ckpt: Path) -> None:
         ("precision", "fp8", "one of fp32, bf16, fp16"),
         ("format", "gif", "one of png, jpg, jpeg, webp"),
         ("suffix", None, "a string"),  # suffix=null named outputs aNone.png
+        ("quality", 0, "an integer >= 1 and <= 100 or null"),
+        ("quality", 101, "an integer >= 1 and <= 100 or null"),
     ],
 )
 def test_bad_settings_are_one_line_before_any_work(ckpt: Path, images: Path, key: str, value, rule: str) -> None:
@@ -269,6 +271,24 @@ def test_bad_settings_are_one_line_before_any_work(ckpt: Path, images: Path, key
     with pytest.raises(UserError, match=f"{key}={shown} is not allowed: {key} must be {rule}") as info:
         run(_cfg(ckpt=str(ckpt), input=str(images), **{key: value}))
     assert "\n" not in str(info.value)
+
+
+def test_quality_with_a_lossless_format_is_refused(ckpt: Path, images: Path) -> None:
+    with pytest.raises(UserError) as info:
+        run(_cfg(ckpt=str(ckpt), input=str(images), quality=90))
+    assert str(info.value) == (
+        "quality=90 sets the compression of format=jpg or webp; format=png is lossless: drop quality= or choose "
+        "format=jpg or webp"
+    )
+
+
+@pytest.mark.parametrize("quality", [None, 60])
+def test_quality_reaches_the_jpeg_writer(tmp_path: Path, ckpt: Path, quality: int | None) -> None:
+    Image.fromarray(RGB).save(tmp_path / "in.png")
+    assert run(_cfg(ckpt=str(ckpt), input=str(tmp_path / "in.png"), format="jpg", quality=quality)) == []
+    Image.fromarray(RGB).save(tmp_path / "reference.jpg", quality=quality or 95)
+    with Image.open(tmp_path / "in_x2.jpg") as written, Image.open(tmp_path / "reference.jpg") as reference:
+        assert written.quantization == reference.quantization
 
 
 KINDS = {  # name: (H, W, C) pixels

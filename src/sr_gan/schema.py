@@ -133,6 +133,7 @@ UPSCALE: Mapping[str, Rule] = {
     **TILING,
     "precision": Rule(str, choices=("fp32", "bf16", "fp16")),
     "format": Rule(str, choices=("png", "jpg", "jpeg", "webp")),
+    "quality": Rule(int, low=1, high=100, nullable=True),
     "max_pixels": Rule(int, low=1, nullable=True),
     "suffix": Rule(str),
 }

@@ -258,7 +258,7 @@ def upscale_file(
             dtype=PRECISIONS[cfg.precision],
             bits=picture.bits if cfg.format == "png" else 8,
         )
-        write_image(target, pixels, fmt=cfg.format)
+        write_image(target, pixels, fmt=cfg.format, quality=cfg.quality)
     except UserError as err:  # names the file already
         return str(err)
     except OSError as err:  # e.g. a full disk or a folder without write permission
@@ -275,6 +275,11 @@ def upscale_file(
 def _check(cfg: DictConfig, device: torch.device) -> None:
     validate(cfg, UPSCALE)
     check_suffix(str(cfg.suffix))
+    if cfg.quality is not None and WRITE_FORMATS[cfg.format] == "PNG":
+        raise UserError(
+            f"quality={cfg.quality} sets the compression of format=jpg or webp; format=png is lossless: drop "
+            "quality= or choose format=jpg or webp"
+        )
     if cfg.precision == "fp16" and device.type == "cpu":
         raise UserError("precision=fp16 needs a CUDA device: use precision=bf16 or fp32 on the CPU")
 
