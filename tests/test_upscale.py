@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
+from PIL import Image, ImageCms
 from skimage import data as skdata
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import rgb_to_grayscale
@@ -610,3 +610,30 @@ def test_a_folder_of_earlier_outputs_only_says_so(tmp_path: Path, ckpt: Path) ->
         f"input={tmp_path}: all its 1 image file(s) end in the output suffix '_x2' (outputs of an earlier run?), "
         f"e.g. {tmp_path / 'scan_x2.png'}: name one file as input= to upscale it, or set another suffix="
     )
+
+
+SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize(("fmt", "deep"), [("png", False), ("png", True), ("jpg", False), ("webp", False)])
+def test_the_inputs_icc_profile_is_carried_to_the_output(tmp_path: Path, ckpt: Path, fmt: str, deep: bool) -> None:
+    """It was dropped: a wide-gamut photo's output shifted colour. PNG (8 and 16 bit, our encoder's
+    iCCP chunk), JPEG and WebP keep it."""
+    source = tmp_path / ("in.png" if deep else "in.jpg")
+    if deep:
+        write_image(source, RGB.astype(np.uint16) * 257, fmt="png", icc=SRGB_ICC)
+    else:
+        Image.fromarray(RGB).save(source, quality=95, icc_profile=SRGB_ICC)
+    assert run(_cfg(ckpt=str(ckpt), input=str(source), out_dir=str(tmp_path / "out"), format=fmt)) == []
+    with Image.open(tmp_path / "out" / f"in_x2.{fmt}") as out:
+        assert out.info.get("icc_profile") == SRGB_ICC and out.size == (60, 48)
+    if fmt == "png":  # libpng (torchvision) reads the chunk too, and the 16 bits
+        assert _decode(tmp_path / "out" / "in_x2.png").dtype == (torch.uint16 if deep else torch.uint8)
+
+
+def test_a_profile_of_another_colour_space_is_not_carried(tmp_path: Path, ckpt: Path) -> None:
+    """A grey picture's output gets no RGB profile (nor an RGB one a CMYK profile): it would misdescribe it."""
+    Image.fromarray(RGB[..., 1]).save(tmp_path / "grey.png", icc_profile=SRGB_ICC)
+    assert read_picture(tmp_path / "grey.png").icc is None
+    Image.fromarray(RGB).save(tmp_path / "rgb.png", icc_profile=SRGB_ICC)
+    assert read_picture(tmp_path / "rgb.png").icc == SRGB_ICC

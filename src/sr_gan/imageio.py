@@ -124,25 +124,32 @@ def read_image(
     return to_dtype(pixels, torch.uint8, scale=True)  # a 16-bit PNG keeps its 8 high bits
 
 
-def decode(path: Path, *, max_pixels: int | None, key: str) -> Tensor:
+def decode(path: Path, *, max_pixels: int | None, key: str) -> tuple[Tensor, bytes | None]:
     """(C, H, W) uint8 or uint16 with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), EXIF
-    orientation applied; torchvision keeps 16 bits and alpha, Pillow reads palettes and the rest.
-    A PNG's transparent colour (tRNS of a grey or RGB image, which torchvision drops) is the alpha."""
+    orientation applied, and the file's ICC colour profile (None: none); torchvision keeps 16 bits
+    and alpha, Pillow reads palettes and the rest. A PNG's transparent colour (tRNS of a grey or
+    RGB image, which torchvision drops) is the alpha."""
     with _open(path, max_pixels=max_pixels, key=key) as image:
         _check_samples(image, path)
-        colour_key = image.info.get("transparency") if image.mode in ("L", "RGB", "I;16", "I") else None
-        try:
-            if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
-                pixels = decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-                return pixels if colour_key is None else _keyed_alpha(pixels, colour_key)
-            image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
-            if not image.mode.startswith("I"):
-                alpha = "A" in image.getbands() or "transparency" in image.info
-                grey = image.mode in ("1", "L", "LA")
-                return pil_to_tensor(image.convert(("L" if grey else "RGB") + ("A" if alpha else "")))
-            grey_levels = np.asarray(image)  # (H, W): uint16 (I;16, e.g. TIFF) or int32 (I: 16-bit PGM, 32-bit TIFF)
-        except (OSError, RuntimeError, ValueError) as err:
-            raise _unreadable(path, err) from None
+        icc = image.info.get("icc_profile") or None  # read with the header (PNG iCCP, JPEG APP2, WebP, TIFF)
+        return _decode_pixels(image, path), icc
+
+
+def _decode_pixels(image: Image.Image, path: Path) -> Tensor:
+    """The pixels of `decode`, from `image`, the open file `path`."""
+    colour_key = image.info.get("transparency") if image.mode in ("L", "RGB", "I;16", "I") else None
+    try:
+        if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
+            pixels = decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+            return pixels if colour_key is None else _keyed_alpha(pixels, colour_key)
+        image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
+        if not image.mode.startswith("I"):
+            alpha = "A" in image.getbands() or "transparency" in image.info
+            grey = image.mode in ("1", "L", "LA")
+            return pil_to_tensor(image.convert(("L" if grey else "RGB") + ("A" if alpha else "")))
+        grey_levels = np.asarray(image)  # (H, W): uint16 (I;16, e.g. TIFF) or int32 (I: 16-bit PGM, 32-bit TIFF)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise _unreadable(path, err) from None
     return torch.from_numpy(_sixteen_bits(grey_levels, path))[None]  # (1, H, W) uint16
 
 
@@ -200,11 +207,12 @@ class Picture:
     alpha: Tensor | None  # (1, 1, H, W) float in [0, 1]
     grey: bool
     bits: int  # 8 or 16
+    icc: bytes | None = None  # the file's ICC colour profile, for the output: its colours as the input's
 
 
 def read_picture(path: Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS, key: str = "max_pixels") -> Picture:
     """Decode `path` into a Picture; an unreadable or too large file raises a DataError naming it."""
-    pixels = decode(path, max_pixels=max_pixels, key=key)
+    pixels, icc = decode(path, max_pixels=max_pixels, key=key)
     bits = 16 if pixels.dtype == torch.uint16 else 8
     x = pixels.float()[None].div_(2**bits - 1)  # (1, C, H, W); in place: one LR-sized float copy
     colour, alpha = (x[:, :1], x[:, 1:]) if x.shape[1] in (1, 2) else (x[:, :3], x[:, 3:])
@@ -214,7 +222,15 @@ def read_picture(path: Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS, key: 
         alpha=alpha if alpha.shape[1] else None,
         grey=grey,
         bits=bits,
+        icc=icc if icc is not None and _icc_colour_space(icc) == ("GRAY" if grey else "RGB") else None,
     )
+
+
+def _icc_colour_space(icc: bytes) -> str:
+    """The colour space an ICC profile describes ("RGB", "GRAY", "CMYK", ...: header bytes 16-19).
+    A profile is kept only for pixels of its space: a CMYK photo is read as RGB, and its profile
+    would misdescribe those."""
+    return icc[16:20].decode("latin-1").strip()
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -230,8 +246,9 @@ def _png_chunk(file: BinaryIO, tag: bytes, data: bytes) -> None:
     file.write(struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data)))
 
 
-def encode_png(file: BinaryIO, pixels: np.ndarray, *, level: int = 6) -> None:
-    """Write (H, W, C) uint8 or uint16 pixels, C = 1, 2, 3 or 4, to `file` as an 8- or 16-bit PNG.
+def encode_png(file: BinaryIO, pixels: np.ndarray, *, level: int = 6, icc: bytes | None = None) -> None:
+    """Write (H, W, C) uint8 or uint16 pixels, C = 1, 2, 3 or 4, to `file` as an 8- or 16-bit PNG,
+    with the ICC colour profile `icc` (an iCCP chunk) if given.
 
     Streams: rows are filtered and deflated `_ROWS_PER_STEP` at a time, so memory beyond `pixels`
     is a few rows. Pillow and torchvision copy the whole image first (and neither writes 16-bit
@@ -244,6 +261,8 @@ def encode_png(file: BinaryIO, pixels: np.ndarray, *, level: int = 6) -> None:
     file.write(_PNG_SIGNATURE)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
     _png_chunk(file, b"IHDR", header)
+    if icc is not None:  # before the image data (PNG spec 11.3.3.3): a name, compression method 0, zlib data
+        _png_chunk(file, b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))
     deflate = zlib.compressobj(level)
     above = np.zeros((1, width * channels * bit_depth // 8), np.uint8)  # the row before the first is zero
     pending = b""
@@ -262,8 +281,11 @@ def encode_png(file: BinaryIO, pixels: np.ndarray, *, level: int = 6) -> None:
     _png_chunk(file, b"IEND", b"")
 
 
-def write_image(path: Path, pixels: np.ndarray, *, fmt: str, quality: int | None = None) -> None:
-    """Write (H, W, C) pixels atomically: `fmt` png (8 or 16 bit, streamed), jpg or webp (8 bit).
+def write_image(
+    path: Path, pixels: np.ndarray, *, fmt: str, quality: int | None = None, icc: bytes | None = None
+) -> None:
+    """Write (H, W, C) pixels atomically: `fmt` png (8 or 16 bit, streamed), jpg or webp (8 bit),
+    with the ICC colour profile `icc` (None: none, which viewers take for sRGB).
 
     JPEG and WebP go through Pillow, which copies the image once more (no streaming writer there),
     with `quality` 1-100 (None: `_pillow_options`' defaults; PNG is lossless and has none).
@@ -273,10 +295,11 @@ def write_image(path: Path, pixels: np.ndarray, *, fmt: str, quality: int | None
     with atomic_path(path) as temporary:
         if WRITE_FORMATS[fmt] == "PNG":
             with open(temporary, "wb") as file:
-                encode_png(file, pixels)
+                encode_png(file, pixels, icc=icc)
         else:
             image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-            image.save(temporary, format=WRITE_FORMATS[fmt], **_pillow_options(WRITE_FORMATS[fmt], quality))
+            options = _pillow_options(WRITE_FORMATS[fmt], quality) | ({"icc_profile": icc} if icc else {})
+            image.save(temporary, format=WRITE_FORMATS[fmt], **options)
 
 
 # The default of format=jpg. On astronaut enlarged to 1024 px (bicubic), against the pixels written:

@@ -4,22 +4,22 @@
     python -m sr_gan.upscale ckpt=last.ckpt input=photos/ out_dir=photos_x4 tile=256 precision=bf16
     python -m sr_gan.upscale ckpt=last.ckpt input='shots/**/*.png'
 
-Each image keeps its kind: grey in → grey out (the network sees it replicated to RGB and its
-output is turned back to luma), an alpha channel is enlarged on its own with MATLAB bicubic and
-re-attached, 16-bit PNGs give 16-bit PNGs, EXIF rotation is applied. Outputs are
-`<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written atomically; a file
-already at an output's path is replaced (an earlier output). So beside the inputs the suffix may
-not be empty: outputs would take the inputs' own names there and replace any picture of the same
-stem (photo.jpg → the user's photo.png). An output path that is one of the inputs is refused (that
-file fails): no input is ever overwritten. With a folder or glob input, files whose stem already
-ends in a non-empty suffix (outputs of an earlier run) are skipped, said in one line. Images above
-`max_pixels` are refused from their header. An output folder that cannot be written to (out_dir, or an input's
-folder when it is unset) stops the run in one line before any image is upscaled. Temporary files
-that a run killed mid-write left beside this run's outputs (`.<output name>.<hex>.tmp`) are
-removed first (a second run writing the same outputs at that moment would see its write fail,
-reported). A file that cannot be read or written is reported in one line and the others go on; the
-exit status is then 1. Ctrl-C stops the run in one line saying how many images were written (exit
-status 130). Memory: the output image in its file's dtype plus one tile.
+Each image keeps its kind: grey in → grey out (the network sees it replicated to RGB and its output
+is turned back to luma), an alpha channel is enlarged on its own with MATLAB bicubic and
+re-attached, 16-bit PNGs give 16-bit PNGs, EXIF rotation is applied, the ICC colour profile is kept.
+Outputs are `<stem><suffix>.<format>`, next to each input unless `out_dir` is set, written
+atomically; a file already at an output's path is replaced (an earlier output). So beside the inputs
+the suffix may not be empty: outputs would take the inputs' own names there and replace any picture
+of the same stem (photo.jpg → the user's photo.png). An output path that is one of the inputs is
+refused (that file fails): no input is ever overwritten. With a folder or glob input, files whose
+stem already ends in a non-empty suffix (outputs of an earlier run) are skipped, said in one line.
+Images above `max_pixels` are refused from their header. An output folder that cannot be written to
+(out_dir, or an input's folder when it is unset) stops the run in one line before any image is
+upscaled. Temporary files that a run killed mid-write left beside this run's outputs (`.<output
+name>.<hex>.tmp`) are removed first (a second run writing the same outputs at that moment would see
+its write fail, reported). A file that cannot be read or written is reported in one line and the
+others go on; the exit status is then 1. Ctrl-C stops the run in one line saying how many images
+were written (exit status 130). Memory: the output image in its file's dtype plus one tile.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def upscale_file(
             dtype=PRECISIONS[cfg.precision],
             bits=picture.bits if cfg.format == "png" else 8,
         )
-        write_image(target, pixels, fmt=cfg.format, quality=cfg.quality)
+        write_image(target, pixels, fmt=cfg.format, quality=cfg.quality, icc=picture.icc)
     except UserError as err:  # names the file already
         return str(err)
     except OSError as err:  # e.g. a full disk or a folder without write permission
