@@ -63,6 +63,17 @@ def _resize_matrix(
 
 def _build_resize_matrix(in_length: int, out_length: int, scale: float, antialiasing: bool) -> Tensor:
     """The float64 CPU matrix of `_resize_matrix`."""
+    weights, columns = resize_taps(in_length, out_length, scale, antialiasing)  # (out, P) each
+    matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
+    matrix.scatter_add_(1, columns, weights)  # mirrored taps add onto their in-range column
+    return matrix
+
+
+def resize_taps(in_length: int, out_length: int, scale: float, antialiasing: bool) -> tuple[Tensor, Tensor]:
+    """MATLAB's ``contributions`` for one axis as taps: float64 weights (out_length, P) and the 0-based
+    input indices (out_length, P) they apply to, symmetric padding folded into the indices (a
+    mirrored tap names its in-range pixel). P = 6 when enlarging. Output i is
+    ``sum_p weights[i, p] * x[columns[i, p]]``: the rows of `_resize_matrix` without its zeros."""
     antialias = antialiasing and scale < 1
     kernel_width = _CUBIC_WIDTH / scale if antialias else _CUBIC_WIDTH
     out_coords = torch.arange(1, out_length + 1, dtype=torch.float64)  # (out,), 1-based like MATLAB
@@ -77,9 +88,7 @@ def _build_resize_matrix(in_length: int, out_length: int, scale: float, antialia
     # Symmetric padding: MATLAB indexes aux = [1:in, in:-1:1] modulo its length 2 * in.
     mirror = torch.cat([torch.arange(in_length), torch.arange(in_length - 1, -1, -1)])  # (2 in,)
     columns = mirror[(taps.long() - 1) % (2 * in_length)]  # (out, P), 0-based
-    matrix = torch.zeros(out_length, in_length, dtype=torch.float64)
-    matrix.scatter_add_(1, columns, weights)  # mirrored taps add onto their in-range column
-    return matrix
+    return weights, columns
 
 
 def imresize(
