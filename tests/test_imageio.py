@@ -183,6 +183,20 @@ def test_32_bit_integer_greys_beyond_16_bits_are_refused(tmp_path: Path) -> None
         read_picture(path)
 
 
+def test_training_reads_16_bit_greys_by_their_high_byte_and_refuses_floats(tmp_path: Path) -> None:
+    """`read_image` (training and evaluation data) clipped mode I greys at 255 and mode F floats to
+    black, as `decode` did."""
+    levels = np.arange(12).reshape(3, 4) * 5000 + 7
+    Image.fromarray(levels.astype(np.uint16)).save(tmp_path / "grey.pgm")
+    pixels = read_image(tmp_path / "grey.pgm")
+    assert pixels.dtype == torch.uint8 and torch.equal(
+        pixels, torch.from_numpy(levels >> 8).to(torch.uint8).expand(3, 3, 4)
+    )
+    Image.fromarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)).save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match=r"float.tif holds floating-point pixels, which sr-gan does not read"):
+        read_image(tmp_path / "float.tif")
+
+
 def test_a_16_bit_colour_tiff_warns_once_that_it_is_read_as_8_bits(tmp_path: Path) -> None:
     tifffile = pytest.importorskip("tifffile")  # scikit-image's dependency: Pillow cannot write one
     path = tmp_path / "rgb16.tif"

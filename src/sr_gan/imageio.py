@@ -112,11 +112,16 @@ def image_size(
 def read_image(
     path: str | Path, *, max_pixels: int | None = MAX_IMAGE_PIXELS, key: str = "data.max_image_pixels"
 ) -> Tensor:
-    """Decode an image file to uint8 RGB (3, H, W): grey → RGB, alpha dropped, 16-bit → 8-bit."""
+    """Decode an image file to uint8 RGB (3, H, W): grey → RGB, alpha dropped, 16-bit → 8-bit (its high
+    byte); floating-point pixels are refused (a DataError)."""
     path = Path(path)
     with _open(path, max_pixels=max_pixels, key=key) as image:
         try:
             if image.format not in _NATIVE:  # BMP, TIFF, GIF, ... whatever the file is named
+                _refuse_float(image, path)  # convert("RGB") clipped them: a 0..1 float TIFF read black
+                if image.mode.startswith("I"):  # 16-bit greys (PGM, TIFF), which convert("RGB") clipped at 255
+                    grey = torch.from_numpy(_sixteen_bits(np.asarray(image), path))  # (H, W) uint16
+                    return to_dtype(grey.expand(3, *grey.shape), torch.uint8, scale=True)  # (3, H, W)
                 return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
             pixels = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
         except (RuntimeError, OSError) as err:
@@ -161,11 +166,7 @@ def _check_samples(image: Image.Image, path: Path) -> None:
     white, and a wrong guess gives a black, washed-out or clipped picture without a word (Pillow's
     convert("L") clipped 0..1 to black). Pillow reads a 16-bit RGB(A) TIFF as 8 bits (the high byte).
     """
-    if image.mode == "F":
-        raise DataError(
-            f"image {path} holds floating-point pixels, which sr-gan does not read (their range is not in the "
-            "file): save it as a 16-bit PNG or TIFF"
-        )
+    _refuse_float(image, path)
     bits = getattr(image, "tag_v2", {}).get(TIFF_BITS_PER_SAMPLE, 8)  # TIFF only: an int or one per channel
     depth = max(bits) if isinstance(bits, tuple) else bits
     if image.mode in ("RGB", "RGBA") and depth > 8:
@@ -173,6 +174,15 @@ def _check_samples(image: Image.Image, path: Path) -> None:
             f"{path} is a {depth}-bit colour TIFF, which is read as 8 bits: save it as a 16-bit PNG to keep 16",
             InputWarning,
             stacklevel=2,
+        )
+
+
+def _refuse_float(image: Image.Image, path: Path) -> None:
+    """A DataError for floating-point pixels (`_check_samples` says why they are not read)."""
+    if image.mode == "F":
+        raise DataError(
+            f"image {path} holds floating-point pixels, which sr-gan does not read (their range is not in the "
+            "file): save it as a 16-bit PNG or TIFF"
         )
 
 
