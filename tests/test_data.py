@@ -709,6 +709,10 @@ def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(f
     assert not torch.allclose(plain["hr"], plain["hr_real"])
     val = [transfer(dm, b) for b in dm.val_dataloader()]
     assert torch.equal(val[0]["lr"], transfer(dm, next(iter(dm.val_dataloader())))["lr"])  # fixed per image
+    # validation scores the HR itself, not the sharpened training target (val/psnr was 34 dB off the truth)
+    raw_val = next(iter(dm.val_dataloader()))
+    assert "hr_real" not in val[0]
+    torch.testing.assert_close(val[0]["hr"], raw_val["hr"].float() / 255)
     assert second["lr"].shape == first["lr"].shape
 
 

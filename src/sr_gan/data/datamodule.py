@@ -249,13 +249,14 @@ class SRDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         hr, lr = batch["hr"], batch.get("lr")  # uint8 (B, 3, H, W), (B, 3, H/s, W/s) or None
-        if "flips" in batch:  # training patches; on uint8: a quarter of the float32 memory traffic
+        training = "flips" in batch  # training patches (validation and test images have no flips)
+        if training:  # on uint8: a quarter of the float32 memory traffic
             hr, lr = paired_augment(hr, lr, batch.pop("flips"))
         hr = to_dtype(hr, torch.float32, scale=True)  # (B, 3, H, W) in [0, 1]
         if lr is not None:
             return {**batch, "lr": to_dtype(lr, torch.float32, scale=True), "hr": hr}
         lr, target = self.degradation(hr, generator=self._generator(hr.device, batch["seed"]))
-        if target is hr:
+        if target is hr or not training:  # validation and test score the HR itself (papers' protocol)
             return {**batch, "lr": lr, "hr": hr}
         # A sharpened target (Real-ESRGAN's USM): L1 and perceptual aim at it, D sees the HR itself as
         # real (the reference's l1_gt_usm / percep_gt_usm: True, gan_gt_usm: False).
