@@ -90,6 +90,19 @@ def test_a_gan_recipe_without_init_from_names_every_recipes_psnr_stage(make_cfg)
     assert "experiment=rrdb_psnr_x4 for ESRGAN" in message and "experiment=realesrnet_x4 for Real-ESRGAN" in message
 
 
+def test_a_made_degradation_beside_lr_files_is_refused_in_one_line(make_cfg) -> None:
+    """experiment=esrgan_x4 degradation=realesrgan: data=div2k's LR files were used and the
+    degradation never ran (bit-equal losses, bicubic baseline unchanged), without a word."""
+    with pytest.raises(UserError) as info:
+        check_train_config(make_cfg("experiment=esrgan_x4", "degradation=realesrgan", "model.init_from=x.ckpt"))
+    assert str(info.value).startswith("degradation=RealESRGANDegradation makes the training LR from the HR, but ")
+    assert str(info.value).endswith(
+        "set data.train_lr_dir=null (and data.val_lr_dir=null to validate on the degradation too)"
+    )
+    check_train_config(make_cfg("experiment=realesrgan_x4", "model.init_from=x.ckpt"))  # its LR folders are null
+    check_train_config(make_cfg("degradation=realesrgan"))  # the demo's photos: no LR files
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [  # Hydra's answer to a typo'd key is "To append to your config use +trainer.max_step=4"

@@ -22,6 +22,8 @@ from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
 from sr_gan.schema import TRAIN, validate
 from sr_gan.weights.remote import cached_download, is_url
 
+BICUBIC = "sr_gan.ops.BicubicDegradation"  # conf/degradation/bicubic.yaml: the papers' LR, what LR files hold
+
 
 def _if_pixel_loss(pixel_only: Any, otherwise: Any, *, _root_: DictConfig) -> Any:
     """``${if_pixel_loss:a,b}``: ``a`` when the objective has only a pixel term, else ``b``.
@@ -108,6 +110,13 @@ def check_train_config(cfg: DictConfig) -> None:
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
             "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN, "
             "experiment=realesrnet_x4 for Real-ESRGAN)"
+        )
+    made = OmegaConf.select(cfg, "degradation._target_", default=BICUBIC)
+    if made != BICUBIC and cfg.data.get("train_lr_dir"):  # the LR files win: the degradation would never run
+        raise UserError(
+            f"degradation={made.rsplit('.', 1)[-1]} makes the training LR from the HR, but data.train_lr_dir="
+            f"{cfg.data.train_lr_dir} gives LR files, which would be used instead: set data.train_lr_dir=null "
+            "(and data.val_lr_dir=null to validate on the degradation too)"
         )
     every, interval = OmegaConf.select(cfg, "callbacks.snapshots.every"), cfg.trainer.val_check_interval
     if every is not None and every % interval:
