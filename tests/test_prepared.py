@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -299,6 +300,44 @@ def test_another_sources_prepared_folder_is_refused_unless_that_source_moved(
     moved = other.rename(tmp_path / "moved")
     prepare_folder(moved, out, progress=False)
     assert (out / MANIFEST).is_file() and (inodes(out) == before or not complete)
+
+
+def test_a_copied_tree_is_prepared_again_in_its_copy_and_names_its_own_source(source: Path, tmp_path: Path) -> None:
+    """A source and its <source>.prepared copied together (rsync to node-local scratch): the manifest
+    names the original, which still exists. Refusing the copy as another source's folder made the
+    printed fix (prepare the copy) fail; the fix for a truncated array named the original."""
+    prepare_folder(source, progress=False)
+    copy = tmp_path / "scratch" / "hr"
+    for folder in (source, prepared_dir(source)):
+        shutil.copytree(folder, copy.parent / folder.name)  # copy2: sizes and mtimes as cp -a keeps them
+    before = inodes(prepared_dir(copy))
+    prepare_folder(copy, progress=False)  # nothing changed: every array kept, the manifest now names the copy
+    assert inodes(prepared_dir(copy)) == before and PreparedImages(prepared_dir(copy)).source == copy.resolve()
+    assert PreparedImages(prepared_dir(source)).source == source.resolve()  # the original's, untouched
+    array = next(prepared_dir(source).glob("*.npy"))
+    shutil.copyfile(array, prepared_dir(copy) / array.name)
+    os.truncate(prepared_dir(copy) / array.name, 8)
+    with pytest.raises(UserError, match=rf"truncated\?\): run python -m sr_gan.data.prepare {copy}$"):
+        PreparedImages(prepared_dir(copy))
+
+
+def test_cli_ctrl_c_is_one_line_saying_the_same_command_goes_on(
+    source: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was KeyboardInterrupt's traceback; what was prepared is kept (each array whole, journaled)."""
+    from sr_gan.data import prepare
+
+    def interrupted(*args: object, **kwargs: object) -> Path:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "prepare_folder", interrupted)
+    with pytest.raises(SystemExit) as info:
+        prepare.main([str(source)])
+    assert info.value.code == 130
+    assert capsys.readouterr().err == (
+        f"Ctrl-C: stopped while preparing {source}; the images prepared so far are kept: run the same command "
+        "again to go on\n"
+    )
 
 
 def test_cli_a_missing_source_leaves_no_output_folder(tmp_path: Path) -> None:

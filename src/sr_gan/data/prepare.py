@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sr_gan.atomic import check_writable
 from sr_gan.data.prepared import PreparedImages, prepare_folder, prepared_dir
-from sr_gan.errors import UserError
+from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder, out in zip(args.folders, outs):
         try:  # one folder's bad image does not stop the others
             check_writable(out or prepared_dir(folder), key="--out")  # the default too: --out is the fix
-            prepared = prepare_folder(folder, out, progress=args.progress)
+            prepared = _interruptible(folder, out, progress=args.progress)
             _say_where_training_reads(folder, prepared)
             if args.verify:
                 PreparedImages(prepared).verify(progress=args.progress)
@@ -44,6 +44,20 @@ def main(argv: list[str] | None = None) -> None:
             failed = True
     if failed:
         raise SystemExit(2)
+
+
+def _interruptible(folder: Path, out: Path | None, *, progress: bool) -> Path:
+    """`prepare_folder`, whose Ctrl-C is one line (exit status 130): each image's arrays are written
+    whole or not at all and recorded in the folder's journal, so the same command goes on from there."""
+    try:
+        return prepare_folder(folder, out, progress=progress)
+    except KeyboardInterrupt:
+        print(
+            f"Ctrl-C: stopped while preparing {folder}; the images prepared so far are kept: run the same "
+            "command again to go on",
+            file=sys.stderr,
+        )
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
 
 
 def _say_where_training_reads(folder: Path, prepared: Path) -> None:

@@ -228,7 +228,10 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
             f"(default {prepared_dir(src_dir)})"
         )
     recorded = _recorded_source(out_dir)
-    if recorded is not None and recorded != src_dir.resolve() and recorded.is_dir():  # (a moved source may reuse it)
+    # a moved source may reuse its folder; so may a copied tree (source and <source>.prepared copied
+    # together: rsync to node-local scratch), whose original keeps a prepared folder of its own
+    copied = recorded is not None and out_dir.resolve() == prepared_dir(src_dir).resolve() != prepared_dir(recorded)
+    if recorded is not None and recorded != src_dir.resolve() and recorded.is_dir() and not copied:
         raise UserError(
             f"{out_dir} holds the prepared images of {recorded}, which preparing {src_dir} there would delete: "
             f"choose another --out (default {prepared_dir(src_dir)})"
@@ -240,7 +243,8 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
     # arrays of removed sources; a name with a folder in it was not written by us and is left alone
     stale = [records[n]["file"] for n in records.keys() - set(names)]
     stale = [file for file in stale if Path(file).name == file]
-    if len(kept) == len(sources) and not stale and (out_dir / MANIFEST).is_file() and not (out_dir / JOURNAL).exists():
+    done = (out_dir / MANIFEST).is_file() and not (out_dir / JOURNAL).exists() and recorded == src_dir.resolve()
+    if len(kept) == len(sources) and not stale and done:  # (a moved or copied folder's manifest is rewritten)
         if progress:
             print(f"{src_dir}: {len(sources)} images already prepared in {out_dir}")
         return out_dir
@@ -321,7 +325,7 @@ class PreparedImages:
         if data.get("format") != FORMAT or version != VERSION:
             raise UserError(
                 f"{self.folder} was prepared in format version {version}, this sr-gan reads {VERSION}: "
-                f"run {rerun_command(self.source)}"
+                f"run {rerun_command(self._rerun_source())}"
             )
         self._entries = images
         self.names: list[str] = [e["name"] for e in images]
@@ -330,7 +334,7 @@ class PreparedImages:
             size = path.stat().st_size if path.is_file() else None
             if size != entry["bytes"]:
                 found = "is missing" if size is None else f"has {size} bytes, {entry['bytes']} expected (truncated?)"
-                raise UserError(f"prepared array {path} {found}: run {rerun_command(self.source)}")
+                raise UserError(f"prepared array {path} {found}: run {rerun_command(self._rerun_source())}")
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _source_hint(self) -> Path:
@@ -338,6 +342,12 @@ class PreparedImages:
         folder minus `.prepared`."""
         recorded = _recorded_source(self.folder)
         return recorded if recorded is not None else self.folder.with_name(self.folder.name.removesuffix(SUFFIX))
+
+    def _rerun_source(self) -> Path:
+        """The source to prepare again: the folder beside this one (``<source>.prepared``) where there is
+        one, the recorded source otherwise (a copied tree's manifest names the original's)."""
+        beside = self.folder.with_name(self.folder.name.removesuffix(SUFFIX))
+        return beside if self.folder.name.endswith(SUFFIX) and beside.is_dir() else self.source
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": OrderedDict()}  # maps are per process; never pickle data
