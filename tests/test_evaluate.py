@@ -580,6 +580,19 @@ def test_a_failed_report_write_leaves_the_previous_three_reports(
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # and no temporaries
 
 
+def test_a_folder_in_place_of_a_report_is_refused_before_any_report_is_replaced(tmp_path: Path) -> None:
+    """results.md a folder: its rename failed last (IsADirectoryError's traceback), after results.json
+    and results.csv were replaced: a mix of two runs."""
+    (tmp_path / "results.md").mkdir()
+    for name in ("results.json", "results.csv"):
+        (tmp_path / name).write_text("OLD")
+    rows = [{"dataset": "Set5", "model": "bicubic", "images": 5}]
+    with pytest.raises(UserError, match=r"results.md is a folder, where the report's file goes: move it away"):
+        evaluate_report.write_reports(rows, {"rows": rows}, tmp_path, columns=benchmark_columns(rows), caption="x")
+    assert [(tmp_path / name).read_text() for name in ("results.json", "results.csv")] == ["OLD", "OLD"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json", "results.md"]
+
+
 @pytest.mark.parametrize(("key", "value"), [("tile", -1), ("tile_batch", 0), ("scale", 5), ("lpips", "maybe")])
 def test_bad_settings_are_refused_before_any_work(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(UserError, match=f"{key}={value} is not allowed") as info:

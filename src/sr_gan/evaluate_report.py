@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from sr_gan.atomic import atomic_path
+from sr_gan.errors import UserError
 from sr_gan.perception import LPIPS_LABEL, VIF_LABEL
 
 # metric key → (column title, decimals); the table shows the keys present in the rows, in this order.
@@ -162,6 +163,8 @@ def write_reports(
         f"{stem}.csv": to_csv(rows, columns),
         f"{stem}.json": json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n",
     }
+    for folder in (out_dir / name for name in texts if (out_dir / name).is_dir()):  # its rename would fail last
+        raise UserError(f"{folder} is a folder, where the report's file goes: move it away or choose another out_dir")
     with ExitStack() as renames:  # each atomic_path renames its file on exit, once all are written
         for name, text in texts.items():
             renames.enter_context(atomic_path(out_dir / name)).write_text(text, encoding="utf-8")
