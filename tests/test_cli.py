@@ -90,6 +90,20 @@ def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "train").exists()  # nor the empty train/runs/ made for it (paths.log_dir stays)
 
 
+def test_a_refused_runs_cleanup_keeps_a_folder_holding_anything_else(tmp_path: Path) -> None:
+    """Only Hydra's own files (.hydra/, train.log) make a folder unused: one that holds a checkpoint,
+    with or without train.log, is a run's and stays, with the folders above it."""
+    from sr_gan.train import _remove_if_unused
+
+    for name, files in {"with_log": ["train.log", "last.ckpt"], "without_log": ["last.ckpt"]}.items():
+        folder = tmp_path / "train" / "runs" / name
+        folder.mkdir(parents=True)
+        for file in files:
+            (folder / file).write_text("x")
+        _remove_if_unused(folder, tmp_path)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+
+
 @pytest.mark.parametrize("bad", ["bogus.png", "small.png"])
 def test_a_data_folder_with_a_bad_image_is_refused_before_the_run_folder(tmp_path: Path, bad: str) -> None:
     """An image that is none, or smaller than a training crop, in a folder of the user's own: one line

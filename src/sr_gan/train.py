@@ -295,7 +295,7 @@ def _remove_if_unused(folder: Path, log_dir: Path) -> None:
     """A run refused at start-up leaves no run folder: Hydra makes one (.hydra/, train.log) before the
     config is checked; it goes if nothing else was written, with the folders Hydra made for it below
     `log_dir` (``train/runs/``) that are left empty."""
-    if not folder.is_dir() or {p.name for p in folder.iterdir()} > {".hydra", "train.log"}:
+    if not folder.is_dir() or not {p.name for p in folder.iterdir()} <= {".hydra", "train.log"}:
         return
     shutil.rmtree(folder, ignore_errors=True)
     for parent in folder.resolve().parents:
