@@ -4,7 +4,7 @@
     python -m sr_gan.evaluate ckpt=[psnr.safetensors,a05.safetensors,gan.safetensors] plot=true
     python -m sr_gan.evaluate ckpt=bicubic datasets=[path/to/photos]
 
-Protocol (SRGAN Sec. 3.2, ESRGAN code; see docs): HR mod-cropped to the scale; LR from the
+Protocol (SRGAN Sec. 3.1, ESRGAN code; see docs): HR mod-cropped to the scale; LR from the
 dataset's `LR_bicubic/X<s>` folder, else MATLAB-bicubic `imresize(HR, 1/s)` rounded to 8 bits;
 SR clamped and rounded to 8 bits; `s` border pixels cropped; PSNR and SSIM on the BT.601 Y
 channel in float64. Each dataset gets a bicubic row (`imresize(LR, s)`) and one row per model.

@@ -12,7 +12,7 @@ from sr_gan.errors import UserError
 def default_init_weights(modules: Iterable[nn.Module], scale: float = 1.0) -> None:
     """Kaiming-normal init (fan_in, ReLU gain) multiplied by `scale`, zero bias.
 
-    ESRGAN (Wang et al. 2018, Sec. 3.3) initialises residual branches with kaiming normal x 0.1 so
+    ESRGAN (Wang et al. 2018, Sec. 3.1) initialises residual branches with kaiming normal x 0.1 so
     that each block starts close to the identity; `scale=0.1` reproduces that.
     """
     for module in modules:

@@ -12,7 +12,7 @@ from torch import nn
 from sr_gan.archs.blocks import default_init_weights, make_layer
 from sr_gan.errors import UserError
 
-RESIDUAL_SCALE = 0.2  # beta, Sec. 3.3
+RESIDUAL_SCALE = 0.2  # beta, Sec. 3.1 (residual scaling)
 # scale → pixel_unshuffle factor of the input: x1 and x2 reuse the x4 network on a smaller grid.
 _UNSHUFFLE = {1: 4, 2: 2, 4: 1, 8: 1}
 
@@ -29,7 +29,7 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = nn.Conv2d(num_features + 3 * grow, grow, 3, padding=1)
         self.conv5 = nn.Conv2d(num_features + 4 * grow, num_features, 3, padding=1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)  # in place: conv backward does not need its output
-        # Sec. 3.3 "smaller initialisation"; the reference code scales only the RDB convs.
+        # Sec. 3.1 "smaller initialization"; the reference code scales only the RDB convs.
         default_init_weights([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], scale=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F, H, W)

@@ -1,4 +1,4 @@
-"""SRGAN discriminator D (Ledig et al. 2017, Sec. 2.2 and Fig. 4)."""
+"""SRGAN discriminator D (Ledig et al. 2017, Sec. 2.1 and Fig. 4)."""
 
 import torch
 from torch import nn

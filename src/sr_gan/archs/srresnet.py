@@ -1,4 +1,4 @@
-"""SRResNet, the SRGAN generator (Ledig et al. 2017, Sec. 2.2 and Fig. 4).
+"""SRResNet, the SRGAN generator (Ledig et al. 2017, Sec. 2.1 and Fig. 4).
 
 conv9x9 → act → B residual blocks → conv3x3-norm + long skip → sub-pixel upsampling → conv9x9.
 `norm_layer=None` gives the BN-free variant of the ESRGAN ablation (Wang et al. 2018, Sec. 3.1).

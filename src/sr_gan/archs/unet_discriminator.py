@@ -1,4 +1,4 @@
-"""U-Net discriminator with spectral normalisation (Real-ESRGAN, Wang et al. 2021, Sec. 3.3).
+"""U-Net discriminator with spectral normalisation (Real-ESRGAN, Wang et al. 2021, Sec. 3.4).
 
 Gives a realness logit per pixel instead of one per image. Layout as the reference code (BasicSR
 `UNetDiscriminatorSN`): conv0, conv1-3 down (4x4 stride 2), conv4-6 up (bilinear x2 + conv3x3,

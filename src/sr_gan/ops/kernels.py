@@ -80,7 +80,7 @@ def sinc_kernels(size: Tensor, cutoff: Tensor, *, grid: int = GRID) -> Tensor:
     """Circular low-pass (2-D sinc) kernels with cut-off `cutoff` (radians, pi = Nyquist), (B, G, G).
 
     The ideal filter's impulse response omega_c J1(omega_c r) / (2 pi r) truncated to the size x size
-    square, which rings: the paper uses it to synthesise ringing and overshoot artifacts (Sec. 3.2).
+    square, which rings: the paper uses it to synthesise ringing and overshoot artifacts (Sec. 3.3).
     """
     y, x = _offsets(grid, cutoff.device, cutoff.dtype)
     radius = torch.sqrt(x**2 + y**2)  # (1, G, G)
