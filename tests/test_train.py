@@ -126,6 +126,36 @@ def test_realesrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert make_cfg("experiment=esrgan_x4", tiny=False).data.rotate is True
 
 
+# Each paper recipe's training schedule as its source gives it (SRGAN Sec. 3.2; ESRGAN Sec. 4.1 with
+# BasicSR's EMA; Real-ESRGAN Sec. 4.1 and options/train_realesr{net,gan}_x4plus.yml): G's (and D's)
+# Adam rate and betas, the milestones and their factor, the iterations, the batch, the HR patch,
+# the generator EMA, D's steps per G step and its warm-up, the precision.
+_ADAM, _ADAM_099 = (0.9, 0.999), (0.9, 0.99)
+_PAPER_SCHEDULES = {
+    "srresnet_x4": (1e-4, _ADAM, None, [], None, 1_000_000, 16, 96, None),
+    "srgan_x4": (1e-4, _ADAM, (1e-4, _ADAM), [100_000], 0.1, 200_000, 16, 96, None),
+    "rrdb_psnr_x4": (2e-4, _ADAM, None, [200_000, 400_000, 600_000, 800_000], 0.5, 1_000_000, 16, 128, 0.999),
+    "esrgan_x4": (1e-4, _ADAM, (1e-4, _ADAM), [50_000, 100_000, 200_000, 300_000], 0.5, 400_000, 16, 128, 0.999),
+    "realesrnet_x4": (2e-4, _ADAM_099, None, [1_000_000], 0.5, 1_000_000, 12, 256, 0.999),
+    "realesrgan_x4": (1e-4, _ADAM_099, (1e-4, _ADAM_099), [400_000], 0.5, 400_000, 12, 256, 0.999),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(_PAPER_SCHEDULES))
+def test_each_paper_recipe_trains_on_its_papers_schedule(make_cfg, experiment: str) -> None:
+    cfg = make_cfg(f"experiment={experiment}", tiny=False)
+    optim, milestones = cfg.optim, list(cfg.optim.scheduler.milestones)
+    discriminator = None if cfg.discriminator is None else (optim.discriminator.lr, tuple(optim.discriminator.betas))
+    schedule = (
+        *(optim.generator.lr, tuple(optim.generator.betas), discriminator),
+        *(milestones, optim.scheduler.gamma if milestones else None, cfg.trainer.max_steps),
+        *(cfg.data.batch_size, cfg.data.patch_size, cfg.model.ema_decay),
+    )
+    assert schedule == _PAPER_SCHEDULES[experiment]
+    assert (cfg.module.d_steps_per_g_step, cfg.module.d_init_steps, optim.accumulate_batches) == (1, 0, 1)
+    assert cfg.trainer.precision == "32-true"
+
+
 def test_the_demo_trains_on_real_world_degradations(make_cfg) -> None:
     metric = train(make_cfg("degradation=realesrgan", "trainer.max_steps=2", "test=false", "optimized_metric=val/psnr"))
     assert metric is not None and math.isfinite(metric)
