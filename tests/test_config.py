@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -153,6 +155,25 @@ def test_the_shipped_configs_pass(make_cfg, monkeypatch: pytest.MonkeyPatch) -> 
     for experiment in ("demo", "srresnet_x4", "rrdb_psnr_x4"):
         check_train_config(make_cfg(f"experiment={experiment}", tiny=False))
     check_train_config(make_cfg("loss=ragan", "model.ema_decay=null", "seed=null"))
+
+
+def test_the_readmes_basicsr_psnr_schedule_is_basicsrs(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's override for BasicSR's RRDB-PSNR schedule (train_RRDBNet_PSNR_x4.yml:
+    CosineAnnealingRestartLR, periods 4 x 250k, restart weights 1, eta_min 1e-7) starts and gives
+    that schedule's rates; it named CosineAnnealingLR with T_max=400000, which neither stage uses."""
+    (override,) = re.findall(r"`(optim\.scheduler\._target_=[^`]*)`", (CONF_DIR.parent / "README.md").read_text())
+    cfg = make_cfg("experiment=rrdb_psnr_x4", *override.split(), tiny=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the recipe asks for trainer=gpu
+    check_train_config(cfg)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim.generator.lr)
+    scheduler = instantiate(cfg.optim.scheduler)(optimizer)
+    base, eta_min, period = 2e-4, 1e-7, 250_000
+    for iteration in (1, 125_000, 249_999, 250_001, 400_000, 625_000, 999_999):
+        # BasicSR's get_lr: cosine from the start of the period that holds the iteration (ends included)
+        start = max(c for c in range(0, cfg.trainer.max_steps, period) if c < iteration)
+        expected = eta_min + 0.5 * (base - eta_min) * (1 + math.cos(math.pi * (iteration - start) / period))
+        scheduler.step(iteration)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9), iteration
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
