@@ -29,7 +29,8 @@ class ResidualDenseBlock(nn.Module):
         self.conv4 = nn.Conv2d(num_features + 3 * grow, grow, 3, padding=1)
         self.conv5 = nn.Conv2d(num_features + 4 * grow, num_features, 3, padding=1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)  # in place: conv backward does not need its output
-        # Sec. 3.1 "smaller initialization"; the reference code scales only the RDB convs.
+        # Sec. 3.1 "smaller initialization": as BasicSR's RRDBNet, only the RDB convs (its 2018 code
+        # scaled every conv of G by 0.1, conv_first to conv_last).
         default_init_weights([self.conv1, self.conv2, self.conv3, self.conv4, self.conv5], scale=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F, H, W)
