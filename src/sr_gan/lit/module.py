@@ -455,7 +455,9 @@ class SRGANModule(L.LightningModule):
         return terms
 
     def _step_schedulers(self) -> None:
-        """Step every schedule once per batch, so milestones count batches (BasicSR does the same).
+        """Step every schedule after each iteration's update, so milestones count iterations and
+        iteration M + 1 is the first at a milestone M's rate, as in BasicSR (which steps before each
+        update but the first); its 2018 code stepped before the first too, one iteration earlier.
 
         During a D warm-up G's schedule advances while G does not step; PyTorch warns about that
         order, which here is intended.
