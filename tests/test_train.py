@@ -127,7 +127,7 @@ def test_realesrgan_recipe_carries_the_paper_values(make_cfg) -> None:
 
 
 # Each paper recipe's training schedule as its source gives it (SRGAN Sec. 3.2; ESRGAN Sec. 4.1 with
-# BasicSR's EMA; Real-ESRGAN Sec. 4.1 and options/train_realesr{net,gan}_x4plus.yml): G's (and D's)
+# BasicSR's iteration totals and EMA; Real-ESRGAN Sec. 4.1 and options/train_realesr{net,gan}_x4plus.yml): G's (and D's)
 # Adam rate and betas, the milestones and their factor, the iterations, the batch, the HR patch,
 # the generator EMA, D's steps per G step and its warm-up, the precision.
 _ADAM, _ADAM_099 = (0.9, 0.999), (0.9, 0.99)
