@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from torchvision.io import write_png
 
@@ -23,6 +24,7 @@ from sr_gan.weights import (
     save_generator_file,
     sequential_to_ours,
 )
+from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY
 from tests.helpers import TINY_RRDBNET, tiny_rrdbnet, upscale
 
 
@@ -228,6 +230,24 @@ def test_safetensors_is_read_by_its_content_whatever_its_name(tmp_path: Path, na
     save_generator_file(tmp_path / name, reference.state_dict(), config=rrdbnet_config(2), scale=2)
     generator, info = load_generator(tmp_path / name)
     assert info["source"] == "safetensors" and info["scale"] == 2
+    assert torch.equal(upscale(generator), upscale(reference))
+
+
+def test_a_safetensors_header_length_starting_like_a_pickle_is_read_as_safetensors(tmp_path: Path) -> None:
+    """A header length whose low byte is 0x80, pickle's PROTO opcode, was read as a torch file: its
+    config and scale were lost, and an SRResNet (an interpolation of two, whose metadata carries no EMA
+    flag) was refused as an RRDBNet whose config could not be inferred."""
+    reference = SRResNet(num_features=8, num_blocks=1, scale=2).eval()
+    config = {"_target_": "sr_gan.archs.SRResNet", "num_features": 8, "num_blocks": 1, "scale": 2}
+    path = tmp_path / "interp.safetensors"
+    metadata = {GENERATOR_KEY: json.dumps(config), SCALE_KEY: "2"}
+    for pad in range(0, 256, 8):  # the header is padded to 8 bytes; 0x80 is a multiple of 8
+        save_file(reference.state_dict(), path, metadata=metadata | {"note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    generator, info = load_generator(path)
+    assert info["source"] == "safetensors" and info["config"] == config and info["scale"] == 2
     assert torch.equal(upscale(generator), upscale(reference))
 
 

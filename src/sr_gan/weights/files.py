@@ -71,11 +71,11 @@ def file_format(head: bytes, size: int) -> str | None:
     Returns "torch" for a zip archive or a pickle (torch's legacy format), "safetensors" for an
     8-byte little-endian header length N that fits the file followed by a JSON object, else None.
     """
-    if head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL)):
-        return "torch"
     header_size = int.from_bytes(head[:8], "little")
     if len(head) >= 9 and head[8:9] == b"{" and 2 <= header_size <= size - 8:
-        return "safetensors"
+        return "safetensors"  # tested first: a header length whose low byte is 0x80 starts like a pickle
+    if head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL)):
+        return "torch"
     return None
 
 
