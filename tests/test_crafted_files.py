@@ -9,6 +9,7 @@ refuse it in one line naming the file and the target, and the marker file must n
 from __future__ import annotations
 
 import json
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -232,3 +233,100 @@ def test_every_network_of_archs_is_classified() -> None:
         "VGGStyleDiscriminator",
     }
     assert networks - not_generators == {cls.__name__ for cls in GENERATORS}
+
+
+# --- a network of the user's own: SR_GAN_TRUST ----------------------------------------------------
+
+USER_MODULE = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, *, scale: int = 2, act: object = None) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.act = nn.Identity() if act is None else act
+
+    def forward(self, x):
+        return self.act(self.body(x))
+
+
+def not_a_network(*args, **kwargs):
+    return TinyNet()
+"""
+USER_G = {"_target_": "usernet.TinyNet", "scale": SCALE}
+
+
+@pytest.fixture
+def usernet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`usernet`, a module of the user's own outside sr_gan (in tmp_path, on sys.path): its TinyNet,
+    saved as an exported file and as a training checkpoint; SR_GAN_TRUST unset."""
+    folder = tmp_path / "userpkg"
+    folder.mkdir()
+    (folder / "usernet.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delenv("SR_GAN_TRUST", raising=False)
+    import usernet
+
+    torch.manual_seed(0)
+    net = usernet.TinyNet(scale=SCALE).eval()
+    save_generator_file(tmp_path / "mine.safetensors", net.state_dict(), config=USER_G, scale=SCALE)
+    state_dict = {f"generator.{key}": value for key, value in net.state_dict().items()}
+    torch.save({"state_dict": state_dict, "sr_gan": {"generator": USER_G, "scale": SCALE}}, tmp_path / "mine.ckpt")
+    yield net
+    sys.modules.pop("usernet", None)
+
+
+@pytest.mark.parametrize("name", ["mine.safetensors", "mine.ckpt"])
+def test_a_users_own_network_loads_once_its_class_is_listed_in_sr_gan_trust(
+    tmp_path: Path, usernet: nn.Module, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Refused by default, with the one-line fix; loaded by every loader once the class is listed."""
+    path = tmp_path / name
+    fix = r"if usernet\.TinyNet is a network class of your own, allow it: export SR_GAN_TRUST=usernet\.TinyNet$"
+    for load in (load_generator, load_generator_state):
+        with pytest.raises(UserError, match=rf"{name}: refused: .* usernet\.TinyNet \(at _target_\).*; {fix}"):
+            load(path)
+    monkeypatch.setenv("SR_GAN_TRUST", "other.Net, usernet.TinyNet")
+    generator, info = load_generator(path)
+    lr = torch.rand(1, 3, 5, 4)
+    assert type(generator) is type(usernet) and info["config"] == USER_G
+    assert torch.equal(generator(lr), usernet(lr))
+    assert load_generator_state(path).keys() == usernet.state_dict().keys()  # model.init_from
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "ckpt"])
+def test_sr_gan_trust_lets_only_the_listed_class_through(
+    tmp_path: Path, usernet: nn.Module, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Listing TinyNet allows TinyNet: a crafted target at the top, or nested in TinyNet's own config,
+    is still refused and never runs."""
+    monkeypatch.setenv("SR_GAN_TRUST", "usernet.TinyNet")
+    marker = tmp_path / "pwned.txt"
+    for config in (evil_config(marker), USER_G | {"act": evil_config(marker)}):
+        path = crafted_file(tmp_path, kind, config)
+        with pytest.raises(UserError, match=rf"{path.name}: refused: .* {EVIL_TARGET} \(at (act\.)?_target_\)"):
+            load_generator(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("listed", "message"),
+    [
+        (EVIL_TARGET, rf"SR_GAN_TRUST lists {EVIL_TARGET}, which is no nn\.Module class: list only your own networks"),
+        ("usernet.not_a_network", r"SR_GAN_TRUST lists usernet\.not_a_network, which is no nn\.Module class"),
+        ("nowhere.Net", r"SR_GAN_TRUST lists nowhere\.Net, which cannot be imported \(.*\): put its package on PYTHON"),
+    ],
+)
+def test_sr_gan_trust_listing_no_network_class_is_refused(
+    tmp_path: Path, usernet: nn.Module, monkeypatch: pytest.MonkeyPatch, listed: str, message: str
+) -> None:
+    """A function listed by mistake (or a name that cannot be imported) is refused when a file asks for
+    it, in one line, and is never called."""
+    monkeypatch.setenv("SR_GAN_TRUST", listed)
+    marker = tmp_path / "pwned.txt"
+    config = evil_config(marker) if listed == EVIL_TARGET else {"_target_": listed}
+    path = crafted_file(tmp_path, "safetensors", config)
+    with pytest.raises(UserError, match=rf"{path.name}: {message}") as caught:
+        load_generator(path)
+    assert "\n" not in str(caught.value) and not marker.exists()

@@ -11,13 +11,20 @@ targets through, so before instantiating we walk the whole config (nested mappin
 - Hydra's instantiation keys `_target_`, `_partial_`, `_args_`, `_recursive_`, `_convert_`;
 - no `${...}` interpolation anywhere (Hydra resolves them, and resolvers such as `oc.create`
   could build new nodes after this check).
+
+A network of the user's own (a `_target_` outside sr_gan) is allowed by naming its class, exactly as
+the config spells it, in the environment: `SR_GAN_TRUST=mynet.EDSRLite` (comma-separated for several).
+Only the names listed are added, each checked to be an `nn.Module` class when a file asks for it, so a
+stranger's file still cannot call anything else.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.utils import get_object
 from torch import nn
 
 from sr_gan.archs import RRDBNet, SRResNet
@@ -49,6 +56,8 @@ LAYERS: tuple[type[nn.Module], ...] = (
     nn.Sigmoid,
 )
 
+TRUST_VARIABLE = "SR_GAN_TRUST"  # the user's own network classes a file may build, comma-separated
+
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
 
 
@@ -68,10 +77,29 @@ def check_generator_config(config: Any) -> dict[str, Any]:
     """
     if not isinstance(config, Mapping) or not isinstance(config.get("_target_"), str):
         raise UserError(f"refused: its generator config is not a mapping with a _target_ (got {_short(config)})")
-    if config["_target_"] not in GENERATOR_TARGETS:
+    if config["_target_"] not in GENERATOR_TARGETS and not _trusted(config["_target_"]):
         raise _refused(config["_target_"], "_target_", "is not an sr_gan.archs generator")
     _check_node(config, "")
     return dict(config)
+
+
+def _trusted(target: str) -> bool:
+    """Whether `target` is one of the user's own network classes listed in $SR_GAN_TRUST.
+
+    Only a listed name is imported, and it must be an `nn.Module` class: a one-line UserError
+    otherwise (a listed function, such as `os.system`, would let a file call it)."""
+    if target not in {name.strip() for name in os.environ.get(TRUST_VARIABLE, "").split(",") if name.strip()}:
+        return False
+    try:
+        found = get_object(target)
+    except Exception as err:  # Hydra's ImportError wrapper: the user's package is not importable here
+        raise UserError(
+            f"{TRUST_VARIABLE} lists {target}, which cannot be imported ({' '.join(str(err).split())}): "
+            "put its package on PYTHONPATH"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise UserError(f"{TRUST_VARIABLE} lists {target}, which is no nn.Module class: list only your own networks")
+    return True
 
 
 def _check_node(node: Any, where: str) -> None:
@@ -83,7 +111,7 @@ def _check_node(node: Any, where: str) -> None:
             if key.startswith("_") and key.endswith("_") and key not in HYDRA_KEYS:
                 raise UserError(f"refused: its generator config has the key {at}, which is no Hydra instantiation key")
             # (a mapping or list as the target is no name, and unhashable: `in` would raise a TypeError)
-            if key == "_target_" and not (isinstance(value, str) and value in ALLOWED_TARGETS):
+            if key == "_target_" and not (isinstance(value, str) and (value in ALLOWED_TARGETS or _trusted(value))):
                 raise _refused(value, at, "is not an sr_gan.archs generator or an allowed torch.nn layer")
             _check_node(value, at)
     elif isinstance(node, list | tuple):
@@ -94,9 +122,12 @@ def _check_node(node: Any, where: str) -> None:
 
 
 def _refused(target: Any, where: str, why: str) -> UserError:
+    name = _short(target)
+    own = f"; if {name} is a network class of your own, allow it: export {TRUST_VARIABLE}={name}"
     return UserError(
-        f"refused: its generator config asks to call {_short(target)} (at {where}), which {why}; "
+        f"refused: its generator config asks to call {name} (at {where}), which {why}; "
         "a file may only build sr_gan's own networks (it may have been crafted to run code)"
+        + (own if isinstance(target, str) else "")
     )
 
 
