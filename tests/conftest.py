@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -86,3 +88,44 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     folder.mkdir()
     with serve_folder(folder) as (url, _):
         yield url, folder
+
+
+# A module of the user's own, outside sr_gan: a network, a loss term, and a function that is no network.
+USER_MODULE = """
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, *, scale: int = 2, act: object = None) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.act = nn.Identity() if act is None else act
+
+    def forward(self, x):
+        return self.act(self.body(x))
+
+
+class TinyLoss(nn.L1Loss):
+    def __init__(self, *, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+
+def not_a_network(*args, **kwargs):
+    return TinyNet()
+"""
+
+
+@pytest.fixture
+def usernet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``usernet`` (USER_MODULE), imported from ``tmp_path/userpkg`` put on sys.path, as a user's package
+    on PYTHONPATH; SR_GAN_TRUST unset."""
+    folder = tmp_path / "userpkg"
+    folder.mkdir()
+    (folder / "usernet.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delenv("SR_GAN_TRUST", raising=False)
+    import usernet
+
+    yield usernet
+    sys.modules.pop("usernet", None)

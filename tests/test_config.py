@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -121,6 +122,44 @@ def test_an_unknown_trainer_key_is_refused_at_start_up_in_one_line(make_cfg, ove
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
     check_train_config(make_cfg("+trainer.detect_anomaly=true"))  # any Trainer argument may be added
     check_train_config(make_cfg("+trainer._convert_=all"))  # and Hydra's instantiation keys
+
+
+def test_a_network_of_the_users_own_is_checked_at_start_up_naming_the_demo_and_its_fix(
+    make_cfg, usernet: ModuleType, tmp_path: Path
+) -> None:
+    """model=mynet from a config folder of the user's (hydra.searchpath): the default experiment=demo
+    sizes sr_gan's generators with num_features and num_blocks, which a network of the user's own does
+    not take. That was Hydra's several-line TypeError once the run folder was made, naming neither the
+    demo nor ~experiment; a key mistyped or a package off PYTHONPATH likewise."""
+    (tmp_path / "userconf" / "model").mkdir(parents=True)
+    (tmp_path / "userconf" / "model" / "mynet.yaml").write_text(
+        "generator:\n  _target_: usernet.TinyNet\n  scale: ${data.scale}\ninit_from: null\nema_decay: null\n"
+    )
+    mine = (f"hydra.searchpath=[file://{tmp_path / 'userconf'}]", "model=mynet")
+    with pytest.raises(UserError) as info:
+        check_train_config(make_cfg(*mine, tiny=False))
+    assert str(info.value) == (
+        "model.generator.num_features is not an argument of usernet.TinyNet: experiment=demo sets it for "
+        "sr_gan's networks: add ~experiment, or ~model.generator.num_features ~model.generator.num_blocks "
+        "to keep its budgets"
+    )
+    demo = ("~model.generator.num_features", "~model.generator.num_blocks")
+    check_train_config(cfg := make_cfg(*mine, *demo, tiny=False))
+    assert type(instantiate(cfg.module).generator) is usernet.TinyNet
+    cfg = make_cfg(*mine, "~experiment", tiny=False)
+    check_train_config(cfg)
+    assert type(instantiate(cfg.module).generator) is usernet.TinyNet
+    for overrides, message in [
+        (["+model.generator.sclae=2"], "model.generator.sclae is not an argument of usernet.TinyNet: did you mean "),
+        (["+model.generator.depth=2"], "model.generator.depth is not an argument of usernet.TinyNet: remove it with "),
+        (["loss.pixel._target_=usernet.TinyLoss", "+loss.pixel.weigth=2"], "loss.pixel.weigth is not an argument"),
+        (["model.generator._target_=userpkg2.TinyNet"], "model.generator._target_=userpkg2.TinyNet cannot be imported"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            check_train_config(make_cfg(*mine, "~experiment", *overrides, tiny=False))
+    own_loss = ("loss.pixel._target_=usernet.TinyLoss", "+loss.pixel.weight=2")
+    check_train_config(make_cfg(*mine, "~experiment", *own_loss, tiny=False))
+    check_train_config(make_cfg(*mine, "~experiment", "loss.pixel._target_=builtins.dict", tiny=False))  # no signature
 
 
 def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,9 @@ refuse it in one line naming the file and the target, and the marker file must n
 from __future__ import annotations
 
 import json
-import sys
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -237,49 +237,23 @@ def test_every_network_of_archs_is_classified() -> None:
 
 # --- a network of the user's own: SR_GAN_TRUST ----------------------------------------------------
 
-USER_MODULE = """
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self, *, scale: int = 2, act: object = None) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
-        self.act = nn.Identity() if act is None else act
-
-    def forward(self, x):
-        return self.act(self.body(x))
-
-
-def not_a_network(*args, **kwargs):
-    return TinyNet()
-"""
 USER_G = {"_target_": "usernet.TinyNet", "scale": SCALE}
 
 
 @pytest.fixture
-def usernet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """`usernet`, a module of the user's own outside sr_gan (in tmp_path, on sys.path): its TinyNet,
-    saved as an exported file and as a training checkpoint; SR_GAN_TRUST unset."""
-    folder = tmp_path / "userpkg"
-    folder.mkdir()
-    (folder / "usernet.py").write_text(USER_MODULE)
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.delenv("SR_GAN_TRUST", raising=False)
-    import usernet
-
+def mine(tmp_path: Path, usernet: ModuleType) -> nn.Module:
+    """The user's own TinyNet (conftest's `usernet`), saved as an exported file and as a training checkpoint."""
     torch.manual_seed(0)
     net = usernet.TinyNet(scale=SCALE).eval()
     save_generator_file(tmp_path / "mine.safetensors", net.state_dict(), config=USER_G, scale=SCALE)
     state_dict = {f"generator.{key}": value for key, value in net.state_dict().items()}
     torch.save({"state_dict": state_dict, "sr_gan": {"generator": USER_G, "scale": SCALE}}, tmp_path / "mine.ckpt")
-    yield net
-    sys.modules.pop("usernet", None)
+    return net
 
 
 @pytest.mark.parametrize("name", ["mine.safetensors", "mine.ckpt"])
 def test_a_users_own_network_loads_once_its_class_is_listed_in_sr_gan_trust(
-    tmp_path: Path, usernet: nn.Module, monkeypatch: pytest.MonkeyPatch, name: str
+    tmp_path: Path, mine: nn.Module, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """Refused by default, with the one-line fix; loaded by every loader once the class is listed."""
     path = tmp_path / name
@@ -290,14 +264,14 @@ def test_a_users_own_network_loads_once_its_class_is_listed_in_sr_gan_trust(
     monkeypatch.setenv("SR_GAN_TRUST", "other.Net, usernet.TinyNet")
     generator, info = load_generator(path)
     lr = torch.rand(1, 3, 5, 4)
-    assert type(generator) is type(usernet) and info["config"] == USER_G
-    assert torch.equal(generator(lr), usernet(lr))
-    assert load_generator_state(path).keys() == usernet.state_dict().keys()  # model.init_from
+    assert type(generator) is type(mine) and info["config"] == USER_G
+    assert torch.equal(generator(lr), mine(lr))
+    assert load_generator_state(path).keys() == mine.state_dict().keys()  # model.init_from
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "ckpt"])
 def test_sr_gan_trust_lets_only_the_listed_class_through(
-    tmp_path: Path, usernet: nn.Module, monkeypatch: pytest.MonkeyPatch, kind: str
+    tmp_path: Path, mine: nn.Module, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """Listing TinyNet allows TinyNet: a crafted target at the top, or nested in TinyNet's own config,
     is still refused and never runs."""
@@ -319,7 +293,7 @@ def test_sr_gan_trust_lets_only_the_listed_class_through(
     ],
 )
 def test_sr_gan_trust_listing_no_network_class_is_refused(
-    tmp_path: Path, usernet: nn.Module, monkeypatch: pytest.MonkeyPatch, listed: str, message: str
+    tmp_path: Path, mine: nn.Module, monkeypatch: pytest.MonkeyPatch, listed: str, message: str
 ) -> None:
     """A function listed by mistake (or a name that cannot be imported) is refused when a file asks for
     it, in one line, and is never called."""

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra._internal.utils import _locate
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from sr_gan.atomic import atomic_path, probe_folder
@@ -22,6 +22,7 @@ from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
 from sr_gan.schema import TRAIN, validate
 from sr_gan.weights.remote import cached_download, is_url
 
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # the link to conf/ (in a wheel: its copy)
 BICUBIC = "sr_gan.ops.BicubicDegradation"  # conf/degradation/bicubic.yaml: the papers' LR, what LR files hold
 
 
@@ -105,6 +106,7 @@ def check_train_config(cfg: DictConfig) -> None:
         raise UserError(f"{', '.join(missing)} must be set (the config leaves them '???'): add {example}")
     validate(cfg, TRAIN)
     check_trainer_keys(cfg.trainer)
+    check_built_keys(cfg)
     if cfg.get("require_init_from") and not cfg.model.init_from:
         raise UserError(
             "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
@@ -157,14 +159,74 @@ def check_trainer_keys(trainer: DictConfig) -> None:
     """Every ``trainer.*`` key must be an argument of the Trainer class: Hydra's answer to a typo'd key
     (``trainer.max_step=4``) is to add it with ``+``, which Lightning would refuse after Hydra made the run
     folder, with a stack trace."""
-    params = inspect.signature(get_class(trainer._target_).__init__).parameters
+    unknown, takes = unknown_arguments(trainer, "trainer")
+    if unknown:
+        close = closest(unknown[0], takes)
+        hint = f"did you mean trainer.{close}?" if close else "see conf/trainer/default.yaml"
+        raise UserError(f"trainer.{unknown[0]} is not an argument of Lightning's Trainer: {hint}")
+
+
+# The nodes a user swaps for classes of their own (model=mynet, discriminator=..., loss=...).
+BUILT_KEYS = ("model.generator", "discriminator", "loss.pixel", "loss.perceptual", "loss.adversarial")
+
+
+def check_built_keys(cfg: DictConfig) -> None:
+    """Each network and loss term of `cfg` names a class that imports and takes every key given it:
+    Hydra's report of a key it does not take came after the run folder was made, in several lines from
+    deep inside the module's construction, and did not say that the key came from the experiment
+    (experiment=demo, the default, sizes sr_gan's generators; a network of the user's own takes others)."""
+    for key in BUILT_KEYS:
+        node = OmegaConf.select(cfg, key)
+        if not (isinstance(node, DictConfig) and isinstance(node.get("_target_"), str)):
+            continue
+        unknown, takes = unknown_arguments(node, key)
+        if not unknown:
+            continue
+        name, close = unknown[0], closest(unknown[0], takes)
+        hint = f"did you mean {key}.{close}?" if close else f"remove it with ~{key}.{name}"
+        if experiment := _experiment_setting(f"{key}.{name}"):
+            dropped = " ".join(f"~{key}.{other}" for other in unknown if _experiment_setting(f"{key}.{other}"))
+            keep = f"or {dropped} to keep its budgets"
+            hint = f"experiment={experiment} sets it for sr_gan's networks: add ~experiment, {keep}"
+        raise UserError(f"{key}.{name} is not an argument of {node._target_}: {hint}")
+
+
+def unknown_arguments(node: DictConfig, key: str) -> tuple[list[str], list[str]]:
+    """The keys of `node` (but Hydra's `_..._`) that the class or function its `_target_` names does
+    not take (none when it takes ``**kwargs`` or has no signature to read, as a builtin), and the
+    arguments it takes."""
+    target = _import_target(node._target_, key)
+    try:
+        params = inspect.signature(target).parameters
+    except ValueError:  # no signature: Hydra's call is the check
+        return [], []
+    takes = [name for name in params if name != "self"]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    for key in trainer:
-        if key not in params and not str(key).startswith("_"):
-            close = closest(str(key), [p for p in params if p != "self"])
-            hint = f"did you mean trainer.{close}?" if close else "see conf/trainer/default.yaml"
-            raise UserError(f"trainer.{key} is not an argument of Lightning's Trainer: {hint}")
+        return [], takes
+    return [str(name) for name in node if name not in params and not str(name).startswith("_")], takes
+
+
+def _experiment_setting(key: str) -> str | None:
+    """The run's packaged experiment (``demo``) when its file sets `key`, else None."""
+    if not HydraConfig.initialized() or (choice := HydraConfig.get().runtime.choices.get("experiment")) is None:
+        return None
+    path = CONF_DIR / "experiment" / f"{choice}.yaml"
+    return choice if path.is_file() and OmegaConf.select(OmegaConf.load(path), key) is not None else None
+
+
+def _import_target(target: str, key: str) -> Any:
+    """The class or function `target` names; a one-line UserError naming `key` when its module is not
+    found (a package of the user's own left off PYTHONPATH). A module that fails while it is imported
+    keeps Hydra's report: its traceback is the user's to read."""
+    try:
+        return _locate(target)  # what Hydra's instantiate calls (get_object would also log the failure)
+    except ImportError as err:
+        if not isinstance(err.__cause__, ModuleNotFoundError):
+            raise
+        raise UserError(
+            f"{key}._target_={target} cannot be imported ({err.__cause__}): put the folder holding its "
+            "package on PYTHONPATH, or correct the name"
+        ) from None
 
 
 def precision_advice(cfg: DictConfig) -> str | None:

@@ -26,12 +26,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sr_gan.atomic import atomic_path
-from sr_gan.config import is_gan
+from sr_gan.config import CONF_DIR, is_gan
 from sr_gan.run_summary import read_record
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # the link to conf/ (in a wheel: its copy)
 # Overrides that shape the stage too: the generator, the data, the seed, the hardware it runs on.
 _KEPT = ("model", "data", "seed", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
 _KEPT += ("trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
