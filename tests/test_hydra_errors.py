@@ -169,6 +169,17 @@ def test_an_unparsable_override_is_refused_in_one_line_too(tmp_path: Path) -> No
     assert proc.stderr.startswith("error: cannot parse the override 'ckpt=[1': ") and len(proc.stderr.splitlines()) == 1
 
 
+def test_a_config_group_set_to_null_names_the_tilde_that_drops_it(tmp_path: Path) -> None:
+    """`experiment=null` (to train a network of one's own without the demo's sizes) was Hydra's ValueError
+    traceback, "Config group override must be a string or a list. Got NoneType", naming no override."""
+    proc = _tool(tmp_path, "experiment=null", config="train")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (
+        "error: experiment=null: a config group is dropped with ~experiment, not set to null "
+        "(quote it in zsh: '~experiment')\n"
+    )
+
+
 def test_a_sweep_refused_so_leaves_no_sweep_folder_and_keeps_a_folder_it_did_not_make(tmp_path: Path) -> None:
     """Hydra's sweeper makes the sweep folder and writes multirun.yaml there before it composes the
     jobs' configs (`SweepFolder`): a job it cannot compose leaves nothing behind, but a folder

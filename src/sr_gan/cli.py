@@ -90,6 +90,11 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
                     raise
                 print(f"error: {line}", file=sys.stderr)
                 raise SystemExit(2) from None
+            except ValueError as err:  # Hydra's own, before composing: `experiment=null` is no option
+                if (line := _null_group(err)) is None:
+                    raise
+                print(f"error: {line}", file=sys.stderr)
+                raise SystemExit(2) from None
             except BrokenPipeError:  # `--help | head`: the reader has gone (Python's advice: no traceback)
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise SystemExit(1) from None
@@ -102,6 +107,16 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
         return entry
 
     return decorate
+
+
+def _null_group(err: ValueError) -> str | None:
+    """One line for a config group set to null on the command line (``experiment=null``, to train without
+    the demo), which Hydra refuses with a ValueError traceback naming no override; None for another error."""
+    if not str(err).startswith("Config group override must be a string or a list. Got NoneType"):
+        return None
+    groups = [arg.partition("=")[0] for arg in sys.argv[1:] if re.fullmatch(r"[\w/]+=null", arg)]
+    group = groups[0] if groups else "<group>"
+    return f"{group}=null: a config group is dropped with ~{group}, not set to null (quote it in zsh: '~{group}')"
 
 
 def _hydra_alone(err: InterpolationResolutionError) -> str | None:
