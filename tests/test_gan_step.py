@@ -250,6 +250,14 @@ GRAD_TOL = {"rtol": 1e-4, "atol": 1e-6}
 
 
 # ---------------------------------------------------------------------------- gradients G and D get
+def test_an_adversarial_loss_that_is_no_adversarial_loss_is_refused_when_built() -> None:
+    """A GAN loss of the user's own written as a plain module (`forward(real, fake)`) failed at the first
+    GAN step, the run started, with an AttributeError traceback (no `needs_real_logits_for_generator`)."""
+    message = r"^loss\.adversarial: BCEWithLogitsLoss is no sr_gan\.losses\.AdversarialLoss: subclass it"
+    with pytest.raises(UserError, match=message):
+        make_module(adversarial_loss=nn.BCEWithLogitsLoss())
+
+
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_gradient_reaches_g_with_its_weight(name: str, tmp_path: Path) -> None:
     """GAN term only: G's gradient is exactly grad(w_adv * L_adv); a detached SR would give zero."""

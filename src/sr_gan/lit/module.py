@@ -583,6 +583,11 @@ def _check_objective(
     """Refuse objectives that cannot train, naming the config keys to change."""
     if pixel_loss is None and perceptual_loss is None and adversarial_loss is None:
         raise UserError("the loss has no term: pick one, e.g. loss=l1, loss=vgg54, loss=srgan or loss=ragan")
+    if adversarial_loss is not None and not isinstance(adversarial_loss, AdversarialLoss):
+        raise UserError(  # else an AttributeError traceback at the first GAN step, the run started
+            f"loss.adversarial: {type(adversarial_loss).__name__} is no sr_gan.losses.AdversarialLoss: subclass it "
+            "(discriminator_loss(real_logits, fake_logits), generator_loss(real_logits, fake_logits))"
+        )
     if adversarial_loss is not None and discriminator is None:
         raise UserError(
             "an adversarial loss needs a discriminator: set discriminator=srgan|vgg128|unet "
