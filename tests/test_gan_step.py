@@ -258,6 +258,21 @@ def test_an_adversarial_loss_that_is_no_adversarial_loss_is_refused_when_built()
         make_module(adversarial_loss=nn.BCEWithLogitsLoss())
 
 
+def test_a_generator_of_another_scale_is_one_line_naming_the_shapes(tmp_path: Path) -> None:
+    """A generator of the user's own built for x1 while the data is x2: the losses' broadcasting failed
+    deep in the G step with a RuntimeError traceback; nothing is stepped."""
+    module, opt_g, opt_d = make_module(generator=nn.Conv2d(3, 3, 3, padding=1))
+    with pytest.raises(UserError) as info:
+        fit(module, fixed_batch(), tmp_path)
+    lr_shape = tuple(fixed_batch()["lr"].shape)
+    assert str(info.value) == (
+        f"model.generator (Conv2d) maps the {lr_shape} LR batch to {lr_shape}, not to the HR batch's "
+        f"{tuple(fixed_batch()['hr'].shape)} (data.scale={SCALE}): give it scale: ${{data.scale}} in its config, "
+        "and an RGB output"
+    )
+    assert not opt_g.optimizer.steps and not opt_d.optimizer.steps
+
+
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_gradient_reaches_g_with_its_weight(name: str, tmp_path: Path) -> None:
     """GAN term only: G's gradient is exactly grad(w_adv * L_adv); a detached SR would give zero."""

@@ -275,6 +275,12 @@ class SRGANModule(L.LightningModule):
         update_g = opt_d is None or warm
         with torch.set_grad_enabled(update_g):
             sr = self._trained("g")(lr)  # (B, 3, H, W)
+        if sr.shape != hr.shape:  # a generator of the user's own with another scale: the losses' shapes would clash
+            raise UserError(
+                f"model.generator ({type(self.generator).__name__}) maps the {tuple(lr.shape)} LR batch to "
+                f"{tuple(sr.shape)}, not to the HR batch's {tuple(hr.shape)} (data.scale={self.scale}): "
+                "give it scale: ${data.scale} in its config, and an RGB output"
+            )
         logs = self._learning_rates()  # the rates this iteration steps with
         if update_g:
             logs |= self.generator_step(sr, hr, opt_g, first=first, last=last, real=real)
