@@ -123,7 +123,7 @@ def _check_node(node: Any, where: str) -> None:
 
 def _refused(target: Any, where: str, why: str) -> UserError:
     name = _short(target)
-    own = f"; if {name} is a network class of your own, allow it: export {TRUST_VARIABLE}={name}"
+    own = f"; if you made this file and {name} is your own network class, allow it: export {TRUST_VARIABLE}={name}"
     return UserError(
         f"refused: its generator config asks to call {name} (at {where}), which {why}; "
         "a file may only build sr_gan's own networks (it may have been crafted to run code)"
