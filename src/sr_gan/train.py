@@ -170,7 +170,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
         record.write()
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
-        if run_warnings and isinstance(lg, WandbLogger):
+        if run_warnings and isinstance(lg, WandbLogger) and trainer.is_global_zero:  # rank > 0: no W&B run
             lg.experiment.summary["warnings"] = "; ".join(run_warnings)
     status, error, last = "failed", None, {}
     try:
