@@ -623,6 +623,29 @@ def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resum
             assert all(torch.equal(state[k], other[k]) for k in state)
 
 
+@pytest.mark.parametrize("stop", [1, 2])  # a batch without a validation, and one with
+def test_a_run_resumed_after_a_preemption_logs_the_steps_of_the_run_that_was_not_interrupted(
+    make_cfg, tmp_path, stop
+) -> None:
+    """SIGTERM during batch `stop` of 4 (validations at 2 and 4), then ckpt_path=last: every
+    metrics.csv row, training and validation, has the step it has in the run that was not
+    interrupted. Stopped after batch 1, the resumed run logged its validations and last row one
+    step too early (1 and 2 where the straight run has 1 and 3): a correction meant for a stop at a
+    validation was applied after any batch."""
+
+    def run(folder: Path, *overrides: str) -> list[str]:
+        cfg = make_cfg("trainer.max_steps=4", "test=false", *overrides)
+        cfg.paths.output_dir = str(folder)
+        train(cfg)
+        return [r["step"] + ("v" if r.get("val/psnr") else "") for r in _metrics(folder)]
+
+    sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", f"+callbacks.sigterm.batch={stop}"]
+    with pytest.raises(SystemExit) as stopped:
+        run(tmp_path / "preempted", *sigterm)
+    assert stopped.value.code == 143
+    assert run(tmp_path / "preempted", "ckpt_path=last") == run(tmp_path / "straight")
+
+
 def test_a_sigterm_in_the_last_batch_ends_the_job_as_preempted_without_its_test_stage(make_cfg, tmp_path) -> None:
     """The budget's last batch is the stop batch: the fit ends as planned, then the job stops with
     143 and a last.ckpt instead of going on to the test stage (a scheduler's grace period would

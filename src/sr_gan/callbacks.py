@@ -237,6 +237,7 @@ class PreemptionCheckpoint(L.Callback):
         self.stopping = False  # some rank received it: every rank stops at the end of an iteration
         self.stop_now = False  # Lightning's flag is set: the loop stops after this batch
         self.saving = False  # writing the pre-emption's checkpoint
+        self.validated_after = -1  # the batch count at the last validation's end
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a signal before this point (sanity check, loaders) met Lightning's handler: take it over
@@ -273,6 +274,7 @@ class PreemptionCheckpoint(L.Callback):
             self._lightning_flag(trainer, False)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validated_after = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         if self.stop_now:
             self._lightning_flag(trainer, True)
 
@@ -288,9 +290,11 @@ class PreemptionCheckpoint(L.Callback):
         vars(trainer.fit_loop.epoch_loop).pop("_broadcast_sigterm_tensor", None)  # Lightning's own again
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        if self.saving:  # the pre-emption's checkpoint (not one of a validation), written after the batch's loop step:
-            # Lightning's resume counts the batch for the loggers again (it expects checkpoints from within
-            # the batch: its validation, its end), and the resumed run logged every step one too far
+        batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+        if self.saving and self.validated_after == batches:  # the pre-emption's checkpoint after a validation:
+            # Lightning's resume passes that batch's loop step again (skipping the validation), which counts it
+            # for the loggers a second time: the resumed run logged every step one too far. After a batch with
+            # no validation it goes straight on to the next batch, and the count is right as it stands.
             checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
