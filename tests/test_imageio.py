@@ -3,6 +3,8 @@ their header (decompression bombs) with our message, never Pillow's."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torchvision.io import ImageReadMode, decode_image
 import sr_gan.imageio as imageio
 from sr_gan.errors import InputWarning, UserError
 from sr_gan.imageio import DataError, image_size, list_images, read_image, read_picture, write_image
-from tests.helpers import keyed_png
+from tests.helpers import child_env, keyed_png
 from tests.helpers import png_bomb as bomb
 
 
@@ -237,6 +239,30 @@ def test_a_truncated_png_is_named_with_the_decoders_reason_only(tmp_path: Path, 
         read(cut)
     message = str(info.value)
     assert message.startswith(f"cannot read image {cut}: ") and ".cpp" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "zero-filled tail"])
+@pytest.mark.parametrize("read", ["read_image", "read_picture"])
+def test_a_png_with_a_damaged_chunk_is_one_line_naming_it(tmp_path: Path, read: str, damage: str) -> None:
+    """A damaged copy of a PNG (a byte flipped in its image data; its second half zeros, as a copy cut
+    short on a file system that preallocates) is a DataError naming it. torchvision 0.29's decoder
+    crashed the process on libpng's error (a segmentation fault: a training rank died without a word,
+    its run.json said running): read in a child process, so that a crash fails this test only."""
+    whole = tmp_path / "whole.png"
+    write_image(whole, np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8), fmt="png")
+    data = bytearray(whole.read_bytes())
+    middle = len(data) // 2
+    if damage == "flipped byte":
+        data[middle] ^= 0xFF
+    else:
+        data[middle:] = bytes(len(data) - middle)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    code = f"from pathlib import Path; from sr_gan.imageio import {read}; {read}(Path({str(bad)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # raised, not killed by a signal
+    expected = f"sr_gan.imageio.UnreadableImage: cannot read image {bad}: its IDAT chunk is damaged (CRC mismatch)"
+    assert proc.stderr.strip().splitlines()[-1] == expected
 
 
 @pytest.mark.parametrize("read", [image_size, read_image, read_picture])

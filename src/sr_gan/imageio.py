@@ -123,10 +123,34 @@ def read_image(
                     grey = torch.from_numpy(_sixteen_bits(np.asarray(image), path))  # (H, W) uint16
                     return to_dtype(grey.expand(3, *grey.shape), torch.uint8, scale=True)  # (3, H, W)
                 return pil_to_tensor(image.convert("RGB"))  # (3, H, W) uint8
-            pixels = decode_image(str(path), mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
+            pixels = _decode_native(path, image.format, mode=ImageReadMode.RGB)  # (3, H, W) uint8 or uint16
         except (RuntimeError, OSError) as err:
             raise _unreadable(path, err) from None
     return to_dtype(pixels, torch.uint8, scale=True)  # a 16-bit PNG keeps its 8 high bits
+
+
+def _decode_native(path: Path, image_format: str, **options: object) -> Tensor:
+    """torchvision's decode of the file `path` (PNG, JPEG, WebP), a PNG's critical chunks checked first."""
+    data = path.read_bytes()
+    if image_format == "PNG":
+        _check_png_chunks(data)
+    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), **options)  # type: ignore[arg-type]
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Refuse (OSError) a PNG whose critical chunk (IHDR, PLTE, IDAT, IEND) fails its CRC: a damaged copy (a flipped
+    bit, a zero-filled tail). libpng reports it, and torchvision's decoder (0.29) then crashes the process
+    with a segmentation fault instead of raising. A file cut short is left to torchvision, which raises."""
+    position = 8  # after the PNG signature
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])  # then data, then CRC-32
+        end = position + 12 + length
+        if end > len(data) or kind == b"IEND":
+            return
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if not kind[0] & 0x20 and zlib.crc32(data[position + 4 : end - 4]) != crc:  # upper-case first letter
+            raise OSError(f"its {kind.decode('latin-1')} chunk is damaged (CRC mismatch)")
+        position = end
 
 
 def decode(path: Path, *, max_pixels: int | None, key: str) -> tuple[Tensor, bytes | None]:
@@ -145,7 +169,7 @@ def _decode_pixels(image: Image.Image, path: Path) -> Tensor:
     colour_key = image.info.get("transparency") if image.mode in ("L", "RGB", "I;16", "I") else None
     try:
         if image.format in _NATIVE and image.mode not in ("P", "PA", "CMYK"):
-            pixels = decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+            pixels = _decode_native(path, image.format, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
             return pixels if colour_key is None else _keyed_alpha(pixels, colour_key)
         image = ImageOps.exif_transpose(image)  # phone photos: pixels as viewers show them
         if not image.mode.startswith("I"):
