@@ -343,6 +343,7 @@ def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path
     sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=2"]
     stopped = _run(tmp_path / "preempted", *settings, *sigterm)
     assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert (stopped.stdout + stopped.stderr).count("saved a resumable checkpoint") == 1  # rank 0's, the one written
     (run,) = (tmp_path / "preempted" / "train" / "runs").iterdir()
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4

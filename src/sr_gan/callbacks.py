@@ -304,6 +304,8 @@ class PreemptionCheckpoint(L.Callback):
                 trainer.save_checkpoint(self.path, weights_only=False)  # a resumable one, said (no notice)
             finally:
                 self.saving = False
+            if not trainer.is_global_zero:  # rank 0 wrote it and says so (another rank named a signal it never got)
+                return
             batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
             how = "Ctrl-C" if self.ctrl_c else "SIGTERM"
             log.warning("%s: saved a resumable checkpoint after batch %d to %s", how, batches, self.path)
