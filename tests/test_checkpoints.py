@@ -31,10 +31,10 @@ from omegaconf import OmegaConf
 from sr_gan.callbacks import CTRL_C_NOTICE
 from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
 from sr_gan.errors import UserError
-from sr_gan.loggers import SRWandbLogger, folder_run_id
+from sr_gan.loggers import ResumableCSVLogger, SRWandbLogger, folder_run_id
 from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, child_env, run_module, serve_folder, wandb_records
+from tests.helpers import SRC, child_env, file_size_limit, run_module, serve_folder, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -475,6 +475,27 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
     new_id = (tmp_path / "wandb" / "run_id").read_text().strip()
     assert new_id != run_id and len(list((tmp_path / "wandb").glob(f"offline-run-*-{new_id}"))) == 1
     assert json.loads((tmp_path / "run.json").read_text())["batches"] == 3
+
+
+def test_a_full_disk_when_metrics_csv_gets_new_columns_keeps_its_rows(tmp_path: Path) -> None:
+    """New columns (the first validation's, the test's at the end of a long run) rewrite metrics.csv
+    whole: a write that fails then leaves the file as it was (Lightning's writer truncated it first:
+    a week of rows cut to the part written before the disk was full)."""
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")
+    for step in range(9, 20000, 10):
+        logger.log_metrics({"train/l_g_pix": 0.5}, step=step)
+    logger.save()
+    path = tmp_path / "csv" / "metrics.csv"
+    before = path.read_bytes()
+    logger.log_metrics({"test/psnr": 28.0}, step=20000)
+    with file_size_limit(len(before) + 100), pytest.raises(OSError, match="File too large"):
+        logger.save()
+    assert path.read_bytes() == before and not list(path.parent.glob(".*.tmp"))
+    resumed = ResumableCSVLogger(save_dir=tmp_path, name="csv", version="")  # space freed, the run resumed
+    resumed.log_metrics({"test/psnr": 28.0}, step=20000)
+    resumed.save()
+    rows = list(csv.DictReader(path.open(newline="")))
+    assert len(rows) == 2001 and rows[-1]["test/psnr"] == "28.0" and rows[0]["train/l_g_pix"] == "0.5"
 
 
 def test_resuming_across_stages_is_refused_in_one_line(make_cfg) -> None:

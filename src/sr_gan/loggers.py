@@ -25,12 +25,22 @@ log = logging.getLogger(__name__)
 class _AppendingWriter(ExperimentWriter):
     """Lightning's writer deletes an existing metrics.csv when it starts: a run resumed in its own
     folder (``ckpt_path=last``) would lose every row logged before the interruption. This one keeps
-    them and appends, merging the header when new keys appear."""
+    them and appends, merging the header when new keys appear. Merging rewrites the whole file (at
+    the first validation, and when the test's columns arrive at the end of a run): atomically, so
+    that a full disk or a kill then leaves every earlier row (Lightning's truncated the file first)."""
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        with atomic_path(self.metrics_file_path) as temporary, open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 class ResumableCSVLogger(CSVLogger):
