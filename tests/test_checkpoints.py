@@ -498,6 +498,24 @@ def test_a_full_disk_when_metrics_csv_gets_new_columns_keeps_its_rows(tmp_path: 
     assert len(rows) == 2001 and rows[-1]["test/psnr"] == "28.0" and rows[0]["train/l_g_pix"] == "0.5"
 
 
+def test_a_run_resumed_after_a_kill_logs_each_batch_once(make_cfg, tmp_path: Path) -> None:
+    """A run killed outright (kill -9, out of memory) after its last checkpoint had written rows
+    past it; resumed from that checkpoint it trains those batches again: metrics.csv keeps one row
+    per logged batch, the resumed run's, as an uninterrupted run's file has."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    path = tmp_path / "csv" / "metrics.csv"
+    rows = list(csv.DictReader(path.open(newline="")))
+    with path.open("a", newline="") as file:  # what the killed run wrote after last.ckpt
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writerows({**rows[0], "step": str(step), "train/l_g_pix": "999"} for step in (2, 3))
+        file.write("0,4,0.1")  # a row cut short by the kill
+    train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
+    rows = list(csv.DictReader(path.open(newline="")))
+    logged = [(int(r["step"]), r["train/l_g_pix"]) for r in rows if r.get("train/l_g_pix")]
+    assert [step for step, _ in logged] == [0, 1, 2, 3] and "999" not in dict(logged).values()
+    assert [int(r["step"]) for r in rows if r.get("val/psnr")] == [1, 3]
+
+
 def test_resuming_across_stages_is_refused_in_one_line(make_cfg) -> None:
     """A PSNR stage's checkpoint starts a GAN stage through model.init_from, not ckpt_path (Lightning
     would fail on the discriminator's missing keys); a GAN checkpoint does not resume as a PSNR run."""

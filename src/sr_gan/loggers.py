@@ -27,16 +27,47 @@ class _AppendingWriter(ExperimentWriter):
     folder (``ckpt_path=last``) would lose every row logged before the interruption. This one keeps
     them and appends, merging the header when new keys appear. Merging rewrites the whole file (at
     the first validation, and when the test's columns arrive at the end of a run): atomically, so
-    that a full disk or a kill then leaves every earlier row (Lightning's truncated the file first)."""
+    that a full disk or a kill then leaves every earlier row (Lightning's truncated the file first).
+
+    Rows at or after the first step a resumed run logs go: a run that died after its last
+    checkpoint (``kill -9``, the out-of-memory killer, a node failure) logged them, and the resumed
+    run logs those batches again (the file held both, and curves went back in time)."""
+
+    def __init__(self, log_dir: str) -> None:
+        self._logged = False  # this process has logged a row: every later row is its own
+        super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
 
+    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
+        if not self._logged and step is not None and self._fs.isfile(self.metrics_file_path):
+            self._drop_rows_from(step)
+        self._logged = True
+        super().log_metrics(metrics_dict, step)
+
+    def _drop_rows_from(self, step: int) -> None:
+        """Remove the file's rows of `step` and later (and any whose step does not parse: cut short)."""
+        rows = self._read_rows()
+        kept = [row for row in rows if (row.get("step") or "").isdigit() and int(row["step"]) < step]
+        if len(kept) < len(rows):
+            log.info(
+                "metrics.csv: %d rows from step %d on dropped, logged after the checkpoint resumed from",
+                len(rows) - len(kept),
+                step,
+            )
+            self._write_rows(self.metrics_keys, kept)
+
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        self._write_rows(fieldnames, self._read_rows())
+
+    def _read_rows(self) -> list[dict[str, str]]:
         with open(self.metrics_file_path, newline="") as file:
-            rows = list(csv.DictReader(file))
+            return list(csv.DictReader(file))
+
+    def _write_rows(self, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
         with atomic_path(self.metrics_file_path) as temporary, open(temporary, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=fieldnames)
             writer.writeheader()
