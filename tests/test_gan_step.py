@@ -33,14 +33,15 @@ from torch.utils.data import DataLoader
 
 from benchmarks.bench_ddp import AllReduceCounter
 from sr_gan.callbacks import BatchBudget
+from sr_gan.data import read_image
 from sr_gan.errors import UserError
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
-from sr_gan.lit.samples import SampleStrips
+from sr_gan.lit.samples import SampleStrips, save_strip
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
-from tests.helpers import LoggedRows
+from tests.helpers import LoggedRows, file_size_limit
 
 SCALE = 2
 LR_SIZE = 12  # HR 24 px: still 14 px after the metrics' border crop, above SSIM's 11 px window
@@ -657,6 +658,21 @@ def test_sample_strips_are_of_the_sets_first_images_in_its_order() -> None:
     for _ in range(3):  # the next epoch
         strips.keep({"hr": light}, dark, grey)
     assert [name for name, _ in strips.take(world_size=1)] == ["0", "1"]
+
+
+def test_a_sample_strip_is_whole_or_a_one_line_error(tmp_path: Path) -> None:
+    """A strip is written whole (it reads back bit for bit); a write that fails (a full disk in a long
+    run) stops the run in one line naming the file and leaves no file (torchvision's writer ignored
+    the failure: a truncated PNG)."""
+    strip = torch.randint(0, 256, (3, 64, 192), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(read_image(save_strip(tmp_path / "whole.png", strip)), strip)
+    path = tmp_path / "val_0000050" / "photo.png"
+    with (
+        file_size_limit(4096),
+        pytest.raises(UserError, match=rf"cannot write validation sample {path}: .*ckpt_path=last"),
+    ):
+        save_strip(path, strip)
+    assert list(path.parent.iterdir()) == []
 
 
 def test_a_gan_module_built_in_python_resumes_its_own_checkpoint(tmp_path: Path) -> None:

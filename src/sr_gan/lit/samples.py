@@ -12,9 +12,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torchvision.io import write_png
 
-from sr_gan.atomic import atomic_path
+from sr_gan.errors import UserError
+from sr_gan.imageio import write_image
 from sr_gan.metrics import quantize
 
 
@@ -24,9 +24,16 @@ def comparison_strip(bicubic: Tensor, sr: Tensor, hr: Tensor) -> Tensor:
 
 
 def save_strip(path: Path, strip: Tensor) -> Path:
-    """Write a `comparison_strip` to ``path`` as PNG (atomically)."""
-    with atomic_path(path) as tmp:
-        write_png(strip, str(tmp))
+    """Write a `comparison_strip` to ``path`` as PNG (atomically). A write that fails (a full disk,
+    after days of a run) stops the run in one line; torchvision's writer ignored the failure and
+    left a truncated PNG."""
+    try:
+        write_image(path, strip.permute(1, 2, 0).numpy(), fmt="png")  # (H, 3W, 3)
+    except OSError as err:
+        raise UserError(
+            f"cannot write validation sample {path}: {err.strerror or err}; free space (or choose paths.log_dir "
+            "on another disk) and resume with ckpt_path=last; module.num_samples=0 saves no samples"
+        ) from None
     return path
 
 
