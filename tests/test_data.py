@@ -28,7 +28,7 @@ from sr_gan.data import (
 from sr_gan.data.sampler import PatchStream, ShardSampler
 from sr_gan.errors import UserError
 from sr_gan.ops import BicubicDegradation, imresize
-from tests.helpers import png_bomb
+from tests.helpers import file_size_limit, png_bomb
 
 SCALE = 4
 
@@ -567,6 +567,15 @@ def test_demo_prepare_is_idempotent_and_reproducible(demo_root: Path, tmp_path: 
     assert files == sorted(p.relative_to(again) for p in again.rglob("*.png"))
     assert all((demo_root / f).read_bytes() == (again / f).read_bytes() for f in files)
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no staging folder left behind
+
+
+def test_demo_photos_are_whole_or_a_one_line_error(tmp_path: Path) -> None:
+    """A photo write that fails (a full disk) leaves no demo set and says so in one line: torchvision's
+    writer ignored the failure, and the truncated photos were kept as a complete set."""
+    root = tmp_path / "photos"
+    with file_size_limit(4096), pytest.raises(UserError, match=rf"cannot write the demo photos into {root}: "):
+        demo.prepare_skimage_photos(root)
+    assert list(tmp_path.iterdir()) == []  # neither the set nor its staging folder
 
 
 def test_demo_refuses_a_foreign_folder_and_honours_the_cache_variable(

@@ -17,11 +17,11 @@ import tempfile
 from pathlib import Path
 
 import skimage.data
-from torchvision.io import write_png
 from torchvision.transforms.v2.functional import center_crop
 
 from sr_gan.data.datasets import read_image
 from sr_gan.errors import UserError
+from sr_gan.imageio import write_image
 
 DEMO_PHOTOS = (
     "astronaut.png",
@@ -66,7 +66,7 @@ def _write_photos(folder: Path) -> None:
         split = "val" if path.stem in VAL_PHOTOS else "train"
         if split == "val":
             image = center_crop(image, [min(height, VAL_CROP), min(width, VAL_CROP)])
-        write_png(image, str(folder / split / f"{path.stem}.png"))
+        write_image(folder / split / f"{path.stem}.png", image.permute(1, 2, 0).numpy(), fmt="png")  # (H, W, 3)
     for split in ("train", "val"):
         if not any((folder / split).iterdir()):
             raise UserError(
@@ -95,8 +95,11 @@ def prepare_skimage_photos(root: str | Path = DEMO_ROOT) -> None:
     try:
         _write_photos(staging)
         os.rename(staging, root)
-    except OSError:
+    except OSError as err:
         if not (root / MARKER).is_file():  # else another process finished first: fine
-            raise
+            raise UserError(
+                f"cannot write the demo photos into {root}: {err.strerror or err}; free space there, "
+                "or set SR_GAN_CACHE to a folder on another disk"
+            ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
