@@ -257,7 +257,8 @@ def test_a_users_own_network_loads_once_its_class_is_listed_in_sr_gan_trust(
 ) -> None:
     """Refused by default, with the one-line fix; loaded by every loader once the class is listed."""
     path = tmp_path / name
-    fix = r"if you made this file and usernet\.TinyNet is your own network class, allow it: export SR_GAN_TRUST=usernet\.TinyNet$"
+    fix = r"if you made this file and usernet\.TinyNet is your own network class, allow it: "
+    fix += r"export SR_GAN_TRUST=usernet\.TinyNet$"
     for load in (load_generator, load_generator_state):
         with pytest.raises(UserError, match=rf"{name}: refused: .* usernet\.TinyNet \(at _target_\).*; {fix}"):
             load(path)
