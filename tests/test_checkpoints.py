@@ -575,6 +575,21 @@ def test_snapshots_are_kept_every_n_iterations_and_resume_exactly(make_cfg, tmp_
     assert not (resumed / "checkpoints" / "iter_0000004.ckpt").exists()  # snapshots are off by default
 
 
+def test_snapshots_keep_bounds_them_to_the_newest_across_a_resume(make_cfg, tmp_path: Path) -> None:
+    """callbacks.snapshots.keep=2 with a snapshot every iteration: after 4 iterations iter_3 and
+    iter_4 stay (each of the others deleted once a newer one was written); a run resumed in the same
+    folder counts them, and after iteration 6 keeps iter_5 and iter_6. best.ckpt and last.ckpt stay."""
+    common = ["trainer.val_check_interval=1", "callbacks.snapshots.every=1", "callbacks.snapshots.keep=2", "test=false"]
+    cfg = make_cfg(*common, "trainer.max_steps=4")
+    train(cfg)
+    checkpoints = tmp_path / "checkpoints"
+    kept = ["best.ckpt", "iter_0000003.ckpt", "iter_0000004.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == kept
+    train(make_cfg(*common, "trainer.max_steps=6", "ckpt_path=last"))
+    kept = ["best.ckpt", "iter_0000005.ckpt", "iter_0000006.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == kept
+
+
 def test_a_sanity_validation_keeps_no_snapshot(tmp_path: Path) -> None:
     """With trainer.num_sanity_val_steps > 0, a run resumed from iter_0000002.ckpt validates before
     its first batch with the restored batch count (4 batches = 2 iterations): that validation is

@@ -113,6 +113,7 @@ TRAIN: Mapping[str, Rule] = {
     "module.nonfinite_patience": POSITIVE_INT,
     "module.num_samples": COUNT,
     "callbacks.snapshots.every": Rule(int, low=1, nullable=True),
+    "callbacks.snapshots.keep": Rule(int, low=1, nullable=True),
     "trainer.max_steps": POSITIVE_INT,
     "trainer.val_check_interval": POSITIVE_INT,
     "trainer.log_every_n_steps": POSITIVE_INT,
