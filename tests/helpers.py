@@ -27,6 +27,7 @@ from scipy import special
 from torch import nn
 
 from sr_gan.archs import RRDBNet
+from sr_gan.errors import UserError
 from sr_gan.ops.kernels import GRID
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -237,6 +238,19 @@ class CtrlCAgainWhileSaving(CtrlCDuring):
     def on_save_checkpoint(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
         if getattr(self, "pressed", False):
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class FailOnRank(L.Callback):
+    """Rank `rank` alone fails as batch `batch` starts: a UserError with `message` (a bad input only
+    that rank reads), or with ``user=False`` a RuntimeError; the other ranks then wait in the batch's
+    collective for a rank that is gone."""
+
+    def __init__(self, rank: int, message: str, batch: int = 1, user: bool = True) -> None:
+        self.rank, self.message, self.batch, self.user = rank, message, batch, user
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if trainer.global_rank == self.rank and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            raise (UserError if self.user else RuntimeError)(self.message)
 
 
 class OtherStartOnRank1(L.Callback):

@@ -362,6 +362,23 @@ def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path
     assert validated[0] == validated[1] and len(validated[0]) == 2  # at batches 4 and 8, each whole
 
 
+@pytest.mark.parametrize("failing", [1, 0])
+def test_a_rank_that_fails_is_named_with_its_own_error_by_the_run(tmp_path: Path, failing: int) -> None:
+    """trainer=ddp, 2 CPU ranks, a one-line error on one rank only (a bad input only it reads): the run
+    ends with that rank's line, and run.json records it. The other rank's own failure, gloo's
+    'Connection closed by peer' on the connection the failed rank closed, was the traceback that ended
+    the output and rank 0's recorded error; it is not printed now."""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    fail = ["+callbacks.fail._target_=tests.helpers.FailOnRank", f"+callbacks.fail.rank={failing}"]
+    message = f"cannot read image planted{failing}.png: its IDAT chunk is damaged"
+    proc = _run(tmp_path, *_tiny(*ddp, "test=false"), *fail, f"+callbacks.fail.message='{message}'")
+    expected = f"rank 1 failed: {message}" if failing else message
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"error: {expected}", proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Connection closed" not in proc.stderr + proc.stdout
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["error"] == expected
+
+
 def _validated_steps(run: Path) -> list[str]:
     """The logged steps of a run's validations (metrics.csv rows holding val/psnr)."""
     with open(run / "csv" / "metrics.csv") as f:

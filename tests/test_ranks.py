@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from sr_gan.ranks import RANK_VARIABLES, rank_command, ranks_of_this_job
+from sr_gan.errors import UserError
+from sr_gan.ranks import (
+    RANK_VARIABLES,
+    clear_failures,
+    failed_rank,
+    is_secondary,
+    rank_command,
+    ranks_of_this_job,
+    record_failure,
+)
 
 
 def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,3 +95,32 @@ def test_ranks_start_as_the_job_whatever_hydras_view_is_by_then(
         "hydra.output_subdir=null",
     ]
     assert cwd == str(tmp_path)
+
+
+def test_rank_0_reports_the_lowest_failed_rank_with_its_own_error(tmp_path: Path) -> None:
+    """A rank's cause is recorded whole (a UserError's message; another error with its type); rank 0
+    names the lowest rank that recorded one, waits a bounded time for none, and an attempt's start
+    clears an earlier attempt's."""
+    assert failed_rank(tmp_path, wait_s=0.2) is None  # none came
+    late = threading.Timer(0.2, record_failure, (tmp_path, 5, UserError("shown late on another node")))
+    late.start()
+    assert failed_rank(tmp_path, wait_s=10) == "rank 5 failed: shown late on another node"
+    clear_failures(tmp_path)
+    record_failure(tmp_path, 3, RuntimeError("CUDA error:\n  out of memory"))
+    record_failure(tmp_path, 2, UserError("cannot read image a.png: its IDAT chunk is damaged"))
+    assert failed_rank(tmp_path, wait_s=0) == "rank 2 failed: cannot read image a.png: its IDAT chunk is damaged"
+    assert (tmp_path / ".ranks" / "rank3.error").read_text() == "RuntimeError: CUDA error: out of memory\n"
+    clear_failures(tmp_path)
+    assert failed_rank(tmp_path, wait_s=0) is None and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_ranks_failure_to_reach_a_failed_rank_is_secondary() -> None:
+    gloo = "[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:726. This is typically"
+    for err in (
+        RuntimeError(gloo),
+        torch.distributed.DistBackendError("NCCL communicator was aborted"),
+        BrokenPipeError(),
+    ):
+        assert is_secondary(err), err
+    for err in (RuntimeError("CUDA error: out of memory"), UserError("data.batch_size=0 is not allowed")):
+        assert not is_secondary(err), err

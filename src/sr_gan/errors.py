@@ -60,6 +60,12 @@ def _find_user_error(err: BaseException | None) -> BaseException | None:
     return None
 
 
+def error_line(err: BaseException) -> str:
+    """`err` on one line: a UserError's message (as a command prints it), else ``TypeName: message``."""
+    user_error = _find_user_error(err)
+    return one_line(user_error) if user_error is not None else f"{type(err).__name__}: {one_line(err)}"
+
+
 def one_line(err: BaseException) -> str:
     """The message of `err` on one line. An error raised in a DataLoader worker arrives re-raised
     with the worker's whole traceback as its message; its last line is the original message."""

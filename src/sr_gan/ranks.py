@@ -17,11 +17,15 @@ starting the ranks left in the process. Ranks started from outside are left alon
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import shutil
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -30,6 +34,9 @@ from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
+
+from sr_gan.atomic import atomic_path
+from sr_gan.errors import error_line
 
 # What Lightning's launcher exports in the process that starts the ranks (`_call_children_scripts`)
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -106,3 +113,44 @@ def ranks_of_this_job() -> Iterator[None]:
                     os.environ[name] = value
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+
+
+# A rank that fails takes the others down with it: they wait in a collective for it and fail in turn
+# on the connection it closed (gloo: "Connection closed by peer"), which says nothing of the cause.
+# Each rank > 0 writes its own error here before it exits (its connections close at its exit); rank 0,
+# whose own error is such a one, reports it.
+FAILURES = ".ranks"  # in the run folder, hidden
+_SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote worker crashing")
+OTHER_NODE_WAIT_S = 3.0  # a file another node wrote may show late through a shared file system
+
+
+def is_secondary(err: BaseException) -> bool:
+    """Whether `err` is a rank's failure to reach another rank (that one failed first), not a cause."""
+    if isinstance(err, torch.distributed.DistError | ConnectionError):
+        return True
+    return isinstance(err, RuntimeError) and any(mark in str(err) for mark in _SECONDARY)
+
+
+def clear_failures(folder: Path) -> None:
+    """Remove the ranks' error files of an earlier attempt in run folder `folder` (rank 0, as it starts)."""
+    shutil.rmtree(folder / FAILURES, ignore_errors=True)
+
+
+def record_failure(folder: Path, rank: int, err: BaseException) -> None:
+    """Write rank `rank`'s error `err` (its cause, not a secondary one) for rank 0 to report; a write
+    that fails (a full disk) leaves rank 0 its own error, and this rank `err`."""
+    with contextlib.suppress(OSError), atomic_path(folder / FAILURES / f"rank{rank}.error") as temporary:
+        temporary.write_text(error_line(err) + "\n")
+
+
+def failed_rank(folder: Path, *, wait_s: float) -> str | None:
+    """``rank <r> failed: <its error>`` of the lowest rank that recorded one in `folder`, waiting up to
+    `wait_s` seconds for one; None if none did (a rank killed, a machine lost)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        files = sorted((folder / FAILURES).glob("rank*.error"), key=lambda f: int(f.stem.removeprefix("rank")))
+        if files:
+            return f"{files[0].stem.replace('rank', 'rank ')} failed: {files[0].read_text().strip()}"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)

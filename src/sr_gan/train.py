@@ -41,7 +41,15 @@ from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
-from sr_gan.ranks import ranks_of_this_job, start_ranks_as_this_job
+from sr_gan.ranks import (
+    OTHER_NODE_WAIT_S,
+    clear_failures,
+    failed_rank,
+    is_secondary,
+    ranks_of_this_job,
+    record_failure,
+    start_ranks_as_this_job,
+)
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
 from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import fit_problems, is_url, load_generator_state
@@ -164,6 +172,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     folder = Path(cfg.paths.output_dir)
     record = RunRecord.resumed(folder) if ckpt_path is not None else RunRecord(folder=folder)
     if trainer.is_global_zero:
+        clear_failures(folder)  # an earlier attempt's, in a resumed run's folder
         if ckpt_path is not None:
             keep_recorded_start(resolved, record.folder / "config.yaml")
         save_resolved_config(resolved, record.folder / "config.yaml")
@@ -196,7 +205,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
         status = "interrupted"
         raise SystemExit(1) from None
     except BaseException as err:
-        error = err
+        error = _rank_failure(trainer, folder, err)
+        if error is not err:
+            raise error from None
         raise
     finally:
         if trainer.is_global_zero:
@@ -210,6 +221,25 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             ):
                 log.info(line)
         _finish_wandb()
+
+
+def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseException:
+    """The error this rank ends a failed DDP run with. A rank that fails makes the others fail in turn,
+    on the connection it closed (`is_secondary`): a rank > 0 records its own error in `folder` for rank
+    0, and ends quietly (exit 1) on a secondary one; rank 0 reports the failed rank's error (a
+    UserError: ``rank <r> failed: <its error>``) instead of its own secondary one."""
+    if trainer.world_size == 1:
+        return err
+    secondary = is_secondary(err)
+    if trainer.global_rank > 0:
+        if secondary:
+            return SystemExit(1)
+        record_failure(folder, trainer.global_rank, err)
+        return err
+    wait_s = OTHER_NODE_WAIT_S if trainer.num_nodes > 1 else 0  # on one node it is there before the error
+    if secondary and (line := failed_rank(folder, wait_s=wait_s)) is not None:
+        return UserError(line)
+    return err
 
 
 def _resume_hint(folder: Path) -> str | None:
