@@ -115,6 +115,8 @@ def test_rank_0_reports_the_lowest_failed_rank_with_its_own_error(tmp_path: Path
 
 
 def test_a_ranks_failure_to_reach_a_failed_rank_is_secondary() -> None:
+    """A connection a peer closed is the consequence of its failure; a rank's own error (its CUDA, its
+    NCCL call) is a cause, recorded for rank 0 to report."""
     gloo = "[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:726. This is typically"
     for err in (
         RuntimeError(gloo),
@@ -122,5 +124,6 @@ def test_a_ranks_failure_to_reach_a_failed_rank_is_secondary() -> None:
         BrokenPipeError(),
     ):
         assert is_secondary(err), err
-    for err in (RuntimeError("CUDA error: out of memory"), UserError("data.batch_size=0 is not allowed")):
+    unhandled = torch.distributed.DistBackendError("NCCL error in: ProcessGroupNCCL.cpp, unhandled cuda error")
+    for err in (RuntimeError("CUDA error: out of memory"), unhandled, UserError("data.batch_size=0 is not allowed")):
         assert not is_secondary(err), err

@@ -120,13 +120,19 @@ def ranks_of_this_job() -> Iterator[None]:
 # Each rank > 0 writes its own error here before it exits (its connections close at its exit); rank 0,
 # whose own error is such a one, reports it.
 FAILURES = ".ranks"  # in the run folder, hidden
-_SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote worker crashing")
+_SECONDARY = (  # a peer gone: gloo's, the OS's, NCCL's (its own errors, a CUDA one, are causes)
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "remote process exiting",
+    "communicator was aborted",
+)
 OTHER_NODE_WAIT_S = 3.0  # a file another node wrote may show late through a shared file system
 
 
 def is_secondary(err: BaseException) -> bool:
     """Whether `err` is a rank's failure to reach another rank (that one failed first), not a cause."""
-    if isinstance(err, torch.distributed.DistError | ConnectionError):
+    if isinstance(err, torch.distributed.DistNetworkError | ConnectionError):
         return True
     return isinstance(err, RuntimeError) and any(mark in str(err) for mark in _SECONDARY)
 
