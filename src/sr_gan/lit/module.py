@@ -64,8 +64,9 @@ class SRGANModule(L.LightningModule):
         scale: upscaling factor (metrics crop ``scale`` pixels from every border).
         ema_decay: decay of the generator EMA; ``None`` disables it. When on, validation, test
             and exported weights use the EMA generator.
-        d_steps_per_g_step: G is updated on every k-th batch (D on every batch).
-        d_init_steps: batches at the start during which only D is trained.
+        d_steps_per_g_step: G is updated on every k-th iteration, the k-th first (D on every one),
+            as BasicSR's ``net_d_iters``.
+        d_init_steps: iterations at the start during which only D is trained (``net_d_init_iters``).
         clip_grad_norm_g / clip_grad_norm_d: clip the L2 norm of all of G's (D's) gradients to
             this value before its step (``None``: no clipping).
         accumulate_batches: k; each optimizer step (an *iteration*) averages the gradients of k
@@ -271,7 +272,9 @@ class SRGANModule(L.LightningModule):
         opt_g, opt_d = (optimizers, None) if self.discriminator is None else optimizers
         step, iteration = self.batches_done, self.iterations_done
         first, last = step % self.accumulate_batches == 0, (step + 1) % self.accumulate_batches == 0
-        warm = iteration >= self.d_init_steps and iteration % self.d_steps_per_g_step == 0
+        # BasicSR's (and the 2018 code's) phase: iteration i + 1 (they count from 1) updates G when it
+        # is a multiple of k past the warm-up (`current_iter % net_d_iters == 0 and current_iter > init`)
+        warm = iteration >= self.d_init_steps and (iteration + 1) % self.d_steps_per_g_step == 0
         update_g = opt_d is None or warm
         with torch.set_grad_enabled(update_g):
             sr = self._trained("g")(lr)  # (B, 3, H, W)
