@@ -279,7 +279,7 @@ def run(workers: tuple[int, ...] = (8, 2), n_images: int = 8) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_data", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8, help="DIV2K-like images to generate (cached)")
     parser.add_argument("--workers", type=int, nargs="+", default=[8, 2], help="DataLoader worker counts")
     parser.add_argument("--seconds", type=float, default=1.5, help="time per figure")

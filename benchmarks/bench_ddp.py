@@ -133,7 +133,7 @@ def run(size: str = "tiny") -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ddp", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=list(PLANS), default="tiny")
     args = parser.parse_args()
     for row in run(args.size):

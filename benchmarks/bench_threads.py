@@ -81,7 +81,7 @@ def run(busy: int | None = None) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_threads", description=__doc__.splitlines()[0])
     parser.add_argument("--busy", type=int, default=None, help="busy processes (default: one per usable core)")
     args = parser.parse_args()
     for row in run(args.busy):

@@ -147,7 +147,7 @@ def run(device: str) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_upscale_memory", description=__doc__)
     parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", nargs="+", default=[f"{w}x{h}" for w, h in LR_SIZES], help="LR sizes WxH")
