@@ -321,6 +321,24 @@ def test_a_copied_tree_is_prepared_again_in_its_copy_and_names_its_own_source(so
         PreparedImages(prepared_dir(copy))
 
 
+def test_verify_of_a_copied_tree_names_the_copy_as_the_source_to_prepare(source: Path, tmp_path: Path) -> None:
+    """A copied tree read as it is (not prepared again: its manifest names the original): a changed
+    array's fix prepares the copy, as the truncated array's does (it named the original, whose
+    arrays are fine)."""
+    prepare_folder(source, progress=False)
+    copy = tmp_path / "scratch" / "hr"
+    for folder in (source, prepared_dir(source)):
+        shutil.copytree(folder, copy.parent / folder.name)
+    array = next(prepared_dir(copy).glob("*.npy"))
+    data = bytearray(array.read_bytes())
+    data[-1] ^= 0xFF  # same size: found by the checksum alone
+    array.write_bytes(bytes(data))
+    with pytest.raises(
+        UserError, match=rf"changed since preparing .*: delete them and run python -m sr_gan.data.prepare {copy}$"
+    ):
+        PreparedImages(prepared_dir(copy)).verify(progress=False)
+
+
 def test_cli_ctrl_c_is_one_line_saying_the_same_command_goes_on(
     source: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

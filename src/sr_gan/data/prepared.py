@@ -341,13 +341,17 @@ class PreparedImages:
         """The source folder the folder's manifest or the journal of an interrupted run names, else the
         folder minus `.prepared`."""
         recorded = _recorded_source(self.folder)
-        return recorded if recorded is not None else self.folder.with_name(self.folder.name.removesuffix(SUFFIX))
+        return recorded if recorded is not None else self._beside()
 
     def _rerun_source(self) -> Path:
         """The source to prepare again: the folder beside this one (``<source>.prepared``) where there is
         one, the recorded source otherwise (a copied tree's manifest names the original's)."""
-        beside = self.folder.with_name(self.folder.name.removesuffix(SUFFIX))
+        beside = self._beside()
         return beside if self.folder.name.endswith(SUFFIX) and beside.is_dir() else self.source
+
+    def _beside(self) -> Path:
+        """This folder minus `.prepared`: where `prepared_dir` puts the prepared images of that source."""
+        return self.folder.with_name(self.folder.name.removesuffix(SUFFIX))
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": OrderedDict()}  # maps are per process; never pickle data
@@ -411,7 +415,7 @@ class PreparedImages:
         if bad:
             raise UserError(
                 f"{len(bad)} prepared arrays of {self.folder} changed since preparing ({', '.join(bad)}): "
-                f"delete them and run {rerun_command(self.source)}"
+                f"delete them and run {rerun_command(self._rerun_source())}"
             )
 
     def stale(self, src_dir: str | Path | None = None) -> list[str]:
