@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from sr_gan.atomic import atomic_path
@@ -131,13 +131,13 @@ def read_image(
 
 def _decode_native(path: Path, image_format: str, **options: object) -> Tensor:
     """torchvision's decode of the file `path` (PNG, JPEG, WebP), a PNG's critical chunks checked first."""
-    data = path.read_bytes()
+    data = read_file(str(path))  # (N,) uint8: the file's bytes, read once
     if image_format == "PNG":
-        _check_png_chunks(data)
-    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), **options)  # type: ignore[arg-type]
+        _check_png_chunks(memoryview(data.numpy()))  # the same memory, no copy
+    return decode_image(data, **options)  # type: ignore[arg-type]
 
 
-def _check_png_chunks(data: bytes) -> None:
+def _check_png_chunks(data: memoryview) -> None:
     """Refuse (OSError) a PNG whose critical chunk (IHDR, PLTE, IDAT, IEND) fails its CRC: a damaged copy (a flipped
     bit, a zero-filled tail). libpng reports it, and torchvision's decoder (0.29) then crashes the process
     with a segmentation fault instead of raising. A file cut short is left to torchvision, which raises."""
