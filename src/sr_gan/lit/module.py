@@ -9,9 +9,10 @@ Per batch (manual optimization, as in the reference code):
   1. G step (unless the discriminator is warming up or ``d_steps_per_g_step`` skips it):
      ``L_G = w_pix * L_pix + w_percep * L_percep + w_adv * L_adv(D(HR), D(G(LR)))`` with D frozen.
   2. D step on ``G(LR).detach()``: ``L_D = l_d_real + l_d_fake``.
-  3. Schedulers stepped once per *batch*; EMA of G updated after each G step.
+  3. Schedulers stepped once per *iteration* (k batches with ``accumulate_batches`` = k); EMA of G
+     updated after each G step.
 
-Budgets count batches, not optimizer steps: with two optimizers Lightning's ``global_step``
+Budgets count iterations, not optimizer steps: with two optimizers Lightning's ``global_step``
 advances twice per batch. See :mod:`sr_gan.callbacks`.
 """
 
@@ -60,7 +61,7 @@ class SRGANModule(L.LightningModule):
         pixel_weight / perceptual_weight / adversarial_weight: the objective's weights;
             the adversarial weight scales the generator's term only, never ``L_D``.
         optimizer_g / optimizer_d: factories taking parameters (Hydra ``_partial_``).
-        scheduler_g / scheduler_d: factories taking an optimizer; stepped once per batch.
+        scheduler_g / scheduler_d: factories taking an optimizer; stepped once per iteration.
         scale: upscaling factor (metrics crop ``scale`` pixels from every border).
         ema_decay: decay of the generator EMA; ``None`` disables it. When on, validation, test
             and exported weights use the EMA generator.
