@@ -143,3 +143,6 @@ def test_each_seed_has_its_own_stage_trained_with_that_seed(make_cfg) -> None:
     }
     assert (stages[1].seed, stages[2].seed) == (1, 2)
     assert stages[1].paths.output_dir != stages[2].paths.output_dir
+    drawn = make_cfg("loss=ragan", "demo_psnr_init=true", "seed=null")
+    drawn.seed = 1  # what sr_gan.train draws and records for seed=null: the stage is that seed's
+    assert demo_stage.stage_config(drawn).config.paths.output_dir == stages[1].paths.output_dir

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from sr_gan.callbacks import BudgetProgressBar, PreemptionCheckpoint
@@ -590,6 +590,27 @@ def test_a_gan_stage_started_from_weights_resumes_exactly_without_init_from(make
     emas = [key for key in straight["state_dict"] if key.startswith("generator_ema.")]
     assert emas and all(torch.equal(straight["state_dict"][k], resumed["state_dict"][k]) for k in emas)
     assert not all(torch.equal(half["state_dict"][k], resumed["state_dict"][k]) for k in emas)  # it moved
+
+
+def test_a_run_given_no_seed_records_the_seed_it_drew_which_reruns_it(make_cfg, tmp_path) -> None:
+    """seed=null draws a seed and records it: config.yaml said ``seed: null`` while the initial weights
+    and the patch stream came from unrecorded random seeds, so no run could repeat it. The recorded
+    seed reruns it bitwise, and a resume in its folder keeps that seed in its record."""
+
+    def run(folder: Path, *overrides: str) -> tuple[DictConfig, dict]:
+        cfg = make_cfg("test=false", *overrides)
+        cfg.paths.output_dir = str(folder)
+        train(cfg)
+        last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+        return OmegaConf.load(folder / "config.yaml"), last
+
+    drawn, first = run(tmp_path / "drawn", "seed=null")
+    assert isinstance(drawn.seed, int) and drawn.data.seed == drawn.seed == first["SRDataModule"]["seed"]
+    _, again = run(tmp_path / "again", f"seed={drawn.seed}")
+    for key, value in first["state_dict"].items():
+        assert torch.equal(value, again["state_dict"][key]), key
+    resumed, _ = run(tmp_path / "drawn", "seed=null", "trainer.max_steps=3", "ckpt_path=last")
+    assert resumed.seed == drawn.seed
 
 
 def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resumes_exactly(make_cfg, tmp_path) -> None:

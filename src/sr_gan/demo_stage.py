@@ -31,8 +31,9 @@ from sr_gan.run_summary import read_record
 
 log = logging.getLogger(__name__)
 
-# Overrides that shape the stage too: the generator, the data, the seed, the hardware it runs on.
-_KEPT = ("model", "data", "seed", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
+# Overrides that shape the stage too: the generator, the data, the hardware it runs on; and the run's seed
+# (a seed=null run's drawn one), passed on by `stage_config`.
+_KEPT = ("model", "data", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
 _KEPT += ("trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
 # ckpt_path=last: a stage cut short (Ctrl-C, SIGTERM) goes on from its last.ckpt when the GAN run is started again.
 _STAGE = ["loss=l1", "discriminator=none", "test=false", "logger=csv", "ckpt_path=last", "demo_psnr_init=false"]
@@ -55,7 +56,7 @@ class Stage(NamedTuple):
 def stage_config(cfg: DictConfig) -> Stage:
     """The PSNR stage of `cfg`'s generator and data: the run's model/data overrides + `_STAGE`."""
     task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    overrides = [*(o for o in task if _kept(o)), *_STAGE]
+    overrides = [*(o for o in task if _kept(o)), f"seed={'null' if cfg.seed is None else cfg.seed}", *_STAGE]
     if GlobalHydra.instance().is_initialized():
         stage = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     else:

@@ -7,6 +7,7 @@ loggers -> trainer. Returns the monitored metric so Hydra sweepers can optimise 
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import warnings
 from pathlib import Path
@@ -86,6 +87,7 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     return module
 
 
+SEED_LIMIT = 2**32  # L.seed_everything takes seeds below it (NumPy's range)
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated
 
 
@@ -141,6 +143,9 @@ def train(cfg: DictConfig, *, resume_hint: str | None = None, next_steps: bool =
 
 def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, next_steps: bool) -> float | None:
     """`train` from a local checkpoint (or none)."""
+    checkpoint = None if ckpt_path is None else load_run_checkpoint(ckpt_path, mmap=True)  # keys and metadata: ms
+    if cfg.get("seed") is None:
+        cfg.seed = _drawn_seed(checkpoint)
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
         cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
@@ -155,8 +160,8 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     if isinstance(datamodule, SRDataModule) and datamodule.prepare is None:  # its images are there: read
         datamodule.setup("fit")  # their headers now, so that a bad one is refused before the run's record
     module = build_module(cfg)
-    if ckpt_path is not None:  # refused before the run's record is rewritten
-        module.check_resumable(load_run_checkpoint(ckpt_path, mmap=True))  # keys and metadata: ms, not GBs
+    if checkpoint is not None:  # refused before the run's record is rewritten
+        module.check_resumable(checkpoint)
     trainer = build_trainer(cfg)
     for name in ("generator", "discriminator"):
         if (network := getattr(module, name)) is not None:
@@ -221,6 +226,19 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             ):
                 log.info(line)
         _finish_wandb()
+
+
+def _drawn_seed(checkpoint: dict[str, Any] | None) -> int:
+    """The seed of a run given ``seed=null``, set into its config so that config.yaml and W&B record
+    it: a resumed run's, which its checkpoint's patch stream holds, else a fresh draw from the
+    operating system (not from the global generators, which an earlier sweep job in this process
+    seeded), in the range that `L.seed_everything` takes (a checkpoint of a seed=null run written
+    before the seed was recorded holds a 63-bit stream seed: that resume draws one)."""
+    seed = ((checkpoint or {}).get("SRDataModule") or {}).get("seed")
+    if seed is None or seed >= SEED_LIMIT:
+        seed = secrets.randbelow(SEED_LIMIT)
+        log.info("seed=null: this run draws seed %d (recorded in its config.yaml; seed=%d reruns it)", seed, seed)
+    return int(seed)
 
 
 def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseException:
