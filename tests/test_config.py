@@ -48,6 +48,10 @@ from tests.helpers import CONF_DIR
             "model.ema_decay=1.5 is not allowed: model.ema_decay must be a number > 0 and < 1 or null",
         ),
         ("data.augment=maybe", "data.augment=maybe is not allowed: data.augment must be true or false"),
+        (  # L.seed_everything's limit: it raised a ValueError traceback after the run folder was made
+            "seed=4294967296",
+            "seed=4294967296 is not allowed: seed must be an integer >= 0 and <= 4294967295 or null",
+        ),
         ("test=flase", "test=flase is not allowed: test must be true or false"),
         ("allow_random_vgg=flase", "allow_random_vgg=flase is not allowed: allow_random_vgg must be true or false"),
         ("demo_psnr_init=flase", "demo_psnr_init=flase is not allowed: demo_psnr_init must be true or false"),

@@ -60,7 +60,7 @@ class Rule:
         else:
             allowed = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
             limits = [
-                f"{sign} {bound:g}"
+                f"{sign} {bound if isinstance(bound, int) else f'{bound:g}'}"  # an int exactly: 4294967295
                 for bound, sign in ((self.low, ">="), (self.above, ">"), (self.high, "<="), (self.below, "<"))
                 if bound is not None
             ]
@@ -69,10 +69,11 @@ class Rule:
 
 
 POSITIVE_INT, COUNT, POSITIVE = Rule(int, low=1), Rule(int, low=0), Rule(float, above=0)
+MAX_SEED = 2**32 - 1  # the largest seed L.seed_everything takes (NumPy's); a larger one failed in a traceback
 WEIGHT = Rule(float, low=0)
 
 TRAIN: Mapping[str, Rule] = {
-    "seed": Rule(int, low=0, nullable=True),
+    "seed": Rule(int, low=0, high=MAX_SEED, nullable=True),
     "test": Rule(bool),  # switches read as `if cfg.x`: a typo'd value ("flase") would be a truthy string
     "allow_random_vgg": Rule(bool),
     "demo_psnr_init": Rule(bool),

@@ -52,6 +52,7 @@ from sr_gan.ranks import (
     start_ranks_as_this_job,
 )
 from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
+from sr_gan.schema import MAX_SEED
 from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import fit_problems, is_url, load_generator_state
 
@@ -87,7 +88,6 @@ def build_module(cfg: DictConfig) -> SRGANModule:
     return module
 
 
-SEED_LIMIT = 2**32  # L.seed_everything takes seeds below it (NumPy's range)
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated
 
 
@@ -235,8 +235,8 @@ def _drawn_seed(checkpoint: dict[str, Any] | None) -> int:
     seeded), in the range that `L.seed_everything` takes (a checkpoint of a seed=null run written
     before the seed was recorded holds a 63-bit stream seed: that resume draws one)."""
     seed = ((checkpoint or {}).get("SRDataModule") or {}).get("seed")
-    if seed is None or seed >= SEED_LIMIT:
-        seed = secrets.randbelow(SEED_LIMIT)
+    if seed is None or seed > MAX_SEED:
+        seed = secrets.randbelow(MAX_SEED + 1)
         log.info("seed=null: this run draws seed %d (recorded in its config.yaml; seed=%d reruns it)", seed, seed)
     return int(seed)
 
