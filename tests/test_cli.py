@@ -6,16 +6,20 @@ import csv
 import json
 import os
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torchvision.io import write_png
 
+import sr_gan
 from sr_gan.data import ValImageDataset, read_image
 from sr_gan.data.demo import prepare_skimage_photos
 from sr_gan.metrics import psnr
 from sr_gan.ops import bicubic_degrade, imresize
+from sr_gan.run_summary import source_commit
 from tests.conftest import TINY
 from tests.helpers import run_module, serve_folder, wandb_records
 
@@ -46,6 +50,13 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     resolved = (run / "config.yaml").read_text()  # ... and resolved: values, no interpolations
     assert "${" not in resolved and "_target_: sr_gan.archs.RRDBNet" in resolved
     assert "\ngroup: demo\n" in resolved  # the W&B group: the experiment the run belongs to
+    recorded = yaml.safe_load(resolved)["environment"]  # the code and libraries it ran with
+    assert (recorded["sr_gan"], recorded["torch"], recorded["lightning"]) == (
+        sr_gan.__version__,
+        version("torch"),
+        version("lightning"),
+    )
+    assert recorded["commit"] == source_commit(Path(sr_gan.__file__).resolve().parents[2])
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     with open(run / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

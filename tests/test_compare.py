@@ -307,15 +307,23 @@ def test_a_run_that_recorded_how_it_ended_is_reported_so(tmp_path: Path) -> None
 def test_how_a_run_was_started_is_not_a_column(tmp_path: Path) -> None:
     """A demo GAN run (resumable, tested, started from the cached PSNR stage) beside that stage: the
     columns are what they train (loss, discriminator), not ckpt_path / test / demo_psnr_init, nor
-    the W&B group (each sweep's own: `compare 'logs/train/multiruns/*'` showed it)."""
+    the W&B group (each sweep's own: `compare 'logs/train/multiruns/*'` showed it), nor the recorded
+    environment (a run recorded before it had none: eleven columns beside a run that has one)."""
     stage = write_run(
         tmp_path / "stage", extra={"ckpt_path": None, "test": False, "demo_psnr_init": False, "group": "demo"}
     )
+    environment = {"commit": "0123abc-dirty", "torch": "2.9.1", "torch_threads": "2"}
     gan = write_run(
         tmp_path / "gan",
         loss="ragan",
         gan=True,
-        extra={"ckpt_path": "last", "test": True, "demo_psnr_init": True, "group": "demo-2026-11-27_22-57-42"},
+        extra={
+            "ckpt_path": "last",
+            "test": True,
+            "demo_psnr_init": True,
+            "group": "demo-2026-11-27_22-57-42",
+            "environment": environment,
+        },
     )
     groups, keys = differing_keys(read_runs([stage, gan]))
     assert sorted(groups) == ["discriminator", "loss"] and keys == []

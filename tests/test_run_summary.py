@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sr_gan.run_summary import RunRecord, summary
+from sr_gan.run_summary import RunRecord, source_commit, summary
 from tests.helpers import SRC, child_env
 
 # In a child whose files may not grow past 64 bytes (as a full disk fails a write): the record of a
@@ -52,6 +52,28 @@ def test_the_next_compare_takes_a_sweep_or_this_run_beside_others(tmp_path: Path
     for folder, runs in ((single, f"{single} <other run folders>"), (job, f"{tmp_path / 'sweep'}")):
         lines = summary(RunRecord(folder=folder, status="done", batches=1, wall_s=1.0), best_psnr=None, last={})
         assert f"  python -m sr_gan.compare {runs}" in lines
+
+
+def test_a_clones_commit_is_recorded_dirty_while_its_tracked_files_differ(tmp_path: Path) -> None:
+    """The code a run ran: the clone's commit, marked dirty by a changed tracked file (not by the
+    untracked runs and logs beside it); none for an installed package, which has no .git."""
+    root = tmp_path / "clone"
+    root.mkdir()
+    assert source_commit(root) is None
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    (root / "train.py").write_text("lr = 1e-4\n")
+    git("add", "train.py")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "code")
+    (root / "run.log").write_text("untracked\n")
+    assert source_commit(root) == git("rev-parse", "HEAD")
+    (root / "train.py").write_text("lr = 1e-3\n")
+    assert source_commit(root) == f"{git('rev-parse', 'HEAD')}-dirty"
 
 
 def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path) -> None:

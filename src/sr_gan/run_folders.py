@@ -26,7 +26,7 @@ from sr_gan.errors import UserError
 from sr_gan.run_summary import ENDED, read_record
 
 # Config groups and keys that say how a run is logged or where it writes, not what it trains.
-IGNORED_GROUPS = ("hydra", "logger", "paths")
+IGNORED_GROUPS = ("hydra", "logger", "paths", "environment")  # environment: the code and libraries it ran with
 # Keys that say how a run was started, ended or grouped in W&B, not what it trains: never a column of their own.
 IGNORED_KEYS = ("ckpt_path", "test", "demo_psnr_init", "group")
 _SAMPLES = re.compile(r"val_(\d+)")

@@ -8,18 +8,25 @@
   headline metrics), so `sr_gan.compare` and scripts need not guess a run's state from file times.
 - `summary`: the lines printed when a run ends: where everything is, best and last val/psnr
   against bicubic, and the next commands to try.
+- `environment`: the code and library versions a run ran with, recorded in its ``config.yaml``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import platform
+import subprocess
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+import sr_gan
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import InputWarning
 
@@ -185,3 +192,36 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         why = "not a JSON object"
     warnings.warn(f"{path} is damaged ({why}): taken as a run without a record", InputWarning, stacklevel=2)
     return None
+
+
+LIBRARIES = ("torch", "torchvision", "lightning", "kornia", "numpy")  # what computes a run's numbers
+
+
+def environment() -> dict[str, str | None]:
+    """What a run is repeated with besides its config: sr-gan's version and, run from a clone, its
+    commit (`source_commit`), Python's and `LIBRARIES`' versions, and the CUDA and cuDNN builds
+    (null without them). A resumed run records its latest segment's."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "sr_gan": sr_gan.__version__,
+        "commit": source_commit(Path(sr_gan.__file__).resolve().parents[2]),  # <clone>/src/sr_gan/__init__.py
+        "python": platform.python_version(),
+        **{name: version(name) for name in LIBRARIES},
+        "cuda": torch.version.cuda,
+        "cudnn": None if cudnn is None else str(cudnn),
+    }
+
+
+def source_commit(root: Path) -> str | None:
+    """The git commit checked out in the clone at `root`, ``<commit>-dirty`` where tracked files
+    differ from it; None for an installed package (no ``.git`` at `root`) or where git cannot tell."""
+    if not (root / ".git").exists():
+        return None
+    try:
+        head, changes = (
+            subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True).stdout.strip()
+            for args in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
+        )
+    except (OSError, subprocess.CalledProcessError):  # no git, a foreign owner, a damaged repository
+        return None
+    return f"{head}-dirty" if changes else head

@@ -51,7 +51,7 @@ from sr_gan.ranks import (
     record_failure,
     start_ranks_as_this_job,
 )
-from sr_gan.run_summary import RunRecord, quiet_third_party_noise, summary
+from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, summary
 from sr_gan.schema import MAX_SEED
 from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import fit_problems, is_url, load_generator_state
@@ -173,6 +173,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             )
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     resolved["choices"] = _choices()
+    resolved["environment"] = environment()
     run_warnings = _what_ran(module, resolved)
     folder = Path(cfg.paths.output_dir)
     record = RunRecord.resumed(folder) if ckpt_path is not None else RunRecord(folder=folder)
