@@ -727,7 +727,8 @@ def test_the_real_world_degradation_runs_in_the_datamodule_seeded_by_the_batch(f
 
 def test_each_validation_image_has_its_own_fixed_degradation(tmp_path: Path) -> None:
     """Two copies of one picture in the validation folder: each gets its own random degradation (a seed
-    per image, not one for the set), the same at every validation."""
+    per image, not one for the set), the same at every validation and in a run of another seed (each
+    seed of a sweep was validated on its own set: 0.44 dB apart in bicubic PSNR on the demo photos)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -735,11 +736,16 @@ def test_each_validation_image_has_its_own_fixed_degradation(tmp_path: Path) -> 
         save(smooth_image(32, 32, 4), tmp_path / "val" / f"{name}.png")
     config = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "degradation" / "realesrgan.yaml")
     config.scale = SCALE
-    dm = make_datamodule({"train": tmp_path / "val", "val": tmp_path / "val"}, degradation=instantiate(config))
+    folders = {"train": tmp_path / "val", "val": tmp_path / "val"}
+    dm = make_datamodule(folders, degradation=instantiate(config))
     dm.setup("validate")
     first, again = ([transfer(dm, b)["lr"] for b in dm.val_dataloader()] for _ in range(2))
     assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
     assert not torch.equal(first[0], first[1])
+    other = make_datamodule(folders, degradation=instantiate(config), seed=7)
+    assert other.seed != dm.seed
+    other.setup("validate")
+    assert all(torch.equal(x, transfer(other, b)["lr"]) for x, b in zip(first, other.val_dataloader(), strict=True))
 
 
 def test_loader_workers_ignore_ctrl_c_and_keep_lightnings_worker_seeding(

@@ -80,8 +80,9 @@ class SRDataModule(L.LightningDataModule):
     set is the validation set. Without an LR folder, `degradation` makes the LR on the device
     (``lr, hr = degradation(hr, generator=g)``, `sr_gan.ops`; default: the papers' MATLAB bicubic,
     rounded to 8 bits like LR PNGs), drawing from a generator seeded by each batch's first patch
-    seed (validation: a fixed seed per image, so every validation sees the same LR). `seed` seeds the patch
-    stream (``None``: a random one, saved in checkpoints like the stream position). With
+    seed (validation: a fixed seed per image, so every validation of every run, whatever its seed,
+    sees the same LR). `seed` seeds the patch stream (``None``: a random one, saved in checkpoints
+    like the stream position). With
     `use_prepared`, training crops are read from ``<folder>.prepared`` where
     ``python -m sr_gan.data.prepare <folder>`` made it (`sr_gan.data.prepared`). Image headers are
     read at set-up (sizes, pairs); `verify` also decodes every image then. `val_max_images` and
@@ -245,7 +246,8 @@ class SRDataModule(L.LightningDataModule):
         # The degradation's seed as a Python int, read while the batch is still on the CPU (no device sync).
         if "seed" in batch:  # training: the first patch's seed
             return {**batch, "seed": int(batch["seed"][0])}
-        return {**batch, "seed": mix_seed(self.seed, -1, int(batch["index"][0]))}  # validation: fixed per image
+        # Validation: fixed per image and the same in every run, whatever its seed: runs are compared on one set.
+        return {**batch, "seed": mix_seed(-1, int(batch["index"][0]))}
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         hr, lr = batch["hr"], batch.get("lr")  # uint8 (B, 3, H, W), (B, 3, H/s, W/s) or None
