@@ -199,8 +199,9 @@ LIBRARIES = ("torch", "torchvision", "lightning", "kornia", "numpy")  # what com
 
 def environment() -> dict[str, str | None]:
     """What a run is repeated with besides its config: sr-gan's version and, run from a clone, its
-    commit (`source_commit`), Python's and `LIBRARIES`' versions, and the CUDA and cuDNN builds
-    (null without them). A resumed run records its latest segment's."""
+    commit (`source_commit`), Python's and `LIBRARIES`' versions, the CUDA and cuDNN builds (null
+    without them) and torch's CPU threads (a CPU run's numbers depend on them: `sr_gan.threads`).
+    A resumed run records its latest segment's."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "sr_gan": sr_gan.__version__,
@@ -209,6 +210,7 @@ def environment() -> dict[str, str | None]:
         **{name: version(name) for name in LIBRARIES},
         "cuda": torch.version.cuda,
         "cudnn": None if cudnn is None else str(cudnn),
+        "torch_threads": str(torch.get_num_threads()),
     }
 
 
