@@ -424,16 +424,28 @@ def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
 
 
-def test_a_relaunch_keeps_the_recorded_start_of_the_run(make_cfg, tmp_path: Path) -> None:
+def test_a_relaunch_keeps_the_recorded_start_of_the_run(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Resuming takes G from the checkpoint, so a relaunch may leave model.init_from out (the demo's GAN
-    stage sets it on the first start only); config.yaml must still say what the run started from."""
+    stage sets it on the first start only); config.yaml must still say what the run started from. So
+    for its seed: the relaunch goes on with the checkpoint's random states and patch stream, and a
+    relaunch without the run's seed=3 recorded the default 42 (a rerun from config.yaml was another run),
+    and so did a branch into a new folder."""
     train(make_cfg("trainer.max_steps=1", "test=false"))
     start = tmp_path / "psnr_stage.ckpt"
     start.write_bytes((tmp_path / "checkpoints" / "last.ckpt").read_bytes())
-    train(make_cfg("loss=ragan", "trainer.max_steps=1", "test=false", f"model.init_from={start}"))
-    train(make_cfg("loss=ragan", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
+    train(make_cfg("loss=ragan", "trainer.max_steps=1", "test=false", f"model.init_from={start}", "seed=3"))
+    with caplog.at_level(logging.WARNING, logger="sr_gan.train"):
+        train(make_cfg("loss=ragan", "trainer.max_steps=2", "test=false", "ckpt_path=last"))
     recorded = OmegaConf.load(tmp_path / "config.yaml")
     assert recorded.model.init_from == str(start) and recorded.trainer.max_steps == 2  # the rest is the relaunch's
+    assert (recorded.seed, recorded.data.seed) == (3, 3)
+    assert "seed=42 (the run's 3), data.seed=42 (the run's 3): a resume goes on with" in caplog.text
+    branch = make_cfg("loss=ragan", "trainer.max_steps=3", "test=false", f"ckpt_path={tmp_path}")
+    branch.paths.output_dir = str(tmp_path / "branch")  # a new folder: the seed of the run it branches from
+    train(branch)
+    assert OmegaConf.load(tmp_path / "branch" / "config.yaml").seed == 3
 
 
 def test_a_run_resumed_in_its_folder_continues_its_wandb_run(

@@ -387,15 +387,24 @@ def _exit_unless_writable(folder: Path) -> None:
         raise SystemExit(2) from None
 
 
-def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> None:
-    """A resumed run's record keeps the generator the run started from (``model.init_from`` of its
-    earlier ``config.yaml``): a relaunch with ``ckpt_path`` takes the weights from the checkpoint and
-    may leave it out (the demo's GAN stage sets it on the first start only), which must not erase it."""
-    if resolved["model"].get("init_from") is not None or not previous.is_file():
-        return
-    started = (OmegaConf.load(previous).get("model") or {}).get("init_from")
-    if started is not None:
+def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> list[str]:
+    """A resumed run's record keeps how the run started, from its earlier ``config.yaml``: the
+    generator it started from (``model.init_from``: a relaunch with ``ckpt_path`` takes the weights
+    from the checkpoint and may leave it out; the demo's GAN stage sets it on the first start only),
+    and its seeds (``seed``, ``data.seed``: the run goes on with its checkpoint's random states and
+    patch stream whatever the relaunch says, and the README's relaunch leaves ``seed=`` out). Returns
+    the seed keys the relaunch gave other values, as ``key=<relaunch's> (the run's <recorded>)``."""
+    if not previous.is_file():
+        return []
+    recorded = OmegaConf.to_container(OmegaConf.load(previous))
+    if resolved["model"].get("init_from") is None and (started := recorded.get("model", {}).get("init_from")):
         resolved["model"]["init_from"] = started
+    ignored = []
+    for key, now, run in (("seed", resolved, recorded), ("data.seed", resolved["data"], recorded.get("data", {}))):
+        if run.get("seed") is not None and now.get("seed") != run["seed"]:
+            ignored.append(f"{key}={now.get('seed')} (the run's {run['seed']})")
+            now["seed"] = run["seed"]
+    return ignored
 
 
 def save_resolved_config(resolved: dict[str, Any], path: Path) -> None:

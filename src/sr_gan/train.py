@@ -179,8 +179,12 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     record = RunRecord.resumed(folder) if ckpt_path is not None else RunRecord(folder=folder)
     if trainer.is_global_zero:
         clear_failures(folder)  # an earlier attempt's, in a resumed run's folder
-        if ckpt_path is not None:
-            keep_recorded_start(resolved, record.folder / "config.yaml")
+        if ckpt_path is not None and (ignored := keep_recorded_start(resolved, _started_record(folder, ckpt_path))):
+            log.warning(
+                "%s: a resume goes on with its checkpoint's random states and patch stream, whatever the "
+                "command's seed; config.yaml keeps the run's",
+                ", ".join(ignored),
+            )
         save_resolved_config(resolved, record.folder / "config.yaml")
         record.write()
     for lg in trainer.loggers:
@@ -227,6 +231,13 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             ):
                 log.info(line)
         _finish_wandb()
+
+
+def _started_record(folder: Path, ckpt_path: str) -> Path:
+    """The config.yaml that says how a resumed run started: its own folder's, or for a branch (a new
+    folder) that of the run whose ``checkpoints/`` holds the checkpoint."""
+    own, checkpoint = folder / "config.yaml", Path(ckpt_path).resolve()
+    return own if own.is_file() or checkpoint.parent.name != "checkpoints" else checkpoint.parents[1] / "config.yaml"
 
 
 def _drawn_seed(checkpoint: dict[str, Any] | None) -> int:
