@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
@@ -132,6 +133,23 @@ def test_our_generators_with_their_layers_still_load(tmp_path: Path) -> None:
         loaded, info = load_generator(path)
         assert info["config"] == config and type(loaded) is SRResNet
         assert type(loaded.body[0].act) is type(generator.body[0].act)
+
+
+@pytest.mark.parametrize("claim", [{"num_features": 512}, {"num_blocks": 2000}], ids=["wide", "deep"])
+def test_a_config_larger_than_its_weights_is_refused_before_anything_is_allocated(tmp_path: Path, claim: dict) -> None:
+    """A small file whose config claims a huge network (num_features: 60000 would exhaust the memory,
+    num_blocks: 10**7 hang) is refused from a build on the meta device: no parameter is allocated,
+    and that build stops past twice the file's tensor count."""
+    path = crafted_file(tmp_path, "safetensors", TINY_G | claim)
+    registered: list[nn.Parameter] = []
+    handle = register_module_parameter_registration_hook(lambda module, name, param: registered.append(param))
+    try:
+        with pytest.raises(UserError, match=rf"{path.name}: (weights do not fit|its config builds a larger) "):
+            load_generator(path)
+    finally:
+        handle.remove()
+    assert [param.device for param in registered if param is not None and not param.is_meta] == []
+    assert len(registered) <= 2 * len(_state()) + 1
 
 
 # --- broken safetensors files -------------------------------------------------------------------

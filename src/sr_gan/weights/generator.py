@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from sr_gan.errors import UserError
 from sr_gan.weights.allowlist import check_generator_config
@@ -198,15 +200,60 @@ def with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     return defaults | dict(config) | {"_target_": f"{target.__module__}.{target.__qualname__}"}
 
 
-def _build(config: dict[str, Any]) -> nn.Module:
+def _build(config: dict[str, Any], state: StateDict) -> nn.Module:
+    """`instantiate(config)` once a build on the meta device (shapes, no memory) fits `state`.
+
+    A file's config decides how large a network is built before its weights are checked: a small
+    crafted file asking for `num_features: 60000` or `num_blocks: 10**7` would exhaust the memory
+    (killed without a word) or hang. So the network is first built on the meta device, stopped
+    past twice the file's tensor count in parameters (`_meta_probe`), and built for real only when
+    the probe fits the file: then it is as large as the file. A network that cannot be built on
+    the meta device (a user's own one whose constructor needs values) skips the check.
+    """
+    probe = _meta_probe(config, tensors=len(state))
+    network = probe if probe is not None and fit_problems(probe, state) else _instantiate(config)
+    if not isinstance(network, nn.Module):
+        raise UserError(f"{config['_target_']} built a {type(network).__name__}, not a network")
+    if problems := fit_problems(network, state):
+        raise UserError(f"weights do not fit {config['_target_']}: {problems}; {PASS_CONFIG}")
+    return network
+
+
+def _meta_probe(config: dict[str, Any], *, tensors: int) -> nn.Module | None:
+    """`config` built on the meta device; a UserError once it registers more parameters than twice the
+    file's `tensors` (a network that fits registers at most one per tensor, two where a parametrization
+    moves it); None when the build fails otherwise or gives no network (the real build then says
+    why, or builds a user's network)."""
+    registered, budget = 0, 2 * tensors
+
+    def count(*_: object) -> None:
+        nonlocal registered
+        registered += 1
+        if registered > budget:
+            raise RuntimeError("over budget")  # stops the constructor; Hydra wraps it
+
+    handle = register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            probe = instantiate(config)
+    except Exception:
+        if registered > budget:
+            raise UserError(
+                f"its config builds a larger {config['_target_']} than its weights (more than {budget} parameters "
+                f"for {tensors} tensors in the file): the config does not describe them; {PASS_CONFIG}"
+            ) from None
+        return None
+    finally:
+        handle.remove()
+    return probe if isinstance(probe, nn.Module) else None
+
+
+def _instantiate(config: dict[str, Any]) -> Any:
     """`instantiate(config)`; a constructor that refuses the config is a one-line UserError."""
     try:
-        generator = instantiate(config)
+        return instantiate(config)
     except Exception as err:  # Hydra wraps the constructor's error; keep one line of it
         raise UserError(f"cannot build {config['_target_']} from its config: {' '.join(str(err).split())}") from err
-    if not isinstance(generator, nn.Module):
-        raise UserError(f"{config['_target_']} built a {type(generator).__name__}, not a network")
-    return generator
 
 
 def as_generator_config(value: Mapping[str, Any] | DictConfig | None) -> dict[str, Any] | None:
@@ -242,9 +289,7 @@ def load_generator(
             raise UserError("the scale is unknown: add it to the generator config ('generator={...,scale:4}')")
         if isinstance(scale, bool) or not isinstance(scale, int | str) or not str(scale).isdigit():
             raise UserError(f"its scale {scale!r} is no whole number: the file is damaged or not an sr-gan file")
-        generator = _build(config)
-        if problems := fit_problems(generator, state):
-            raise UserError(f"weights do not fit {config['_target_']}: {problems}; {PASS_CONFIG}")
+        generator = _build(config, state)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from err
     generator.load_state_dict(state, strict=True)
