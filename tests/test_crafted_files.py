@@ -135,6 +135,22 @@ def test_our_generators_with_their_layers_still_load(tmp_path: Path) -> None:
         assert type(loaded.body[0].act) is type(generator.body[0].act)
 
 
+def test_a_config_nested_too_deep_or_holding_itself_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A pickle can hold a config that contains itself, JSON one nested 100000 deep: both were a
+    RecursionError traceback (in the allowlist's walk, in json.loads), now one line naming the file."""
+    looped = dict(TINY_G)
+    looped["act_layer"] = looped
+    looped_file = crafted_file(tmp_path, "ckpt", looped)  # (JSON cannot hold it)
+    deep = json.dumps(TINY_G)[:-1] + ', "act_layer": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    deep_file = tmp_path / "deep.safetensors"
+    save_file(_state(), deep_file, metadata={GENERATOR_KEY: deep, SCALE_KEY: str(SCALE)})
+    for path, reason in [(looped_file, "nests deeper than 32 levels"), (deep_file, "metadata key .* damaged")]:
+        for load in (load_generator, load_generator_state):
+            with pytest.raises(UserError, match=rf"{path.name}: .*{reason}") as caught:
+                load(path)
+            assert "\n" not in str(caught.value)
+
+
 @pytest.mark.parametrize("claim", [{"num_features": 512}, {"num_blocks": 2000}], ids=["wide", "deep"])
 def test_a_config_larger_than_its_weights_is_refused_before_anything_is_allocated(tmp_path: Path, claim: dict) -> None:
     """A small file whose config claims a huge network (num_features: 60000 would exhaust the memory,

@@ -60,6 +60,10 @@ TRUST_VARIABLE = "SR_GAN_TRUST"  # the user's own network classes a file may bui
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
 
+# How deep a config may nest (ours: 3 levels, generator → norm_layer → _args_). A deeper one, or one
+# that holds itself (a pickle can build that), would end the check or Hydra in a RecursionError.
+MAX_DEPTH = 32
+
 
 def _names(cls: type, public_module: str) -> set[str]:
     """The spellings of a class a config may use: its public path and its defining module's."""
@@ -102,7 +106,12 @@ def _trusted(target: str) -> bool:
     return True
 
 
-def _check_node(node: Any, where: str) -> None:
+def _check_node(node: Any, where: str, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise UserError(
+            f"refused: its generator config nests deeper than {MAX_DEPTH} levels (at {_short(where)}), or holds "
+            "itself: the file is damaged or crafted; use a file you trust"
+        )
     if isinstance(node, Mapping):
         for key, value in node.items():
             at = f"{where}.{key}" if where else str(key)
@@ -113,10 +122,10 @@ def _check_node(node: Any, where: str) -> None:
             # (a mapping or list as the target is no name, and unhashable: `in` would raise a TypeError)
             if key == "_target_" and not (isinstance(value, str) and (value in ALLOWED_TARGETS or _trusted(value))):
                 raise _refused(value, at, "is not an sr_gan.archs generator or an allowed torch.nn layer")
-            _check_node(value, at)
+            _check_node(value, at, depth + 1)
     elif isinstance(node, list | tuple):
         for index, item in enumerate(node):
-            _check_node(item, f"{where}[{index}]")
+            _check_node(item, f"{where}[{index}]", depth + 1)
     elif isinstance(node, str) and "${" in node:
         raise UserError(f"refused: its generator config has an interpolation {node!r} at {where}")
 

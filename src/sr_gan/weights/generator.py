@@ -92,7 +92,7 @@ def _metadata(metadata: Mapping[str, str], key: str, parse: Callable[[str], Any]
         return None
     try:
         return parse(metadata[key])
-    except ValueError as err:  # json.JSONDecodeError is a ValueError
+    except (ValueError, RecursionError) as err:  # json.JSONDecodeError is a ValueError; deep nesting recurses
         raise UserError(
             f"its metadata key {key} is damaged ({err}): export it again with `python -m sr_gan.export`"
         ) from None
