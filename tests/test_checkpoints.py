@@ -359,6 +359,30 @@ def test_resuming_with_other_networks_is_refused_in_one_line(make_cfg) -> None:
     assert OmegaConf.load(folder / "config.yaml").model.generator.num_blocks == 1  # what the error points to
 
 
+def test_a_checkpoint_naming_files_outside_its_folder_is_refused_before_lightning_deletes_them(
+    make_cfg, tmp_path: Path
+) -> None:
+    """Lightning's ModelCheckpoint takes `best_model_path` from a resumed checkpoint and deletes that
+    file (recursively) once a newer checkpoint replaces it, if its folder is among the path's parents
+    as written: `<run>/checkpoints/../elsewhere` passed, and a crafted checkpoint removed a folder
+    outside the checkpoints. Such a name (a '..', a link, a URL) is refused in one line, nothing deleted."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "thesis.tex").parent.mkdir()
+    (elsewhere / "thesis.tex").write_text("precious")
+    crafted = str(tmp_path / "checkpoints" / ".." / "elsewhere")
+    for state in checkpoint["callbacks"].values():
+        if "best_model_path" in state:
+            state["best_model_path"] = crafted
+    torch.save(checkpoint, last)
+    with pytest.raises(UserError, match=rf"ckpt_path={last}: .*names '{re.escape(crafted)}', ") as info:
+        train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
+    assert "\n" not in str(info.value)
+    assert (elsewhere / "thesis.tex").read_text() == "precious"
+
+
 @pytest.mark.parametrize("zipfile", [True, False])  # torch's format since 1.6, and its legacy pickle
 def test_the_start_up_look_at_a_checkpoint_maps_it_and_reads_what_lightning_reads(
     tmp_path: Path, zipfile: bool

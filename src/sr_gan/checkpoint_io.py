@@ -9,7 +9,9 @@
   file systems is a copy that truncates the old checkpoint first.
 - load: local files and http(s) URLs alike go through `torch.load(weights_only=True)`
   (`sr_gan.weights.load_state_file`): a checkpoint that would unpickle Python objects, and so
-  could run code, is refused. Lightning loads URLs with `weights_only=False`.
+  could run code, is refused. Lightning loads URLs with `weights_only=False`. A checkpoint whose
+  ModelCheckpoint state names a file by other than its real path is refused too
+  (`_check_checkpoint_names`): Lightning deletes the files named there.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import errno
 import fcntl
 import hashlib
 import logging
+import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,7 +110,30 @@ def load_run_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, An
             f"ckpt_path={path} holds weights, not a training run's checkpoint (last.ckpt, best.ckpt): "
             f"to start a run from these weights use model.init_from={path}"
         )
+    _check_checkpoint_names(path, checkpoint)
     return checkpoint
+
+
+# The keys of a ModelCheckpoint state that name checkpoint files. A resumed run's ModelCheckpoint
+# takes them over and deletes the file (recursively: a folder too) that a newer checkpoint replaces,
+# when its folder is among the name's parents as written: `<run>/checkpoints/../../home` passes that.
+CHECKPOINT_NAMES = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def _check_checkpoint_names(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """A one-line UserError when a callback state of `checkpoint` names a file by other than its real
+    absolute path (Lightning writes `os.path.realpath`s): a '..', a link, a relative path or a URL."""
+    for state in (checkpoint.get("callbacks") or {}).values():
+        if not isinstance(state, Mapping):
+            continue
+        names = [state.get(key) for key in CHECKPOINT_NAMES] + list(state.get("best_k_models") or {})
+        for name in names:
+            if name and not (isinstance(name, str) and os.path.realpath(name) == name):
+                raise UserError(
+                    f"ckpt_path={path}: its checkpoint callback state names {name!r}, which is not the real path of a "
+                    "checkpoint file (a '..', a link or a URL): resuming would let Lightning delete it; the file "
+                    "may be crafted: resume from a checkpoint you trust, or start a new run with model.init_from"
+                )
 
 
 def _not_a_checkpoint(path: str | Path, start: str) -> str:
