@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -198,6 +199,26 @@ def test_a_recorded_file_in_another_folder_is_never_deleted(source: Path, tmp_pa
     (out / MANIFEST).write_text(json.dumps(manifest))
     prepare_folder(source, progress=False)
     assert victim.read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_a_manifest_naming_a_file_outside_its_folder_is_refused_not_read_as_pixels(
+    source: Path, tmp_path: Path, link: bool
+) -> None:
+    """A foreign manifest whose entry names another file (an absolute path with its size and a shape
+    that fits, or a link in the folder) had that file read as the image, and shown in the samples."""
+    out = prepare_folder(source, progress=False)
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"PRIVATE KEY " * 3)  # 36 bytes: a (3, 3, 4) image
+    manifest = json.loads((out / MANIFEST).read_text())
+    if link:
+        (out / "a.png.npy").unlink()
+        (out / "a.png.npy").symlink_to(secret)
+    named = "a.png.npy" if link else str(secret)
+    manifest["images"][0] |= {"file": named, "offset": 0, "bytes": 36, "shape": [3, 3, 4]}
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=rf"the array of a\.png is '{re.escape(named)}', not a file of .*hr\.prepared"):
+        PreparedImages(out)
 
 
 def test_preparing_is_refused_before_any_array_when_they_cannot_fit(

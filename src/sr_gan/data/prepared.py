@@ -330,12 +330,24 @@ class PreparedImages:
         self._entries = images
         self.names: list[str] = [e["name"] for e in images]
         for entry in images:
-            path = self.folder / entry["file"]
+            path = self._array_path(manifest, entry)
             size = path.stat().st_size if path.is_file() else None
             if size != entry["bytes"]:
                 found = "is missing" if size is None else f"has {size} bytes, {entry['bytes']} expected (truncated?)"
                 raise UserError(f"prepared array {path} {found}: run {rerun_command(self._rerun_source())}")
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _array_path(self, manifest: Path, entry: dict[str, Any]) -> Path:
+        """The array file of a manifest `entry`: a plain name in this folder, no link. A manifest that
+        names another file (`/home/me/.ssh/id_rsa`, `../x`, a link to one) would have it read as pixels
+        and shown in the run's samples: a one-line UserError."""
+        path = self.folder / str(entry["file"])
+        if Path(str(entry["file"])).name != entry["file"] or path.is_symlink():
+            raise UserError(
+                f"{manifest}: the array of {entry['name']} is {entry['file']!r}, not a file of {self.folder} (a path "
+                f"or a link): the manifest was edited or crafted; run {rerun_command(self._rerun_source())}"
+            )
+        return path
 
     def _source_hint(self) -> Path:
         """The source folder the folder's manifest or the journal of an interrupted run names, else the
