@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sr_gan.weights import (
     infer_rrdbnet_config,
     load_generator,
     load_generator_state,
+    load_state_file,
     ours_to_esrgan_old,
     ours_to_sequential,
     save_generator_file,
@@ -158,6 +160,24 @@ def test_pickled_payload_is_refused_and_never_runs(tmp_path: Path, dump) -> None
     with open(path, "rb") as handle:  # the payload is live: an unsafe load does run it
         pickle.load(handle) if dump is not torch.save else torch.load(handle, weights_only=False)
     assert marker.exists()
+
+
+def test_a_torch_file_with_a_compressed_record_is_refused_before_it_is_inflated(tmp_path: Path) -> None:
+    """torch.load inflates a deflated zip record whole (torch.save never compresses): 4 MB of zeros
+    deflate to a few KB, so a small file could claim any size; refused in one line, the claim named."""
+    plain = save(tmp_path, {"params": {"w": torch.zeros(1_000_000)}}, "plain.pth")
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as packed:
+        for info in source.infolist():
+            packed.writestr(info.filename, source.read(info.filename))
+    assert bomb.stat().st_size < 100_000
+    for load in (load_state_file, load_generator_state):
+        with pytest.raises(
+            UserError, match=r"bomb\.pth: refused to load, its record .* is compressed \(\d+ such, 4,0"
+        ) as caught:
+            load(bomb)
+        assert "\n" not in str(caught.value)
+    assert load_state_file(plain)["params"]["w"].shape == (1_000_000,)  # as torch.save wrote it: loads
 
 
 def test_missing_and_foreign_files(tmp_path: Path) -> None:

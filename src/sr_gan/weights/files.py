@@ -7,6 +7,7 @@ refused with `UnsafeCheckpointError` instead of being executed.
 
 import json
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from pickle import UnpicklingError
@@ -93,8 +94,27 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def _check_stored(path: Path) -> None:
+    """Refuse a zip-format torch file holding a compressed record, in one line: torch.save stores each
+    record as is, and torch.load inflates a deflated one whole, so a small file can claim any size
+    (a 390 KB file gave a 400 MB tensor: a decompression bomb, killed or aborted without a word)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            packed = [info for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    except zipfile.BadZipFile:
+        return  # no zip after all: torch.load says why
+    if packed:
+        claimed = sum(info.file_size for info in packed)
+        raise UserError(
+            f"{path}: refused to load, its record {packed[0].filename} is compressed ({len(packed)} such, "
+            f"{claimed:,} bytes once inflated), which torch.save never writes: it may be a decompression bomb; "
+            "download or export it again from a source you trust"
+        )
+
+
 def _load_torch(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """`torch.load(weights_only=True)` of `path`; the pickled-objects refusal only for a rejected global."""
+    _check_stored(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except UnpicklingError as err:
