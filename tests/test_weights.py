@@ -180,6 +180,18 @@ def test_a_torch_file_with_a_compressed_record_is_refused_before_it_is_inflated(
     assert load_state_file(plain)["params"]["w"].shape == (1_000_000,)  # as torch.save wrote it: loads
 
 
+def test_a_view_spanning_more_than_its_stored_bytes_is_refused_before_it_is_used(tmp_path: Path) -> None:
+    """torch.save keeps a view's strides: a file of a few KB held a stride-0 tensor of 3e9 floats,
+    which the NaN check allocated in full (12 GB, or an allocator traceback); refused in one line."""
+    path = save(tmp_path, {"params": {"w": torch.zeros(1).expand(3_000_000_000)}, "other": [{"x": torch.zeros(2)}]})
+    assert path.stat().st_size < 4000
+    for load in (load_state_file, load_generator_state):
+        with pytest.raises(UserError, match=r"weights\.pth: refused to load, a tensor of shape \(3000000000,\) spans "):
+            load(path)
+    sliced = torch.arange(10.0)[2:5]  # a view within its storage, as a sliced state dict holds: loads
+    assert torch.equal(load_state_file(save(tmp_path, {"w": sliced}))["w"], sliced)
+
+
 def test_missing_and_foreign_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         load_generator(tmp_path / "nowhere.pth")

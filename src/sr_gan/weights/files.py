@@ -133,7 +133,32 @@ def _load_torch(path: Path, *, mmap: bool = False) -> dict[str, Any]:
         raise UserError(f"{path}: not a torch or safetensors weight file ({type(err).__name__}: {err})") from err
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: holds a {type(loaded).__name__}, expected a dict of weights")
+    _check_extents(path, loaded)
     return loaded
+
+
+def _check_extents(path: Path, loaded: dict[str, Any]) -> None:
+    """Refuse, in one line, a tensor that spans more bytes than its storage holds: torch.save keeps a
+    view's strides, so a 1.5 KB file can hold a stride-0 "tensor" of 3e9 floats, which the first
+    operation on it (the NaN check) allocates in full. Walks every container (a loop once)."""
+    pending, seen = [loaded], set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, torch.Tensor) and node.layout == torch.strided:
+            spans, holds = node.numel() * node.element_size(), node.untyped_storage().nbytes()
+            if spans > holds:
+                raise UserError(
+                    f"{path}: refused to load, a tensor of shape {tuple(node.shape)} spans {spans:,} bytes from "
+                    f"{holds:,} in the file (a view repeating them): it may be crafted to exhaust the memory; "
+                    "download or export it again from a source you trust"
+                )
+        elif isinstance(node, Mapping):
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple | set):
+            pending.extend(node)
 
 
 def is_safetensors(loaded: Any) -> bool:
