@@ -405,12 +405,21 @@ def test_bad_values_stop_before_out_dir_is_made(
     assert not (a / "compare").exists()
 
 
+# Nested aliases ("billion laughs"): 5 lines here are 10**5 values; 9 such lines (5 KB) are 10**9.
+LAUGHS = "data: {scale: 2}\nx:\n  a: &a [l, l, l, l, l, l, l, l, l, l]\n" + "".join(
+    f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n" for previous, name in zip("abcd", "bcde")
+)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("data: {scale: 2\n", "is not valid YAML (line 2: expected ',' or '}'"),
         ("- data\n- trainer\n", "holds a list, not a mapping"),
         ("", "is empty"),
+        (LAUGHS, "is not valid YAML (line 1: its aliases expand it past 100,000 values)"),  # 10**9 hung compare
+        ("data: &a {scale: 2, again: *a}\n", "is not valid YAML (line 1: an alias makes it hold itself)"),
+        ("data: {scale: 2}\nx: " + "[" * 100_000 + "]" * 100_000 + "\n", "is not valid YAML (maximum recursion"),
     ],
 )
 def test_a_damaged_run_config_is_named_in_one_line(

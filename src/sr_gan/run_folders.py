@@ -146,15 +146,51 @@ def find_runs(entries: Sequence[str]) -> list[Path]:
     return list(runs)
 
 
+# How many values a run folder's YAML file may expand to (a run's config.yaml holds about 500).
+MAX_YAML_VALUES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a document whose aliases expand it past `MAX_YAML_VALUES`
+    values or make it hold itself: a few KB of nested aliases (`b: [*a, *a, ...]`, "billion laughs")
+    are 10**9 values once compare flattens them (a hang), and a loop a RecursionError."""
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}, set()) > MAX_YAML_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"its aliases expand it past {MAX_YAML_VALUES:,} values", node.start_mark
+            )
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` holds with every alias expanded (each shared node counted once, memoized)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise yaml.composer.ComposerError(None, None, "an alias makes it hold itself", node.start_mark)
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    sizes[id(node)] = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(id(node))
+    return sizes[id(node)]
+
+
 def _yaml(run: Path, name: str, shape: type) -> Any:
     """`run`/`name` parsed; None when empty. A file that is not YAML or not of `shape` (dict, list) is
     a one-line UserError naming it: the run folder is damaged, or not one of ours."""
     path = run / name
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)
     except OSError as err:
         _damaged(run, name, f"cannot be read ({err.strerror or err})")
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:  # RecursionError: nested 10**5 deep
         mark = getattr(err, "problem_mark", None)
         _damaged(
             run,
