@@ -151,11 +151,24 @@ def test_a_config_nested_too_deep_or_holding_itself_is_refused_in_one_line(tmp_p
             assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("claim", [{"num_features": 512}, {"num_blocks": 2000}], ids=["wide", "deep"])
+ON_CPU_BN = {"_target_": "torch.nn.BatchNorm2d", "_partial_": True, "device": "cpu"}  # a device given in the file
+ON_CPU_PRELU = {"_target_": "torch.nn.PReLU", "_partial_": True, "_args_": [100_000, 0.25, "cpu"]}  # ... as an arg
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        {"num_features": 512},
+        {"num_blocks": 2000},
+        {"num_features": 512, "norm_layer": ON_CPU_BN},
+        {"act_layer": ON_CPU_PRELU},
+    ],
+    ids=["wide", "deep", "wide-on-cpu", "wide-layer-on-cpu"],
+)
 def test_a_config_larger_than_its_weights_is_refused_before_anything_is_allocated(tmp_path: Path, claim: dict) -> None:
     """A small file whose config claims a huge network (num_features: 60000 would exhaust the memory,
-    num_blocks: 10**7 hang) is refused from a build on the meta device: no parameter is allocated,
-    and that build stops past twice the file's tensor count."""
+    num_blocks: 10**7 hang) is refused from a build on the meta device, even where the file gives a
+    layer's device: no parameter is allocated, and that build stops past twice the file's tensor count."""
     path = crafted_file(tmp_path, "safetensors", TINY_G | claim)
     registered: list[nn.Parameter] = []
     handle = register_module_parameter_registration_hook(lambda module, name, param: registered.append(param))
