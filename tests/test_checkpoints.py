@@ -552,6 +552,16 @@ def test_a_run_resumed_after_a_kill_logs_each_batch_once(make_cfg, tmp_path: Pat
     assert [int(r["step"]) for r in rows if r.get("val/psnr")] == [1, 3]
 
 
+def test_a_checkpoint_whose_sr_gan_record_is_no_mapping_is_refused_in_one_line(make_cfg, tmp_path: Path) -> None:
+    """A checkpoint whose `sr_gan` key holds a list (damaged or crafted) was an AttributeError traceback."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    torch.save(torch.load(last, weights_only=True) | {"sr_gan": ["not", "a", "record"]}, last)
+    with pytest.raises(UserError, match=r"the checkpoint's key 'sr_gan' holds a list, not sr-gan's record") as info:
+        train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
+    assert "\n" not in str(info.value)
+
+
 def test_resuming_across_stages_is_refused_in_one_line(make_cfg) -> None:
     """A PSNR stage's checkpoint starts a GAN stage through model.init_from, not ckpt_path (Lightning
     would fail on the discriminator's missing keys); a GAN checkpoint does not resume as a PSNR run."""

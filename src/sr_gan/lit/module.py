@@ -19,7 +19,7 @@ advances twice per batch. See :mod:`sr_gan.callbacks`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -556,6 +556,11 @@ class SRGANModule(L.LightningModule):
         stage: with or without a discriminator). sr_gan.train also calls it before it writes the run's
         config.yaml and run.json, so that a refused resume leaves the earlier run's record intact."""
         stored = checkpoint.get("sr_gan", {})
+        if not isinstance(stored, Mapping):  # (a damaged or crafted file; .get below was an AttributeError)
+            raise UserError(
+                f"the checkpoint's key 'sr_gan' holds a {type(stored).__name__}, not sr-gan's record of its networks: "
+                "it is damaged or was not written by sr-gan; resume from a checkpoint you trust"
+            )
         weights = checkpoint.get("state_dict", {})
         if weights and any(k.startswith("discriminator.") for k in weights) != (self.discriminator is not None):
             raise UserError(
