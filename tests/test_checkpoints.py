@@ -383,6 +383,22 @@ def test_a_checkpoint_naming_files_outside_its_folder_is_refused_before_lightnin
     assert (elsewhere / "thesis.tex").read_text() == "precious"
 
 
+def test_a_run_folder_moved_behind_a_link_still_resumes(make_cfg, tmp_path: Path) -> None:
+    """A run folder moved and reached through a link at its old place (a disk migration) names its
+    checkpoints by their old real paths: resumed, not refused as crafted (a check of real paths
+    refused it), and Lightning leaves those names alone."""
+    cfg = make_cfg("trainer.max_steps=2", "test=false")
+    cfg.paths.output_dir = str(tmp_path / "old" / "run")
+    train(cfg)
+    (tmp_path / "old").rename(tmp_path / "new")
+    (tmp_path / "old").symlink_to(tmp_path / "new")
+    cfg = make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last")
+    cfg.paths.output_dir = str(tmp_path / "old" / "run")
+    train(cfg)
+    last = torch.load(tmp_path / "new" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4
+
+
 @pytest.mark.parametrize("zipfile", [True, False])  # torch's format since 1.6, and its legacy pickle
 def test_the_start_up_look_at_a_checkpoint_maps_it_and_reads_what_lightning_reads(
     tmp_path: Path, zipfile: bool

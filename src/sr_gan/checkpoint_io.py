@@ -10,7 +10,7 @@
 - load: local files and http(s) URLs alike go through `torch.load(weights_only=True)`
   (`sr_gan.weights.load_state_file`): a checkpoint that would unpickle Python objects, and so
   could run code, is refused. Lightning loads URLs with `weights_only=False`. A checkpoint whose
-  ModelCheckpoint state names a file by other than its real path is refused too
+  ModelCheckpoint state names a file by a '..', a relative path or a URL is refused too
   (`_check_checkpoint_names`): Lightning deletes the files named there.
 """
 
@@ -121,19 +121,27 @@ CHECKPOINT_NAMES = ("best_model_path", "kth_best_model_path", "last_model_path")
 
 
 def _check_checkpoint_names(path: str | Path, checkpoint: dict[str, Any]) -> None:
-    """A one-line UserError when a callback state of `checkpoint` names a file by other than its real
-    absolute path (Lightning writes `os.path.realpath`s): a '..', a link, a relative path or a URL."""
+    """A one-line UserError when a callback state of `checkpoint` names a file other than by an
+    absolute local path without '..' (Lightning writes real paths): a '..' escapes the folder that
+    Lightning checks, a URL is deleted unchecked and a relative name is taken from the working
+    folder. A path through a link is kept: a run folder moved behind a link names its old place,
+    which Lightning leaves alone (not under the resumed run's real folder)."""
     for state in (checkpoint.get("callbacks") or {}).values():
         if not isinstance(state, Mapping):
             continue
         names = [state.get(key) for key in CHECKPOINT_NAMES] + list(state.get("best_k_models") or {})
         for name in names:
-            if name and not (isinstance(name, str) and os.path.realpath(name) == name):
+            if name and not (isinstance(name, str) and _is_plain_local_path(name)):
                 raise UserError(
-                    f"ckpt_path={path}: its checkpoint callback state names {name!r}, which is not the real path of a "
-                    "checkpoint file (a '..', a link or a URL): resuming would let Lightning delete it; the file "
-                    "may be crafted: resume from a checkpoint you trust, or start a new run with model.init_from"
+                    f"ckpt_path={path}: its checkpoint callback state names {name!r}, which is no plain path of a "
+                    "checkpoint file (a '..', a relative path or a URL): resuming would let Lightning delete it; the "
+                    "file may be crafted: resume from a checkpoint you trust, or start a new run with model.init_from"
                 )
+
+
+def _is_plain_local_path(name: str) -> bool:
+    """An absolute local path with no '..' among its parts."""
+    return "://" not in name and os.path.isabs(name) and ".." not in Path(name).parts
 
 
 def _not_a_checkpoint(path: str | Path, start: str) -> str:

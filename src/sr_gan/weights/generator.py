@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_parameter_registration_hook
 from torch.overrides import TorchFunctionMode
-from torch.utils._device import _device_constructors  # the factories torch.device(...) sets the device of
 
 from sr_gan.errors import UserError
 from sr_gan.weights.allowlist import check_generator_config
@@ -235,7 +235,7 @@ def _meta_probe(config: dict[str, Any], *, tensors: int) -> nn.Module | None:
 
     handle = register_module_parameter_registration_hook(count)
     try:
-        with _AllOnMeta():
+        with torch.device("meta"), _AllOnMeta():
             probe = instantiate(config)
     except Exception:
         if registered > budget:
@@ -250,13 +250,14 @@ def _meta_probe(config: dict[str, Any], *, tensors: int) -> nn.Module | None:
 
 
 class _AllOnMeta(TorchFunctionMode):
-    """Every tensor made in the block is made on the meta device, even one whose device was given:
-    `torch.device("meta")` keeps a given one, so `device: cpu` in a layer's config (as a keyword or
-    among its `_args_`) would allocate that layer's tensors for real during the probe."""
+    """Every tensor made in the block with a device given is made on the meta device instead (inside
+    ``torch.device("meta")``, which places the others): that context keeps a given device, so
+    `device: cpu` in a layer's config (as a keyword, or among its `_args_`, which the layer passes
+    on as a keyword) would allocate that layer's tensors for real during the probe."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if func in _device_constructors():
-            kwargs = {**(kwargs or {}), "device": "meta"}
+        if kwargs and kwargs.get("device") is not None:
+            kwargs = {**kwargs, "device": "meta"}
         return func(*args, **(kwargs or {}))
 
 
