@@ -88,6 +88,19 @@ def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str,
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+def test_a_patch_the_unet_discriminator_cannot_take_is_refused_at_start_up(make_cfg) -> None:
+    """discriminator=unet halves the HR patch three times: data.patch_size=36 was refused at the first
+    GAN batch, after the run folder, the W&B run and (in the demo) the PSNR stage were made."""
+    with pytest.raises(UserError) as info:
+        check_train_config(make_cfg("loss=ragan", "discriminator=unet", "data.patch_size=36"))
+    assert str(info.value) == (
+        "data.patch_size=36 is not a multiple of 8, which UNetDiscriminatorSN needs: e.g. data.patch_size=32"
+    )
+    with pytest.raises(UserError, match="e.g. data.patch_size=24$"):  # on the x3 grid too
+        check_train_config(make_cfg("loss=ragan", "discriminator=unet", "data.scale=3", "data.patch_size=33"))
+    check_train_config(make_cfg("loss=ragan", "discriminator=unet", "data.patch_size=40"))
+
+
 def test_a_gan_recipe_without_init_from_names_every_recipes_psnr_stage(make_cfg) -> None:
     """experiment=realesrgan_x4 refuses to start from noise too: its PSNR stage is realesrnet_x4."""
     with pytest.raises(UserError) as info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import sys
 from pathlib import Path
@@ -146,13 +147,29 @@ def check_train_config(cfg: DictConfig) -> None:
             f"data.patch_size={cfg.data.patch_size} is not a multiple of data.scale={cfg.data.scale}: "
             "patches are cut on the scale grid"
         )
-    disc = cfg.get("discriminator")
-    if disc is not None and disc.get("input_size") is not None:
-        if disc.input_size != cfg.data.patch_size:
-            raise UserError(
-                f"discriminator.input_size={disc.input_size} differs from data.patch_size="
-                f"{cfg.data.patch_size}: the discriminator sees HR patches, make them equal"
-            )
+    _check_discriminator_patch(cfg)
+
+
+def _check_discriminator_patch(cfg: DictConfig) -> None:
+    """The discriminator takes the HR patches: of its `input_size`, or of sides that are a multiple of
+    its class's `size_multiple` (the U-Net's: it refused them at the first GAN batch, after the run
+    folder and a PSNR stage were made)."""
+    disc, patch = cfg.get("discriminator"), cfg.data.patch_size
+    if disc is None:
+        return
+    if disc.get("input_size") is not None and disc.input_size != patch:
+        raise UserError(
+            f"discriminator.input_size={disc.input_size} differs from data.patch_size={patch}: the "
+            "discriminator sees HR patches, make them equal"
+        )
+    target = disc.get("_target_")
+    multiple = getattr(_import_target(target, "discriminator"), "size_multiple", 1) if isinstance(target, str) else 1
+    if patch % multiple:
+        grid = math.lcm(multiple, cfg.data.scale)  # the patch stays on the scale grid too
+        raise UserError(
+            f"data.patch_size={patch} is not a multiple of {multiple}, which {target.rsplit('.', 1)[-1]} needs: "
+            f"e.g. data.patch_size={max(grid, patch // grid * grid)}"
+        )
 
 
 def check_trainer_keys(trainer: DictConfig) -> None:

@@ -29,6 +29,8 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
 class UNetDiscriminatorSN(nn.Module):
     """Per-pixel raw logits (B, 1, H, W); H and W must be multiples of 8 (three 2x downsamplings)."""
 
+    size_multiple = 8  # read by the start-up checks (sr_gan.config): data.patch_size must be a multiple
+
     def __init__(self, *, in_channels: int = 3, num_features: int = 64, skip_connection: bool = True) -> None:
         super().__init__()
         f = num_features
@@ -51,10 +53,10 @@ class UNetDiscriminatorSN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         height, width = x.shape[-2:]
-        if height % 8 or width % 8:
+        if height % self.size_multiple or width % self.size_multiple:
             raise UserError(
-                f"UNetDiscriminatorSN needs inputs whose height and width are multiples of 8, "
-                f"got {height}x{width}: make data.patch_size a multiple of 8"
+                f"UNetDiscriminatorSN needs inputs whose height and width are multiples of {self.size_multiple}, "
+                f"got {height}x{width}: make data.patch_size a multiple of {self.size_multiple}"
             )
         x0 = _lrelu(self.conv0(x))  # (B, F, H, W)
         x1 = _lrelu(self.conv1(x0))  # (B, 2F, H/2, W/2)
