@@ -88,9 +88,11 @@ def test_bad_values_are_refused_at_start_up_in_one_line(make_cfg, override: str,
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
-def test_a_patch_the_unet_discriminator_cannot_take_is_refused_at_start_up(make_cfg) -> None:
+def test_a_patch_the_discriminator_cannot_take_is_refused_at_start_up(make_cfg) -> None:
     """discriminator=unet halves the HR patch three times: data.patch_size=36 was refused at the first
-    GAN batch, after the run folder, the W&B run and (in the demo) the PSNR stage were made."""
+    GAN batch, after the run folder, the W&B run and (in the demo) the PSNR stage were made; the
+    VGG-style and SRGAN discriminators refused a patch that is no multiple of 32 / 16 when built, in
+    the demo after minutes of its PSNR stage."""
     with pytest.raises(UserError) as info:
         check_train_config(make_cfg("loss=ragan", "discriminator=unet", "data.patch_size=36"))
     assert str(info.value) == (
@@ -99,6 +101,10 @@ def test_a_patch_the_unet_discriminator_cannot_take_is_refused_at_start_up(make_
     with pytest.raises(UserError, match="e.g. data.patch_size=24$"):  # on the x3 grid too
         check_train_config(make_cfg("loss=ragan", "discriminator=unet", "data.scale=3", "data.patch_size=33"))
     check_train_config(make_cfg("loss=ragan", "discriminator=unet", "data.patch_size=40"))
+    with pytest.raises(UserError, match=r"^data.patch_size=100 is not a multiple of 32, which VGGStyleDiscriminator"):
+        check_train_config(make_cfg("loss=ragan", "data.patch_size=100", "discriminator.input_size=100"))
+    with pytest.raises(UserError, match=r"^data.patch_size=40 is not a multiple of 16, which SRGANDiscriminator"):
+        check_train_config(make_cfg("loss=srgan", "data.patch_size=40", "discriminator.input_size=40"))
 
 
 def test_a_gan_recipe_without_init_from_names_every_recipes_psnr_stage(make_cfg) -> None:

@@ -151,9 +151,9 @@ def check_train_config(cfg: DictConfig) -> None:
 
 
 def _check_discriminator_patch(cfg: DictConfig) -> None:
-    """The discriminator takes the HR patches: of its `input_size`, or of sides that are a multiple of
-    its class's `size_multiple` (the U-Net's: it refused them at the first GAN batch, after the run
-    folder and a PSNR stage were made)."""
+    """The discriminator takes the HR patches: of its `input_size`, with sides a multiple of its
+    class's `size_multiple` (it refused others when built or at the first GAN batch: after the run
+    folder, and in the demo after minutes of its PSNR stage)."""
     disc, patch = cfg.get("discriminator"), cfg.data.patch_size
     if disc is None:
         return

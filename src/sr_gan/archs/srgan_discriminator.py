@@ -25,9 +25,11 @@ class SRGANDiscriminator(nn.Module):
     Only `input_size` x `input_size` inputs are accepted (the paper uses 96).
     """
 
+    size_multiple = 16  # four stride-2 convolutions; read by the start-up checks (sr_gan.config)
+
     def __init__(self, *, in_channels: int = 3, num_features: int = 64, input_size: int = 96) -> None:
         super().__init__()
-        check_input_size_multiple("SRGANDiscriminator", input_size, 16)
+        check_input_size_multiple("SRGANDiscriminator", input_size, self.size_multiple)
         self.input_size = input_size
         layers, channels = [], in_channels
         for index, (multiple, stride) in enumerate(_CONV_LAYERS):

@@ -35,9 +35,11 @@ class VGGStyleDiscriminator(nn.Module):
     has BN and no bias.
     """
 
+    size_multiple = 2**_MIN_STAGES  # read by the start-up checks (sr_gan.config): data.patch_size must be a multiple
+
     def __init__(self, *, in_channels: int = 3, num_features: int = 64, input_size: int = 128) -> None:
         super().__init__()
-        check_input_size_multiple("VGGStyleDiscriminator", input_size, 2**_MIN_STAGES)
+        check_input_size_multiple("VGGStyleDiscriminator", input_size, self.size_multiple)
         self.input_size = input_size
         self.num_stages = num_stages(input_size)
         channels = [num_features * m for m in (1, 2, 4, 8)] + [num_features * 8] * (self.num_stages - 4)
