@@ -35,6 +35,10 @@ from tests.helpers import CONF_DIR
         ("data.patch_size=0", "data.patch_size=0 is not allowed"),
         ("data.num_workers=-1", "data.num_workers=-1 is not allowed: data.num_workers must be an integer >= 0"),
         ("data.scale=5", "data.scale=5 is not allowed: data.scale must be one of 1, 2, 3, 4, 8"),
+        (  # the booleans as they are typed (Python's True and False were shown)
+            "model.compile=yes",
+            "model.compile=yes is not allowed: model.compile must be one of false, true, inductor, eager, aot_eager",
+        ),
         ("trainer.val_check_interval=0", "trainer.val_check_interval=0 is not allowed"),
         ("trainer.val_check_interval=0.5", "trainer.val_check_interval=0.5 is not allowed"),
         ("trainer.max_steps=0", "trainer.max_steps=0 is not allowed"),

@@ -56,7 +56,7 @@ class Rule:
 
     def describe(self) -> str:
         if self.choices is not None:
-            allowed = "one of " + ", ".join(str(c) for c in self.choices)
+            allowed = "one of " + ", ".join(_show(c) for c in self.choices)  # true, as typed: not True
         else:
             allowed = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
             limits = [
