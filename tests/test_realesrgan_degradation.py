@@ -16,7 +16,7 @@ from kornia.enhance import jpeg_codec_differentiable
 from omegaconf import OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sr_gan.errors import UserError
+from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.ops import BicubicDegradation, DegradationStage, RealESRGANDegradation, bicubic_degrade
 from sr_gan.ops import realesrgan as realesrgan_module
 from sr_gan.ops.draws import host_rng
@@ -403,12 +403,25 @@ def test_small_patches_and_bad_inputs() -> None:
     assert lr.shape == (2, 3, 4, 4) and torch.isfinite(lr).all() and torch.isfinite(target).all()
     with pytest.raises(UserError, match=r"multiples of scale=4.*data\.patch_size"):
         degradation(batch(2, 18))
-    with pytest.raises(UserError, match=r"jpeg_range=\[20.0, 120.0\]"):
-        quiet_stage(jpeg_range=[20, 120])
-    with pytest.raises(UserError, match=r"kernel_prob=.*6 non-negative"):
-        quiet_stage(kernel_prob=[1, 0])
-    with pytest.raises(UserError, match=r"kernel_size_range=\[6, 21\]"):
+    with pytest.raises(UserError, match=r"^degradation\.second\.jpeg_range=\[20.0, 120.0\] must be"):
+        RealESRGANDegradation(first=quiet_stage(), second=quiet_stage(jpeg_range=[20, 120]))
+    with pytest.raises(UserError, match=r"^degradation\.first\.kernel_prob=.*6 non-negative"):
+        RealESRGANDegradation(first=quiet_stage(kernel_prob=[1, 0]), second=quiet_stage())
+    with pytest.raises(UserError, match=r"^degradation\.kernel_size_range=\[6, 21\]"):
         RealESRGANDegradation(first=quiet_stage(), second=quiet_stage(), kernel_size_range=(6, 21))
+
+
+def test_an_out_of_range_value_is_named_by_its_config_key(make_cfg, capsys: pytest.CaptureFixture) -> None:
+    """The two orders share their keys (blur_prob, ...): the command's line says which order's value
+    is out of range, as the user typed it (it said `degradation: blur_prob=2` for either)."""
+    for stage in ("first", "second"):
+        cfg = make_cfg("degradation=realesrgan", f"degradation.{stage}.blur_prob=2")
+        with pytest.raises(SystemExit):
+            exit_on_user_error(instantiate)(cfg.degradation)
+        assert (
+            capsys.readouterr().err
+            == f"error: degradation.{stage}.blur_prob=2 is a probability: use a value in [0, 1]\n"
+        )
 
 
 def test_trainer_precision_does_not_change_the_degradation(realesrgan: RealESRGANDegradation) -> None:

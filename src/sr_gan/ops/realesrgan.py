@@ -53,14 +53,19 @@ SINC_CUTOFF_LARGE = (math.pi / 5, math.pi)
 Params = dict[str, Tensor]
 
 
-def _check_range(name: str, value: tuple[float, float], low: float, high: float) -> None:
+def _check_range(key: str, value: tuple[float, float], low: float, high: float) -> None:
     if len(value) != 2 or not low <= value[0] <= value[1] <= high:
-        raise UserError(f"degradation: {name}={list(value)} must be [min, max] within [{low}, {high}]")
+        raise UserError(f"{key}={list(value)} must be [min, max] within [{low}, {high}]")
 
 
-def _check_probs(name: str, value: tuple[float, ...], count: int) -> None:
+def _check_probs(key: str, value: tuple[float, ...], count: int) -> None:
     if len(value) != count or min(value) < 0 or sum(value) <= 0:
-        raise UserError(f"degradation: {name}={list(value)} needs {count} non-negative weights, not all 0")
+        raise UserError(f"{key}={list(value)} needs {count} non-negative weights, not all 0")
+
+
+def _check_probability(key: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise UserError(f"{key}={value} is a probability: use a value in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -91,20 +96,23 @@ class DegradationStage:
             value = getattr(self, field.name)
             if isinstance(value, list | tuple):
                 object.__setattr__(self, field.name, tuple(float(v) for v in value))
+
+    def check(self, key: str) -> None:
+        """A one-line UserError naming the config key (`key`.<name>, e.g. ``degradation.second.blur_prob``)
+        of the first range or probability out of bounds (the stage does not know its key itself)."""
         for name in ("blur_prob", "sinc_prob", "gaussian_noise_prob", "gray_noise_prob"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise UserError(f"degradation: {name}={getattr(self, name)} is a probability: use a value in [0, 1]")
-        _check_probs("kernel_prob", self.kernel_prob, len(KERNEL_FAMILIES))
-        _check_probs("resize_prob", self.resize_prob, len(UPDOWN))
-        _check_range("blur_sigma", self.blur_sigma, 1e-3, math.inf)
-        _check_range("betag_range", self.betag_range, 1e-3, math.inf)
-        _check_range("betap_range", self.betap_range, 1e-3, math.inf)
+            _check_probability(f"{key}.{name}", getattr(self, name))
+        _check_probs(f"{key}.kernel_prob", self.kernel_prob, len(KERNEL_FAMILIES))
+        _check_probs(f"{key}.resize_prob", self.resize_prob, len(UPDOWN))
+        _check_range(f"{key}.blur_sigma", self.blur_sigma, 1e-3, math.inf)
+        _check_range(f"{key}.betag_range", self.betag_range, 1e-3, math.inf)
+        _check_range(f"{key}.betap_range", self.betap_range, 1e-3, math.inf)
         if not self.resize_range[0] <= 1 <= self.resize_range[1]:
-            raise UserError(f"degradation: resize_range={list(self.resize_range)} must be [down <= 1, up >= 1]")
-        _check_range("resize_range", self.resize_range, 1e-3, math.inf)
-        _check_range("noise_range", self.noise_range, 0, 255)
-        _check_range("poisson_scale_range", self.poisson_scale_range, 0, math.inf)
-        _check_range("jpeg_range", self.jpeg_range, 1, 100)
+            raise UserError(f"{key}.resize_range={list(self.resize_range)} must be [down <= 1, up >= 1]")
+        _check_range(f"{key}.resize_range", self.resize_range, 1e-3, math.inf)
+        _check_range(f"{key}.noise_range", self.noise_range, 0, 255)
+        _check_range(f"{key}.poisson_scale_range", self.poisson_scale_range, 0, math.inf)
+        _check_range(f"{key}.jpeg_range", self.jpeg_range, 1, 100)
 
 
 def _two_sided_beta(low: float, high: float, n: int, *, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -143,11 +151,10 @@ class RealESRGANDegradation(nn.Module):
         super().__init__()
         low, high = kernel_size_range
         if not (low % 2 == 1 and high % 2 == 1 and 1 <= low <= high <= GRID):
-            raise UserError(
-                f"degradation: kernel_size_range={list(kernel_size_range)} must be odd sizes in [1, {GRID}]"
-            )
-        if not 0 <= final_sinc_prob <= 1:
-            raise UserError(f"degradation: final_sinc_prob={final_sinc_prob} is a probability: use a value in [0, 1]")
+            raise UserError(f"degradation.kernel_size_range={list(kernel_size_range)} must be odd sizes in [1, {GRID}]")
+        _check_probability("degradation.final_sinc_prob", final_sinc_prob)
+        first.check("degradation.first")
+        second.check("degradation.second")
         self.scale, self.first, self.second = scale, first, second
         self.final_sinc_prob, self.kernel_size_range, self.usm_sharpen = final_sinc_prob, (low, high), usm_sharpen
 
