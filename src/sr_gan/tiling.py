@@ -128,6 +128,7 @@ def _checked(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
     if sr.shape[-2:] != (lr.shape[-2] * scale, lr.shape[-1] * scale):
         raise UserError(
             f"the model maps {lr.shape[-2]}x{lr.shape[-1]} to {sr.shape[-2]}x{sr.shape[-1]}, "
-            f"not x{scale}: set scale to the checkpoint's scale"
+            f"not x{scale}: the network is of another scale than its config or file says; give its own "
+            "(a generator={..., scale: N} config, or evaluate's scale=)"
         )
     return sr.float()
