@@ -209,7 +209,9 @@ def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path: Path, sweep: bool
 
 def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     """trainer=ddp: G and D each under its own DDP wrapper, rank-0-only files, metrics reduced over ranks;
-    3 validation images on 2 ranks: each counted once (a padding sampler would repeat one)."""
+    3 validation images on 2 ranks: each counted once (a padding sampler would repeat one). seed=null:
+    rank 1 takes the seed rank 0 drew and recorded (it drew its own: another patch stream, which the
+    recorded seed did not rerun)."""
     demo = Path(os.environ["SR_GAN_CACHE"]) / "skimage_photos"
     prepare_skimage_photos(demo)
     val_dir = tmp_path / "val"
@@ -220,9 +222,11 @@ def test_train_cli_runs_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     write_png(astronaut.contiguous(), str(val_dir / "astronaut.png"))
     overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     data = ["data=folder", f"data.train_hr_dir={demo / 'train'}", f"data.val_hr_dir={val_dir}", "data.batch_size=2"]
-    proc = _run(tmp_path, *_tiny(*overrides, *data, "loss=ragan", "trainer.max_steps=4", "logger=csv"))
+    proc = _run(tmp_path, *_tiny(*overrides, *data, "loss=ragan", "trainer.max_steps=4", "logger=csv", "seed=null"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "train" / "runs").iterdir()
+    seed = yaml.safe_load((run / "config.yaml").read_text())["seed"]
+    assert f"[rank: 1] Seed set to {seed}\n" in (run / "train_ddp_process_1.log").read_text()
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4  # per rank
     assert ckpt["SRDataModule"]["stream_position"] == 4 * 2 * 2  # batches x batch size x ranks

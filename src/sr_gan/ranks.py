@@ -11,8 +11,10 @@ it at that moment. Two of our jobs broke that:
 
 `RankLauncher` starts each rank as the running job, from Hydra's config of the job as it started
 (`ranks_of_this_job` keeps it): the same command line for a single run, the job's own overrides for
-a job of a sweep, in the job's folder. `ranks_of_this_job` also removes, when the job ends, what
-starting the ranks left in the process. Ranks started from outside are left alone.
+a job of a sweep, in the job's folder, plus what the job decided as it started (`share_with_ranks`:
+the seed that ``seed=null`` drew). `ranks_of_this_job` also removes, when the job ends, what
+starting the ranks left in the process. Ranks started from outside are left alone (each draws its
+own seed under ``seed=null``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORL
 
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 _job: DictConfig | None = None  # Hydra's config of the running job, as it started (`ranks_of_this_job`)
+_decided: list[str] = []  # overrides the job decided as it started (`share_with_ranks`)
 
 
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -59,7 +62,13 @@ def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
         arguments = [*_config_flags(arguments), *hydra.overrides.task]
     folder = f'"{hydra.runtime.output_dir}"'  # quoted for Hydra's grammar, as Lightning quotes its run folder
     job = [f"hydra.run.dir={folder}", f"hydra.job.name=train_ddp_process_{local_rank}", "hydra.output_subdir=null"]
-    return [sys.executable, *tool, *arguments, *job], hydra.runtime.cwd
+    return [sys.executable, *tool, *arguments, *_decided, *job], hydra.runtime.cwd
+
+
+def share_with_ranks(override: str) -> None:
+    """Give the ranks this job starts `override` too (the last of a key wins): a value the job decided
+    as it started, such as the seed ``seed=null`` drew, which each rank would otherwise draw afresh."""
+    _decided.append(override)
 
 
 def _config_flags(argv: Sequence[str]) -> list[str]:
@@ -101,10 +110,12 @@ def ranks_of_this_job() -> Iterator[None]:
     global _job
     outside = {name: os.environ.get(name) for name in RANK_VARIABLES}
     _job = copy.deepcopy(HydraConfig.get()) if HydraConfig.initialized() else None
+    _decided.clear()
     try:
         yield
     finally:
         _job = None
+        _decided.clear()
         if outside["LOCAL_RANK"] is None and "LOCAL_RANK" in os.environ:  # this process started the ranks
             for name, value in outside.items():
                 if value is None:

@@ -49,6 +49,7 @@ from sr_gan.ranks import (
     is_secondary,
     ranks_of_this_job,
     record_failure,
+    share_with_ranks,
     start_ranks_as_this_job,
 )
 from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, summary
@@ -146,6 +147,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     checkpoint = None if ckpt_path is None else load_run_checkpoint(ckpt_path, mmap=True)  # keys and metadata: ms
     if cfg.get("seed") is None:
         cfg.seed = _drawn_seed(checkpoint)
+        share_with_ranks(f"seed={cfg.seed}")  # the DDP ranks this process starts take this seed, not one of their own
     if ckpt_path is None and needs_psnr_stage(cfg):  # the demo's GAN stage, from its PSNR stage
         cfg.model.init_from = str(psnr_stage_checkpoint(cfg, train))
     # The EMA generator and the frozen VGG are in eval mode on purpose.
