@@ -106,10 +106,10 @@ def test_rank_0_reports_the_lowest_failed_rank_with_its_own_error(tmp_path: Path
     late.start()
     assert failed_rank(tmp_path, wait_s=10) == "rank 5 failed: shown late on another node"
     clear_failures(tmp_path)
-    record_failure(tmp_path, 3, RuntimeError("CUDA error:\n  out of memory"))
+    record_failure(tmp_path, 10, RuntimeError("CUDA error:\n  out of memory"))  # rank10 sorts before rank2 as text
     record_failure(tmp_path, 2, UserError("cannot read image a.png: its IDAT chunk is damaged"))
     assert failed_rank(tmp_path, wait_s=0) == "rank 2 failed: cannot read image a.png: its IDAT chunk is damaged"
-    assert (tmp_path / ".ranks" / "rank3.error").read_text() == "RuntimeError: CUDA error: out of memory\n"
+    assert (tmp_path / ".ranks" / "rank10.error").read_text() == "RuntimeError: CUDA error: out of memory\n"
     clear_failures(tmp_path)
     assert failed_rank(tmp_path, wait_s=0) is None and sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -118,9 +118,13 @@ def test_a_ranks_failure_to_reach_a_failed_rank_is_secondary() -> None:
     """A connection a peer closed is the consequence of its failure; a rank's own error (its CUDA, its
     NCCL call) is a cause, recorded for rank 0 to report."""
     gloo = "[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:726. This is typically"
+    nccl_remote = "ncclRemoteError: A call failed possibly due to a network error or a remote process exiting"
     for err in (
         RuntimeError(gloo),
+        RuntimeError("[../gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:4123: Connection reset by peer"),
+        RuntimeError("[../gloo/transport/tcp/pair.cc:598] Write error [127.0.0.1]:4123: Broken pipe"),
         torch.distributed.DistBackendError("NCCL communicator was aborted"),
+        torch.distributed.DistBackendError(f"NCCL error in: ProcessGroupNCCL.cpp, {nccl_remote} prematurely."),
         BrokenPipeError(),
     ):
         assert is_secondary(err), err
