@@ -676,6 +676,31 @@ def test_a_sanity_validation_keeps_no_snapshot(tmp_path: Path) -> None:
     assert saved == [tmp_path / "iter_0000002.ckpt"]
 
 
+@pytest.mark.parametrize(("rank", "written"), [(1, True), (0, False)])
+def test_snapshots_keep_deletes_on_rank_0_once_the_new_one_is_written(tmp_path: Path, rank: int, written: bool) -> None:
+    """Under DDP every rank sees the snapshot rank 0 wrote: only rank 0 deletes the older ones (two
+    ranks unlinking the same files, one fails on a file the other removed). A snapshot the trainer
+    did not write (a diverged run's) deletes none, even when the folder holds more than keep (keep
+    lowered on a resume): the older ones are then the only good weights."""
+    from types import SimpleNamespace
+
+    from sr_gan.callbacks import Snapshots
+
+    older = [tmp_path / f"iter_000000{i}.ckpt" for i in (1, 2)]
+    for path in older:
+        path.write_text("x")
+    progress = SimpleNamespace(total=SimpleNamespace(completed=3))
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=rank == 0,
+        state=SimpleNamespace(fn="fit"),
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        save_checkpoint=lambda path: path.write_text("x") if written else None,  # rank 0's file, seen by all
+    )
+    Snapshots(tmp_path, every=1, keep=1).on_validation_end(trainer, SimpleNamespace(accumulate_batches=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in older] + (["iter_0000003.ckpt"] * written)
+
+
 class _FakeRun:
     """A W&B run stand-in that keeps what is logged to it and its summary."""
 
