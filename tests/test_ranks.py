@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from sr_gan.ranks import (
     ranks_of_this_job,
     record_failure,
 )
+from sr_gan.train import _rank_failure
 
 
 def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,3 +133,24 @@ def test_a_ranks_failure_to_reach_a_failed_rank_is_secondary() -> None:
     unhandled = torch.distributed.DistBackendError("NCCL error in: ProcessGroupNCCL.cpp, unhandled cuda error")
     for err in (RuntimeError("CUDA error: out of memory"), unhandled, UserError("data.batch_size=0 is not allowed")):
         assert not is_secondary(err), err
+
+
+def test_each_rank_ends_a_failed_ddp_run_with_its_part_of_the_report(tmp_path: Path) -> None:
+    """A rank > 0 records its own cause and ends quietly (exit 1) on a secondary error; rank 0 reports
+    the recorded cause instead of its secondary error, keeps a cause of its own, and on several nodes
+    waits for a file that a shared file system shows late."""
+    closed, own = RuntimeError("Connection closed by peer"), RuntimeError("CUDA error: out of memory")
+
+    def rank(r: int, nodes: int = 1) -> SimpleNamespace:
+        return SimpleNamespace(world_size=2 * nodes, global_rank=r, num_nodes=nodes)
+
+    quiet = _rank_failure(rank(1), tmp_path, closed)
+    assert isinstance(quiet, SystemExit) and quiet.code == 1 and not (tmp_path / ".ranks").exists()
+    assert _rank_failure(rank(0), tmp_path, closed) is closed  # no rank recorded a cause
+    assert _rank_failure(rank(1), tmp_path, own) is own
+    assert (tmp_path / ".ranks" / "rank1.error").read_text() == "RuntimeError: CUDA error: out of memory\n"
+    assert _rank_failure(rank(0), tmp_path, own) is own  # its own cause, not rank 1's
+    assert str(_rank_failure(rank(0), tmp_path, closed)) == "rank 1 failed: RuntimeError: CUDA error: out of memory"
+    clear_failures(tmp_path)
+    threading.Timer(0.5, record_failure, (tmp_path, 3, UserError("shown late on another node"))).start()
+    assert str(_rank_failure(rank(0, nodes=2), tmp_path, closed)) == "rank 3 failed: shown late on another node"
