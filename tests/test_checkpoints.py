@@ -550,22 +550,24 @@ def test_a_full_disk_when_metrics_csv_gets_new_columns_keeps_its_rows(tmp_path: 
     assert len(rows) == 2001 and rows[-1]["test/psnr"] == "28.0" and rows[0]["train/l_g_pix"] == "0.5"
 
 
-def test_a_run_resumed_after_a_kill_logs_each_batch_once(make_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", ["0,4,0.1", "0,"])  # the last row cut after its step, or before it (epoch, step, ...)
+def test_a_run_resumed_after_a_kill_logs_each_batch_once(make_cfg, tmp_path: Path, cut: str) -> None:
     """A run killed outright (kill -9, out of memory) after its last checkpoint had written rows
     past it; resumed from that checkpoint it trains those batches again: metrics.csv keeps one row
-    per logged batch, the resumed run's, as an uninterrupted run's file has."""
+    per logged batch, the resumed run's, as an uninterrupted run's file has; a row the kill cut
+    short goes too, whatever of it was written."""
     train(make_cfg("trainer.max_steps=2", "test=false"))
     path = tmp_path / "csv" / "metrics.csv"
     rows = list(csv.DictReader(path.open(newline="")))
     with path.open("a", newline="") as file:  # what the killed run wrote after last.ckpt
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writerows({**rows[0], "step": str(step), "train/l_g_pix": "999"} for step in (2, 3))
-        file.write("0,4,0.1")  # a row cut short by the kill
+        file.write(cut)  # a row cut short by the kill
     train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
     rows = list(csv.DictReader(path.open(newline="")))
     logged = [(int(r["step"]), r["train/l_g_pix"]) for r in rows if r.get("train/l_g_pix")]
     assert [step for step, _ in logged] == [0, 1, 2, 3] and "999" not in dict(logged).values()
-    assert [int(r["step"]) for r in rows if r.get("val/psnr")] == [1, 3]
+    assert [int(r["step"]) for r in rows if r.get("val/psnr")] == [1, 3] and all(r["step"] for r in rows)
 
 
 def test_a_checkpoint_whose_sr_gan_record_is_no_mapping_is_refused_in_one_line(make_cfg, tmp_path: Path) -> None:
@@ -746,6 +748,21 @@ def test_the_wandb_summary_keeps_the_best_and_the_last_of_each_headline_metric(
     resumed.log_metrics({"val/psnr": 21.5})
     assert fake_wandb_run.summary["val/psnr"] == {"max": 22.0, "last": 21.5}
     (tmp_path / "wandb" / "run_id").write_text("damaged id\n")  # a new W&B run: its own bests
+    SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p").log_metrics({"val/psnr": 21.0})
+    assert fake_wandb_run.summary["val/psnr"] == {"max": 21.0, "last": 21.0}
+
+
+def test_a_diverged_first_validation_and_a_damaged_bests_file_leave_the_later_bests(
+    tmp_path: Path, fake_wandb_run: _FakeRun
+) -> None:
+    """A NaN validation is no best even as the run's first (max(nan, x) is nan: it stayed the best
+    for good), and a bests.json an earlier segment left damaged (a value no number) is read as none
+    instead of failing the resumed run's first validation."""
+    logger = SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p")
+    for psnr_ in (float("nan"), 20.0, 22.0):
+        logger.log_metrics({"val/psnr": psnr_})
+    assert fake_wandb_run.summary["val/psnr"] == {"max": 22.0, "last": 22.0}
+    (tmp_path / "wandb" / "bests.json").write_text(json.dumps({"val/psnr": "22.0", "val/ssim": [0.9]}))
     SRWandbLogger(save_dir=str(tmp_path), offline=True, project="p").log_metrics({"val/psnr": 21.0})
     assert fake_wandb_run.summary["val/psnr"] == {"max": 21.0, "last": 21.0}
 
