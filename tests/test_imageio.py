@@ -178,11 +178,23 @@ def test_32_bit_integer_greys_within_16_bits_stay_16_bit(tmp_path: Path, suffix:
     assert torch.equal(torch.round(picture.rgb[0, 0] * 65535).long(), torch.from_numpy(levels))
 
 
-def test_32_bit_integer_greys_beyond_16_bits_are_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP"])
+def test_a_bilevel_picture_is_read_as_grey(tmp_path: Path, fmt: str) -> None:
+    """Pillow's mode 1 (a black-and-white scan) is grey, so that its output is a grey picture too."""
+    path = tmp_path / f"scan.{fmt.lower()}"
+    Image.fromarray(np.array([[0, 1, 1], [1, 0, 0]], bool)).save(path, format=fmt)
+    picture = read_picture(path)
+    assert picture.grey and picture.bits == 8 and picture.rgb[0, 0].tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 70000), (0, 65536), (-1, 0)])
+def test_32_bit_integer_greys_beyond_16_bits_are_refused(tmp_path: Path, low: int, high: int) -> None:
     path = tmp_path / "deep.tif"
-    Image.fromarray(np.array([[0, 70000]], np.int32)).save(path)
-    with pytest.raises(DataError, match=r"holds 32-bit integer pixels from 0 to 70000, beyond the 16 bits"):
+    Image.fromarray(np.array([[low, high]], np.int32)).save(path)
+    with pytest.raises(DataError, match=rf"holds 32-bit integer pixels from {low} to {high}, beyond the 16 bits"):
         read_picture(path)
+    Image.fromarray(np.array([[0, 65535]], np.int32)).save(path)  # the 16 bits' ends are read
+    assert read_picture(path).rgb[0, 0].tolist() == [[0.0, 1.0]]
 
 
 def test_training_reads_16_bit_greys_by_their_high_byte_and_refuses_floats(tmp_path: Path) -> None:
@@ -199,10 +211,12 @@ def test_training_reads_16_bit_greys_by_their_high_byte_and_refuses_floats(tmp_p
         read_image(tmp_path / "float.tif")
 
 
-def test_a_16_bit_colour_tiff_warns_once_that_it_is_read_as_8_bits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_16_bit_colour_tiff_warns_once_that_it_is_read_as_8_bits(tmp_path: Path, channels: int) -> None:
     tifffile = pytest.importorskip("tifffile")  # scikit-image's dependency: Pillow cannot write one
     path = tmp_path / "rgb16.tif"
-    tifffile.imwrite(path, np.full((3, 4, 3), 40000, np.uint16), photometric="rgb")
+    alpha = {"extrasamples": ["unassalpha"]} if channels == 4 else {}
+    tifffile.imwrite(path, np.full((3, 4, channels), 40000, np.uint16), photometric="rgb", **alpha)
     with pytest.warns(InputWarning) as warned:
         picture = read_picture(path)
     assert [str(w.message) for w in warned] == [
