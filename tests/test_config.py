@@ -170,6 +170,9 @@ def test_a_network_of_the_users_own_is_checked_at_start_up_naming_the_demo_and_i
         "sr_gan's networks: add ~experiment, or ~model.generator.num_features ~model.generator.num_blocks "
         "to keep its budgets"
     )
+    with pytest.raises(UserError) as info:  # a key of the user's beside the demo's: ~experiment drops the demo's only
+        check_train_config(make_cfg(*mine, "+model.generator.depth=2", tiny=False))
+    assert str(info.value).endswith("or ~model.generator.num_features ~model.generator.num_blocks to keep its budgets")
     demo = ("~model.generator.num_features", "~model.generator.num_blocks")
     check_train_config(cfg := make_cfg(*mine, *demo, tiny=False))
     assert type(instantiate(cfg.module).generator) is usernet.TinyNet
@@ -187,6 +190,19 @@ def test_a_network_of_the_users_own_is_checked_at_start_up_naming_the_demo_and_i
     own_loss = ("loss.pixel._target_=usernet.TinyLoss", "+loss.pixel.weight=2")
     check_train_config(make_cfg(*mine, "~experiment", *own_loss, tiny=False))
     check_train_config(make_cfg(*mine, "~experiment", "loss.pixel._target_=builtins.dict", tiny=False))  # no signature
+    any_key = ("model.generator._target_=usernet.not_a_network", "+model.generator.depth=2")  # (*args, **kwargs)
+    check_train_config(make_cfg(*mine, "~experiment", *any_key, tiny=False))
+    (tmp_path / "userpkg" / "broken.py").write_text("raise RuntimeError('a bug in the user module')\n")
+    with pytest.raises(ImportError, match="a bug in the user module"):  # its own error to read, not PYTHONPATH
+        check_train_config(make_cfg(*mine, "~experiment", "model.generator._target_=broken.Net", tiny=False))
+    (tmp_path / "userconf" / "experiment").mkdir()  # an experiment of the user's own: none of sr_gan's to name
+    (tmp_path / "userconf" / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\nmodel:\n  generator:\n    depth: 2\n"
+    )
+    with pytest.raises(
+        UserError, match=r"^model.generator.depth is not an argument of usernet.TinyNet: remove it with"
+    ):
+        check_train_config(make_cfg(*mine, "experiment=mine", tiny=False))
 
 
 def test_a_gpu_trainer_without_a_gpu_names_the_cpu_trainer(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
