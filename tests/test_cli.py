@@ -114,6 +114,11 @@ def test_a_refused_runs_cleanup_keeps_a_folder_holding_anything_else(tmp_path: P
             (folder / file).write_text("x")
         _remove_if_unused(folder, tmp_path)
         assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    unused = tmp_path / "log" / "train" / "runs" / "refused"
+    (unused / ".hydra").mkdir(parents=True)
+    _remove_if_unused(unused, tmp_path / "log")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "train"]  # the folders made for it go, not log_dir
+    assert not any((tmp_path / "log").iterdir())
 
 
 @pytest.mark.parametrize("bad", ["bogus.png", "small.png"])
