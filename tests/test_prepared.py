@@ -360,6 +360,17 @@ def test_verify_of_a_copied_tree_names_the_copy_as_the_source_to_prepare(source:
         PreparedImages(prepared_dir(copy)).verify(progress=False)
 
 
+def test_verify_of_a_folder_prepared_elsewhere_names_its_source(source: Path, tmp_path: Path) -> None:
+    """A folder prepared with --out (not `<source>.prepared`): a changed array's fix prepares the
+    recorded source, not the folder of arrays itself."""
+    arrays = tmp_path / "arrays"
+    prepare_folder(source, arrays, progress=False)
+    flip_last_byte(next(arrays.glob("*.npy")))
+    fix = rf"delete them and run python -m sr_gan.data.prepare {source}"
+    with pytest.raises(UserError, match=rf"changed since preparing .*: {fix}"):
+        PreparedImages(arrays).verify(progress=False)
+
+
 def test_cli_ctrl_c_is_one_line_saying_the_same_command_goes_on(
     source: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
