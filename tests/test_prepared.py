@@ -362,11 +362,12 @@ def test_verify_of_a_copied_tree_names_the_copy_as_the_source_to_prepare(source:
 
 def test_verify_of_a_folder_prepared_elsewhere_names_its_source(source: Path, tmp_path: Path) -> None:
     """A folder prepared with --out (not `<source>.prepared`): a changed array's fix prepares the
-    recorded source, not the folder of arrays itself."""
+    recorded source, not the folder of arrays itself, into that folder (without --out the printed
+    command prepared `<source>.prepared` and left the folder training reads as it was)."""
     arrays = tmp_path / "arrays"
     prepare_folder(source, arrays, progress=False)
     flip_last_byte(next(arrays.glob("*.npy")))
-    fix = rf"delete them and run python -m sr_gan.data.prepare {source}"
+    fix = rf"delete them and run python -m sr_gan.data.prepare {source} --out {arrays}$"
     with pytest.raises(UserError, match=rf"changed since preparing .*: {fix}"):
         PreparedImages(arrays).verify(progress=False)
 

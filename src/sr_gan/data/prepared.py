@@ -84,9 +84,13 @@ def prepared_dir(src_dir: str | Path) -> Path:
     return src.with_name(src.name + SUFFIX)
 
 
-def rerun_command(src_dir: str | Path) -> str:
-    """The command that (re)prepares `src_dir`, for error messages."""
-    return f"python -m sr_gan.data.prepare {shlex.quote(str(src_dir))}"
+def rerun_command(src_dir: str | Path, out: str | Path | None = None) -> str:
+    """The command that (re)prepares `src_dir` into `out` (``--out`` where it is not the default
+    `prepared_dir`: without it the command would prepare another folder), for error messages."""
+    command = f"python -m sr_gan.data.prepare {shlex.quote(str(src_dir))}"
+    if out is not None and Path(out).resolve() != prepared_dir(src_dir).resolve():
+        command += f" --out {shlex.quote(str(out))}"
+    return command
 
 
 def _hasher(algorithm: str) -> Callable[[], Any]:
@@ -283,7 +287,7 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
         others = f" and {len(failed) - 1} more ({', '.join(n for n, _ in failed[1:])})" if len(failed) > 1 else ""
         raise UserError(
             f"{reason}{others}; the {len(entries)} other images of {src_dir} are prepared: fix or remove "
-            f"{'them' if others else 'it'} and rerun {rerun_command(src_dir)}"
+            f"{'them' if others else 'it'} and rerun {rerun_command(src_dir, out_dir)}"
         )
     images = ",\n".join(json.dumps(_manifest_entry(entries[name])) for name in names)  # one line each
     with atomic_path(out_dir / MANIFEST) as partial:
@@ -316,16 +320,18 @@ class PreparedImages:
         if not manifest.is_file():
             source = self._source_hint()
             state = "is half-prepared (no manifest.json)" if self.folder.is_dir() else "does not exist"
-            raise UserError(f"prepared folder {self.folder} {state}: run {rerun_command(source)}")
+            raise UserError(f"prepared folder {self.folder} {state}: run {rerun_command(source, self.folder)}")
         try:
             data = json.loads(manifest.read_text())
             images, version, self.source = data["images"], data["version"], Path(data["source"])
         except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{manifest} is unreadable ({err}): run {rerun_command(self._source_hint())}") from None
+            raise UserError(
+                f"{manifest} is unreadable ({err}): run {rerun_command(self._source_hint(), self.folder)}"
+            ) from None
         if data.get("format") != FORMAT or version != VERSION:
             raise UserError(
                 f"{self.folder} was prepared in format version {version}, this sr-gan reads {VERSION}: "
-                f"run {rerun_command(self._rerun_source())}"
+                f"run {rerun_command(self._rerun_source(), self.folder)}"
             )
         self._entries = images
         self.names: list[str] = [e["name"] for e in images]
@@ -334,7 +340,9 @@ class PreparedImages:
             size = path.stat().st_size if path.is_file() else None
             if size != entry["bytes"]:
                 found = "is missing" if size is None else f"has {size} bytes, {entry['bytes']} expected (truncated?)"
-                raise UserError(f"prepared array {path} {found}: run {rerun_command(self._rerun_source())}")
+                raise UserError(
+                    f"prepared array {path} {found}: run {rerun_command(self._rerun_source(), self.folder)}"
+                )
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def _array_path(self, manifest: Path, entry: dict[str, Any]) -> Path:
@@ -345,7 +353,8 @@ class PreparedImages:
         if Path(str(entry["file"])).name != entry["file"] or path.is_symlink():
             raise UserError(
                 f"{manifest}: the array of {entry['name']} is {entry['file']!r}, not a file of {self.folder} (a path "
-                f"or a link): the manifest was edited or crafted; run {rerun_command(self._rerun_source())}"
+                "or a link): the manifest was edited or crafted; "
+                f"run {rerun_command(self._rerun_source(), self.folder)}"
             )
         return path
 
@@ -427,7 +436,7 @@ class PreparedImages:
         if bad:
             raise UserError(
                 f"{len(bad)} prepared arrays of {self.folder} changed since preparing ({', '.join(bad)}): "
-                f"delete them and run {rerun_command(self._rerun_source())}"
+                f"delete them and run {rerun_command(self._rerun_source(), self.folder)}"
             )
 
     def stale(self, src_dir: str | Path | None = None) -> list[str]:
@@ -455,5 +464,7 @@ def open_prepared(src_dir: str | Path, prepared: str | Path | None = None) -> Pr
     stale = images.stale(src_dir)
     if stale:
         shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
-        raise UserError(f"{src_dir} changed since it was prepared in {folder} ({shown}): run {rerun_command(src_dir)}")
+        raise UserError(
+            f"{src_dir} changed since it was prepared in {folder} ({shown}): run {rerun_command(src_dir, folder)}"
+        )
     return images
