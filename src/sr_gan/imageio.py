@@ -138,9 +138,10 @@ def _decode_native(path: Path, image_format: str, **options: object) -> Tensor:
 
 
 def _check_png_chunks(data: memoryview) -> None:
-    """Refuse (OSError) a PNG whose critical chunk (IHDR, PLTE, IDAT, IEND) fails its CRC: a damaged copy (a flipped
-    bit, a zero-filled tail). libpng reports it, and torchvision's decoder (0.29) then crashes the process
-    with a segmentation fault instead of raising. A file cut short is left to torchvision, which raises."""
+    """Refuse (OSError) a PNG whose critical chunk before IEND (IHDR, PLTE, IDAT) fails its CRC: a damaged copy (a
+    flipped bit, a zero-filled tail). libpng reports it, and torchvision's decoder (0.29) then crashes the process
+    with a segmentation fault instead of raising. The image ends at IEND, whose CRC nothing decoded depends on
+    (a damaged one reads whole, without a crash). A file cut short is left to torchvision, which raises."""
     position = 8  # after the PNG signature
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position : position + 8])  # then data, then CRC-32
