@@ -350,6 +350,80 @@ def test_crashed_and_running_runs_are_reported(sweep: Path) -> None:
     )
 
 
+@pytest.fixture
+def seed_sweep(tmp_path: Path) -> Path:
+    """`-m loss=mse,l1 seed=1,2,3` with jobs in Hydra's order (mse first): val/psnr at batches 2 and 4
+    (best, last) of mse: (22, 21), (23, 21.5), (24, 22); of l1: (25, 24), (26, 24), and seed 3
+    stopped at batch 2 of 4 an hour ago (crashed) with 30 dB."""
+    folder = tmp_path / "multiruns" / "2026-11-28_10-00-00"
+    psnrs = {("mse", 1): (22.0, 21.0), ("mse", 2): (23.0, 21.5), ("mse", 3): (24.0, 22.0)}
+    psnrs |= {("l1", 1): (25.0, 24.0), ("l1", 2): (26.0, 24.0)}
+    for job, (loss, seed) in enumerate([("mse", 1), ("l1", 1), ("mse", 2), ("l1", 2), ("mse", 3)]):
+        write_run(folder / str(job), loss=loss, psnrs=psnrs[loss, seed], extra={"seed": seed})
+    write_run(folder / "5", loss="l1", psnrs=(30.0,), last_ckpt=False, age_s=3600, extra={"seed": 3})
+    return folder
+
+
+def test_runs_that_differ_only_by_their_seed_are_pooled_per_variant(
+    seed_sweep: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One row per variant, in the per-run table's order: n done runs, the mean and the sample
+    standard deviation (n - 1) of each headline number; the crashed run is left out and counted;
+    printed after the per-run table, written as variants.*, and logged to W&B beside compare/table."""
+    tables: dict[str, tuple[list[str], list[list[Any]]]] = {}
+
+    class Recorder:
+        def log_hyperparams(self, params: dict[str, Any]) -> None: ...
+
+        def log_table(self, key: str, columns: list[str], data: list[list[Any]]) -> None:
+            tables[key] = (columns, data)
+
+        def log_image(self, key: str, images: list[str]) -> None: ...
+
+    monkeypatch.setattr("sr_gan.evaluate_report.instantiate", lambda node, **run: Recorder())
+    rows = run(_cfg(seed_sweep, logger={"wandb": {"_target_": "unused"}}))
+    assert [r["seed"] for r in rows] == ["1", "1", "2", "2", "3", "3"]  # the per-run table as before
+    out = seed_sweep / "compare"
+    report = json.loads((out / "variants.json").read_text())
+    mse, l1 = report["rows"]
+    assert (mse["loss"], mse["n"], mse["left_out"], mse["runs"]) == ("mse", 3, None, "0 2 4")
+    assert (l1["loss"], l1["n"], l1["left_out"], l1["runs"]) == ("l1", 2, "1 crashed", "1 3 5")
+    # by hand: mse best 22, 23, 24 -> 23 +- 1; last 21, 21.5, 22 -> 21.5 +- 0.5 (SSIM = PSNR / 40)
+    # l1 best 25, 26 -> 25.5 +- sqrt(0.5); last 24, 24 -> 24 +- 0 (the crashed run's 30 left out)
+    expected = {
+        "mse": {"best_psnr": (23.0, 1.0), "last_psnr": (21.5, 0.5), "best_ssim": (0.575, 0.025)},
+        "l1": {"best_psnr": (25.5, 0.5**0.5), "last_psnr": (24.0, 0.0), "last_ssim": (0.6, 0.0)},
+    }
+    for row in (mse, l1):
+        for metric, (mean, sd) in expected[row["loss"]].items():
+            assert (row[f"{metric}_mean"], row[f"{metric}_sd"]) == (pytest.approx(mean), pytest.approx(sd, abs=1e-12))
+        assert row["best_lpips_mean"] is None
+    assert "seed" not in mse and "data.seed" not in mse
+    with open(out / "variants.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0])[:5] == ["loss", "n", "left_out", "best_psnr_mean", "best_psnr_sd"]
+    assert "| mse | 3 | – | 23.000 | 1.000 | 0.5750 | 0.0250 | 21.500 | 0.500 |" in (out / "variants.md").read_text()
+    console = capsys.readouterr().out
+    pooled = next(line for line in console.splitlines() if " l1 " in line and " 1 crashed " in line)
+    assert console.index(pooled) > console.index(" crashed (2/4 batches, no last.ckpt) ")  # below the per-run table
+    assert "25.500" in pooled and "0.707" in pooled
+    columns, data = tables["compare/variants"]
+    assert [dict(zip(columns, values))["n"] for values in data] == [3, 2]
+    assert [values[:2] for values in tables["compare/table"][1]] == [[r["run"], r["status"]] for r in rows]
+
+
+def test_no_variant_table_without_repeated_seeds(seed_sweep: Path, tmp_path: Path) -> None:
+    """Seeds that differ with no variant run twice, or no seed that differs: no variants.*; one
+    left from comparing the whole sweep into the same folder goes (it described other runs)."""
+    run(_cfg(seed_sweep))
+    assert (seed_sweep / "compare" / "variants.md").is_file()
+    run(_cfg(seed_sweep / "0", seed_sweep / "3"))  # mse seed 1, l1 seed 2: into <sweep>/compare
+    assert not list((seed_sweep / "compare").glob("variants.*"))
+    assert (seed_sweep / "compare" / "table.md").is_file()
+    run(_cfg(seed_sweep / "0", seed_sweep / "2", out_dir=str(tmp_path / "out")))  # mse seeds 1, 2: pooled
+    assert json.loads((tmp_path / "out" / "variants.json").read_text())["rows"][0]["n"] == 2
+
+
 def test_stale_s_decides_when_a_silent_run_is_crashed(tmp_path: Path) -> None:
     """The run 4 above, silent for an hour, with stale_s=7200: still running."""
     write_run(tmp_path / "4", psnrs=(20.0,), last_ckpt=False, age_s=3600)

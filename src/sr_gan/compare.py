@@ -22,6 +22,9 @@ no W&B account, no checkpoint loading. Writes into out_dir:
         interrupted, failed as run.json says; else running or crashed), best and last val/psnr
         and val/ssim with the batch they come from, the bicubic baseline, batches done, wall time
         and batches/s (run.json, else file times), LPIPS if logged
+  variants.md / variants.csv / variants.json  when some runs differ only by their seed (seed,
+        data.seed): one row per variant, its n done runs and the mean and sample standard deviation
+        of the best and last numbers; runs not done are left out and counted (sr_gan.compare_seeds)
   curves.png   val/psnr and the smoothed G / D losses against batches, one line per run
   crops.png    the same validation crops in HR, bicubic and every run at its picked checkpoint
   perception_distortion_val.png   PSNR against LPIPS (or VIF-P without the AlexNet weights),
@@ -44,6 +47,7 @@ from omegaconf import DictConfig, ListConfig, open_dict
 from rich.console import Console
 from torch import Tensor
 
+from sr_gan import compare_seeds as seeds
 from sr_gan import evaluate_report as reports
 from sr_gan.atomic import check_writable
 from sr_gan.cli import hydra_command
@@ -223,6 +227,10 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     columns, text = table_columns([*groups, *leaves], rows), caption(scale, cfg.pick)
     shown = [c for c in columns if c.key in CONSOLE or c.key in ("run", "status", *groups, *leaves)]
     console.print(reports.rich_table(rows, shown, caption=text))  # before any file: nothing is lost on a write error
+    pooled = seeds.variant_rows(rows, [*groups, *leaves])
+    pooled_columns = seeds.variant_columns([*groups, *leaves], pooled)
+    if pooled:
+        console.print(reports.rich_table(pooled, pooled_columns, caption=seeds.CAPTION))
 
     labels = run_labels(runs, rows, [*groups, *leaves])
     figures, crops, scores = draw(runs, rows, labels, cfg, out_dir=out_dir, scale=scale or 4, console=console)
@@ -236,6 +244,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         "samples_scores": scores,
     }
     written = reports.write_reports(rows, report, out_dir, columns=columns, caption=text, stem="table")
+    written += seeds.write_variants(pooled, pooled_columns, out_dir)
     console.print("written: " + ", ".join(str(path) for path in written + figures))
     if (cfg.get("logger") or {}).get("wandb") is not None:  # logger=wandb
         group = cfg.group or wandb_group(runs, paths)
@@ -243,7 +252,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         ran = copy.deepcopy(cfg)  # the config as it ran, for the W&B run's config
         with open_dict(ran):
             ran.merge_with({"group": group, "out_dir": str(out_dir), "logger": {"wandb": wandb}})
-        reports.log_to_wandb(rows, figures, ran, columns=columns, key="compare/table")
+        more = {"compare/variants": (pooled, pooled_columns)} if pooled else {}
+        reports.log_to_wandb(rows, figures, ran, columns=columns, key="compare/table", more_tables=more)
     return rows
 
 

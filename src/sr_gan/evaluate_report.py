@@ -223,17 +223,20 @@ def log_to_wandb(
     *,
     columns: Sequence[Column],
     key: str,
+    more_tables: dict[str, tuple[Sequence[dict[str, Any]], Sequence[Column]]] | None = None,
     **run: Any,
 ) -> None:
-    """The table as `key` (and each image as `<key's prefix>/<file stem>`) in one W&B run built
-    from `conf/logger/wandb.yaml` (offline by default); `run` overrides its settings (group, ...)."""
+    """The table as `key`, each of `more_tables` (key → rows, columns) as its key, and each image as
+    `<key's prefix>/<file stem>`, in one W&B run built from `conf/logger/wandb.yaml` (offline by
+    default); `run` overrides its settings (group, ...)."""
     logger = instantiate(cfg.logger.wandb, **run)
     prefix = key.split("/")[0]
     try:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_table(
-            key, columns=[c.key for c in columns], data=[[row.get(c.key) for c in columns] for row in rows]
-        )
+        for name, (table, shown) in {key: (rows, columns), **(more_tables or {})}.items():
+            logger.log_table(
+                name, columns=[c.key for c in shown], data=[[row.get(c.key) for c in shown] for row in table]
+            )
         for path in images:
             logger.log_image(f"{prefix}/{path.stem}", images=[str(path)])
     finally:
