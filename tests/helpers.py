@@ -142,6 +142,12 @@ def serve_folder(folder: Path) -> Iterator[tuple[str, list[str]]]:
         thread.join(timeout=5)
 
 
+# Nested aliases ("billion laughs"): 5 lines here are 10**5 values; 9 such lines (5 KB) are 10**9.
+LAUGHS = "data: {scale: 2}\nx:\n  a: &a [l, l, l, l, l, l, l, l, l, l]\n" + "".join(
+    f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n" for previous, name in zip("abcd", "bcde")
+)
+
+
 def _png(path: Path, header: bytes, idat: bytes, *chunks: bytes) -> Path:
     """A PNG of an IHDR `header`, `chunks` (whole), and a zlib `idat`."""
 

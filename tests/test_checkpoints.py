@@ -30,11 +30,12 @@ from omegaconf import OmegaConf
 
 from sr_gan.callbacks import CTRL_C_NOTICE
 from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
+from sr_gan.config import keep_recorded_start
 from sr_gan.errors import UserError
 from sr_gan.loggers import ResumableCSVLogger, SRWandbLogger, folder_run_id
 from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
-from tests.helpers import SRC, child_env, file_size_limit, run_module, serve_folder, wandb_records
+from tests.helpers import LAUGHS, SRC, child_env, file_size_limit, run_module, serve_folder, wandb_records
 
 TINY_CLI = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["module.num_samples=0", "test=false"]
 
@@ -486,6 +487,28 @@ def test_a_relaunch_keeps_the_recorded_start_of_the_run(
     branch.paths.output_dir = str(tmp_path / "branch")  # a new folder: the seed of the run it branches from
     train(branch)
     assert OmegaConf.load(tmp_path / "branch" / "config.yaml").seed == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (LAUGHS, "is not valid YAML (line 1: its aliases expand it past 100,000 values)"),  # 10**9 hung the resume
+        ("- seed\n- data\n", "holds a list, not a mapping"),  # an AttributeError traceback
+    ],
+)
+def test_a_damaged_recorded_config_is_named_in_one_line(text: str, problem: str, tmp_path: Path) -> None:
+    """The config.yaml of a resumed run folder (maybe someone else's) is read with compare's bounded loader."""
+    previous = tmp_path / "config.yaml"
+    previous.write_text(text)
+    with pytest.raises(UserError) as info:
+        keep_recorded_start({"model": {}, "data": {}}, previous)
+    assert str(info.value) == (
+        f"ckpt_path: the run's {previous} {problem}: restore it, or delete it to record this command's seed "
+        "and model.init_from"
+    )
+    previous.write_text("seed: 3\nmodel: [init_from]\ndata: 7\n")  # sections that are no mappings: not ours
+    resolved: dict[str, Any] = {"seed": 1, "model": {}, "data": {"seed": 1}}
+    assert keep_recorded_start(resolved, previous) == ["seed=1 (the run's 3)"]
 
 
 def test_a_run_resumed_in_its_folder_continues_its_wandb_run(

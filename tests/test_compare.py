@@ -28,7 +28,7 @@ from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
 from sr_gan.metrics import psnr
 from sr_gan.run_folders import differing_keys, format_value, read_runs, short_labels
-from tests.helpers import run_module, wandb_records
+from tests.helpers import LAUGHS, run_module, wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 48  # HR size of the synthetic validation images (VIF needs 41 px after the border crop)
@@ -477,12 +477,6 @@ def test_bad_values_stop_before_out_dir_is_made(
     message = _exit_message(_cfg(a, **{key: value}), capsys)
     assert message == f"{key}={value} is not allowed: {key} must be {allowed}"
     assert not (a / "compare").exists()
-
-
-# Nested aliases ("billion laughs"): 5 lines here are 10**5 values; 9 such lines (5 KB) are 10**9.
-LAUGHS = "data: {scale: 2}\nx:\n  a: &a [l, l, l, l, l, l, l, l, l, l]\n" + "".join(
-    f"  {name}: &{name} [{', '.join([f'*{previous}'] * 10)}]\n" for previous, name in zip("abcd", "bcde")
-)
 
 
 @pytest.mark.parametrize(

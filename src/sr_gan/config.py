@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_gan.atomic import atomic_path, probe_folder
 from sr_gan.errors import UserError, closest
 from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
+from sr_gan.run_folders import read_yaml
 from sr_gan.schema import TRAIN, validate
 from sr_gan.weights.remote import cached_download, is_url
 
@@ -413,15 +414,27 @@ def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> list[str]:
     the seed keys the relaunch gave other values, as ``key=<relaunch's> (the run's <recorded>)``."""
     if not previous.is_file():
         return []
-    recorded = OmegaConf.to_container(OmegaConf.load(previous))
-    if resolved["model"].get("init_from") is None and (started := recorded.get("model", {}).get("init_from")):
+    try:  # bounded: a run folder someone else made may hold nested aliases ("billion laughs")
+        recorded = read_yaml(previous, dict) or {}
+    except ValueError as err:
+        raise UserError(
+            f"ckpt_path: the run's {previous} {err}: restore it, or delete it to record this command's "
+            "seed and model.init_from"
+        ) from None
+    if resolved["model"].get("init_from") is None and (started := _section(recorded, "model").get("init_from")):
         resolved["model"]["init_from"] = started
     ignored = []
-    for key, now, run in (("seed", resolved, recorded), ("data.seed", resolved["data"], recorded.get("data", {}))):
+    for key, now, run in (("seed", resolved, recorded), ("data.seed", resolved["data"], _section(recorded, "data"))):
         if run.get("seed") is not None and now.get("seed") != run["seed"]:
             ignored.append(f"{key}={now.get('seed')} (the run's {run['seed']})")
             now["seed"] = run["seed"]
     return ignored
+
+
+def _section(recorded: dict[str, Any], key: str) -> dict[str, Any]:
+    """`recorded[key]` where it is a mapping, else empty (a config.yaml that is not sr-gan's)."""
+    section = recorded.get(key)
+    return section if isinstance(section, dict) else {}
 
 
 def save_resolved_config(resolved: dict[str, Any], path: Path) -> None:

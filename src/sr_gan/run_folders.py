@@ -182,24 +182,29 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     return sizes[id(node)]
 
 
-def _yaml(run: Path, name: str, shape: type) -> Any:
-    """`run`/`name` parsed; None when empty. A file that is not YAML or not of `shape` (dict, list) is
-    a one-line UserError naming it: the run folder is damaged, or not one of ours."""
-    path = run / name
+def read_yaml(path: Path, shape: type) -> Any:
+    """`path` parsed with `_BoundedLoader`; None when empty. A file that cannot be read, is not YAML
+    or not of `shape` (dict, list) raises ValueError saying so ("is not valid YAML (line 3: ...)")."""
     try:
         content = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)
     except OSError as err:
-        _damaged(run, name, f"cannot be read ({err.strerror or err})")
+        raise ValueError(f"cannot be read ({err.strerror or err})") from None
     except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as err:  # RecursionError: nested 10**5 deep
         mark = getattr(err, "problem_mark", None)
-        _damaged(
-            run,
-            name,
-            f"is not valid YAML ({f'line {mark.line + 1}: ' if mark else ''}{getattr(err, 'problem', None) or err})",
-        )
+        problem = getattr(err, "problem", None) or err
+        raise ValueError(f"is not valid YAML ({f'line {mark.line + 1}: ' if mark else ''}{problem})") from None
     if content is not None and not isinstance(content, shape):
-        _damaged(run, name, f"holds a {type(content).__name__}, not a {'mapping' if shape is dict else 'list'}")
+        raise ValueError(f"holds a {type(content).__name__}, not a {'mapping' if shape is dict else 'list'}")
     return content
+
+
+def _yaml(run: Path, name: str, shape: type) -> Any:
+    """`run`/`name` read by `read_yaml`; a damaged file is a one-line UserError naming it: the run
+    folder is damaged, or not one of ours."""
+    try:
+        return read_yaml(run / name, shape)
+    except ValueError as err:
+        _damaged(run, name, str(err))
 
 
 def _damaged(run: Path, name: str, problem: str) -> NoReturn:
