@@ -457,6 +457,31 @@ def test_a_requeued_slurm_job_resumes_its_own_folder(tmp_path: Path, monkeypatch
     assert resolve_ckpt_path("", tmp_path) == str(last)  # `ckpt_path=` in the job script: none given
 
 
+def test_a_run_folder_whose_subfolder_links_outside_it_is_refused(make_cfg, tmp_path: Path) -> None:
+    """A resumed run folder (maybe someone else's) whose checkpoints/ is a link to another folder had the
+    resume write its checkpoints there, and replace (delete) the ones of that folder Lightning tracks: it
+    is refused in one line naming the link, nothing written there; a link within the run folder resumes."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    elsewhere, own = tmp_path.parent / f"{tmp_path.name}-elsewhere", tmp_path / "checkpoints"
+    own.rename(elsewhere)
+    own.symlink_to(elsewhere, target_is_directory=True)
+    before = {p.name: p.stat().st_mtime_ns for p in elsewhere.iterdir()}
+    with pytest.raises(UserError) as info:
+        train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
+    assert str(info.value) == (
+        f"{own} is a link to {elsewhere}, outside the run folder, where the run would write (and delete) its "
+        "checkpoints: replace the link by a folder holding its files, or move the whole run folder there and "
+        "pass that folder as hydra.run.dir"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in elsewhere.iterdir()} == before
+    own.unlink()
+    elsewhere.rename(tmp_path / "kept")
+    own.symlink_to("kept", target_is_directory=True)  # within the run folder
+    train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
+    resumed = torch.load(tmp_path / "kept" / "last.ckpt", weights_only=True)
+    assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+
+
 def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)

@@ -368,6 +368,23 @@ class UnusedRunFolder(Callback):
 RUN_FILES = ("run.json", "checkpoints/*.ckpt")  # what a started run leaves (sr_gan.run_summary, callbacks)
 
 
+RUN_SUBFOLDERS = ("checkpoints", "csv", "samples", "wandb")  # what a run writes below its folder
+
+
+def check_run_subfolders(folder: Path) -> None:
+    """Refuse a run folder (resumed, or reused) whose own subfolder is a link pointing outside it: the
+    run would write its checkpoints, logs or samples where it points, and Lightning and
+    ``snapshots.keep`` would delete the checkpoints they replace there."""
+    for name in RUN_SUBFOLDERS:
+        link = folder / name
+        if link.is_symlink() and not link.resolve().is_relative_to(folder.resolve()):
+            raise UserError(
+                f"{link} is a link to {link.resolve()}, outside the run folder, where the run would write (and "
+                f"delete) its {name}: replace the link by a folder holding its files, or move the whole run "
+                "folder there and pass that folder as hydra.run.dir"
+            )
+
+
 def slurm_requeued() -> bool:
     """Whether this is a SLURM job started again after a requeue (it continues its run folder)."""
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0

@@ -27,6 +27,7 @@ from sr_gan.checkpoint_io import downloaded_once, load_run_checkpoint
 from sr_gan.cli import hydra_command
 from sr_gan.config import (
     check_data_folders,
+    check_run_subfolders,
     check_train_config,
     is_gan,
     keep_recorded_start,
@@ -132,9 +133,10 @@ def train(cfg: DictConfig, *, resume_hint: str | None = None, next_steps: bool =
     of its own folder's command) and ``next_steps=False``: the run it serves names the next commands."""
     check_train_config(cfg)
     check_data_folders(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    check_run_subfolders(output_dir)  # before a URL checkpoint is fetched into it
     if advice := precision_advice(cfg):
         log.warning(advice)
-    output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None and is_url(ckpt_path):  # fetched once and checked before anything is written
         with downloaded_once(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
