@@ -501,6 +501,29 @@ def test_a_damaged_run_config_is_named_in_one_line(
     assert not (tmp_path / "compare").exists()
 
 
+def test_a_default_out_dir_linking_outside_the_runs_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shared sweep's compare/ that is a link to a folder of yours had compare write its tables and
+    figures there (and remove stale variants.* there): refused in one line, that folder untouched;
+    given as out_dir, or a link within the runs' folder, it is written."""
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    mine = tmp_path.parent / f"{tmp_path.name}-mine"
+    mine.mkdir()
+    (mine / "table.md").write_text("mine")
+    (tmp_path / "compare").symlink_to(mine, target_is_directory=True)
+    message = _exit_message(_cfg(a, b), capsys)
+    assert message == (
+        f"out_dir: the default {tmp_path / 'compare'} is a link to {mine}, outside the runs' folder: pass "
+        f"out_dir=<a folder of yours> (out_dir={mine} to write there)"
+    )
+    assert [p.name for p in mine.iterdir()] == ["table.md"] and (mine / "table.md").read_text() == "mine"
+    (tmp_path / "compare").unlink()
+    (tmp_path / "compare").symlink_to("a", target_is_directory=True)  # within the runs' folder
+    run(_cfg(a, b))
+    assert (a / "table.md").is_file()
+
+
 def test_a_damaged_record_or_sample_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A damaged run.json is a warning (the run is compared without its record); a damaged sample strip
     (empty file) is one line naming it and the fix."""

@@ -98,6 +98,14 @@ def check_writable(out_dir: Path, *, key: str = "out_dir") -> None:
         ) from None
 
 
+def link_outside(path: Path, folder: Path) -> Path | None:
+    """Where `path` points when it is a link to a place outside `folder` (a run folder, or a sweep,
+    someone else made may hold such a link to a folder of yours), else None."""
+    if path.is_symlink() and not (target := path.resolve()).is_relative_to(folder.resolve()):
+        return target
+    return None
+
+
 def _fsync(path: Path) -> None:
     """Flush a file's (or a folder's entries') data to the disk."""
     descriptor = os.open(path, os.O_RDONLY)

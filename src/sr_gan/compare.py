@@ -49,7 +49,7 @@ from torch import Tensor
 
 from sr_gan import compare_seeds as seeds
 from sr_gan import evaluate_report as reports
-from sr_gan.atomic import check_writable
+from sr_gan.atomic import check_writable, link_outside
 from sr_gan.cli import hydra_command
 from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
 from sr_gan.config import register_resolvers, resolve_device
@@ -197,6 +197,19 @@ def _crop_arg(value: Any) -> tuple[int, int, int] | None:
 # --- command line ---------------------------------------------------------------------------------
 
 
+def _default_out_dir(runs_folder: Path) -> Path:
+    """`runs_folder`/compare, refused in one line where it is a link to a folder outside `runs_folder`
+    (a shared sweep's, pointing at one of yours): its tables and figures would be written, and stale
+    ones removed, there."""
+    out_dir = runs_folder / "compare"
+    if (target := link_outside(out_dir, runs_folder)) is not None:
+        raise UserError(
+            f"out_dir: the default {out_dir} is a link to {target}, outside the runs' folder: pass "
+            f"out_dir=<a folder of yours> (out_dir={target} to write there)"
+        )
+    return out_dir
+
+
 def wandb_group(runs: Sequence[Run], paths: Sequence[Path]) -> str:
     """The W&B group of the runs (what they logged under), else their common folder's name."""
     groups = {str((((r.config or {}).get("logger") or {}).get("wandb") or {}).get("group") or "") for r in runs}
@@ -217,7 +230,9 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     paths = find_runs(as_list(cfg.runs))
     runs = read_runs(paths)
     check_comparable(runs)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(os.path.commonpath([p.absolute() for p in paths])) / "compare"
+    out_dir = (
+        Path(cfg.out_dir) if cfg.out_dir else _default_out_dir(Path(os.path.commonpath([p.absolute() for p in paths])))
+    )
     check_writable(out_dir)
     scale = next((r.config["data"]["scale"] for r in runs if r.config is not None), None)
 

@@ -17,7 +17,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.atomic import atomic_path, probe_folder
+from sr_gan.atomic import atomic_path, link_outside, probe_folder
 from sr_gan.errors import UserError, closest
 from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
 from sr_gan.run_folders import read_yaml
@@ -376,10 +376,9 @@ def check_run_subfolders(folder: Path) -> None:
     run would write its checkpoints, logs or samples where it points, and Lightning and
     ``snapshots.keep`` would delete the checkpoints they replace there."""
     for name in RUN_SUBFOLDERS:
-        link = folder / name
-        if link.is_symlink() and not link.resolve().is_relative_to(folder.resolve()):
+        if (target := link_outside(link := folder / name, folder)) is not None:
             raise UserError(
-                f"{link} is a link to {link.resolve()}, outside the run folder, where the run would write (and "
+                f"{link} is a link to {target}, outside the run folder, where the run would write (and "
                 f"delete) its {name}: replace the link by a folder holding its files, or move the whole run "
                 "folder there and pass that folder as hydra.run.dir"
             )
