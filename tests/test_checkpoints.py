@@ -628,6 +628,42 @@ def test_a_checkpoint_whose_sr_gan_record_is_no_mapping_is_refused_in_one_line(m
     assert "\n" not in str(info.value)
 
 
+def test_a_checkpoint_whose_random_states_or_stream_would_not_restore_is_refused_in_one_line(
+    make_cfg, tmp_path: Path
+) -> None:
+    """A damaged or crafted RNGState or SRDataModule state was a TypeError traceback when training
+    started (or from the seed's read, before); it is one line naming the checkpoint, the run's record
+    untouched, and the checkpoint's own states resume."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    last, crafted = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "crafted.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    rng = checkpoint["callbacks"]["RNGState"]
+    cases = {
+        "random states (RNGState) would not restore (RNG state must be a torch.ByteTensor)": {
+            "callbacks": checkpoint["callbacks"] | {"RNGState": rng | {"torch": torch.zeros(3)}}
+        },
+        "random states (RNGState) would not restore ('python')": {
+            "callbacks": checkpoint["callbacks"] | {"RNGState": {"torch": rng["torch"], "numpy": rng["numpy"]}}
+        },
+        "patch stream (SRDataModule) would not restore (seed='abc', stream_position=4: not whole numbers (the "
+        "position >= 0))": {"SRDataModule": {"seed": "abc", "stream_position": 4}},
+        "patch stream (SRDataModule) would not restore (a list, not a mapping)": {"SRDataModule": [1, 2]},
+        "patch stream (SRDataModule) would not restore (global_batch=[1, 2]: not 3 whole numbers)": {
+            "SRDataModule": checkpoint["SRDataModule"] | {"global_batch": [1, 2]}
+        },
+    }
+    for problem, change in cases.items():
+        torch.save(checkpoint | change, crafted)
+        with pytest.raises(UserError) as info:
+            train(make_cfg("trainer.max_steps=4", "test=false", f"ckpt_path={crafted}"))
+        assert str(info.value) == (
+            f"ckpt_path={crafted}: its {problem}: the checkpoint is damaged or was not written by sr-gan; resume "
+            "from a checkpoint you trust, or start a new run from its weights with model.init_from"
+        )
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "done"
+    train(make_cfg("trainer.max_steps=4", "test=false", "ckpt_path=last"))
+
+
 def test_resuming_across_stages_is_refused_in_one_line(make_cfg) -> None:
     """A PSNR stage's checkpoint starts a GAN stage through model.init_from, not ckpt_path (Lightning
     would fail on the discriminator's missing keys); a GAN checkpoint does not resume as a PSNR run."""

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -166,12 +167,28 @@ class RNGState(L.Callback):
         if self._to_restore is None:
             return
         state, self._to_restore = self._to_restore, None
-        torch.set_rng_state(state["torch"])
-        numpy = state["numpy"]
-        np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], *numpy["gauss"]))
-        random.setstate(state["python"])
+        _set_states(state, torch.set_rng_state, np.random.set_state, random.setstate)
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+    @staticmethod
+    def check_state(state: Any) -> None:
+        """Raise (TypeError, KeyError, ValueError, ...) where `state` would not restore, as a damaged
+        or crafted checkpoint's: its CPU states are set into throwaway generators."""
+        _set_states(state, torch.Generator().set_state, np.random.RandomState().set_state, random.Random().setstate)
+
+
+def _set_states(
+    state: dict[str, Any],
+    torch_setter: Callable[[torch.Tensor], Any],
+    numpy_setter: Callable[[tuple[Any, ...]], Any],
+    python_setter: Callable[[Any], Any],
+) -> None:
+    """Set the torch CPU, NumPy and Python random states `RNGState.state_dict` saved with these setters."""
+    torch_setter(state["torch"])
+    numpy = state["numpy"]
+    numpy_setter(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["position"], *numpy["gauss"]))
+    python_setter(state["python"])
 
 
 class Snapshots(Checkpoint):

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint
+from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint, RNGState
 from sr_gan.checkpoint_io import downloaded_once, load_run_checkpoint
 from sr_gan.cli import hydra_command
 from sr_gan.config import (
@@ -147,6 +147,8 @@ def train(cfg: DictConfig, *, resume_hint: str | None = None, next_steps: bool =
 def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, next_steps: bool) -> float | None:
     """`train` from a local checkpoint (or none)."""
     checkpoint = None if ckpt_path is None else load_run_checkpoint(ckpt_path, mmap=True)  # keys and metadata: ms
+    if checkpoint is not None:
+        _check_resumed_states(ckpt_path, checkpoint)
     if cfg.get("seed") is None:
         cfg.seed = _drawn_seed(checkpoint)
         share_with_ranks(f"seed={cfg.seed}")  # the DDP ranks this process starts take this seed, not one of their own
@@ -235,6 +237,26 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             ):
                 log.info(line)
         _finish_wandb()
+
+
+def _check_resumed_states(ckpt_path: str, checkpoint: dict[str, Any]) -> None:
+    """A one-line UserError naming the checkpoint when its random states or patch stream position
+    would not restore (damaged or crafted: a traceback from Lightning or the sampler at the start)."""
+    callbacks = checkpoint.get("callbacks")
+    states = {
+        "random states (RNGState)": (callbacks.get("RNGState") if isinstance(callbacks, dict) else None, RNGState),
+        "patch stream (SRDataModule)": (checkpoint.get("SRDataModule"), SRDataModule),
+    }
+    for name, (state, owner) in states.items():
+        try:
+            if state is not None:
+                owner.check_state(state)
+        except (TypeError, KeyError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+            raise UserError(
+                f"ckpt_path={ckpt_path}: its {name} would not restore ({err}): the checkpoint is damaged or was not "
+                "written by sr-gan; resume from a checkpoint you trust, or start a new run from its weights with "
+                "model.init_from"
+            ) from None
 
 
 def _started_record(folder: Path, ckpt_path: str) -> Path:

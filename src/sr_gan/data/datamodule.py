@@ -236,6 +236,18 @@ class SRDataModule(L.LightningDataModule):
                 math.prod(trained),
             )
 
+    @staticmethod
+    def check_state(state: Any) -> None:
+        """Raise TypeError where `state` is not one `state_dict` writes (a damaged or crafted
+        checkpoint's): an integer seed, a stream position >= 0 and a global batch of 3 counts or none."""
+        if not isinstance(state, dict):
+            raise TypeError(f"a {type(state).__name__}, not a mapping")
+        seed, position, batch = state.get("seed"), state.get("stream_position"), state.get("global_batch")
+        if not (_whole(seed) and _whole(position) and position >= 0):
+            raise TypeError(f"seed={seed!r}, stream_position={position!r}: not whole numbers (the position >= 0)")
+        if batch is not None and not (isinstance(batch, list) and len(batch) == 3 and all(_whole(b) for b in batch)):
+            raise TypeError(f"global_batch={batch!r}: not 3 whole numbers")
+
     def _global_batch(self) -> list[int]:
         """[processes, data.batch_size, optim.accumulate_batches]: an iteration sees their product."""
         accumulate = getattr(self.trainer.lightning_module, "accumulate_batches", 1)
@@ -269,3 +281,8 @@ class SRDataModule(L.LightningDataModule):
         if device not in self._generators:
             self._generators[device] = torch.Generator(device)
         return self._generators[device].manual_seed(seed)
+
+
+def _whole(value: Any) -> bool:
+    """Whether `value` is an int (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
