@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -26,9 +27,10 @@ from sr_gan.compare import _main, hydra_argv, main, run, run_row, table_columns,
 from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure, read_strips, smooth
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
+from sr_gan.imageio import image_size
 from sr_gan.metrics import psnr
 from sr_gan.run_folders import differing_keys, format_value, read_runs, short_labels
-from tests.helpers import LAUGHS, run_module, wandb_records
+from tests.helpers import LAUGHS, png_bomb, run_module, wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 48  # HR size of the synthetic validation images (VIF needs 41 px after the border crop)
@@ -539,6 +541,27 @@ def test_a_damaged_record_or_sample_is_named(tmp_path: Path, capsys: pytest.Capt
     sample.unlink()
     with pytest.warns(UserWarning, match=r"run\.json is damaged"):
         assert [r["run"] for r in run(_cfg(a, b))] == ["a", "b"]
+
+
+def test_sample_strips_past_the_pixel_budget_are_refused_from_their_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare held every picked strip decoded at once: 8 PNGs of 147 KB (12288 x 4096 px of zeros) took
+    1.7 GB more. Strips past MAX_STRIP_PIXELS in all are refused in one line from their headers (these
+    claim 5 x 2**28 pixels with no data behind: decoded, the first would be a damaged sample)."""
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    picked = sorted((b / "samples").glob("val_*"))[-1]
+    for i in range(5):
+        png_bomb(picked / f"bomb{i}.png", 16384, 16384)
+    message = _exit_message(_cfg(a, b), capsys)
+    strips = [p for r in (a, b) for p in (r / picked.relative_to(b)).glob("*.png") if "bomb" not in p.name]
+    total = 5 * 2**28 + sum(math.prod(image_size(p)) for p in strips)
+    assert message == (
+        f"compare: the sample strips of the picked checkpoints hold {total:,} pixels (the largest: "
+        f"{picked / 'bomb0.png'}, 16384x16384), more than the 1,073,741,824 compare reads at once: compare fewer "
+        "runs at once, or remove the PNGs in samples/ that the runs did not write"
+    )
+    assert not (tmp_path / "compare").exists()
 
 
 def test_crops_are_where_bicubic_is_worst_or_where_asked(tmp_path: Path) -> None:

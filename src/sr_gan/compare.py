@@ -51,7 +51,15 @@ from sr_gan import compare_seeds as seeds
 from sr_gan import evaluate_report as reports
 from sr_gan.atomic import check_writable, link_outside
 from sr_gan.cli import hydra_command
-from sr_gan.compare_figures import Strip, crop_boxes, crops_figure, curves_figure, read_strips, save_figure
+from sr_gan.compare_figures import (
+    Strip,
+    check_strips_fit,
+    crop_boxes,
+    crops_figure,
+    curves_figure,
+    read_strips,
+    save_figure,
+)
 from sr_gan.config import register_resolvers, resolve_device
 from sr_gan.errors import UserError, exit_on_user_error
 from sr_gan.evaluate import BICUBIC, Scorer, as_list, lpips_metric
@@ -165,7 +173,9 @@ def draw(
     run's picked checkpoint); returns the PNGs written, the crop boxes and the sample scores."""
     # the samples are read and the crop checked against them before any figure is written: a
     # damaged sample or a crop that does not fit leaves an earlier comparison's files as they were
-    strips = {r.name: read_strips(r.samples.get(row[f"{row['result']}_batch"])) for r, row in zip(runs, rows)}
+    folders = {r.name: r.samples.get(row[f"{row['result']}_batch"]) for r, row in zip(runs, rows)}
+    check_strips_fit(list(folders.values()))  # from their headers: many small PNG bombs were gigabytes
+    strips = {name: read_strips(folder) for name, folder in folders.items()}
     strips = {name: per_image for name, per_image in strips.items() if per_image}
     crops = crop_boxes(strips, _crop_arg(cfg.crop), cfg.crop_size) if strips else {}
     figures = [save_figure(curves_figure(runs, labels, smoothing=cfg.smoothing), out_dir / "curves.png")]

@@ -8,9 +8,10 @@ bicubic | SR | HR side by side, 8-bit), so no checkpoint is loaded and no networ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch.nn.functional as F
 from matplotlib import colormaps
@@ -19,9 +20,11 @@ from torch import Tensor
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError
-from sr_gan.imageio import DataError, read_image
+from sr_gan.imageio import DataError, image_size, read_image
 from sr_gan.metrics import psnr
 from sr_gan.run_folders import Run
+
+T = TypeVar("T")
 
 TILE_INCHES = 1.8  # one crop tile in crops.png
 LEGEND_CHARS_PER_INCH = 13  # characters of 8-point text per inch, about: how many legend columns fit
@@ -105,17 +108,46 @@ class Strip:
     hr: Tensor
 
 
+# The pixels of all the strips compare holds at once (each run's picked samples): 2**30 is 3 GiB as
+# 8-bit RGB, 30 runs x 4 strips of a DIV2K validation image (3 x 2040 x 1404 px). A strip is at
+# most 2**28 pixels, and 1 KB of PNG decodes to 1 MB: a few small files were gigabytes.
+MAX_STRIP_PIXELS = 2**30
+
+
+def check_strips_fit(folders: Sequence[Path | None]) -> None:
+    """A one-line UserError, from the PNG headers alone, when the strips of `folders` (None: no
+    samples) hold more than `MAX_STRIP_PIXELS` pixels in all."""
+    sizes = {path: _strip_read(path, image_size) for folder in folders for path in _strip_paths(folder)}
+    if (total := sum(h * w for h, w in sizes.values())) > MAX_STRIP_PIXELS:
+        largest = max(sizes, key=lambda path: sizes[path][0] * sizes[path][1])
+        height, width = sizes[largest]
+        raise UserError(
+            f"compare: the sample strips of the picked checkpoints hold {total:,} pixels (the largest: {largest}, "
+            f"{width}x{height}), more than the {MAX_STRIP_PIXELS:,} compare reads at once: compare fewer runs at once, "
+            "or remove the PNGs in samples/ that the runs did not write"
+        )
+
+
 def read_strips(folder: Path | None) -> dict[str, Strip]:
     """The strips of one `samples/val_<batches>` folder by image name (empty if there is none)."""
     strips = {}
-    for path in sorted(folder.glob("*.png")) if folder is not None else []:
-        try:
-            image = read_image(path)  # (3, H, 3W)
-        except DataError as err:
-            raise UserError(f"{err}: delete the damaged sample (compare then leaves it out)") from None
+    for path in _strip_paths(folder):
+        image = _strip_read(path, read_image)  # (3, H, 3W)
         width = image.shape[-1] // 3
         strips[path.stem] = Strip(*(image[..., i * width : (i + 1) * width] for i in range(3)))
     return strips
+
+
+def _strip_paths(folder: Path | None) -> list[Path]:
+    return sorted(folder.glob("*.png")) if folder is not None else []
+
+
+def _strip_read(path: Path, reader: Callable[[Path], T]) -> T:
+    """`reader(path)`; a damaged strip is a one-line UserError naming it and the fix."""
+    try:
+        return reader(path)
+    except DataError as err:
+        raise UserError(f"{err}: delete the damaged sample (compare then leaves it out)") from None
 
 
 def auto_crop(strip: Strip, size: int) -> tuple[int, int, int]:
