@@ -414,6 +414,24 @@ def test_runs_that_differ_only_by_their_seed_are_pooled_per_variant(
     assert [values[:2] for values in tables["compare/table"][1]] == [[r["run"], r["status"]] for r in rows]
 
 
+def test_a_done_run_without_validation_is_left_out_of_n(seed_sweep: Path) -> None:
+    """A run that trained its whole budget but never validated (its metrics.csv has no val/ rows)
+    has no numbers: n counts the runs behind the means, and it is counted in `left out`."""
+    write_run(seed_sweep / "6", loss="mse", psnrs=(0.0, 0.0), extra={"seed": 4})
+    metrics = seed_sweep / "6" / "csv" / "metrics.csv"
+    with open(metrics, newline="") as handle:
+        kept = [row for row in csv.DictReader(handle) if not row["val/psnr"]]
+    with open(metrics, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "train/l_g_pix"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+    rows = {r["run"]: r for r in run(_cfg(seed_sweep))}
+    assert (rows["6"]["status"], rows["6"]["best_psnr"], rows["6"]["last_psnr"]) == ("done", None, None)
+    mse = json.loads((seed_sweep / "compare" / "variants.json").read_text())["rows"][0]
+    assert (mse["n"], mse["left_out"], mse["runs"]) == (3, "1 without validation", "0 2 4 6")
+    assert mse["best_psnr_mean"] == pytest.approx(23.0)
+
+
 def test_no_variant_table_without_repeated_seeds(seed_sweep: Path, tmp_path: Path) -> None:
     """Seeds that differ with no variant run twice, or no seed that differs: no variants.*; one
     left from comparing the whole sweep into the same folder goes (it described other runs)."""

@@ -4,8 +4,9 @@ Two ESRGAN variants often differ by less than the spread between seeds, so a swe
 ``-m loss=esrgan,srgan_preact seed=1,2,3`` is read per variant: the keys that tell the variants
 apart, n (the variant's done runs) and the mean and sample standard deviation (n - 1) of the
 per-run table's headline numbers over them. Runs that have not ended well (running, crashed,
-failed, pre-empted, interrupted) stopped short of their budget: they are left out of the means
-and counted in `left out`. Without repeated seeds there is no such table.
+failed, pre-empted, interrupted) stopped short of their budget, and done runs that never validated
+(`trainer.limit_val_batches=0`, no validation set) have no numbers: both are left out of n and the
+means and counted in `left out`. Without repeated seeds there is no such table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ METRICS = {
 }
 CAPTION = (
     "per variant: mean and sample standard deviation (n - 1) of the per-run numbers over its n done "
-    "runs (seeds); runs not done are left out and counted; runs: the per-run table's rows"
+    "runs (seeds); runs not done or without validation are left out and counted; runs: the per-run table's rows"
 )
 
 
@@ -47,9 +48,9 @@ def variant_rows(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[di
 
 
 def _pooled(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
-    """A variant's row: its keys, n done, the others by status, each metric's mean and sd."""
-    done = [run for run in runs if run["status"] == "done"]
-    others = Counter(run["status"].split(" (")[0] for run in runs if run["status"] != "done")
+    """A variant's row: its keys, n done with numbers, the others by status, each metric's mean and sd."""
+    done = [run for run in runs if run["status"] == "done" and any(run[metric] is not None for metric in METRICS)]
+    others = Counter(_why_left_out(run) for run in runs if run not in done)
     row: dict[str, Any] = {key: runs[0][key] for key in keys}
     row |= {"n": len(done), "left_out": ", ".join(f"{count} {status}" for status, count in others.items()) or None}
     for metric in METRICS:
@@ -57,6 +58,11 @@ def _pooled(runs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, An
         row[f"{metric}_mean"] = statistics.fmean(values) if values else None
         row[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else None
     return row | {"runs": " ".join(run["run"] for run in runs)}
+
+
+def _why_left_out(run: dict[str, Any]) -> str:
+    """The status without its details (crashed, running, ...), or "without validation"."""
+    return "without validation" if run["status"] == "done" else run["status"].split(" (")[0]
 
 
 def variant_columns(keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[Column]:
