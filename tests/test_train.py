@@ -900,6 +900,34 @@ def test_rng_states_travel_in_the_checkpoint() -> None:
     assert (again[2] == expected[2]).all()  # the waiting normal too: without it every later normal differs
 
 
+def test_cuda_rng_states_go_back_to_the_gpus_the_resumed_run_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint of 4 GPUs' random states resumed where 2 are seen: the first 2 states go to
+    devices 0 and 1 (`set_rng_state_all` set device 2 too: "invalid device ordinal" on a real GPU,
+    a traceback when training started), and a state per GPU seen is checked before anything runs."""
+    from sr_gan.callbacks import RNGState
+
+    set_states: list[tuple[int, int]] = []
+
+    def set_rng_state(state: torch.Tensor, device: int = 0) -> None:
+        if device >= 2:
+            raise RuntimeError("CUDA error: invalid device ordinal")
+        set_states.append((int(state[0]), device))
+
+    for module in (torch.cuda, torch.cuda.random):
+        monkeypatch.setattr(module, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    state = RNGState().state_dict() | {"cuda": [torch.full((16,), gpu, dtype=torch.uint8) for gpu in range(4)]}
+    RNGState.check_state(state)
+    callback = RNGState()
+    callback.load_state_dict(state)
+    callback.on_train_start(None, None)
+    assert set_states == [(0, 0), (1, 1)]
+    for crafted in ([torch.zeros(16)], [torch.zeros(3, dtype=torch.uint8)], torch.zeros(16, dtype=torch.uint8)):
+        with pytest.raises(TypeError, match="its CUDA states are not uint8 tensors of 8 or 16 bytes"):
+            RNGState.check_state(state | {"cuda": crafted})
+
+
 @pytest.mark.parametrize(
     ("loss", "layers"),
     [

@@ -168,14 +168,26 @@ class RNGState(L.Callback):
             return
         state, self._to_restore = self._to_restore, None
         _set_states(state, torch.set_rng_state, np.random.set_state, random.setstate)
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        if "cuda" in state and torch.cuda.is_available():  # a run resumed on fewer GPUs: the GPUs it has
+            for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, device)
 
     @staticmethod
     def check_state(state: Any) -> None:
         """Raise (TypeError, KeyError, ValueError, ...) where `state` would not restore, as a damaged
-        or crafted checkpoint's: its CPU states are set into throwaway generators."""
+        or crafted checkpoint's: its CPU states are set into throwaway generators, and its CUDA states
+        (read on any machine) must be what `torch.cuda.set_rng_state` takes: uint8 tensors of a
+        Philox seed and offset (16 bytes; 8, a seed alone, is taken too)."""
         _set_states(state, torch.Generator().set_state, np.random.RandomState().set_state, random.Random().setstate)
+        cuda = state.get("cuda", [])
+        if not isinstance(cuda, list | tuple) or not all(_is_cuda_state(s) for s in cuda):
+            raise TypeError("its CUDA states are not uint8 tensors of 8 or 16 bytes, one per GPU")
+
+
+def _is_cuda_state(state: Any) -> bool:
+    """Whether `state` is what `torch.cuda.set_rng_state` takes (CUDAGeneratorImpl::set_state)."""
+    is_bytes = isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.dim() == 1
+    return is_bytes and state.numel() in (8, 16)
 
 
 def _set_states(
