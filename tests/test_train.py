@@ -613,6 +613,41 @@ def test_a_run_given_no_seed_records_the_seed_it_drew_which_reruns_it(make_cfg, 
     assert resumed.seed == drawn.seed
 
 
+def test_seed_null_ranks_started_by_srun_or_torchrun_take_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """seed=null in ranks that srun or torchrun started: each ran the whole command and drew its own
+    seed (other patch streams; rank 0's recorded seed did not rerun the run). They now derive one
+    alike from the job (srun's job and step ids, torchrun's rendezvous id), another job another;
+    torchrun's default rendezvous id (the same for every job) is refused in one line; a process
+    alone still draws from the operating system."""
+    from sr_gan.train import _drawn_seed
+
+    launchers = ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
+    for name in (*launchers, "RANK"):
+        monkeypatch.delenv(name, raising=False)
+
+    def seeds(environments: list[dict[str, str]]) -> list[int]:
+        drawn = []
+        for environment in environments:
+            for name in launchers:
+                monkeypatch.delenv(name, raising=False)
+            for name, value in environment.items():
+                monkeypatch.setenv(name, value)
+            drawn.append(_drawn_seed(None))
+        return drawn
+
+    srun = [
+        {"SLURM_NTASKS": "8", "SLURM_PROCID": str(r), "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0"} for r in range(3)
+    ]
+    ranks = seeds(srun)
+    assert len(set(ranks)) == 1 and 0 <= ranks[0] <= 2**32 - 1
+    assert seeds([srun[0] | {"SLURM_JOB_ID": "4243"}]) != ranks[:1]
+    torchrun = [{"TORCHELASTIC_RUN_ID": "job-7", "WORLD_SIZE": "4", "RANK": str(r)} for r in range(2)]
+    assert len(set(seeds(torchrun))) == 1 and seeds(torchrun)[:1] != ranks[:1]
+    with pytest.raises(UserError, match=r"^seed=null under torchrun: .* give seed=<n>, or torchrun --rdzv-id="):
+        seeds([torchrun[0] | {"TORCHELASTIC_RUN_ID": "none"}])
+    assert len(set(seeds([{}, {}, {"SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_JOB_ID": "4242"}]))) == 3
+
+
 def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resumes_exactly(make_cfg, tmp_path) -> None:
     """optim.accumulate_batches=2, SIGTERM during batch 3 (the first half of iteration 2): the run
     finishes the iteration, saves last.ckpt after batch 4 and exits 143 (a checkpoint holds no

@@ -13,14 +13,15 @@ it at that moment. Two of our jobs broke that:
 (`ranks_of_this_job` keeps it): the same command line for a single run, the job's own overrides for
 a job of a sweep, in the job's folder, plus what the job decided as it started (`share_with_ranks`:
 the seed that ``seed=null`` drew). `ranks_of_this_job` also removes, when the job ends, what
-starting the ranks left in the process. Ranks started from outside are left alone (each draws its
-own seed under ``seed=null``).
+starting the ranks left in the process. Ranks started from outside are left alone; under
+``seed=null`` they take a seed derived alike from their job's identity (`job_seed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import os
 import shutil
 import sys
@@ -38,7 +39,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from omegaconf import DictConfig
 
 from sr_gan.atomic import atomic_path
-from sr_gan.errors import error_line
+from sr_gan.errors import UserError, error_line
 
 # What Lightning's launcher exports in the process that starts the ranks (`_call_children_scripts`)
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -69,6 +70,28 @@ def share_with_ranks(override: str) -> None:
     """Give the ranks this job starts `override` too (the last of a key wins): a value the job decided
     as it started, such as the seed ``seed=null`` drew, which each rank would otherwise draw afresh."""
     _decided.append(override)
+
+
+def job_seed(max_seed: int) -> tuple[int, str] | None:
+    """The seed ``seed=null`` takes in ranks that torchrun or srun started (more than one): each runs
+    the whole command by itself, so a seed drawn by each would differ from rank to rank (other
+    patch streams, and the recorded rank 0's would not rerun the run). It is derived alike from the
+    job's identity, which every rank sees: srun's job and step ids, torchrun's rendezvous id. With it,
+    the job that derived it; None where this process is no such rank."""
+    if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        run_id = os.environ["TORCHELASTIC_RUN_ID"]
+        if run_id == "none":  # torchrun's default: the same for every job
+            raise UserError(
+                "seed=null under torchrun: its ranks cannot agree on a drawn seed without a rendezvous id of the "
+                "job; give seed=<n>, or torchrun --rdzv-id=<an id of this job> (--standalone makes one)"
+            )
+        job = f"torchrun job {run_id}"
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        job = f"srun job {os.environ.get('SLURM_JOB_ID')} step {os.environ.get('SLURM_STEP_ID')}"
+    else:
+        return None
+    digest = hashlib.sha256(job.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (max_seed + 1), job
 
 
 def _config_flags(argv: Sequence[str]) -> list[str]:

@@ -48,6 +48,7 @@ from sr_gan.ranks import (
     clear_failures,
     failed_rank,
     is_secondary,
+    job_seed,
     ranks_of_this_job,
     record_failure,
     share_with_ranks,
@@ -268,15 +269,26 @@ def _started_record(folder: Path, ckpt_path: str) -> Path:
 
 def _drawn_seed(checkpoint: dict[str, Any] | None) -> int:
     """The seed of a run given ``seed=null``, set into its config so that config.yaml and W&B record
-    it: a resumed run's, which its checkpoint's patch stream holds, else a fresh draw from the
+    it: a resumed run's, which its checkpoint's patch stream holds, else, in ranks that torchrun or
+    srun started, one derived alike from their job (`job_seed`), else a fresh draw from the
     operating system (not from the global generators, which an earlier sweep job in this process
     seeded), in the range that `L.seed_everything` takes (a checkpoint of a seed=null run written
     before the seed was recorded holds a 63-bit stream seed: that resume draws one)."""
     seed = ((checkpoint or {}).get("SRDataModule") or {}).get("seed")
-    if seed is None or seed > MAX_SEED:
+    if seed is not None and seed <= MAX_SEED:
+        return int(seed)
+    if (derived := job_seed(MAX_SEED)) is not None:  # ranks started by torchrun or srun: alike on each
+        seed, job = derived
+        log.info(
+            "seed=null: this run takes seed %d from its %s (recorded in its config.yaml; seed=%d reruns it)",
+            seed,
+            job,
+            seed,
+        )
+    else:
         seed = secrets.randbelow(MAX_SEED + 1)
         log.info("seed=null: this run draws seed %d (recorded in its config.yaml; seed=%d reruns it)", seed, seed)
-    return int(seed)
+    return seed
 
 
 def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseException:
