@@ -3,9 +3,11 @@ their header (decompression bombs) with our message, never Pillow's."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from PIL import Image, JpegImagePlugin
 from torchvision.io import ImageReadMode, decode_image
 
 import sr_gan.imageio as imageio
+import sr_gan.png_check as png_check
 from sr_gan.errors import InputWarning, UserError
 from sr_gan.imageio import DataError, image_size, list_images, read_image, read_picture, write_image
 from tests.helpers import child_env, keyed_png
@@ -277,6 +280,76 @@ def test_a_png_with_a_damaged_chunk_is_one_line_naming_it(tmp_path: Path, read: 
     assert proc.returncode == 1, proc.stderr[-2000:]  # raised, not killed by a signal
     expected = f"sr_gan.imageio.UnreadableImage: cannot read image {bad}: its IDAT chunk is damaged (CRC mismatch)"
     assert proc.stderr.strip().splitlines()[-1] == expected
+
+
+def _png_with_image_data(path: Path, rows: int, change: str) -> None:
+    """A 64 x `rows` RGB PNG whose image data has `change` made before its chunks' CRCs are computed
+    (a buggy writer, a crafted file: every CRC holds)."""
+    raw = bytearray(b"".join(b"\x00" + bytes((3 * x + y) % 256 for x in range(64 * 3)) for y in range(rows)))
+    if change == "bad filter type":
+        raw[10 * (1 + 64 * 3)] = 7  # row 10's filter byte: PNG has types 0-4
+    stream = bytearray(zlib.compress(bytes(raw[: len(raw) // 2] if change == "short" else raw)))
+    if change in ("bad zlib data", "bad Adler-32"):
+        stream[2 if change == "bad zlib data" else -1] ^= 0xFF
+    if change == "data after the last row":
+        stream = bytearray(zlib.compress(bytes(raw) + bytes(500)))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 64, rows, 8, 2, 0, 0, 0))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", bytes(stream)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("short", "its image data ends early (6,176 of 12,352 bytes)"),
+        (
+            "bad zlib data",
+            "its image data is damaged (Error -3 while decompressing data: invalid distance too far back)",
+        ),
+        ("bad Adler-32", "its image data is damaged (Error -3 while decompressing data: incorrect data check)"),
+        ("bad filter type", "its image data is damaged (row 10 has filter type 7, of 0-4)"),
+    ],
+)
+@pytest.mark.parametrize("read", ["read_image", "read_picture"])
+def test_a_png_whose_image_data_is_wrong_under_valid_crcs_is_one_line(
+    tmp_path: Path, read: str, change: str, why: str
+) -> None:
+    """Image data that libpng refuses though every CRC holds ("Not enough image data", a zlib error,
+    "bad adaptive filter value") crashed the process in torchvision 0.29's decoder (a segmentation
+    fault, exit -11); it is the one line naming the file, found before decoding. Read in a child."""
+    bad = tmp_path / "bad.png"
+    _png_with_image_data(bad, 64, change)
+    code = f"from pathlib import Path; from sr_gan.imageio import {read}; {read}(Path({str(bad)!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # raised, not killed by a signal
+    assert proc.stderr.strip().splitlines()[-1] == f"sr_gan.imageio.UnreadableImage: cannot read image {bad}: {why}"
+
+
+def test_png_image_data_is_checked_once_per_file_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What libpng only warns about (data after the last row) reads as it decodes; PNGs of every
+    colour type, bit depth and Adam7 interlacing shipped with scikit-image and Matplotlib pass; a
+    file read again (training crops) is checked once, and again once it changed."""
+    import matplotlib
+    import skimage
+
+    extra = tmp_path / "extra.png"
+    _png_with_image_data(extra, 8, "data after the last row")
+    assert read_image(extra).shape == (3, 8, 64)
+    shipped = [*Path(skimage.__file__).parent.glob("data/*.png"), *Path(matplotlib.__file__).parent.rglob("*.png")]
+    for path in shipped:
+        png_check.check_png(memoryview(path.read_bytes()))
+    checks: list[bytes] = []
+    monkeypatch.setattr(png_check, "check_png", lambda data: checks.append(bytes(data)))
+    again = tmp_path / "again.png"
+    _png_with_image_data(again, 8, "data after the last row")
+    for _ in range(3):
+        read_image(again)
+    _png_with_image_data(again, 9, "data after the last row")  # another size: another file
+    read_image(again)
+    assert len(checks) == 2 and checks[1] == again.read_bytes()
 
 
 @pytest.mark.parametrize("read", [image_size, read_image, read_picture])

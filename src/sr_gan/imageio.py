@@ -31,6 +31,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor, to_dtype
 
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import InputWarning, UserError
+from sr_gan.png_check import check_png_file
 
 # 2**28 = 16384 x 16384 pixels: above any camera frame, 768 MiB as decoded 8-bit RGB. Pillow's
 # default (89.5 M pixels, warning; error at twice that) would refuse large genuine panoramas.
@@ -130,28 +131,11 @@ def read_image(
 
 
 def _decode_native(path: Path, image_format: str, **options: object) -> Tensor:
-    """torchvision's decode of the file `path` (PNG, JPEG, WebP), a PNG's critical chunks checked first."""
+    """torchvision's decode of the file `path` (PNG, JPEG, WebP), a PNG checked first (`check_png_file`)."""
     data = read_file(str(path))  # (N,) uint8: the file's bytes, read once
     if image_format == "PNG":
-        _check_png_chunks(memoryview(data.numpy()))  # the same memory, no copy
+        check_png_file(path, memoryview(data.numpy()))  # the same memory, no copy
     return decode_image(data, **options)  # type: ignore[arg-type]
-
-
-def _check_png_chunks(data: memoryview) -> None:
-    """Refuse (OSError) a PNG whose critical chunk before IEND (IHDR, PLTE, IDAT) fails its CRC: a damaged copy (a
-    flipped bit, a zero-filled tail). libpng reports it, and torchvision's decoder (0.29) then crashes the process
-    with a segmentation fault instead of raising. The image ends at IEND, whose CRC nothing decoded depends on
-    (a damaged one reads whole, without a crash). A file cut short is left to torchvision, which raises."""
-    position = 8  # after the PNG signature
-    while position + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[position : position + 8])  # then data, then CRC-32
-        end = position + 12 + length
-        if end > len(data) or kind == b"IEND":
-            return
-        (crc,) = struct.unpack(">I", data[end - 4 : end])
-        if not kind[0] & 0x20 and zlib.crc32(data[position + 4 : end - 4]) != crc:  # upper-case first letter
-            raise OSError(f"its {kind.decode('latin-1')} chunk is damaged (CRC mismatch)")
-        position = end
 
 
 def decode(path: Path, *, max_pixels: int | None, key: str) -> tuple[Tensor, bytes | None]:
