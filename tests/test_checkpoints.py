@@ -23,6 +23,7 @@ from unittest.mock import patch
 import pytest
 import torch
 import wandb
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import WandbLogger
@@ -534,6 +535,24 @@ def test_a_damaged_recorded_config_is_named_in_one_line(text: str, problem: str,
     previous.write_text("seed: 3\nmodel: [init_from]\ndata: 7\n")  # sections that are no mappings: not ours
     resolved: dict[str, Any] = {"seed": 1, "model": {}, "data": {"seed": 1}}
     assert keep_recorded_start(resolved, previous) == ["seed=1 (the run's 3)"]
+
+
+def test_a_resumed_run_keeps_the_environments_of_its_earlier_segments(tmp_path: Path) -> None:
+    """config.yaml recorded only the latest segment's environment: a run resumed after a torch upgrade
+    lost what its first iterations ran with. Earlier segments that differ are kept, oldest first."""
+    previous = tmp_path / "config.yaml"
+
+    def resume(torch_version: str) -> dict[str, Any]:
+        resolved = {"model": {}, "data": {}, "environment": {"torch": torch_version, "commit": "abc"}}
+        keep_recorded_start(resolved, previous)
+        previous.write_text(yaml.safe_dump(resolved))
+        return resolved["environment"]
+
+    previous.write_text(yaml.safe_dump({"environment": {"torch": "2.8.0", "commit": "abc"}}))
+    assert resume("2.8.0") == {"torch": "2.8.0", "commit": "abc"}  # resumed on the same machine: nothing kept
+    assert resume("2.9.1") == {"torch": "2.9.1", "commit": "abc", "earlier": [{"torch": "2.8.0", "commit": "abc"}]}
+    assert resume("2.9.1")["earlier"] == [{"torch": "2.8.0", "commit": "abc"}]
+    assert [e["torch"] for e in resume("2.10.0")["earlier"]] == ["2.8.0", "2.9.1"]
 
 
 def test_a_run_resumed_in_its_folder_continues_its_wandb_run(

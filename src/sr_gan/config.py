@@ -426,8 +426,10 @@ def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> list[str]:
     generator it started from (``model.init_from``: a relaunch with ``ckpt_path`` takes the weights
     from the checkpoint and may leave it out; the demo's GAN stage sets it on the first start only),
     and its seeds (``seed``, ``data.seed``: the run goes on with its checkpoint's random states and
-    patch stream whatever the relaunch says, and the README's relaunch leaves ``seed=`` out). Returns
-    the seed keys the relaunch gave other values, as ``key=<relaunch's> (the run's <recorded>)``."""
+    patch stream whatever the relaunch says, and the README's relaunch leaves ``seed=`` out), and the
+    environments its earlier segments ran with where they differ from this one's (``environment.earlier``,
+    oldest first: a week-long run resumed after an upgrade or on another machine). Returns the seed
+    keys the relaunch gave other values, as ``key=<relaunch's> (the run's <recorded>)``."""
     if not previous.is_file():
         return []
     try:  # bounded: a run folder someone else made may hold nested aliases ("billion laughs")
@@ -439,12 +441,27 @@ def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> list[str]:
         ) from None
     if resolved["model"].get("init_from") is None and (started := _section(recorded, "model").get("init_from")):
         resolved["model"]["init_from"] = started
+    _keep_earlier_environments(resolved, _section(recorded, "environment"))
     ignored = []
     for key, now, run in (("seed", resolved, recorded), ("data.seed", resolved["data"], _section(recorded, "data"))):
         if run.get("seed") is not None and now.get("seed") != run["seed"]:
             ignored.append(f"{key}={now.get('seed')} (the run's {run['seed']})")
             now["seed"] = run["seed"]
     return ignored
+
+
+def _keep_earlier_environments(resolved: dict[str, Any], recorded: dict[str, Any]) -> None:
+    """Add to `resolved`'s environment the `recorded` one's earlier ones and itself, each where it
+    differs from the one after it (a run resumed ten times on one machine keeps none)."""
+    if not recorded or "environment" not in resolved:  # a run recorded before environments were
+        return
+    earlier = [e for e in recorded.pop("earlier", None) or [] if isinstance(e, dict)]
+    segments: list[dict[str, Any]] = []
+    for segment in [*earlier, recorded, resolved["environment"]]:
+        if not segments or segment != segments[-1]:
+            segments.append(segment)
+    if len(segments) > 1:
+        resolved["environment"] = {**segments[-1], "earlier": segments[:-1]}
 
 
 def _section(recorded: dict[str, Any], key: str) -> dict[str, Any]:

@@ -201,7 +201,8 @@ def environment() -> dict[str, str | None]:
     """What a run is repeated with besides its config: sr-gan's version and, run from a clone, its
     commit (`source_commit`), Python's and `LIBRARIES`' versions, the CUDA and cuDNN builds (null
     without them) and torch's CPU threads (a CPU run's numbers depend on them: `sr_gan.threads`).
-    A resumed run records its latest segment's."""
+    A resumed run records its latest segment's, and those of earlier segments that differ as
+    ``earlier`` (`sr_gan.config.keep_recorded_start`)."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
         "sr_gan": sr_gan.__version__,
