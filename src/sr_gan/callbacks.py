@@ -232,7 +232,7 @@ class Snapshots(Checkpoint):
         iterations = batches // getattr(pl_module, "accumulate_batches", 1)
         if iterations and iterations % self.every == 0:
             path = self.dirpath / f"iter_{iterations:07d}.ckpt"
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # resumable; said, so Lightning adds no log line
             if self.keep is not None and trainer.is_global_zero and path.is_file():  # written: not a diverged one
                 for older in sorted(self.dirpath.glob("iter_*.ckpt"))[: -self.keep]:
                     older.unlink()
