@@ -146,3 +146,13 @@ def test_each_seed_has_its_own_stage_trained_with_that_seed(make_cfg) -> None:
     drawn = make_cfg("loss=ragan", "demo_psnr_init=true", "seed=null")
     drawn.seed = 1  # what sr_gan.train draws and records for seed=null: the stage is that seed's
     assert demo_stage.stage_config(drawn).config.paths.output_dir == stages[1].paths.output_dir
+
+
+def test_another_sr_gan_version_trains_its_own_stage(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache was keyed by the config alone: a stage trained by an earlier release was taken by the
+    next, whose code may train it otherwise. sr-gan's version is in the key."""
+    cfg = make_cfg("loss=ragan", "demo_psnr_init=true")
+    before = demo_stage.stage_config(cfg).config.paths.output_dir
+    assert demo_stage.stage_config(cfg).config.paths.output_dir == before
+    monkeypatch.setattr("sr_gan.__version__", "99.0.0")
+    assert demo_stage.stage_config(cfg).config.paths.output_dir != before

@@ -5,7 +5,8 @@ noise: in a few hundred batches that gives a dark, cast or gridded image, not a 
 ``demo_psnr_init: true`` (experiment=demo) a GAN objective without ``model.init_from`` first gets
 the PSNR stage of the same generator on the same data (``loss=l1``, the demo's PSNR sizes): cached
 under ``${paths.cache_dir}/demo_psnr_stage/<key>`` and trained there once when absent, the key
-being a hash of everything that makes that stage (generator, data, budget, optimiser, seed).
+being a hash of everything that makes that stage (generator, data, budget, optimiser, seed) and
+of sr-gan's version (a release may train it otherwise; a clone's edits are not in the key).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import sr_gan
 from sr_gan.atomic import atomic_path
 from sr_gan.config import CONF_DIR, is_gan
 from sr_gan.run_summary import read_record
@@ -68,6 +70,7 @@ def stage_config(cfg: DictConfig) -> Stage:
     stage.paths.output_dir = "<cache>"  # not the calling run's folder: every run shares the stage
     resolved = OmegaConf.to_container(stage, resolve=True)
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
+    key["sr_gan"] = sr_gan.__version__
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
     return Stage(stage, hydra)
