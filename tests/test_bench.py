@@ -25,6 +25,7 @@ from benchmarks.step_timing import (
     Window,
     compare,
     compilation_counts,
+    fresh_compilation,
     ours_rate,
     plain_rate,
 )
@@ -146,6 +147,16 @@ def test_each_compiled_side_starts_fresh_and_counts_its_own_compilation(one_thre
     result = compare(stage, config, cpu, plan)
     assert result["compiled"]["ours"] == result["compiled"]["plain"]
     assert "compiled" not in compare(stage, CONFIGS["fp32"], cpu, plan)
+
+
+def test_each_recompilation_is_counted_once() -> None:
+    """A function compiled three times (three dtypes) recompiled twice; dynamo's guard failures, once
+    counted, said 1 + 2 = 3 (each recompilation lists every cache entry that failed)."""
+    fresh_compilation(CONFIGS["bf16+cl+compile"])
+    double = torch.compile(lambda x: x * 2, backend="eager")
+    for dtype in (torch.float32, torch.float64, torch.float16):
+        double(torch.ones(2, dtype=dtype))
+    assert compilation_counts()["recompiles"] == 2
 
 
 def test_the_report_names_what_each_side_compiled() -> None:
