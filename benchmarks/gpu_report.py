@@ -85,14 +85,22 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def compilation_note(compiled: dict[str, dict[str, int]] | None) -> str:
     """`` (5 graphs, 2 CUDA-graph skips; plain: 5 graphs)`` for a compiled rung: what ours compiled,
-    and the plain loop's counts where they differ (a side that compiled less ran partly eagerly)."""
+    and the plain loop's counts where they differ (a side that compiled less ran partly eagerly; one
+    that recorded more CUDA graphs, or compiled or recorded inside the timed window, paid for it there)."""
     if not compiled:
         return ""
 
     def counts(side: dict[str, int]) -> str:
         graphs = side.get("graphs", 0)
         parts = [f"{graphs} graph{'' if graphs == 1 else 's'}"]
-        for key, label in (("graph_breaks", "graph breaks"), ("cudagraph_skips", "CUDA-graph skips")):
+        labels = (
+            ("graph_breaks", "graph breaks"),
+            ("cudagraph_skips", "CUDA-graph skips"),
+            ("cudagraph_recordings", "CUDA graphs recorded"),
+            ("frames_in_window", "frames compiled in the timed window"),
+            ("cudagraph_recordings_in_window", "CUDA graphs recorded in the timed window"),
+        )
+        for key, label in labels:
             if side.get(key):
                 parts.append(f"{side[key]} {label}")
         return ", ".join(parts)

@@ -47,6 +47,9 @@ class Plan:
     max_seconds: float
 
 
+_at_window_start: dict[str, int] = {}  # `_compiled_so_far` as the last timing window opened
+
+
 @dataclass
 class Window:
     """Steady-state batches/s over the batches after the warm-up (see the module docstring).
@@ -66,6 +69,7 @@ class Window:
     def begin(self, index: int) -> None:
         if index == self.plan.warmup:
             sync(self.device)
+            _at_window_start.update(_compiled_so_far())
             self.start = self._last = time.perf_counter()
 
     def end(self, index: int) -> bool:
@@ -149,20 +153,45 @@ def fresh_compilation(config: Config) -> None:
     if config.compile:
         torch._dynamo.reset()
         counters.clear()
+        _at_window_start.clear()
+
+
+def cudagraph_recordings() -> int:
+    """CUDA graphs recorded by this process's CUDA-graph tree (`fresh_compilation` resets it; none
+    off CUDA; -1 where this torch's tree has another shape). Each recording waits for the device
+    twice; a step that replays records none."""
+    if not torch.cuda.is_initialized():
+        return 0
+    from torch._inductor.cudagraph_trees import get_manager
+
+    try:  # torch's private tree: read it, never fail the measurement for it
+        manager = get_manager(torch.cuda.current_device(), create_if_none_exists=False)
+        roots = [] if manager is None else [node for nodes in manager.roots.values() for node in nodes]
+        return sum(1 + node.num_descendants() for node in roots)
+    except (AttributeError, TypeError):
+        return -1
+
+
+def _compiled_so_far() -> dict[str, int]:
+    return {"frames": counters["frames"]["ok"], "cudagraph_recordings": cudagraph_recordings()}
 
 
 def compilation_counts() -> dict[str, int]:
     """What dynamo and inductor did since `fresh_compilation`: frames compiled, graphs, graph
-    breaks, recompilations, and functions CUDA graphs skipped (they then run without graphs)."""
+    breaks, recompilations, functions CUDA graphs skipped (they then run without graphs) and CUDA
+    graphs recorded; and the frames compiled and graphs recorded inside the last timing window
+    (steady state should have none: each costs the window a compilation or a device wait)."""
+    now = _compiled_so_far()
     return {
-        "frames": counters["frames"]["ok"],
+        "frames": now["frames"],
         "graphs": counters["stats"]["unique_graphs"],
         "graph_breaks": sum(counters["graph_break"].values()),
         # each frame's compilations after its first (dynamo's guard_failures holds one reason per cache
         # entry that failed: D compiled 4 times left 1 + 2 + 3 = 6)
         "recompiles": sum(count - 1 for count in convert_frame.FRAME_COMPILE_COUNTER.values()),
         "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
-    }
+        "cudagraph_recordings": now["cudagraph_recordings"],
+    } | {f"{key}_in_window": count - _at_window_start.get(key, count) for key, count in now.items()}
 
 
 class PlainInLightning(L.LightningModule):

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -13,7 +14,7 @@ import torch
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader
 
-from benchmarks import gpu_report
+from benchmarks import compiled_calls, gpu_report
 from benchmarks.gpu_check import COMPILED, STEPS
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.profile_step import HOST_METHODS
@@ -146,7 +147,65 @@ def test_each_compiled_side_starts_fresh_and_counts_its_own_compilation(one_thre
     assert compilation_counts()["graphs"] == 1  # G compiled again, for ours alone
     result = compare(stage, config, cpu, plan)
     assert result["compiled"]["ours"] == result["compiled"]["plain"]
+    assert result["compiled"]["ours"]["frames_in_window"] == 0  # G compiled in the warm-up batch
+    torch.compile(lambda x: x + 1, backend="eager")(torch.ones(1))  # a compilation after the window opened
+    assert compilation_counts()["frames_in_window"] == 1
     assert "compiled" not in compare(stage, CONFIGS["fp32"], cpu, plan)
+
+
+@pytest.mark.slow  # about 18 s: dynamo and AOT autograd trace ESRGAN's five frames for each side
+def test_ours_calls_its_compiled_graphs_as_the_plain_loop_does(one_thread: None, tmp_path: Path) -> None:
+    """What CUDA-graph trees replay: the same compiled graphs (G, VGG, D in each grad mode and
+    requires_grad state) called in the same order in every step, none compiled after the first step,
+    no graph output kept alive into the next step; a validation (images of two sizes) and a
+    checkpoint between steps call no compiled graph."""
+    stage = build_stage("esrgan", "dry")
+    plain = compiled_calls.trace_plain(stage, 4)
+    ours = compiled_calls.trace_ours(stage, 4, validate_every=2, folder=tmp_path)
+    assert (tmp_path / "last.ckpt").is_file()  # validated and checkpointed between steps
+    assert len(plain.steps[0]) == 11  # forwards: G, VGG, D (G's step, D frozen), D (no grad); backwards; D twice
+    assert ours.steps == plain.steps == plain.steps[:1] * 4
+    assert ours.counts == plain.counts and ours.counts["graph_breaks"] == 0
+    assert ours.counts["recompiles"] == 2  # D, in no-grad mode and on an input requiring no gradient
+    assert ours.alive == plain.alive == [0] * 5
+
+
+def test_the_call_trace_sees_a_graph_output_kept_into_the_next_step(
+    one_thread: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instrument of the test above: a side that keeps G's output alive is seen doing so."""
+    step = PlainLoop.step
+
+    def keeping(loop: PlainLoop, batch: dict[str, torch.Tensor]) -> None:
+        step(loop, batch)
+        loop.kept = loop.g(batch["lr"])  # (B, 3, H, W), held until the next step replaces it
+
+    monkeypatch.setattr(PlainLoop, "step", keeping)
+    trace = compiled_calls.trace_plain(build_stage("psnr_rrdb", "dry"), 3)
+    assert trace.alive[0] == 0 and min(trace.alive[1:]) > 0
+
+
+def test_cuda_graphs_recorded_in_the_timed_window_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the step table counts the CUDA graphs each side's tree recorded, and those recorded
+    after the warm-up (in steady state a step replays; a recording waits for the device twice)."""
+    from torch._inductor import cudagraph_trees
+
+    class Node:  # a recorded graph and the graphs recorded after it on its paths
+        def __init__(self, *children: Node) -> None:
+            self.children = {"next": list(children)}
+
+        def num_descendants(self) -> int:
+            return sum(1 + child.num_descendants() for child in self.children["next"])
+
+    fresh_compilation(CONFIGS["bf16+cl+compile"])
+    tree = SimpleNamespace(roots={"g": [Node(Node(), Node(Node()))]})  # 4 graphs, recorded in the warm-up
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(cudagraph_trees, "get_manager", lambda device, create_if_none_exists: tree)
+    Window(torch.device("cpu"), Plan(1, 5, 60.0)).begin(1)
+    tree.roots["d"] = [Node()]  # one more, recorded in the window
+    counts = compilation_counts()
+    assert (counts["cudagraph_recordings"], counts["cudagraph_recordings_in_window"]) == (5, 1)
 
 
 def test_each_recompilation_is_counted_once() -> None:
@@ -165,6 +224,10 @@ def test_the_report_names_what_each_side_compiled() -> None:
     skipped = same | {"cudagraph_skips": 2}
     note = gpu_report.compilation_note({"ours": skipped, "plain": same})
     assert note == " (5 graphs, 2 CUDA-graph skips; plain: 5 graphs)"
+    late = same | {"cudagraph_recordings": 12, "cudagraph_recordings_in_window": 2}
+    note = gpu_report.compilation_note({"ours": late, "plain": same | {"cudagraph_recordings": 10}})
+    ours = "5 graphs, 12 CUDA graphs recorded, 2 CUDA graphs recorded in the timed window"
+    assert note == f" ({ours}; plain: 5 graphs, 10 CUDA graphs recorded)"
     assert gpu_report.compilation_note(None) == ""
 
 
