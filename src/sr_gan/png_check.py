@@ -66,8 +66,10 @@ def _chunks(data: memoryview) -> tuple[memoryview | None, list[memoryview]]:
         (crc,) = struct.unpack(">I", data[end - 4 : end])
         if not kind[0] & 0x20 and zlib.crc32(data[position + 4 : end - 4]) != crc:  # upper-case first letter
             raise OSError(f"its {kind.decode('latin-1')} chunk is damaged (CRC mismatch)")
-        header = data[position + 8 : end - 4] if kind == b"IHDR" else header
-        image_data += [data[position + 8 : end - 4]] if kind == b"IDAT" else []
+        if kind == b"IHDR":
+            header = data[position + 8 : end - 4]
+        elif kind == b"IDAT":
+            image_data.append(data[position + 8 : end - 4])
         position = end
     if bytes(data[position + 4 : position + 8]) != b"IEND":
         return None, []  # cut short: the decoder says so

@@ -277,17 +277,11 @@ def _drawn_seed(checkpoint: dict[str, Any] | None) -> int:
     seed = ((checkpoint or {}).get("SRDataModule") or {}).get("seed")
     if seed is not None and seed <= MAX_SEED:
         return int(seed)
-    if (derived := job_seed(MAX_SEED)) is not None:  # ranks started by torchrun or srun: alike on each
-        seed, job = derived
-        log.info(
-            "seed=null: this run takes seed %d from its %s (recorded in its config.yaml; seed=%d reruns it)",
-            seed,
-            job,
-            seed,
-        )
-    else:
-        seed = secrets.randbelow(MAX_SEED + 1)
-        log.info("seed=null: this run draws seed %d (recorded in its config.yaml; seed=%d reruns it)", seed, seed)
+    # ranks started by torchrun or srun derive theirs alike; a process alone draws from the OS
+    seed, origin = job_seed(MAX_SEED) or (secrets.randbelow(MAX_SEED + 1), "the operating system")
+    log.info(
+        "seed=null: this run takes seed %d from %s (recorded in its config.yaml; seed=%d reruns it)", seed, origin, seed
+    )
     return seed
 
 
