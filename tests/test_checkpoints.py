@@ -484,6 +484,45 @@ def test_a_run_folder_whose_subfolder_links_outside_it_is_refused(make_cfg, tmp_
     assert resumed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
 
 
+@pytest.mark.parametrize("how", ["moved", "linked within"])
+def test_a_run_folder_resumed_in_another_place_keeps_its_best_checkpoint(
+    make_cfg, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ModelCheckpoint restores its record (best score, best file) only in the folder it was written in:
+    a run folder moved to another disk, or whose checkpoints/ became a link within it, lost it on resume,
+    and the next validation wrote best-v1.ckpt beside a stale best.ckpt (which run.json and test named),
+    whatever its score. The record now follows the folder: one best.ckpt, the best of all validations."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    steps = ("trainer.val_check_interval=1", "test=false")
+    train(make_cfg("trainer.max_steps=2", *steps))  # validates after batches 1 and 2
+    if how == "moved":
+        for name in os.listdir(tmp_path):
+            if name not in (first.name, "logs"):
+                first.mkdir(exist_ok=True)
+                (tmp_path / name).rename(first / name)
+        first.rename(second)
+        folder = second
+    else:
+        (tmp_path / "checkpoints").rename(tmp_path / "kept")
+        (tmp_path / "checkpoints").symlink_to("kept", target_is_directory=True)
+        folder = tmp_path
+    cfg = make_cfg("trainer.max_steps=4", *steps, "ckpt_path=last")
+    cfg.paths.output_dir = str(folder)
+    with caplog.at_level(logging.INFO, logger="sr_gan.callbacks"):
+        train(cfg)
+    checkpoints = (folder / "checkpoints").resolve()
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    with open(folder / "csv" / "metrics.csv") as f:
+        psnrs = [float(row["val/psnr"]) for row in csv.DictReader(f) if row.get("val/psnr")]
+    assert len(psnrs) == 4
+    record = json.loads((folder / "run.json").read_text())
+    assert record["metrics"]["best/val/psnr"] == pytest.approx(max(psnrs), abs=1e-4)
+    best = torch.load(checkpoints / "best.ckpt", weights_only=True)
+    state = next(v for k, v in best["callbacks"].items() if "val/psnr" in k)
+    assert (state["dirpath"], state["best_model_path"]) == (str(checkpoints), str(checkpoints / "best.ckpt"))
+    assert "best.ckpt's record follows" in caplog.text
+
+
 def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)

@@ -1,9 +1,11 @@
 """Training callbacks: a batch budget and its progress bar, the speed on the logging interval, RNG
-states in checkpoints, a checkpoint on pre-emption and Ctrl-C, snapshots kept every N iterations."""
+states in checkpoints, a checkpoint on pre-emption and Ctrl-C, snapshots kept every N iterations,
+the best checkpoint's record kept when a run folder moved."""
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shutil
 import signal
@@ -18,8 +20,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint, RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from sr_gan.checkpoint_io import follow_moved_folder
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +280,25 @@ class Snapshots(Checkpoint):
             free / 1e9,
             iterations + (free // size + 1) * self.every,
         )
+
+
+class MovedRunFolder(L.Callback):
+    """A run resumed from its own checkpoints/ after the run folder moved (to another disk, another
+    mount, or behind a link within it) keeps the best score and the best checkpoint's name that its
+    checkpoint records: the ModelCheckpoint states name the folder they were written in, and
+    Lightning restores a state only in that folder (else it warned, and the next validation wrote
+    best-v1.ckpt beside a stale best.ckpt, however its score compared). A branch into another folder
+    (ckpt_path of another run) starts its own record, as Lightning does."""
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        resumed_in = os.path.realpath(os.path.dirname(trainer.ckpt_path or ""))
+        states, moved = checkpoint.get("callbacks") or {}, set()
+        for callback in trainer.checkpoint_callbacks:
+            state = states.get(callback.state_key) if isinstance(callback, ModelCheckpoint) else None
+            if isinstance(state, dict) and callback.dirpath == resumed_in:
+                moved.add(follow_moved_folder(state, callback.dirpath))
+        if written := sorted(folder for folder in moved if folder is not None):
+            log.info("checkpoints written in %s, resumed in %s: best.ckpt's record follows", written[0], resumed_in)
 
 
 class PreemptionCheckpoint(L.Callback):

@@ -139,6 +139,33 @@ def _check_checkpoint_names(path: str | Path, checkpoint: dict[str, Any]) -> Non
                 )
 
 
+def follow_moved_folder(state: dict[str, Any], dirpath: str) -> str | None:
+    """Rename in a ModelCheckpoint `state` the files of the folder it was written in (its 'dirpath')
+    to the same names in `dirpath`, and its 'dirpath' to `dirpath`; the folder it names, or None when
+    that is `dirpath` already. Lightning restores a state only when its 'dirpath' is the callback's:
+    the state of a run folder that moved (another disk, another mount, a link within it) lost the best
+    score and the best file's name, and the next validation wrote best-v1.ckpt beside a stale
+    best.ckpt. A name outside that folder stays as it is (Lightning removes only files of `dirpath`)."""
+    written = state.get("dirpath")
+    if not isinstance(written, str) or written == dirpath:
+        return None
+
+    def moved(name: Any) -> Any:
+        return (
+            os.path.join(dirpath, os.path.basename(name))
+            if isinstance(name, str) and os.path.dirname(name) == written
+            else name
+        )
+
+    for key in CHECKPOINT_NAMES:
+        if key in state:
+            state[key] = moved(state[key])
+    if isinstance(state.get("best_k_models"), Mapping):
+        state["best_k_models"] = {moved(name): score for name, score in state["best_k_models"].items()}
+    state["dirpath"] = dirpath
+    return written
+
+
 def _is_plain_local_path(name: str) -> bool:
     """An absolute local path with no '..' among its parts."""
     return "://" not in name and os.path.isabs(name) and ".." not in Path(name).parts
