@@ -613,8 +613,9 @@ def _key(stage: str, config: str) -> str:
 
 
 def _logged(metrics: Path) -> dict[str, Any]:
-    """From a Lightning metrics.csv: the validations (rows holding val/psnr) and the medians of the
-    speed the run logged itself (`sr_gan.callbacks.SpeedMonitor`), its first interval (start-up) left out."""
+    """From a Lightning metrics.csv: the validations (rows holding val/psnr), the medians of the
+    speed the run logged itself (`sr_gan.callbacks.SpeedMonitor`), its first interval (start-up) left
+    out, and the peak GPU memory it logged (none on a CPU)."""
     rows = read_metrics(metrics) if metrics.is_file() else []
     speed = [row for row in rows if "time/batches_per_s" in row][1:]
 
@@ -629,6 +630,7 @@ def _logged(metrics: Path) -> dict[str, Any]:
         "validations": sum(1 for row in rows if "val/psnr" in row),
         "logged_it_s": median("time/batches_per_s"),
         "data_share": median("time/data_share"),
+        "gpu_peak_gib": max((row["memory/gpu_peak_gib"] for row in rows if "memory/gpu_peak_gib" in row), default=None),
         # the logged gradient norms: a 16-mixed run's near the bf16 run's says they are unscaled
         "grad_norms": {
             player: {

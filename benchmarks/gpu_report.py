@@ -145,7 +145,8 @@ def smoke_line(smoke: dict[str, Any]) -> str:
         f"{'OK' if smoke['ok'] else '**FAILED**'}: exit {smoke['returncode']}, {smoke['batches']} batches in "
         f"{smoke['seconds']:.0f} s wall, {_num(smoke.get('it_s'))} it/s while training (the run's own "
         f"time/batches_per_s: {_num(smoke.get('logged_it_s'))}, "
-        f"time/data_share: {_num(smoke.get('data_share'), '.1%')}), "
+        f"time/data_share: {_num(smoke.get('data_share'), '.1%')}; memory/gpu_peak_gib: "
+        f"{_num(smoke.get('gpu_peak_gib'))}), "
         f"{smoke['validations']} validation(s), checkpoints {', '.join(smoke['checkpoints']) or 'none'}; "
         f"median logged gradient norm {norms or 'not logged'}."
     )

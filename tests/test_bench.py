@@ -330,6 +330,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     smoke = summary["train_smoke"]
     assert smoke["ok"] and smoke["validations"] >= 1 and smoke["it_s"] > 0
     assert smoke["logged_it_s"] > 0 and 0 <= smoke["data_share"] < 1  # the run's own time/* (SpeedMonitor)
+    assert smoke["gpu_peak_gib"] is None  # a CPU run logs no GPU memory
     assert {"best.ckpt", "last.ckpt"} <= set(smoke["checkpoints"])
     assert smoke["grad_norms"]["g"]["median"] > 0 and smoke["grad_norms"]["d"]["non_finite"] == 0
     fp16 = summary["train_smoke_fp16"]  # on a CPU Lightning runs it in bf16-mixed: the item's code path
@@ -555,7 +556,7 @@ def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -
     summary["degradation"] = {"batch": 16, "hr": 256, "ours_ms": 4.0, "baseline_ms": 900.0, "feed": [16, 128]}
     summary["degradation"] |= {"feed_ms": 2.0, "step_ms": None}
     norms = {"g": {"median": None, "non_finite": 0}, "d": {"median": 1.5, "non_finite": 3}}
-    summary["train_smoke"] |= {"grad_norms": norms, "logged_it_s": None, "data_share": None}
+    summary["train_smoke"] |= {"grad_norms": norms, "logged_it_s": None, "data_share": None, "gpu_peak_gib": 37.5}
     summary["train_smoke_fp16"] = summary["train_smoke"] | {"ok": False, "returncode": 1, "log_tail": []}
     summary["targets"] = gpu_report.targets(summary)
     assert summary["targets"][0]["bound_by"] == "GPU-bound (90% busy)"  # the fused rung: its graphs profile
@@ -564,3 +565,4 @@ def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -
     assert "| `lightning/pytorch/loops/x.py:1 f` | 3 |" in text and "None: the host never waited" in text
     assert "bf16+cl+graphs (10 graphs, 2 CUDA-graph skips)" in text and "ratio 225.0x the loader core." in text
     assert "## Train smoke run, 16-mixed" in text and "D 1.5 (3 logged NaN/Inf)" in text
+    assert "memory/gpu_peak_gib: 37.50)" in text

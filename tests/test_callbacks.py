@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sr_gan.callbacks import BatchBudget, SpeedMonitor
+from sr_gan.callbacks import BatchBudget, SpeedMonitor, gpu_peak_gib
 from tests.helpers import LoggedRows
 
 
@@ -52,17 +52,17 @@ class _Tiny(L.LightningModule):
         return DataLoader(_Slow(1, self.val_delay), batch_size=1)
 
 
-def _speeds(
+def _logged(
     tmp_path: Path,
     *,
-    train_delay: float,
-    val_delay: float,
+    train_delay: float = 0.0,
+    val_delay: float = 0.0,
     every: int = 4,
     monitor: SpeedMonitor | None = None,
     budget: int = 8,
-) -> list[tuple[int, float, float]]:
-    """(batch index, time/batches_per_s, time/data_share) as logged over 8 batches (or a smaller
-    `budget`), every `every`, with one validation after batch 6 (inside the second interval of 4)."""
+) -> list[tuple[int, dict[str, float]]]:
+    """(batch index, values) as logged over 8 batches (or a smaller `budget`), every `every`, with
+    one validation after batch 6 (inside the second interval of 4)."""
     recorder = LoggedRows()
     callbacks = [monitor or SpeedMonitor(), BatchBudget(budget)]  # the budget last, as sr_gan.train adds it
     trainer = L.Trainer(
@@ -71,7 +71,12 @@ def _speeds(
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.fit(_Tiny(train_delay, val_delay))
-    logged = [(step, m) for step, m in recorder.rows if "time/data_share" in m]
+    return recorder.rows
+
+
+def _speeds(tmp_path: Path, **options: Any) -> list[tuple[int, float, float]]:
+    """(batch index, time/batches_per_s, time/data_share) as `_logged` logs them."""
+    logged = [(step, m) for step, m in _logged(tmp_path, **options) if "time/data_share" in m]
     return [(step, m["time/batches_per_s"], m["time/data_share"]) for step, m in logged]
 
 
@@ -112,6 +117,22 @@ def test_speed_monitor_reused_for_a_second_fit_leaves_the_pause_between_out(tmp_
     time.sleep(1.0)  # between two fits: not training time
     (_, first, _), _ = _speeds(tmp_path, train_delay=0.0, val_delay=0.0, monitor=monitor)
     assert first > 4.0  # counted, one second alone would hold 4 batches under 4/s
+
+
+def test_the_gpu_peak_is_the_allocators_reserved_memory_and_none_off_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What nvidia-smi shows at its peak (reserved, not the tensors' allocated bytes), in GiB."""
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 3 * 2**30)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 2**30)
+    assert gpu_peak_gib(torch.device("cuda", 0)) == 3.0
+    assert gpu_peak_gib(torch.device("cpu")) is None
+
+
+def test_speed_monitor_logs_the_gpu_peak_where_there_is_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the logging interval beside the speed; a CPU run logs no memory key at all."""
+    assert all("memory/gpu_peak_gib" not in m for _, m in _logged(tmp_path / "cpu"))
+    monkeypatch.setattr("sr_gan.callbacks.gpu_peak_gib", lambda device: 1.25)  # as on a GPU (none here)
+    logged = _logged(tmp_path / "gpu")
+    assert [(step, m["memory/gpu_peak_gib"]) for step, m in logged if "time/data_share" in m] == [(3, 1.25), (7, 1.25)]
 
 
 def test_a_budget_below_the_checkpoints_batches_says_nothing_is_trained(caplog: pytest.LogCaptureFixture) -> None:

@@ -211,6 +211,25 @@ def test_an_lpips_column_when_any_run_logged_it() -> None:
     assert "best_lpips" in keys and "last_lpips" not in keys
 
 
+def test_the_peak_gpu_memory_is_a_column_when_a_run_trained_on_a_gpu(tmp_path: Path) -> None:
+    """memory/gpu_peak_gib (logged on a GPU on the logging interval, each resumed segment from 0): a
+    run's figure is the highest logged; the column shows only when some run has one."""
+    gpu, cpu = write_run(tmp_path / "gpu"), write_run(tmp_path / "cpu")
+    metrics = gpu / "csv" / "metrics.csv"
+    with open(metrics, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row, peak in zip(rows, ("3.5", "", "", "7.25", "6.0", "")):
+        row["memory/gpu_peak_gib"] = peak
+    with open(metrics, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = [run_row(run, {}, pick="best", stale_s=900) for run in read_runs([gpu, cpu])]
+    assert [row["gpu_peak_gib"] for row in table] == [7.25, None]
+    assert "gpu_peak_gib" in [column.key for column in table_columns([], table)]
+    assert "gpu_peak_gib" not in [column.key for column in table_columns([], table[1:])]
+
+
 def test_smoothing_is_the_debiased_moving_average() -> None:
     """TensorBoard's debiased EMA: a constant stays itself, the second point is (w x1 + x2) / (1 + w)."""
     assert smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])

@@ -92,9 +92,17 @@ class BudgetProgressBar(RichProgressBar):
         return f"{'Training':{len(self.validation_description)}}"
 
 
+def gpu_peak_gib(device: torch.device) -> float | None:
+    """The most memory the caching allocator has held on `device` since the process started, in GiB
+    (what nvidia-smi shows at its peak, and what runs out first), None off CUDA. A host-side
+    counter: no device sync."""
+    return torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
+
+
 class SpeedMonitor(L.Callback):
     """Logs ``time/batches_per_s`` and ``time/data_share`` on the logging interval: BasicSR's
-    ``time`` / ``data_time``. A batch's cycle runs from the end of the batch before it to its own
+    ``time`` / ``data_time``; on a GPU also ``memory/gpu_peak_gib`` (`gpu_peak_gib`), the peak
+    that sets the batch size a GPU takes. A batch's cycle runs from the end of the batch before it to its own
     end; the share is the part before the batch starts (waiting for the loader, the host-to-device
     copy, the launch of the on-device degradation). A batch that follows a validation (and its
     checkpoints) or starts the fit counts its own step only: its wait is not measured.
@@ -128,6 +136,8 @@ class SpeedMonitor(L.Callback):
         if self._cycles > 0:
             rate, share = self._batches / self._cycles, self._waiting / self._cycles
             logged = {"time/batches_per_s": rate, "time/data_share": share}
+            if (peak := gpu_peak_gib(pl_module.device)) is not None:
+                logged["memory/gpu_peak_gib"] = peak
             # as tensors filled on the device: Lightning copies a logged float there (a blocking copy)
             tensors = {name: torch.full((), value, device=pl_module.device) for name, value in logged.items()}
             pl_module.log_dict(tensors, on_step=True, batch_size=1)

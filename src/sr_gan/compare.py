@@ -21,7 +21,8 @@ no W&B account, no checkpoint loading. Writes into out_dir:
         runs (Hydra group choices such as `loss`, then other keys), status (done, preempted,
         interrupted, failed as run.json says; else running or crashed), best and last val/psnr
         and val/ssim with the batch they come from, the bicubic baseline, batches done, wall time
-        and batches/s (run.json, else file times), LPIPS if logged
+        and batches/s (run.json, else file times), LPIPS if logged, the peak GPU memory of runs
+        on a GPU (memory/gpu_peak_gib)
   variants.md / variants.csv / variants.json  when some runs differ only by their seed (seed,
         data.seed): one row per variant, its n done runs and the mean and sample standard deviation
         of the best and last numbers; runs not done are left out and counted (sr_gan.compare_seeds)
@@ -74,7 +75,7 @@ PLANE_SET = "val"  # the dataset name of the perception-distortion rows: percept
 # logged, and progress, in a table that fits a terminal (the batch each value comes from is in the files).
 CONSOLE = (
     "result", "best_psnr", "best_ssim", "best_lpips", "last_psnr", "last_ssim", "last_lpips",
-    "bicubic_psnr", "bicubic_ssim", "batches", "wall_s", "batches_per_s",
+    "bicubic_psnr", "bicubic_ssim", "batches", "wall_s", "batches_per_s", "gpu_peak_gib",
 )  # fmt: skip
 
 
@@ -100,6 +101,9 @@ def run_row(run: Run, values: dict[str, str | None], *, pick: str, stale_s: floa
     row |= {"bicubic_psnr": last.get("val/psnr_bicubic"), "bicubic_ssim": last.get("val/ssim_bicubic")}
     row |= {"batches": run.batches, "budget": run.budget, "wall_s": wall}
     row["batches_per_s"] = run.batches / wall if wall else None
+    row["gpu_peak_gib"] = max(
+        (r["memory/gpu_peak_gib"] for r in run.metrics if "memory/gpu_peak_gib" in r), default=None
+    )
     return row | {"path": str(run.path)}
 
 
@@ -113,6 +117,8 @@ def table_columns(keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[C
         numbers.append(Column(f"{name}_batch", f"{name} at batch", 0))
     numbers += [Column("bicubic_psnr", "bicubic PSNR", 2), Column("bicubic_ssim", "bicubic SSIM", 4)]
     numbers += [Column("batches", "batches", 0), Column("wall_s", "wall (s)", 0), Column("batches_per_s", "batch/s", 2)]
+    if any(row.get("gpu_peak_gib") is not None for row in rows):  # runs on a GPU (memory/gpu_peak_gib, any rank 0)
+        numbers.append(Column("gpu_peak_gib", "GPU peak (GiB)", 1))
     return [Column("run", "Run"), Column("status", "Status"), *(Column(k, k) for k in keys), *numbers]
 
 
