@@ -194,7 +194,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += ["", "## Training steps: ours (L.Trainer + SRGANModule) vs a plain PyTorch loop, same math", ""]
     lines += _table(
         ["stage", "size", "config", "ours it/s", "plain it/s", "plain in L.Trainer it/s", "ratio", "GFLOP/batch"]
-        + ["utilisation"],
+        + ["utilisation", "ours GPU peak GiB"],
         [
             [
                 s["stage"],
@@ -206,13 +206,15 @@ def markdown(summary: dict[str, Any]) -> str:
                 _num(s.get("ratio")),
                 _num(s.get("gflop_per_batch"), ",.3g"),
                 f"{_num(s.get('utilisation'), '.1%')} of {s.get('peak', '?')}",
+                _num(s.get("ours_gpu_peak_gib"), ".1f"),
             ]
             for s in summary.get("steps", [])
         ],
     )
     lines += [
         "",
-        "ratio = ours / plain (> 1: ours faster); utilisation = FLOPs/batch x ours' it/s / matmul peak. "
+        "ratio = ours / plain (> 1: ours faster); utilisation = FLOPs/batch x ours' it/s / matmul peak; "
+        "GPU peak: the most memory ours held (PyTorch's allocator, reserved), what a training run needs. "
         "Plain in L.Trainer: the plain loop's step as the training step of a LightningModule (measured for "
         "the targets' steps): against plain, what Lightning's loop costs; against ours, what our step adds.",
     ]

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.stages import Config, Stage
 from benchmarks.timing import sync
+from sr_gan.callbacks import gpu_peak_gib
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.ranks import ranks_of_this_job
 
@@ -304,9 +305,13 @@ def compare(
     adds each side's `compilation_counts` (its last round)."""
     rates: dict[str, list[float]] = {side: [] for side in sides}
     compiled: dict[str, dict[str, int]] = {}
+    peaks: dict[str, float | None] = {}  # GiB of GPU memory each side held at most (None off CUDA)
     for _ in range(rounds):
         for side in sides:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             rates[side].append(SIDES[side](stage, config, device, plan))
+            peaks[side] = gpu_peak_gib(device)  # what a run logs as memory/gpu_peak_gib
             if config.compile:
                 compiled[side] = compilation_counts()
     best = {side: max(found) for side, found in rates.items()}
@@ -321,6 +326,7 @@ def compare(
         }
         | {f"{side}_it_s": rate for side, rate in best.items()}
         | {f"{side}_rounds": found for side, found in rates.items()}
+        | {f"{side}_gpu_peak_gib": peak for side, peak in peaks.items()}
         | ({"compiled": compiled} if compiled else {})
     )
 

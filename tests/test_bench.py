@@ -93,6 +93,7 @@ def test_the_plain_step_inside_lightnings_loop_is_the_plain_loops_work(one_threa
     )
     assert {"plain_it_s", "plain_in_lightning_it_s", "ours_it_s"} <= set(result)
     assert result["ratio"] == result["ours_it_s"] / result["plain_it_s"]
+    assert result["ours_gpu_peak_gib"] is None and result["plain_gpu_peak_gib"] is None  # a CPU: no GPU memory
 
 
 class _Recording:
@@ -540,7 +541,9 @@ def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -
     esrgan = summary["steps"][0]
     graphs = {"graphs": 10, "graph_breaks": 0, "cudagraph_skips": 2}
     summary["steps"] += [
-        esrgan | {"config": "bf16+cl+graphs", "ours_it_s": 17.3, "compiled": {"ours": graphs, "plain": graphs}},
+        esrgan
+        | {"config": "bf16+cl+graphs", "ours_it_s": 17.3, "compiled": {"ours": graphs, "plain": graphs}}
+        | {"ours_gpu_peak_gib": 41.25},
         esrgan | {"config": "bf16+cl+graphs+fused", "ours_it_s": 19.0, "plain_in_lightning_it_s": None},
     ]
     plain = {"step_ms": 100.0, "kernel_ms": 50.0, "gpu_busy": 0.5, "launches": 9000}
@@ -566,3 +569,4 @@ def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -
     assert "bf16+cl+graphs (10 graphs, 2 CUDA-graph skips)" in text and "ratio 225.0x the loader core." in text
     assert "## Train smoke run, 16-mixed" in text and "D 1.5 (3 logged NaN/Inf)" in text
     assert "memory/gpu_peak_gib: 37.50)" in text
+    assert "| 3.2% of bf16 | 41.2 |" in text and "| 3.2% of bf16 | - |" in text  # ours' GPU peak per rung

@@ -117,7 +117,7 @@ def table_columns(keys: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[C
         numbers.append(Column(f"{name}_batch", f"{name} at batch", 0))
     numbers += [Column("bicubic_psnr", "bicubic PSNR", 2), Column("bicubic_ssim", "bicubic SSIM", 4)]
     numbers += [Column("batches", "batches", 0), Column("wall_s", "wall (s)", 0), Column("batches_per_s", "batch/s", 2)]
-    if any(row.get("gpu_peak_gib") is not None for row in rows):  # runs on a GPU (memory/gpu_peak_gib, any rank 0)
+    if any(row.get("gpu_peak_gib") is not None for row in rows):  # some run trained on a GPU
         numbers.append(Column("gpu_peak_gib", "GPU peak (GiB)", 1))
     return [Column("run", "Run"), Column("status", "Status"), *(Column(k, k) for k in keys), *numbers]
 
