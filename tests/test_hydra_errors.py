@@ -126,7 +126,7 @@ def _tool(
     """A stand-in tool on `hydra_command(config)` (Hydra finds conf/ beside it, as sr_gan's tools
     find sr_gan/conf, if `conf`): the wrapper alone, without the seconds torch takes to import.
     `stdout_lines`: read that many lines of its output, then close the pipe (its stdout is not returned)."""
-    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b").mkdir(parents=True, exist_ok=True)
     if conf:
         (tmp_path / "a" / "b" / "conf").symlink_to(CONF_DIR)
     (tmp_path / "a" / "b" / "tool.py").write_text(TOOL.format(config=config))
@@ -256,6 +256,18 @@ def test_the_package_without_its_conf_folder_says_how_to_install_it(tmp_path: Pa
         f"error: Primary config directory not found. Check that the config directory '{tmp_path / 'a' / 'b' / 'conf'}'"
     )
     assert proc.stderr.strip().endswith("is missing: install sr-gan from a clone (make install)")
+
+
+def test_a_clone_without_symbolic_links_says_how_to_clone(tmp_path: Path) -> None:
+    """git without symbolic links (Windows' default) writes sr_gan/conf as a file holding '../../conf'."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "conf").write_text("../../conf")
+    proc = _tool(tmp_path, conf=False)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.strip().endswith(
+        "it is a file, not the link to conf/: the clone was made without symbolic links (Windows: "
+        "git clone -c core.symlinks=true with Developer Mode on, or use WSL)"
+    )
 
 
 def test_help_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:

@@ -167,7 +167,14 @@ def describe(err: Exception, *, tool: str) -> str:
         added = append.group(1) if append else f"+{cause.full_key}=..."
         return _unknown_key(str(cause.full_key), str(cause.key), cause.parent_node, added=added, tool=tool)
     if str(err).startswith("Primary config directory not found"):  # a package whose conf link was not followed
-        fix = "sr_gan/conf (a link to the clone's conf/) is missing: install sr-gan from a clone (make install)"
+        named = re.search(r"config directory '([^']+)'", str(err))
+        if named and Path(named.group(1)).is_file():  # git wrote the link as a file holding its target
+            fix = (
+                "it is a file, not the link to conf/: the clone was made without symbolic links (Windows: "
+                "git clone -c core.symlinks=true with Developer Mode on, or use WSL)"
+            )
+        else:
+            fix = "sr_gan/conf (a link to the clone's conf/) is missing: install sr-gan from a clone (make install)"
         return f"{one_line(err)}; {fix}"
     message = str(err).split("Config search path:")[0]  # a missing primary config lists the search path
     if isinstance(cause, OmegaConfBaseException):  # what Hydra prints below its own line
