@@ -555,6 +555,26 @@ def test_a_relaunch_keeps_the_recorded_start_of_the_run(
     assert OmegaConf.load(tmp_path / "branch" / "config.yaml").seed == 3
 
 
+@pytest.mark.parametrize("relaunch", ["the same command", "without model.init_from"])
+def test_a_gan_stage_resumes_after_the_run_it_started_from_moved(make_cfg, tmp_path: Path, relaunch: str) -> None:
+    """A resume takes G from its checkpoint: model.init_from is neither read nor required then. A GAN
+    stage whose PSNR run had moved (scratch to project storage) was refused on resume: the same command
+    with `model.init_from=no such file`, and without it `this recipe starts from a PSNR-oriented
+    generator` (require_init_from), though its config.yaml keeps the run's model.init_from."""
+    train(make_cfg("trainer.max_steps=1", "test=false"))
+    start = tmp_path / "scratch" / "best.ckpt"
+    start.parent.mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").rename(start)
+    gan = ("require_init_from=true", "test=false", f"model.init_from={start}")
+    train(make_cfg(*gan, "trainer.max_steps=1"))
+    start.rename(tmp_path / "project.ckpt")  # the PSNR run moved
+    again = gan if relaunch == "the same command" else gan[:2]
+    train(make_cfg(*again, "trainer.max_steps=2", "ckpt_path=last"))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
+    assert OmegaConf.load(tmp_path / "config.yaml").model.init_from == str(start)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from sr_gan.config import (
     UnusedRunFolder,
     WritableOutput,
+    check_init_from,
     check_train_config,
     precision_advice,
     register_resolvers,
@@ -114,7 +115,7 @@ def test_a_patch_the_discriminator_cannot_take_is_refused_at_start_up(make_cfg) 
 def test_a_gan_recipe_without_init_from_names_every_recipes_psnr_stage(make_cfg) -> None:
     """experiment=realesrgan_x4 refuses to start from noise too: its PSNR stage is realesrnet_x4."""
     with pytest.raises(UserError) as info:
-        check_train_config(make_cfg("loss=ragan", "require_init_from=true"))
+        check_init_from(make_cfg("loss=ragan", "require_init_from=true"), resuming=False)
     message = str(info.value)
     assert message.startswith("this recipe starts from a PSNR-oriented generator: set model.init_from=")
     assert "experiment=rrdb_psnr_x4 for ESRGAN" in message and "experiment=realesrnet_x4 for Real-ESRGAN" in message

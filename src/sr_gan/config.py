@@ -109,12 +109,6 @@ def check_train_config(cfg: DictConfig) -> None:
     validate(cfg, TRAIN)
     check_trainer_keys(cfg.trainer)
     check_built_keys(cfg)
-    if cfg.get("require_init_from") and not cfg.model.init_from:
-        raise UserError(
-            "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
-            "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN, "
-            "experiment=realesrnet_x4 for Real-ESRGAN)"
-        )
     made = OmegaConf.select(cfg, "degradation._target_", default=BICUBIC)
     if made != BICUBIC and cfg.data.get("train_lr_dir"):  # the LR files win: the degradation would never run
         raise UserError(
@@ -382,6 +376,18 @@ def check_run_subfolders(folder: Path) -> None:
                 f"delete) its {name}: replace the link by a folder holding its files, or move the whole run "
                 "folder there and pass that folder as hydra.run.dir"
             )
+
+
+def check_init_from(cfg: DictConfig, *, resuming: bool) -> None:
+    """Refuse a GAN recipe (``require_init_from``) that would start from noise. A resume is not
+    refused: its checkpoint holds the generator, and the run's config.yaml keeps its model.init_from
+    (`keep_recorded_start`), which the relaunch need not repeat."""
+    if cfg.get("require_init_from") and not cfg.model.init_from and not resuming:
+        raise UserError(
+            "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
+            "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN, "
+            "experiment=realesrnet_x4 for Real-ESRGAN)"
+        )
 
 
 def slurm_requeued() -> bool:

@@ -27,6 +27,7 @@ from sr_gan.checkpoint_io import downloaded_once, load_run_checkpoint
 from sr_gan.cli import hydra_command
 from sr_gan.config import (
     check_data_folders,
+    check_init_from,
     check_run_subfolders,
     check_train_config,
     is_gan,
@@ -63,8 +64,10 @@ log = logging.getLogger(__name__)
 register_resolvers()
 
 
-def build_module(cfg: DictConfig) -> SRGANModule:
-    """Instantiate the LightningModule, initialising G from ``model.init_from`` when set."""
+def build_module(cfg: DictConfig, *, resuming: bool = False) -> SRGANModule:
+    """Instantiate the LightningModule, initialising G from ``model.init_from`` when set, unless
+    `resuming`: the checkpoint then holds G, and model.init_from (repeated by a relaunch, its file
+    perhaps moved or deleted since the run started) is not read."""
     module: SRGANModule = instantiate(cfg.module)
     module.generator_config = OmegaConf.to_container(cfg.model.generator, resolve=True)
     if cfg.discriminator is not None:
@@ -76,7 +79,9 @@ def build_module(cfg: DictConfig) -> SRGANModule:
             f"{type(module.generator).__name__} at x{cfg.data.scale} cannot take (it pixel-unshuffles its input "
             f"by {multiple}): set data.patch_size to a multiple of {cfg.data.scale * multiple}"
         )
-    if cfg.model.init_from:  # a URL (the released ESRGAN weights Real-ESRNet starts from) is fetched once, cached
+    if cfg.model.init_from and resuming:
+        log.info("model.init_from=%s not read: the checkpoint resumed holds the generator", cfg.model.init_from)
+    elif cfg.model.init_from:  # a URL (the released ESRGAN weights Real-ESRNet starts from) is fetched once, cached
         example = "<the PSNR run>/checkpoints/best.ckpt"
         source = path_arg(cfg, "model.init_from", example=example, must_exist=True, url=True)
         state = load_generator_state(source, prefer_ema=True)  # builds nothing from the file
@@ -139,6 +144,7 @@ def train(cfg: DictConfig, *, resume_hint: str | None = None, next_steps: bool =
     if advice := precision_advice(cfg):
         log.warning(advice)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    check_init_from(cfg, resuming=ckpt_path is not None)
     if ckpt_path is not None and is_url(ckpt_path):  # fetched once and checked before anything is written
         with downloaded_once(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
             return _train(cfg, str(local), resume_hint=resume_hint, next_steps=next_steps)
@@ -166,7 +172,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     if isinstance(datamodule, SRDataModule) and datamodule.prepare is None:  # its images are there: read
         datamodule.setup("fit")  # their headers now, so that a bad one is refused before the run's record
-    module = build_module(cfg)
+    module = build_module(cfg, resuming=checkpoint is not None)
     if checkpoint is not None:  # refused before the run's record is rewritten
         module.check_resumable(checkpoint)
     trainer = build_trainer(cfg)
