@@ -656,6 +656,54 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
     assert json.loads((tmp_path / "run.json").read_text())["batches"] == 3
 
 
+def test_a_copied_run_folder_resumes_into_a_wandb_run_of_its_own(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run folder copied (the original kept) and resumed logged into the original's W&B run, whose id
+    the copy holds: two runs' rows for the same batches in one W&B run, online and at `wandb sync`. The
+    copy now logs to a W&B run of its own, saying so; nothing of the original is written (every file's
+    bytes and time), and the original goes on in its own W&B run."""
+    original, copy = tmp_path / "scratch", tmp_path / "project"
+    cfg = make_cfg("logger=wandb", "trainer.max_steps=1", "test=false")
+    cfg.paths.output_dir = str(original)
+    train(cfg)
+    wandb.teardown()  # W&B's service writes a finished run's file after `finish` returns
+    shutil.copytree(original, copy, symlinks=True)
+
+    def files(folder: Path) -> dict[str, tuple[bytes, int]]:
+        return {
+            str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+        }
+
+    before, run_id = files(original), (original / "wandb" / "run_id").read_text().strip()
+    resumed = make_cfg("logger=wandb", "trainer.max_steps=2", "test=false", "ckpt_path=last")
+    resumed.paths.output_dir = str(copy)
+    with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
+        train(resumed)
+    wandb.teardown()
+    assert files(original) == before
+    copy_id = (copy / "wandb" / "run_id").read_text().strip()
+    assert copy_id != run_id and len(list((copy / "wandb").glob(f"offline-run-*-{copy_id}"))) == 1
+    assert f"{copy} is a copy of {original.resolve()}, which logs to W&B run {run_id} too" in caplog.text
+    assert folder_run_id(copy) == (copy_id, True) and folder_run_id(original) == (run_id, True)
+
+
+def test_a_run_folder_moved_or_reached_through_a_link_keeps_its_wandb_run(tmp_path: Path) -> None:
+    """Only a copy whose original still logs to the W&B run gets its own: a folder moved (its recorded
+    place gone or holding another run) or reached through a link (logs/ a link on one launch, the real
+    path on the next) goes on in its W&B run."""
+    first, moved, link = tmp_path / "scratch" / "run", tmp_path / "project" / "run", tmp_path / "logs"
+    run_id, _ = folder_run_id(first)
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert folder_run_id(moved) == (run_id, True)
+    link.symlink_to(moved.parent, target_is_directory=True)
+    assert folder_run_id(link / "run") == folder_run_id(moved) == (run_id, True)
+    shutil.copytree(moved, first, symlinks=True)  # a copy back in the old place, then the original replaced
+    (moved / "wandb" / "run_id").write_text("another1\n")
+    assert folder_run_id(first) == (run_id, True)
+
+
 def test_a_full_disk_when_metrics_csv_gets_new_columns_keeps_its_rows(tmp_path: Path) -> None:
     """New columns (the first validation's, the test's at the end of a long run) rewrite metrics.csv
     whole: a write that fails then leaves the file as it was (Lightning's writer truncated it first:

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import math
+import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -91,6 +92,7 @@ BEST = {"val/psnr": "max", "val/ssim": "max", "val/lpips": "min", "test/psnr": "
 
 
 RUN_ID = Path("wandb") / "run_id"  # below a logger's save_dir: the W&B run that folder logs to
+RUN_FOLDER = Path("wandb") / "run_folder"  # beside it: the real path of the folder that logged to it last
 BESTS = Path("wandb") / "bests.json"  # beside it: the best of each `BEST` value logged to that run
 _VALID_ID = re.compile(r"[a-z0-9]{1,64}")  # the ids wandb generates (its own rule is looser)
 
@@ -99,18 +101,71 @@ def folder_run_id(save_dir: Path) -> tuple[str, bool]:
     """The id of the W&B run that `save_dir` logs to, and whether an earlier segment logged to it:
     kept in ``save_dir/wandb/run_id`` from the first use on, a run resumed in its folder
     (``ckpt_path=last`` after a pre-emption) continues its W&B run instead of starting a second one
-    (``wandb sync`` uploads an offline run's segments into that one run, in order). A damaged file
-    is replaced, with a warning: the training goes on, into a new W&B run."""
+    (``wandb sync`` uploads an offline run's segments into that one run, in order), also where the
+    folder moved or is reached through another path. A damaged file is replaced, with a warning: the
+    training goes on, into a new W&B run; so does a copy whose original still logs to that run
+    (`copied_from`), which would otherwise send its rows for the same batches into the original's."""
     path = save_dir / RUN_ID
-    if path.is_file():
-        run_id = path.read_text(errors="replace").strip()
-        if _VALID_ID.fullmatch(run_id):
-            return run_id, True
-        log.warning("%s does not hold a W&B run id: this run logs to a new W&B run from here on", path)
-    run_id = secrets.token_hex(4)  # 8 characters, as wandb's own ids (its generator is not public API)
-    with atomic_path(path) as temporary:
-        temporary.write_text(run_id + "\n")
-    return run_id, False
+    run_id = _read_run_id(path)
+    original = None if run_id is None else copied_from(save_dir, run_id)
+    continued = run_id is not None and original is None
+    if not continued:
+        kept, run_id = run_id, secrets.token_hex(4)  # 8 characters, as wandb's ids (its generator is not public API)
+        with atomic_path(path) as temporary:
+            temporary.write_text(run_id + "\n")
+        if original is not None:
+            log.warning(
+                "%s is a copy of %s, which logs to W&B run %s too: this copy logs to W&B run %s from here on "
+                "(to resume a moved run folder in its W&B run, delete the original first; offline, `wandb sync "
+                "--id %s %s/offline-run-*-%s` uploads this copy's segments into the original's run)",
+                save_dir,
+                original,
+                kept,
+                run_id,
+                kept,
+                save_dir / "wandb",
+                run_id,
+            )
+    here = str(save_dir.resolve())
+    if _read_text(save_dir / RUN_FOLDER) != here:
+        with atomic_path(save_dir / RUN_FOLDER) as temporary:
+            temporary.write_text(here + "\n")
+    return run_id, continued
+
+
+def _read_text(path: Path) -> str | None:
+    """The stripped text of `path`, None where it cannot be read."""
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _read_run_id(path: Path) -> str | None:
+    """The W&B run id that `path` holds; None where there is no file, and (with a warning) where it holds no id."""
+    run_id = _read_text(path)
+    if run_id is None or _VALID_ID.fullmatch(run_id):
+        return run_id
+    log.warning("%s does not hold a W&B run id: this run logs to a new W&B run from here on", path)
+    return None
+
+
+def copied_from(save_dir: Path, run_id: str) -> Path | None:
+    """The folder that `save_dir` was copied from, where that one is still there and still logs to
+    W&B run `run_id` (its ``wandb/run_folder`` and ``wandb/run_id``, copied with it, name it); None
+    for a folder in its place, moved (the recorded folder is gone, or logs to another run), or
+    reached through another path (a link, another mount: the recorded folder is this one). Only
+    read: nothing of the original is written."""
+    recorded = _read_text(save_dir / RUN_FOLDER)
+    if not recorded or not os.path.isabs(recorded):
+        return None
+    original = Path(recorded)
+    try:
+        if original.samefile(save_dir):
+            return None
+    except OSError:  # gone: the folder moved
+        return None
+    return original if _read_text(original / RUN_ID) == run_id else None
 
 
 class SRWandbLogger(WandbLogger):
