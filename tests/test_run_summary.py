@@ -93,6 +93,22 @@ def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path
     assert RunRecord.resumed(tmp_path / "elsewhere").earlier_s == 0.0  # a new folder starts from zero
 
 
+def test_the_records_files_stay_true_where_the_run_folder_moves_or_is_copied(tmp_path: Path) -> None:
+    """run.json named its files by absolute paths: a run folder moved (scratch to project storage) named
+    the old place, a copy the original's files (which go on changing if the original is resumed). They
+    are named within the run folder now."""
+    first, moved = tmp_path / "scratch" / "run", tmp_path / "project" / "run"
+    (first / "checkpoints").mkdir(parents=True)
+    (first / "checkpoints" / "best.ckpt").write_bytes(b"best")
+    (first / "config.yaml").write_text("seed: 1\n")
+    RunRecord(folder=first).finish("done", None)
+    moved.parent.mkdir()
+    first.rename(moved)
+    files = json.loads((moved / "run.json").read_text())["files"]
+    assert files == {"best": "checkpoints/best.ckpt", "config": "config.yaml"}
+    assert (moved / files["best"]).read_bytes() == b"best"
+
+
 @pytest.mark.parametrize("text", ['{"status": "runn', "[]", "\xff\xfe"])
 def test_a_damaged_record_warns_and_never_blocks_a_resume(tmp_path: Path, text: str) -> None:
     """A run.json cut short (or not a record) is named in a warning and read as none: resuming goes on,

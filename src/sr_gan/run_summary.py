@@ -95,7 +95,7 @@ class RunRecord:
     batches: int = 0
     batches_per_s: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # within `folder`: true where the folder moves or is copied
 
     @classmethod
     def resumed(cls, folder: Path) -> RunRecord:
@@ -117,7 +117,7 @@ class RunRecord:
         if trainer is not None:
             self.batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
             self.metrics |= {k: round(float(v), 6) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        self.files = {name: str(path) for name, path in _files(self.folder).items()}
+        self.files = {name: path.relative_to(self.folder).as_posix() for name, path in _files(self.folder).items()}
         self.write()
 
 
