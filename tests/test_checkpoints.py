@@ -523,6 +523,22 @@ def test_a_run_folder_resumed_in_another_place_keeps_its_best_checkpoint(
     assert "best.ckpt's record follows" in caplog.text
 
 
+def test_a_branch_from_a_moved_run_folder_tests_the_best_checkpoint_where_it_is_now(make_cfg, tmp_path: Path) -> None:
+    """A branch (ckpt_path=<run folder>, a new folder) that validates no more tests the best checkpoint
+    its checkpoint names: after the run folder moved, its old place (`no such weight file`, after
+    training), or for a copy the original's file. It now names the best.ckpt beside the checkpoint read."""
+    moved = tmp_path / "project"
+    train(make_cfg("trainer.max_steps=2", "trainer.val_check_interval=1", "test=false"))
+    moved.mkdir()
+    for name in ("checkpoints", "config.yaml", "run.json"):
+        (tmp_path / name).rename(moved / name)
+    branch = make_cfg("trainer.max_steps=2", f"ckpt_path={moved}")  # its budget is done: no validation
+    branch.paths.output_dir = str(tmp_path / "branch")
+    train(branch)
+    record = json.loads((tmp_path / "branch" / "run.json").read_text())
+    assert record["status"] == "done" and "test/psnr" in record["metrics"]
+
+
 def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)

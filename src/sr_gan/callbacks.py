@@ -298,17 +298,26 @@ class MovedRunFolder(L.Callback):
     checkpoint records: the ModelCheckpoint states name the folder they were written in, and
     Lightning restores a state only in that folder (else it warned, and the next validation wrote
     best-v1.ckpt beside a stale best.ckpt, however its score compared). A branch into another folder
-    (ckpt_path of another run) starts its own record, as Lightning does."""
+    (ckpt_path of another run) starts its own record, as Lightning does, keeping only the name of the
+    best checkpoint, which `test` takes when the branch validates no more: that name follows the run
+    it branches from where that run's folder moved or was copied, and holds that file (it named the
+    old place: gone, or the original's file)."""
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        resumed_in = os.path.realpath(os.path.dirname(trainer.ckpt_path or ""))
+        read_from = os.path.realpath(os.path.dirname(trainer.ckpt_path or ""))
         states, moved = checkpoint.get("callbacks") or {}, set()
         for callback in trainer.checkpoint_callbacks:
             state = states.get(callback.state_key) if isinstance(callback, ModelCheckpoint) else None
-            if isinstance(state, dict) and callback.dirpath == resumed_in:
-                moved.add(follow_moved_folder(state, callback.dirpath))
+            if isinstance(state, dict) and (callback.dirpath == read_from or _holds_best(read_from, state)):
+                moved.add(follow_moved_folder(state, read_from))
         if written := sorted(folder for folder in moved if folder is not None):
-            log.info("checkpoints written in %s, resumed in %s: best.ckpt's record follows", written[0], resumed_in)
+            log.info("checkpoints written in %s, read from %s: best.ckpt's record follows", written[0], read_from)
+
+
+def _holds_best(folder: str, state: dict[str, Any]) -> bool:
+    """Whether `folder` holds a file named as the best checkpoint of ModelCheckpoint `state`."""
+    best = state.get("best_model_path")
+    return isinstance(best, str) and bool(best) and os.path.isfile(os.path.join(folder, os.path.basename(best)))
 
 
 class PreemptionCheckpoint(L.Callback):
