@@ -214,6 +214,7 @@ def test_offline_without_fallback_raises_with_fix(offline) -> None:
     with pytest.raises(UserError, match=r"loss\.perceptual\.weights=/path/vgg19\.pth") as info:
         PerceptualLoss(layers=["relu1_1"])
     assert "\n" not in str(info.value)
+    assert "allow_random_vgg=true" in str(info.value)  # the key train.yaml has (and schema checks)
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def _vgg19_features(*, pretrained: bool, weights: str | None, allow_random: bool
                 raise UserError(
                     f"could not get the ImageNet VGG19 weights ({err}): set "
                     "loss.perceptual.weights=/path/vgg19.pth (torchvision vgg19-dcbb9e9d.pth) or "
-                    "connect to the internet (loss.perceptual.allow_random=true trains with a random VGG)"
+                    "connect to the internet (allow_random_vgg=true trains with a random VGG)"
                 ) from err
         else:
             return _load_features(state), False
