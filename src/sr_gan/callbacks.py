@@ -47,9 +47,9 @@ class BatchBudget(L.Callback):
 
     Lightning's ``max_steps`` counts optimizer steps, which advance twice per batch when G and D
     both step (and unevenly during a D warm-up). ``sr_gan.train`` therefore reads
-    ``trainer.max_steps`` as a number of *batches*, hands Lightning ``max_steps=-1`` and adds this
-    callback. Lightning runs a final validation when a run is asked to stop, so the last model
-    is always validated and checkpointed.
+    ``trainer.max_steps`` as a number of *iterations*, hands Lightning ``max_steps=-1`` and adds this
+    callback with ``max_steps x optim.accumulate_batches`` batches. Lightning runs a final validation
+    when a run is asked to stop, so the last model is always validated and checkpointed.
     """
 
     def __init__(self, max_batches: int) -> None:
