@@ -22,6 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from sr_gan.archs import count_parameters
 from sr_gan.callbacks import BatchBudget, BudgetProgressBar, PreemptionCheckpoint, RNGState
 from sr_gan.checkpoint_io import downloaded_once, load_run_checkpoint
 from sr_gan.cli import hydra_command
@@ -178,12 +179,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     trainer = build_trainer(cfg)
     for name in ("generator", "discriminator"):
         if (network := getattr(module, name)) is not None:
-            log.info(
-                "%s: %s, %s parameters",
-                name,
-                type(network).__name__,
-                f"{sum(p.numel() for p in network.parameters()):,}",
-            )
+            log.info("%s: %s, %s parameters", name, type(network).__name__, f"{count_parameters(network):,}")
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     resolved["choices"] = _choices()
     resolved["environment"] = environment()
