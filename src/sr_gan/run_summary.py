@@ -1,7 +1,7 @@
 """What a training run prints and records about itself.
 
 - `quiet_third_party_noise`: the console and ``train.log`` carry what a user can act on; warnings
-  are routed into the log, Lightning's own lines reach ``train.log`` too, and two messages that
+  are routed into the log, Lightning's own lines reach ``train.log`` too, and four messages that
   are neither ours nor the user's to act on are filtered (each named, with why).
 - `RunRecord`: ``run.json`` in the run folder, rewritten atomically when the run starts and ends
   (status running / done / failed / preempted / interrupted, batches, wall time, batches/s, the
@@ -47,7 +47,9 @@ class _DropMessages(logging.Filter):
 
 
 def quiet_third_party_noise() -> None:
-    """Route warnings and Lightning's messages into the run's log; drop three that nobody acts on."""
+    """Route warnings and Lightning's messages into the run's log; drop four that nobody acts on: Lightning's
+    advert, its pytree deprecation, and its notes on a resumed run's used checkpoint folder and on a branch's
+    new one."""
     logging.captureWarnings(True)  # warnings.warn (e.g. the random-VGG warning) also reach train.log
     warnings.formatwarning = _format_warning
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
