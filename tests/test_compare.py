@@ -470,6 +470,16 @@ def test_stale_s_decides_when_a_silent_run_is_crashed(tmp_path: Path) -> None:
     assert row["status"] == "running (2/4 batches, no last.ckpt)"
 
 
+def test_the_budget_of_an_accumulating_run_counts_its_batches(tmp_path: Path) -> None:
+    """trainer.max_steps=2 iterations of optim.accumulate_batches=2 batches: a run killed after batch 2
+    (its last.ckpt there, no run.json end) is 2 of 4 batches in, not done."""
+    optim = {"generator": {"lr": 1e-3}, "accumulate_batches": 2}
+    write_run(tmp_path / "k2", psnrs=(20.0,), budget=2, age_s=3600, extra={"optim": optim})
+    (row,) = run(_cfg(tmp_path / "k2"))
+    assert row["status"] == "crashed (2/4 batches)"
+    assert row["budget"] == 4
+
+
 def test_runs_of_other_scales_or_validation_sets_are_refused(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a")
     b = write_run(tmp_path / "b", scale=4)

@@ -51,8 +51,12 @@ class Run:
 
     @property
     def budget(self) -> int | None:
-        """trainer.max_steps: the run's budget in batches."""
-        return ((self.config or {}).get("trainer") or {}).get("max_steps")
+        """The run's budget in batches: trainer.max_steps iterations of optim.accumulate_batches batches
+        each (`sr_gan.train.build_trainer`), the unit of `batches`."""
+        config = self.config or {}
+        iterations = (config.get("trainer") or {}).get("max_steps")
+        accumulate = (config.get("optim") or {}).get("accumulate_batches") or 1
+        return None if iterations is None else iterations * accumulate
 
     @property
     def batches(self) -> int:
