@@ -270,14 +270,22 @@ def read_run(path: Path) -> Run:
 def read_runs(paths: Sequence[Path]) -> list[Run]:
     """Read every run and name each by the shortest path suffix no other run shares."""
     runs = [read_run(path) for path in paths]
-    parts = [path.absolute().parts for path in paths]
-    for i, (run, own) in enumerate(zip(runs, parts)):
-        others = parts[:i] + parts[i + 1 :]
+    for run, tail in zip(runs, shortest_tails([path.absolute().parts for path in paths])):
+        run.name = "/".join(tail)
+    return runs
+
+
+def shortest_tails(names: Sequence[Sequence[str]]) -> list[Sequence[str]]:
+    """For each name (a sequence of parts), its shortest tail that no other name ends with (the whole
+    name where every tail is shared)."""
+    tails = []
+    for i, own in enumerate(names):
+        others = [*names[:i], *names[i + 1 :]]
         k = 1
         while k < len(own) and any(other[-k:] == own[-k:] for other in others):
             k += 1
-        run.name = "/".join(own[-k:])
-    return runs
+        tails.append(own[-k:])
+    return tails
 
 
 # --- what the runs share and where they differ ----------------------------------------------------
@@ -407,12 +415,5 @@ def short_labels(keys: Sequence[str]) -> dict[str, str]:
     """Legend names: the shortest tail of each dotted key that no other key ends with
     (`model.generator.num_features` → `num_features`, or `generator.num_features` beside
     `discriminator.num_features`)."""
-    parts = [key.split(".") for key in keys]
-    labels = {}
-    for i, own in enumerate(parts):
-        others = parts[:i] + parts[i + 1 :]
-        k = 1
-        while k < len(own) and any(other[-k:] == own[-k:] for other in others):
-            k += 1
-        labels[keys[i]] = ".".join(own[-k:])
-    return labels
+    tails = shortest_tails([key.split(".") for key in keys])
+    return {key: ".".join(tail) for key, tail in zip(keys, tails)}
