@@ -111,7 +111,7 @@ def export_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3,
 
 @torch.no_grad()
 def check_onnx(generator: nn.Module, path: str | Path, *, in_channels: int = 3, atol: float = 1e-4) -> float:
-    """Max |onnxruntime - PyTorch| over `ONNX_CHECK_SIZES` random inputs; ValueError above `atol`.
+    """Max |onnxruntime - PyTorch| over `ONNX_CHECK_SIZES` random inputs; a one-line UserError above `atol`.
     PyTorch runs `any_size(generator)`: sides that are not multiples of its unshuffle are padded."""
     import onnxruntime  # optional dependency (dev extra), only needed for this check
 

@@ -2,7 +2,8 @@
 
 Float conversion, augmentation and the (on-the-fly) bicubic degradation run batched on the
 training device in `SRDataModule.on_after_batch_transfer`, so no worker does float math or
-resizing. Items are dicts of uint8 (3, H, W) tensors: {"hr"} or {"hr", "lr"} (+ "name").
+resizing. Items are dicts of uint8 (3, H, W) tensors, {"hr"} or {"hr", "lr"}, with a training
+patch's "flips" and "seed" or a validation image's "name" and "index" (its degradation seed).
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def _positions(store: PreparedImages, names: list[str]) -> list[int]:
 
 
 class ValImageDataset(Dataset):
-    """Images for validation/test: {"hr", "name"} (+ "lr" with an LR folder), HR mod-cropped.
+    """Images for validation/test: {"hr", "name", "index"} (+ "lr" with an LR folder), HR mod-cropped.
 
     `max_images` keeps the first images by name and `crop` cuts the centre `crop` x `crop` HR
     pixels (on the scale grid; the LR crop matches): validation during training then stays a
