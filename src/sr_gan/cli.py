@@ -217,7 +217,7 @@ def unresolvable(cfg: DictConfig, *, tool: str) -> str | None:
         fix = f"did you mean ${{{guess}}}?" if guess else f"python -m sr_gan.{tool} --cfg job lists the keys"
         return f"{head}: the config has no key {named.group(1)}; {fix}"
     if isinstance(err, UnsupportedInterpolationType) and (named := re.search(r"type (\S+)", str(err))):
-        guess = closest(named.group(1), getattr(BaseContainer, "_resolvers", {}))
+        guess = closest(named.group(1), getattr(BaseContainer, "_resolvers", {}))  # OmegaConf lists none publicly
         fix = f"did you mean {guess}?" if guess else "text that starts like one is written \\${...}"
         return f"{head}: no resolver is named {named.group(1)}; {fix}"
     reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(err).splitlines()[0]).strip('"')
@@ -229,7 +229,7 @@ def _unresolved(node: DictConfig | ListConfig, *, prefix: str) -> Iterator[tuple
     """``(full key, (raw value, error))`` of every interpolation below `node` that fails to resolve."""
     for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
         name = f"{prefix}[{key}]" if isinstance(node, ListConfig) else f"{prefix}.{key}".lstrip(".")
-        child = node._get_node(key)
+        child = node._get_node(key)  # its raw `${...}` text (`_value`): OmegaConf's public reads resolve it
         if OmegaConf.is_interpolation(node, key):
             try:
                 node[key]

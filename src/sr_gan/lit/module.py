@@ -396,6 +396,8 @@ class SRGANModule(L.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_(self._player_parameters[player], max_norm)
         else:
             grads = [p.grad for p in self._player_parameters[player] if p.grad is not None]
+            # torch.nn.utils.get_total_norm gives the same value, but first groups the tensors by device
+            # and dtype: 0.07 ms more host time a step for RRDBNet's 702 (one CPU core)
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if self._skip_on_device.get(id(optimizer), False):
             flag_if_not_finite(optimizer, norm)
