@@ -39,7 +39,7 @@ def save_strip(path: Path, strip: Tensor) -> Path:
 
 class SampleStrips:
     """The strips of the validation images whose index in the set is below `count`, held from their
-    batch until the epoch ends (`take`), then gathered on rank 0 in the set's order (`gathered`).
+    batch (`keep`) until the epoch ends, then gathered on rank 0 in the set's order (`take`).
 
     Validation shards the set over the ranks (image ``i`` on rank ``i mod W``), so the first batches
     of rank 0 alone are images 0, W, 2W, ...: other images than a single process's.
