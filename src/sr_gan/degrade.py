@@ -23,8 +23,8 @@ from torch import Tensor
 from sr_gan.atomic import atomic_output
 from sr_gan.cli import hydra_command
 from sr_gan.config import path_arg, resolve_device
-from sr_gan.data.datasets import read_image
 from sr_gan.errors import UserError, exit_on_user_error
+from sr_gan.imageio import read_image
 from sr_gan.ops.realesrgan import KERNEL_FAMILIES
 from sr_gan.ops.resize import RESIZE_MODES
 from sr_gan.schema import DEGRADE, validate

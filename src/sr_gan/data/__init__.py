@@ -2,8 +2,9 @@
 arrays, `python -m sr_gan.data.prepare`), on-device augmentation and degradation in
 `SRDataModule`, the embedded demo photos and the DIV2K / benchmark downloads.
 
-Names are imported lazily: `evaluate` and `upscale` read images through `sr_gan.data.datasets`
-without paying for Lightning's import (seconds) that `SRDataModule` needs.
+Names are imported lazily: `evaluate` reads its images through `sr_gan.data.datasets` without
+paying for Lightning's import (seconds) that `SRDataModule` needs. `read_image` and `DataError`
+live in `sr_gan.imageio` (also upscale's reader); they are here for the data pipeline's callers.
 """
 
 from importlib import import_module
@@ -12,7 +13,7 @@ from typing import Any
 _EXPORTS = {
     "paired_augment": "sr_gan.data.augment",
     "SRDataModule": "sr_gan.data.datamodule",
-    "DataError": "sr_gan.data.datasets",
+    "DataError": "sr_gan.imageio",
     "ImagePair": "sr_gan.data.datasets",
     "PreparedImages": "sr_gan.data.prepared",
     "TrainPatchDataset": "sr_gan.data.datasets",
@@ -21,7 +22,7 @@ _EXPORTS = {
     "pair_images": "sr_gan.data.datasets",
     "prepare_folder": "sr_gan.data.prepared",
     "prepared_dir": "sr_gan.data.prepared",
-    "read_image": "sr_gan.data.datasets",
+    "read_image": "sr_gan.imageio",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,9 +19,8 @@ from pathlib import Path
 import skimage.data
 from torchvision.transforms.v2.functional import center_crop
 
-from sr_gan.data.datasets import read_image
 from sr_gan.errors import UserError
-from sr_gan.imageio import write_image
+from sr_gan.imageio import read_image, write_image
 
 DEMO_PHOTOS = (
     "astronaut.png",
