@@ -7,7 +7,7 @@ Storage, chosen by measurement (``python -m benchmarks.bench_data --candidates``
 one thread, eight DIV2K-like 2040x1356 PNGs of 4.7 MB, an HR 128 px crop plus its LR x4 32 px crop;
 2-core CPU shared with other jobs, so the crops/s move between runs and the ratios less):
 
-    raw: decode HR + LR PNG, then crop (today's TrainPatchDataset)       10-18 crops/s        1x
+    raw: decode HR + LR PNG, then crop (TrainPatchDataset unprepared) 10-18 crops/s          1x
     BasicSR sub-images (480 px every 240, PNG level 3), decode + crop   105-166 crops/s     9-10x
     one flat file holding every image, mapped once                    20k-37k crops/s   ~2000x
     one (3, H, W) .npy per image, maps kept open (what we use)        18k-29k crops/s   ~1700x
