@@ -41,7 +41,7 @@ from sr_gan.lit.samples import SampleStrips, save_strip
 from sr_gan.losses import HingeGANLoss, LSGANLoss, RelativisticGANLoss, VanillaGANLoss
 from sr_gan.metrics import psnr, ssim
 from sr_gan.ops import imresize
-from tests.helpers import LoggedRows, file_size_limit
+from tests.helpers import CONF_DIR, LoggedRows, file_size_limit
 
 SCALE = 2
 LR_SIZE = 12  # HR 24 px: still 14 px after the metrics' border crop, above SSIM's 11 px window
@@ -257,6 +257,14 @@ def test_an_adversarial_loss_that_is_no_adversarial_loss_is_refused_when_built()
     message = r"^loss\.adversarial: BCEWithLogitsLoss is no sr_gan\.losses\.AdversarialLoss: subclass it"
     with pytest.raises(UserError, match=message):
         make_module(adversarial_loss=nn.BCEWithLogitsLoss())
+
+
+def test_a_gan_loss_without_discriminator_names_every_discriminator_option() -> None:
+    """The fix of ``loss=ragan discriminator=none`` lists the options conf/discriminator/ holds."""
+    options = sorted(p.stem for p in (CONF_DIR / "discriminator").glob("*.yaml") if p.stem != "none")
+    with pytest.raises(UserError, match="needs a discriminator") as info:
+        make_module(discriminator=None)
+    assert f"discriminator={'|'.join(options)} " in str(info.value)
 
 
 def test_a_generator_of_another_scale_is_one_line_naming_the_shapes(tmp_path: Path) -> None:

@@ -607,7 +607,7 @@ def _check_objective(
         )
     if adversarial_loss is not None and discriminator is None:
         raise UserError(
-            "an adversarial loss needs a discriminator: set discriminator=srgan|vgg128|unet "
+            "an adversarial loss needs a discriminator: set discriminator=srgan|unet|vgg128|vgg256 "
             "(or use a loss without a GAN term, e.g. loss=l1)"
         )
     if discriminator is not None and adversarial_loss is None:
