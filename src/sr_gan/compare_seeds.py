@@ -5,7 +5,7 @@ Two ESRGAN variants often differ by less than the spread between seeds, so a swe
 apart, n (the variant's done runs) and the mean and sample standard deviation (n - 1) of the
 per-run table's headline numbers over them. Runs that have not ended well (running, crashed,
 failed, pre-empted, interrupted) stopped short of their budget, and done runs that never validated
-(`trainer.limit_val_batches=0`, no validation set) have no numbers: both are left out of n and the
+(`+trainer.limit_val_batches=0`, no validation set) have no numbers: both are left out of n and the
 means and counted in `left out`. Without repeated seeds there is no such table.
 """
 
