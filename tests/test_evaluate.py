@@ -35,7 +35,7 @@ from sr_gan.evaluate_report import (
 from sr_gan.ops import imresize
 from sr_gan.perception import LPIPS_LABEL, lpips_backbone_path, vif_y
 from sr_gan.weights import save_generator_file
-from tests.helpers import run_module
+from tests.helpers import png_bomb, run_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2
@@ -265,6 +265,17 @@ def test_an_lr_folder_of_another_scale_is_refused_naming_evaluates_key(tmp_path:
     with pytest.raises(UserError, match=f"size mismatch at scale={SCALE}: LR .* needs LR") as err:
         run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
     assert "data.scale" not in str(err.value)
+
+
+def test_an_image_above_the_pixel_limit_names_evaluates_key(tmp_path: Path, photos: Path) -> None:
+    """The header check is shared with training, whose key (data.max_image_pixels) evaluate has not:
+    here it names evaluate's `max_pixels`, which lets a genuine large image through."""
+    png_bomb(photos / "huge.png", 20_000, 20_000)  # 4e8 pixels claimed in its header
+    with pytest.raises(UserError, match=r"huge\.png is 20000x20000 .* raise max_pixels$") as err:
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
+    assert "data.max_image_pixels" not in str(err.value)
+    with pytest.raises(UserError, match=r"cannot read image .*huge\.png"):  # past the header: decoded, and empty
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE, max_pixels=None))
 
 
 def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from sr_gan.evaluate_report import (
     summarize,
     write_reports,
 )
+from sr_gan.imageio import MAX_IMAGE_PIXELS
 from sr_gan.metrics import crop_border, psnr, quantize, ssim
 from sr_gan.ops import bicubic_degrade, imresize
 from sr_gan.perception import load_lpips, lpips_backbone_path, lpips_score, vif_y
@@ -200,11 +201,18 @@ class Scorer:
 
 @torch.no_grad()
 def evaluate(
-    benchmarks: Sequence[Benchmark], upscalers: dict[str, Upscaler], scorer: Scorer, *, device: torch.device
+    benchmarks: Sequence[Benchmark],
+    upscalers: dict[str, Upscaler],
+    scorer: Scorer,
+    *,
+    device: torch.device,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> PerImage:
-    """Score every model on every image; each image is read once and passed to all models."""
+    """Score every model on every image; each image is read once and passed to all models. Images
+    above `max_pixels` (None: no limit) are refused from their headers."""
+    keys = {"scale_key": "scale", "pixels_key": "max_pixels"}  # evaluate's own keys in the datasets' errors
     datasets = {
-        b.name: ValImageDataset(hr_dir=b.hr_dir, lr_dir=b.lr_dir, scale=scorer.scale, scale_key="scale")
+        b.name: ValImageDataset(hr_dir=b.hr_dir, lr_dir=b.lr_dir, scale=scorer.scale, max_pixels=max_pixels, **keys)
         for b in benchmarks
     }
     results: PerImage = {name: {model: {} for model in upscalers} for name in datasets}
@@ -305,7 +313,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         for name, model in models.items()
     }
 
-    results = evaluate(benchmarks, upscalers, scorer, device=device)
+    results = evaluate(benchmarks, upscalers, scorer, device=device, max_pixels=cfg.max_pixels)
     rows = summarize(results)
     protocol = (
         f"x{scale}, Y channel (BT.601) unless marked RGB, {scale}-pixel border cropped, "

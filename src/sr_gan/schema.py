@@ -146,6 +146,7 @@ EVALUATE: Mapping[str, Rule] = {
     "rgb": Rule(bool),
     "plot": Rule(bool),
     "lpips": Rule(object, choices=("auto", True, False)),
+    "max_pixels": Rule(int, low=1, nullable=True),
 }
 
 

@@ -31,7 +31,8 @@ class ImagePair:
     lr: Path | None
     height: int
     width: int
-    max_pixels: int | None = MAX_IMAGE_PIXELS  # data.max_image_pixels: larger images are refused
+    max_pixels: int | None = MAX_IMAGE_PIXELS  # larger images are refused, naming `pixels_key`
+    pixels_key: str = "data.max_image_pixels"  # the config key of `max_pixels` (evaluate: max_pixels)
 
     @property
     def name(self) -> str:
@@ -43,9 +44,10 @@ class ImagePair:
         images = {}
         with _listed_image():
             if "hr" in sides:
-                images["hr"] = read_image(self.hr, max_pixels=self.max_pixels)[:, : self.height, : self.width]
+                hr = read_image(self.hr, max_pixels=self.max_pixels, key=self.pixels_key)
+                images["hr"] = hr[:, : self.height, : self.width]
             if "lr" in sides and self.lr is not None:
-                images["lr"] = read_image(self.lr, max_pixels=self.max_pixels)
+                images["lr"] = read_image(self.lr, max_pixels=self.max_pixels, key=self.pixels_key)
         return images
 
 
@@ -75,11 +77,13 @@ def pair_images(
     verify: bool = False,
     max_pixels: int | None = MAX_IMAGE_PIXELS,
     scale_key: str = "data.scale",
+    pixels_key: str = "data.max_image_pixels",
 ) -> list[ImagePair]:
     """Pair every HR image of `hr_dir` with its LR image in `lr_dir` (if given), sorted by name.
 
     Sizes come from the file headers, so a wrong pair fails here, at start-up, naming both files
-    and the caller's config key of the scale (`scale_key`);
+    and the caller's config key of the scale (`scale_key`); an image above `max_pixels` names the
+    key of that limit (`pixels_key`);
     with `verify` every image is also decoded whole (a file truncated after its header is found
     now rather than at batch N). The problems of all files are collected and reported together.
     Images are named by their stem, so two of one stem in a folder (`x.png`, `x.jpg`) are refused.
@@ -89,9 +93,17 @@ def pair_images(
     pairs, problems = [], []
     for hr in hr_images:
         try:
-            pairs.append(
-                _pair(hr, lr_by_stem, lr_dir, scale, verify=verify, max_pixels=max_pixels, scale_key=scale_key)
+            pair = _pair(
+                hr,
+                lr_by_stem,
+                lr_dir,
+                scale,
+                verify=verify,
+                max_pixels=max_pixels,
+                scale_key=scale_key,
+                pixels_key=pixels_key,
             )
+            pairs.append(pair)
         except (DataError, FileNotFoundError) as err:
             problems.append(err)
     if len(problems) == 1:
@@ -131,21 +143,22 @@ def _pair(
     verify: bool,
     max_pixels: int | None,
     scale_key: str,
+    pixels_key: str,
 ) -> ImagePair:
     with _listed_image():
-        height, width = image_size(hr, max_pixels=max_pixels)
+        height, width = image_size(hr, max_pixels=max_pixels, key=pixels_key)
     height, width = height - height % scale, width - width % scale  # mod-crop
     lr = None
     if lr_dir is not None:
         lr = find_lr_partner(hr, lr_by_stem, Path(lr_dir), scale)
         with _listed_image():
-            lr_height, lr_width = image_size(lr, max_pixels=max_pixels)
+            lr_height, lr_width = image_size(lr, max_pixels=max_pixels, key=pixels_key)
         if (lr_height * scale, lr_width * scale) != (height, width):
             raise DataError(
                 f"size mismatch at {scale_key}={scale}: LR {lr} is {lr_width}x{lr_height} (WxH) but "
                 f"HR {hr}, mod-cropped to {width}x{height}, needs LR {width // scale}x{height // scale}"
             )
-    pair = ImagePair(hr=hr, lr=lr, height=height, width=width, max_pixels=max_pixels)
+    pair = ImagePair(hr=hr, lr=lr, height=height, width=width, max_pixels=max_pixels, pixels_key=pixels_key)
     if verify:
         pair.load()
     return pair
@@ -254,8 +267,11 @@ class ValImageDataset(Dataset):
         crop: int | None = None,
         max_pixels: int | None = MAX_IMAGE_PIXELS,
         scale_key: str = "data.scale",
+        pixels_key: str = "data.max_image_pixels",
     ) -> None:
-        pairs = pair_images(hr_dir, lr_dir, scale, verify=verify, max_pixels=max_pixels, scale_key=scale_key)
+        pairs = pair_images(
+            hr_dir, lr_dir, scale, verify=verify, max_pixels=max_pixels, scale_key=scale_key, pixels_key=pixels_key
+        )
         self.pairs = pairs[:max_images]
         self.scale = scale
         self.crop = None if crop is None else crop - crop % scale
