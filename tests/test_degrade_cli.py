@@ -15,7 +15,7 @@ from sr_gan.degrade import describe, main, preview
 from sr_gan.errors import UserError
 from sr_gan.ops import RealESRGANDegradation
 from sr_gan.ops.sharpen import usm_sharpen
-from tests.helpers import file_size_limit, run_module, tool_cfg
+from tests.helpers import file_size_limit, png_bomb, run_module, tool_cfg
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,17 @@ def test_preview_errors_are_one_line_and_name_the_key(photo: Path, tmp_path: Pat
         preview(degrade_cfg(f"input={photo}", f"out={tmp_path / 'p.png'}", "crop=30"))
     with pytest.raises(UserError, match=r"input=.*: a folder, not a file; pass an existing file"):
         preview(degrade_cfg(f"input={photo.parent}", f"out={tmp_path / 'p.png'}"))
+
+
+def test_an_input_above_the_pixel_limit_names_degrades_key(tmp_path: Path) -> None:
+    """The header check names the tool's own `max_pixels` (training's data.max_image_pixels is no key
+    here), which lets a genuine large photo through."""
+    huge = png_bomb(tmp_path / "huge.png", 20_000, 20_000)  # 4e8 pixels claimed in its header
+    args = [f"input={huge}", f"out={tmp_path / 'p.png'}"]
+    with pytest.raises(UserError, match=r"huge\.png is 20000x20000 .* raise max_pixels$"):
+        preview(degrade_cfg(*args))
+    with pytest.raises(UserError, match=r"cannot read image .*huge\.png"):  # past the header: decoded, and empty
+        preview(degrade_cfg(*args, "max_pixels=null"))
 
 
 def test_the_input_spelt_another_way_is_refused_as_out(photo: Path, tmp_path: Path) -> None:

@@ -130,7 +130,8 @@ def preview(cfg: DictConfig) -> Path:
     if cfg.crop % scale:
         raise UserError(f"crop={cfg.crop!r} must be 0 (whole image) or a positive multiple of the scale ({scale})")
     device = resolve_device(cfg.device)
-    hr = _centre_crop(read_image(source), cfg.crop, scale, source).float().div(255).to(device)  # (3, H, W)
+    image = read_image(source, max_pixels=cfg.max_pixels, key="max_pixels")  # (3, H, W) uint8
+    hr = _centre_crop(image, cfg.crop, scale, source).float().div(255).to(device)  # (3, H, W)
     degradation = instantiate(cfg.degradation)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     batch = hr[None].expand(cfg.n, -1, -1, -1).contiguous()  # (n, 3, H, W): one batch of n copies

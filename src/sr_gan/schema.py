@@ -179,6 +179,7 @@ DEGRADE: Mapping[str, Rule] = {
     "scale": TRAIN["data.scale"],  # the scales a model is trained for
     "degradation.scale": TRAIN["data.scale"],  # ${scale} unless set on its own
     "crop": COUNT,
+    "max_pixels": EVALUATE["max_pixels"],
 }
 
 
