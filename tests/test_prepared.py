@@ -21,7 +21,7 @@ from sr_gan.data import prepared as prepared_module
 from sr_gan.data.datasets import read_image
 from sr_gan.data.prepared import JOURNAL, MANIFEST, VERSION, PreparedImages, open_prepared, prepare_folder, prepared_dir
 from sr_gan.errors import UserError
-from tests.helpers import run_module
+from tests.helpers import png_bomb, run_module
 
 SIZES = {"a.png": (37, 53), "b.png": (64, 41), "c.png": (29, 30)}  # (H, W): odd, tall and wide
 
@@ -121,12 +121,12 @@ def test_missing_manifest_is_half_prepared(source: Path) -> None:
 def test_interrupted_run_is_half_prepared_then_resumes(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls, stopped = [], []
 
-    def read_then_stop(path: Path) -> torch.Tensor:
+    def read_then_stop(path: Path, **limit: object) -> torch.Tensor:
         calls.append(path.name)
         if len(calls) == 3 and not stopped:
             stopped.append(path.name)
             raise KeyboardInterrupt  # the user stops the first run at the third image
-        return read_image(path)
+        return read_image(path, **limit)
 
     monkeypatch.setattr(prepared_module, "read_image", read_then_stop)
     with pytest.raises(KeyboardInterrupt):
@@ -286,6 +286,23 @@ def test_unreadable_source_is_named_once_and_the_rest_is_prepared(source: Path) 
     (source / "bad.png").unlink()
     prepare_folder(source, progress=False)
     assert inodes(out) == before and len(PreparedImages(out)) == 4
+
+
+def test_cli_an_image_above_the_pixel_limit_names_its_own_option(
+    source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The header check is shared with training, whose data.max_image_pixels this tool has not: the
+    error names --max-pixels, which lets a genuine large image through (0: no limit)."""
+    from sr_gan.data.prepare import main
+
+    png_bomb(source / "huge.png", 20_000, 20_000)  # 4e8 pixels claimed in its header
+    with pytest.raises(SystemExit):
+        main([str(source), "--no-progress"])
+    err = capsys.readouterr().err
+    assert "huge.png is 20000x20000" in err and "raise --max-pixels;" in err and "data.max_image_pixels" not in err
+    with pytest.raises(SystemExit):
+        main([str(source), "--no-progress", "--max-pixels", "0"])
+    assert "error: cannot read image" in capsys.readouterr().err  # past the header: decoded, and empty
 
 
 def test_an_output_that_holds_images_or_is_a_file_is_refused(source: Path, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from sr_gan.atomic import check_writable
 from sr_gan.data.prepared import PreparedImages, prepare_folder, prepared_dir
 from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError
+from sr_gan.imageio import MAX_IMAGE_PIXELS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", nargs="+", type=Path, help="one output folder per input (default <folder>.prepared)")
     parser.add_argument("--verify", action="store_true", help="then recompute every checksum (reads all arrays)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars or image counts")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_IMAGE_PIXELS,
+        help="images above this many pixels are refused from their header (decompression bombs); 0: no limit "
+        "(default: %(default)s, as data.max_image_pixels)",
+    )
     args = parser.parse_args(argv)
+    if args.max_pixels < 0:
+        parser.error(f"--max-pixels {args.max_pixels}: give a number of pixels, or 0 for no limit")
     outs = args.out or [None] * len(args.folders)
     if len(outs) != len(args.folders):
         parser.error(f"--out names {len(outs)} folders for {len(args.folders)} inputs: give one per input")
@@ -34,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder, out in zip(args.folders, outs):
         try:  # one folder's bad image does not stop the others
             check_writable(out or prepared_dir(folder), key="--out")  # the default too: --out is the fix
-            prepared = _interruptible(folder, out, progress=args.progress)
+            prepared = _interruptible(folder, out, progress=args.progress, max_pixels=args.max_pixels or None)
             _say_where_training_reads(folder, prepared)
             if args.verify:
                 PreparedImages(prepared).verify(progress=args.progress)
@@ -46,11 +56,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
 
 
-def _interruptible(folder: Path, out: Path | None, *, progress: bool) -> Path:
+def _interruptible(folder: Path, out: Path | None, *, progress: bool, max_pixels: int | None) -> Path:
     """`prepare_folder`, whose Ctrl-C is one line (exit status 130): each image's arrays are written
     whole or not at all and recorded in the folder's journal, so the same command goes on from there."""
     try:
-        return prepare_folder(folder, out, progress=progress)
+        return prepare_folder(folder, out, progress=progress, max_pixels=max_pixels)
     except KeyboardInterrupt:
         print(
             f"Ctrl-C: stopped while preparing {folder}; the images prepared so far are kept: run the same "

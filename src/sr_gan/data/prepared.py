@@ -46,7 +46,7 @@ from torch import Tensor
 
 from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
-from sr_gan.imageio import IMAGE_EXTENSIONS, image_size, list_images, read_image
+from sr_gan.imageio import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, image_size, list_images, read_image
 
 FORMAT = "sr-gan-prepared"
 VERSION = 1  # bump when the stored layout changes: older folders are then rebuilt
@@ -54,6 +54,7 @@ MANIFEST = "manifest.json"
 JOURNAL = "manifest.partial.jsonl"
 SUFFIX = ".prepared"
 CHUNK_BYTES = 1 << 23
+MAX_PIXELS_OPTION = "--max-pixels"  # the prepare tool's pixel limit, named where an image exceeds it
 
 try:  # xxhash comes with wandb; blake2b (12x slower, ~11 ms per 2K image) when it is absent
     import xxhash
@@ -181,12 +182,12 @@ def _recorded_source(out_dir: Path) -> Path | None:
     return None
 
 
-def _check_disk_space(todo: list[Path], out_dir: Path) -> None:
+def _check_disk_space(todo: list[Path], out_dir: Path, *, max_pixels: int | None) -> None:
     """Refuse to start when the arrays of `todo` (sizes from their headers) cannot fit."""
     needed = 0
     for path in todo:
         try:
-            height, width = image_size(path)
+            height, width = image_size(path, max_pixels=max_pixels, key=MAX_PIXELS_OPTION)
         except UserError:
             continue  # reported when it is decoded
         needed += height * width * 3
@@ -209,8 +210,15 @@ def _holds_images(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
-def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, progress: bool = True) -> Path:
+def prepare_folder(
+    src_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> Path:
     """Decode every image of `src_dir` into `out_dir` (default `<src_dir>.prepared`); returns `out_dir`.
+    An image above `max_pixels` (None: no limit) is refused from its header, naming ``--max-pixels``.
 
     Resumable: images whose source is unchanged (size and mtime) and whose array has its recorded
     size are kept; changed, new or damaged ones are (re)built, and arrays of removed sources are
@@ -254,7 +262,7 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
         return out_dir
 
     todo = [p for p in sources if p.name not in kept]
-    _check_disk_space(todo, out_dir)
+    _check_disk_space(todo, out_dir, max_pixels=max_pixels)
     # a run killed mid-write left a temporary beside the array (or journal) it was writing: each ~8 MB for DIV2K
     remove_stale_temporaries([out_dir / JOURNAL, out_dir / MANIFEST, *(out_dir / _array_file(p) for p in todo)])
     # From here the folder is incomplete: the manifest goes, the journal carries what is kept.
@@ -271,7 +279,7 @@ def prepare_folder(src_dir: str | Path, out_dir: str | Path | None = None, *, pr
         for source in todo:
             stat = _source_stat(source)  # before decoding: a source changed meanwhile is rebuilt next run
             try:
-                image = read_image(source)  # (3, H, W) uint8
+                image = read_image(source, max_pixels=max_pixels, key=MAX_PIXELS_OPTION)  # (3, H, W) uint8
             except UserError as err:
                 failed.append((source.name, str(err)))
             else:
