@@ -28,7 +28,10 @@ from sr_gan.train import _rank_failure
 
 
 def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The job's overrides and folder, no -m: not the sweep's command line, which Lightning re-ran."""
+    """The job's overrides and folder, no -m: not the sweep's command line, which Lightning re-ran.
+    (No overrides shared by an earlier job: an in-process train() with seed=null, run before in this
+    process, left its seed= there, which only `ranks_of_this_job` clears.)"""
+    monkeypatch.setattr("sr_gan.ranks._decided", [])
     monkeypatch.setattr(
         sys, "argv", ["train.py", "-cd", "mine", "-m", "loss=l1,mse", "--config-name=train", "trainer=ddp"]
     )
