@@ -631,6 +631,19 @@ def test_a_resumed_run_keeps_the_environments_of_its_earlier_segments(tmp_path: 
     assert [e["torch"] for e in resume("2.10.0")["earlier"]] == ["2.8.0", "2.9.1"]
 
 
+@pytest.mark.parametrize("earlier", [5, {"torch": "2.7.0"}, [5, "2.6.0", {"torch": "2.7.0"}]])
+def test_a_damaged_list_of_earlier_environments_keeps_what_it_can(tmp_path: Path, earlier: Any) -> None:
+    """A config.yaml whose environment.earlier is no list, or holds entries that are no mappings (a hand
+    edit, a damaged file): the resume went on with what was readable; ``earlier: 5`` stopped it with a
+    TypeError traceback ("'int' object is not iterable")."""
+    previous = tmp_path / "config.yaml"
+    previous.write_text(yaml.safe_dump({"environment": {"torch": "2.8.0", "earlier": earlier}}))
+    resolved = {"model": {}, "data": {}, "environment": {"torch": "2.9.1"}}
+    keep_recorded_start(resolved, previous)
+    kept = [{"torch": "2.7.0"}] if isinstance(earlier, list) else []
+    assert resolved["environment"] == {"torch": "2.9.1", "earlier": [*kept, {"torch": "2.8.0"}]}
+
+
 def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
     make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -458,10 +458,12 @@ def keep_recorded_start(resolved: dict[str, Any], previous: Path) -> list[str]:
 
 def _keep_earlier_environments(resolved: dict[str, Any], recorded: dict[str, Any]) -> None:
     """Add to `resolved`'s environment the `recorded` one's earlier ones and itself, each where it
-    differs from the one after it (a run resumed ten times on one machine keeps none)."""
+    differs from the one after it (a run resumed ten times on one machine keeps none). Of a damaged
+    ``earlier`` (no list, entries that are no mappings), what is readable is kept."""
     if not recorded or "environment" not in resolved:  # a run recorded before environments were
         return
-    earlier = [e for e in recorded.pop("earlier", None) or [] if isinstance(e, dict)]
+    listed = recorded.pop("earlier", None)
+    earlier = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     segments: list[dict[str, Any]] = []
     for segment in [*earlier, recorded, resolved["environment"]]:
         if not segments or segment != segments[-1]:
