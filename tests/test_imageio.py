@@ -3,6 +3,7 @@ their header (decompression bombs) with our message, never Pillow's."""
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import sr_gan.imageio as imageio
 import sr_gan.png_check as png_check
 from sr_gan.errors import InputWarning, UserError
 from sr_gan.imageio import DataError, image_size, list_images, read_image, read_picture, write_image
+from sr_gan.png_check import check_png
 from tests.helpers import child_env, keyed_png
 from tests.helpers import png_bomb as bomb
 
@@ -282,10 +284,28 @@ def test_a_png_with_a_damaged_chunk_is_one_line_naming_it(tmp_path: Path, read: 
     assert proc.stderr.strip().splitlines()[-1] == expected
 
 
+def _png_chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+    """A PNG chunk: length, kind, data and its CRC-32 (`crc` where given: a damaged one)."""
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _png(width: int, height: int, *image_data: bytes, depth: int = 8, colour: int = 2, interlace: int = 0) -> bytes:
+    """A PNG's bytes: its IHDR, an IDAT chunk of each of `image_data`, IEND."""
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace))
+    idat = b"".join(_png_chunk(b"IDAT", data) for data in image_data)
+    return b"\x89PNG\r\n\x1a\n" + header + idat + _png_chunk(b"IEND", b"")
+
+
+def _rgb_rows(rows: int) -> bytearray:
+    """The inflated image data of a 64 x `rows` 8-bit RGB PNG: each row filter type 0, then its pixels."""
+    return bytearray(b"".join(b"\x00" + bytes((3 * x + y) % 256 for x in range(64 * 3)) for y in range(rows)))
+
+
 def _png_with_image_data(path: Path, rows: int, change: str) -> None:
     """A 64 x `rows` RGB PNG whose image data has `change` made before its chunks' CRCs are computed
     (a buggy writer, a crafted file: every CRC holds)."""
-    raw = bytearray(b"".join(b"\x00" + bytes((3 * x + y) % 256 for x in range(64 * 3)) for y in range(rows)))
+    raw = _rgb_rows(rows)
     if change == "bad filter type":
         raw[10 * (1 + 64 * 3)] = 7  # row 10's filter byte: PNG has types 0-4
     stream = bytearray(zlib.compress(bytes(raw[: len(raw) // 2] if change == "short" else raw)))
@@ -293,12 +313,7 @@ def _png_with_image_data(path: Path, rows: int, change: str) -> None:
         stream[2 if change == "bad zlib data" else -1] ^= 0xFF
     if change == "data after the last row":
         stream = bytearray(zlib.compress(bytes(raw) + bytes(500)))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 64, rows, 8, 2, 0, 0, 0))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", bytes(stream)) + chunk(b"IEND", b""))
+    path.write_bytes(_png(64, rows, bytes(stream)))
 
 
 @pytest.mark.parametrize(
@@ -350,6 +365,152 @@ def test_png_image_data_is_checked_once_per_file_as_it_is(tmp_path: Path, monkey
     _png_with_image_data(again, 9, "data after the last row")  # another size: another file
     read_image(again)
     assert len(checks) == 2 and checks[1] == again.read_bytes()
+
+
+def test_the_png_check_is_redone_when_a_file_changed_in_size_or_time_and_after_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is checked once as it is: rewritten at the same size (a later time), or at another size
+    under the same time (a copy that kept its time), it is checked again; a file refused is refused
+    again when read again (remembered as checked, the next read would decode it: libpng's crash)."""
+    monkeypatch.setattr(png_check, "_checked", set())
+    checks: list[int] = []
+    monkeypatch.setattr(png_check, "check_png", lambda data: checks.append(len(data)))
+    path = tmp_path / "a.png"
+    path.write_bytes(bytes(100))
+    stat = path.stat()
+    for _ in range(2):
+        png_check.check_png_file(path, memoryview(path.read_bytes()))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # the same size, a later time
+    png_check.check_png_file(path, memoryview(path.read_bytes()))
+    path.write_bytes(bytes(101))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # another size, that time
+    png_check.check_png_file(path, memoryview(path.read_bytes()))
+    assert checks == [100, 100, 101]
+    monkeypatch.setattr(png_check, "check_png", check_png)
+    bad = tmp_path / "bad.png"
+    _png_with_image_data(bad, 8, "short")
+    for _ in range(2):
+        with pytest.raises(OSError, match="its image data ends early"):
+            png_check.check_png_file(bad, memoryview(bad.read_bytes()))
+
+
+def test_the_files_remembered_as_checked_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most `_MAX_CHECKED` files are remembered, then all are forgotten together: training on a
+    folder of millions of files does not grow the set without bound."""
+    monkeypatch.setattr(png_check, "_checked", set())
+    monkeypatch.setattr(png_check, "_MAX_CHECKED", 2)
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for path in paths:
+        _png_with_image_data(path, 2, "")
+        png_check.check_png_file(path, memoryview(path.read_bytes()))
+        assert len(png_check._checked) <= 2
+    assert [key[0] for key in png_check._checked] == [str(paths[2])]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("one byte short", "its image data ends early (12,351 of 12,352 bytes)"),
+        ("filter type 5", "its image data is damaged (row 10 has filter type 5, of 0-4)"),
+        ("no end of stream", "its image data ends early (the zlib stream stops before its end)"),
+    ],
+)
+def test_png_data_that_libpng_cannot_decode_is_refused_to_the_last_byte(change: str, why: str) -> None:
+    """Each crashes torchvision 0.29's decoder (measured in a child process: exit -11 after libpng's
+    "Not enough image data" or "bad adaptive filter value"): the last row one byte short, filter type
+    5 (PNG's are 0-4), every row there but the zlib stream not ended."""
+    raw = _rgb_rows(64)
+    if change == "filter type 5":
+        raw[10 * (1 + 64 * 3)] = 5
+    if change == "no end of stream":
+        deflate = zlib.compressobj()
+        stream = deflate.compress(bytes(raw)) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    else:
+        stream = zlib.compress(bytes(raw[:-1] if change == "one byte short" else raw))
+    with pytest.raises(OSError) as info:
+        check_png(memoryview(_png(64, 64, stream)))
+    assert str(info.value) == why
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("where", ["in its IDAT chunk", "in an IDAT chunk of their own"])
+def test_image_data_after_the_zlib_streams_end_is_read_as_libpng_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """libpng decodes an image whose zlib stream is followed by more bytes, in its IDAT chunk or in
+    another (measured in a child process: "Extra compressed data", a warning); the check stops at the
+    stream's end. Inflated in pieces smaller than the image (as every image past 1 MiB is): fed the
+    bytes after the end, the inflater keeps them as its unconsumed tail, and the check never ended."""
+    monkeypatch.setattr(png_check, "_PIECE", 1000)  # of 3,088 bytes
+    stream = zlib.compress(bytes(_rgb_rows(16)))
+    parts = [stream + b"garbage"] if where == "in its IDAT chunk" else [stream, b"garbage"]
+    path = tmp_path / "extra.png"
+    path.write_bytes(_png(64, 16, *parts))
+    assert read_image(path).shape == (3, 16, 64)
+
+
+def test_a_damaged_ancillary_chunk_is_read_as_libpng_reads_it(tmp_path: Path) -> None:
+    """libpng only warns about an ancillary chunk (lower-case first letter) that fails its CRC, and
+    decodes the image: so does the check (a CRC checked on every chunk refused such a file). After the
+    image data, as here: Pillow's look at the header refuses one before it ("cannot identify")."""
+    whole = tmp_path / "whole.png"
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    write_image(whole, pixels, fmt="png")
+    data = whole.read_bytes()
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(data[:-12] + _png_chunk(b"tEXt", b"Comment\x00hello", crc=1) + data[-12:])  # before IEND
+    assert np.array_equal(read_image(damaged).permute(1, 2, 0).numpy(), pixels)
+
+
+@pytest.mark.parametrize("piece", [1 + 64 * 3, 7])
+@pytest.mark.parametrize("row", [0, 10, 63])
+def test_a_bad_filter_type_is_found_and_named_across_inflated_pieces(
+    monkeypatch: pytest.MonkeyPatch, piece: int, row: int
+) -> None:
+    """The image data is inflated in pieces (`_PIECE`, 1 MiB): a filter byte that starts a piece
+    (pieces of one row) or lies anywhere in one (pieces of 7 bytes) is read and named by its row."""
+    monkeypatch.setattr(png_check, "_PIECE", piece)
+    raw = _rgb_rows(64)
+    raw[row * (1 + 64 * 3)] = 9
+    with pytest.raises(OSError, match=rf"^its image data is damaged \(row {row} has filter type 9, of 0-4\)$"):
+        check_png(memoryview(_png(64, 64, zlib.compress(bytes(raw)))))
+
+
+# Adam7's passes as PNG 1.2 (8.2) lists them: first row, first column, row step, column step
+ADAM7 = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+
+
+def _interlaced_grey_png(pixels: np.ndarray, depth: int, cut: int = 0) -> bytes:
+    """A grey PNG of `pixels` (H, W; below 2**depth, depth 1 to 8), Adam7-interlaced: each pass the
+    rows of its sub-image (none where it is empty), filter byte 0, samples packed, each row padded to
+    a byte; the inflated data `cut` bytes short."""
+    rows = []
+    for row, column, row_step, column_step in ADAM7:
+        sub = pixels[row::row_step, column::column_step].astype(np.uint8)
+        for line in sub if sub.size else []:
+            rows.append(b"\x00" + np.packbits(np.unpackbits(line[:, None], axis=1)[:, 8 - depth :]).tobytes())
+    data = b"".join(rows)
+    height, width = pixels.shape
+    return _png(width, height, zlib.compress(data[: len(data) - cut]), depth=depth, colour=0, interlace=1)
+
+
+@pytest.mark.parametrize("depth", [1, 8])
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (3, 5), (10, 9)])
+def test_interlaced_pngs_with_empty_passes_and_part_bytes_are_checked_to_the_last_byte(
+    tmp_path: Path, depth: int, height: int, width: int
+) -> None:
+    """Adam7 images too small to fill every pass (1 x 1: six passes empty, not even a filter byte), of
+    widths no pass divides, at 1 bit a sample (rows end in a part byte): the check takes them (Pillow
+    reads the pixels back) and refuses the same data one byte short."""
+    pixels = np.random.default_rng(height).integers(0, 2**depth, (height, width))
+    path = tmp_path / "adam7.png"
+    path.write_bytes(_interlaced_grey_png(pixels, depth))
+    check_png(memoryview(path.read_bytes()))
+    with Image.open(path) as picture:
+        assert np.array_equal(np.asarray(picture).astype(int), pixels)
+    with pytest.raises(OSError, match=r"^its image data ends early \("):
+        check_png(memoryview(_interlaced_grey_png(pixels, depth, cut=1)))
 
 
 @pytest.mark.parametrize("read", [image_size, read_image, read_picture])
