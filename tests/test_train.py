@@ -613,6 +613,10 @@ def test_a_run_given_no_seed_records_the_seed_it_drew_which_reruns_it(make_cfg, 
     assert resumed.seed == drawn.seed
 
 
+# The variables srun and torchrun set that decide whether seed=null derives the seed from the job
+LAUNCHERS = ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
+
+
 def test_seed_null_ranks_started_by_srun_or_torchrun_take_one_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     """seed=null in ranks that srun or torchrun started: each ran the whole command and drew its own
     seed (other patch streams; rank 0's recorded seed did not rerun the run). They now derive one
@@ -621,14 +625,13 @@ def test_seed_null_ranks_started_by_srun_or_torchrun_take_one_seed(monkeypatch: 
     alone still draws from the operating system."""
     from sr_gan.train import _drawn_seed
 
-    launchers = ("SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
-    for name in (*launchers, "RANK"):
+    for name in (*LAUNCHERS, "RANK"):
         monkeypatch.delenv(name, raising=False)
 
     def seeds(environments: list[dict[str, str]]) -> list[int]:
         drawn = []
         for environment in environments:
-            for name in launchers:
+            for name in LAUNCHERS:
                 monkeypatch.delenv(name, raising=False)
             for name, value in environment.items():
                 monkeypatch.setenv(name, value)
@@ -646,6 +649,29 @@ def test_seed_null_ranks_started_by_srun_or_torchrun_take_one_seed(monkeypatch: 
     with pytest.raises(UserError, match=r"^seed=null under torchrun: .* give seed=<n>, or torchrun --rdzv-id="):
         seeds([torchrun[0] | {"TORCHELASTIC_RUN_ID": "none"}])
     assert len(set(seeds([{}, {}, {"SLURM_NTASKS": "1", "SLURM_PROCID": "0", "SLURM_JOB_ID": "4242"}]))) == 3
+
+
+def test_seed_null_is_derived_only_in_ranks_of_a_multi_process_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seed is derived from the job only where srun or torchrun started more than one rank: a single
+    torchrun process (even with torchrun's default id) and srun's one task, or a shell of an allocation
+    of 8 tasks that srun did not start (no SLURM_PROCID), draw theirs; two steps of one srun job are
+    two jobs. A resumed checkpoint's seed is kept up to the largest seed (2**32 - 1)."""
+    from sr_gan.schema import MAX_SEED
+    from sr_gan.train import _drawn_seed
+
+    def two_seeds(**environment: str) -> set[int]:
+        for name in LAUNCHERS:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        return {_drawn_seed(None), _drawn_seed(None)}
+
+    assert len(two_seeds(TORCHELASTIC_RUN_ID="none", WORLD_SIZE="1")) == 2
+    assert len(two_seeds(SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_JOB_ID="4242", SLURM_STEP_ID="0")) == 2
+    assert len(two_seeds(SLURM_NTASKS="8", SLURM_JOB_ID="4242")) == 2
+    step = {"SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_JOB_ID": "4242"}
+    assert two_seeds(**step, SLURM_STEP_ID="0") != two_seeds(**step, SLURM_STEP_ID="1")
+    assert _drawn_seed({"SRDataModule": {"seed": MAX_SEED}}) == MAX_SEED
 
 
 def test_a_preemption_inside_an_accumulated_iteration_stops_at_its_end_and_resumes_exactly(make_cfg, tmp_path) -> None:
@@ -958,6 +984,7 @@ def test_cuda_rng_states_go_back_to_the_gpus_the_resumed_run_has(monkeypatch: py
     callback.load_state_dict(state)
     callback.on_train_start(None, None)
     assert set_states == [(0, 0), (1, 1)]
+    RNGState.check_state(state | {"cuda": [torch.zeros(8, dtype=torch.uint8)]})  # a seed alone: torch takes it too
     for crafted in ([torch.zeros(16)], [torch.zeros(3, dtype=torch.uint8)], torch.zeros(16, dtype=torch.uint8)):
         with pytest.raises(TypeError, match="its CUDA states are not uint8 tensors of 8 or 16 bytes"):
             RNGState.check_state(state | {"cuda": crafted})
