@@ -959,20 +959,22 @@ def test_snapshots_keep_deletes_on_rank_0_once_the_new_one_is_written(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in older] + (["iter_0000003.ckpt"] * written)
 
 
-@pytest.mark.parametrize(("keep", "warned"), [(None, True), (2, False)])
-def test_the_first_snapshot_says_when_the_snapshots_to_come_would_fill_the_disk(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: int | None, warned: bool
-) -> None:
-    """A run keeping a snapshot every 100 iterations found out at iteration 500 that its disk was full
-    (measured: 40 MB of tmpfs, 6.4 MB checkpoints, 1,000 iterations; at ESRGAN's scale 80 x 440 MB by
-    day 5). Its first snapshot now projects the rest: 9 more of 1,000 bytes with 3,500 free (room
-    kept for one checkpoint's rewrite) are full by iteration 100 + (3 + 1) x 100; keep=2 fits."""
-    from types import SimpleNamespace
-
+def _snapshot_warnings(
+    folder: Path,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    free: int,
+    keep: int | None = None,
+    accumulate: int = 1,
+    validations: int = 1,
+) -> list[str]:
+    """What `Snapshots(folder, every=100, keep=keep)` warns in a run of 1,000 batches of `accumulate`
+    batches an iteration, validated after each 100 iterations `validations` times, each snapshot 1,000
+    bytes on a disk with `free` bytes free."""
     from sr_gan import callbacks
     from sr_gan.callbacks import BatchBudget, Snapshots
 
-    progress = SimpleNamespace(total=SimpleNamespace(completed=100))
+    progress = SimpleNamespace(total=SimpleNamespace(completed=0))
     trainer = SimpleNamespace(
         sanity_checking=False,
         is_global_zero=True,
@@ -981,14 +983,54 @@ def test_the_first_snapshot_says_when_the_snapshots_to_come_would_fill_the_disk(
         fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
         save_checkpoint=lambda path, weights_only: path.write_bytes(bytes(1000)),
     )
-    usage = shutil._ntuple_diskusage(total=10**6, used=10**6 - 3500, free=3500)
+    snapshots = Snapshots(folder, every=100, keep=keep)
+    usage = shutil._ntuple_diskusage(total=10**6, used=10**6 - free, free=free)
     with patch.object(callbacks.shutil, "disk_usage", return_value=usage), caplog.at_level(logging.WARNING):
-        Snapshots(tmp_path, every=100, keep=keep).on_validation_end(trainer, SimpleNamespace(accumulate_batches=1))
+        for validation in range(1, validations + 1):
+            progress.total.completed = 100 * accumulate * validation
+            snapshots.on_validation_end(trainer, SimpleNamespace(accumulate_batches=accumulate))
+    return [record.getMessage() for record in caplog.records if record.name == "sr_gan.callbacks"]
+
+
+@pytest.mark.parametrize(("keep", "warned"), [(None, True), (2, False)])
+def test_the_first_snapshot_says_when_the_snapshots_to_come_would_fill_the_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, keep: int | None, warned: bool
+) -> None:
+    """A run keeping a snapshot every 100 iterations found out at iteration 500 that its disk was full
+    (measured: 40 MB of tmpfs, 6.4 MB checkpoints, 1,000 iterations; at ESRGAN's scale 80 x 440 MB by
+    day 5). Its first snapshot now projects the rest: 9 more of 1,000 bytes with 3,500 free (room
+    kept for one checkpoint's rewrite) are full by iteration 100 + (3 + 1) x 100; keep=2 fits."""
+    warnings = _snapshot_warnings(tmp_path, caplog, free=3500, keep=keep)
     expected = (
         "callbacks.snapshots: 9 more snapshots on the disk (0 MB each) by trainer.max_steps=1000 need 0.00 GB, "
         f"but {tmp_path} has 0.00 GB free: the disk is full by about iteration 500; set callbacks.snapshots.keep=N"
     )
-    assert (expected in caplog.text) == warned, caplog.text
+    assert any(expected in warning for warning in warnings) == warned, warnings
+
+
+@pytest.mark.parametrize(
+    ("free", "keep", "accumulate", "warned"),
+    [
+        (9500, None, 1, True),  # the 9 to come fit, not with room for a rewrite
+        (10000, None, 1, False),
+        (2500, 2, 1, True),  # keep=2: 2 more at once (3 with the one written), 1,000 short of a rewrite's room
+        (3000, 2, 1, False),
+        (4500, None, 2, True),  # accumulating 2 batches: 500 iterations, 4 more to come
+        (5000, None, 2, False),
+    ],
+)
+def test_the_snapshot_disk_projection_keeps_room_for_a_rewrite_keep_plus_one_and_counts_iterations(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, free: int, keep: int | None, accumulate: int, warned: bool
+) -> None:
+    """The projection's bounds, each at the byte where it turns: the snapshots to come leave room for
+    one checkpoint more (last.ckpt is rewritten beside the old one); with keep=N, N + 1 are there at
+    once; a budget of batches accumulated by 2 is half as many iterations."""
+    assert bool(_snapshot_warnings(tmp_path, caplog, free=free, keep=keep, accumulate=accumulate)) == warned
+
+
+def test_the_snapshot_disk_projection_warns_once_a_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Only the run's first snapshot projects the rest: the warning is not repeated at every snapshot."""
+    assert len(_snapshot_warnings(tmp_path, caplog, free=3500, validations=3)) == 1
 
 
 class _FakeRun:
