@@ -539,6 +539,50 @@ def test_a_branch_from_a_moved_run_folder_tests_the_best_checkpoint_where_it_is_
     assert record["status"] == "done" and "test/psnr" in record["metrics"]
 
 
+def test_a_moved_folders_record_follows_into_the_folder_resumed_in_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`MovedRunFolder` renames a checkpoint callback's record from the folder it was written in to the
+    one it resumes in (reached here through a link), names in that folder only (a name elsewhere stays:
+    Lightning removes only files of its folder), and leaves alone a record of the folder itself, a
+    branch (ckpt_path in another folder) and a callback the checkpoint holds no record of."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from sr_gan.callbacks import MovedRunFolder
+
+    here = tmp_path / "run" / "checkpoints"
+    here.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(here, target_is_directory=True)
+    best = ModelCheckpoint(dirpath=here, monitor="val/psnr", mode="max")
+    unrecorded = ModelCheckpoint(dirpath=here, monitor="val/ssim", mode="max")
+    old = "/old/run/checkpoints"
+
+    def record(folder: str) -> dict[str, Any]:
+        return {
+            "dirpath": folder,
+            "best_model_path": f"{folder}/best.ckpt",
+            "kth_best_model_path": "/elsewhere/best.ckpt",
+            "last_model_path": "",
+            "best_k_models": {f"{folder}/best.ckpt": 30.0, "/elsewhere/best.ckpt": 29.0},
+        }
+
+    def resume(ckpt_path: Path | str, written_in: str) -> dict[str, Any]:
+        checkpoint = {"callbacks": {best.state_key: record(written_in)}}
+        trainer = SimpleNamespace(ckpt_path=str(ckpt_path), checkpoint_callbacks=[best, unrecorded])
+        with caplog.at_level(logging.INFO, logger="sr_gan.callbacks"):
+            MovedRunFolder().on_load_checkpoint(trainer, None, checkpoint)
+        return checkpoint["callbacks"][best.state_key]
+
+    expected = record(str(here.resolve())) | {"kth_best_model_path": "/elsewhere/best.ckpt"}
+    expected["best_k_models"] = {f"{here.resolve()}/best.ckpt": 30.0, "/elsewhere/best.ckpt": 29.0}
+    assert resume(tmp_path / "link" / "last.ckpt", old) == expected
+    assert f"checkpoints written in {old}, read from {here.resolve()}: best.ckpt's record follows" in caplog.text
+    caplog.clear()
+    assert resume(here / "last.ckpt", str(here.resolve())) == record(str(here.resolve()))
+    assert resume(f"{old}/last.ckpt", old) == record(old)  # a branch: ckpt_path of another run
+    assert "record follows" not in caplog.text
+
+
 def test_non_finite_weights_never_replace_a_checkpoint(tmp_path: Path) -> None:
     io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
