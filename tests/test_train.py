@@ -985,7 +985,9 @@ def test_cuda_rng_states_go_back_to_the_gpus_the_resumed_run_has(monkeypatch: py
     callback.on_train_start(None, None)
     assert set_states == [(0, 0), (1, 1)]
     RNGState.check_state(state | {"cuda": [torch.zeros(8, dtype=torch.uint8)]})  # a seed alone: torch takes it too
-    for crafted in ([torch.zeros(16)], [torch.zeros(3, dtype=torch.uint8)], torch.zeros(16, dtype=torch.uint8)):
+    uint8 = torch.zeros(16, dtype=torch.uint8)
+    # {}: no state in it, but no list for the restore to slice on a GPU machine
+    for crafted in ([torch.zeros(16)], [torch.zeros(3, dtype=torch.uint8)], uint8, {}):
         with pytest.raises(TypeError, match="its CUDA states are not uint8 tensors of 8 or 16 bytes"):
             RNGState.check_state(state | {"cuda": crafted})
 
