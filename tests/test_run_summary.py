@@ -77,8 +77,8 @@ def test_a_clones_commit_is_recorded_dirty_while_its_tracked_files_differ(tmp_pa
 
 
 def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path) -> None:
-    """A pre-empted run resumed in its folder (or a finished one relaunched) keeps the wall time of its
-    earlier segments: run.json's wall_s is their sum, and batches/s is over all of it."""
+    """A pre-empted run resumed in its folder keeps the wall time of its earlier segments: run.json's
+    wall_s is their sum, and batches/s is over all of it."""
     first = RunRecord(folder=tmp_path, started=time.time() - 100.0)
     first.batches = 50
     first.finish("preempted", None)

@@ -830,15 +830,18 @@ def test_the_test_stage_scores_the_best_checkpoint_not_the_last_weights(make_cfg
 
 
 def test_resuming_a_run_whose_budget_is_spent_trains_no_further_batch(make_cfg, tmp_path) -> None:
-    """A relaunch of a finished run with the same trainer.max_steps (a requeued job that had ended)
-    trains nothing: last.ckpt keeps its batch count and its weights. Its run.json counts batches, not
-    Lightning's optimizer steps (two a GAN batch), and adds the relaunch to the recorded wall time."""
+    """A relaunch of a run whose budget is spent but which did not end done (a SIGTERM after its last
+    batch: status 143 before its test stage) with the same trainer.max_steps trains nothing: last.ckpt
+    keeps its batch count and its weights. Its run.json counts batches, not Lightning's optimizer steps
+    (two a GAN batch), and adds the relaunch to the recorded wall time. (A run that ended done is left
+    as it is: `test_a_done_run_relaunched_in_its_folder_is_left_as_it_is`.)"""
     common = ["loss=ragan", "loss.perceptual=null", "trainer.max_steps=2", "test=false"]
     train(make_cfg(*common))
     last, record = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "run.json"
     assert json.loads(record.read_text())["batches"] == 2
     before = torch.load(last, weights_only=True)
-    record.write_text(json.dumps(json.loads(record.read_text()) | {"wall_s": 1000.0}))  # a long first segment
+    cut_short = {"wall_s": 1000.0, "status": "preempted"}  # a long first segment, stopped after its last batch
+    record.write_text(json.dumps(json.loads(record.read_text()) | cut_short))
     train(make_cfg(*common, "ckpt_path=last"))
     after = torch.load(last, weights_only=True)
     assert after["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
@@ -846,6 +849,27 @@ def test_resuming_a_run_whose_budget_is_spent_trains_no_further_batch(make_cfg, 
         assert torch.equal(value, after["state_dict"][key]), key
     resumed = json.loads(record.read_text())
     assert (resumed["status"], resumed["batches"]) == ("done", 2) and 1000.0 < resumed["wall_s"] < 1300.0
+
+
+def test_a_done_run_relaunched_in_its_folder_is_left_as_it_is(make_cfg, tmp_path, caplog) -> None:
+    """A sweep relaunched into its folder with ckpt_path=last (to resume its killed and pre-empted jobs)
+    resumed its done jobs too: they trained nothing but tested again, which logged at the last batch's
+    step and dropped that batch's and the last validation's metrics.csv rows (30 batches: 30 training
+    rows -> 29 and compare's best PSNR fell to an earlier validation's, 9.20 -> 9.18 dB), added a W&B
+    segment and wall time. Such a run is left as it is now (its files unchanged) and returns its
+    recorded test score to the sweeper; a larger trainer.max_steps trains it further."""
+    train(make_cfg("trainer.max_steps=2"))
+    files = [tmp_path / "run.json", tmp_path / "csv" / "metrics.csv", *(tmp_path / "checkpoints").glob("*.ckpt")]
+    before = {path: path.read_bytes() for path in files}
+    tested = json.loads((tmp_path / "run.json").read_text())["metrics"]["test/psnr"]
+    with caplog.at_level(logging.INFO, logger="sr_gan"):
+        assert train(make_cfg("trainer.max_steps=2", "ckpt_path=last")) == pytest.approx(tested, abs=1e-6)
+    assert {path: path.read_bytes() for path in files} == before
+    assert f"{tmp_path} is done (run.json: 2 batches of 2, tested): nothing to train or test" in caplog.text
+    train(make_cfg("trainer.max_steps=3", "ckpt_path=last"))
+    assert json.loads((tmp_path / "run.json").read_text())["batches"] == 3
+    rows = _metrics(tmp_path)
+    assert [r["step"] for r in rows if r.get("train/l_g_pix")] == ["0", "1", "2"]
 
 
 def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(make_cfg, tmp_path, caplog) -> None:

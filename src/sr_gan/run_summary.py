@@ -102,8 +102,8 @@ class RunRecord:
     @classmethod
     def resumed(cls, folder: Path) -> RunRecord:
         """The record of a run resumed in `folder`: the wall time its run.json holds carries on, so a
-        pre-empted run's total counts every segment and relaunching a finished run adds seconds to
-        its wall time instead of replacing it."""
+        pre-empted run's total counts every segment (one stopped after its last batch, relaunched
+        for its test stage, too) instead of replacing it."""
         return cls(folder=folder, earlier_s=float((read_record(folder) or {}).get("wall_s") or 0.0))
 
     def write(self) -> None:

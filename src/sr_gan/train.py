@@ -56,7 +56,7 @@ from sr_gan.ranks import (
     share_with_ranks,
     start_ranks_as_this_job,
 )
-from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, summary
+from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, read_record, summary
 from sr_gan.schema import MAX_SEED
 from sr_gan.threads import configure_cpu_threads, local_processes
 from sr_gan.weights import fit_problems, is_url, load_generator_state
@@ -145,6 +145,9 @@ def train(cfg: DictConfig, *, resume_hint: str | None = None, next_steps: bool =
     if advice := precision_advice(cfg):
         log.warning(advice)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None and (done := _finished(cfg, output_dir, Path(ckpt_path))) is not None:
+        metric = done.get(cfg.optimized_metric)  # what the run returned to the sweeper when it ended
+        return None if metric is None else float(metric)
     check_init_from(cfg, resuming=ckpt_path is not None)
     if ckpt_path is not None and is_url(ckpt_path):  # fetched once and checked before anything is written
         with downloaded_once(ckpt_path, folder=output_dir) as local:  # on the run's disk, gone when the run ends
@@ -240,6 +243,34 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             ):
                 log.info(line)
         _finish_wandb()
+
+
+def _finished(cfg: DictConfig, folder: Path, ckpt_path: Path) -> dict[str, Any] | None:
+    """A run resumed in its own folder (``ckpt_path=last``: a sweep relaunched into its folder, a
+    requeued job) that its run.json says is done, with the budget asked for trained and, where asked
+    for, tested, is left as it is: its recorded metrics, else None (it resumes). Resumed,
+    it trained nothing but tested again, logged a second W&B segment, added to its wall time and lost
+    its last batch's and last validation's metrics.csv rows (the test logs at that step)."""
+    record = read_record(folder) or {}
+    budget = cfg.trainer.max_steps * cfg.optim.accumulate_batches
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    if (
+        ckpt_path != folder / "checkpoints" / "last.ckpt"
+        or record.get("status") != "done"
+        or not isinstance(record.get("batches"), int)
+        or record["batches"] < budget
+        or (cfg.test and not any(key.startswith("test/") for key in metrics))
+    ):
+        return None
+    log.info(
+        "%s is done (run.json: %d batches of %d%s): nothing to train or test, the run stays as it is "
+        "(a larger trainer.max_steps trains it further)",
+        folder,
+        record["batches"],
+        budget,
+        ", tested" if cfg.test else "",
+    )
+    return metrics
 
 
 def _check_resumed_states(ckpt_path: str, checkpoint: dict[str, Any]) -> None:
