@@ -435,17 +435,25 @@ def test_ckpt_path_forms(tmp_path: Path) -> None:
         resolve_ckpt_path("nowhere.ckpt", tmp_path)
 
 
-def test_a_run_cut_short_is_told_to_resume_in_its_own_folder_a_sweeps_job_is_not(
+def test_a_run_cut_short_is_told_to_resume_in_its_own_folder_a_sweeps_job_in_its_sweeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hint a run cut short prints: its own folder with ckpt_path=last (ckpt_path=<folder> alone
-    would go on in a new folder). A sweep's job gets none: hydra.run.dir does not place a -m job."""
+    would go on in a new folder). A sweep's job: the sweep in its folder (hydra.run.dir does not place
+    a -m job); it was told `the same command with ckpt_path=<job folder>`, which made every job of a
+    new sweep folder a branch of that one job's checkpoint."""
     hint = f"the same command with hydra.run.dir={tmp_path} ckpt_path=last"
     assert _resume_hint(tmp_path) == hint  # no Hydra (sr_gan.train called in process)
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
-    for mode, expected in ((RunMode.RUN, hint), (RunMode.MULTIRUN, None)):
-        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda mode=mode: SimpleNamespace(mode=mode)))
-        assert _resume_hint(tmp_path) == expected
+    swept = f"the same sweep with hydra.sweep.dir={tmp_path} ckpt_path=last (its done jobs stay as they are)"
+    for mode, subdir, folder, expected in (
+        (RunMode.RUN, "", tmp_path, hint),
+        (RunMode.MULTIRUN, "2", tmp_path / "2", swept),
+        (RunMode.MULTIRUN, "lr=1e-4/2", tmp_path / "lr=1e-4" / "2", swept),  # a subdir of its own
+    ):
+        config = SimpleNamespace(mode=mode, sweep=SimpleNamespace(subdir=subdir))
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda config=config: config))
+        assert _resume_hint(folder) == expected
 
 
 def test_a_requeued_slurm_job_resumes_its_own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

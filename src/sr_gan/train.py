@@ -340,9 +340,12 @@ def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseE
 def _resume_hint(folder: Path) -> str | None:
     """How to resume a run cut short: in its own folder (``hydra.run.dir``), where it goes on with its
     run.json, metrics.csv, W&B run and best score; ``ckpt_path=<folder>`` alone would resume into a new
-    timestamped folder, and ``ckpt_path=last`` alone start afresh there. A sweep's job: the default."""
+    timestamped folder, and ``ckpt_path=last`` alone start afresh there. A sweep's job: the sweep in its
+    folder (``hydra.sweep.dir``), where its done jobs stay as they are (``ckpt_path=<job folder>`` made
+    every job of a new sweep a branch of this one)."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return None
+        sweep = folder.parents[len(Path(str(HydraConfig.get().sweep.subdir)).parts) - 1]
+        return f"the same sweep with hydra.sweep.dir={sweep} ckpt_path=last (its done jobs stay as they are)"
     return f"the same command with hydra.run.dir={folder} ckpt_path=last"
 
 
