@@ -96,6 +96,22 @@ def test_train_cli_sweeps_with_multirun(tmp_path: Path) -> None:
         assert json.loads((sweep / job / "run.json").read_text())["status"] == "done"
 
 
+def test_a_sweeps_failed_job_lets_the_next_jobs_run(tmp_path: Path) -> None:
+    """A sweep's job that fails on its input (a NaN, a value only it gets) ended the whole sweep with
+    its exit status 2: the jobs after it never ran, and never would on a relaunch (measured: lr=1e8 as
+    job 1 of 3 left no job 2). Hydra's launchers run the next jobs of one that raises: the sweep runs
+    them, then ends with status 2 and a line naming the failed job and how to see every job's status."""
+    proc = _run(tmp_path, "-m", "seed=4294967296,1", *_tiny("trainer.max_steps=1", "test=false", "logger=csv"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert "error: seed=4294967296 " in proc.stderr  # the job's own line, as it failed
+    assert json.loads((sweep / "1" / "run.json").read_text())["status"] == "done"
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: job 0 of the sweep failed (its error above, {sweep / '0'}), the sweep ran its other jobs: "
+        f"python -m sr_gan.compare {sweep} shows each job's status"
+    )
+
+
 def test_a_run_refused_at_start_up_leaves_no_run_folder(tmp_path: Path) -> None:
     proc = _run(tmp_path, *_tiny("data.batch_size=0", "logger=csv"))
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1].startswith("error: data.batch_size=0 is not allowed")

@@ -41,7 +41,7 @@ from omegaconf.errors import (
     UnsupportedInterpolationType,
 )
 
-from sr_gan.errors import closest, one_line
+from sr_gan.errors import USER_ERROR_EXIT_CODE, SweepJobFailed, closest, one_line
 
 T = TypeVar("T")
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -66,9 +66,14 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
             if FULL_ERROR not in os.environ and (line := unresolvable(cfg, tool=config_name)) is not None:
                 print(f"error: {line}", file=sys.stderr)
                 raise SystemExit(2)
-            result = task(cfg)
+            try:
+                result: T | SweepJobFailed = task(cfg)
+            except SweepJobFailed as failed:  # the sweep runs its next jobs, and ends on it (`entry`)
+                result = failed
             if lent:  # a sweep's next job may compose only now (an Optuna trial is drawn after the last)
                 os.environ[FULL_ERROR], ours = "1", True
+            if isinstance(result, SweepJobFailed):
+                raise result
             return result
 
         hydra_main = hydra.main(version_base="1.3", config_path="conf", config_name=config_name)(in_task)
@@ -81,6 +86,9 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
             os.environ[FULL_ERROR], ours = "1", True
             try:
                 return hydra_main()
+            except SweepJobFailed as err:  # the first failed job, once the sweep has run the others
+                print(f"error: {err}", file=sys.stderr)
+                raise SystemExit(USER_ERROR_EXIT_CODE) from None
             except (ConfigCompositionException, OverrideParseException) as err:  # while composing only
                 _remove_empty_sweep_folder()
                 print(f"error: {describe(err, tool=config_name)}", file=sys.stderr)

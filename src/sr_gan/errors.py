@@ -11,10 +11,17 @@ from typing import TypeVar
 T = TypeVar("T")
 
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+USER_ERROR_EXIT_CODE = 2  # a command refused its input, in one line (as argparse does)
 
 
 class UserError(ValueError):
     """A problem with the user's input (a config key, a file); its message says how to fix it."""
+
+
+class SweepJobFailed(Exception):
+    """A sweep's job that ended on an input error, its line printed. Raised to Hydra, which records
+    the job failed and runs the sweep's next jobs (its launcher catches exceptions, not the
+    SystemExit a command ends with, which stopped the whole sweep there); the sweep ends with it."""
 
 
 class InputWarning(UserWarning):
@@ -47,7 +54,7 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
             if user_error is None:
                 raise
             print(f"error: {one_line(user_error)}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(USER_ERROR_EXIT_CODE) from None
 
     return wrapper
 

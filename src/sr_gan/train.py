@@ -41,7 +41,7 @@ from sr_gan.config import (
 )
 from sr_gan.data import SRDataModule
 from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
-from sr_gan.errors import INTERRUPTED_EXIT_CODE, UserError, exit_on_user_error
+from sr_gan.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, SweepJobFailed, UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
@@ -343,10 +343,16 @@ def _resume_hint(folder: Path) -> str | None:
     timestamped folder, and ``ckpt_path=last`` alone start afresh there. A sweep's job: the sweep in its
     folder (``hydra.sweep.dir``), where its done jobs stay as they are (``ckpt_path=<job folder>`` made
     every job of a new sweep a branch of this one)."""
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        sweep = folder.parents[len(Path(str(HydraConfig.get().sweep.subdir)).parts) - 1]
+    if (sweep := _sweep_folder(folder)) is not None:
         return f"the same sweep with hydra.sweep.dir={sweep} ckpt_path=last (its done jobs stay as they are)"
     return f"the same command with hydra.run.dir={folder} ckpt_path=last"
+
+
+def _sweep_folder(folder: Path) -> Path | None:
+    """The folder of the sweep (``hydra.sweep.dir``) whose job runs in `folder`; None outside a sweep."""
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return None
+    return folder.parents[len(Path(str(HydraConfig.get().sweep.subdir)).parts) - 1]
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -414,8 +420,14 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with ranks_of_this_job():  # a sweep's next job starts DDP ranks of its own
             return exit_on_user_error(train)(cfg)
-    except SystemExit:
-        _remove_if_unused(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir))
+    except SystemExit as stop:
+        folder = Path(cfg.paths.output_dir)
+        _remove_if_unused(folder, Path(cfg.paths.log_dir))
+        if stop.code == USER_ERROR_EXIT_CODE and (sweep := _sweep_folder(folder)) is not None:
+            raise SweepJobFailed(
+                f"job {HydraConfig.get().job.num} of the sweep failed (its error above, {folder}), the sweep ran "
+                f"its other jobs: python -m sr_gan.compare {sweep} shows each job's status"
+            ) from None
         raise
 
 
