@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -343,6 +344,32 @@ def test_resolvers_size_the_demo_by_its_objective_and_file_runs_by_stage() -> No
     for loss, task, expected in cases:
         cfg = OmegaConf.create({"task_name": task, "loss": loss, "size": "${if_pixel_loss:1,2}", "job": "${job_type:}"})
         assert (cfg.size, cfg.job) == expected, (loss, task)
+
+
+def test_a_sweep_relaunched_with_ckpt_path_last_into_a_folder_without_jobs_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sweep relaunched to resume its jobs without its hydra.sweep.dir goes into a new timestamped
+    folder, where every job starts from scratch: each job said only `ckpt_path=last: no <job>/checkpoints/
+    last.ckpt yet`, naming the new folder. The sweep now says once that its folder holds no job, and
+    how a sweep resumes; a folder holding a job (the relaunch done right) gets no such line."""
+    swept = tmp_path / "sweep"
+    (swept / "0").mkdir(parents=True)
+    (swept / "0" / "run.json").write_text("{}")
+    said = {}
+    for folder in (tmp_path / "new", swept):
+        caplog.clear()
+        config = OmegaConf.create({"hydra": {"sweep": {"dir": str(folder)}}, "ckpt_path": "last"})
+        with caplog.at_level(logging.INFO, logger="sr_gan"):
+            UnusedRunFolder().on_multirun_start(config)
+        said[folder.name] = [r.message for r in caplog.records if "every job starts from scratch" in r.message]
+    assert said == {
+        "new": [
+            f"ckpt_path=last: hydra.sweep.dir={tmp_path / 'new'} holds no job yet, every job starts from scratch "
+            "(a sweep resumes its jobs when relaunched into its own folder: hydra.sweep.dir=<that folder>)"
+        ],
+        "sweep": [],
+    }
 
 
 def test_the_hydra_callbacks_check_a_runs_or_a_sweeps_folder_and_let_a_resume_or_a_rank_in(

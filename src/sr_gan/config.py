@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import sys
@@ -23,6 +24,8 @@ from sr_gan.imageio import IMAGE_EXTENSIONS, list_images
 from sr_gan.run_folders import read_yaml
 from sr_gan.schema import TRAIN, validate
 from sr_gan.weights.remote import cached_download, is_url
+
+log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # the link to conf/ (in a wheel: its copy)
 BICUBIC = "sr_gan.ops.BicubicDegradation"  # conf/degradation/bicubic.yaml: the papers' LR, what LR files hold
@@ -356,7 +359,14 @@ class UnusedRunFolder(Callback):
         _exit_if_holding_runs(config, Path(config.hydra.run.dir), "hydra.run.dir", jobs="")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _exit_if_holding_runs(config, Path(config.hydra.sweep.dir), "hydra.sweep.dir", jobs="*/")
+        folder = Path(config.hydra.sweep.dir)
+        _exit_if_holding_runs(config, folder, "hydra.sweep.dir", jobs="*/")
+        if config.get("ckpt_path") == "last" and _held_run(folder, jobs="*/") is None:  # a relaunch without its folder
+            log.info(
+                "ckpt_path=last: hydra.sweep.dir=%s holds no job yet, every job starts from scratch (a sweep "
+                "resumes its jobs when relaunched into its own folder: hydra.sweep.dir=<that folder>)",
+                folder,
+            )
 
 
 RUN_FILES = ("run.json", "checkpoints/*.ckpt")  # what a started run leaves (sr_gan.run_summary, callbacks)
@@ -405,14 +415,18 @@ def _exit_if_holding_runs(config: DictConfig, folder: Path, key: str, *, jobs: s
     """`jobs`: the glob of the run folders inside `folder` ("" for a run, "*/" for a sweep's jobs)."""
     if config.get("ckpt_path") or slurm_requeued() or not folder.is_dir() or _not_the_first_process():
         return
-    found = next((p for pattern in RUN_FILES for p in sorted(folder.glob(jobs + pattern))), None)
-    if found is not None:
+    if (found := _held_run(folder, jobs=jobs)) is not None:
         print(
             f"error: {key}={folder} already holds a run ({found.relative_to(folder)}), which a new run would "
             "overwrite: resume it with ckpt_path=last, or choose another folder",
             file=sys.stderr,
         )
         raise SystemExit(2)
+
+
+def _held_run(folder: Path, *, jobs: str) -> Path | None:
+    """The first file of a run that `folder` holds (`jobs`: as `_exit_if_holding_runs`), else None."""
+    return next((p for pattern in RUN_FILES for p in sorted(folder.glob(jobs + pattern))), None)
 
 
 def _exit_unless_writable(folder: Path) -> None:
