@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,6 +30,15 @@ IGNORED_GROUPS = ("hydra", "logger", "paths", "environment")  # environment: the
 # Keys that say how a run was started, ended or grouped in W&B, not what it trains: never a column of their own.
 IGNORED_KEYS = ("ckpt_path", "test", "demo_psnr_init", "group")
 _SAMPLES = re.compile(r"val_(\d+)")
+
+
+def budget_batches(config: Mapping[str, Any]) -> int | None:
+    """A run's budget in loader batches: trainer.max_steps iterations of optim.accumulate_batches
+    batches each, what `sr_gan.train` gives its `BatchBudget`; None where `config` (a run's resolved
+    config, or the one it starts with) sets no max_steps."""
+    iterations = (config.get("trainer") or {}).get("max_steps")
+    accumulate = (config.get("optim") or {}).get("accumulate_batches") or 1
+    return None if iterations is None else iterations * accumulate
 
 
 @dataclass
@@ -51,12 +60,8 @@ class Run:
 
     @property
     def budget(self) -> int | None:
-        """The run's budget in batches: trainer.max_steps iterations of optim.accumulate_batches batches
-        each (`sr_gan.train.build_trainer`), the unit of `batches`."""
-        config = self.config or {}
-        iterations = (config.get("trainer") or {}).get("max_steps")
-        accumulate = (config.get("optim") or {}).get("accumulate_batches") or 1
-        return None if iterations is None else iterations * accumulate
+        """The run's budget in batches (`budget_batches`), the unit of `batches`."""
+        return budget_batches(self.config or {})
 
     @property
     def batches(self) -> int:

@@ -56,6 +56,7 @@ from sr_gan.ranks import (
     share_with_ranks,
     start_ranks_as_this_job,
 )
+from sr_gan.run_folders import budget_batches
 from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, read_record, summary
 from sr_gan.schema import MAX_SEED
 from sr_gan.threads import configure_cpu_threads, local_processes
@@ -252,7 +253,7 @@ def _finished(cfg: DictConfig, folder: Path, ckpt_path: Path) -> dict[str, Any] 
     it trained nothing but tested again, logged a second W&B segment, added to its wall time and lost
     its last batch's and last validation's metrics.csv rows (the test logs at that step)."""
     record = read_record(folder) or {}
-    budget = cfg.trainer.max_steps * cfg.optim.accumulate_batches
+    budget = budget_batches(cfg)
     metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
     if (
         ckpt_path != folder / "checkpoints" / "last.ckpt"
@@ -358,7 +359,7 @@ def _sweep_folder(folder: Path) -> Path | None:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Lightning Trainer of ``cfg.trainer`` with sr-gan's callbacks and loggers; budgets, validation
     interval and the progress bar count optimizer iterations (x ``optim.accumulate_batches`` batches)."""
-    batches = cfg.trainer.max_steps * cfg.optim.accumulate_batches
+    batches = budget_batches(cfg)
     callbacks: list[L.Callback] = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks.append(BatchBudget(batches))
     if cfg.trainer.enable_progress_bar:
