@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -155,4 +156,18 @@ def test_another_sr_gan_version_trains_its_own_stage(make_cfg, monkeypatch: pyte
     before = demo_stage.stage_config(cfg).config.paths.output_dir
     assert demo_stage.stage_config(cfg).config.paths.output_dir == before
     monkeypatch.setattr("sr_gan.__version__", "99.0.0")
+    assert demo_stage.stage_config(cfg).config.paths.output_dir != before
+
+
+def test_an_edit_to_the_code_trains_its_own_stage(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone's edit (here to RRDBNet's file) leaves the version as it is: the stage it cached
+    before the edit was taken by a run of the edited code. The source files are in the key."""
+    package = tmp_path / "sr_gan"
+    shutil.copytree(demo_stage.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(demo_stage, "PACKAGE_DIR", package)
+    cfg = make_cfg("loss=ragan", "demo_psnr_init=true")
+    before = demo_stage.stage_config(cfg).config.paths.output_dir
+    assert demo_stage.stage_config(cfg).config.paths.output_dir == before
+    arch = package / "archs" / "rrdbnet.py"
+    arch.write_text(arch.read_text() + "\n# an edit\n")
     assert demo_stage.stage_config(cfg).config.paths.output_dir != before
