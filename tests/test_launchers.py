@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -137,26 +138,38 @@ def test_local_launcher_jobs_can_use_loader_workers() -> None:
     assert shape[:2] == (1, 3)
 
 
-@pytest.mark.slow
-def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path: Path) -> None:
+def _search(tmp_path: Path, trials: int, *overrides: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A tiny `hparams_search=loss_weights` of `trials` trials under `tmp_path`: its process and sweep folder."""
     proc = run_module(
         "sr_gan.train",
         "-m",
         "hparams_search=loss_weights",
-        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.n_trials={trials}",
         *TINY,
-        "model.ema_decay=null",  # score the trained generator itself, not an average still near its init
+        *overrides,
         f"paths.log_dir={tmp_path}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    return proc, sweep
+
+
+def _test_psnr(job: Path) -> float:
+    """The test/psnr a sweep's job logged (its one test row of metrics.csv)."""
+    with open(job / "csv" / "metrics.csv") as f:
+        (psnr,) = [float(row["test/psnr"]) for row in csv.DictReader(f) if row.get("test/psnr")]
+    return psnr
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path: Path) -> None:
+    # model.ema_decay=null: score the trained generator itself, not an average still near its init
+    proc, sweep = _search(tmp_path, 3, "model.ema_decay=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
     keys = ["loss.pixel_weight", "loss.adversarial_weight", "optim.generator.lr"]
     trials = {}
     for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
         cfg = OmegaConf.load(job / "config.yaml")
-        with open(job / "csv" / "metrics.csv") as f:
-            (psnr,) = [float(row["test/psnr"]) for row in csv.DictReader(f) if row.get("test/psnr")]
-        trials[job.name] = ({key: OmegaConf.select(cfg, key) for key in keys}, psnr)
+        trials[job.name] = ({key: OmegaConf.select(cfg, key) for key in keys}, _test_psnr(job))
     assert sorted(trials) == ["0", "1", "2"]
     assert len({tuple(params.values()) for params, _ in trials.values()}) == 3, trials  # three different draws
     for params, _ in trials.values():  # within the preset's log-scale ranges
@@ -168,3 +181,39 @@ def test_optuna_search_runs_three_trials_and_reports_the_best(tmp_path: Path) ->
     best_params, best_psnr = max(trials.values(), key=lambda trial: trial[1])
     assert result.best_value == pytest.approx(best_psnr, abs=1e-4)  # maximized: the highest test/psnr
     assert dict(result.best_params) == pytest.approx(best_params)
+
+
+@pytest.mark.slow
+def test_an_optuna_search_records_its_failed_trials_and_goes_on(tmp_path: Path) -> None:
+    """A trial that diverges (lr=1e8: NaN, the guard stops it) ended the search at its first failed
+    trial (the plugin's max_failure_rate=0.0: job 1 of 3 failed, job 2 never ran, no
+    optimization_results.yaml), saying the sweep ran its other jobs. The preset records it as failed
+    and goes on; the best of the others is written, and the search ends with status 2 naming the
+    failed jobs (the plugin with the rate alone ended with status 0, its failures only in its log)."""
+    lr = "optim.generator.lr=choice(1e-4,1e8)"  # seed 42 draws 1e-4 for job 0, 1e8 for jobs 1 and 2
+    proc, sweep = _search(tmp_path, 3, lr)
+    failed = [
+        job.name for job in sorted(sweep.glob("[0-9]")) if OmegaConf.load(job / "config.yaml").optim.generator.lr > 1
+    ]
+    assert failed == ["1", "2"], failed
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
+        f"error: 2 of 3 trials of the search failed (jobs 1, 2, their errors above; the study records them as "
+        f"failed), the best of the others is in {sweep / 'optimization_results.yaml'}; python -m sr_gan.compare "
+        f"{sweep} shows each job's status"
+    ), proc.stderr[-3000:]
+    result = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert (
+        result.best_value == pytest.approx(_test_psnr(sweep / "0"), abs=1e-4)
+        and result.best_params["optim.generator.lr"] == 1e-4
+    )
+
+
+@pytest.mark.slow
+def test_an_optuna_search_whose_trials_all_fail_says_so_in_one_line(tmp_path: Path) -> None:
+    """Every trial failed: the plugin ended on Optuna's ValueError traceback (No trials are completed yet)."""
+    proc, sweep = _search(tmp_path, 2, "optim.generator.lr=1e8")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == (
+        "error: all 2 trials of the search failed (jobs 0, 1, their errors above): no best trial, no "
+        f"optimization_results.yaml; python -m sr_gan.compare {sweep} shows each job's status"
+    )

@@ -63,6 +63,8 @@ def test_a_wheel_carries_the_configs_and_its_tools_run_from_any_folder(tmp_path:
     (wheel,) = (tmp_path / "dist").glob("sr_gan-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = {n.removeprefix("sr_gan/conf/") for n in archive.namelist() if n.startswith("sr_gan/conf/")}
+        plugins = {n for n in archive.namelist() if n.startswith("hydra_plugins/")}
+    assert plugins == {"hydra_plugins/sr_gan_sweeper/__init__.py"}  # hparams_search's sweeper (a namespace package)
     assert shipped == {p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.yaml")}
     subprocess.run([*pip, "install", "--no-deps", "--target", tmp_path / "site", wheel], check=True)
     run = tmp_path / "elsewhere"
