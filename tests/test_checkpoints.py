@@ -737,6 +737,35 @@ def test_a_run_resumed_in_its_folder_continues_its_wandb_run(
     assert json.loads((tmp_path / "run.json").read_text())["batches"] == 3
 
 
+def test_a_failed_run_rerun_from_scratch_in_its_folder_logs_to_a_new_wandb_run(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run (a sweep's job) that failed before its first checkpoint and is relaunched in its folder
+    (``ckpt_path=last``) starts from scratch: it kept the folder's W&B run id, so its rows from
+    batch 0 on followed the failed attempt's in one W&B run (two segments of one id, each logging
+    trainer/global_step 0), whose name stayed the failed attempt's (optim.generator.lr=1e8: a resumed
+    segment sends none). It now logs to a new W&B run under its own name, with a warning naming
+    the old one; a resume from a checkpoint keeps its run
+    (`test_a_run_resumed_in_its_folder_continues_its_wandb_run`)."""
+    with pytest.raises(UserError, match="NaN/Inf"):
+        train(make_cfg("logger=wandb", "optim.generator.lr=1e8", "test=false"))
+    wandb.teardown()  # W&B's service writes a finished run's file after `finish` returns
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    old_id = (tmp_path / "wandb" / "run_id").read_text().strip()
+    with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
+        train(make_cfg("logger=wandb", "test=false", "ckpt_path=last"))
+    wandb.teardown()
+    new_id = (tmp_path / "wandb" / "run_id").read_text().strip()
+    assert new_id != old_id
+    assert f"starts from scratch (no checkpoint to resume) and logs to a new W&B run {new_id}: W&B run {old_id}" in (
+        caplog.text
+    )
+    (segment,) = (tmp_path / "wandb").glob(f"offline-run-*-{new_id}")
+    (name,) = {r.run.display_name for r in wandb_records(next(segment.glob("run-*.wandb"))) if r.HasField("run")}
+    assert name.startswith("train-") and "lr=1e8" not in name  # its own name, not the failed attempt's
+    assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{old_id}"))) == 1  # the failed attempt's alone
+
+
 def test_a_copied_run_folder_resumes_into_a_wandb_run_of_its_own(
     make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

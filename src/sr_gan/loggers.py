@@ -97,23 +97,34 @@ BESTS = Path("wandb") / "bests.json"  # beside it: the best of each `BEST` value
 _VALID_ID = re.compile(r"[a-z0-9]{1,64}")  # the ids wandb generates (its own rule is looser)
 
 
-def folder_run_id(save_dir: Path) -> tuple[str, bool]:
+def folder_run_id(save_dir: Path, *, fresh: bool = False) -> tuple[str, bool]:
     """The id of the W&B run that `save_dir` logs to, and whether an earlier segment logged to it:
     kept in ``save_dir/wandb/run_id`` from the first use on, a run resumed in its folder
     (``ckpt_path=last`` after a pre-emption) continues its W&B run instead of starting a second one
     (``wandb sync`` uploads an offline run's segments into that one run, in order), also where the
     folder moved or is reached through another path. A damaged file is replaced, with a warning: the
     training goes on, into a new W&B run; so does a copy whose original still logs to that run
-    (`copied_from`), which would otherwise send its rows for the same batches into the original's."""
+    (`copied_from`), which would otherwise send its rows for the same batches into the original's,
+    and a `fresh` run (one that starts from scratch: an earlier attempt in its folder failed or was
+    killed before its first checkpoint), whose rows from batch 0 on would otherwise follow that
+    attempt's in one W&B run, under that attempt's name."""
     path = save_dir / RUN_ID
     run_id = _read_run_id(path)
     original = None if run_id is None else copied_from(save_dir, run_id)
-    continued = run_id is not None and original is None
+    continued = run_id is not None and original is None and not fresh
     if not continued:
         kept, run_id = run_id, secrets.token_hex(4)  # 8 characters, as wandb's ids (its generator is not public API)
         with atomic_path(path) as temporary:
             temporary.write_text(run_id + "\n")
-        if original is not None:
+        if fresh and kept is not None:
+            log.warning(
+                "%s starts from scratch (no checkpoint to resume) and logs to a new W&B run %s: W&B run %s keeps "
+                "the history of the attempt that logged to it before",
+                save_dir,
+                run_id,
+                kept,
+            )
+        elif original is not None:
             log.warning(
                 "%s is a copy of %s, which logs to W&B run %s too: this copy logs to W&B run %s from here on "
                 "(to resume a moved run folder in its W&B run, delete the original first; offline, `wandb sync "
@@ -170,9 +181,9 @@ def copied_from(save_dir: Path, run_id: str) -> Path | None:
 
 class SRWandbLogger(WandbLogger):
     """Lightning's W&B logger, with the run summary holding the best ``val/psnr`` (and SSIM, LPIPS)
-    beside the last, one W&B run per output folder across resumed segments (`folder_run_id`;
-    ``id=`` chooses another), named once, and without the ``anonymous`` setting that wandb >= 0.19
-    warns is ignored.
+    beside the last, one W&B run per output folder across resumed segments (`folder_run_id`; a
+    `fresh` run, from scratch, gets a new one; ``id=`` chooses another), named once, and without the
+    ``anonymous`` setting that wandb >= 0.19 warns is ignored.
 
     The bests are kept here, not by W&B's ``define_metric(summary="max")``: W&B computes those in
     the process that logs, so a resumed segment's summary held its own best only (and ``wandb
@@ -185,12 +196,13 @@ class SRWandbLogger(WandbLogger):
         if self._wandb_init.get("anonymous") is None:
             self._wandb_init.pop("anonymous", None)
         self._bests: dict[str, float] = {}
+        self.fresh = False  # set by sr_gan.train before the run starts: it starts from scratch, no checkpoint
 
     @property
     @rank_zero_experiment
     def experiment(self):  # noqa: ANN201 - a wandb Run
         if self._experiment is None and self._wandb_init.get("id") is None and self._save_dir:
-            self._wandb_init["id"], continued = folder_run_id(Path(self._save_dir))
+            self._wandb_init["id"], continued = folder_run_id(Path(self._save_dir), fresh=self.fresh)
             if continued:  # the name its first segment gave: this one's overrides add ckpt_path, a longer budget
                 self._wandb_init.pop("name", None)
                 self._bests = read_bests(Path(self._save_dir))

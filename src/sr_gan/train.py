@@ -44,6 +44,7 @@ from sr_gan.demo_stage import needs_psnr_stage, psnr_stage_checkpoint
 from sr_gan.errors import INTERRUPTED_EXIT_CODE, USER_ERROR_EXIT_CODE, SweepJobFailed, UserError, exit_on_user_error
 from sr_gan.lit import SRGANModule
 from sr_gan.lit.ddp import PlayerDDPStrategy
+from sr_gan.loggers import SRWandbLogger
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.ranks import (
     OTHER_NODE_WAIT_S,
@@ -181,6 +182,9 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
     if checkpoint is not None:  # refused before the run's record is rewritten
         module.check_resumable(checkpoint)
     trainer = build_trainer(cfg)
+    for lg in trainer.loggers:
+        if isinstance(lg, SRWandbLogger):
+            lg.fresh = checkpoint is None  # an earlier attempt's W&B run in this folder is not continued
     for name in ("generator", "discriminator"):
         if (network := getattr(module, name)) is not None:
             log.info("%s: %s, %s parameters", name, type(network).__name__, f"{count_parameters(network):,}")
