@@ -197,8 +197,8 @@ def test_an_optuna_search_records_its_failed_trials_and_goes_on(tmp_path: Path) 
     ]
     assert failed == ["1", "2"], failed
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
-        f"error: 2 of 3 trials of the search failed (jobs 1, 2, their errors above; the study records them as "
-        f"failed), the best of the others is in {sweep / 'optimization_results.yaml'}; python -m sr_gan.compare "
+        "error: the search ran: 2 of 3 trials failed (jobs 1, 2, their errors above), recorded as failed in the "
+        f"study; the best of the others is in {sweep / 'optimization_results.yaml'}; python -m sr_gan.compare "
         f"{sweep} shows each job's status"
     ), proc.stderr[-3000:]
     result = OmegaConf.load(sweep / "optimization_results.yaml")
@@ -209,11 +209,20 @@ def test_an_optuna_search_records_its_failed_trials_and_goes_on(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_an_optuna_search_whose_trials_all_fail_says_so_in_one_line(tmp_path: Path) -> None:
-    """Every trial failed: the plugin ended on Optuna's ValueError traceback (No trials are completed yet)."""
-    proc, sweep = _search(tmp_path, 2, "optim.generator.lr=1e8")
+@pytest.mark.parametrize("rate", [None, "0.0"])
+def test_an_optuna_search_whose_trials_all_fail_says_so_in_one_line(tmp_path: Path, rate: str | None) -> None:
+    """Every trial failed: the plugin ended on Optuna's ValueError traceback (No trials are completed
+    yet). A max_failure_rate below 1.0 stops at the first batch with failures (one trial a batch:
+    the first failure), which the line says."""
+    given = [f"hydra.sweeper.max_failure_rate={rate}"] if rate else []
+    proc, sweep = _search(tmp_path, 2, "optim.generator.lr=1e8", *given)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not (sweep / "optimization_results.yaml").exists()
     assert proc.stderr.splitlines()[-1] == (
-        "error: all 2 trials of the search failed (jobs 0, 1, their errors above): no best trial, no "
+        "error: the search ran: 2 of 2 trials failed (jobs 0, 1, their errors above): no trial completed, no "
         f"optimization_results.yaml; python -m sr_gan.compare {sweep} shows each job's status"
+        if rate is None
+        else "error: the search stopped: 1 of 1 trials failed (job 0, its error above), over "
+        "hydra.sweeper.max_failure_rate=0.0 (of a batch of n_jobs trials; 1.0 records a failed trial and goes on); "
+        f"no optimization_results.yaml; python -m sr_gan.compare {sweep} shows each job's status"
     )

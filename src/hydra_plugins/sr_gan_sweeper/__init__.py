@@ -14,7 +14,6 @@ extra) this module defines nothing, and ``hparams_search=...`` is refused as bef
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,9 @@ try:
     from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 except ImportError:  # the sweeps extra is not installed
     OptunaSweeper = None
+
+
+COMPARE = "python -m sr_gan.compare {} shows each job's status"
 
 
 class JobLog:
@@ -49,43 +51,44 @@ class JobLog:
 
 
 def _scored(job: JobReturn) -> bool:
-    """Whether `job` completed and returned a number Optuna takes as the trial's value."""
+    """Whether `job` completed and returned a number (the plugin's test of a trial's value)."""
     if job.status != JobStatus.COMPLETED:
         return False
     try:
-        return not math.isnan(float(job.return_value))
+        float(job.return_value)
     except (TypeError, ValueError):
         return False
+    return True
+
+
+def _failures(jobs: JobLog) -> str:
+    """``<k> of <n> trials failed (jobs <a>, <b>, their errors above)``."""
+    failed = jobs.failed()
+    which = (
+        f"job {failed[0]}, its error above"
+        if len(failed) == 1
+        else f"jobs {', '.join(map(str, failed))}, their errors above"
+    )
+    return f"{len(failed)} of {len(jobs.returns)} trials failed ({which})"
 
 
 def search_end(jobs: JobLog, sweep_dir: Path) -> str | None:
-    """The line a search that ran to its end stops on: which of its trials failed (None: none)."""
-    failed = jobs.failed()
-    if not failed:
+    """The line a search that ran all its trials ends on where some failed (None: none did)."""
+    if not jobs.failed():
         return None
-    compare = f"python -m sr_gan.compare {sweep_dir} shows each job's status"
-    several = len(failed) > 1
-    names = (
-        f"job{'s' if several else ''} {', '.join(map(str, failed))}, {'their errors' if several else 'its error'} above"
-    )
-    if len(failed) == len(jobs.returns):
-        return (
-            f"all {len(failed)} trials of the search failed ({names}): no best trial, no optimization_results.yaml; "
-            + compare
-        )
-    return (
-        f"{len(failed)} of {len(jobs.returns)} trials of the search failed ({names}; the study records them as "
-        f"failed), the best of the others is in {sweep_dir / 'optimization_results.yaml'}; {compare}"
-    )
+    compare = COMPARE.format(sweep_dir)
+    if len(jobs.failed()) == len(jobs.returns):
+        return f"the search ran: {_failures(jobs)}: no trial completed, no optimization_results.yaml; {compare}"
+    best = f"the best of the others is in {sweep_dir / 'optimization_results.yaml'}"
+    return f"the search ran: {_failures(jobs)}, recorded as failed in the study; {best}; {compare}"
 
 
-def search_stopped(jobs: JobLog, max_failure_rate: float) -> str:
-    """The line of a search that `max_failure_rate` stopped at a failed trial."""
-    failed = jobs.failed()
+def search_stopped(jobs: JobLog, max_failure_rate: float, sweep_dir: Path) -> str:
+    """The line of a search that `max_failure_rate` stopped at a batch of trials with failures."""
     return (
-        f"the search stopped after {len(jobs.returns)} trials, at its failed job {failed[0]} (its error above): "
-        f"hydra.sweeper.max_failure_rate={max_failure_rate} of a batch of trials; no optimization_results.yaml "
-        "(hydra.sweeper.max_failure_rate=1.0 records a failed trial and goes on)"
+        f"the search stopped: {_failures(jobs)}, over hydra.sweeper.max_failure_rate={max_failure_rate} (of a "
+        f"batch of n_jobs trials; 1.0 records a failed trial and goes on); no optimization_results.yaml; "
+        f"{COMPARE.format(sweep_dir)}"
     )
 
 
@@ -105,7 +108,7 @@ if OptunaSweeper is not None:
             try:
                 super().sweep(arguments)
             except SweepJobFailed:  # max_failure_rate reached: the plugin raised the failed job's error
-                raise SweepJobFailed(search_stopped(self.jobs, self.sweeper.max_failure_rate)) from None
+                raise SweepJobFailed(search_stopped(self.jobs, self.sweeper.max_failure_rate, sweep_dir)) from None
             except ValueError:  # the study's best trial, where none completed
                 if len(self.jobs.failed()) < len(self.jobs.returns):
                     raise
