@@ -107,7 +107,7 @@ def test_a_sweeps_failed_job_lets_the_next_jobs_run(tmp_path: Path) -> None:
     assert "error: seed=4294967296 " in proc.stderr  # the job's own line, as it failed
     assert json.loads((sweep / "1" / "run.json").read_text())["status"] == "done"
     assert proc.stderr.splitlines()[-1] == (
-        f"error: job 0 of the sweep failed (its error above, {sweep / '0'}), the sweep ran its other jobs: "
+        f"error: job 0 of the sweep failed (its error above, {sweep / '0'}); the sweep runs its other jobs regardless: "
         f"python -m sr_gan.compare {sweep} shows each job's status"
     )
 

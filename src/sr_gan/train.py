@@ -430,8 +430,8 @@ def main(cfg: DictConfig) -> float | None:
         _remove_if_unused(folder, Path(cfg.paths.log_dir))
         if stop.code == USER_ERROR_EXIT_CODE and (sweep := _sweep_folder(folder)) is not None:
             raise SweepJobFailed(
-                f"job {HydraConfig.get().job.num} of the sweep failed (its error above, {folder}), the sweep ran "
-                f"its other jobs: python -m sr_gan.compare {sweep} shows each job's status"
+                f"job {HydraConfig.get().job.num} of the sweep failed (its error above, {folder}); the sweep "
+                f"runs its other jobs regardless: python -m sr_gan.compare {sweep} shows each job's status"
             ) from None
         raise
 
