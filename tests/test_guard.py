@@ -84,6 +84,24 @@ def test_the_guard_stops_after_patience_bad_batches_in_a_row() -> None:
         guard.check("hint")
 
 
+def test_every_rank_judges_the_worst_record_of_the_ranks() -> None:
+    """Under DDP (`over_ranks`: the max of the ranks' records) a NaN loss of one rank's own batch,
+    before the all-reduce of the next micro-batch's gradients spoilt every rank's norm, stops both
+    ranks at the same check, each naming that loss and its batch (rank 0 alone: 1 bad batch, within
+    patience; then the norm only)."""
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    ranks = [NonFiniteGuard(patience=2), NonFiniteGuard(patience=2)]
+    ranks[0].update({"l_g_pix": one}, batch=2)
+    ranks[1].update({"l_g_pix": nan}, batch=2)  # its micro-batch's gradients stay local (no_sync)
+    for guard in ranks:
+        guard.update({"l_g_pix": one, "grad_norm_g": nan}, batch=3)  # the all-reduced gradients
+    ranks[0].check("hint")  # alone: 1 bad batch, skipped
+    worst = functools.reduce(torch.maximum, [guard.record() for guard in ranks])
+    for guard in ranks:
+        with pytest.raises(NonFiniteLossError, match=r"stopped: train/l_g_pix became NaN/Inf at batch 3 and skipped 2"):
+            guard.check("hint", over_ranks=lambda record: worst)
+
+
 def test_a_flagged_step_is_skipped_by_the_fused_kernels() -> None:
     net = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1, fused=True)

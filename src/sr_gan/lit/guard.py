@@ -13,6 +13,8 @@ reaches ``patience`` batches, or at once when the steps could not be skipped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -21,6 +23,7 @@ from sr_gan.errors import UserError
 
 # the logged names (train/<term>) that are checked; a gradient norm is NaN/Inf iff a gradient is
 TERMS = ("l_g_pix", "l_g_percep", "l_g_gan", "grad_norm_g", "l_d_real", "l_d_fake", "grad_norm_d")
+_NEVER = 2**62  # above any batch index (`NonFiniteGuard.record`)
 
 
 class NonFiniteLossError(UserError):
@@ -73,16 +76,28 @@ class NonFiniteGuard(nn.Module):
         self.first_terms.copy_(torch.where(starts, bad, self.first_terms))
         self.streak.copy_(torch.where(any_bad, self.streak + 1, 0))
 
-    def check(self, hint: str) -> None:
+    def record(self) -> Tensor:
+        """The record as one tensor whose maximum over DDP ranks is the ranks' worst record: the
+        longest streak, then per term ``_NEVER - first batch`` where the term was bad in its streak's
+        first batch (0 elsewhere), so that the maximum keeps the earliest first batch of any rank."""
+        firsts = torch.where(self.first_terms & (self.streak > 0), _NEVER - self.first_batch, 0)
+        return torch.cat([self.streak[None], firsts])  # (1 + len(TERMS),) int64
+
+    def check(self, hint: str, over_ranks: Callable[[Tensor], Tensor] | None = None) -> None:
         """Host side (one sync): raise `NonFiniteLossError` if the run has diverged. ``hint`` ends the
-        message (what to change)."""
-        streak = int(self.streak)
+        message (what to change). `over_ranks` (under DDP: an all-reduce with max) makes every rank
+        judge the ranks' worst `record`: one rank's bad batch, a NaN loss of its own data, stops
+        every rank at the same check (a rank that stopped alone left the others waiting for it in
+        their next collective), and the message names the terms that went bad first on any rank
+        (rank 0 named only the gradient norm that the all-reduce of the bad rank's gradients spoilt)."""
+        record = self.record() if over_ranks is None else over_ranks(self.record())
+        streak, *firsts = record.tolist()
         if streak == 0 or (self.skipping and streak < self.patience):
             return
-        names = [f"train/{name}" for name, bad in zip(TERMS, self.first_terms.tolist(), strict=True) if bad]
+        names = [f"train/{name}" for name, first in zip(TERMS, firsts, strict=True) if first == max(firsts)]
         skipped = f"skipped {streak} steps in a row (module.nonfinite_patience={self.patience})"
         raise NonFiniteLossError(
-            f"training stopped: {', '.join(names)} became NaN/Inf at batch {int(self.first_batch) + 1} and "
+            f"training stopped: {', '.join(names)} became NaN/Inf at batch {_NEVER - max(firsts) + 1} and "
             f"{skipped if self.skipping else 'the weights are spoilt (for-each Adam cannot skip a step)'}; "
             f"no checkpoint holds non-finite weights. {hint}"
         )

@@ -419,7 +419,14 @@ class SRGANModule(L.LightningModule):
             f"optim.{n}.lr={o.param_groups[0]['lr']:g}"
             for n, o in zip(("generator", "discriminator"), self.trainer.optimizers)
         )
-        self.guard.check(f"Lower the learning rate ({lrs}) or the loss weights, and resume from the last checkpoint.")
+        hint = f"Lower the learning rate ({lrs}) or the loss weights, and resume from the last checkpoint."
+        self.guard.check(hint, over_ranks=self._worst_over_ranks)
+
+    def _worst_over_ranks(self, record: Tensor) -> Tensor:
+        """`record`'s maximum over the DDP ranks (the guard's, every rank calls it at the same batch)."""
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(record, op=torch.distributed.ReduceOp.MAX)
+        return record
 
     def on_validation_start(self) -> None:
         if self.trainer.state.fn == "fit":
