@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -246,17 +247,70 @@ class CtrlCAgainWhileSaving(CtrlCDuring):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-class FailOnRank(L.Callback):
+class OnRank(L.Callback):
+    """Rank `rank` alone does `act` as batch `batch` starts (after the batch moved to the device)."""
+
+    def __init__(self, rank: int, batch: int = 1) -> None:
+        self.rank, self.batch = rank, batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, *args) -> None:  # noqa: ANN002
+        if trainer.global_rank == self.rank and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+            self.act(batch)
+
+    def act(self, batch: Any) -> None:
+        raise NotImplementedError
+
+
+class FailOnRank(OnRank):
     """Rank `rank` alone fails as batch `batch` starts: a UserError with `message` (a bad input only
     that rank reads), or with ``user=False`` a RuntimeError; the other ranks then wait in the batch's
     collective for a rank that is gone."""
 
     def __init__(self, rank: int, message: str, batch: int = 1, user: bool = True) -> None:
-        self.rank, self.message, self.batch, self.user = rank, message, batch, user
+        super().__init__(rank, batch)
+        self.message, self.user = message, user
 
-    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
-        if trainer.global_rank == self.rank and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
-            raise (UserError if self.user else RuntimeError)(self.message)
+    def act(self, batch: Any) -> None:
+        raise (UserError if self.user else RuntimeError)(self.message)
+
+
+class KilledOnRank(OnRank):
+    """Rank `rank` is killed (SIGKILL: out of host memory, ``kill -9``) as batch `batch` starts."""
+
+    def act(self, batch: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StuckOnRank(OnRank):
+    """Rank `rank` hangs for `seconds` outside any collective as batch `batch` starts (its data loader
+    on a hung file system), after writing its process id to `pid_file`."""
+
+    def __init__(self, rank: int, batch: int, seconds: float, pid_file: str) -> None:
+        super().__init__(rank, batch)
+        self.seconds, self.pid_file = seconds, Path(pid_file)
+
+    def act(self, batch: Any) -> None:
+        self.pid_file.write_text(str(os.getpid()))
+        time.sleep(self.seconds)
+
+
+class NaNInputOnRank(OnRank):
+    """Rank `rank`'s LR batch `batch` is NaN: its losses alone are, and its gradients, which DDP
+    averages into every rank's."""
+
+    def act(self, batch: Any) -> None:
+        batch["lr"].fill_(float("nan"))
+
+
+class SlowToReport(L.Callback):
+    """Rank 0 takes `seconds` to handle the exception that ends the fit (a slow disk, a W&B upload)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_exception(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if trainer.is_global_zero:
+            time.sleep(self.seconds)
 
 
 class OtherStartOnRank1(L.Callback):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -32,6 +34,9 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _tiny(*extra: str) -> list[str]:
     return [o for o in TINY if not o.startswith(("logger=", "trainer.max_steps"))] + list(extra)
+
+
+_DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 
 
 def _bicubic_psnr(folder: Path, *, images: int) -> float:
@@ -405,15 +410,83 @@ def test_a_rank_that_fails_is_named_with_its_own_error_by_the_run(tmp_path: Path
     ends with that rank's line, and run.json records it. The other rank's own failure, gloo's
     'Connection closed by peer' on the connection the failed rank closed, was the traceback that ended
     the output and rank 0's recorded error; it is not printed now."""
-    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     fail = ["+callbacks.fail._target_=tests.helpers.FailOnRank", f"+callbacks.fail.rank={failing}"]
     message = f"cannot read image planted{failing}.png: its IDAT chunk is damaged"
-    proc = _run(tmp_path, *_tiny(*ddp, "test=false"), *fail, f"+callbacks.fail.message='{message}'")
+    proc = _run(tmp_path, *_tiny(*_DDP, "test=false"), *fail, f"+callbacks.fail.message='{message}'")
     expected = f"rank 1 failed: {message}" if failing else message
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"error: {expected}", proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Connection closed" not in proc.stderr + proc.stdout
     (run,) = (tmp_path / "train" / "runs").iterdir()
     assert json.loads((run / "run.json").read_text())["error"] == expected
+
+
+def test_a_failed_rank_is_reported_by_rank_0_however_long_it_takes(tmp_path: Path) -> None:
+    """Rank 1 fails while rank 0 takes 6 s to handle its own end of the run (a slow disk, a W&B
+    upload): Lightning's watch over the ranks it starts killed rank 0 (SIGKILL) within 5 s of rank 1's
+    exit, without its line, run.json left 'running'; rank 0 now ends the run itself."""
+    message = "cannot read image planted1.png: its IDAT chunk is damaged"
+    fail = ["+callbacks.fail._target_=tests.helpers.FailOnRank", "+callbacks.fail.rank=1"]
+    slow = ["+callbacks.slow._target_=tests.helpers.SlowToReport", "+callbacks.slow.seconds=6"]
+    proc = _run(tmp_path, *_tiny(*_DDP, "test=false"), *fail, f"+callbacks.fail.message='{message}'", *slow)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == f"error: rank 1 failed: {message}"
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+def test_a_killed_rank_is_named_and_the_run_resumes(tmp_path: Path) -> None:
+    """Rank 1 killed (SIGKILL: out of host memory, kill -9) during batch 2: rank 0 ended on gloo's
+    'Connection reset by peer' traceback, recorded as the run's error; it now names the rank, how it
+    ended and how to resume, and the relaunch it names finishes the run from last.ckpt (batch 1)."""
+    settings = _tiny(*_DDP, "test=false", "trainer.max_steps=3", "trainer.val_check_interval=1")
+    kill = ["+callbacks.kill._target_=tests.helpers.KilledOnRank", "+callbacks.kill.rank=1", "+callbacks.kill.batch=2"]
+    proc = _run(tmp_path, *settings, *kill)
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    line = (
+        "rank 1 ended without an error of its own: killed by SIGKILL (kill -9, or out of host memory: the kernel's "
+        f"log, dmesg, names it); resume: the same command with hydra.run.dir={run} ckpt_path=last"
+    )
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"error: {line}", proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert json.loads((run / "run.json").read_text())["error"] == line
+    resumed = _run(tmp_path, *settings, f"hydra.run.dir={run}", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((run / "run.json").read_text())
+    assert (record["status"], record["batches"]) == ("done", 3)
+
+
+def test_a_stuck_rank_stops_the_run_after_the_strategys_timeout(tmp_path: Path) -> None:
+    """Rank 1 hangs outside any collective (a hung file system) for 120 s: rank 0 waits
+    trainer.strategy.timeout_s=20 s (a timedelta Lightning's option alone cannot take from a config;
+    it also bounds the wait for the ranks to start, 7 s here), ends in one line naming that key (was
+    gloo's 'Timed out waiting 20000ms' traceback), and kills rank 1, which outlived it (holding its
+    GPU) until its hang ended."""
+    pid_file = tmp_path / "rank1.pid"
+    stuck = ["+callbacks.stuck._target_=tests.helpers.StuckOnRank", "+callbacks.stuck.rank=1"]
+    stuck += ["+callbacks.stuck.batch=2", "+callbacks.stuck.seconds=120", f"+callbacks.stuck.pid_file={pid_file}"]
+    try:
+        proc = _run(tmp_path, *_tiny(*_DDP, "test=false", "trainer.strategy.timeout_s=20"), *stuck)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.splitlines()[-1].startswith(
+            "error: waited trainer.strategy.timeout_s=20 seconds for another rank, which is stuck"
+        )
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)  # gone, reaped by rank 0
+    finally:
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_naming_it(tmp_path: Path) -> None:
+    """Rank 1 alone computes a NaN pixel loss (a NaN batch of its own), which DDP's all-reduce spreads
+    to every rank's gradient norm: the guard's records are combined over the ranks, so every rank
+    stops at the same check and the run's error names the loss (rank 0 named only the norm)."""
+    nan = ["+callbacks.nan._target_=tests.helpers.NaNInputOnRank", "+callbacks.nan.rank=1", "+callbacks.nan.batch=2"]
+    proc = _run(tmp_path, *_tiny(*_DDP, "test=false", "trainer.max_steps=3"), *nan)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (run,) = (tmp_path / "train" / "runs").iterdir()
+    error = json.loads((run / "run.json").read_text())["error"]
+    assert error.startswith("training stopped: train/l_g_pix, train/grad_norm_g became NaN/Inf at batch 2 "), error
 
 
 def _validated_steps(run: Path) -> list[str]:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,14 +16,19 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sr_gan.errors import UserError
+from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.ranks import (
     RANK_VARIABLES,
+    RankWatch,
     clear_failures,
+    exit_status,
     failed_rank,
     is_secondary,
+    is_timeout,
     rank_command,
     ranks_of_this_job,
     record_failure,
@@ -149,7 +158,8 @@ def test_each_rank_ends_a_failed_ddp_run_with_its_part_of_the_report(tmp_path: P
 
     quiet = _rank_failure(rank(1), tmp_path, closed)
     assert isinstance(quiet, SystemExit) and quiet.code == 1 and not (tmp_path / ".ranks").exists()
-    assert _rank_failure(rank(0), tmp_path, closed) is closed  # no rank recorded a cause
+    killed = _rank_failure(rank(0), tmp_path, closed)  # no rank recorded a cause: one was killed
+    assert isinstance(killed, UserError) and str(killed).startswith("a rank ended without an error of its own")
     assert _rank_failure(rank(1), tmp_path, own) is own
     assert (tmp_path / ".ranks" / "rank1.error").read_text() == "RuntimeError: CUDA error: out of memory\n"
     assert _rank_failure(rank(0), tmp_path, own) is own  # its own cause, not rank 1's
@@ -157,3 +167,52 @@ def test_each_rank_ends_a_failed_ddp_run_with_its_part_of_the_report(tmp_path: P
     clear_failures(tmp_path)
     threading.Timer(0.5, record_failure, (tmp_path, 3, UserError("shown late on another node"))).start()
     assert str(_rank_failure(rank(0, nodes=2), tmp_path, closed)) == "rank 3 failed: shown late on another node"
+
+
+def test_a_collective_that_timed_out_ends_each_rank_with_a_line_naming_the_timeout(tmp_path: Path) -> None:
+    """gloo's and NCCL's timeouts (a rank stuck outside any collective) and the rendezvous's (a rank
+    that did not start in time) are one line naming trainer.strategy.timeout_s, which a rank > 0
+    records for rank 0."""
+    strategy = SimpleNamespace(timeout_s=600.0)
+    rank1, rank0 = (SimpleNamespace(world_size=2, global_rank=r, num_nodes=1, strategy=strategy) for r in (1, 0))
+    for message in (
+        "[../gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 600000ms for recv operation to complete",
+        "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=9, OpType=ALLREDUCE) ran for 600012 ms",
+        "Timed out after 601 seconds waiting for clients. 1/2 clients joined.",
+    ):
+        err = torch.distributed.DistBackendError(message)
+        assert is_timeout(err) and not is_secondary(err)
+        line = str(_rank_failure(rank0, tmp_path, err))
+        assert line.startswith("waited trainer.strategy.timeout_s=600 seconds for another rank, which is stuck"), line
+    _rank_failure(rank1, tmp_path, RuntimeError("Timed out waiting 600000ms for send operation to complete"))
+    assert failed_rank(tmp_path, wait_s=0).startswith("rank 1 failed: waited trainer.strategy.timeout_s=600 seconds")
+
+
+def _python(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_rank_0_names_how_a_rank_it_started_ended_and_stops_those_that_outlive_the_run() -> None:
+    """`RankWatch`: the lowest rank that failed and how (rank 0's line for a rank killed without an
+    error of its own); at the run's end, a rank still running after the wait is killed."""
+    killed, done, failed = (_python(code) for code in ("import os; os.kill(os.getpid(), 9)", "", "exit(2)"))
+    for proc in (killed, done, failed):
+        proc.wait()
+    watch = RankWatch([done, killed, failed], first_rank=1)
+    assert watch.failed(wait_s=10) == (2, -signal.SIGKILL)
+    assert [exit_status(c) for c in (-signal.SIGKILL, 2)] == ["killed by SIGKILL", "exit status 2"]
+    stuck = _python("import time; time.sleep(60)")
+    watch = RankWatch([stuck], first_rank=1)
+    started = time.monotonic()
+    watch.end(wait_s=0.5)
+    assert stuck.returncode == -signal.SIGKILL and time.monotonic() - started < 10
+
+
+def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: ANN001
+    """trainer=ddp's trainer.strategy.timeout_s, in seconds, is the process group's timeout; Lightning's
+    ``timeout`` takes a timedelta, which an override cannot give."""
+    strategy = instantiate(make_cfg("trainer=ddp").trainer.strategy)
+    assert strategy._timeout == timedelta(seconds=1800) and strategy.timeout_s == 1800
+    assert instantiate(make_cfg("trainer=ddp", "trainer.strategy.timeout_s=90").trainer.strategy)._timeout.seconds == 90
+    with pytest.raises(UserError, match=r"trainer.strategy.timeout_s=0 must be > 0"):
+        PlayerDDPStrategy(timeout_s=0)

@@ -22,13 +22,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import logging
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -41,12 +46,15 @@ from omegaconf import DictConfig
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import UserError, error_line
 
+log = logging.getLogger(__name__)
+
 # What Lightning's launcher exports in the process that starts the ranks (`_call_children_scripts`)
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 _job: DictConfig | None = None  # Hydra's config of the running job, as it started (`ranks_of_this_job`)
 _decided: list[str] = []  # overrides the job decided as it started (`share_with_ranks`)
+_watch: RankWatch | None = None  # the ranks the running job started (`RankLauncher`)
 
 
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -105,7 +113,16 @@ def _config_flags(argv: Sequence[str]) -> list[str]:
 
 class RankLauncher(_SubprocessScriptLauncher):
     """Lightning's launcher of ranks 1..N-1, with `rank_command` for Lightning's command
-    (``_hydra_subprocess_cmd``, swapped while the ranks start)."""
+    (``_hydra_subprocess_cmd``, swapped while the ranks start) and `RankWatch` for Lightning's watch
+    over them (``_launch_process_observer``, swapped while the job runs)."""
+
+    def launch(self, function: Callable, *args: Any, trainer: L.Trainer | None = None, **kwargs: Any) -> Any:
+        lightnings = subprocess_script._launch_process_observer
+        subprocess_script._launch_process_observer = self._watch
+        try:
+            return super().launch(function, *args, trainer=trainer, **kwargs)
+        finally:
+            subprocess_script._launch_process_observer = lightnings
 
     def _call_children_scripts(self) -> None:
         lightnings = subprocess_script._hydra_subprocess_cmd
@@ -114,6 +131,93 @@ class RankLauncher(_SubprocessScriptLauncher):
             super()._call_children_scripts()
         finally:
             subprocess_script._hydra_subprocess_cmd = lightnings
+
+    def _watch(self, procs: list[subprocess.Popen]) -> None:
+        global _watch
+        _watch = RankWatch(procs, first_rank=self.cluster_environment.node_rank() * self.num_processes + 1)
+        _watch.start()
+
+
+def exit_status(code: int) -> str:
+    """A process's end as `subprocess.Popen.returncode` gives it: ``exit status 2``, ``killed by SIGKILL``."""
+    if code >= 0:
+        return f"exit status {code}"
+    with contextlib.suppress(ValueError):
+        return f"killed by {signal.Signals(-code).name}"
+    return f"killed by signal {-code}"
+
+
+# How long rank 0 has to end a run by itself once a rank it started has failed (it reports that rank's
+# error), and to wait for its ranks to end after the run, before it kills them
+RANK_GRACE_S = 30.0
+RANK_EXIT_WAIT_S = 10.0
+
+
+class RankWatch(threading.Thread):
+    """Rank 0's watch over the ranks it started, in place of Lightning's (``_ChildProcessObserver``),
+    which SIGKILLs every process, rank 0 too, within 5 s of a rank's failed exit: rank 0, still
+    reporting that rank's error, died without its line and left run.json saying ``running``. Here
+    rank 0 has `RANK_GRACE_S` to end the run itself (gloo fails its collective at once); only a rank 0
+    still waiting then (NCCL may wait for a rank gone until the process group's timeout) is stopped
+    with every rank, after a line naming the failed rank. `end` stops the ranks that outlive the run."""
+
+    def __init__(self, procs: list[subprocess.Popen], *, first_rank: int, grace_s: float = RANK_GRACE_S) -> None:
+        super().__init__(daemon=True, name="sr-gan-rank-watch")  # ends with this process
+        self.procs, self.first_rank, self.grace_s = procs, first_rank, grace_s
+        self.ended = threading.Event()  # the job ended: nothing left to watch
+
+    def failed(self, wait_s: float = 0.0) -> tuple[int, int] | None:
+        """``(rank, returncode)`` of the lowest rank that ended with a failure, waiting up to `wait_s`
+        seconds for one; None if none did."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            codes = [proc.poll() for proc in self.procs]
+            if failures := [(self.first_rank + i, code) for i, code in enumerate(codes) if code]:
+                return failures[0]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+
+    def run(self) -> None:
+        while not self.ended.wait(1.0):
+            if (failure := self.failed()) is not None:
+                break
+            if all(proc.returncode == 0 for proc in self.procs):
+                return
+        else:
+            return
+        if self.ended.wait(self.grace_s):  # rank 0 ended the run itself
+            return
+        rank, code = failure
+        print(
+            f"error: rank {rank} failed ({exit_status(code)}) and rank 0, waiting for it, had not ended the run "
+            f"{self.grace_s:g} s later: every rank is stopped (SIGKILL)",
+            file=sys.stderr,
+            flush=True,
+        )
+        for proc in self.procs:
+            proc.kill()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def end(self, wait_s: float) -> None:
+        """The job ended: wait up to `wait_s` seconds for its ranks to end too, and kill those still
+        running then (a rank stuck outside any collective, in its data loader or on a hung file
+        system, outlived rank 0 and held its GPU)."""
+        self.ended.set()
+        deadline = time.monotonic() + wait_s
+        for i, proc in enumerate(self.procs):
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                log.warning("rank %d still ran %g s after the run ended: killed (SIGKILL)", self.first_rank + i, wait_s)
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+
+
+def started_rank_failed(wait_s: float) -> tuple[int, int] | None:
+    """`RankWatch.failed` of the ranks this job started; None if it started none."""
+    return None if _watch is None else _watch.failed(wait_s)
 
 
 def start_ranks_as_this_job(trainer: L.Trainer) -> None:
@@ -130,7 +234,7 @@ def ranks_of_this_job() -> Iterator[None]:
     """Around a Hydra job: keeps Hydra's config of the job for `rank_command` and, if the job starts
     its ranks itself, removes the ranks' variables and the process group it leaves in this process
     when it ends, so that a sweep's next job starts its own."""
-    global _job
+    global _job, _watch
     outside = {name: os.environ.get(name) for name in RANK_VARIABLES}
     _job = copy.deepcopy(HydraConfig.get()) if HydraConfig.initialized() else None
     _decided.clear()
@@ -147,6 +251,9 @@ def ranks_of_this_job() -> Iterator[None]:
                     os.environ[name] = value
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
+        if _watch is not None:
+            _watch.end(RANK_EXIT_WAIT_S)
+            _watch = None
 
 
 # A rank that fails takes the others down with it: they wait in a collective for it and fail in turn
@@ -161,7 +268,10 @@ _SECONDARY = (  # a peer gone: gloo's, the OS's, NCCL's (its own errors, a CUDA 
     "remote process exiting",
     "communicator was aborted",
 )
+# gloo's, NCCL's and the rendezvous's (its store's) words for a wait past the process group's timeout
+_TIMEOUTS = ("Timed out waiting", "collective operation timeout", "waiting for clients")
 OTHER_NODE_WAIT_S = 3.0  # a file another node wrote may show late through a shared file system
+STARTED_RANK_WAIT_S = 2.0  # a rank killed closes its connections a moment before its exit is seen
 
 
 def is_secondary(err: BaseException) -> bool:
@@ -169,6 +279,33 @@ def is_secondary(err: BaseException) -> bool:
     if isinstance(err, torch.distributed.DistNetworkError | ConnectionError):
         return True
     return isinstance(err, RuntimeError) and any(mark in str(err) for mark in _SECONDARY)
+
+
+def is_timeout(err: BaseException) -> bool:
+    """Whether `err` is a wait for another rank that ran past the process group's timeout: in a
+    collective, or for the ranks to start (its rendezvous)."""
+    return isinstance(err, RuntimeError) and any(mark in str(err) for mark in _TIMEOUTS)
+
+
+def timeout_line(timeout_s: float | None) -> str:
+    """What a rank whose collective timed out says: the others, or one of them, stopped answering."""
+    key = "trainer.strategy.timeout_s" + ("" if timeout_s is None else f"={timeout_s:g}")
+    return (
+        f"waited {key} seconds for another rank, which is stuck outside a collective (its data loader, a hung "
+        "file system) or that much slower: every rank stops. Ranks slower by design (their start, a first "
+        f"step's torch.compile) need a larger {key.partition('=')[0]}"
+    )
+
+
+def ended_rank_line(wait_s: float) -> str:
+    """What rank 0 says when another rank ended without recording an error: the rank and how it ended
+    where this process started it (`RankWatch`), else what such an end means."""
+    ended = started_rank_failed(wait_s)
+    if ended is None:  # not started here (torchrun, srun, another node), or not seen ending
+        return "a rank ended without an error of its own (killed: kill -9, out of host memory, its node lost)"
+    rank, code = ended
+    cause = " (kill -9, or out of host memory: the kernel's log, dmesg, names it)" if code == -signal.SIGKILL else ""
+    return f"rank {rank} ended without an error of its own: {exit_status(code)}{cause}"
 
 
 def clear_failures(folder: Path) -> None:

@@ -48,14 +48,18 @@ from sr_gan.loggers import SRWandbLogger
 from sr_gan.losses.perceptual import RANDOM_VGG_WARNING
 from sr_gan.ranks import (
     OTHER_NODE_WAIT_S,
+    STARTED_RANK_WAIT_S,
     clear_failures,
+    ended_rank_line,
     failed_rank,
     is_secondary,
+    is_timeout,
     job_seed,
     ranks_of_this_job,
     record_failure,
     share_with_ranks,
     start_ranks_as_this_job,
+    timeout_line,
 )
 from sr_gan.run_folders import budget_batches
 from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, read_record, summary
@@ -327,10 +331,15 @@ def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseE
     """The error this rank ends a failed DDP run with. A rank that fails makes the others fail in turn,
     on the connection it closed (`is_secondary`): a rank > 0 records its own error in `folder` for rank
     0, and ends quietly (exit 1) on a secondary one; rank 0 reports the failed rank's error (a
-    UserError: ``rank <r> failed: <its error>``) instead of its own secondary one."""
+    UserError: ``rank <r> failed: <its error>``) instead of its own secondary one, or, where none was
+    recorded (a rank killed), which rank ended and how. A collective that timed out (a rank stuck) is
+    said in one line naming ``trainer.strategy.timeout_s``; the lines of causes outside the run say how
+    to resume it."""
     if trainer.world_size == 1:
         return err
     secondary = is_secondary(err)
+    if is_timeout(err):  # a rank stuck outside any collective (none failed): this one gave up on it
+        err = UserError(f"{timeout_line(getattr(trainer.strategy, 'timeout_s', None))}; resume: {_resume_hint(folder)}")
     if trainer.global_rank > 0:
         if secondary:
             return SystemExit(1)
@@ -339,6 +348,8 @@ def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseE
     wait_s = OTHER_NODE_WAIT_S if trainer.num_nodes > 1 else 0  # on one node it is there before the error
     if secondary and (line := failed_rank(folder, wait_s=wait_s)) is not None:
         return UserError(line)
+    if secondary:  # a rank killed (out of host memory, kill -9): nothing of the run's own to fix
+        return UserError(f"{ended_rank_line(STARTED_RANK_WAIT_S)}; resume: {_resume_hint(folder)}")
     return err
 
 

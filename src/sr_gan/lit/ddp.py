@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Generator
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from typing import Any
 
 from lightning.pytorch.overrides.distributed import _sync_module_states  # what DDPStrategy itself uses
@@ -28,18 +29,38 @@ from sr_gan.errors import UserError
 from sr_gan.lit.module import SRGANModule
 
 _DDP_OPTIONS = inspect.signature(DistributedDataParallel).parameters
+# Lightning's own, and torch's for gloo: a rank stuck outside any collective (its data loader, a hung
+# file system) holds every other rank that long before the run stops
+DEFAULT_TIMEOUT_S = 1800.0
 
 
 class PlayerDDPStrategy(DDPStrategy):
     """Lightning's DDP with one ``DistributedDataParallel`` per trained network of an `SRGANModule`
-    (module docstring); every other DDP option (buckets, backend, timeout) is Lightning's.
+    (module docstring); every other DDP option (buckets, backend) is Lightning's.
 
     Defaults (``trainer=ddp`` states them too): no ``find_unused_parameters`` (each backward uses every
     parameter of its wrapper) and no ``broadcast_buffers`` (BatchNorm's buffers broadcast in D's
-    forward passes broke the relativistic D step in place; every rank starts from rank 0's)."""
+    forward passes broke the relativistic D step in place; every rank starts from rank 0's).
+    ``timeout_s``: how long a rank waits in a collective for the others before the run stops (the
+    process group's timeout; Lightning's ``timeout`` takes a timedelta, which a config cannot give)."""
 
-    def __init__(self, *, find_unused_parameters: bool = False, broadcast_buffers: bool = False, **kwargs: Any) -> None:
-        super().__init__(find_unused_parameters=find_unused_parameters, broadcast_buffers=broadcast_buffers, **kwargs)
+    def __init__(
+        self,
+        *,
+        find_unused_parameters: bool = False,
+        broadcast_buffers: bool = False,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> None:
+        if not timeout_s > 0:
+            raise UserError(f"trainer.strategy.timeout_s={timeout_s} must be > 0 (seconds a rank waits for the others)")
+        super().__init__(
+            find_unused_parameters=find_unused_parameters,
+            broadcast_buffers=broadcast_buffers,
+            timeout=timedelta(seconds=timeout_s),
+            **kwargs,
+        )
+        self.timeout_s = timeout_s
 
     def configure_ddp(self) -> None:
         module = self.lightning_module
