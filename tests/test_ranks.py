@@ -34,6 +34,7 @@ from sr_gan.ranks import (
     record_failure,
 )
 from sr_gan.train import _rank_failure
+from tests.helpers import child_env
 
 
 def test_a_sweep_jobs_rank_runs_that_job_alone_in_its_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -206,6 +207,35 @@ def test_rank_0_names_how_a_rank_it_started_ended_and_stops_those_that_outlive_t
     started = time.monotonic()
     watch.end(wait_s=0.5)
     assert stuck.returncode == -signal.SIGKILL and time.monotonic() - started < 10
+
+
+_STOPPED_RANK_0 = """
+import subprocess, sys, time
+from pathlib import Path
+from sr_gan import ranks
+ranks.when_stopped(lambda line: Path(sys.argv[1]).write_text(line))
+ranks.RankWatch([subprocess.Popen([sys.executable, "-c", "exit(2)"])], first_rank=1, grace_s=0.5).start()
+time.sleep(60)  # rank 0 waiting for rank 1 in a collective that does not fail (NCCL)
+"""
+
+
+def test_a_rank_0_left_waiting_for_a_failed_rank_is_stopped_with_a_line_and_a_record(tmp_path: Path) -> None:
+    """Past the grace, `RankWatch` says which rank failed, has the run's end recorded (run.json said
+    'running': rank 0 never reached its own record) and stops rank 0."""
+    record = tmp_path / "record.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _STOPPED_RANK_0, str(record)],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = (
+        "rank 1 failed (exit status 2) and rank 0, waiting for it, had not ended the run 0.5 s later: every rank is "
+        "stopped (SIGKILL)"
+    )
+    assert proc.returncode == -signal.SIGKILL and proc.stderr.splitlines()[-1] == f"error: {line}", proc.stderr
+    assert record.read_text() == line
 
 
 def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: ANN001

@@ -55,6 +55,7 @@ _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir",
 _job: DictConfig | None = None  # Hydra's config of the running job, as it started (`ranks_of_this_job`)
 _decided: list[str] = []  # overrides the job decided as it started (`share_with_ranks`)
 _watch: RankWatch | None = None  # the ranks the running job started (`RankLauncher`)
+_on_stop: Callable[[str], None] | None = None  # records the run's end when `RankWatch` stops it (`when_stopped`)
 
 
 def rank_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -148,9 +149,19 @@ def exit_status(code: int) -> str:
 
 
 # How long rank 0 has to end a run by itself once a rank it started has failed (it reports that rank's
-# error), and to wait for its ranks to end after the run, before it kills them
+# error), and to wait for its ranks to end after the run, before it kills them; how long the record of a
+# run stopped so may take (a hung file system must not keep the ranks alive)
 RANK_GRACE_S = 30.0
 RANK_EXIT_WAIT_S = 10.0
+STOP_RECORD_S = 5.0
+
+
+def when_stopped(record: Callable[[str], None]) -> None:
+    """Have `record` (given the line said) record the run's end if `RankWatch` stops rank 0 (which
+    then ends without its own record: run.json said ``running``); called from the watch's thread
+    while the main one waits in a collective, so it must read no device value."""
+    global _on_stop
+    _on_stop = record
 
 
 class RankWatch(threading.Thread):
@@ -189,12 +200,15 @@ class RankWatch(threading.Thread):
         if self.ended.wait(self.grace_s):  # rank 0 ended the run itself
             return
         rank, code = failure
-        print(
-            f"error: rank {rank} failed ({exit_status(code)}) and rank 0, waiting for it, had not ended the run "
-            f"{self.grace_s:g} s later: every rank is stopped (SIGKILL)",
-            file=sys.stderr,
-            flush=True,
+        line = (
+            f"rank {rank} failed ({exit_status(code)}) and rank 0, waiting for it, had not ended the run "
+            f"{self.grace_s:g} s later: every rank is stopped (SIGKILL)"
         )
+        print(f"error: {line}", file=sys.stderr, flush=True)
+        if _on_stop is not None:
+            recording = threading.Thread(target=_on_stop, args=(line,), daemon=True)
+            recording.start()
+            recording.join(STOP_RECORD_S)
         for proc in self.procs:
             proc.kill()
         os.kill(os.getpid(), signal.SIGKILL)
@@ -234,14 +248,14 @@ def ranks_of_this_job() -> Iterator[None]:
     """Around a Hydra job: keeps Hydra's config of the job for `rank_command` and, if the job starts
     its ranks itself, removes the ranks' variables and the process group it leaves in this process
     when it ends, so that a sweep's next job starts its own."""
-    global _job, _watch
+    global _job, _watch, _on_stop
     outside = {name: os.environ.get(name) for name in RANK_VARIABLES}
     _job = copy.deepcopy(HydraConfig.get()) if HydraConfig.initialized() else None
     _decided.clear()
     try:
         yield
     finally:
-        _job = None
+        _job, _on_stop = None, None
         _decided.clear()
         if outside["LOCAL_RANK"] is None and "LOCAL_RANK" in os.environ:  # this process started the ranks
             for name, value in outside.items():

@@ -60,6 +60,7 @@ from sr_gan.ranks import (
     share_with_ranks,
     start_ranks_as_this_job,
     timeout_line,
+    when_stopped,
 )
 from sr_gan.run_folders import budget_batches
 from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, read_record, summary
@@ -208,6 +209,7 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             )
         save_resolved_config(resolved, record.folder / "config.yaml")
         record.write()
+        when_stopped(lambda line: _record_stopped(record, trainer, line))
     for lg in trainer.loggers:
         lg.log_hyperparams(resolved)
         if run_warnings and isinstance(lg, WandbLogger) and trainer.is_global_zero:  # rank > 0: no W&B run
@@ -351,6 +353,14 @@ def _rank_failure(trainer: L.Trainer, folder: Path, err: BaseException) -> BaseE
     if secondary:  # a rank killed (out of host memory, kill -9): nothing of the run's own to fix
         return UserError(f"{ended_rank_line(STARTED_RANK_WAIT_S)}; resume: {_resume_hint(folder)}")
     return err
+
+
+def _record_stopped(record: RunRecord, trainer: L.Trainer, line: str) -> None:
+    """run.json of a run whose rank 0 `RankWatch` stopped, waiting for a failed rank: failed, with that
+    rank's recorded error, else `line`; its batches (a host counter), no device value (rank 0's main
+    thread waits in a collective on the device)."""
+    record.batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    record.finish("failed", None, UserError(failed_rank(record.folder, wait_s=0) or line))
 
 
 def _resume_hint(folder: Path) -> str | None:
