@@ -27,3 +27,23 @@ def test_a_study_parses_has_its_readme_and_refuses_an_unknown_scale(study: str) 
         "SCALE=huge: use SCALE=demo (CPU, minutes) or SCALE=paper (DIV2K on GPUs, days)"
     ]
     assert not (script.parent / "results" / "huge").exists()  # refused before anything is made
+
+
+@pytest.mark.parametrize(("scale", "threads"), [("demo", "2"), ("paper", "1")])
+def test_demo_scale_trains_with_two_torch_threads_whatever_the_shell_exports(
+    tmp_path: Path, scale: str, threads: str
+) -> None:
+    """A CPU run's weights depend on torch's thread count: the committed demo results come out again
+    only with the count they were made with (2); the paper scale keeps the shell's."""
+    study = tmp_path / "experiments" / "probe"
+    study.mkdir(parents=True)
+    (study / "run.sh").write_text(f"source {ROOT / 'experiments' / 'lib.sh'}\ntrain first loss=ragan\n")
+    python = tmp_path / "python"  # stands in for the interpreter: says what train() ran it with
+    python.write_text('#!/bin/sh\necho "OMP_NUM_THREADS=$OMP_NUM_THREADS $*"\n')
+    python.chmod(0o755)
+    env = {"SCALE": scale, "PYTHON": str(python), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", str(study / "run.sh")], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == (
+        f"OMP_NUM_THREADS={threads} -m sr_gan.train loss=ragan hydra.run.dir=logs/experiments/probe/{scale}/first"
+        " ckpt_path=last"
+    )
