@@ -5,9 +5,9 @@ noise: in a few hundred batches that gives a dark, cast or gridded image, not a 
 ``demo_psnr_init: true`` (experiment=demo) a GAN objective without ``model.init_from`` first gets
 the PSNR stage of the same generator on the same data (``loss=l1``, the demo's PSNR sizes): cached
 under ``${paths.cache_dir}/demo_psnr_stage/<key>`` and trained there once when absent, the key
-being a hash of everything that makes that stage (generator, data, budget, optimiser, seed) and
-of sr-gan's code: its version and its source files (a release, or an edit in a clone, may train it
-otherwise).
+being a hash of everything that makes that stage (generator, data, budget, optimiser, seed, torch's
+CPU thread count) and of sr-gan's code: its version and its source files (a release, or an edit
+in a clone, may train it otherwise).
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ import sr_gan
 from sr_gan.atomic import atomic_path
 from sr_gan.config import CONF_DIR, is_gan
 from sr_gan.run_summary import read_record
+from sr_gan.threads import local_processes, resolve_cpu_threads
 
 log = logging.getLogger(__name__)
 
 # Overrides that shape the stage too: the generator, the data, the hardware it runs on; and the run's seed
 # (a seed=null run's drawn one), passed on by `stage_config`.
 _KEPT = ("model", "data", "experiment", "degradation", "paths.cache_dir", "paths.data_dir", "allow_random_vgg")
-_KEPT += ("trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
+_KEPT += ("cpu_threads", "trainer.accelerator", "trainer.devices", "trainer.precision", "trainer.enable_progress_bar")
 # ckpt_path=last: a stage cut short (Ctrl-C, SIGTERM) goes on from its last.ckpt when the GAN run is started again.
 _STAGE = ["loss=l1", "discriminator=none", "test=false", "logger=csv", "ckpt_path=last", "demo_psnr_init=false"]
 RESUME_HINT = "the same GAN command again (it goes on with this PSNR stage)"
@@ -73,6 +74,7 @@ def stage_config(cfg: DictConfig) -> Stage:
     resolved = OmegaConf.to_container(stage, resolve=True)
     key = {k: resolved[k] for k in ("model", "data", "optim", "trainer", "seed")}  # type: ignore[index]
     key["sr_gan"] = f"{sr_gan.__version__}+{source_digest(PACKAGE_DIR)}"
+    key["torch_threads"] = _stage_threads(stage)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     stage.paths.output_dir = str(Path(cfg.paths.cache_dir) / "demo_psnr_stage" / digest)
     return Stage(stage, hydra)
@@ -85,6 +87,12 @@ def source_digest(package: Path) -> str:
     for file in sorted(package.rglob("*.py")):
         digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def _stage_threads(stage: DictConfig) -> int:
+    """The torch thread count the stage will train with: a CPU run's weights depend on it."""
+    workers, processes = stage.data.get("num_workers", 0), local_processes(stage.trainer)
+    return resolve_cpu_threads(stage.get("cpu_threads", "auto"), num_workers=workers, processes_per_node=processes)[0]
 
 
 def _kept(override: str) -> bool:

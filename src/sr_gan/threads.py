@@ -82,24 +82,36 @@ def configure_cpu_threads(
     naming the ``cpu_threads`` key.
     """
     global _applied, _exported
-    if (current := os.environ.get("OMP_NUM_THREADS", "")) != _applied:  # not the value set here before
-        _exported = current
-    if setting is None or setting == "auto":
-        if _exported.isdigit() and int(_exported) > 0:  # kept for every run of the process (a sweep's jobs)
-            threads = int(_exported)
-            reason = "OMP_NUM_THREADS from the environment"
-        else:
-            cores = usable_cores()
-            threads = cpu_threads_for(num_workers=num_workers, processes_per_node=processes_per_node, cores=cores)
-            reason = (
-                f"cpu_threads=auto: {cores} cores, {num_workers} data workers x {processes_per_node} "
-                "training process(es) on this node"
-            )
-    elif isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
-        threads, reason = setting, f"cpu_threads={setting}"
-    else:
-        raise UserError(f"cpu_threads={setting!r}: use auto (cores left after the data workers) or a positive integer")
+    _exported = _exported_threads()
+    threads, reason = resolve_cpu_threads(setting, num_workers=num_workers, processes_per_node=processes_per_node)
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = _applied = str(threads)
     log.info("torch CPU threads per training process: %d (%s)", threads, reason)
     return threads
+
+
+def _exported_threads() -> str:
+    """OMP_NUM_THREADS as the user (or a DDP parent) exported it: the value found now, unless it is
+    the one this module set itself."""
+    current = os.environ.get("OMP_NUM_THREADS", "")
+    return _exported if current == _applied else current
+
+
+def resolve_cpu_threads(
+    setting: int | str | None = "auto", *, num_workers: int = 0, processes_per_node: int = 1
+) -> tuple[int, str]:
+    """The thread count `configure_cpu_threads` sets for `setting` (and why), setting nothing: what
+    a cached demo PSNR stage is keyed by, as its weights depend on it."""
+    exported = _exported_threads()
+    if setting is None or setting == "auto":
+        if exported.isdigit() and int(exported) > 0:  # kept for every run of the process (a sweep's jobs)
+            return int(exported), "OMP_NUM_THREADS from the environment"
+        cores = usable_cores()
+        threads = cpu_threads_for(num_workers=num_workers, processes_per_node=processes_per_node, cores=cores)
+        return threads, (
+            f"cpu_threads=auto: {cores} cores, {num_workers} data workers x {processes_per_node} "
+            "training process(es) on this node"
+        )
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
+        return setting, f"cpu_threads={setting}"
+    raise UserError(f"cpu_threads={setting!r}: use auto (cores left after the data workers) or a positive integer")
