@@ -191,18 +191,6 @@ def upscale(net: nn.Module, lr_size: tuple[int, int] = (8, 8)) -> torch.Tensor:
     return net(torch.rand(1, 3, *lr_size))  # (1, 3, h*s, w*s)
 
 
-class SigtermDuring(L.Callback):
-    """Sends SIGTERM to rank 0 while batch `batch` runs, as a ``kill`` of the process that started the
-    run; `PreemptionCheckpoint` stops every rank after that batch and writes last.ckpt."""
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
-        if trainer.is_global_zero and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 class SigtermInValidation(L.Callback):
     """Sends SIGTERM to this process as the validation after batch `batch` starts: after
     `PreemptionCheckpoint` has read its flag for that batch (the budget's last one: a signal during
@@ -248,23 +236,45 @@ class CtrlCAgainWhileSaving(CtrlCDuring):
 
 
 class OnRank(L.Callback):
-    """Rank `rank` alone does `act` as batch `batch` starts (after the batch moved to the device)."""
+    """Rank `rank` alone (None: every rank) does `act` as batch `batch` starts (after the batch moved
+    to the device), or with ``batch=0`` as the trainer sets up (the callbacks' ``setup``: the ranks
+    started and joined, no batch yet; `act` gets None)."""
 
-    def __init__(self, rank: int, batch: int = 1) -> None:
+    def __init__(self, rank: int | None, batch: int = 1) -> None:
         self.rank, self.batch = rank, batch
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        if self._acts(trainer, 0):
+            self.act(None)
+
     def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, *args) -> None:  # noqa: ANN002
-        if trainer.global_rank == self.rank and trainer.fit_loop.epoch_loop.batch_progress.total.ready == self.batch:
+        if self._acts(trainer, trainer.fit_loop.epoch_loop.batch_progress.total.ready):
             self.act(batch)
+
+    def _acts(self, trainer: L.Trainer, batch: int) -> bool:
+        return self.rank in (None, trainer.global_rank) and batch == self.batch
 
     def act(self, batch: Any) -> None:
         raise NotImplementedError
 
 
+class SigtermDuring(OnRank):
+    """Sends SIGTERM to rank `rank` while batch `batch` runs: rank 0 as a ``kill`` of the process that
+    started the run, None every rank, as SLURM pre-empts a job; `PreemptionCheckpoint` stops every
+    rank after that batch (under DDP: after the logging interval's and the iteration's end) and
+    writes last.ckpt."""
+
+    def __init__(self, batch: int, rank: int | None = 0) -> None:
+        super().__init__(rank, batch)
+
+    def act(self, batch: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class FailOnRank(OnRank):
-    """Rank `rank` alone fails as batch `batch` starts: a UserError with `message` (a bad input only
-    that rank reads), or with ``user=False`` a RuntimeError; the other ranks then wait in the batch's
-    collective for a rank that is gone."""
+    """Rank `rank` alone fails as batch `batch` starts (0: as the trainer sets up): a UserError with
+    `message` (a bad input only that rank reads), or with ``user=False`` a RuntimeError; the other
+    ranks then wait in the batch's (the set-up's) collective for a rank that is gone."""
 
     def __init__(self, rank: int, message: str, batch: int = 1, user: bool = True) -> None:
         super().__init__(rank, batch)

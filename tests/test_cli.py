@@ -28,8 +28,8 @@ from tests.helpers import run_module, serve_folder, wandb_records
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_module("sr_gan.train", *args, f"paths.log_dir={tmp_path}")
+def _run(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return run_module("sr_gan.train", *args, f"paths.log_dir={tmp_path}", timeout=timeout)
 
 
 def _tiny(*extra: str) -> list[str]:
@@ -369,26 +369,32 @@ def test_ddp_with_compiled_networks_trains_as_one_process(tmp_path: Path) -> Non
         torch.testing.assert_close(ranks[key], joint[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path) -> None:
-    """trainer=ddp, 2 ranks, optim.accumulate_batches=2, trainer.log_every_n_steps=3, SIGTERM to rank
-    0 only during batch 2: the ranks read it after batch 3 (the logging interval), stop after batch 4
-    (the iteration's end) once its validation has run, save once and exit 143; resumed, the run
-    validates and ends as the run that was not interrupted. (Lightning's own handler deadlocked
-    here: rank 0 saving its checkpoint, rank 1 in the next batch's collective.) The resume reads the
-    checkpoint from a URL: rank 0 downloads it once, and rank 1, which Lightning starts from rank 0,
-    reads rank 0's copy (each rank used to fetch its own)."""
+@pytest.mark.parametrize("signalled", ["0", "1", "null"], ids=["rank0", "rank1", "every_rank"])
+def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path, signalled: str) -> None:
+    """trainer=ddp, 2 ranks, optim.accumulate_batches=2, trainer.log_every_n_steps=3, SIGTERM during
+    batch 2 to rank 0 only (a ``kill`` of the run's process), rank 1 only, or every rank (SLURM's
+    pre-emption): the ranks read it after batch 3 (the logging interval), stop after batch 4 (the
+    iteration's end) once its validation has run, save once and exit 143, run.json ``preempted``.
+    (Lightning's own handler deadlocked here: rank 0 saving its checkpoint, rank 1 in the next
+    batch's collective.) Resumed (once: the checkpoint is rank 0's whoever was signalled), the run
+    validates and ends as the run that was not interrupted. The resume reads the checkpoint from a
+    URL: rank 0 downloads it once, and rank 1, which Lightning starts from rank 0, reads rank 0's
+    copy (each rank used to fetch its own)."""
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=2"]
     common = [*ddp, "optim.accumulate_batches=2", "trainer.log_every_n_steps=3"]
-    straight = _weights_after(tmp_path / "straight", *common)
     gan = ["loss=srgan", "discriminator=unet", "discriminator.num_features=8", "trainer.precision=32-true"]
     settings = _tiny(*gan, *common, "trainer.max_steps=4", "test=false", "logger=csv")
     sigterm = ["+callbacks.sigterm._target_=tests.helpers.SigtermDuring", "+callbacks.sigterm.batch=2"]
-    stopped = _run(tmp_path / "preempted", *settings, *sigterm)
+    stopped = _run(tmp_path / "preempted", *settings, *sigterm, f"+callbacks.sigterm.rank={signalled}")
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert (stopped.stdout + stopped.stderr).count("saved a resumable checkpoint") == 1  # rank 0's, the one written
     (run,) = (tmp_path / "preempted" / "train" / "runs").iterdir()
+    assert json.loads((run / "run.json").read_text())["status"] == "preempted"
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 4
+    if signalled != "0":
+        return
+    straight = _weights_after(tmp_path / "straight", *common)
     served = tmp_path / "served"
     served.mkdir()
     (served / "last.ckpt").write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
@@ -404,20 +410,24 @@ def test_ddp_preemption_stops_every_rank_after_the_same_iteration(tmp_path: Path
     assert validated[0] == validated[1] and len(validated[0]) == 2  # at batches 4 and 8, each whole
 
 
-@pytest.mark.parametrize("failing", [1, 0])
-def test_a_rank_that_fails_is_named_with_its_own_error_by_the_run(tmp_path: Path, failing: int) -> None:
-    """trainer=ddp, 2 CPU ranks, a one-line error on one rank only (a bad input only it reads): the run
-    ends with that rank's line, and run.json records it. The other rank's own failure, gloo's
-    'Connection closed by peer' on the connection the failed rank closed, was the traceback that ended
-    the output and rank 0's recorded error; it is not printed now."""
+@pytest.mark.parametrize(("failing", "batch"), [(1, 1), (0, 1), (0, 0)], ids=["rank1", "rank0", "rank0_in_set_up"])
+def test_a_rank_that_fails_is_named_with_its_own_error_by_the_run(tmp_path: Path, failing: int, batch: int) -> None:
+    """trainer=ddp, 2 CPU ranks, a one-line error on one rank only (a bad input only it reads), as the
+    first batch starts or, on rank 0, as the trainer sets up (a file only rank 0 checks; rank 1 waits
+    in the set-up's barrier): the run ends with that rank's line within seconds, and run.json records
+    it failed. The other rank's own failure, gloo's 'Connection closed by peer' on the connection the
+    failed rank closed, was the traceback that ended the output and rank 0's recorded error; it is
+    not printed now."""
     fail = ["+callbacks.fail._target_=tests.helpers.FailOnRank", f"+callbacks.fail.rank={failing}"]
     message = f"cannot read image planted{failing}.png: its IDAT chunk is damaged"
-    proc = _run(tmp_path, *_tiny(*_DDP, "test=false"), *fail, f"+callbacks.fail.message='{message}'")
+    fail += [f"+callbacks.fail.batch={batch}", f"+callbacks.fail.message='{message}'"]
+    proc = _run(tmp_path, *_tiny(*_DDP, "test=false"), *fail, timeout=120)
     expected = f"rank 1 failed: {message}" if failing else message
     assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"error: {expected}", proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Connection closed" not in proc.stderr + proc.stdout
     (run,) = (tmp_path / "train" / "runs").iterdir()
-    assert json.loads((run / "run.json").read_text())["error"] == expected
+    record = json.loads((run / "run.json").read_text())
+    assert (record["status"], record["error"]) == ("failed", expected)
 
 
 def test_a_failed_rank_is_reported_by_rank_0_however_long_it_takes(tmp_path: Path) -> None:
