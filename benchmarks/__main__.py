@@ -11,6 +11,7 @@ from benchmarks import (
     bench_data,
     bench_ddp,
     bench_degradation,
+    bench_exit,
     bench_imresize,
     bench_threads,
     bench_train_step,
@@ -43,6 +44,7 @@ def main() -> None:
             *bench_data.run(),
             *bench_degradation.run(args.device, "auto" if args.size == "cpu" else args.size),
             *bench_ddp.run(),
+            *bench_exit.run(),
         ]
     threads = f", {args.cpu_threads} thread(s) but the threads row" if device.type == "cpu" and args.cpu_threads else ""
     table = Table(title=f"sr-gan benchmarks on {device}{threads} (ratio = baseline time / ours; > 1: we are faster)")

@@ -17,6 +17,8 @@ refused the same way.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import re
 import shutil
@@ -81,6 +83,7 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
         @wraps(task)
         def entry(cfg_passthrough: DictConfig | None = None) -> T | None:
             nonlocal ours
+            freeze_heap_at_exit()
             if cfg_passthrough is not None or FULL_ERROR in os.environ:
                 return hydra_main(cfg_passthrough)
             os.environ[FULL_ERROR], ours = "1", True
@@ -115,6 +118,17 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
         return entry
 
     return decorate
+
+
+def freeze_heap_at_exit() -> None:
+    """Skip the interpreter's shutdown collection, which traverses the whole heap (torch's and
+    Lightning's included) more than once: over a second of every tool's exit on a 2-core CPU, paid
+    by each process of a sweep or a DDP run (``make bench``: benchmarks/bench_exit.py). `gc.freeze`
+    runs as the last exit handler, after Lightning's, W&B's and logging's own: what they close and
+    flush is done. Objects in reference cycles are then not finalized, as the objects a process
+    ends with are never freed: the tools close their files and write their outputs atomically."""
+    atexit.unregister(gc.freeze)  # registered once however often a tool runs in one process
+    atexit.register(gc.freeze)
 
 
 def _null_group(err: ValueError) -> str | None:
