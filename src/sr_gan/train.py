@@ -255,6 +255,11 @@ def _train(cfg: DictConfig, ckpt_path: str | None, *, resume_hint: str | None, n
             ):
                 log.info(line)
         _finish_wandb()
+        if module.compile_backend is not None:
+            # A sweep's jobs share this process (Hydra's basic launcher, an Optuna search): dynamo kept each
+            # job's compiled networks (their CUDA-graph pools too) and, from the 9th architecture a sweep
+            # tried, ran G uncompiled (its recompile_limit, 8) with one warning among the logs.
+            torch._dynamo.reset()
 
 
 def _finished(cfg: DictConfig, folder: Path, ckpt_path: Path) -> dict[str, Any] | None:
