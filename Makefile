@@ -21,7 +21,7 @@ train:  ## the CPU demo: python -m sr_gan.train (a few minutes, beats bicubic)
 # On 2 cores the suite took 9 min 43 s in 2 processes and 15 min 31 s in one. TEST_WORKERS=0: one process;
 # at most 8 on bigger machines (each worker holds its own torch and starts CLI and DDP subprocesses).
 TEST_WORKERS ?= auto
-test:  ## the whole test suite (CPU, one test process per core; 8-13 minutes on 2 cores)
+test:  ## the whole test suite (CPU, one test process per core; about 10 minutes on 2 cores)
 	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=8
 
 test-fast:  ## tests without the end-to-end CLI runs
