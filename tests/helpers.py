@@ -357,6 +357,20 @@ class CompiledFrames(L.Callback):
         (self.folder / f"rank{trainer.global_rank}.txt").write_text(str(counters["frames"]["ok"]))
 
 
+class LiveTrainers(L.Callback):
+    """As the fit starts, appends to `file` how many ``L.Trainer`` objects this process holds, garbage
+    not yet collected included (a sweep's jobs share a process: an ended job's is garbage)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = Path(file)
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        import gc
+
+        with self.file.open("a") as f:
+            f.write(f"{sum(isinstance(o, L.Trainer) for o in gc.get_objects())}\n")
+
+
 class LoggedRows(Logger):
     """What Lightning writes to a logger: ``(step, metrics)`` rows."""
 

@@ -83,8 +83,11 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
 
 
 def test_train_cli_sweeps_with_multirun(tmp_path: Path) -> None:
-    proc = _run(tmp_path, "-m", "loss=l1,srgan", *_tiny("trainer.max_steps=1", "test=false"))
+    trainers = ["+callbacks.live._target_=tests.helpers.LiveTrainers", f"+callbacks.live.file={tmp_path / 'live'}"]
+    proc = _run(tmp_path, "-m", "loss=l1,srgan", *_tiny("trainer.max_steps=1", "test=false"), *trainers)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the jobs share this process: the first job's trainer (with its networks) is gone as the second starts
+    assert (tmp_path / "live").read_text().split() == ["1", "1"]
     (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]

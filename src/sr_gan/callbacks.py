@@ -93,9 +93,9 @@ class BudgetProgressBar(RichProgressBar):
 
 
 def gpu_peak_gib(device: torch.device) -> float | None:
-    """The most memory the caching allocator has held on `device` since the process started, in GiB
-    (what nvidia-smi shows at its peak, and what runs out first), None off CUDA. A host-side
-    counter: no device sync."""
+    """The most memory the caching allocator has held on `device` since the process or, in a sweep,
+    the job started (`sr_gan.train` restarts the counter between jobs), in GiB (what nvidia-smi shows
+    at its peak, and what runs out first), None off CUDA. A host-side counter: no device sync."""
     return torch.cuda.max_memory_reserved(device) / 2**30 if device.type == "cuda" else None
 
 
