@@ -320,6 +320,35 @@ def test_the_progress_bar_counts_the_batches_the_budget_trains(make_cfg) -> None
     assert (bar.total_train_batches, trainer.val_check_interval) == (3 * 2, 2 * 2)
 
 
+def test_each_validation_bar_replaces_the_one_before(tmp_path) -> None:
+    """Lightning hid each finished validation's bar and kept it (one more Rich task a validation, for
+    the whole run: 3, 4, 5, 6, 7 tasks after five validations): the bar keeps the training task, the
+    sanity check's and one validation's, whatever the number of validations."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    bar, tasks = BudgetProgressBar(5), []
+
+    class CountTasks(L.Callback):
+        def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            if not trainer.sanity_checking:
+                tasks.append(len(bar.progress.tasks))
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        val_check_interval=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[bar, CountTasks()],
+    )
+    trainer.fit(BoringModel())
+    assert tasks == [3] * 5
+
+
 @pytest.mark.parametrize(
     ("overrides", "player_ddp"),
     [

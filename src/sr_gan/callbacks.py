@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from rich.progress import TaskID
 
 from sr_gan.checkpoint_io import follow_moved_folder
 
@@ -78,7 +79,9 @@ class BatchBudget(L.Callback):
 
 class BudgetProgressBar(RichProgressBar):
     """Lightning's progress bar, counting towards the batch budget: the patch stream is endless, so
-    "Epoch 0/-2" with no total was all Lightning could show."""
+    "Epoch 0/-2" with no total was all Lightning could show. Each validation's bar replaces the one
+    before: Lightning hides the old bar and keeps it (its own TODO), a task of ~2 KB that Rich
+    went through on every refresh, for each validation of a run."""
 
     def __init__(self, max_batches: int) -> None:
         super().__init__()
@@ -90,6 +93,15 @@ class BudgetProgressBar(RichProgressBar):
 
     def _get_train_description(self, current_epoch: int) -> str:
         return f"{'Training':{len(self.validation_description)}}"
+
+    def _add_task(self, total_batches: int | float, description: str, visible: bool = True) -> TaskID:
+        replaced = {
+            self.validation_description: self.val_progress_bar_id,
+            self.sanity_check_description: self.val_sanity_progress_bar_id,
+        }.get(description)
+        if replaced is not None and self.progress is not None:
+            self.progress.remove_task(replaced)  # already hidden by Lightning
+        return super()._add_task(total_batches, description, visible)
 
 
 def gpu_peak_gib(device: torch.device) -> float | None:
