@@ -63,6 +63,7 @@ def test_train_cli_writes_a_complete_run_folder(tmp_path: Path) -> None:
     )
     assert recorded["commit"] == source_commit(Path(sr_gan.__file__).resolve().parents[2])
     assert recorded["torch_threads"] == os.environ["OMP_NUM_THREADS"]  # tests/conftest.py's, the child's count
+    assert recorded["sr_gan_trust"] == os.environ.get("SR_GAN_TRUST")  # what a user's network needs to load
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     with open(run / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

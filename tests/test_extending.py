@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from tests.helpers import SRC, run_module
@@ -99,6 +100,8 @@ def test_the_readme_recipe_trains_a_network_of_ones_own_in_two_stages_and_upscal
         cwd=tmp_path,
     )
     assert gan.returncode == 0, gan.stderr[-2000:]
+    recorded = yaml.safe_load((runs / "s2" / "config.yaml").read_text())["environment"]
+    assert recorded["sr_gan_trust"] == "mynet.EDSRLite"  # what the run's checkpoints need to load
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(photos / "a.png")

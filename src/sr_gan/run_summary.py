@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -29,6 +30,7 @@ import torch
 import sr_gan
 from sr_gan.atomic import atomic_path
 from sr_gan.errors import InputWarning
+from sr_gan.weights.allowlist import TRUST_VARIABLE
 
 if TYPE_CHECKING:
     import lightning as L
@@ -202,7 +204,8 @@ LIBRARIES = ("torch", "torchvision", "lightning", "kornia", "numpy")  # what com
 def environment() -> dict[str, str | None]:
     """What a run is repeated with besides its config: sr-gan's version and, run from a clone, its
     commit (`source_commit`), Python's and `LIBRARIES`' versions, the CUDA and cuDNN builds (null
-    without them) and torch's CPU threads (a CPU run's numbers depend on them: `sr_gan.threads`).
+    without them), torch's CPU threads (a CPU run's numbers depend on them: `sr_gan.threads`) and
+    $SR_GAN_TRUST (null unset: a checkpoint of the user's own network loads only with it).
     A resumed run records its latest segment's, and those of earlier segments that differ as
     ``earlier`` (`sr_gan.config.keep_recorded_start`)."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
@@ -214,6 +217,7 @@ def environment() -> dict[str, str | None]:
         "cuda": torch.version.cuda,
         "cudnn": None if cudnn is None else str(cudnn),
         "torch_threads": str(torch.get_num_threads()),
+        "sr_gan_trust": os.environ.get(TRUST_VARIABLE),  # the user's network classes its checkpoints may build
     }
 
 
