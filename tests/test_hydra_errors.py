@@ -99,6 +99,18 @@ def test_each_composition_error_is_one_line_naming_the_override_and_the_fix(tool
     assert "\n" not in message and "search path" not in message
 
 
+def test_a_strategy_key_trainer_ddp_lacks_is_added_with_a_plus() -> None:
+    """Under trainer=ddp the strategy is sr-gan's DDP config: a DDP argument it leaves out is added with
+    ``+`` (PlayerDDPStrategy passes it on), not with trainer=ddp, which the command already has."""
+    overrides = ["trainer=ddp", "trainer.strategy.gradient_as_bucket_view=true"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), pytest.raises(Exception) as raised:
+        compose("train", overrides=overrides, return_hydra_config=True)
+    assert describe(raised.value, tool="train") == (
+        "trainer.strategy.gradient_as_bucket_view is not a key of the config: a Lightning Trainer argument the "
+        "config leaves out is added with +trainer.strategy.gradient_as_bucket_view=true"
+    )
+
+
 def test_a_missing_primary_config_is_one_line_without_the_search_path() -> None:
     """``--config-name=nosuch``: Hydra's message, without the config search path it lists below it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"), pytest.raises(Exception) as raised:

@@ -212,7 +212,8 @@ def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str)
     listed = [name for name in names if prefix or name != "hydra"]  # Hydra's own settings are not the tool's
     if guess := closest(key, names):
         fix = f"did you mean {prefix}{guess}?"
-    elif full_key.startswith("trainer.strategy."):  # a name of Lightning's (auto): `+` made it a dict Lightning refused
+    elif full_key.startswith("trainer.strategy.") and not names:  # a name of Lightning's (auto), not trainer=ddp's
+        # keys: `+` made it a dict, which Lightning refused
         fix = (
             "the strategy's keys (timeout_s, find_unused_parameters, broadcast_buffers) come with trainer=ddp, "
             f"sr-gan's DDP, which trainer.devices > 1 trains with too: trainer=ddp {added.lstrip('+')}"
