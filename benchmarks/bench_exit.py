@@ -3,14 +3,13 @@ interpreter's own shutdown, which collects the whole heap, torch's and Lightning
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.gpu_check import child_env
+
 # A training run's modules imported; the last line printed is the time the process starts to end.
 CHILD = "import time\nimport sr_gan.train\nfrom sr_gan.cli import freeze_heap_at_exit\n{ours}print(time.time())\n"
 REPEATS = 3
@@ -18,11 +17,10 @@ REPEATS = 3
 
 def exit_ms(ours: bool) -> float:
     """Median milliseconds from a child's last statement to its end, as this process sees it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "WANDB_MODE": "disabled"}
     code = CHILD.format(ours="freeze_heap_at_exit()\n" if ours else "")
     samples = []
     for _ in range(REPEATS):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=True)
         samples.append((time.time() - float(done.stdout.split()[-1])) * 1000)
     return statistics.median(samples)
 
