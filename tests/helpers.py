@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import signal
@@ -365,8 +366,6 @@ class LiveTrainers(L.Callback):
         self.file = Path(file)
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        import gc
-
         with self.file.open("a") as f:
             f.write(f"{sum(isinstance(o, L.Trainer) for o in gc.get_objects())}\n")
 
