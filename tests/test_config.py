@@ -54,6 +54,7 @@ from tests.helpers import CONF_DIR
             "model.ema_decay=1.5 is not allowed: model.ema_decay must be a number > 0 and < 1 or null",
         ),
         ("data.augment=maybe", "data.augment=maybe is not allowed: data.augment must be true or false"),
+        ("model.init_from_ema=maybe", "model.init_from_ema=maybe is not allowed: model.init_from_ema must be true or"),
         (  # L.seed_everything's limit: it raised a ValueError traceback after the run folder was made
             "seed=4294967296",
             "seed=4294967296 is not allowed: seed must be an integer >= 0 and <= 4294967295 or null",

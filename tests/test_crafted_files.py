@@ -21,7 +21,7 @@ from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from sr_gan.archs import SRResNet
 from sr_gan.errors import UserError
-from sr_gan.weights import load_generator, load_generator_state, load_state_file, save_generator_file
+from sr_gan.weights import load_generator, load_generator_weights, load_state_file, save_generator_file
 from sr_gan.weights.allowlist import GENERATORS
 from sr_gan.weights.files import EMA_KEY, GENERATOR_KEY, SCALE_KEY
 from tests.helpers import run_module
@@ -61,7 +61,7 @@ def crafted_file(folder: Path, kind: str, config: dict) -> Path:
 def test_crafted_config_is_refused_by_every_python_loader(tmp_path: Path, kind: str) -> None:
     marker = tmp_path / "pwned.txt"
     path = crafted_file(tmp_path, kind, evil_config(marker))
-    for load in (load_generator, load_generator_state):  # load_generator_state: model.init_from
+    for load in (load_generator, load_generator_weights):  # load_generator_weights: model.init_from
         with pytest.raises(UserError, match=rf"{path.name}.*{EVIL_TARGET}") as caught:
             load(path)
         assert "\n" not in str(caught.value)
@@ -108,7 +108,7 @@ def test_a_nested_target_under_torch_or_sr_gan_that_is_no_listed_layer_is_refuse
     writes a file, our downloader makes its folder before it fetches (Hydra builds nested nodes first)."""
     marker = tmp_path / "pwned"
     path = crafted_file(tmp_path, "safetensors", TINY_G | {"norm_layer": node(marker)})
-    for load in (load_generator, load_generator_state):
+    for load in (load_generator, load_generator_weights):
         with pytest.raises(UserError, match=rf"{path.name}: refused: .* asks to call .* \(at norm_layer\._target_\)"):
             load(path)
     assert not marker.exists()
@@ -147,7 +147,7 @@ def test_a_config_nested_too_deep_or_holding_itself_is_refused_in_one_line(tmp_p
     deep_file = tmp_path / "deep.safetensors"
     save_file(_state(), deep_file, metadata={GENERATOR_KEY: deep, SCALE_KEY: str(SCALE)})
     for path, reason in [(looped_file, "nests deeper than 32 levels"), (deep_file, "metadata key .* damaged")]:
-        for load in (load_generator, load_generator_state):
+        for load in (load_generator, load_generator_weights):
             with pytest.raises(UserError, match=rf"{path.name}: .*{reason}") as caught:
                 load(path)
             assert "\n" not in str(caught.value)
@@ -214,7 +214,7 @@ def test_broken_safetensors_is_a_one_line_error(tmp_path: Path, damage: str) -> 
         (EMA_KEY, "yes", "'yes' is neither true nor false"),
     ],
 )
-@pytest.mark.parametrize("load", [load_generator, load_generator_state])
+@pytest.mark.parametrize("load", [load_generator, load_generator_weights])
 def test_damaged_metadata_names_the_file_the_key_and_the_fix(
     tmp_path: Path, load, key: str, value: str, reason: str
 ) -> None:
@@ -308,7 +308,7 @@ def test_a_users_own_network_loads_once_its_class_is_listed_in_sr_gan_trust(
     path = tmp_path / name
     fix = r"if you made this file and usernet\.TinyNet is your own network class, allow it: "
     fix += r"export SR_GAN_TRUST=usernet\.TinyNet$"
-    for load in (load_generator, load_generator_state):
+    for load in (load_generator, load_generator_weights):
         with pytest.raises(UserError, match=rf"{name}: refused: .* usernet\.TinyNet \(at _target_\).*; {fix}"):
             load(path)
     monkeypatch.setenv("SR_GAN_TRUST", "other.Net, usernet.TinyNet")
@@ -316,7 +316,7 @@ def test_a_users_own_network_loads_once_its_class_is_listed_in_sr_gan_trust(
     lr = torch.rand(1, 3, 5, 4)
     assert type(generator) is type(mine) and info["config"] == USER_G
     assert torch.equal(generator(lr), mine(lr))
-    assert load_generator_state(path).keys() == mine.state_dict().keys()  # model.init_from
+    assert load_generator_weights(path).state.keys() == mine.state_dict().keys()  # model.init_from
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "ckpt"])

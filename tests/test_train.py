@@ -90,6 +90,7 @@ def test_esrgan_recipe_carries_the_paper_values(make_cfg) -> None:
     assert list(cfg.optim.scheduler.milestones) == [50000, 100000, 200000, 300000]
     assert cfg.trainer.max_steps == 400000
     assert cfg.require_init_from and cfg.model.init_from is None
+    assert cfg.model.init_from_ema is False  # BasicSR's train_ESRGAN_x4.yml loads `params`, not `params_ema`
     assert cfg.group == "esrgan_x4"  # W&B group
 
 
@@ -419,15 +420,28 @@ def test_an_rrdbnet_at_x2_validates_odd_sized_images_and_refuses_patches_it_cann
     assert float(row["val/psnr"]) == pytest.approx(float(psnr(sr, batch["hr"], crop_border=2).mean()), abs=1e-4)
 
 
-def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path) -> None:
+def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path, caplog) -> None:
+    """G and its EMA start from the PSNR stage's EMA of G (model.init_from_ema=true, BasicSR's
+    param_key_g: params_ema) or from its G (false: `params`, as BasicSR's ESRGAN stage); the log
+    says which."""
     train(make_cfg("model=rrdb", "test=false"))
     ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
     state = torch.load(ckpt_path, weights_only=True)["state_dict"]
-    module = build_module(make_cfg("model=rrdb", "loss=ragan", f"model.init_from={ckpt_path}"))
-    for key, value in module.generator.state_dict().items():
-        assert torch.equal(value, state[f"generator_ema.{key}"]), key  # EMA weights preferred
-    for key, value in module.generator_ema.state_dict().items():
-        assert torch.equal(value, state[f"generator_ema.{key}"]), key
+    assert not all(
+        torch.equal(v, state[f"generator_ema.{k.removeprefix('generator.')}"])
+        for k, v in state.items()
+        if k.startswith("generator.")
+    )  # the two differ, so the picks below are told apart
+    for ema, prefix, said in ((True, "generator_ema.", "its EMA of G"), (False, "generator.", "G's own weights")):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sr_gan.train"):
+            module = build_module(
+                make_cfg("model=rrdb", "loss=ragan", f"model.init_from={ckpt_path}", f"model.init_from_ema={ema}")
+            )
+        for network in (module.generator, module.generator_ema):
+            for key, value in network.state_dict().items():
+                assert torch.equal(value, state[f"{prefix}{key}"]), (ema, key)
+        assert f"generator initialised from {ckpt_path} ({said}" in caplog.text
 
 
 def test_init_from_a_url_is_fetched_once_into_torch_hubs_cache_and_checked(

@@ -19,7 +19,7 @@ from sr_gan.weights import (
     extract_generator_state,
     infer_rrdbnet_config,
     load_generator,
-    load_generator_state,
+    load_generator_weights,
     load_state_file,
     ours_to_esrgan_old,
     ours_to_sequential,
@@ -171,7 +171,7 @@ def test_a_torch_file_with_a_compressed_record_is_refused_before_it_is_inflated(
         for info in source.infolist():
             packed.writestr(info.filename, source.read(info.filename))
     assert bomb.stat().st_size < 100_000
-    for load in (load_state_file, load_generator_state):
+    for load in (load_state_file, load_generator_weights):
         with pytest.raises(
             UserError, match=r"bomb\.pth: refused to load, its record .* is compressed \(\d+ such, 4,0"
         ) as caught:
@@ -185,7 +185,7 @@ def test_a_view_spanning_more_than_its_stored_bytes_is_refused_before_it_is_used
     which the NaN check allocated in full (12 GB, or an allocator traceback); refused in one line."""
     path = save(tmp_path, {"params": {"w": torch.zeros(1).expand(3_000_000_000)}, "other": [{"x": torch.zeros(2)}]})
     assert path.stat().st_size < 4000
-    for load in (load_state_file, load_generator_state):
+    for load in (load_state_file, load_generator_weights):
         with pytest.raises(UserError, match=r"weights\.pth: refused to load, a tensor of shape \(3000000000,\) spans "):
             load(path)
     sliced = torch.arange(10.0)[2:5]  # a view within its storage, as a sliced state dict holds: loads
@@ -231,7 +231,7 @@ def test_a_damaged_scale_names_the_file(tmp_path: Path) -> None:
         load_generator(path, generator_config={k: v for k, v in rrdbnet_config().items() if k != "scale"})
 
 
-@pytest.mark.parametrize("load", [load_generator, load_generator_state])
+@pytest.mark.parametrize("load", [load_generator, load_generator_weights])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_weights_holding_nan_or_inf_are_refused_naming_file_and_key(tmp_path: Path, load, value: float) -> None:
     state = tiny_rrdbnet().state_dict()
@@ -312,7 +312,7 @@ def test_a_file_that_is_no_weight_file_is_not_called_unsafe(tmp_path: Path, cont
     ],
     ids=["tensor", "list", "float value", "lightning str value"],
 )
-@pytest.mark.parametrize("load", [load_generator, load_generator_state])
+@pytest.mark.parametrize("load", [load_generator, load_generator_weights])
 def test_weights_that_are_no_state_dict_name_the_file_and_key(tmp_path: Path, load, obj: dict, message: str) -> None:
     path = save(tmp_path, obj, "crafted.pth")
     with pytest.raises(UserError, match=rf"crafted\.pth: {message}, not a state dict \(names to tensors\)"):
@@ -327,7 +327,7 @@ def test_a_file_holding_no_dict_is_one_line(tmp_path: Path, obj: object) -> None
 
     path = save(tmp_path, obj, "bare.pth")
     kind = type(obj).__name__
-    for load in (load_generator, load_generator_state, load_discriminator_state):
+    for load in (load_generator, load_generator_weights, load_discriminator_state):
         with pytest.raises(UserError, match=rf"^{path}: holds a {kind}, expected a dict of weights$"):
             load(path)
 

@@ -91,6 +91,7 @@ TRAIN: Mapping[str, Rule] = {
     "data.val_crop": Rule(int, low=1, nullable=True),
     "data.max_image_pixels": Rule(int, low=1, nullable=True),
     "model.ema_decay": Rule(float, above=0, below=1, nullable=True),
+    "model.init_from_ema": Rule(bool),
     "model.generator.num_features": POSITIVE_INT,
     "model.generator.num_blocks": POSITIVE_INT,
     "loss.pixel_weight": WEIGHT,

@@ -68,7 +68,7 @@ from sr_gan.run_folders import budget_batches
 from sr_gan.run_summary import RunRecord, environment, quiet_third_party_noise, read_record, summary
 from sr_gan.schema import MAX_SEED
 from sr_gan.threads import configure_cpu_threads, local_processes
-from sr_gan.weights import fit_problems, is_url, load_generator_state
+from sr_gan.weights import GeneratorWeights, fit_problems, is_url, load_generator_weights
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -94,16 +94,26 @@ def build_module(cfg: DictConfig, *, resuming: bool = False) -> SRGANModule:
     elif cfg.model.init_from:  # a URL (the released ESRGAN weights Real-ESRNet starts from) is fetched once, cached
         example = "<the PSNR run>/checkpoints/best.ckpt"
         source = path_arg(cfg, "model.init_from", example=example, must_exist=True, url=True)
-        state = load_generator_state(source, prefer_ema=True)  # builds nothing from the file
-        if problems := fit_problems(module.generator, state):
+        weights = load_generator_weights(source, prefer_ema=cfg.model.init_from_ema)  # builds nothing from the file
+        if problems := fit_problems(module.generator, weights.state):
             raise UserError(
                 f"model.init_from={cfg.model.init_from} does not fit the configured generator "
                 f"{cfg.model.generator._target_} ({problems}): use the model=..., model.generator.* "
                 "(num_features, num_blocks, ...) and data.scale of the run that wrote it (its config.yaml)"
             )
-        module.init_generator_from(state)
-        log.info("generator initialised from %s", cfg.model.init_from)
+        module.init_generator_from(weights.state)
+        log.info("generator initialised from %s (%s)", cfg.model.init_from, _which_weights(weights, cfg))
     return module
+
+
+def _which_weights(weights: GeneratorWeights, cfg: DictConfig) -> str:
+    """Which of the file's generator weights G starts from, and the key that picks them."""
+    if weights.ema is None:
+        return "the weights it holds; it does not say whether they are an EMA"
+    picked = "its EMA of G" if weights.ema else "G's own weights, not its EMA"
+    if weights.ema == cfg.model.init_from_ema:
+        return f"{picked}: model.init_from_ema={str(cfg.model.init_from_ema).lower()}"
+    return f"{picked}, the only ones it holds"
 
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a job the scheduler terminated

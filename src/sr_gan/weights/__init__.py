@@ -15,7 +15,7 @@ from sr_gan.weights.generator import (
     fit_problems,
     infer_rrdbnet_config,
     load_generator,
-    load_generator_state,
+    load_generator_weights,
     with_defaults,
 )
 from sr_gan.weights.keys import esrgan_old_to_ours, ours_to_esrgan_old, ours_to_sequential, sequential_to_ours
@@ -33,7 +33,7 @@ __all__ = [
     "infer_rrdbnet_config",
     "is_url",
     "load_generator",
-    "load_generator_state",
+    "load_generator_weights",
     "load_state_file",
     "non_finite_keys",
     "ours_to_esrgan_old",

@@ -15,7 +15,7 @@ call anything but our generators.
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +129,13 @@ def extract_generator_state(obj: Mapping[str, Any], *, prefer_ema: bool = True) 
     return to_our_keys(find_generator_weights(obj, prefer_ema=prefer_ema).state)
 
 
-def load_generator_state(path: str | Path, *, prefer_ema: bool = True) -> StateDict:
-    """`extract_generator_state` of the file at `path`; errors name the file. Builds nothing."""
+def load_generator_weights(path: str | Path, *, prefer_ema: bool = True) -> GeneratorWeights:
+    """`find_generator_weights` of the file at `path`, its state renamed to our (BasicSR) keys;
+    errors name the file. Builds nothing."""
     loaded = load_state_file(path)
     try:
-        return extract_generator_state(loaded, prefer_ema=prefer_ema)
+        weights = find_generator_weights(loaded, prefer_ema=prefer_ema)
+        return replace(weights, state=to_our_keys(weights.state))
     except ValueError as err:
         raise UserError(f"{path}: {err}") from err
 
