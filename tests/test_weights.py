@@ -16,7 +16,7 @@ from sr_gan.errors import UserError
 from sr_gan.weights import (
     UnsafeCheckpointError,
     esrgan_old_to_ours,
-    extract_generator_state,
+    find_generator_weights,
     infer_rrdbnet_config,
     load_generator,
     load_generator_weights,
@@ -133,7 +133,7 @@ def test_key_conversion_round_trips(to_old, to_ours, scale: int) -> None:
 
 def test_extract_ignores_everything_but_the_generator() -> None:
     generator = tiny_rrdbnet()
-    state = extract_generator_state(lightning_ckpt(generator, rrdbnet_config()))
+    state = find_generator_weights(lightning_ckpt(generator, rrdbnet_config())).state
     assert state.keys() == generator.state_dict().keys()
 
 

@@ -10,7 +10,6 @@ from sr_gan.weights.files import (
 from sr_gan.weights.generator import (
     GeneratorWeights,
     as_generator_config,
-    extract_generator_state,
     find_generator_weights,
     fit_problems,
     infer_rrdbnet_config,
@@ -27,7 +26,6 @@ __all__ = [
     "as_generator_config",
     "cached_download",
     "esrgan_old_to_ours",
-    "extract_generator_state",
     "find_generator_weights",
     "fit_problems",
     "infer_rrdbnet_config",

@@ -124,11 +124,6 @@ def _stored_config(config: Any) -> dict[str, Any] | None:
     return None if config is None else check_generator_config(config)
 
 
-def extract_generator_state(obj: Mapping[str, Any], *, prefer_ema: bool = True) -> StateDict:
-    """The generator state dict of a loaded file, renamed to our (BasicSR) keys."""
-    return to_our_keys(find_generator_weights(obj, prefer_ema=prefer_ema).state)
-
-
 def load_generator_weights(path: str | Path, *, prefer_ema: bool = True) -> GeneratorWeights:
     """`find_generator_weights` of the file at `path`, its state renamed to our (BasicSR) keys;
     errors name the file. Builds nothing."""
