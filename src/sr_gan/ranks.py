@@ -304,10 +304,12 @@ def is_timeout(err: BaseException) -> bool:
 def timeout_line(timeout_s: float | None) -> str:
     """What a rank whose collective timed out says: the others, or one of them, stopped answering."""
     key = "trainer.strategy.timeout_s" + ("" if timeout_s is None else f"={timeout_s:g}")
+    larger = "<seconds>" if timeout_s is None else f"{2 * timeout_s:g}"
     return (
         f"waited {key} seconds for another rank, which is stuck outside a collective (its data loader, a hung "
         "file system) or that much slower: every rank stops. Ranks slower by design (their start, a first "
-        f"step's torch.compile) need a larger {key.partition('=')[0]}"
+        f"step's torch.compile) need a larger one: trainer=ddp trainer.strategy.timeout_s={larger} (the key "
+        "comes with trainer=ddp)"
     )
 
 
