@@ -153,6 +153,10 @@ def test_each_paper_recipe_trains_on_its_papers_schedule(make_cfg, experiment: s
         *(cfg.data.batch_size, cfg.data.patch_size, cfg.model.ema_decay),
     )
     assert schedule == _PAPER_SCHEDULES[experiment]
+    # step decay in all six: rrdb_psnr_x4 halves as ESRGAN Sec. 4.1, not BasicSR's cosine restarts (docs/recipes.md)
+    assert optim.scheduler._target_ == "torch.optim.lr_scheduler.MultiStepLR"
+    # flips in all six; 90-degree rotations too but in Real-ESRGAN's (use_rot: False)
+    assert (cfg.data.augment, cfg.data.rotate) == (True, not experiment.startswith("realesr"))
     assert (cfg.module.d_steps_per_g_step, cfg.module.d_init_steps, optim.accumulate_batches) == (1, 0, 1)
     assert cfg.trainer.precision == "32-true"
 
