@@ -13,7 +13,7 @@ if [[ $SCALE == paper ]]; then
     train psnr_srresnet_nobn experiment=srresnet_x4 model=srresnet_nobn
     train psnr_rrdb experiment=rrdb_psnr_x4
     gan=(experiment=esrgan_x4 discriminator=vgg128 model.ema_decay=0.999)
-    init() { echo "model.init_from=$RUNS/psnr_$1/checkpoints/best.ckpt"; }
+    init() { echo "model.init_from=$RUNS/psnr_$1/checkpoints/last.ckpt"; }
 else
     # experiment=demo: each GAN run starts from the cached demo PSNR stage of its own generator
     # (trained once, L1, sr_gan.demo_stage); model.ema_decay is the demo's 0.99 for every model.

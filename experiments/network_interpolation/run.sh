@@ -10,8 +10,8 @@ source "$(dirname "$0")/../lib.sh"
 if [[ $SCALE == paper ]]; then
     train psnr experiment=rrdb_psnr_x4
     GAN_RUN=${GAN_RUN:-$RUNS/gan}
-    [[ -d $GAN_RUN ]] || train gan experiment=esrgan_x4 model.init_from="$RUNS/psnr/checkpoints/best.ckpt"
-    psnr=$RUNS/psnr/checkpoints/best.ckpt
+    [[ -d $GAN_RUN ]] || train gan experiment=esrgan_x4 model.init_from="$RUNS/psnr/checkpoints/last.ckpt"
+    psnr=$RUNS/psnr/checkpoints/last.ckpt # the GAN run's start
     datasets="[Set5,Set14,BSD100]"
 else
     GAN_RUN=${GAN_RUN:-$RUNS/gan}

@@ -9,7 +9,7 @@ losses=srgan_mse,srgan_vgg22,srgan
 if [[ $SCALE == paper ]]; then
     train psnr experiment=srresnet_x4 # SRResNet-MSE, the stage every SRGAN row starts from
     psnr_run=$RUNS/psnr
-    sweep=(experiment=srgan_x4 model.init_from="$psnr_run/checkpoints/best.ckpt")
+    sweep=(experiment=srgan_x4 model.init_from="$psnr_run/checkpoints/last.ckpt")
 else
     sweep=(model=srresnet) # experiment=demo: starts from the cached demo SRResNet PSNR stage (L1)
 fi

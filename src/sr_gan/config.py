@@ -394,7 +394,7 @@ def check_init_from(cfg: DictConfig, *, resuming: bool) -> None:
     (`keep_recorded_start`), which the relaunch need not repeat."""
     if cfg.get("require_init_from") and not cfg.model.init_from and not resuming:
         raise UserError(
-            "this recipe starts from a PSNR-oriented generator: set model.init_from=<best.ckpt of the "
+            "this recipe starts from a PSNR-oriented generator: set model.init_from=<last.ckpt of the "
             "PSNR stage> (experiment=srresnet_x4 for SRGAN, experiment=rrdb_psnr_x4 for ESRGAN, "
             "experiment=realesrnet_x4 for Real-ESRGAN)"
         )
