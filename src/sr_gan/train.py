@@ -92,7 +92,7 @@ def build_module(cfg: DictConfig, *, resuming: bool = False) -> SRGANModule:
     if cfg.model.init_from and resuming:
         log.info("model.init_from=%s not read: the checkpoint resumed holds the generator", cfg.model.init_from)
     elif cfg.model.init_from:  # a URL (the released ESRGAN weights Real-ESRNet starts from) is fetched once, cached
-        example = "<the PSNR run>/checkpoints/best.ckpt"
+        example = "<the PSNR run>/checkpoints/last.ckpt"
         source = path_arg(cfg, "model.init_from", example=example, must_exist=True, url=True)
         weights = load_generator_weights(source, prefer_ema=cfg.model.init_from_ema)  # builds nothing from the file
         if problems := fit_problems(module.generator, weights.state):
