@@ -559,7 +559,8 @@ class Check:
         """The compile rung of every stage in one child process, bounded by the remaining budget."""
         listing = self.work / "compiled_steps.json"
         listing.unlink(missing_ok=True)
-        steps = ",".join(f"{stage}:{config}" for stage, config in self.compiled_pairs())
+        pairs = self.compiled_pairs()
+        steps = ",".join(f"{stage}:{config}" for stage, config in pairs)
         command = [sys.executable, "-m", "benchmarks.gpu_check", "--mode", self.mode.name, "--child-steps", steps]
         command += ["--child-json", str(listing)]
         timeout = min(self.remaining() - RESERVE_S, self.mode.compile_s)
@@ -590,7 +591,7 @@ class Check:
                     what = f"{part.replace('_', ' ')} {result['stage']} {result['config']}"
                     self._record({"name": what, "status": "failed", "error": error})
         measured = {(r["stage"], r["config"]) for r in results}
-        for stage, config in self.compiled_pairs():
+        for stage, config in pairs:
             if (stage, config) not in measured:
                 self._record({"name": f"step {stage} {config}", "status": "skipped", "error": ended})
 

@@ -271,14 +271,16 @@ def test_the_report_of_a_check_that_measured_nothing_yet() -> None:
     assert "## Targets" in text and "| step esrgan bf16 | skipped | x |" in text
 
 
+# the dry run's repeats of the CUDA-graphs rungs under its mode-less eager backend (compiled once)
+DRY_RUN_REPEATS = {("esrgan", "bf16+cl+compile"), ("psnr_rrdb", "bf16+cl+compile")}
+
+
 def test_the_dry_run_compiles_each_stage_once_per_set_of_switches(tmp_path: Path) -> None:
     """The dry run's eager backend has no modes, so a CUDA-graphs rung there is its +compile rung
     again (about 10 s of CI): it runs once; on a GPU every compiled rung runs."""
     gpu, dry = (Check(mode, tmp_path, tmp_path, 1.0).compiled_pairs() for mode in (GPU, DRY_RUN))
     assert gpu == COMPILED
-    assert dry == [
-        pair for pair in COMPILED if pair not in {("esrgan", "bf16+cl+compile"), ("psnr_rrdb", "bf16+cl+compile")}
-    ]
+    assert dry == [pair for pair in COMPILED if pair not in DRY_RUN_REPEATS]
 
 
 @pytest.mark.slow  # every item of the GPU check at tiny sizes, with four Python processes: one to a few minutes
@@ -305,7 +307,7 @@ def test_the_gpu_check_dry_run_writes_its_summary(tmp_path: Path) -> None:
     assert expected <= set(summary) and summary["dry_run"] is True
     assert {i["name"]: i["status"] for i in summary["items"] if i["status"] != "ok"} == {}
     measured = {(s["stage"], s["config"]) for s in summary["steps"]}
-    assert measured == set(STEPS) | set(COMPILED) - {("esrgan", "bf16+cl+compile"), ("psnr_rrdb", "bf16+cl+compile")}
+    assert measured == set(STEPS) | set(COMPILED) - DRY_RUN_REPEATS
     assert {c for _, c in measured} == set(CONFIGS) and {s for s, _ in measured} == set(STAGES)
     for step in summary["steps"]:
         assert step["ours_it_s"] > 0 and step["plain_it_s"] > 0 and step["gflop_per_batch"] > 0
