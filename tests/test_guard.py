@@ -225,3 +225,20 @@ def test_the_message_names_the_terms_of_the_first_bad_batch_of_the_streak() -> N
     guard.update({"l_d_fake": nan, "l_g_pix": nan, "grad_norm_g": nan}, batch=4)
     with pytest.raises(NonFiniteLossError, match=r"stopped: train/l_d_fake became NaN/Inf at batch 4 and"):
         guard.check("hint")
+
+
+def test_a_streak_that_ended_is_no_part_of_the_record_over_ranks() -> None:
+    """A rank whose bad batch was followed by good ones has no streak: the terms it kept from it are
+    left out of its record, so the ranks' worst names the streak running now (rank 1's), not that
+    rank's older batch."""
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    ranks = [NonFiniteGuard(patience=2), NonFiniteGuard(patience=2)]
+    ranks[0].update({"l_d_fake": nan}, batch=0)  # skipped, then training went on
+    ranks[0].update({"l_d_fake": one}, batch=1)
+    for batch in (2, 3):
+        ranks[0].update({"l_d_fake": one}, batch=batch)
+        ranks[1].update({"l_g_pix": nan}, batch=batch)
+    worst = functools.reduce(torch.maximum, [guard.record() for guard in ranks])
+    for guard in ranks:
+        with pytest.raises(NonFiniteLossError, match=r"stopped: train/l_g_pix became NaN/Inf at batch 3 and skipped 2"):
+            guard.check("hint", over_ranks=lambda record: worst)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sr_gan import ranks
 from sr_gan.errors import UserError
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.ranks import (
@@ -33,7 +35,8 @@ from sr_gan.ranks import (
     ranks_of_this_job,
     record_failure,
 )
-from sr_gan.train import _rank_failure
+from sr_gan.run_summary import RunRecord, read_record
+from sr_gan.train import _rank_failure, _record_stopped
 from tests.helpers import child_env
 
 
@@ -216,28 +219,130 @@ import subprocess, sys, time
 from pathlib import Path
 from sr_gan import ranks
 ranks.when_stopped(lambda line: Path(sys.argv[1]).write_text(line))
-ranks.RankWatch([subprocess.Popen([sys.executable, "-c", "exit(2)"])], first_rank=1, grace_s=0.5).start()
-time.sleep(60)  # rank 0 waiting for rank 1 in a collective that does not fail (NCCL)
+codes = ("", "import time; time.sleep(1); exit(2)", "import time; time.sleep(300)")  # ranks 1 to 3
+quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}  # the test reads rank 0's pipes to their end
+started = [subprocess.Popen([sys.executable, "-c", code], **quiet) for code in codes]
+Path(sys.argv[2]).write_text(str(started[2].pid))
+ranks.RankWatch(started, first_rank=1, grace_s=0.5).start()
+time.sleep(20)  # rank 0 waiting for rank 2 in a collective that does not fail (NCCL)
 """
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.is_dir():  # Linux
+        with contextlib.suppress(OSError):
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_rank_0_left_waiting_for_a_failed_rank_is_stopped_with_a_line_and_a_record(tmp_path: Path) -> None:
     """Past the grace, `RankWatch` says which rank failed, has the run's end recorded (run.json said
-    'running': rank 0 never reached its own record) and stops rank 0."""
-    record = tmp_path / "record.txt"
+    'running': rank 0 never reached its own record) and stops rank 0 and the ranks still running (a
+    rank stuck outside any collective held its GPU). A rank that ended well before does not end the
+    watch (rank 2 fails after rank 1 is done)."""
+    record, stuck = tmp_path / "record.txt", tmp_path / "rank3.pid"
     proc = subprocess.run(
-        [sys.executable, "-c", _STOPPED_RANK_0, str(record)],
+        [sys.executable, "-c", _STOPPED_RANK_0, str(record), str(stuck)],
         env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
     line = (
-        "rank 1 failed (exit status 2) and rank 0, waiting for it, had not ended the run 0.5 s later: every rank is "
+        "rank 2 failed (exit status 2) and rank 0, waiting for it, had not ended the run 0.5 s later: every rank is "
         "stopped (SIGKILL)"
     )
-    assert proc.returncode == -signal.SIGKILL and proc.stderr.splitlines()[-1] == f"error: {line}", proc.stderr
-    assert record.read_text() == line
+    try:
+        assert proc.returncode == -signal.SIGKILL and proc.stderr.splitlines()[-1] == f"error: {line}", proc.stderr
+        assert record.read_text() == line
+        deadline = time.monotonic() + 10
+        while _running(int(stuck.read_text())) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(int(stuck.read_text()))
+    finally:
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.kill(int(stuck.read_text()), signal.SIGKILL)
+
+
+_ENDED_RANK_0 = """
+import subprocess, sys, time
+from sr_gan import ranks
+ranks.when_stopped(lambda line: print("recorded:", line))
+watch = ranks.RankWatch([subprocess.Popen([sys.executable, "-c", "exit(2)"])], first_rank=1, grace_s=3)
+watch.start()
+time.sleep(1.5)  # the watch has seen rank 1 fail: rank 0 reports it, and ends the job in the grace
+watch.end(0)
+time.sleep(4)  # a sweep's next job in this process
+print("went on")
+"""
+
+
+def test_a_rank_0_that_ends_the_job_in_the_grace_goes_on(tmp_path: Path) -> None:
+    """`RankWatch.end` within the grace: rank 0 ended the run itself (its line, its record) and, in a
+    sweep, goes on with its next job; the watch stops nothing then."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENDED_RANK_0], env=child_env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ["went on"], proc.stdout + proc.stderr
+
+
+def test_the_ranks_that_outlive_the_run_share_one_wait() -> None:
+    """`RankWatch.end`: the ranks still running get `wait_s` seconds in all, not each (8 stuck ranks
+    held rank 0 for 80 s)."""
+    stuck = [_python("import time; time.sleep(60)") for _ in range(3)]
+    started = time.monotonic()
+    RankWatch(stuck, first_rank=1).end(wait_s=3)
+    assert [proc.returncode for proc in stuck] == [-signal.SIGKILL] * 3 and time.monotonic() - started < 7.5
+
+
+def test_a_jobs_end_ends_the_watch_over_its_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ranks_of_this_job` ends the watch over the ranks its job started: a rank still running then is
+    stopped, and the next job of a sweep has no watch (its ranks are its own)."""
+    stuck = _python("import time; time.sleep(60)")
+    monkeypatch.setattr(ranks, "RANK_EXIT_WAIT_S", 0.2)
+    monkeypatch.setattr(ranks, "_watch", RankWatch([stuck], first_rank=1))
+    with ranks_of_this_job():
+        pass
+    assert stuck.returncode == -signal.SIGKILL and ranks._watch is None
+
+
+def test_rank_0_waits_a_moment_for_a_killed_rank_to_be_seen_ending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed rank's connections close a moment before its exit shows: rank 0, failing on the closed
+    connection, waits STARTED_RANK_WAIT_S for it and names that rank (it said only that some rank was
+    killed)."""
+    killed = _python("import os, time; time.sleep(0.5); os.kill(os.getpid(), 9)")
+    monkeypatch.setattr(ranks, "_watch", RankWatch([killed], first_rank=1))
+    rank0 = SimpleNamespace(world_size=2, global_rank=0, num_nodes=1)
+    line = str(_rank_failure(rank0, tmp_path, RuntimeError("Connection reset by peer")))
+    assert line.startswith("rank 1 ended without an error of its own: killed by SIGKILL (kill -9"), line
+
+
+def test_a_run_stopped_by_the_watch_records_the_failed_ranks_error_and_its_batches(tmp_path: Path) -> None:
+    """run.json of a rank 0 that `RankWatch` stops: failed, with the error the failed rank recorded
+    (else the watch's line), and the batches done (a host counter)."""
+    trainer = SimpleNamespace(
+        fit_loop=SimpleNamespace(
+            epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(total=SimpleNamespace(completed=5)))
+        )
+    )
+    _record_stopped(RunRecord(folder=tmp_path), trainer, "rank 1 failed (exit status 2) and rank 0 ...")
+    assert [read_record(tmp_path)[k] for k in ("status", "error", "batches")] == [
+        "failed",
+        "rank 1 failed (exit status 2) and rank 0 ...",
+        5,
+    ]
+    record_failure(tmp_path, 1, UserError("cannot read image a.png: its IDAT chunk is damaged"))
+    _record_stopped(RunRecord(folder=tmp_path), trainer, "rank 1 failed (exit status 2) and rank 0 ...")
+    assert read_record(tmp_path)["error"] == "rank 1 failed: cannot read image a.png: its IDAT chunk is damaged"
 
 
 def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: ANN001
