@@ -7,6 +7,8 @@ import csv
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import submitit
@@ -226,3 +228,58 @@ def test_an_optuna_search_whose_trials_all_fail_says_so_in_one_line(tmp_path: Pa
         "hydra.sweeper.max_failure_rate=0.0 (of a batch of n_jobs trials; 1.0 records a failed trial and goes on); "
         f"no optimization_results.yaml; python -m sr_gan.compare {sweep} shows each job's status"
     )
+
+
+def _job_return(status: str, value: object) -> Any:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    return JobReturn(status=JobStatus[status], _return_value=value)
+
+
+class _Launcher:
+    """A launcher whose jobs end, in turn: with a number, with none, failed."""
+
+    def launch(self, job_overrides: list, initial_job_idx: int) -> list[Any]:
+        ends = [("COMPLETED", 28.5), ("COMPLETED", None), ("FAILED", RuntimeError("CUDA error: out of memory"))]
+        return [_job_return(*end) for end in ends][: len(job_overrides)]
+
+
+def test_the_search_counts_a_trial_without_a_number_as_failed(tmp_path: Path) -> None:
+    """The preset's log of a search's jobs, numbered from each batch's first: a job that failed, and one
+    that completed without returning a number (a run with no test score to optimise), are the
+    trials Optuna records as failed, named in the search's last line."""
+    from hydra_plugins.sr_gan_sweeper import JobLog, search_end
+
+    jobs = JobLog(_Launcher())
+    jobs.launch([["a"]], initial_job_idx=0)
+    assert search_end(jobs, tmp_path) is None  # none failed
+    jobs.launch([["a"], ["b"], ["c"]], initial_job_idx=1)
+    assert jobs.failed() == [2, 3]
+    assert search_end(jobs, tmp_path).startswith("the search ran: 2 of 4 trials failed (jobs 2, 3, their errors above)")
+    jobs.launch([["a"], ["b"]], initial_job_idx=4)
+    assert "3 of 6 trials failed (jobs 2, 3, 5, their errors above), recorded" in search_end(jobs, tmp_path)
+
+
+def test_a_search_ends_on_no_completed_trial_in_one_line_and_on_other_errors_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna's ValueError for a study with no completed trial becomes the search's line; a ValueError
+    of another cause (a trial completed) is the search's own error, raised as it is."""
+    from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+
+    from hydra_plugins.sr_gan_sweeper import JobLog, SRGANOptunaSweeper
+    from sr_gan.errors import SweepJobFailed
+
+    def fails(self: OptunaSweeper, arguments: list[str]) -> None:
+        raise ValueError("No trials are completed yet." if not done else "a distribution it cannot sample")
+
+    monkeypatch.setattr(OptunaSweeper, "sweep", fails)
+    search = object.__new__(SRGANOptunaSweeper)  # its setup needs a whole Hydra run
+    search.sweeper = SimpleNamespace(sweep_dir=str(tmp_path), max_failure_rate=1.0)
+    search.jobs = JobLog(_Launcher())
+    for done in (False, True):
+        search.jobs.returns = [(0, _job_return("FAILED", RuntimeError("NaN")))]
+        search.jobs.returns += [(1, _job_return("COMPLETED", 2.0))] if done else []
+        expected = ValueError if done else SweepJobFailed
+        with pytest.raises(expected, match="cannot sample" if done else "no trial completed"):
+            search.sweep([])

@@ -436,7 +436,11 @@ def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path, caplog) -> N
         for k, v in state.items()
         if k.startswith("generator.")
     )  # the two differ, so the picks below are told apart
-    for ema, prefix, said in ((True, "generator_ema.", "its EMA of G"), (False, "generator.", "G's own weights")):
+    picks = (
+        (True, "generator_ema.", "its EMA of G: model.init_from_ema=true"),
+        (False, "generator.", "G's own weights, not its EMA: model.init_from_ema=false"),
+    )
+    for ema, prefix, said in picks:
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="sr_gan.train"):
             module = build_module(
@@ -445,7 +449,19 @@ def test_init_from_loads_the_psnr_stage_exactly(make_cfg, tmp_path, caplog) -> N
         for network in (module.generator, module.generator_ema):
             for key, value in network.state_dict().items():
                 assert torch.equal(value, state[f"{prefix}{key}"]), (ema, key)
-        assert f"generator initialised from {ckpt_path} ({said}" in caplog.text
+        assert f"generator initialised from {ckpt_path} ({said})" in caplog.text
+    # a file holding one set says which it is, or nothing: the log says what G took
+    ema_only = {"params_ema": {k.removeprefix("generator_ema."): v for k, v in state.items() if "generator_ema." in k}}
+    plain = {k.removeprefix("generator."): v for k, v in state.items() if k.startswith("generator.")}
+    for name, saved, said in (
+        ("basicsr.pth", ema_only, "its EMA of G, the only ones it holds"),
+        ("plain.pth", plain, "the weights it holds; it does not say whether they are an EMA"),
+    ):
+        torch.save(saved, tmp_path / name)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="sr_gan.train"):
+            build_module(make_cfg("model=rrdb", f"model.init_from={tmp_path / name}", "model.init_from_ema=false"))
+        assert f"generator initialised from {tmp_path / name} ({said})" in caplog.text
 
 
 def test_init_from_a_url_is_fetched_once_into_torch_hubs_cache_and_checked(
@@ -919,6 +935,21 @@ def test_a_done_run_relaunched_in_its_folder_is_left_as_it_is(make_cfg, tmp_path
     assert [r["step"] for r in rows if r.get("train/l_g_pix")] == ["0", "1", "2"]
 
 
+def test_a_done_run_owing_its_test_or_resumed_from_another_checkpoint_is_not_left_as_it_is(
+    make_cfg, tmp_path, caplog
+) -> None:
+    """Only a run done as asked is left as it is: one that trained its budget without its test
+    (test=false) and is relaunched with test=true is tested, and a resume from another of its
+    checkpoints (best.ckpt, not last.ckpt) goes on from that checkpoint."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    with caplog.at_level(logging.INFO, logger="sr_gan"):
+        train(make_cfg("trainer.max_steps=2", "ckpt_path=last"))
+        assert "is done" not in caplog.text
+        assert "test/psnr" in json.loads((tmp_path / "run.json").read_text())["metrics"]
+        train(make_cfg("trainer.max_steps=2", f"ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"))
+    assert "is done" not in caplog.text
+
+
 def test_a_ctrl_c_before_the_first_validation_saves_a_checkpoint_that_resumes(make_cfg, tmp_path, caplog) -> None:
     """A Ctrl-C during batch 2, long before the first validation: the run ends after that batch with
     a resumable last.ckpt (Lightning's own Ctrl-C saved nothing: the batches were lost), status 130,
@@ -1131,3 +1162,37 @@ def test_the_discriminator_sees_the_unsharpened_hr_as_real(make_cfg) -> None:
     _fit(make_cfg("loss=ragan", "degradation=realesrgan", "loss.perceptual=null", "trainer.max_steps=1"), Spy)
     (batch,) = seen
     assert torch.equal(batch["d_real"], batch["real"]) and not torch.equal(batch["real"], batch["target"])
+
+
+@pytest.mark.parametrize(("code", "goes_on"), [(2, True), (143, False), (130, False), (1, False)])
+def test_only_a_sweep_job_refused_on_its_input_lets_the_sweep_go_on(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, goes_on: bool
+) -> None:
+    """A sweep's job that ends on its input (status 2: its line printed) is handed to Hydra as a failed
+    job, and the sweep runs its next jobs; a job pre-empted (143), interrupted (130) or crashed ends
+    the sweep with its status, so that the scheduler requeues it or the user sees it at once."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    import sr_gan.train
+    from sr_gan.errors import SweepJobFailed
+
+    job = SimpleNamespace(mode=RunMode.MULTIRUN, sweep=SimpleNamespace(subdir="3"), job=SimpleNamespace(num=3))
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: job))
+    monkeypatch.setattr(sr_gan.train, "_release_job_memory", lambda: None)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # no check of the config's ${hydra:...} values, which this job lacks
+
+    def ends(cfg: DictConfig) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(sr_gan.train, "train", ends)
+    cfg = make_cfg()
+    cfg.paths.output_dir = str(tmp_path / "sweep" / "3")
+    if goes_on:
+        with pytest.raises(SweepJobFailed, match=r"^job 3 of the sweep failed \(its error above, .*sweep/3\); the"):
+            sr_gan.train.main(cfg)
+    else:
+        with pytest.raises(SystemExit) as stopped:
+            sr_gan.train.main(cfg)
+        assert stopped.value.code == code
