@@ -747,10 +747,11 @@ def test_a_failed_run_rerun_from_scratch_in_its_folder_logs_to_a_new_wandb_run(
     segment sends none). It now logs to a new W&B run under its own name, with a warning naming
     the old one; a resume from a checkpoint keeps its run
     (`test_a_run_resumed_in_its_folder_continues_its_wandb_run`)."""
-    with pytest.raises(UserError, match="NaN/Inf"):
+    with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"), pytest.raises(UserError, match="NaN/Inf"):
         train(make_cfg("logger=wandb", "optim.generator.lr=1e8", "test=false"))
     wandb.teardown()  # W&B's service writes a finished run's file after `finish` returns
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert "W&B run" not in caplog.text  # a first start, from scratch too, had no W&B run to warn about
     old_id = (tmp_path / "wandb" / "run_id").read_text().strip()
     with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
         train(make_cfg("logger=wandb", "test=false", "ckpt_path=last"))
@@ -795,6 +796,7 @@ def test_a_copied_run_folder_resumes_into_a_wandb_run_of_its_own(
     copy_id = (copy / "wandb" / "run_id").read_text().strip()
     assert copy_id != run_id and len(list((copy / "wandb").glob(f"offline-run-*-{copy_id}"))) == 1
     assert f"{copy} is a copy of {original.resolve()}, which logs to W&B run {run_id} too" in caplog.text
+    assert f"`wandb sync --id {run_id} {copy / 'wandb'}/offline-run-*-{copy_id}` uploads this copy's" in caplog.text
     assert folder_run_id(copy) == (copy_id, True) and folder_run_id(original) == (run_id, True)
 
 
@@ -807,6 +809,8 @@ def test_a_run_folder_moved_or_reached_through_a_link_keeps_its_wandb_run(tmp_pa
     moved.parent.mkdir()
     first.rename(moved)
     assert folder_run_id(moved) == (run_id, True)
+    shutil.copytree(moved, tmp_path / "copy", symlinks=True)  # copied after the move: the moved one is its original
+    assert folder_run_id(tmp_path / "copy")[0] != run_id
     link.symlink_to(moved.parent, target_is_directory=True)
     assert folder_run_id(link / "run") == folder_run_id(moved) == (run_id, True)
     shutil.copytree(moved, first, symlinks=True)  # a copy back in the old place, then the original replaced

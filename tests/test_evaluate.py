@@ -276,6 +276,13 @@ def test_an_image_above_the_pixel_limit_names_evaluates_key(tmp_path: Path, phot
     assert "data.max_image_pixels" not in str(err.value)
     with pytest.raises(UserError, match=r"cannot read image .*huge\.png"):  # past the header: decoded, and empty
         run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE, max_pixels=None))
+    (photos / "huge.png").unlink()
+    lr_dir = photos / "LR_bicubic" / f"X{SCALE}"  # an LR file's header names the key too
+    lr_dir.mkdir(parents=True)
+    for path in photos.glob("*.png"):
+        png_bomb(lr_dir / path.name, 20_000, 20_000)
+    with pytest.raises(UserError, match=rf"X{SCALE}/\w+\.png is 20000x20000 .* raise max_pixels$"):
+        run(_cfg(tmp_path, datasets=[str(photos)], scale=SCALE))
 
 
 def test_plot_falls_back_to_vif_without_lpips(tmp_path: Path) -> None:

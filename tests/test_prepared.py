@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import torch
@@ -303,6 +304,13 @@ def test_cli_an_image_above_the_pixel_limit_names_its_own_option(
     with pytest.raises(SystemExit):
         main([str(source), "--no-progress", "--max-pixels", "0"])
     assert "error: cannot read image" in capsys.readouterr().err  # past the header: decoded, and empty
+    free = SimpleNamespace(free=10**9)  # the lifted limit counts the image's 1.2 GB of arrays before any is written
+    with mock.patch("sr_gan.data.prepared.shutil.disk_usage", return_value=free), pytest.raises(SystemExit):
+        main([str(source), "--no-progress", "--max-pixels", "0"])
+    assert "needs 1.2 GB, only 1.0 GB free" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main([str(source), "--no-progress", "--max-pixels", "-1"])
+    assert refused.value.code == 2 and "--max-pixels -1: give a number of pixels, or 0" in capsys.readouterr().err
 
 
 def test_an_output_that_holds_images_or_is_a_file_is_refused(source: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sr_gan.run_summary import RunRecord, source_commit, summary
+from sr_gan.run_summary import RunRecord, environment, source_commit, summary
 from tests.helpers import SRC, child_env
 
 # In a child whose files may not grow past 64 bytes (as a full disk fails a write): the record of a
@@ -244,3 +244,11 @@ def test_lightnings_own_lines_reach_the_runs_log_once() -> None:
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.splitlines() == ["GPU available: False, used: False", "Seed set to 42"]
     assert "GPU available" not in child.stderr and "Seed set" not in child.stderr  # not printed a second time
+
+
+def test_the_environment_records_which_user_classes_checkpoints_may_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$SR_GAN_TRUST, which a checkpoint of the user's own network needs to load: null where unset."""
+    monkeypatch.delenv("SR_GAN_TRUST", raising=False)
+    assert environment()["sr_gan_trust"] is None
+    monkeypatch.setenv("SR_GAN_TRUST", "usernet.MyNet")
+    assert environment()["sr_gan_trust"] == "usernet.MyNet"

@@ -66,6 +66,9 @@ def test_every_layout_loads_to_the_same_network(tmp_path: Path, layout: str) -> 
     assert not generator.training
     assert info["source"] == layout.replace("-sequential", "-old")
     assert info["config"] == rrdbnet_config() and info["scale"] == 4 and not info["ema"]
+    state = load_generator_weights(path).state  # what model.init_from loads: renamed to our keys, nothing built
+    assert state.keys() == reference.state_dict().keys()
+    assert all(torch.equal(value, reference.state_dict()[key]) for key, value in state.items())
 
 
 def test_lightning_checkpoint_prefers_ema(tmp_path: Path) -> None:
