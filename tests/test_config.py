@@ -358,12 +358,13 @@ def test_a_sweep_relaunched_with_ckpt_path_last_into_a_folder_without_jobs_says_
     (swept / "0").mkdir(parents=True)
     (swept / "0" / "run.json").write_text("{}")
     said = {}
-    for folder in (tmp_path / "new", swept):
+    for folder, ckpt_path in ((tmp_path / "new", "last"), (swept, "last"), (tmp_path / "branches", "a/last.ckpt")):
         caplog.clear()
-        config = OmegaConf.create({"hydra": {"sweep": {"dir": str(folder)}}, "ckpt_path": "last"})
+        config = OmegaConf.create({"hydra": {"sweep": {"dir": str(folder)}}, "ckpt_path": ckpt_path})
         with caplog.at_level(logging.INFO, logger="sr_gan"):
             UnusedRunFolder().on_multirun_start(config)
         said[folder.name] = [r.message for r in caplog.records if "every job starts from scratch" in r.message]
+    assert said.pop("branches") == []  # every job branches from that checkpoint
     assert said == {
         "new": [
             f"ckpt_path=last: hydra.sweep.dir={tmp_path / 'new'} holds no job yet, every job starts from scratch "

@@ -190,6 +190,9 @@ def test_a_collective_that_timed_out_ends_each_rank_with_a_line_naming_the_timeo
         assert line.startswith("waited trainer.strategy.timeout_s=600 seconds for another rank, which is stuck"), line
         # the fix as a command: the key exists only under trainer=ddp (a plain trainer.devices=2 run refused it)
         assert "need a larger one: trainer=ddp trainer.strategy.timeout_s=1200 (the key comes with" in line, line
+    lightnings = SimpleNamespace(world_size=2, global_rank=0, num_nodes=1, strategy=SimpleNamespace())  # "ddp"
+    line = str(_rank_failure(lightnings, tmp_path, torch.distributed.DistBackendError(message)))
+    assert line.startswith("waited trainer.strategy.timeout_s seconds") and "timeout_s=<seconds> (the key" in line
     _rank_failure(rank1, tmp_path, RuntimeError("Timed out waiting 600000ms for send operation to complete"))
     assert failed_rank(tmp_path, wait_s=0).startswith("rank 1 failed: waited trainer.strategy.timeout_s=600 seconds")
 
