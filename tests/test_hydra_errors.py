@@ -30,9 +30,9 @@ from tests.helpers import CONF_DIR, child_env
         (  # trainer=gpu's strategy is Lightning's name (auto): its keys are trainer=ddp's (was: add it with +)
             "train",
             "trainer.strategy.timeout_s=60",
-            "trainer.strategy.timeout_s is not a key of the config: the strategy's keys (timeout_s, "
-            "find_unused_parameters, broadcast_buffers) come with trainer=ddp, sr-gan's DDP, which trainer.devices > 1 "
-            "trains with too: trainer=ddp trainer.strategy.timeout_s=60",
+            "trainer.strategy.timeout_s is not a key of the config: the strategy's keys (find_unused_parameters, "
+            "broadcast_buffers, timeout_s: conf/trainer/ddp.yaml's) come with trainer=ddp, sr-gan's DDP, which "
+            "trainer.devices > 1 trains with too: trainer=ddp trainer.strategy.timeout_s=60",
         ),
         (  # the first missing level is named, with where the keys are listed
             "train",

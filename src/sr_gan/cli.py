@@ -215,8 +215,8 @@ def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str)
     elif full_key.startswith("trainer.strategy.") and not names:  # a name of Lightning's (auto), not trainer=ddp's
         # keys: `+` made it a dict, which Lightning refused
         fix = (
-            "the strategy's keys (timeout_s, find_unused_parameters, broadcast_buffers) come with trainer=ddp, "
-            f"sr-gan's DDP, which trainer.devices > 1 trains with too: trainer=ddp {added.lstrip('+')}"
+            f"the strategy's keys{_ddp_strategy_keys()} come with trainer=ddp, sr-gan's DDP, which "
+            f"trainer.devices > 1 trains with too: trainer=ddp {added.lstrip('+')}"
         )
     elif full_key.startswith("trainer."):  # Lightning Trainer arguments the config leaves out
         fix = f"a Lightning Trainer argument the config leaves out is added with {added}"
@@ -226,6 +226,16 @@ def _unknown_key(full_key: str, key: str, parent: Any, *, added: str, tool: str)
     else:
         fix = f"python -m sr_gan.{tool} --help lists the keys"
     return f"{full_key} is not a key of the config: {fix}"
+
+
+def _ddp_strategy_keys() -> str:
+    """`` (<key>, ...: conf/trainer/ddp.yaml's)``: the strategy keys that file sets, in its order (a
+    key added there is named here); empty where it cannot be read."""
+    try:
+        strategy = OmegaConf.load(Path(__file__).parent / "conf" / "trainer" / "ddp.yaml").strategy
+    except Exception:  # noqa: BLE001 - a hint, never a second error
+        return ""
+    return f" ({', '.join(str(key) for key in strategy if key != '_target_')}: conf/trainer/ddp.yaml's)"
 
 
 def unresolvable(cfg: DictConfig, *, tool: str) -> str | None:
