@@ -222,6 +222,7 @@ def test_each_recompilation_is_counted_once() -> None:
 def test_the_report_names_what_each_side_compiled() -> None:
     same = {"graphs": 5, "graph_breaks": 0, "cudagraph_skips": 0}
     assert gpu_report.compilation_note({"ours": same, "plain": same}) == " (5 graphs)"
+    assert gpu_report.compilation_note({"ours": same | {"graphs": 1}, "plain": same}) == " (1 graph; plain: 5 graphs)"
     skipped = same | {"cudagraph_skips": 2}
     note = gpu_report.compilation_note({"ours": skipped, "plain": same})
     assert note == " (5 graphs, 2 CUDA-graph skips; plain: 5 graphs)"
@@ -250,16 +251,22 @@ def test_targets_take_the_fastest_bf16_rung_and_say_by_how_much_they_are_missed(
             _step("esrgan", "fp32", 30.0),  # not bf16: does not count for the bf16 target
             _step("esrgan", "bf16", 10.0),
             _step("esrgan", "bf16+cl", 12.0),
-            _step("psnr_rrdb", "bf16", 75.0),
+            _step("esrgan", "bf16+cl+compile", 11.0),  # the fastest, not the last
+            _step("esrgan", "bf16+cl+graphs", None),  # failed: no figure
+            _step("psnr_rrdb", "bf16", 60.0),  # the target itself: met
         ],
         "profiles": {"esrgan": {"bound": "host-bound: ..."}},
-        "data": {"loader": {"8": 500.0, "16": 900.0}},
+        "data": {"loader": {"16": 900.0, "8": 500.0}, "per_worker": {"prepared, maps kept open": 310.0}},
     }
     esrgan, psnr, loader = gpu_report.targets(summary)
     assert (esrgan["measured"], esrgan["how"], esrgan["met"]) == (12.0, "bf16+cl", False)
-    assert esrgan["missed_by"].startswith("8.0 short (60%") and esrgan["bound_by"] == "host-bound: ..."
+    assert esrgan["missed_by"] == "8.0 short (60% of the target; 1.7x to go)"
+    assert esrgan["bound_by"] == "host-bound: ..."
     assert (psnr["target"], psnr["met"], psnr["missed_by"]) == (60.0, True, None)
-    assert (loader["target"], loader["measured"], loader["met"]) == (3 * 16 * 12.0, 500.0, False)
+    assert (loader["target"], loader["measured"], loader["met"]) == (3 * 16 * 12.0, 500.0, False)  # conf's 8 workers
+    assert loader["bound_by"] == "one worker cuts 310 crops/s (prepared)" and "note" not in loader
+    dry = gpu_report.targets(summary | {"dry_run": True})
+    assert {row["note"] for row in dry} == {"dry run: tiny networks on a CPU, not a GPU figure"}
 
 
 def test_the_report_of_a_check_that_measured_nothing_yet() -> None:
@@ -567,12 +574,13 @@ def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -
     summary["host_syncs"] = {
         "esrgan": recorded | {"syncs": 3, "sites": [site], "config": "bf16"},
         "psnr_rrdb bf16+cl+graphs": recorded | {"syncs": 0, "sites": [], "config": "bf16+cl+graphs"},
+        "esrgan bf16+cl+graphs": {"batches": 2, "recorded": False, "config": "bf16+cl+graphs"},
     }
     summary["degradation"] = {"batch": 16, "hr": 256, "ours_ms": 4.0, "baseline_ms": 900.0, "feed": [16, 128]}
     summary["degradation"] |= {"feed_ms": 2.0, "step_ms": None}
     norms = {"g": {"median": None, "non_finite": 0}, "d": {"median": 1.5, "non_finite": 3}}
     summary["train_smoke"] |= {"grad_norms": norms, "logged_it_s": None, "data_share": None, "gpu_peak_gib": 37.5}
-    summary["train_smoke_fp16"] = summary["train_smoke"] | {"ok": False, "returncode": 1, "log_tail": []}
+    summary["train_smoke_fp16"] = summary["train_smoke"] | {"ok": False, "returncode": 1, "log_tail": ["Boom"]}
     summary["targets"] = gpu_report.targets(summary)
     assert summary["targets"][0]["bound_by"] == "GPU-bound (90% busy)"  # the fused rung: its graphs profile
     text = gpu_report.markdown(summary)
@@ -580,5 +588,8 @@ def test_the_report_of_a_gpu_summary_with_the_items_added_since_the_h200_run() -
     assert "| `lightning/pytorch/loops/x.py:1 f` | 3 |" in text and "None: the host never waited" in text
     assert "bf16+cl+graphs (10 graphs, 2 CUDA-graph skips)" in text and "ratio 225.0x the loader core." in text
     assert "## Train smoke run, 16-mixed" in text and "D 1.5 (3 logged NaN/Inf)" in text
+    assert "**FAILED**: exit 1" in text and "\n```\nBoom\n```\n" in text  # the failed run's log tail
+    assert "Not recorded: CUDA's sync debug mode needs a GPU." in text
+    assert "| **no** |" in text  # a missed target stands out
     assert "memory/gpu_peak_gib: 37.50)" in text
     assert "| 3.2% of bf16 | 41.2 |" in text and "| 3.2% of bf16 | - |" in text  # ours' GPU peak per rung
