@@ -27,8 +27,10 @@ from benchmarks.step_timing import (
     compare,
     compilation_counts,
     fresh_compilation,
+    matmul_tflops,
     ours_rate,
     plain_rate,
+    utilisation,
 )
 from tests.helpers import run_module
 
@@ -134,6 +136,60 @@ def test_the_window_leaves_the_warm_up_out_and_stops_at_its_cap() -> None:
         stops.append(window.end(index))
     assert stops == [False, False, False, False, True, True] and window.batches == 3
     assert len(window.intervals) == 3 and window.rate > 0  # one interval per batch after the warm-up
+
+
+class _Clock:
+    """`time.perf_counter` advancing by the given steps, one per call."""
+
+    def __init__(self, *steps: float) -> None:
+        self.now, self.steps = 0.0, list(steps)
+
+    def __call__(self) -> float:
+        self.now += self.steps.pop(0) if self.steps else 0.0
+        return self.now
+
+
+def test_the_window_closes_at_its_time_cap_synchronised_and_a_cpu_rate_is_the_median(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The window closes once max_seconds have passed (a slow GPU never waits for max_batches), with
+    the device synchronised at both ends (the host runs ahead of the GPU in between); a GPU's rate is
+    batches over that time, a CPU's the median interval's (one load spike does not move it)."""
+    synced = []
+    monkeypatch.setattr("benchmarks.step_timing.sync", synced.append)
+    for device, rate in ((torch.device("cuda"), 4 / 1.1), (torch.device("cpu"), 1 / 0.2)):
+        synced.clear()
+        monkeypatch.setattr("benchmarks.step_timing.time.perf_counter", _Clock(0.0, 0.2, 0.2, 0.5, 0.2))
+        window = Window(device, Plan(warmup=1, max_batches=100, max_seconds=1.0))
+        stops = []
+        for index in range(7):
+            window.begin(index)
+            stops.append(window.end(index))
+        assert stops == [False, False, False, False, True, True, True] and window.batches == 4
+        assert synced == [device, device] and window.rate == pytest.approx(rate)
+
+
+def test_a_comparison_takes_each_sides_best_round_and_its_own_gpu_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rounds alternate the sides; each side's best rate counts (other load only slows a run down),
+    and on a GPU each side's peak memory is counted from its own start."""
+    rates = {"plain": [2.0, 4.0], "ours": [3.0, 1.0]}
+    sides = {side: lambda *args, side=side: rates[side].pop(0) for side in rates}
+    monkeypatch.setattr("benchmarks.step_timing.SIDES", sides)
+    resets = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", resets.append)
+    monkeypatch.setattr("benchmarks.step_timing.gpu_peak_gib", lambda device: 2.5)
+    stage = SimpleNamespace(name="esrgan", size="tiny", batch=2, patch=32)
+    config = SimpleNamespace(name="bf16", compile=False)
+    result = compare(stage, config, torch.device("cuda"), Plan(1, 1, 1.0), rounds=2, sides=("plain", "ours"))
+    assert (result["plain_it_s"], result["ours_it_s"], result["ratio"]) == (4.0, 3.0, 0.75)
+    assert len(resets) == 4 and result["ours_gpu_peak_gib"] == 2.5
+
+
+def test_the_matmul_peak_is_the_best_of_three_and_utilisation_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 n^3 FLOPs a product over the fastest of three timings; utilisation = FLOPs x rate / peak."""
+    monkeypatch.setattr("benchmarks.step_timing.time.perf_counter", _Clock(0.0, 2.0, 8.0, 1.0, 9.0, 3.0))
+    assert matmul_tflops(torch.device("cpu"), torch.float32, 4, repeats=10) == pytest.approx(2 * 4**3 * 10 / 1e12)
+    assert utilisation(10**12, 2.0, 4.0) == 0.5
 
 
 def test_each_compiled_side_starts_fresh_and_counts_its_own_compilation(one_thread: None) -> None:
