@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader
+from torchvision.io import write_png
 
 from benchmarks import compiled_calls, gpu_report
-from benchmarks.gpu_check import COMPILED, DRY_RUN, GPU, STEPS, Check
+from benchmarks.gpu_check import COMPILED, DRY_RUN, GPU, STEPS, Check, _logged
 from benchmarks.plain_loop import PlainLoop
 from benchmarks.profile_step import HOST_METHODS
 from benchmarks.stages import CONFIGS, STAGES, build_stage
@@ -334,6 +336,75 @@ def test_the_report_of_a_check_that_measured_nothing_yet() -> None:
     assert "## Targets" in text and "| step esrgan bf16 | skipped | x |" in text
 
 
+def test_an_item_runs_only_within_the_budget_and_a_failure_costs_only_itself(tmp_path: Path) -> None:
+    """An item that needs more seconds than are left is skipped, saying so; one that raises is
+    recorded failed with its line, and the check goes on; both are in the summary at once."""
+    check = Check(DRY_RUN, tmp_path / "out", tmp_path, budget_s=60.0)
+    assert check.item("too long", 600.0, lambda: 1) is None
+
+    def fails() -> None:
+        raise ValueError("no such stage")
+
+    assert check.item("failing", 1.0, fails) is None and check.item("fine", 1.0, lambda: 7) == 7
+    items = [(i["name"], i["status"], i.get("error", "")) for i in check.summary["items"]]
+    assert items[0][:2] == ("too long", "skipped") and items[0][2].startswith("time budget: ")
+    assert items[1:] == [("failing", "failed", "ValueError: no such stage"), ("fine", "ok", "")]
+    assert (
+        "| failing | failed | ValueError: no such stage |" in (tmp_path / "out" / gpu_report.MARKDOWN_NAME).read_text()
+    )
+
+
+def test_a_smoke_runs_log_gives_its_steady_speed_its_gpu_peak_and_its_non_finite_norms(tmp_path: Path) -> None:
+    """From the run's metrics.csv: the median logged speed without the first interval (start-up), the
+    highest GPU peak, the validations, and each player's median finite norm and its NaN/Inf count."""
+    metrics = tmp_path / "metrics.csv"
+    header = "step,time/batches_per_s,time/data_share,memory/gpu_peak_gib,val/psnr,train/grad_norm_g,train/grad_norm_d"
+    rows = [
+        "3,100.0,0.5,1.0,,1.0,2.0",  # the start-up interval
+        "7,10.0,0.1,3.0,,nan,4.0",
+        "7,,,,25.0,,",
+        "11,12.0,0.3,2.0,,2.0,inf",
+        "11,,,,26.0,,",
+        "15,11.0,0.2,2.5,,3.0,6.0",
+    ]
+    metrics.write_text("\n".join([header, *rows]) + "\n")
+    logged = _logged(metrics)
+    assert (logged["validations"], logged["logged_it_s"], logged["data_share"], logged["gpu_peak_gib"]) == (
+        2,
+        11.0,
+        0.2,
+        3.0,
+    )
+    assert logged["grad_norms"] == {"g": {"median": 2.0, "non_finite": 1}, "d": {"median": 4.0, "non_finite": 1}}
+
+
+def test_a_smoke_run_that_exits_0_without_validating_or_checkpointing_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exit 0 alone does not pass the smoke run: it must also have validated and written best.ckpt and
+    last.ckpt. A precision given replaces the mode's (one trainer.precision= reaches the command)."""
+    from benchmarks import gpu_check
+
+    folders = [tmp_path / "hr", tmp_path / "lr"]
+    for folder, side in zip(folders, (32, 8)):
+        folder.mkdir()
+        write_png(torch.zeros(3, side, side, dtype=torch.uint8), str(folder / "a.png"))
+    commands = []
+
+    def run_cli(module: str, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        commands.append(args)
+        return subprocess.CompletedProcess(args, 0, "", "done\n")  # wrote no metrics, no checkpoint
+
+    monkeypatch.setattr(gpu_check, "run_cli", run_cli)
+    monkeypatch.setattr(gpu_check.Check, "images", lambda self: tuple(folders))
+    monkeypatch.setattr(gpu_check.Check, "random_generator", lambda self: tmp_path / "g.safetensors")
+    check = gpu_check.Check(gpu_check.GPU, tmp_path / "out", tmp_path, budget_s=450.0)
+    with pytest.raises(RuntimeError, match=r"the training smoke run failed \(exit 0\)"):
+        check.smoke("train_smoke_fp16", "16-mixed")
+    assert not check.summary["train_smoke_fp16"]["ok"]
+    assert [a for a in commands[0] if a.startswith("trainer.precision=")] == ["trainer.precision=16-mixed"]
+
+
 # the dry run's repeats of the CUDA-graphs rungs under its mode-less eager backend (compiled once)
 DRY_RUN_REPEATS = {("esrgan", "bf16+cl+compile"), ("psnr_rrdb", "bf16+cl+compile")}
 
@@ -442,10 +513,13 @@ def test_the_sync_recorder_counts_sync_warnings_by_call_site() -> None:
 
 def test_a_compiled_rung_whose_profile_fails_keeps_its_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In the compile child, the CUDA-graphs rung is measured, then profiled: a profiler failure (a
-    GPU-only path) is the profile's item, not a lost rung nor a KeyError that drops the child's rest."""
+    GPU-only path) is the profile's item, not a lost rung nor a KeyError that drops the child's rest.
+    A rung that fails to measure is its own failed item, with its line."""
     from benchmarks import gpu_check
 
     def measure(self: gpu_check.Check, stage: str, config: str) -> dict:
+        if config == "bf16+cl+compile":
+            raise RuntimeError("CUDA out of memory")
         return {"stage": stage, "config": config, "batch": 16, "hr": 128, "ours_it_s": 5.0, "plain_it_s": 5.0}
 
     def profile(self: gpu_check.Check, stage: str, config: str = "bf16") -> dict:
@@ -455,7 +529,7 @@ def test_a_compiled_rung_whose_profile_fails_keeps_its_figures(tmp_path: Path, m
     monkeypatch.setattr(gpu_check.Check, "profile", profile)
     monkeypatch.setattr(gpu_check.Check, "host_syncs", lambda self, stage, config: {"sites": [], "config": config})
     monkeypatch.setattr(gpu_check.Check, "add_utilisation", lambda self, result: None)
-    pairs = [("esrgan", "bf16+cl+graphs"), ("psnr_rrdb", "bf16+cl+graphs")]
+    pairs = [("esrgan", "bf16+cl+graphs"), ("esrgan", "bf16+cl+compile"), ("psnr_rrdb", "bf16+cl+graphs")]
 
     class Child:  # the child process, run in this one
         def __init__(self, command: list[str], **kwargs: object) -> None:
@@ -464,14 +538,21 @@ def test_a_compiled_rung_whose_profile_fails_keeps_its_figures(tmp_path: Path, m
             gpu_check.child_steps(gpu_check.GPU, ",".join(f"{s}:{c}" for s, c in pairs), listing)
 
         def wait(self, timeout: float | None = None) -> int:
+            waits.append(timeout)
             return 0
 
+    waits: list[float | None] = []
     monkeypatch.setattr(gpu_check.subprocess, "Popen", Child)
-    check = gpu_check.Check(gpu_check.GPU, tmp_path / "out", tmp_path, budget_s=450.0)
+    monkeypatch.setattr(gpu_check.Check, "compiled_pairs", lambda self: pairs)
+    check = gpu_check.Check(gpu_check.GPU, tmp_path / "out", tmp_path, budget_s=100.0)
     check.compiled_steps()
+    assert waits[0] <= 100.0 - gpu_check.RESERVE_S  # the child gets what the budget leaves, not its whole cap
     status = {i["name"]: i["status"] for i in check.summary["items"]}
-    assert [(s["stage"], s["config"]) for s in check.summary["steps"]] == pairs
-    for stage, config in pairs:
+    failed = [i for i in check.summary["items"] if i["name"] == "step esrgan bf16+cl+compile"]
+    assert [(i["status"], i["error"]) for i in failed] == [("failed", "RuntimeError: CUDA out of memory")]
+    graphs = [pair for pair in pairs if pair[1] == "bf16+cl+graphs"]
+    assert [(s["stage"], s["config"]) for s in check.summary["steps"]] == graphs
+    for stage, config in graphs:
         assert status[f"step {stage} {config}"] == "ok" and status[f"profile {stage} {config}"] == "failed"
         assert check.summary["host_syncs"][f"{stage} {config}"]["config"] == config
     assert "profiles" not in check.summary["steps"][0] and "profile_error" not in check.summary["steps"][0]
@@ -605,6 +686,7 @@ def test_the_default_gpu_budget_runs_both_smoke_runs_and_the_data_path(monkeypat
     monkeypatch.setattr(Check, "degradation", takes(8.0))
     summary = Check(gpu_check.GPU, Path("unused"), Path("unused"), gpu_check.GPU.budget_s).run()
     status = {i["name"]: i["status"] for i in summary["items"]}
+    assert len(status) == len(summary["items"])  # each item once: the targets' steps are not measured again
     assert status["train smoke"] == status["train smoke 16-mixed"] == status["data path"] == "ok"
     assert status["compiled steps"] == "ok"
 
