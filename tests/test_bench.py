@@ -612,6 +612,33 @@ def test_the_gpu_profile_counts_kernels_not_the_gpu_spans_of_annotations() -> No
     assert [k["name"] for k in summary["top"]] == ["sm90_xmma_fprop_implicit_gemm", "multi_tensor_apply_kernel"]
     assert summary["kernel_ms"] == pytest.approx(30.0) and summary["gpu_busy"] == pytest.approx(0.5)
     assert summary["launches"] == 2 and summary["classes"]["optimizer and EMA (foreach)"] == pytest.approx(0.2)
+    events[2].count = 40  # one kernel name launched 40 times a batch (one per parameter group, say)
+    top = profiler.summary(top=1)  # the classes count every kernel, not only the top ones listed
+    assert top["launches"] == 41 and top["classes"]["optimizer and EMA (foreach)"] == pytest.approx(0.2)
+    assert top["bound"] == (
+        "host-bound: the GPU runs kernels 50% of the step; the rest is Python, Lightning and kernel launches "
+        "(torch.compile fuses kernels, CUDA graphs remove launches); convolution and matmul 80% of kernel time"
+    )
+    profiler.wall = 0.031  # the GPU busy 97% of the step
+    assert profiler.summary()["bound"].startswith("GPU-bound (97% busy): convolution and matmul take 80% of kernel")
+
+
+def test_host_timers_count_each_methods_host_time_per_batch_and_leave_it_as_it_was() -> None:
+    """A method called twice a batch counts twice its median call; one never called counts 0; the
+    methods are the classes' own again afterwards."""
+    from benchmarks.profile_step import HOST_METHODS, host_summary, host_timers
+    from sr_gan.lit.guard import NonFiniteGuard
+
+    before = {label: owner.__dict__[name] for label, (owner, name) in HOST_METHODS.items()}
+    with host_timers() as calls:
+        guard = NonFiniteGuard(patience=1)
+        for batch in range(4):
+            for _ in range(2):
+                guard.update({"l_g_pix": torch.tensor(1.0)}, batch=batch)
+    assert len(calls["non-finite guard"]) == 8
+    per_batch = host_summary({"non-finite guard": [0.001] * 8}, batches=4)
+    assert per_batch["non-finite guard"] == pytest.approx(2.0) and per_batch["schedulers"] == 0.0
+    assert {label: owner.__dict__[name] for label, (owner, name) in HOST_METHODS.items()} == before
 
 
 def test_a_targets_bound_comes_from_the_nearest_profiled_rung() -> None:
