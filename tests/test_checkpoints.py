@@ -624,7 +624,9 @@ def test_a_relaunch_keeps_the_recorded_start_of_the_run(
 
 
 @pytest.mark.parametrize("relaunch", ["the same command", "without model.init_from"])
-def test_a_gan_stage_resumes_after_the_run_it_started_from_moved(make_cfg, tmp_path: Path, relaunch: str) -> None:
+def test_a_gan_stage_resumes_after_the_run_it_started_from_moved(
+    make_cfg, tmp_path: Path, relaunch: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """A resume takes G from its checkpoint: model.init_from is neither read nor required then. A GAN
     stage whose PSNR run had moved (scratch to project storage) was refused on resume: the same command
     with `model.init_from=no such file`, and without it `this recipe starts from a PSNR-oriented
@@ -637,10 +639,22 @@ def test_a_gan_stage_resumes_after_the_run_it_started_from_moved(make_cfg, tmp_p
     train(make_cfg(*gan, "trainer.max_steps=1"))
     start.rename(tmp_path / "project.ckpt")  # the PSNR run moved
     again = gan if relaunch == "the same command" else gan[:2]
-    train(make_cfg(*again, "trainer.max_steps=2", "ckpt_path=last"))
+    with caplog.at_level(logging.INFO, logger="sr_gan.train"):
+        train(make_cfg(*again, "trainer.max_steps=2", "ckpt_path=last"))
+    said = [r.message for r in caplog.records if "not read" in r.message]  # the log says why it is not read
+    not_read = f"model.init_from={start} not read: the checkpoint resumed holds the generator"
+    assert said == ([not_read] if again == gan else [])
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 2
     assert OmegaConf.load(tmp_path / "config.yaml").model.init_from == str(start)
+
+
+def test_ckpt_path_last_in_a_folder_without_last_ckpt_still_requires_init_from(make_cfg, tmp_path: Path) -> None:
+    """Only a resume goes without model.init_from: ckpt_path=last where no last.ckpt is yet starts from
+    scratch, so a GAN recipe (require_init_from) still asks for the PSNR stage's weights."""
+    with pytest.raises(UserError, match="^this recipe starts from a PSNR-oriented generator"):
+        train(make_cfg("require_init_from=true", "ckpt_path=last"))
+    assert not (tmp_path / "run.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -260,6 +260,26 @@ def test_the_search_counts_a_trial_without_a_number_as_failed(tmp_path: Path) ->
     assert "3 of 6 trials failed (jobs 2, 3, 5, their errors above), recorded" in search_end(jobs, tmp_path)
 
 
+def test_the_search_lines_name_one_failed_trial_a_value_that_is_no_number_and_the_rate_given(tmp_path: Path) -> None:
+    """One failed trial is named in the search's last line, as several are; a job that returned
+    something that is no number (Optuna's float() refuses it) is a failed trial; a search stopped by
+    its max_failure_rate names the rate it was given."""
+    from hydra_plugins.sr_gan_sweeper import JobLog, search_end, search_stopped
+
+    jobs = JobLog(_Launcher())
+    jobs.returns = [(0, _job_return("COMPLETED", 28.5)), (1, _job_return("COMPLETED", "n/a"))]
+    compare = f"python -m sr_gan.compare {tmp_path} shows each job's status"
+    assert search_end(jobs, tmp_path) == (
+        "the search ran: 1 of 2 trials failed (job 1, its error above), recorded as failed in the study; the best "
+        f"of the others is in {tmp_path / 'optimization_results.yaml'}; {compare}"
+    )
+    assert search_stopped(jobs, 0.25, tmp_path) == (
+        "the search stopped: 1 of 2 trials failed (job 1, its error above), over hydra.sweeper.max_failure_rate=0.25 "
+        "(of a batch of n_jobs trials; 1.0 records a failed trial and goes on); no optimization_results.yaml; "
+        f"{compare}"
+    )
+
+
 def test_a_search_ends_on_no_completed_trial_in_one_line_and_on_other_errors_as_they_are(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -935,6 +936,36 @@ def test_a_done_run_relaunched_in_its_folder_is_left_as_it_is(make_cfg, tmp_path
     assert [r["step"] for r in rows if r.get("train/l_g_pix")] == ["0", "1", "2"]
 
 
+def test_a_done_run_relaunched_with_a_smaller_budget_or_no_test_asked_is_left_as_it_is(
+    make_cfg, tmp_path, caplog
+) -> None:
+    """A run done with test=false, relaunched with test=false and a smaller trainer.max_steps, is done
+    too (its budget is trained, no test is owed) and returns its recorded optimized_metric; a run.json
+    that does not count its batches (a hand edit) is no done run: the run resumes, as one resumed from
+    a last.ckpt other than its folder's own does."""
+    train(make_cfg("trainer.max_steps=2", "test=false"))
+    record = tmp_path / "run.json"
+    recorded = record.read_text()
+    relaunch = ("trainer.max_steps=1", "test=false", "optimized_metric=val/psnr", "ckpt_path=last")
+    with caplog.at_level(logging.INFO, logger="sr_gan"):
+        value = train(make_cfg(*relaunch))
+    assert value == pytest.approx(json.loads(recorded)["metrics"]["val/psnr"], abs=1e-6)
+    assert record.read_text() == recorded
+    assert f"{tmp_path} is done (run.json: 2 batches of 1): nothing to train or test" in caplog.text
+    record.write_text(json.dumps({k: v for k, v in json.loads(recorded).items() if k != "batches"}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sr_gan"):
+        train(make_cfg(*relaunch))
+    assert "is done" not in caplog.text and json.loads(record.read_text())["batches"] == 2
+    elsewhere = tmp_path / "elsewhere" / "last.ckpt"  # a last.ckpt, not the folder's own: the run goes on from it
+    elsewhere.parent.mkdir()
+    shutil.copy(tmp_path / "checkpoints" / "last.ckpt", elsewhere)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sr_gan"):
+        train(make_cfg("trainer.max_steps=2", "test=false", f"ckpt_path={elsewhere}"))
+    assert "is done" not in caplog.text
+
+
 def test_a_done_run_owing_its_test_or_resumed_from_another_checkpoint_is_not_left_as_it_is(
     make_cfg, tmp_path, caplog
 ) -> None:
@@ -1063,6 +1094,27 @@ def test_rng_states_travel_in_the_checkpoint() -> None:
     assert (again[2] == expected[2]).all()  # the waiting normal too: without it every later normal differs
 
 
+def test_a_sweeps_ended_job_gives_the_gpus_cached_memory_back_and_restarts_its_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between a sweep's jobs the collector runs, then, where CUDA is in use, the cached blocks go back
+    to the driver and the peak counter restarts (each job's memory/gpu_peak_gib its own); off a GPU
+    nothing of CUDA is called."""
+    import gc
+
+    import sr_gan.train
+
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "collect", lambda: calls.append("collect") or 0)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: calls.append("reset_peak_memory_stats"))
+    for initialized, called in ((True, ["collect", "empty_cache", "reset_peak_memory_stats"]), (False, ["collect"])):
+        calls.clear()
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda initialized=initialized: initialized)
+        sr_gan.train._release_job_memory()
+        assert calls == called, initialized
+
+
 def test_cuda_rng_states_go_back_to_the_gpus_the_resumed_run_has(monkeypatch: pytest.MonkeyPatch) -> None:
     """A checkpoint of 4 GPUs' random states resumed where 2 are seen: the first 2 states go to
     devices 0 and 1 (`set_rng_state_all` set device 2 too: "invalid device ordinal" on a real GPU,
@@ -1189,9 +1241,11 @@ def test_only_a_sweep_job_refused_on_its_input_lets_the_sweep_go_on(
     monkeypatch.setattr(sr_gan.train, "train", ends)
     cfg = make_cfg()
     cfg.paths.output_dir = str(tmp_path / "sweep" / "3")
+    (tmp_path / "sweep" / "3" / ".hydra").mkdir(parents=True)  # all Hydra made of a job refused at start-up
     if goes_on:
         with pytest.raises(SweepJobFailed, match=r"^job 3 of the sweep failed \(its error above, .*sweep/3\); the"):
             sr_gan.train.main(cfg)
+        assert not (tmp_path / "sweep" / "3").exists()  # its folder goes, as a single run's
     else:
         with pytest.raises(SystemExit) as stopped:
             sr_gan.train.main(cfg)
