@@ -347,6 +347,20 @@ def test_resolvers_size_the_demo_by_its_objective_and_file_runs_by_stage() -> No
         assert (cfg.size, cfg.job) == expected, (loss, task)
 
 
+def test_a_sweep_folder_holding_runs_is_named_by_its_first_jobs_record(tmp_path: Path) -> None:
+    """The refusal of a folder holding runs names the first file it finds, in order: a run's run.json
+    before its checkpoints, the sweep's job 0 before job 1."""
+    from sr_gan.config import _held_run
+
+    for job in ("1", "0"):
+        (tmp_path / job / "checkpoints").mkdir(parents=True)
+        (tmp_path / job / "checkpoints" / "last.ckpt").touch()
+        (tmp_path / job / "run.json").write_text("{}")
+    assert _held_run(tmp_path, jobs="*/") == tmp_path / "0" / "run.json"
+    assert _held_run(tmp_path / "1", jobs="") == tmp_path / "1" / "run.json"
+    assert _held_run(tmp_path / "0" / "checkpoints", jobs="") is None
+
+
 def test_a_sweep_relaunched_with_ckpt_path_last_into_a_folder_without_jobs_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
