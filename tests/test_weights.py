@@ -78,6 +78,8 @@ def test_lightning_checkpoint_prefers_ema(tmp_path: Path) -> None:
     assert torch.equal(upscale(loaded), upscale(ema)) and info["ema"] and info["source"] == "lightning"
     loaded, info = load_generator(path, prefer_ema=False)
     assert torch.equal(upscale(loaded), upscale(generator)) and not info["ema"]
+    weights = load_generator_weights(path)  # what model.init_from loads: the EMA too, unless told otherwise
+    assert weights.ema and all(torch.equal(v, ema.state_dict()[k]) for k, v in weights.state.items())
 
 
 def test_basicsr_params_ema_preferred_over_params(tmp_path: Path) -> None:
