@@ -18,6 +18,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies.launchers import subprocess_script
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import OmegaConf
 
 from sr_gan import ranks
@@ -25,8 +28,10 @@ from sr_gan.errors import UserError
 from sr_gan.lit.ddp import PlayerDDPStrategy
 from sr_gan.ranks import (
     RANK_VARIABLES,
+    RankLauncher,
     RankWatch,
     clear_failures,
+    ended_rank_line,
     exit_status,
     failed_rank,
     is_secondary,
@@ -34,6 +39,7 @@ from sr_gan.ranks import (
     rank_command,
     ranks_of_this_job,
     record_failure,
+    when_stopped,
 )
 from sr_gan.run_summary import RunRecord, read_record
 from sr_gan.train import _rank_failure, _record_stopped
@@ -209,7 +215,12 @@ def test_rank_0_names_how_a_rank_it_started_ended_and_stops_those_that_outlive_t
         proc.wait()
     watch = RankWatch([done, killed, failed], first_rank=1)
     assert watch.failed(wait_s=10) == (2, -signal.SIGKILL)
-    assert [exit_status(c) for c in (-signal.SIGKILL, 2)] == ["killed by SIGKILL", "exit status 2"]
+    assert [exit_status(c) for c in (-signal.SIGKILL, 2, 0, -200)] == [
+        "killed by SIGKILL",
+        "exit status 2",
+        "exit status 0",
+        "killed by signal 200",  # a number no signal of this OS has
+    ]
     stuck = _python("import time; time.sleep(60)")
     watch = RankWatch([stuck], first_rank=1)
     started = time.monotonic()
@@ -316,6 +327,44 @@ def test_a_jobs_end_ends_the_watch_over_its_ranks(monkeypatch: pytest.MonkeyPatc
     assert stuck.returncode == -signal.SIGKILL and ranks._watch is None
 
 
+def test_the_launcher_watches_its_ranks_while_the_job_runs_numbered_on_their_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`RankLauncher.launch` swaps in `RankWatch` for Lightning's watch while the job runs only (a
+    later strategy of the process gets Lightning's back), and the watch numbers the ranks it started
+    from their node's first: ranks 5..7 on node 1 of 4 processes a node (not 1..3, node 0's)."""
+    lightnings = subprocess_script._launch_process_observer
+    monkeypatch.setenv("NODE_RANK", "1")
+    in_launch = lambda *_a, **_k: subprocess_script._launch_process_observer  # noqa: E731 (Lightning's launch)
+    monkeypatch.setattr(_SubprocessScriptLauncher, "launch", in_launch)
+    monkeypatch.setattr(ranks, "_watch", None)
+    launcher = RankLauncher(LightningEnvironment(), num_processes=4, num_nodes=2)
+    observer = launcher.launch(print)
+    assert observer == launcher._watch and subprocess_script._launch_process_observer is lightnings
+    observer([])
+    assert ranks._watch is not None and ranks._watch.first_rank == 5
+    ranks._watch.end(0)
+
+
+def test_a_jobs_end_forgets_its_record_of_a_stopped_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`when_stopped`'s record is the job's: a sweep's next job (its run folder) does not inherit it."""
+    monkeypatch.setattr(ranks, "_on_stop", None)
+    with ranks_of_this_job():
+        when_stopped(print)
+        assert ranks._on_stop is print
+    assert ranks._on_stop is None
+
+
+def test_a_rank_not_started_here_that_ended_is_named_by_what_such_an_end_means(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under torchrun or srun (no `RankWatch` here) rank 0 cannot name the rank: it says what such an end is."""
+    monkeypatch.setattr(ranks, "_watch", None)
+    assert ended_rank_line(0) == (
+        "a rank ended without an error of its own (killed: kill -9, out of host memory, its node lost)"
+    )
+
+
 def test_rank_0_waits_a_moment_for_a_killed_rank_to_be_seen_ending(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,3 +405,4 @@ def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: AN
     assert instantiate(make_cfg("trainer=ddp", "trainer.strategy.timeout_s=90").trainer.strategy)._timeout.seconds == 90
     with pytest.raises(UserError, match=r"trainer.strategy.timeout_s=0 must be > 0"):
         PlayerDDPStrategy(timeout_s=0)
+    assert PlayerDDPStrategy().timeout_s == 1800  # the default where a config names no timeout_s
