@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from omegaconf import OmegaConf
 
 from sr_gan import ranks
 from sr_gan.errors import UserError
-from sr_gan.lit.ddp import PlayerDDPStrategy
+from sr_gan.lit.ddp import LONGEST_TIMEOUT_S, PlayerDDPStrategy
 from sr_gan.ranks import (
     RANK_VARIABLES,
     RankLauncher,
@@ -405,4 +406,12 @@ def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: AN
     assert instantiate(make_cfg("trainer=ddp", "trainer.strategy.timeout_s=90").trainer.strategy)._timeout.seconds == 90
     with pytest.raises(UserError, match=r"trainer.strategy.timeout_s=0 must be > 0"):
         PlayerDDPStrategy(timeout_s=0)
+    # no endless wait: inf (and anything timedelta cannot hold) failed in timedelta with a traceback
+    for endless in (float("inf"), float("nan"), 1e15):
+        with pytest.raises(
+            UserError, match=rf"^trainer.strategy.timeout_s={re.escape(str(endless))} must be > 0 and at most 8.64e"
+        ):
+            PlayerDDPStrategy(timeout_s=endless)
+    longest = PlayerDDPStrategy(timeout_s=LONGEST_TIMEOUT_S)
+    assert longest._timeout == timedelta(days=timedelta.max.days)
     assert PlayerDDPStrategy().timeout_s == 1800  # the default where a config names no timeout_s

@@ -32,6 +32,7 @@ _DDP_OPTIONS = inspect.signature(DistributedDataParallel).parameters
 # Lightning's own, and torch's for gloo: a rank stuck outside any collective (its data loader, a hung
 # file system) holds every other rank that long before the run stops
 DEFAULT_TIMEOUT_S = 1800.0
+LONGEST_TIMEOUT_S = float(timedelta.max.days * 86400)  # a longer one (inf) failed in timedelta, a traceback
 
 
 class PlayerDDPStrategy(DDPStrategy):
@@ -52,8 +53,11 @@ class PlayerDDPStrategy(DDPStrategy):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:
-        if not timeout_s > 0:
-            raise UserError(f"trainer.strategy.timeout_s={timeout_s} must be > 0 (seconds a rank waits for the others)")
+        if not 0 < timeout_s <= LONGEST_TIMEOUT_S:
+            raise UserError(
+                f"trainer.strategy.timeout_s={timeout_s} must be > 0 and at most {LONGEST_TIMEOUT_S:g} (seconds a "
+                "rank waits for the others: no wait is endless)"
+            )
         super().__init__(
             find_unused_parameters=find_unused_parameters,
             broadcast_buffers=broadcast_buffers,
