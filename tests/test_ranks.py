@@ -400,10 +400,13 @@ def test_a_run_stopped_by_the_watch_records_the_failed_ranks_error_and_its_batch
 
 def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: ANN001
     """trainer=ddp's trainer.strategy.timeout_s, in seconds, is the process group's timeout; Lightning's
-    ``timeout`` takes a timedelta, which an override cannot give."""
+    ``timeout`` takes a timedelta, which an override cannot give. The strategy train builds for
+    trainer.devices > 1 without trainer=ddp waits as long; the line of a timeout names the value set."""
     strategy = instantiate(make_cfg("trainer=ddp").trainer.strategy)
     assert strategy._timeout == timedelta(seconds=1800) and strategy.timeout_s == 1800
-    assert instantiate(make_cfg("trainer=ddp", "trainer.strategy.timeout_s=90").trainer.strategy)._timeout.seconds == 90
+    assert (PlayerDDPStrategy()._timeout, PlayerDDPStrategy().timeout_s) == (strategy._timeout, 1800)
+    set_90 = instantiate(make_cfg("trainer=ddp", "trainer.strategy.timeout_s=90").trainer.strategy)
+    assert (set_90._timeout.seconds, set_90.timeout_s) == (90, 90)
     with pytest.raises(UserError, match=r"trainer.strategy.timeout_s=0 must be > 0"):
         PlayerDDPStrategy(timeout_s=0)
     # no endless wait: inf (and anything timedelta cannot hold) failed in timedelta with a traceback
