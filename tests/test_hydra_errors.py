@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from sr_gan.cli import describe, unresolvable
+from sr_gan.cli import _unknown_key, describe, unresolvable
 from tests.helpers import CONF_DIR, child_env
 
 
@@ -109,6 +109,12 @@ def test_a_strategy_key_trainer_ddp_lacks_is_added_with_a_plus() -> None:
         "trainer.strategy.gradient_as_bucket_view is not a key of the config: a Lightning Trainer argument the "
         "config leaves out is added with +trainer.strategy.gradient_as_bucket_view=true"
     )
+
+
+def test_the_trainer_ddp_hint_is_for_strategy_keys_alone() -> None:
+    """A key under another trainer node without keys is a Lightning Trainer argument, not trainer=ddp's."""
+    line = _unknown_key("trainer.plugins.x", "x", OmegaConf.create({}), added="+trainer.plugins.x=1", tool="train")
+    assert line.endswith("a Lightning Trainer argument the config leaves out is added with +trainer.plugins.x=1")
 
 
 def test_a_missing_primary_config_is_one_line_without_the_search_path() -> None:

@@ -59,6 +59,8 @@ def test_auto_sets_torch_and_omp_threads_and_says_so(
 
 def test_a_number_forces_the_count_and_an_exported_omp_num_threads_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     assert configure_cpu_threads(3, num_workers=64) == 3 and torch.get_num_threads() == 3
+    assert threads.resolve_cpu_threads(3) == (3, "cpu_threads=3")  # the log line's reason
+    assert threads.resolve_cpu_threads(None) == threads.resolve_cpu_threads("auto")  # null is auto
     monkeypatch.setattr(threads, "_applied", None)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's
     monkeypatch.setattr(threads, "usable_cores", lambda: 6)
