@@ -308,13 +308,15 @@ def test_a_rank_0_that_ends_the_job_in_the_grace_goes_on(tmp_path: Path) -> None
     assert proc.returncode == 0 and proc.stdout.splitlines() == ["went on"], proc.stdout + proc.stderr
 
 
-def test_the_ranks_that_outlive_the_run_share_one_wait() -> None:
+def test_the_ranks_that_outlive_the_run_share_one_wait(caplog: pytest.LogCaptureFixture) -> None:
     """`RankWatch.end`: the ranks still running get `wait_s` seconds in all, not each (8 stuck ranks
-    held rank 0 for 80 s)."""
+    held rank 0 for 80 s), and each one killed is named by its rank."""
     stuck = [_python("import time; time.sleep(60)") for _ in range(3)]
     started = time.monotonic()
-    RankWatch(stuck, first_rank=1).end(wait_s=3)
+    with caplog.at_level("WARNING", logger="sr_gan.ranks"):
+        RankWatch(stuck, first_rank=1).end(wait_s=3)
     assert [proc.returncode for proc in stuck] == [-signal.SIGKILL] * 3 and time.monotonic() - started < 7.5
+    assert [record.getMessage().split(" still ran")[0] for record in caplog.records] == ["rank 1", "rank 2", "rank 3"]
 
 
 def test_a_jobs_end_ends_the_watch_over_its_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -418,3 +420,21 @@ def test_the_process_group_timeout_is_the_configs(make_cfg) -> None:  # noqa: AN
     longest = PlayerDDPStrategy(timeout_s=LONGEST_TIMEOUT_S)
     assert longest._timeout == timedelta(days=timedelta.max.days)
     assert PlayerDDPStrategy().timeout_s == 1800  # the default where a config names no timeout_s
+
+
+def test_a_rank_ended_by_another_signal_is_named_without_the_kill_9_cause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ended_rank_line`: kill -9's cause (dmesg, host memory) is said of SIGKILL alone, a rank stopped
+    by SIGTERM is named as such; `exit_status` gives a signal Python has no name for by its number."""
+    stopped = _python("import os, signal; os.kill(os.getpid(), signal.SIGTERM)")
+    stopped.wait()
+    monkeypatch.setattr(ranks, "_watch", RankWatch([stopped], first_rank=3))
+    assert ranks.ended_rank_line(0) == "rank 3 ended without an error of its own: killed by SIGTERM"
+    unnamed = signal.SIGRTMIN + 1  # real-time signals past the first have no name in `signal.Signals`
+    assert exit_status(-unnamed) == f"killed by signal {unnamed}"
+
+
+def test_a_ranks_own_timeout_error_is_no_collective_timeout() -> None:
+    """`is_timeout` takes the process group's RuntimeErrors only: a rank's own TimeoutError (an OSError,
+    a hung file system's read) with the same words is its own failure, reported as it is."""
+    assert is_timeout(RuntimeError("[gloo] Timed out waiting 60000ms for recv operation to complete"))
+    assert not is_timeout(TimeoutError("Timed out waiting for /data/DIV2K to answer"))
