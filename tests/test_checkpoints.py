@@ -1218,6 +1218,28 @@ def test_a_run_id_file_holding_more_than_an_id_is_replaced(
     assert folder_run_id(tmp_path) == (run_id, True)  # kept from then on
 
 
+def test_a_copy_of_a_folder_named_by_a_relative_path_is_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wandb/run_folder records the folder's real path even where the run named it relative to its
+    working directory: a copy of it is then told from the original (a relative record is not read)."""
+    monkeypatch.chdir(tmp_path)
+    run_id, _ = folder_run_id(Path("run"))
+    assert (tmp_path / "run" / "wandb" / "run_folder").read_text() == f"{tmp_path.resolve() / 'run'}\n"
+    shutil.copytree(tmp_path / "run", tmp_path / "copy", symlinks=True)
+    assert folder_run_id(Path("copy"))[0] != run_id and folder_run_id(Path("run")) == (run_id, True)
+
+
+def test_a_run_id_file_of_bytes_that_are_no_text_is_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run_id (or run_folder) file damaged into bytes that are not UTF-8 is a damaged file like
+    any other: replaced with a warning, the training going on; not a UnicodeDecodeError traceback."""
+    (tmp_path / "wandb").mkdir()
+    (tmp_path / "wandb" / "run_id").write_bytes(b"\xff\xfe\x00id\n")
+    (tmp_path / "wandb" / "run_folder").write_bytes(b"\xff/\n")
+    with caplog.at_level(logging.WARNING, logger="sr_gan.loggers"):
+        run_id, continued = folder_run_id(tmp_path)
+    assert not continued and re.fullmatch(r"[0-9a-f]{8}", run_id) and "does not hold a W&B run id" in caplog.text
+    assert folder_run_id(tmp_path) == (run_id, True)
+
+
 def test_a_checkpoint_path_that_is_no_weight_file_names_ckpt_path_and_what_to_pass(tmp_path: Path) -> None:
     """ckpt_path=photo.png (or an empty file) says ckpt_path and what resuming takes: a run's
     checkpoint, its folder, a URL or last; not "an exported .safetensors or a .pth", which ckpt_path

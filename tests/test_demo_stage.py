@@ -11,6 +11,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict, read_write
 
+import sr_gan
 import sr_gan.train
 from sr_gan import demo_stage
 from sr_gan.demo_stage import RESUME_HINT
@@ -184,3 +185,22 @@ def test_each_thread_count_has_its_own_stage(make_cfg, monkeypatch: pytest.Monke
     assert demo_stage.stage_config(cfg).config.paths.output_dir != three
     forced = demo_stage.stage_config(make_cfg("loss=ragan", "demo_psnr_init=true", "cpu_threads=3")).config
     assert forced.cpu_threads == 3 and forced.paths.output_dir == three  # the run's count, not the exported one
+
+
+def test_the_source_digest_covers_the_whole_package_by_name_and_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key hashes every .py file of the installed package (not a part of it), each under its
+    path: a file renamed (its code moved elsewhere) keys a stage of its own, and the order in
+    which the filesystem lists the files (a fresh clone's) does not change the key."""
+    assert demo_stage.PACKAGE_DIR == Path(sr_gan.__file__).parent
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    digest = demo_stage.source_digest(package)
+    listed = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: reversed(list(listed(self, pattern))))
+    assert demo_stage.source_digest(package) == digest
+    (package / "sub" / "b.py").rename(package / "sub" / "c.py")
+    assert demo_stage.source_digest(package) != digest
