@@ -116,6 +116,7 @@ def test_the_crop_is_checked_against_the_degradations_own_scale(photo: Path, tmp
         ({"scale": "abc"}, "scale=abc is not allowed: scale must be one of 1, 2, 3, 4, 8"),
         ({"scale": "0"}, "scale=0 is not allowed: scale must be one of 1, 2, 3, 4, 8"),
         ({"n": "65"}, "n=65 is not allowed: n must be an integer >= 1 and <= 64"),
+        ({"max_pixels": "0"}, "max_pixels=0 is not allowed: max_pixels must be an integer >= 1 or null"),
         ({"input": "{tiny}", "crop": "0"}, "input={tiny} is 3x2, smaller than scale=4: use an image of at least 4x4"),
         ({"out": "{tiny}/preview.png"}, "out={tiny}/preview.png: cannot write in {tiny}"),
     ],

@@ -611,7 +611,9 @@ def test_a_folder_in_place_of_a_report_is_refused_before_any_report_is_replaced(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json", "results.md"]
 
 
-@pytest.mark.parametrize(("key", "value"), [("tile", -1), ("tile_batch", 0), ("scale", 5), ("lpips", "maybe")])
+@pytest.mark.parametrize(
+    ("key", "value"), [("tile", -1), ("tile_batch", 0), ("scale", 5), ("lpips", "maybe"), ("max_pixels", 0)]
+)
 def test_bad_settings_are_refused_before_any_work(tmp_path: Path, key: str, value) -> None:
     with pytest.raises(UserError, match=f"{key}={value} is not allowed") as info:
         run(_cfg(tmp_path, **{key: value}))
