@@ -27,6 +27,7 @@ from sr_gan.compare import _main, hydra_argv, main, run, run_row, table_columns,
 from sr_gan.compare_figures import Strip, auto_crop, crops_figure, curves_figure, read_strips, smooth
 from sr_gan.errors import UserError
 from sr_gan.evaluate import run as evaluate
+from sr_gan.evaluate_report import to_markdown
 from sr_gan.imageio import image_size
 from sr_gan.metrics import psnr
 from sr_gan.run_folders import differing_keys, format_value, read_runs, short_labels
@@ -228,6 +229,12 @@ def test_the_peak_gpu_memory_is_a_column_when_a_run_trained_on_a_gpu(tmp_path: P
     assert [row["gpu_peak_gib"] for row in table] == [7.25, None]
     assert "gpu_peak_gib" in [column.key for column in table_columns([], table)]
     assert "gpu_peak_gib" not in [column.key for column in table_columns([], table[1:])]
+    header, _, *lines = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in to_markdown(table, table_columns([], table), caption="x").splitlines()[2:]
+    ]
+    peak = header.index("GPU peak (GiB)")  # in GiB to a tenth: 7.25 shows as 7.2 (even rounding)
+    assert [line[peak] for line in lines] == ["7.2", "–"]  # the CPU run: none
 
 
 def test_smoothing_is_the_debiased_moving_average() -> None:

@@ -1250,3 +1250,20 @@ def test_only_a_sweep_job_refused_on_its_input_lets_the_sweep_go_on(
         with pytest.raises(SystemExit) as stopped:
             sr_gan.train.main(cfg)
         assert stopped.value.code == code
+
+
+def test_a_run_registers_the_record_its_rank_watch_writes_when_it_stops_rank_0(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`RankWatch` stops a rank 0 left waiting for a failed rank (SIGKILL: rank 0 writes nothing more):
+    the run registered, as it started, what records its end then: run.json failed, with the line and
+    the batches done (a registration dropped left run.json saying 'running')."""
+    import sr_gan.ranks
+    from sr_gan.run_summary import read_record
+
+    monkeypatch.setattr(sr_gan.ranks, "_on_stop", None)
+    train(make_cfg("test=false"))
+    line = "rank 1 failed (exit status 2) and rank 0, waiting for it, had not ended the run 30 s later: ..."
+    sr_gan.ranks._on_stop(line)  # as the watch's thread calls it
+    record = read_record(tmp_path)
+    assert (record["status"], record["error"], record["batches"]) == ("failed", line, 2)
