@@ -657,6 +657,15 @@ def test_wandb_group_is_the_runs_group_else_their_folder(tmp_path: Path) -> None
     assert wandb_group(runs, [a, b]) == "g0"
 
 
+def test_runs_are_named_by_their_shortest_distinct_path_joined_with_slashes(tmp_path: Path) -> None:
+    paths = [
+        write_run(tmp_path / "a" / "x" / "run"),
+        write_run(tmp_path / "b" / "x" / "run"),
+        write_run(tmp_path / "c"),
+    ]
+    assert [r.name for r in read_runs(paths)] == ["a/x/run", "b/x/run", "c"]
+
+
 def test_labels_use_the_shortest_unambiguous_key() -> None:
     keys = ["loss", "model.generator.num_features", "discriminator.num_features", "optim.generator.lr"]
     assert list(short_labels(keys).values()) == ["loss", "generator.num_features", "discriminator.num_features", "lr"]
