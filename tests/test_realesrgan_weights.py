@@ -99,6 +99,23 @@ def test_discriminator_state_from_our_checkpoint_and_bad_files(tmp_path: Path) -
         load_discriminator_state(tmp_path / "psnr.ckpt")
 
 
+def test_discriminator_state_from_a_plain_state_dict_or_safetensors_and_a_file_of_none(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    net = UNetDiscriminatorSN(num_features=4)
+    torch.save(net.state_dict(), tmp_path / "plain.pth")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "d.safetensors")
+    for name in ("plain.pth", "d.safetensors"):
+        state = load_discriminator_state(tmp_path / name)
+        assert state.keys() == net.state_dict().keys()
+        assert all(torch.equal(state[key], value) for key, value in net.state_dict().items())
+    torch.save({"optimizer": {"lr": 1e-4}, "epoch": 3}, tmp_path / "opt.pth")
+    with pytest.raises(
+        UserError, match=r"opt\.pth: no discriminator weights found \(top-level keys \['optimizer', 'epoch'\]\)"
+    ):
+        load_discriminator_state(tmp_path / "opt.pth")
+
+
 def test_discriminator_file_with_params_and_params_ema_gives_params(tmp_path: Path) -> None:
     """BasicSR's `params` is the trained D; `params_ema` is read only when it is all the file holds."""
     torch.manual_seed(0)

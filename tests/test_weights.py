@@ -466,3 +466,78 @@ def test_a_server_that_refuses_the_connection_is_one_line_and_caches_nothing(
     with pytest.raises(UserError, match=rf"^model\.init_from={url}: cannot download it \(.*refused.*\): check the URL"):
         cached_download(url, key="model.init_from")
     assert list((tmp_path / "torch" / "hub" / "checkpoints").iterdir()) == []
+
+
+def _tiny_srresnet_file(tmp_path: Path) -> Path:
+    return save(tmp_path, SRResNet(num_features=8, num_blocks=1, scale=2).state_dict(), "srresnet.pth")
+
+
+@pytest.mark.parametrize(
+    ("make", "config", "message"),
+    [
+        (
+            lambda tmp: save(tmp, {"state_dict": {"discriminator.w": torch.zeros(1)}}, "d_only.ckpt"),
+            None,
+            r"d_only\.ckpt: checkpoint 'state_dict' has no 'generator\.\*' keys; is it an sr_gan checkpoint\?$",
+        ),
+        (
+            lambda tmp: save(tmp, {"state_dict": {"generator.w": torch.zeros(1)}, "sr_gan": [4]}, "odd.ckpt"),
+            None,
+            r"odd\.ckpt: checkpoint key 'sr_gan' holds a list, expected a mapping$",
+        ),
+        (
+            _tiny_srresnet_file,
+            {"_target_": "sr_gan.archs.SRResNet", "num_features": 8, "num_blocks": 1},
+            r"srresnet\.pth: the scale is unknown: add it to the generator config \('generator=\{\.\.\.,scale:4\}'\)$",
+        ),
+        (
+            lambda tmp: save(tmp, tiny_rrdbnet().state_dict()),
+            {"_target_": "builtins.dict", "scale": 4},
+            r"weights\.pth: builtins\.dict built a dict, not a network$",
+        ),
+        (
+            lambda tmp: save(tmp, tiny_rrdbnet().state_dict()),
+            rrdbnet_config() | {"bogus": 1},
+            r"weights\.pth: cannot build sr_gan\.archs\.RRDBNet from its config: .*unexpected keyword argument 'bogus'",
+        ),
+    ],
+    ids=["no generator keys", "sr_gan not a mapping", "no scale", "not a network", "constructor refuses"],
+)
+def test_weights_that_build_no_generator_are_one_line_naming_the_file(tmp_path: Path, make, config, message) -> None:
+    with pytest.raises(UserError, match=message) as caught:
+        load_generator(make(tmp_path), generator_config=config)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_zip_that_is_no_torch_file_is_one_line(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "archive.pth", "w") as archive:
+        archive.writestr("archive/notes.txt", "not weights")
+    with pytest.raises(UserError, match=r"archive\.pth: not a torch or safetensors weight file \(RuntimeError: "):
+        load_generator(tmp_path / "archive.pth")
+
+
+def test_a_first_conv_of_no_rrdbnet_scale_asks_for_the_config() -> None:
+    state = tiny_rrdbnet().state_dict()
+    state["conv_first.weight"] = torch.zeros(state["conv_first.weight"].shape[0], 5, 3, 3)  # 5 for 3 channels
+    with pytest.raises(
+        UserError, match=r"conv_first takes 5 channels for 3 output channels, which is no RRDBNet scale"
+    ):
+        infer_rrdbnet_config(state)
+
+
+def test_keys_of_another_layout_are_refused_naming_the_key() -> None:
+    state = ours_to_esrgan_old(tiny_rrdbnet().state_dict()) | {"attention.weight": torch.zeros(1)}
+    with pytest.raises(UserError, match=r"state-dict key 'attention\.weight' is not an RRDBNet key"):
+        esrgan_old_to_ours(state)
+    sequential = ours_to_sequential(tiny_rrdbnet().state_dict())
+    without_trunk = {k: v for k, v in sequential.items() if not k.startswith("model.1.sub.2.")}  # TINY: 2 RRDBs
+    with pytest.raises(UserError, match=r"not the 2018 ESRGAN layout: expected one trunk conv"):
+        sequential_to_ours(without_trunk)
+    assert sequential_to_ours(sequential).keys() == tiny_rrdbnet().state_dict().keys()
+
+
+def test_a_state_without_floats_has_no_non_finite_key() -> None:
+    from sr_gan.weights.files import non_finite_keys
+
+    assert non_finite_keys({"steps": torch.tensor(3), "name": "x"}) == []  # type: ignore[dict-item]
+    assert non_finite_keys({"steps": torch.tensor(3), "w": torch.tensor([1.0, float("nan")])}) == ["w"]
