@@ -431,6 +431,23 @@ def test_config_errors_name_the_key(tmp_path: Path, photos: Path, monkeypatch: p
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights"))  # no AlexNet here
     with pytest.raises(UserError, match="lpips=true"):
         run(_cfg(tmp_path, datasets=[str(photos)], lpips=True))
+    with pytest.raises(UserError, match="lpips=maybe is not allowed: lpips must be one of auto, true, false"):
+        run(_cfg(tmp_path, datasets=[str(photos)], lpips="maybe"))
+    with pytest.raises(UserError, match=r"datasets=\['a/Set5', 'b/Set5'\]: two entries have the same folder name"):
+        run(_cfg(tmp_path, datasets=["a/Set5", "b/Set5"]))
+
+
+def test_checkpoints_of_two_scales_or_a_row_named_bicubic_are_refused(tmp_path: Path, photos: Path) -> None:
+    _tiny_generator(tmp_path / "x2.safetensors", 0)
+    torch.manual_seed(0)
+    x4 = SRResNet(num_features=8, num_blocks=1, scale=4)
+    save_generator_file(tmp_path / "x4.safetensors", x4.state_dict(), config=TINY_G | {"scale": 4}, scale=4)
+    ckpts = [str(tmp_path / "x2.safetensors"), str(tmp_path / "x4.safetensors")]
+    with pytest.raises(UserError, match=r"^ckpt: the checkpoints have different scales \[2, 4\]: evaluate one scale"):
+        run(_cfg(tmp_path, ckpt=ckpts, datasets=[str(photos)]))
+    _tiny_generator(tmp_path / "bicubic.safetensors", 0)
+    with pytest.raises(UserError, match=r"bicubic\.safetensors: a row named 'bicubic' would hide the baseline"):
+        run(_cfg(tmp_path, ckpt=str(tmp_path / "bicubic.safetensors"), datasets=[str(photos)]))
 
 
 @pytest.mark.slow

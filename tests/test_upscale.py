@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -671,3 +672,95 @@ def test_a_profile_of_another_colour_space_is_not_carried(tmp_path: Path, ckpt: 
     assert read_picture(tmp_path / "grey.png").icc is None
     Image.fromarray(RGB).save(tmp_path / "rgb.png", icc_profile=SRGB_ICC)
     assert read_picture(tmp_path / "rgb.png").icc == SRGB_ICC
+
+
+def test_an_unwritable_folder_beside_the_inputs_asks_for_out_dir(
+    ckpt: Path, images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(folder: Path, **_: object) -> None:
+        raise UserError(f"{folder} is not writable")
+
+    monkeypatch.setattr(upscale_module, "check_writable", refuse)
+    with pytest.raises(UserError, match=rf"^cannot write the outputs beside the inputs in {images}: set out_dir= to"):
+        run(_cfg(ckpt=str(ckpt), input=str(images)))
+
+
+def test_a_refused_output_name_fails_alone_and_the_others_are_written(tmp_path: Path, ckpt: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(RGB).save(folder / "photo.bmp")
+    Image.fromarray(RGB).save(folder / "photo.jpg")
+    failures = run(_cfg(ckpt=str(ckpt), input=str(folder)))
+    assert failures == [
+        f"output {folder / 'photo_x2.png'} is also the output of {folder / 'photo.bmp'}, a picture of the same name "
+        "in the same folder: rename one of them"
+    ]
+    assert _decode(folder / "photo_x2.png").shape == (3, 2 * RGB.shape[0], 2 * RGB.shape[1])
+
+
+def test_alpha_to_jpeg_fails_alone_naming_the_file(tmp_path: Path, ckpt: Path, images: Path) -> None:
+    failures = run(_cfg(ckpt=str(ckpt), input=str(images / "*.png"), out_dir=str(tmp_path / "out"), format="jpg"))
+    assert "format=jpg cannot store the alpha channel of rgba.png: use format=png" in failures
+    assert (tmp_path / "out" / "rgb_x2.jpg").is_file() and not (tmp_path / "out" / "rgba_x2.jpg").exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (torch.OutOfMemoryError, "out of memory at tile=0, tile_batch=1: lower them (tile=0 is no tiling)"),
+        (MemoryError, "not enough memory for its x2 output image: upscale a smaller image (or crop it)"),
+    ],
+    ids=["device", "host"],
+)
+def test_running_out_of_memory_fails_that_image_alone(
+    tmp_path: Path, ckpt: Path, monkeypatch: pytest.MonkeyPatch, error: type[Exception], message: str
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(RGB).save(folder / name)
+    compute, calls = upscale_module.upscale_picture, []
+
+    def short_of_memory(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(args)
+        if len(calls) == 1:  # a.png's
+            raise error("no memory")
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(upscale_module, "upscale_picture", short_of_memory)
+    failures = run(_cfg(ckpt=str(ckpt), input=str(folder), out_dir=str(tmp_path / "out")))
+    assert failures == [f"{folder / 'a.png'}: {message}"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b_x2.png"]
+
+
+def test_input_unset_is_one_line(ckpt: Path) -> None:
+    with pytest.raises(UserError, match=r"^input is not set: add input=photos/ \(a file, a folder or a quoted glob\)$"):
+        run(_cfg(ckpt=str(ckpt), input=None))
+
+
+def test_a_warning_of_another_kind_is_shown_as_python_shows_it(
+    tmp_path: Path, ckpt: Path, images: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not turned into a `warning:` line (that is for InputWarning, the file's own): handed on to
+    Python's `warnings.showwarning` (pytest's recorder here; stderr in a terminal)."""
+
+    def warns(*args: object, **kwargs: object) -> None:
+        warnings.warn("a library's own warning", UserWarning, stacklevel=1)
+
+    monkeypatch.setattr(upscale_module, "upscale_file", warns)
+    with pytest.warns(UserWarning, match="a library's own warning"):
+        assert run(_cfg(ckpt=str(ckpt), input=str(images / "rgb.png"), out_dir=str(tmp_path / "out"))) == []
+    assert "warning: a library's own warning" not in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_weights_load_is_one_line_and_exit_130(
+    ckpt: Path, images: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upscale_module, "load_generator", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        upscale_module.main(_cfg(ckpt=str(ckpt), input=str(images)))
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["Ctrl-C: stopped before any image was upscaled"]

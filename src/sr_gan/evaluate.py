@@ -240,10 +240,8 @@ def lpips_metric(
 ) -> torch.nn.Module | None:
     """LPIPS per `lpips=auto|true|false`; never downloads, never fakes a value. `without` says
     what the user gets instead when the weights are absent."""
-    if setting is False:
+    if setting is False:  # (the schema allows auto, true and false only)
         return None
-    if setting not in (True, "auto"):
-        raise UserError(f"lpips={setting!r}: use auto, true or false")
     metric = load_lpips(device)
     if metric is None:
         hint = (
