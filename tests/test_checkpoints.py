@@ -386,6 +386,31 @@ def test_a_checkpoint_naming_files_outside_its_folder_is_refused_before_lightnin
     assert (elsewhere / "thesis.tex").read_text() == "precious"
 
 
+def test_only_mapping_callback_states_are_searched_for_file_names(tmp_path: Path) -> None:
+    """A callback state that is no mapping names no file (skipped); a mapping beside it is still checked."""
+    path = tmp_path / "run.ckpt"
+    bad = {"ModelCheckpoint": {"best_model_path": "https://example.org/best.ckpt"}}
+    torch.save({"pytorch-lightning_version": "2.5.0", "callbacks": {"Timer": [1, 2]}}, path)
+    assert load_run_checkpoint(path)["callbacks"] == {"Timer": [1, 2]}
+    torch.save({"pytorch-lightning_version": "2.5.0", "callbacks": {"Timer": [1, 2]} | bad}, path)
+    with pytest.raises(UserError, match=r"names 'https://example\.org/best\.ckpt'"):
+        load_run_checkpoint(path)
+
+
+def test_a_failed_checkpoint_write_of_no_disk_error_is_raised_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a failed write (an OSError, or torch.save's RuntimeError around one) is the one-line "cannot
+    write checkpoint": another error is a fault to report whole, and the previous checkpoint stays."""
+    path = tmp_path / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(10)}}, path)
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a fault of torch.save")))
+    with pytest.raises(RuntimeError, match="^a fault of torch.save$"):
+        SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(10)}}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 def test_a_run_folder_moved_behind_a_link_still_resumes(make_cfg, tmp_path: Path) -> None:
     """A run folder moved and reached through a link at its old place (a disk migration) names its
     checkpoints by their old real paths: resumed, not refused as crafted (a check of real paths

@@ -32,18 +32,17 @@ from lightning.fabric.plugins import TorchCheckpointIO
 
 from sr_gan.atomic import atomic_path, remove_stale_temporaries
 from sr_gan.errors import UserError
-from sr_gan.weights import is_url, load_state_file, non_finite_keys
+from sr_gan.weights import load_state_file, non_finite_keys
 from sr_gan.weights.remote import fetch
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def downloaded(url: str, *, folder: str | Path | None = None) -> Iterator[Path]:
-    """`url` downloaded into a temporary file in `folder` (default: the system's), removed when the
-    block ends. A UserError raised in the block names `url`, not the temporary file."""
-    if folder is not None:
-        Path(folder).mkdir(parents=True, exist_ok=True)
+def downloaded(url: str, *, folder: str | Path) -> Iterator[Path]:
+    """`url` downloaded into a temporary file in `folder`, removed when the block ends. A UserError
+    raised in the block names `url`, not the temporary file."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".sr_gan-download-", dir=folder) as temporary:
         local = Path(temporary) / "checkpoint.ckpt"
         fetch(url, local, key="ckpt_path")
@@ -98,12 +97,9 @@ def _naming(url: str, local: Path) -> Iterator[None]:
 
 
 def load_run_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
-    """A training run's checkpoint (a local file or an http(s) URL), read code-free; weights alone
-    are a one-line UserError naming model.init_from. `mmap` maps a local file instead of reading it:
-    sr_gan.train's look at the networks a checkpoint holds, before Lightning loads it in full."""
-    if is_url(path):
-        with downloaded(str(path)) as local:
-            return load_run_checkpoint(local)
+    """A training run's checkpoint file, read code-free (a URL is fetched first: `downloaded_once`);
+    weights alone are a one-line UserError naming model.init_from. `mmap` maps the file instead of
+    reading it: sr_gan.train's look at the networks a checkpoint holds, before Lightning loads it in full."""
     checkpoint = load_state_file(path, mmap=mmap, refusal=lambda start: _not_a_checkpoint(path, start))
     if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
         raise UserError(
