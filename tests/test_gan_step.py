@@ -267,6 +267,39 @@ def test_a_gan_loss_without_discriminator_names_every_discriminator_option() -> 
     assert f"discriminator={'|'.join(options)} " in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"pixel_loss": None, "perceptual_loss": None, "adversarial_loss": None, "discriminator": None},
+            r"^the loss has no term: pick one, e\.g\. loss=l1, loss=vgg54, loss=srgan or loss=ragan$",
+        ),
+        ({"adversarial_loss": None}, r"^a discriminator is configured but the loss has no adversarial term: set"),
+        ({"optimizer_d": None}, r"^a discriminator needs an optimizer: set optim\.discriminator$"),
+        ({"ema_decay": 1.0}, r"^model\.ema_decay=1\.0 must be in \(0, 1\), or null to switch EMA off$"),
+        ({"accumulate_batches": 0}, r"^optim\.accumulate_batches=0 must be >= 1$"),
+    ],
+    ids=["no term", "D without GAN term", "D without optimizer", "ema 1", "accumulate 0"],
+)
+def test_a_module_that_cannot_train_is_refused_when_built(overrides: dict, message: str) -> None:
+    """What the config schema refuses on the command line, the module refuses from Python too."""
+    with pytest.raises(UserError, match=message):
+        make_module(**overrides)
+
+
+def test_calling_the_module_upscales_with_the_generator_it_validates() -> None:
+    """`module(lr)`: the EMA generator when the run keeps one (what validation and export use), else G."""
+    lr = fixed_batch()["lr"]
+    plain, _, _ = make_module()
+    with_ema, _, _ = make_module(ema_decay=0.9)
+    with torch.no_grad():
+        for parameter in with_ema.generator_ema.parameters():
+            parameter.add_(0.5)
+        assert torch.equal(plain(lr), plain.generator(lr))
+        assert torch.equal(with_ema(lr), with_ema.generator_ema(lr))
+        assert not torch.equal(with_ema(lr), with_ema.generator(lr))
+
+
 def test_a_generator_of_another_scale_is_one_line_naming_the_shapes(tmp_path: Path) -> None:
     """A generator of the user's own built for x1 while the data is x2: the losses' broadcasting failed
     deep in the G step with a RuntimeError traceback; nothing is stepped."""
