@@ -541,6 +541,8 @@ def test_bad_values_stop_before_out_dir_is_made(
         ("data: {scale: 2\n", "is not valid YAML (line 2: expected ',' or '}'"),
         ("- data\n- trainer\n", "holds a list, not a mapping"),
         ("", "is empty"),
+        ("trainer: {max_steps: 4}\n", "has no data.scale"),
+        ("data: {patch_size: 32}\n", "has no data.scale"),
         (LAUGHS, "is not valid YAML (line 1: its aliases expand it past 100,000 values)"),  # 10**9 hung compare
         ("data: &a {scale: 2, again: *a}\n", "is not valid YAML (line 1: an alias makes it hold itself)"),
         ("data: {scale: 2}\nx: " + "[" * 100_000 + "]" * 100_000 + "\n", "is not valid YAML (maximum recursion"),
@@ -664,6 +666,29 @@ def test_runs_are_named_by_their_shortest_distinct_path_joined_with_slashes(tmp_
         write_run(tmp_path / "c"),
     ]
     assert [r.name for r in read_runs(paths)] == ["a/x/run", "b/x/run", "c"]
+
+
+def test_no_run_given_or_a_glob_of_folders_holding_none_is_one_line(tmp_path: Path) -> None:
+    from sr_gan.run_folders import find_runs
+
+    with pytest.raises(UserError, match=r"^no runs given: python -m sr_gan\.compare logs/train/multiruns/<time>"):
+        find_runs([])
+    (tmp_path / "notes" / "drafts").mkdir(parents=True)
+    with pytest.raises(UserError, match=rf"^runs: {tmp_path}/\* holds no run folder \(config\.yaml or \.hydra/\)$"):
+        find_runs([f"{tmp_path}/*"])
+    run = write_run(tmp_path / "run")
+    assert find_runs([f"{tmp_path}/*"]) == [run]  # the folder of none is passed over
+
+
+def test_a_metrics_line_cut_short_by_a_crash_is_left_out(tmp_path: Path) -> None:
+    from sr_gan.run_folders import read_metrics
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,lr\n1,2.5e-05\n3,2.5e\n5,2.5e-06\n")  # the middle line was cut mid-number
+    assert read_metrics(path) == [
+        {"step": 1.0, "lr": 2.5e-05, "batch": 2},
+        {"step": 5.0, "lr": 2.5e-06, "batch": 6},
+    ]
 
 
 def test_labels_use_the_shortest_unambiguous_key() -> None:
@@ -833,6 +858,8 @@ def test_crops_figure_labels_each_tile_with_its_psnr_against_hr_and_marks_a_miss
         (5e-3, "0.005"),
         (2.5e-06, "2.5e-06"),
         (0.123456, "0.123456"),
+        (True, "true"),
+        (None, "null"),
         (64, "64"),
         ([1e-4, 0.0002110151383845], "[0.0001, 0.000211]"),
     ],
