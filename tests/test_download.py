@@ -350,3 +350,30 @@ def test_cli_defaults_fetch_what_the_configs_read_where_they_read_it(
     assert fetched == [(download.BENCHMARK_URL + download.BENCHMARK_ARCHIVE.filename, data_dir)]
     lines = capsys.readouterr().out.splitlines()[1:]  # after DIV2K's line
     assert [line.split(":")[0] for line in lines] == list(download.BENCHMARK_SETS)
+
+
+def test_an_unpinned_file_that_is_no_archive_is_refused_and_not_kept(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, folder = served
+    (folder / "page.zip").write_bytes(b"<html>moved</html>")  # a web page served under the archive's name
+    with pytest.warns(UserWarning, match="no pinned checksum"):
+        with pytest.raises(UserError, match=r"page\.zip is neither a zip nor a tar archive$"):
+            download_and_extract(f"{url}/page.zip", tmp_path / "data", sha256=None)
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_unpinned_archive_already_there_is_extracted_without_a_download(tmp_path: Path) -> None:
+    """Without a pin nothing can tell a partial file from the archive: the one there is unpacked (the
+    URL is never fetched: it names no server here)."""
+    (tmp_path / "data").mkdir()
+    make_zip(tmp_path / "data" / "pngs.zip", tiny_pngs())
+    download_and_extract("http://127.0.0.1:9/pngs.zip", tmp_path / "data", sha256=None)
+    assert (tmp_path / "data" / "set/HR/im0.png").is_file() and not (tmp_path / "data" / "pngs.zip").exists()
+
+
+def test_unknown_parts_or_sets_from_python_are_one_line(tmp_path: Path) -> None:
+    """The command line's choices refuse them first; the functions refuse them too, before any download."""
+    with pytest.raises(UserError, match=r"^unknown DIV2K parts \['x5'\]: choose from \['train_hr', "):
+        download.download_div2k(tmp_path, ["x4", "x5"], base_url="http://127.0.0.1:9")
+    with pytest.raises(UserError, match=r"^unknown benchmark sets \['Set15'\]: choose from \['Set5', "):
+        download.download_benchmarks(tmp_path, ["Set5", "Set15"], base_url="http://127.0.0.1:9")
+    assert list(tmp_path.iterdir()) == []
