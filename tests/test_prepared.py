@@ -534,3 +534,92 @@ def test_cli_a_source_removed_while_preparing_is_one_line(
         main([str(source), "--no-progress"])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "gone.png" in err
+
+
+def test_progress_bars_and_the_count_line(
+    source: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `python -m sr_gan.data.prepare` shows by default (its tests run with --no-progress)."""
+    monkeypatch.setenv("COLUMNS", "1000")  # the bar's line whole, long path and count
+    out = prepare_folder(source, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == f"{source}: 4 images prepared, 0 already were, in {out}"
+    assert "4/4" in captured.out + captured.err  # the bar's count (rich writes to the console it finds)
+    (out / "b.png.npy").unlink()
+    prepare_folder(source, progress=True)
+    assert capsys.readouterr().out.splitlines()[-1] == f"{source}: 1 images prepared, 3 already were, in {out}"
+    PreparedImages(out).verify(progress=True)
+    assert f"verifying {out}" in "".join(capsys.readouterr())
+
+
+def test_verify_names_an_array_that_cannot_be_read(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = prepare_folder(source, progress=False)
+    images = PreparedImages(out)
+    checksum = prepared_module.file_checksum
+
+    def unreadable(path: Path, algorithm: str) -> str:
+        if path.name == "b.png.npy":
+            raise PermissionError(13, "Permission denied")
+        return checksum(path, algorithm)
+
+    monkeypatch.setattr(prepared_module, "file_checksum", unreadable)
+    with pytest.raises(UserError, match=rf"^1 prepared arrays of {out} changed since preparing \(b\.png\.npy\)"):
+        images.verify()
+
+
+def test_blake2b_checksums_are_verified_where_xxhash_is_missing(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without xxhash (an optional speed-up) arrays are checksummed with blake2b; a folder checksummed
+    with xxh3_64 then asks for xxhash; an unknown algorithm asks to prepare again."""
+    import hashlib
+
+    out = prepare_folder(source, progress=False)
+    array = out / "a.png.npy"
+    assert prepared_module.file_checksum(array, "blake2b") == (
+        "blake2b:" + hashlib.blake2b(array.read_bytes(), digest_size=16).hexdigest()
+    )
+    manifest = json.loads((out / MANIFEST).read_text())
+    xxh3 = manifest["images"][0]["checksum"]
+    for entry in manifest["images"]:
+        entry["checksum"] = prepared_module.file_checksum(out / entry["file"], "blake2b")
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    PreparedImages(out).verify()
+    flip_last_byte(array)
+    with pytest.raises(UserError, match=r"changed since preparing \(a\.png\.npy\)"):
+        PreparedImages(out).verify()
+    with pytest.raises(UserError, match=r"^unknown checksum algorithm 'md4': rerun python -m sr_gan\.data\.prepare$"):
+        prepared_module.file_checksum(array, "md4")
+    monkeypatch.setattr(prepared_module, "xxhash", None)
+    with pytest.raises(UserError, match=r"checksummed with xxh3_64: pip install xxhash to verify it$"):
+        prepared_module.file_checksum(array, xxh3.partition(":")[0])
+
+
+def test_a_full_disk_while_storing_an_array_is_one_line(source: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepared_module.np, "save", full)
+    with pytest.raises(UserError, match=r"^cannot write .*a\.png\.npy: No space left on device$"):
+        prepare_folder(source, progress=False)
+    assert not list(prepared_dir(source).glob("*.npy")) and not list(prepared_dir(source).glob(".*.tmp"))
+
+
+def test_an_unreadable_manifest_or_a_journal_line_cut_by_a_crash_is_rebuilt(source: Path) -> None:
+    out = prepare_folder(source, progress=False)
+    (out / MANIFEST).write_text('{"images": [')  # cut mid-write by hand or a crash
+    with pytest.raises(
+        UserError, match=rf"^{out / MANIFEST} is unreadable \(.*\): run python -m sr_gan\.data\.prepare"
+    ):
+        PreparedImages(out)
+    before = inodes(out)
+    prepare_folder(source, progress=False)
+    assert all(inodes(out)[name] != inode for name, inode in before.items())  # nothing could be trusted
+    assert len(PreparedImages(out)) == 4
+    journal = [json.loads(line.rstrip(",")) for line in (out / MANIFEST).read_text().splitlines()[1:-1]]
+    (out / MANIFEST).unlink()
+    header = {"format": "x"}
+    lines = [json.dumps(header), *(json.dumps({**entry, "version": VERSION}) for entry in journal[:2])]
+    (out / JOURNAL).write_text("\n".join(lines) + '\n{"name": "c.png", "fi')  # the third line cut by a kill
+    before = inodes(out)
+    prepare_folder(source, progress=False)
+    after = inodes(out)
+    assert sorted(name for name in before if after[name] == before[name]) == sorted(e["file"] for e in journal[:2])
