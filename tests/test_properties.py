@@ -19,6 +19,7 @@ from skimage import data as skdata
 from torchvision.io import write_png
 
 from sr_gan.data import SRDataModule, paired_augment
+from sr_gan.errors import UserError
 from sr_gan.losses import RelativisticGANLoss, VanillaGANLoss
 from sr_gan.metrics import psnr, ssim
 
@@ -175,3 +176,54 @@ def test_ragan_l_d_fake_trains_d_through_the_real_mean() -> None:
     sigma = 1 / (1 + np.exp(-(f - r.mean())))
     np.testing.assert_allclose(real.grad.numpy(), np.full(4, -0.5 * sigma.mean() / 4), rtol=1e-6)
     np.testing.assert_allclose(fake.grad.numpy(), 0.5 * sigma / 4, rtol=1e-6)
+
+
+def _bad_arguments() -> dict[str, tuple[object, type[Exception], str]]:
+    from sr_gan.callbacks import BatchBudget
+    from sr_gan.data.sampler import PatchStream
+    from sr_gan.imageio import list_images
+    from sr_gan.lit.ema import EMAUpdater
+    from sr_gan.lit.guard import NonFiniteGuard
+    from sr_gan.metrics import crop_border, rgb_to_y
+    from sr_gan.ops import imresize
+    from sr_gan.weights.allowlist import check_generator_config
+
+    x = torch.zeros(1, 3, 4, 4)
+    two_layers = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    config = {"_target_": "sr_gan.archs.RRDBNet", "act_layer": {1: "x"}}
+    return {
+        "rgb_to_y grey": (
+            lambda: rgb_to_y(x[:, :1]),
+            ValueError,
+            r"expected \(B, 3, H, W\) RGB, got shape \(1, 1, 4, 4\)",
+        ),
+        "crop_border -1": (lambda: crop_border(x, -1), ValueError, r"crop_border: n must be >= 0, got -1"),
+        "imresize 2-d": (lambda: imresize(x[0, 0], scale=2), ValueError, r"x must be \(B, C, H, W\) or \(C, H, W\)"),
+        "imresize scale 0": (lambda: imresize(x, scale=0), ValueError, r"scale must be positive, got 0"),
+        "imresize size 0": (lambda: imresize(x, size=(0, 3)), ValueError, r"size must be positive, got \(0, 3\)"),
+        "no images": (lambda: PatchStream(0, seed=1), ValueError, r"PatchStream needs at least one image"),
+        "EMA of another net": (
+            lambda: EMAUpdater(torch.nn.Linear(2, 2), two_layers),
+            ValueError,
+            r"the EMA copy and the generator differ in structure",
+        ),
+        "patience 0": (lambda: NonFiniteGuard(0), UserError, r"module\.nonfinite_patience=0 must be >= 1"),
+        "budget 0": (lambda: BatchBudget(0), ValueError, r"trainer\.max_steps must be a positive number of batches"),
+        "no folder": (
+            lambda: list_images("/nowhere/hr"),
+            FileNotFoundError,
+            r"image folder /nowhere/hr does not exist",
+        ),
+        "non-text key": (
+            lambda: check_generator_config(config),
+            UserError,
+            r"refused: its generator config has a non-text key 1 at act_layer$",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_arguments()))
+def test_public_functions_refuse_bad_arguments_naming_them(case: str) -> None:
+    call, error, message = _bad_arguments()[case]
+    with pytest.raises(error, match=message):
+        call()

@@ -409,6 +409,16 @@ def test_small_patches_and_bad_inputs() -> None:
         RealESRGANDegradation(first=quiet_stage(kernel_prob=[1, 0]), second=quiet_stage())
     with pytest.raises(UserError, match=r"^degradation\.kernel_size_range=\[6, 21\]"):
         RealESRGANDegradation(first=quiet_stage(), second=quiet_stage(), kernel_size_range=(6, 21))
+    with pytest.raises(
+        UserError, match=r"^degradation\.first\.resize_range=\[1\.2, 1\.5\] must be \[down <= 1, up >= 1\]$"
+    ):
+        RealESRGANDegradation(first=quiet_stage(resize_range=[1.2, 1.5]), second=quiet_stage())
+    with pytest.raises(
+        UserError, match=r"^degradation\.second\.resize_range=\[0\.5, 0\.8\] must be \[down <= 1, up >= 1\]$"
+    ):
+        RealESRGANDegradation(first=quiet_stage(), second=quiet_stage(resize_range=[0.5, 0.8]))
+    with pytest.raises(TypeError, match=r"HR batch is torch\.uint8; pass floats in \[0, 1\] \(uint8 / 255\)"):
+        degradation((batch(2, 16) * 255).to(torch.uint8))
 
 
 def test_an_out_of_range_value_is_named_by_its_config_key(make_cfg, capsys: pytest.CaptureFixture) -> None:
