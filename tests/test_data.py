@@ -578,6 +578,21 @@ def test_demo_photos_are_whole_or_a_one_line_error(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # neither the set nor its staging folder
 
 
+def test_demo_photos_of_another_scikit_image_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo the release lacks or ships smaller than 256 px is skipped; a split left with none is one
+    line and leaves no set; an empty folder in the set's place (made by hand) is taken over."""
+    monkeypatch.setattr(demo, "DEMO_PHOTOS", ("astronaut.png", "gone.png", "chelsea.png", "coffee.png"))
+    monkeypatch.setattr(demo, "MIN_SIDE", 350)  # chelsea.png is 300 x 451, coffee.png 400 x 600
+    (tmp_path / "photos").mkdir()
+    demo.prepare_skimage_photos(tmp_path / "photos")
+    assert sorted(p.name for p in (tmp_path / "photos" / "train").iterdir()) == ["astronaut.png"]
+    assert sorted(p.name for p in (tmp_path / "photos" / "val").iterdir()) == ["coffee.png"]
+    monkeypatch.setattr(demo, "VAL_PHOTOS", ("chelsea",))
+    with pytest.raises(UserError, match=r"^scikit-image .* ships none of the val demo photos in .*: point data\."):
+        demo.prepare_skimage_photos(tmp_path / "other")
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"]
+
+
 def test_demo_refuses_a_foreign_folder_and_honours_the_cache_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
