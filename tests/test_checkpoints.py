@@ -1280,3 +1280,14 @@ def test_a_checkpoint_path_that_is_no_weight_file_names_ckpt_path_and_what_to_pa
     empty.write_bytes(b"")
     with pytest.raises(UserError, match=r"is not a checkpoint \(it is empty\)"):
         load_run_checkpoint(empty)
+
+
+def test_bests_of_an_earlier_segment_are_read_only_from_a_mapping_of_numbers(tmp_path: Path) -> None:
+    from sr_gan.loggers import BESTS, read_bests
+
+    assert read_bests(tmp_path) == {}  # none written
+    (tmp_path / BESTS).parent.mkdir()
+    (tmp_path / BESTS).write_text('["val/psnr", 30.5]')
+    assert read_bests(tmp_path) == {}
+    (tmp_path / BESTS).write_text('{"val/psnr": 30, "val/ssim": "high", "train/l_g_pix": 0.1}')
+    assert read_bests(tmp_path) == {"val/psnr": 30.0}  # a number of a key W&B summarises as a best

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -74,6 +75,9 @@ def test_a_clones_commit_is_recorded_dirty_while_its_tracked_files_differ(tmp_pa
     assert source_commit(root) == git("rev-parse", "HEAD")
     (root / "train.py").write_text("lr = 1e-3\n")
     assert source_commit(root) == f"{git('rev-parse', 'HEAD')}-dirty"
+    shutil.rmtree(root / ".git")
+    (root / ".git").write_text("gitdir: /nowhere\n")  # a damaged clone: git cannot tell, the run goes on
+    assert source_commit(root) is None
 
 
 def test_a_resumed_run_adds_its_segment_to_the_recorded_wall_time(tmp_path: Path) -> None:
