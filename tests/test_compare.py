@@ -868,3 +868,25 @@ def test_a_float_cell_keeps_its_exponent_in_a_narrow_column(value: object, cell:
     """An Optuna trial's learning rate, 3.304463634024566e-05, was cut by the table to
     '3.304463634024566e…'; values as written in a config stay as written."""
     assert format_value(value) == cell
+
+
+def test_runs_without_samples_or_without_a_common_image_get_curves_and_no_plane(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Samples of no common image: the crops, but no perception-distortion plane (its scores compare
+    the same images). No run kept samples: the curves alone, and a note naming the runs. An earlier
+    comparison's crops and plane in the same out_dir are removed, not left as if of these runs."""
+    a, b = write_run(tmp_path / "a"), write_run(tmp_path / "b", features=4)
+    figures = tmp_path / "compare"
+    run(_cfg(a, b, plane=True))
+    assert sorted(p.name for p in figures.glob("*.png")) == ["crops.png", "curves.png", "perception_distortion_val.png"]
+    for run_folder, other in ((a, "coffee"), (b, "astronaut")):  # a keeps astronaut, b coffee
+        for folder in (run_folder / "samples").iterdir():
+            (folder / f"{other}.png").unlink()
+    run(_cfg(a, b, plane=True))
+    assert sorted(p.name for p in figures.glob("*.png")) == ["crops.png", "curves.png"]
+    for png in [*a.glob("samples/*/*.png"), *b.glob("samples/*/*.png")]:
+        png.unlink()
+    run(_cfg(a, b, plane=True))
+    assert sorted(p.name for p in figures.glob("*.png")) == ["curves.png"]
+    assert "note: no validation samples at the picked checkpoint of a, b" in capsys.readouterr().out

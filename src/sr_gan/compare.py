@@ -187,15 +187,17 @@ def draw(
     figures = [save_figure(curves_figure(runs, labels, smoothing=cfg.smoothing), out_dir / "curves.png")]
     if missing := [run.name for run in runs if run.name not in strips]:
         console.print(f"note: no validation samples at the picked checkpoint of {', '.join(missing)}")
-    if not strips:
-        return figures, {}, []
-    figures.append(save_figure(crops_figure(strips, crops, labels), out_dir / "crops.png"))
     scores: list[dict[str, Any]] = []
-    if cfg.plane:
+    if strips:
+        figures.append(save_figure(crops_figure(strips, crops, labels), out_dir / "crops.png"))
+    if strips and cfg.plane:
         without = "perception-distortion plane on VIF-P, not LPIPS"
         lpips = lpips_metric(cfg.lpips, resolve_device(cfg.device), console, without=without)
         scores = plane_rows(strips, Scorer(scale=scale, lpips=lpips, vif=lpips is None))
         figures += reports.plot_datasets(scores, out_dir=out_dir, scale=scale, baseline=BICUBIC) if scores else []
+    for figure in (out_dir / "crops.png", out_dir / f"perception_distortion_{PLANE_SET}.png"):
+        if figure not in figures:  # an earlier comparison's, in this out_dir: not of these runs
+            figure.unlink(missing_ok=True)
     return figures, crops, scores
 
 
