@@ -885,6 +885,9 @@ def test_runs_without_samples_or_without_a_common_image_get_curves_and_no_plane(
             (folder / f"{other}.png").unlink()
     run(_cfg(a, b, plane=True))
     assert sorted(p.name for p in figures.glob("*.png")) == ["crops.png", "curves.png"]
+    assert (
+        "note: no validation image has a sample of every run: no perception-distortion plane" in capsys.readouterr().out
+    )
     for png in [*a.glob("samples/*/*.png"), *b.glob("samples/*/*.png")]:
         png.unlink()
     run(_cfg(a, b, plane=True))

@@ -195,6 +195,8 @@ def draw(
         lpips = lpips_metric(cfg.lpips, resolve_device(cfg.device), console, without=without)
         scores = plane_rows(strips, Scorer(scale=scale, lpips=lpips, vif=lpips is None))
         figures += reports.plot_datasets(scores, out_dir=out_dir, scale=scale, baseline=BICUBIC) if scores else []
+        if not scores:
+            console.print("note: no validation image has a sample of every run: no perception-distortion plane")
     for figure in (out_dir / "crops.png", out_dir / f"perception_distortion_{PLANE_SET}.png"):
         if figure not in figures:  # an earlier comparison's, in this out_dir: not of these runs
             figure.unlink(missing_ok=True)
