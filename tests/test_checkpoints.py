@@ -1291,3 +1291,9 @@ def test_bests_of_an_earlier_segment_are_read_only_from_a_mapping_of_numbers(tmp
     assert read_bests(tmp_path) == {}
     (tmp_path / BESTS).write_text('{"val/psnr": 30, "val/ssim": "high", "train/l_g_pix": 0.1}')
     assert read_bests(tmp_path) == {"val/psnr": 30.0}  # a number of a key W&B summarises as a best
+
+
+def test_a_run_without_an_earlier_config_keeps_nothing(tmp_path: Path) -> None:
+    resolved = {"seed": 1, "model": {"init_from": None}, "data": {"seed": 2}}
+    assert keep_recorded_start(resolved, tmp_path / "config.yaml") == []
+    assert resolved == {"seed": 1, "model": {"init_from": None}, "data": {"seed": 2}}

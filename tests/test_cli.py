@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -520,3 +521,22 @@ def test_ddp_accumulation_averages_each_iteration_over_the_ranks(tmp_path: Path)
     joint = _weights_after(tmp_path / "joint", "data.batch_size=4", "optim.accumulate_batches=2")
     for key in ranks:
         torch.testing.assert_close(ranks[key], joint[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_other_hydra_errors_are_not_taken_for_the_ones_given_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only `experiment=null` and `--cfg hydra --resolve` get their one line; any other ValueError or
+    interpolation error is Hydra's (or ours) and is raised as it is."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    from sr_gan.cli import _hydra_alone, _null_group
+
+    monkeypatch.setattr(sys, "argv", ["train", "experiment=null"])
+    assert _null_group(ValueError("Config group override must be a string or a list. Got NoneType")) is not None
+    assert _null_group(ValueError("another value error")) is None
+    err = InterpolationResolutionError("x")
+    monkeypatch.setattr(sys, "argv", ["train", "--cfg", "job", "--resolve"])
+    assert _hydra_alone(err) is None
+    monkeypatch.setattr(sys, "argv", ["train", "--cfg", "hydra"])
+    assert _hydra_alone(err) is None
+    monkeypatch.setattr(sys, "argv", ["train", "--cfg", "hydra", "--resolve"])
+    assert _hydra_alone(err).startswith("--cfg hydra --resolve: a key of hydra reads the tool's config")

@@ -222,6 +222,8 @@ def test_usm_matches_an_independent_transcription(photo: np.ndarray) -> None:
     np.testing.assert_allclose(usm_sharpen(x)[0].numpy(), expected, atol=2e-5)
     flat = torch.full((1, 3, 40, 40), 0.3)
     torch.testing.assert_close(usm_sharpen(flat), flat)  # nothing to sharpen
+    row = x[..., :1, :40]  # (1, 3, 1, 40): a side of one pixel reflects onto itself
+    torch.testing.assert_close(usm_sharpen(row), usm_sharpen(row.expand(1, 3, 40, 40).contiguous())[..., :1, :])
 
 
 def test_categorical_draws_follow_their_probabilities() -> None:
