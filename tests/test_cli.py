@@ -540,3 +540,15 @@ def test_other_hydra_errors_are_not_taken_for_the_ones_given_a_line(monkeypatch:
     assert _hydra_alone(err) is None
     monkeypatch.setattr(sys, "argv", ["train", "--cfg", "hydra", "--resolve"])
     assert _hydra_alone(err).startswith("--cfg hydra --resolve: a key of hydra reads the tool's config")
+
+
+def test_an_error_that_is_no_user_error_keeps_its_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A fault of ours (or a library's) must not be dressed as the user's one-line mistake with status 2."""
+    from sr_gan.errors import exit_on_user_error
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="^a bug$"):
+        exit_on_user_error(broken)()
+    assert capsys.readouterr().err == ""

@@ -790,3 +790,14 @@ def test_loader_workers_ignore_ctrl_c_and_keep_lightnings_worker_seeding(
     ours, lightnings = drawn
     assert ours[0] is signal.SIG_IGN and lightnings[0] is not signal.SIG_IGN
     assert torch.equal(ours[1], lightnings[1]) and np.array_equal(ours[2], lightnings[2]) and ours[3] == lightnings[3]
+
+
+def test_a_stand_in_is_one_image_weighted_zero() -> None:
+    """What a DDP rank left without a validation image of its own validates (its loader's length 1)."""
+    from sr_gan.data.datamodule import StandIn
+
+    images = [{"lr": torch.full((3, 2, 2), float(i)), "hr": torch.full((3, 4, 4), float(i))} for i in range(3)]
+    stand_in = StandIn(images)  # type: ignore[arg-type]
+    assert len(stand_in) == 1 and len(torch.utils.data.DataLoader(stand_in, batch_size=1)) == 1
+    item = stand_in[0]
+    assert torch.equal(item["lr"], images[0]["lr"]) and item["weight"] == 0.0
