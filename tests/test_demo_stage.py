@@ -204,3 +204,15 @@ def test_the_source_digest_covers_the_whole_package_by_name_and_bytes(
     assert demo_stage.source_digest(package) == digest
     (package / "sub" / "b.py").rename(package / "sub" / "c.py")
     assert demo_stage.source_digest(package) != digest
+
+
+def test_the_stage_composes_alike_inside_a_hydra_app(make_cfg) -> None:
+    """`python -m sr_gan.train` calls it inside Hydra's app (its global Hydra set): composed with that
+    one rather than a context of its own, to the same stage."""
+    from hydra import initialize_config_dir
+
+    cfg = make_cfg("loss=ragan", "demo_psnr_init=true")
+    alone = demo_stage.stage_config(cfg)
+    with initialize_config_dir(config_dir=str(demo_stage.CONF_DIR), version_base="1.3"):
+        inside = demo_stage.stage_config(cfg)
+    assert inside.config == alone.config and inside.config.loss.get("adversarial") is None
