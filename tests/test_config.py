@@ -475,3 +475,9 @@ def test_wandb_is_offline_unless_wandb_mode_is_online(
         monkeypatch.setenv("WANDB_MODE", mode)
     wandb = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "logger" / "wandb.yaml").wandb
     assert (wandb.offline, wandb.log_model) == (offline, not offline)
+
+
+def test_a_sweep_folder_without_its_multirun_yaml_sweeps_no_key(tmp_path: Path) -> None:
+    from sr_gan.config import _swept_keys
+
+    assert _swept_keys(tmp_path / "multirun.yaml") == set()  # (a launcher that writes none)

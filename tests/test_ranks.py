@@ -438,3 +438,14 @@ def test_a_ranks_own_timeout_error_is_no_collective_timeout() -> None:
     a hung file system's read) with the same words is its own failure, reported as it is."""
     assert is_timeout(RuntimeError("[gloo] Timed out waiting 60000ms for recv operation to complete"))
     assert not is_timeout(TimeoutError("Timed out waiting for /data/DIV2K to answer"))
+
+
+def test_a_variable_the_user_had_set_is_given_back_when_the_job_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MASTER_ADDR exported in the shell (no LOCAL_RANK: the ranks are this job's to start): the job's
+    own value goes with it, the user's comes back for the sweep's next job."""
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.1.1.1")
+    with ranks_of_this_job():
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29500", NODE_RANK="0", LOCAL_RANK="0", WORLD_SIZE="2")
+    assert {name: os.environ.get(name) for name in RANK_VARIABLES if name in os.environ} == {"MASTER_ADDR": "10.1.1.1"}
