@@ -540,7 +540,10 @@ def test_progress_bars_and_the_count_line(
     source: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What `python -m sr_gan.data.prepare` shows by default (its tests run with --no-progress)."""
-    monkeypatch.setenv("COLUMNS", "1000")  # the bar's line whole, long path and count
+    import rich
+
+    monkeypatch.setenv("COLUMNS", "1000")  # the bar's line whole, long path and count:
+    monkeypatch.setattr(rich, "_console", None)  # rich's shared console, made anew with that width
     out = prepare_folder(source, progress=True)
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == f"{source}: 4 images prepared, 0 already were, in {out}"
