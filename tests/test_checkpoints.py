@@ -34,7 +34,7 @@ from sr_gan.callbacks import CTRL_C_NOTICE
 from sr_gan.checkpoint_io import SafeCheckpointIO, downloaded, downloaded_once, load_run_checkpoint
 from sr_gan.config import keep_recorded_start
 from sr_gan.errors import UserError
-from sr_gan.loggers import ResumableCSVLogger, SRWandbLogger, folder_run_id
+from sr_gan.loggers import BESTS, ResumableCSVLogger, SRWandbLogger, folder_run_id, read_bests
 from sr_gan.train import _resume_hint, resolve_ckpt_path, train
 from tests.conftest import TINY
 from tests.helpers import LAUGHS, SRC, child_env, file_size_limit, run_module, serve_folder, wandb_records
@@ -405,7 +405,11 @@ def test_a_failed_checkpoint_write_of_no_disk_error_is_raised_as_it_is(
     path = tmp_path / "last.ckpt"
     SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(10)}}, path)
     before = path.read_bytes()
-    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a fault of torch.save")))
+
+    def faulty_save(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a fault of torch.save")
+
+    monkeypatch.setattr(torch, "save", faulty_save)
     with pytest.raises(RuntimeError, match="^a fault of torch.save$"):
         SafeCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(10)}}, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
@@ -1283,8 +1287,6 @@ def test_a_checkpoint_path_that_is_no_weight_file_names_ckpt_path_and_what_to_pa
 
 
 def test_bests_of_an_earlier_segment_are_read_only_from_a_mapping_of_numbers(tmp_path: Path) -> None:
-    from sr_gan.loggers import BESTS, read_bests
-
     assert read_bests(tmp_path) == {}  # none written
     (tmp_path / BESTS).parent.mkdir()
     (tmp_path / BESTS).write_text('["val/psnr", 30.5]')

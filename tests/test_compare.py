@@ -30,7 +30,7 @@ from sr_gan.evaluate import run as evaluate
 from sr_gan.evaluate_report import to_markdown
 from sr_gan.imageio import image_size
 from sr_gan.metrics import psnr
-from sr_gan.run_folders import differing_keys, format_value, read_runs, short_labels
+from sr_gan.run_folders import differing_keys, find_runs, format_value, read_metrics, read_runs, short_labels
 from tests.helpers import LAUGHS, png_bomb, run_module, wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -669,8 +669,6 @@ def test_runs_are_named_by_their_shortest_distinct_path_joined_with_slashes(tmp_
 
 
 def test_no_run_given_or_a_glob_of_folders_holding_none_is_one_line(tmp_path: Path) -> None:
-    from sr_gan.run_folders import find_runs
-
     with pytest.raises(UserError, match=r"^no runs given: python -m sr_gan\.compare logs/train/multiruns/<time>"):
         find_runs([])
     (tmp_path / "notes" / "drafts").mkdir(parents=True)
@@ -681,8 +679,6 @@ def test_no_run_given_or_a_glob_of_folders_holding_none_is_one_line(tmp_path: Pa
 
 
 def test_a_metrics_line_cut_short_by_a_crash_is_left_out(tmp_path: Path) -> None:
-    from sr_gan.run_folders import read_metrics
-
     path = tmp_path / "metrics.csv"
     path.write_text("step,lr\n1,2.5e-05\n3,2.5e\n5,2.5e-06\n")  # the middle line was cut mid-number
     assert read_metrics(path) == [

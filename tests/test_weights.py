@@ -26,7 +26,7 @@ from sr_gan.weights import (
     save_generator_file,
     sequential_to_ours,
 )
-from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY
+from sr_gan.weights.files import GENERATOR_KEY, SCALE_KEY, non_finite_keys
 from tests.helpers import TINY_RRDBNET, tiny_rrdbnet, upscale
 
 
@@ -537,7 +537,5 @@ def test_keys_of_another_layout_are_refused_naming_the_key() -> None:
 
 
 def test_a_state_without_floats_has_no_non_finite_key() -> None:
-    from sr_gan.weights.files import non_finite_keys
-
     assert non_finite_keys({"steps": torch.tensor(3), "name": "x"}) == []  # type: ignore[dict-item]
     assert non_finite_keys({"steps": torch.tensor(3), "w": torch.tensor([1.0, float("nan")])}) == ["w"]
