@@ -526,9 +526,10 @@ def test_ddp_accumulation_averages_each_iteration_over_the_ranks(tmp_path: Path)
 def test_other_hydra_errors_are_not_taken_for_the_ones_given_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only `experiment=null` and `--cfg hydra --resolve` get their one line; any other ValueError or
     interpolation error is Hydra's (or ours) and is raised as it is."""
+    from omegaconf import OmegaConf
     from omegaconf.errors import InterpolationResolutionError
 
-    from sr_gan.cli import _hydra_alone, _null_group
+    from sr_gan.cli import _hydra_alone, _null_group, _printed_unresolvable
 
     monkeypatch.setattr(sys, "argv", ["train", "experiment=null"])
     assert _null_group(ValueError("Config group override must be a string or a list. Got NoneType")) is not None
@@ -540,6 +541,16 @@ def test_other_hydra_errors_are_not_taken_for_the_ones_given_a_line(monkeypatch:
     assert _hydra_alone(err) is None
     monkeypatch.setattr(sys, "argv", ["train", "--cfg", "hydra", "--resolve"])
     assert _hydra_alone(err).startswith("--cfg hydra --resolve: a key of hydra reads the tool's config")
+    assert _printed_unresolvable(err, tool="train") is None  # raised by no config's resolution
+    try:
+        OmegaConf.resolve(OmegaConf.create({"a": "${nope}"}))
+    except InterpolationResolutionError as raised:
+        err = raised
+    assert _printed_unresolvable(err, tool="train") == (
+        "a=${nope} cannot be resolved: the config has no key nope; python -m sr_gan.train --cfg job lists the keys"
+    )
+    monkeypatch.setattr(sys, "argv", ["train", "--cfg", "job"])
+    assert _printed_unresolvable(err, tool="train") is None  # nothing resolved on the command line
 
 
 def test_an_error_that_is_no_user_error_keeps_its_traceback(capsys: pytest.CaptureFixture[str]) -> None:

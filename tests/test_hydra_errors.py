@@ -187,6 +187,23 @@ def test_an_interpolation_that_cannot_be_resolved_is_refused_before_the_tool_run
     assert "task sees" in proc.stdout  # the user's HYDRA_FULL_ERROR: the tool runs into OmegaConf's error itself
 
 
+def test_cfg_resolved_with_an_interpolation_that_cannot_be_resolved_is_the_same_one_line(tmp_path: Path) -> None:
+    """Printing the resolved config (``--cfg job|all --resolve``, the task never runs) was OmegaConf's
+    stack trace, exit 1. In ``--cfg all`` Hydra's ``hydra.overrides.task`` repeats the override's
+    text, which cannot be resolved either: the line names the tool's key."""
+    line = (
+        "error: ckpt=${qqq}/best.ckpt cannot be resolved: the config has no key qqq; "
+        "python -m sr_gan.evaluate --cfg job lists the keys\n"
+    )
+    for shown in ("job", "all"):
+        (tmp_path / shown).mkdir()
+        proc = _tool(tmp_path / shown, "--cfg", shown, "--resolve", "ckpt=${qqq}/best.ckpt")
+        assert (proc.returncode, proc.stderr) == (2, line), shown
+    (tmp_path / "raw").mkdir()
+    proc = _tool(tmp_path / "raw", "--cfg", "job", "ckpt=${qqq}/best.ckpt")  # not resolved: printed as it is
+    assert proc.returncode == 0 and "ckpt: ${qqq}/best.ckpt" in proc.stdout
+
+
 def test_an_unparsable_override_is_refused_in_one_line_too(tmp_path: Path) -> None:
     """Hydra raises a parse error as an OverrideParseException, not a ConfigCompositionException."""
     proc = _tool(tmp_path, "ckpt=[1")

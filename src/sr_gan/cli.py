@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -96,9 +97,9 @@ def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Cal
                 _remove_empty_sweep_folder()
                 print(f"error: {describe(err, tool=config_name)}", file=sys.stderr)
                 raise SystemExit(2) from None
-            except InterpolationResolutionError as err:
-                if (line := _hydra_alone(err)) is None:  # not `--cfg hydra --resolve`: a fault of ours
-                    raise
+            except InterpolationResolutionError as err:  # printing `--cfg ... --resolve` (a run: `in_task`)
+                if (line := _hydra_alone(err) or _printed_unresolvable(err, tool=config_name)) is None:
+                    raise  # a fault of ours
                 print(f"error: {line}", file=sys.stderr)
                 raise SystemExit(2) from None
             except ValueError as err:  # Hydra's own, before composing: `experiment=null` is no option
@@ -153,6 +154,22 @@ def _hydra_alone(err: InterpolationResolutionError) -> str | None:
         f"--cfg hydra --resolve: a key of hydra reads the tool's config ({one_line(err)}), which Hydra leaves "
         "out of --cfg hydra; use --cfg all --resolve -p hydra (or -p hydra.<key>)"
     )
+
+
+def _printed_unresolvable(err: InterpolationResolutionError, *, tool: str) -> str | None:
+    """One line for ``--cfg job|all --resolve`` printing a config with an interpolation that cannot be
+    resolved, which Hydra let out as OmegaConf's stack trace (a run of the tool is refused in
+    `in_task`): `unresolvable`'s line. ``OmegaConf.resolve`` names no node in its error; the config
+    is the one its frames were resolving. None when the command line prints no resolved config."""
+    if "--resolve" not in sys.argv[1:]:
+        return None
+    nodes = [
+        value
+        for frame, _ in traceback.walk_tb(err.__traceback__)
+        for value in frame.f_locals.values()
+        if isinstance(value, DictConfig | ListConfig)
+    ]
+    return unresolvable(nodes[-1]._get_root(), tool=tool) if nodes else None  # type: ignore[arg-type]
 
 
 class SweepFolder(Callback):
@@ -241,12 +258,13 @@ def _ddp_strategy_keys() -> str:
 def unresolvable(cfg: DictConfig, *, tool: str) -> str | None:
     """One line for an interpolation of `cfg` that cannot be resolved (None: all can): the key, its
     value and the fix. Of several, the one the others lead to (``a: ${b}``, ``b: ${nope}`` names
-    ``b``). An interpolation of a ``???`` value is left to the tools, which name the missing key."""
+    ``b``); a key of the tool's before Hydra's (``hydra.overrides.task`` repeats an override's text).
+    An interpolation of a ``???`` value is left to the tools, which name the missing key."""
     failures = dict(_unresolved(cfg, prefix=""))
     if not failures:
         return None
     cause = [key for key, (raw, _) in failures.items() if not any(f"${{{other}}}" in raw for other in failures)]
-    key = (cause or list(failures))[0]
+    key = min(cause or failures, key=lambda name: name.startswith("hydra."))  # `--cfg all`: the override's own key
     raw, err = failures[key]
     head = f"{key}={raw} cannot be resolved"
     if isinstance(err, InterpolationKeyError) and (named := re.search(r"key '([^']+)'", str(err))):
