@@ -190,7 +190,8 @@ def test_a_mistyped_override_is_one_line_and_makes_no_folder(tmp_path: Path, arg
         (["loss=ragan", "discriminator=none"], "needs a discriminator"),
         (["loss=srgan", "discriminator.input_size=96"], "discriminator.input_size=96 differs from data.patch_size=32"),
         (["experiment=esrgan_x4", "data=demo"], "model.init_from"),
-        (["data=folder"], "data.train_hr_dir, data.val_hr_dir must be set"),
+        (["data=folder"], "data.train_hr_dir, data.val_hr_dir must be set (the config leaves them '???'): add "),
+        (["data=folder", "data.train_hr_dir=/x"], "data.val_hr_dir must be set (the config leaves it '???'): add "),
         (["data=folder", "data.train_hr_dir=/nowhere", "data.val_hr_dir=/nowhere"], "/nowhere does not exist"),
     ],
 )

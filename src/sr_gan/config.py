@@ -108,7 +108,8 @@ def check_train_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         example = " ".join(f"{key}=..." for key in missing)
-        raise UserError(f"{', '.join(missing)} must be set (the config leaves them '???'): add {example}")
+        them = "it" if len(missing) == 1 else "them"
+        raise UserError(f"{', '.join(missing)} must be set (the config leaves {them} '???'): add {example}")
     validate(cfg, TRAIN)
     check_trainer_keys(cfg.trainer)
     check_built_keys(cfg)
