@@ -824,9 +824,14 @@ def test_a_copied_run_folder_resumes_into_a_wandb_run_of_its_own(
     wandb.teardown()  # W&B's service writes a finished run's file after `finish` returns
     shutil.copytree(original, copy, symlinks=True)
 
-    def files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    def files(folder: Path) -> dict[str, tuple[bytes, int] | str]:
+        """Each file's bytes and time; a link's target as written, never followed: W&B links each run's
+        logs/debug-core.log to its service's log in ~/.cache/wandb, which any W&B service started in the
+        same second (another test process) writes too."""
         return {
-            str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+            str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in folder.rglob("*")
+            if p.is_symlink() or p.is_file()
         }
 
     before, run_id = files(original), (original / "wandb" / "run_id").read_text().strip()
